@@ -1,0 +1,1 @@
+"""Annotation campaigns: readers, adjudication, agreement and versioned training sets."""

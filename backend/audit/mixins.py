@@ -1,0 +1,70 @@
+"""The base of every API view that returns clinical data: audits and marks it uncacheable.
+
+A view calls ``self.accessed(objects)`` with what it is about to return; the audit rows are then
+written by ``audit_record`` once the response succeeds, and a ``NotInScope`` from a selector
+becomes a 404 plus a ``denied`` audit row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from rest_framework import exceptions
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from backend.audit.models import AuditAction, AuditOutcome
+from backend.audit.services import AuditTarget, audit_record
+from backend.studies.models import Instance, Series, Study
+from backend.studies.selectors import NotInScope
+
+
+def audit_target_for(obj: object) -> AuditTarget:
+    if isinstance(obj, Study):
+        return AuditTarget("study", str(obj.pk), obj.site_id, obj.study_uid)
+    if isinstance(obj, Series):
+        return AuditTarget("series", str(obj.pk), obj.site_id, obj.study.study_uid)
+    if isinstance(obj, Instance):
+        return AuditTarget("instance", str(obj.pk), obj.site_id, obj.series.study.study_uid)
+    raise TypeError(f"no audit target for {type(obj).__name__}")
+
+
+class ClinicalAPIView(APIView):
+    audit_action: AuditAction = AuditAction.VIEW
+
+    def accessed(self, objects: Iterable[object], *, per_study: bool = False) -> None:
+        targets = [audit_target_for(o) for o in objects]
+        if per_study:
+            # A list touching ten series of one study is one access to that study.
+            unique: dict[tuple[int | None, str], AuditTarget] = {}
+            for target in targets:
+                unique.setdefault((target.site_id, target.study_uid), target)
+            targets = list(unique.values())
+        self._audit_targets = targets
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, NotInScope):
+            if self.request.user.is_authenticated:
+                audit_record(
+                    user=self.request.user,
+                    action=self.audit_action,
+                    targets=[AuditTarget(exc.object_type, exc.object_id, exc.site_id)],
+                    outcome=AuditOutcome.DENIED,
+                    request=self.request,
+                )
+            exc = exceptions.NotFound()
+        return super().handle_exception(exc)
+
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        targets = getattr(self, "_audit_targets", None)
+        if targets and response.status_code < 400:
+            audit_record(
+                user=request.user, action=self.audit_action, targets=targets, request=request
+            )
+        response["Cache-Control"] = "no-store"
+        return response

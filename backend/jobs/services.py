@@ -1,0 +1,51 @@
+"""Attempt bookkeeping for Celery tasks (see ``backend/jobs/models.py``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from backend.jobs.models import JobRecord, JobState
+
+logger = logging.getLogger(__name__)
+
+
+@transaction.atomic
+def job_attempt_begin(*, task_id: str, name: str, subject: str) -> JobRecord:
+    """Count one more attempt. Past ``ARTISCAN_TASK_MAX_ATTEMPTS`` the job is quarantined and
+    the caller must not run it again."""
+    record, _ = JobRecord.objects.select_for_update().get_or_create(
+        task_id=task_id, defaults={"name": name, "subject": subject}
+    )
+    if record.state in (JobState.DONE, JobState.QUARANTINED):
+        return record
+    record.attempts += 1
+    record.last_pid = os.getpid()
+    record.last_hostname = socket.gethostname()[:200]
+    record.started_at = timezone.now()
+    if record.attempts > settings.CELERY_MAX_ATTEMPTS:
+        record.state = JobState.QUARANTINED
+        record.error = f"gave up after {record.attempts - 1} attempts that did not finish"
+        logger.error("job quarantined: %s %s (task %s)", name, subject, task_id)
+    else:
+        record.state = JobState.RUNNING
+    record.save()
+    return record
+
+
+def job_attempt_finish(*, record: JobRecord) -> None:
+    JobRecord.objects.filter(pk=record.pk).update(
+        state=JobState.DONE, finished_at=timezone.now(), error=""
+    )
+
+
+def job_attempt_fail(*, record: JobRecord, error: BaseException) -> None:
+    # Only the exception class: messages can quote file contents.
+    JobRecord.objects.filter(pk=record.pk).update(
+        state=JobState.FAILED, finished_at=timezone.now(), error=type(error).__name__[:500]
+    )

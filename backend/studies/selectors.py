@@ -1,0 +1,89 @@
+"""Reads of clinical data. Every query starts from ``_scoped``: the caller's sites only.
+
+A row of another site is indistinguishable from a row that does not exist (``NotInScope`` is a
+404), so ids from the client are never trusted and never confirm existence.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TypeVar
+
+from django.core.exceptions import ValidationError
+from django.db.models import Model, QuerySet
+
+from backend.accounts.selectors import AnyUser, site_ids_for
+from backend.studies.models import Instance, Series, Study
+
+M = TypeVar("M", bound=Model)
+
+
+class NotInScope(Exception):
+    """The object does not exist or belongs to a site the caller cannot see."""
+
+    def __init__(self, object_type: str, object_id: str, site_id: int | None = None) -> None:
+        super().__init__(f"{object_type} {object_id} not found")
+        self.object_type = object_type
+        self.object_id = object_id
+        # The owning site, for the audit trail only (its admin sees the denied attempt); the
+        # caller is told nothing.
+        self.site_id = site_id
+
+
+def _scoped(queryset: QuerySet[M], user: AnyUser) -> QuerySet[M]:
+    return queryset.filter(site_id__in=site_ids_for(user))
+
+
+def _get(queryset: QuerySet[M], object_type: str, object_id: uuid.UUID | str) -> M:
+    try:
+        return queryset.get(pk=object_id)
+    except (queryset.model.DoesNotExist, ValueError, TypeError, ValidationError):
+        owner = None
+        try:
+            owner = queryset.model._default_manager.filter(pk=object_id).values_list(
+                "site_id", flat=True
+            ).first()
+        except (ValueError, TypeError, ValidationError):
+            pass
+        raise NotInScope(object_type, str(object_id)[:64], owner) from None
+
+
+def study_list(*, user: AnyUser, site_id: int | None = None) -> QuerySet[Study]:
+    qs = _scoped(Study.objects.select_related("site"), user)
+    if site_id is not None:
+        qs = qs.filter(site_id=site_id)
+    return qs.order_by("-received_at", "id")
+
+
+def study_get(*, user: AnyUser, study_id: uuid.UUID | str) -> Study:
+    return _get(_scoped(Study.objects.select_related("site"), user), "study", study_id)
+
+
+def series_list(
+    *,
+    user: AnyUser,
+    study_id: uuid.UUID | str | None = None,
+    site_id: int | None = None,
+    status: str | None = None,
+) -> QuerySet[Series]:
+    qs = _scoped(Series.objects.select_related("study", "site", "scanner"), user)
+    if study_id is not None:
+        qs = qs.filter(study_id=study_id)
+    if site_id is not None:
+        qs = qs.filter(site_id=site_id)
+    if status is not None:
+        qs = qs.filter(status=status)
+    return qs.order_by("-received_at", "id")
+
+
+def series_get(*, user: AnyUser, series_id: uuid.UUID | str) -> Series:
+    return _get(
+        _scoped(Series.objects.select_related("study", "site", "scanner"), user),
+        "series",
+        series_id,
+    )
+
+
+def instance_list(*, user: AnyUser, series_id: uuid.UUID | str) -> QuerySet[Instance]:
+    series = series_get(user=user, series_id=series_id)
+    return series.instances.order_by("instance_number", "sop_uid")

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Run ArtiScan on the embedded defaults: SQLite, Celery over SQLite, the database channel layer.
+# Started by `make demo`; Ctrl-C stops the web server and the worker together.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+HOST=${ARTISCAN_HOST:-127.0.0.1}
+PORT=${ARTISCAN_PORT:-8000}
+unset DATABASE_URL REDIS_URL
+
+$BIN/python manage.py migrate --noinput
+$BIN/python manage.py collectstatic --noinput >/dev/null
+$BIN/python manage.py demo_data
+
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+$BIN/celery -A backend.config worker -Q cpu,gpu --concurrency 1 --loglevel INFO &
+pids+=($!)
+$BIN/daphne -b "$HOST" -p "$PORT" backend.config.asgi:application &
+pids+=($!)
+
+echo
+echo "ArtiScan is running at http://$HOST:$PORT/  (API docs: http://$HOST:$PORT/api/docs/)"
+echo "Sign in with one of the demo logins above; 'manage.py demo_data --reset-passwords' makes new ones."
+wait -n
