@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
+from backend.accounts.authentication import BearerTokenAuthentication
 from backend.accounts.models import ApiToken
 from backend.accounts.selectors import site_list
 from backend.accounts.serializers import (
@@ -33,7 +34,8 @@ class LoginThrottle(AnonRateThrottle):
 class TokenCreateApi(APIView):
     """Exchange a username and password for a bearer token (workstations, scripts)."""
 
-    authentication_classes: list[type] = []
+    # No session auth (and so no CSRF check) here; listed so a failure answers 401, not 403.
+    authentication_classes = [BearerTokenAuthentication]
     permission_classes = [AllowAny]
     throttle_classes = [LoginThrottle]
     TOKEN_LIFETIME = timedelta(days=90)

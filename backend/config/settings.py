@@ -144,6 +144,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "backend" / "static_build"]
 (BASE_DIR / "backend" / "static_build").mkdir(exist_ok=True)
 STORAGES = {

@@ -1,0 +1,98 @@
+"""Session login for browsers, bearer tokens for the API and workstations."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from backend.accounts.models import ApiToken
+from tests.conftest import PASSWORD
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_token_is_issued_for_the_right_password_and_works(api, radiologist_a):
+    response = api.as_(None).post(
+        "/api/auth/token/", {"username": "rad_a", "password": PASSWORD, "name": "workstation"}
+    )
+    assert response.status_code == 201
+    raw = response.json()["token"]
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert api.get("/api/me/").json()["username"] == "rad_a"
+
+
+def test_only_the_tokens_hash_is_stored(api, radiologist_a):
+    raw = api.post("/api/auth/token/", {"username": "rad_a", "password": PASSWORD}).json()["token"]
+    stored = ApiToken.objects.filter(name="api").get()
+    assert raw not in {stored.key_hash, stored.key_prefix}
+    assert stored.key_hash == ApiToken.hash_key(raw)
+
+
+def test_a_wrong_password_gets_no_token(api, radiologist_a):
+    response = api.post("/api/auth/token/", {"username": "rad_a", "password": "nope"})
+    assert response.status_code == 401
+    assert "token" not in response.json()
+
+
+def test_a_wrong_token_gets_401(api, radiologist_a):
+    api.credentials(HTTP_AUTHORIZATION="Bearer as_not-a-real-token")
+    assert api.get("/api/me/").status_code == 401
+
+
+def test_a_revoked_token_stops_working(api, radiologist_a):
+    api.as_(radiologist_a)
+    assert api.delete("/api/auth/token/current/").status_code == 204
+    assert api.get("/api/me/").status_code == 401
+
+
+def test_an_expired_token_stops_working(api, radiologist_a):
+    ApiToken.objects.filter(user=radiologist_a.user).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert api.as_(radiologist_a).get("/api/me/").status_code == 401
+
+
+def test_a_deactivated_users_token_stops_working(api, radiologist_a):
+    radiologist_a.user.is_active = False
+    radiologist_a.user.save()
+    assert api.as_(radiologist_a).get("/api/me/").status_code == 401
+
+
+def test_me_lists_the_roles_per_site(api, radiologist_a, site_a):
+    body = api.as_(radiologist_a).get("/api/me/").json()
+    assert body["memberships"] == [
+        {"site_id": site_a.pk, "site_name": "Site A", "role": "radiologist"}
+    ]
+
+
+def test_the_browser_signs_in_on_the_styled_login_page(client, radiologist_a):
+    page = client.get("/accounts/login/")
+    assert b"ArtiScan" in page.content and b"artiscan.css" in page.content
+    response = client.post("/accounts/login/", {"username": "rad_a", "password": PASSWORD})
+    assert response.status_code == 302
+    home = client.get("/")
+    assert home.status_code == 200
+    assert b"Site A" in home.content and b"Worklist" in home.content
+
+
+def test_a_signed_in_browser_uses_the_api_with_its_session(client, radiologist_a, study_a):
+    client.force_login(radiologist_a.user)
+    assert client.get("/api/studies/").json()["count"] == 1
+
+
+def test_the_openapi_schema_describes_every_endpoint(api, radiologist_a):
+    response = api.as_(radiologist_a).get("/api/schema/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    for path in ["/api/studies/", "/api/series/{series_id}/", "/api/auth/token/"]:
+        assert path in paths
+    assert response.json()["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+
+
+def test_the_api_docs_page_loads_without_the_internet(client, radiologist_a):
+    client.force_login(radiologist_a.user)
+    page = client.get("/api/docs/").content.decode()
+    assert "swagger-ui" in page
+    assert "cdn." not in page and "https://" not in page.split("<body")[0]

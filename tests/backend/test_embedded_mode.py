@@ -1,0 +1,106 @@
+"""The embedded default: no server at all. SQLite, Celery over SQLite, the database channel layer.
+
+`make demo` runs exactly this; here a real worker process picks up a task and an event crosses
+from one process to another through the database channel layer.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    env.update({"ARTISCAN_VAR_DIR": str(tmp_path / "var"), "PYTHONPATH": str(ROOT)})
+    return env
+
+
+def _manage(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_the_embedded_mode_runs_tasks_and_carries_events_between_processes(tmp_path):
+    env = _env(tmp_path)
+    _manage(env, "migrate", "--noinput", "-v0")
+    out = _manage(env, "demo_data")
+    assert "radiologist" in out and "siteadmin" in out
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "backend.config", "worker", "-Q", "cpu,gpu",
+         "-c", "1", "--without-gossip", "--without-mingle"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        # A listener in a second process subscribes to the demo site's group...
+        listener_code = textwrap.dedent(
+            """
+            import asyncio, django, sys
+            django.setup()
+            from channels.layers import get_channel_layer
+            async def main():
+                layer = get_channel_layer()
+                channel = await layer.new_channel()
+                await layer.group_add(sys.argv[1], channel)
+                print("listening", flush=True)
+                message = await asyncio.wait_for(layer.receive(channel), 60)
+                print(message["event"]["kind"], message["event"]["data"]["n"], flush=True)
+            asyncio.run(main())
+            """
+        )
+        from_site = _manage(
+            env, "shell", "-v0", "-c",
+            "from backend.accounts.models import Site; print(Site.objects.get(slug='demo').pk)",
+        ).strip()  # fmt: skip
+        listener = subprocess.Popen(
+            [sys.executable, "-c", listener_code, f"site.{from_site}"],
+            cwd=ROOT, env={**env, "DJANGO_SETTINGS_MODULE": "backend.config.settings"},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert listener.stdout is not None
+        assert listener.stdout.readline().strip() == "listening"
+        # ...and a third process enqueues a task and publishes an event.
+        _manage(
+            env, "shell", "-v0", "-c",
+            textwrap.dedent(
+                f"""
+                from django.db import transaction
+                from backend.realtime.services import event_publish
+                from backend.studies.services import series_summary_enqueue
+                from tests.factories import InstanceFactory, SeriesFactory
+                from backend.accounts.models import Site
+                series = SeriesFactory(study__site=Site.objects.get(pk={from_site}))
+                InstanceFactory.create_batch(2, series=series)
+                with transaction.atomic():
+                    series_summary_enqueue(series_id=series.pk)
+                event_publish(site_id={from_site}, kind="demo.event", data={{"n": 7}})
+                """
+            ),
+        )  # fmt: skip
+        out, err = listener.communicate(timeout=90)
+        assert out.strip() == "demo.event 7", err
+        deadline = time.monotonic() + 90
+        done = ""
+        while time.monotonic() < deadline:
+            done = _manage(
+                env, "shell", "-v0", "-c",
+                "from backend.studies.models import Series; "
+                "print(list(Series.objects.values_list('instance_count', flat=True)))",
+            ).strip()  # fmt: skip
+            if done == "[2]":
+                break
+            time.sleep(1)
+        assert done == "[2]"
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)

@@ -1,0 +1,139 @@
+"""Tenant isolation, endpoint by endpoint: another site's user gets 404 on a site's objects and
+sees none of them in lists or counts; anonymous callers get 401."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import get_resolver
+
+from backend.studies.models import Instance, Series
+
+pytestmark = pytest.mark.django_db
+
+# Every API route and how to reach it. test_every_api_route_is_in_the_matrix keeps this honest.
+DETAIL_ROUTES = {
+    "api-study": lambda study: f"/api/studies/{study.pk}/",
+    "api-series": lambda study: f"/api/series/{study.series.first().pk}/",
+    "api-series-instances": lambda study: f"/api/series/{study.series.first().pk}/instances/",
+}
+LIST_ROUTES = {
+    "api-study-list": "/api/studies/",
+    "api-series-list": "/api/series/",
+}
+NON_CLINICAL_ROUTES = {
+    "api-token-create",  # anonymous by design
+    "api-token-revoke",
+    "api-me",
+    "api-sites",
+    "api-audit-events",  # covered in test_audit.py
+    "api-schema",
+    "api-docs",
+}
+
+
+def test_every_api_route_is_in_the_matrix():
+    names = {
+        p.name
+        for p in get_resolver().url_patterns
+        if getattr(p, "name", None) and str(p.pattern).startswith("api/")
+    }
+    assert names == set(DETAIL_ROUTES) | set(LIST_ROUTES) | NON_CLINICAL_ROUTES
+
+
+@pytest.mark.parametrize("route", sorted(DETAIL_ROUTES))
+def test_a_user_of_the_site_can_open_its_objects(api, radiologist_a, study_a, route):
+    assert api.as_(radiologist_a).get(DETAIL_ROUTES[route](study_a)).status_code == 200
+
+
+@pytest.mark.parametrize("route", sorted(DETAIL_ROUTES))
+def test_another_sites_user_gets_404_on_a_sites_objects(api, radiologist_b, study_a, route):
+    response = api.as_(radiologist_b).get(DETAIL_ROUTES[route](study_a))
+    assert response.status_code == 404
+    assert str(study_a.study_uid) not in response.content.decode()
+
+
+@pytest.mark.parametrize("route", sorted(DETAIL_ROUTES))
+def test_the_404_for_another_site_is_the_404_for_nothing(api, radiologist_b, study_a, route):
+    import uuid
+
+    theirs = api.as_(radiologist_b).get(DETAIL_ROUTES[route](study_a))
+    url = DETAIL_ROUTES[route](study_a)
+    for obj_id in (str(study_a.pk), str(study_a.series.first().pk)):
+        url = url.replace(obj_id, str(uuid.uuid4()))
+    nothing = api.as_(radiologist_b).get(url)
+    assert (theirs.status_code, theirs.json()) == (nothing.status_code, nothing.json())
+
+
+@pytest.mark.parametrize("route", sorted(LIST_ROUTES))
+def test_another_sites_user_sees_nothing_in_lists_or_counts(api, radiologist_b, study_a, route):
+    body = api.as_(radiologist_b).get(LIST_ROUTES[route]).json()
+    assert body["count"] == 0
+    assert body["results"] == []
+
+
+@pytest.mark.parametrize("route", sorted(LIST_ROUTES))
+def test_filtering_on_another_sites_id_still_returns_nothing(
+    api, radiologist_b, study_a, site_a, route
+):
+    body = api.as_(radiologist_b).get(LIST_ROUTES[route], {"site": site_a.pk}).json()
+    assert body["count"] == 0
+
+
+@pytest.mark.parametrize("route", sorted(LIST_ROUTES))
+def test_a_user_of_the_site_sees_its_objects_in_lists(api, radiologist_a, study_a, route):
+    body = api.as_(radiologist_a).get(LIST_ROUTES[route]).json()
+    assert body["count"] == 1
+
+
+def test_a_superuser_sees_every_site(api, superuser, study_a, site_b):
+    from tests.factories import StudyFactory
+
+    StudyFactory(site=site_b)
+    assert api.as_(superuser).get("/api/studies/").json()["count"] == 2
+
+
+def test_a_user_of_two_sites_sees_both(api, radiologist_a, study_a, site_b):
+    from backend.accounts.models import Membership
+    from tests.factories import StudyFactory
+
+    StudyFactory(site=site_b)
+    Membership.objects.create(user=radiologist_a.user, site=site_b, role="radiologist")
+    assert api.as_(radiologist_a).get("/api/studies/").json()["count"] == 2
+
+
+@pytest.mark.parametrize(
+    "url",
+    [*LIST_ROUTES.values(), "/api/me/", "/api/sites/", "/api/audit-events/"],
+)
+def test_anonymous_callers_get_401(api, study_a, url):
+    response = api.as_(None).get(url)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize("route", sorted(DETAIL_ROUTES))
+def test_anonymous_callers_get_401_on_objects(api, study_a, route):
+    assert api.as_(None).get(DETAIL_ROUTES[route](study_a)).status_code == 401
+
+
+def test_sites_lists_only_the_callers_sites(api, radiologist_b, site_a, site_b):
+    body = api.as_(radiologist_b).get("/api/sites/").json()
+    assert [s["id"] for s in body] == [site_b.pk]
+
+
+def test_instances_of_one_site_are_never_listed_under_another(api, radiologist_a, study_a):
+    series = Series.objects.get(study=study_a)
+    body = api.as_(radiologist_a).get(f"/api/series/{series.pk}/instances/").json()
+    assert len(body) == Instance.objects.filter(series=series).count() == 3
+    assert body[0]["phase_encode_direction"] == "ROW"
+
+
+def test_clinical_responses_are_not_cached(api, radiologist_a, study_a):
+    response = api.as_(radiologist_a).get("/api/studies/")
+    assert response["Cache-Control"] == "no-store"
+
+
+def test_the_worklist_page_redirects_anonymous_users_to_login(client):
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")

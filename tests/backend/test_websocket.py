@@ -1,0 +1,92 @@
+"""Live events over a real ASGI server: each user hears only the sites they belong to."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from asgiref.sync import async_to_sync
+from websockets.asyncio.client import connect
+
+from backend.realtime.services import event_publish
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.servers]
+
+
+async def _open(server: str, token: str | None = None, cookie: str | None = None):
+    headers = {"Origin": f"http://{server}"}
+    if cookie:
+        headers["Cookie"] = cookie
+    ws = await connect(f"ws://{server}/ws/events/", additional_headers=headers)
+    if token:
+        await ws.send(json.dumps({"type": "auth", "token": token}))
+    hello = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    return ws, hello
+
+
+async def _next(ws, timeout=5.0):
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+def test_a_user_of_site_b_receives_no_event_about_site_a(
+    asgi_server, radiologist_a, radiologist_b, site_a, site_b
+):
+    async def scenario():
+        ws_a, hello_a = await _open(asgi_server, token=radiologist_a.token)
+        ws_b, hello_b = await _open(asgi_server, token=radiologist_b.token)
+        assert hello_a == {"kind": "subscribed", "site_ids": [site_a.pk]}
+        assert hello_b == {"kind": "subscribed", "site_ids": [site_b.pk]}
+        await asyncio.to_thread(
+            event_publish, site_id=site_a.pk, kind="series.scored", data={"series_id": "x-a"}
+        )
+        await asyncio.to_thread(
+            event_publish, site_id=site_b.pk, kind="series.scored", data={"series_id": "x-b"}
+        )
+        got_a = await _next(ws_a)
+        got_b = await _next(ws_b)
+        with pytest.raises(asyncio.TimeoutError):
+            await _next(ws_b, timeout=1.5)
+        await ws_a.close()
+        await ws_b.close()
+        return got_a, got_b
+
+    got_a, got_b = async_to_sync(scenario)()
+    assert got_a == {"kind": "series.scored", "site_id": site_a.pk, "data": {"series_id": "x-a"}}
+    assert got_b["data"] == {"series_id": "x-b"}
+
+
+def test_a_browser_session_is_enough_to_subscribe(asgi_server, client, radiologist_a, site_a):
+    client.force_login(radiologist_a.user)
+    cookie = f"sessionid={client.cookies['sessionid'].value}"
+
+    async def scenario():
+        ws, hello = await _open(asgi_server, cookie=cookie)
+        await ws.close()
+        return hello
+
+    assert async_to_sync(scenario)() == {"kind": "subscribed", "site_ids": [site_a.pk]}
+
+
+def test_a_wrong_token_is_disconnected_without_events(asgi_server, radiologist_a, site_a):
+    async def scenario():
+        ws = await connect(
+            f"ws://{asgi_server}/ws/events/", additional_headers={"Origin": f"http://{asgi_server}"}
+        )
+        await ws.send(json.dumps({"type": "auth", "token": "as_wrong"}))
+        with pytest.raises(Exception) as closed:
+            await asyncio.wait_for(ws.recv(), 10)
+        return closed.value
+
+    error = async_to_sync(scenario)()
+    assert getattr(error, "rcvd", None) is not None and error.rcvd.code == 4401
+
+
+def test_a_foreign_origin_is_refused(asgi_server, radiologist_a):
+    async def scenario():
+        return await connect(
+            f"ws://{asgi_server}/ws/events/", additional_headers={"Origin": "http://evil.example"}
+        )
+
+    with pytest.raises(Exception, match="403"):
+        async_to_sync(scenario)()

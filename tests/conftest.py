@@ -1,0 +1,229 @@
+"""Shared fixtures: personas (who is asking) and real servers (Celery worker, ASGI server)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class Persona:
+    user: object
+    site: object | None
+    token: str
+
+
+def _persona(username: str, site: object | None, role: str | None, superuser: bool = False):
+    from backend.accounts.models import Role
+    from backend.accounts.services import token_create, user_create
+
+    memberships = [(site, Role(role))] if site is not None and role else []
+    user = user_create(
+        username=username, password=PASSWORD, memberships=memberships, is_superuser=superuser
+    )
+    _, raw = token_create(user=user, name="test")
+    return Persona(user=user, site=site, token=raw)
+
+
+@pytest.fixture
+def site_a(db):
+    from tests.factories import SiteFactory
+
+    return SiteFactory(name="Site A", slug="site-a")
+
+
+@pytest.fixture
+def site_b(db):
+    from tests.factories import SiteFactory
+
+    return SiteFactory(name="Site B", slug="site-b")
+
+
+@pytest.fixture
+def radiologist_a(site_a):
+    return _persona("rad_a", site_a, "radiologist")
+
+
+@pytest.fixture
+def admin_a(site_a):
+    return _persona("admin_a", site_a, "site_admin")
+
+
+@pytest.fixture
+def radiologist_b(site_b):
+    return _persona("rad_b", site_b, "radiologist")
+
+
+@pytest.fixture
+def admin_b(site_b):
+    return _persona("admin_b", site_b, "site_admin")
+
+
+@pytest.fixture
+def annotator_a(site_a):
+    return _persona("annotator_a", site_a, "annotator")
+
+
+@pytest.fixture
+def superuser(db):
+    return _persona("root", None, None, superuser=True)
+
+
+@pytest.fixture
+def api():
+    """A DRF client; ``api.as_(persona)`` authenticates with the persona's bearer token."""
+    from rest_framework.test import APIClient
+
+    class Client(APIClient):
+        def as_(self, persona: Persona | None) -> Client:
+            if persona is None:
+                self.credentials()
+            else:
+                self.credentials(HTTP_AUTHORIZATION=f"Bearer {persona.token}")
+            return self
+
+    return Client()
+
+
+@pytest.fixture
+def study_a(site_a):
+    from tests.factories import InstanceFactory, SeriesFactory, StudyFactory
+
+    study = StudyFactory(site=site_a)
+    series = SeriesFactory(study=study)
+    InstanceFactory.create_batch(3, series=series)
+    return study
+
+
+# --- real servers -------------------------------------------------------------------------
+
+
+def _server_env(django_db_setup_name: str) -> dict[str, str]:
+    """The environment of a child process that must see the test database and test Redis."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    env = dict(os.environ)
+    if db["ENGINE"].endswith("postgresql"):
+        host = db.get("HOST") or "127.0.0.1"
+        port = db.get("PORT") or 5432
+        user = db.get("USER") or "postgres"
+        env["DATABASE_URL"] = f"postgres://{user}@{host}:{port}/{django_db_setup_name}"
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def requires_servers() -> None:
+    from django.conf import settings
+
+    if not settings.DATABASES["default"]["ENGINE"].endswith("postgresql") or not settings.REDIS_URL:
+        pytest.fail(
+            "This test needs PostgreSQL and Redis: run it through `make test`, which sets "
+            "DATABASE_URL and REDIS_URL."
+        )
+
+
+@pytest.fixture(scope="session")
+def redis_clean(django_db_setup):
+    """The suite owns the Redis database it is given: start from an empty one."""
+    import redis
+    from django.conf import settings
+
+    requires_servers()
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup, django_db_blocker, redis_clean, tmp_path_factory):
+    """A real ``celery worker`` process (prefork, one child) on the test database and Redis."""
+    from django.conf import settings
+
+    log = tmp_path_factory.mktemp("celery") / "worker.log"
+    env = _server_env(settings.DATABASES["default"]["NAME"])
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "backend.config", "worker",
+             "-Q", "cpu,gpu", "--concurrency", "1", "--loglevel", "INFO",
+             "--without-gossip", "--without-mingle", "-n", f"test-{os.getpid()}@%h"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        _wait_for(lambda: b" ready." in log.read_bytes() or proc.poll() is not None, 90, "worker")
+        if proc.poll() is not None:
+            raise RuntimeError(f"celery worker exited:\n{log.read_text()[-3000:]}")
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def asgi_server(django_db_setup, redis_clean, tmp_path_factory) -> Iterator[str]:
+    """A real daphne serving the ASGI app on the test database; yields ``host:port``."""
+    from django.conf import settings
+
+    port = _free_port()
+    log = tmp_path_factory.mktemp("daphne") / "daphne.log"
+    env = _server_env(settings.DATABASES["default"]["NAME"])
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+             "backend.config.asgi:application"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def listening() -> bool:
+        if proc.poll() is not None:
+            return True
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        _wait_for(listening, 60, "daphne")
+        if proc.poll() is not None:
+            raise RuntimeError(f"daphne exited:\n{log.read_text()[-3000:]}")
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(autouse=True)
+def _unhashed_static_files(settings):
+    """Pages render without a prior ``collectstatic`` (the manifest only exists after one)."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
