@@ -33,6 +33,7 @@ demo: setup
 	bash deploy/demo.sh
 
 test: setup
+	bash deploy/ensure-services.sh >/dev/null
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
 

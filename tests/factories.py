@@ -25,7 +25,7 @@ class UserFactory(factory.django.DjangoModelFactory):
     password = factory.PostGenerationMethodCall("set_password", "correct horse battery")
 
     @factory.post_generation
-    def save_password(obj, create, extracted, **kwargs):  # type: ignore[no-untyped-def]  # noqa: N805
+    def save_password(obj, create, extracted, **kwargs):  # type: ignore[no-untyped-def]
         if create:
             obj.save()
 

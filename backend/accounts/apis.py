@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import cast
 
 from django.contrib.auth import authenticate
 from django.utils import timezone
@@ -15,7 +16,7 @@ from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
 from backend.accounts.authentication import BearerTokenAuthentication
-from backend.accounts.models import ApiToken
+from backend.accounts.models import ApiToken, Membership, User
 from backend.accounts.selectors import site_list
 from backend.accounts.serializers import (
     MeOutputSerializer,
@@ -52,7 +53,7 @@ class TokenCreateApi(APIView):
         if user is None:
             raise exceptions.AuthenticationFailed("Wrong username or password.")
         token, raw = token_create(
-            user=user,  # type: ignore[arg-type]
+            user=user,
             name=data.validated_data["name"],
             expires_at=timezone.now() + self.TOKEN_LIFETIME,
         )
@@ -75,7 +76,8 @@ class MeApi(APIView):
     @extend_schema(responses=MeOutputSerializer)
     def get(self, request: Request) -> Response:
         user = request.user
-        memberships = user.memberships.select_related("site").order_by("site__name", "role")
+        memberships = Membership.objects.filter(user=cast(User, user)).select_related("site")
+        memberships = memberships.order_by("site__name", "role")
         out = {
             "id": user.pk,
             "username": user.get_username(),

@@ -73,6 +73,9 @@ class ApiToken(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
+    def __str__(self) -> str:
+        return f"{self.name} ({self.key_prefix}…)"
+
     @classmethod
     def new_key(cls) -> str:
         return cls.PREFIX + secrets.token_urlsafe(32)
@@ -80,6 +83,3 @@ class ApiToken(models.Model):
     @staticmethod
     def hash_key(raw: str) -> str:
         return _hash_token(raw)
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.key_prefix}…)"

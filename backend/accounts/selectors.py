@@ -29,9 +29,7 @@ def site_list(*, user: AnyUser) -> QuerySet[Site]:
 def roles_for(*, user: AnyUser, site_id: int) -> set[str]:
     if not user.is_authenticated:
         return set()
-    return set(
-        Membership.objects.filter(user=user, site_id=site_id).values_list("role", flat=True)
-    )
+    return set(Membership.objects.filter(user=user, site_id=site_id).values_list("role", flat=True))
 
 
 def user_has_role(*, user: AnyUser, site_id: int, roles: Iterable[Role]) -> bool:

@@ -35,7 +35,9 @@ def user_create(
     return user
 
 
-def token_create(*, user: User, name: str, expires_at: datetime | None = None) -> tuple[ApiToken, str]:
+def token_create(
+    *, user: User, name: str, expires_at: datetime | None = None
+) -> tuple[ApiToken, str]:
     """Create a bearer token; the raw key is returned once and never stored."""
     raw = ApiToken.new_key()
     token = ApiToken.objects.create(

@@ -51,6 +51,9 @@ class AuditEvent(models.Model):
 
     objects = AuditEventQuerySet.as_manager()
 
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username} {self.action} {self.object_type}"
+
     class Meta:
         indexes = [models.Index(fields=["site_id", "-at"], name="audit_site_time")]
         ordering = ["-at", "-id"]

@@ -43,7 +43,7 @@ def audit_record(
         return []
     authenticated = isinstance(user, User)
     roles_by_site: dict[int, list[str]] = {}
-    if authenticated:
+    if isinstance(user, User):
         for site_id, role in Membership.objects.filter(user=user).values_list("site_id", "role"):
             roles_by_site.setdefault(site_id, []).append(role)
     rows = []

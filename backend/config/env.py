@@ -52,7 +52,9 @@ def env_bool(name: str, default: bool) -> bool:
         return True
     if lowered in _FALSE:
         return False
-    raise ImproperlyConfigured(f"{name}: expected a boolean (true/false/1/0/yes/no), got {value!r}.")
+    raise ImproperlyConfigured(
+        f"{name}: expected a boolean (true/false/1/0/yes/no), got {value!r}."
+    )
 
 
 def env_int(name: str, default: int, *, minimum: int | None = None) -> int:

@@ -36,7 +36,9 @@ def _secret_key() -> str:
             raise ImproperlyConfigured("SECRET_KEY: must be at least 50 characters of varied text.")
         return configured
     if HTTPS:
-        raise ImproperlyConfigured("SECRET_KEY (or SECRET_KEY_FILE) must be set when ARTISCAN_HTTPS.")
+        raise ImproperlyConfigured(
+            "SECRET_KEY (or SECRET_KEY_FILE) must be set when ARTISCAN_HTTPS."
+        )
     # Embedded mode: one random key per installation, kept beside the data it protects.
     path = VAR_DIR / "secret_key"
     if not path.exists():
@@ -128,8 +130,10 @@ AUTH_USER_MODEL = "accounts.User"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
-     "OPTIONS": {"min_length": 12}},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 12},
+    },
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
@@ -152,9 +156,7 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 if DEBUG:
-    STORAGES["staticfiles"] = {
-        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
-    }
+    STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
 MEDIA_ROOT = VAR_DIR / "store"
 
 # --- Request limits (checklist H-02) --------------------------------------------------------
@@ -236,7 +238,7 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "cpu"
-CELERY_TASK_QUEUES = {"cpu": {}, "gpu": {}}
+CELERY_TASK_QUEUES: dict[str, dict[str, str]] = {"cpu": {}, "gpu": {}}
 CELERY_TASK_ROUTES = {"backend.scoring.tasks.*": {"queue": "gpu"}}
 CELERY_TASK_TRACK_STARTED = True
 CELERY_RESULT_EXPIRES = 24 * 3600

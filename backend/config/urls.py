@@ -10,7 +10,9 @@ from backend.web import views as web_views
 
 api = [
     path("api/auth/token/", accounts_apis.TokenCreateApi.as_view(), name="api-token-create"),
-    path("api/auth/token/current/", accounts_apis.TokenRevokeApi.as_view(), name="api-token-revoke"),
+    path(
+        "api/auth/token/current/", accounts_apis.TokenRevokeApi.as_view(), name="api-token-revoke"
+    ),
     path("api/me/", accounts_apis.MeApi.as_view(), name="api-me"),
     path("api/sites/", accounts_apis.SiteListApi.as_view(), name="api-sites"),
     path("api/studies/", studies_apis.StudyListApi.as_view(), name="api-study-list"),

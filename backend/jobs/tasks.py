@@ -10,7 +10,7 @@ from backend.jobs.models import JobState
 from backend.jobs.services import job_attempt_begin, job_attempt_fail, job_attempt_finish
 
 
-class TrackedTask(celery.Task):  # type: ignore[misc]
+class TrackedTask(celery.Task):
     """Counts attempts in the database and refuses to loop on a task that kills its worker.
 
     Arguments must be opaque ids (strings or ints); the first one names the job's subject.

@@ -20,7 +20,7 @@ AUTH_TIMEOUT_S = 10.0
 CLOSE_UNAUTHENTICATED = 4401
 
 
-class EventsConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+class EventsConsumer(AsyncJsonWebsocketConsumer):
     groups_joined: list[str]
 
     async def connect(self) -> None:

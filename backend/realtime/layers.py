@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 
-class DatabaseChannelLayer(BaseChannelLayer):  # type: ignore[misc]
+class DatabaseChannelLayer(BaseChannelLayer):
     extensions = ["groups", "flush"]
 
     def __init__(
@@ -47,7 +47,7 @@ class DatabaseChannelLayer(BaseChannelLayer):  # type: ignore[misc]
         while True:
             message = await database_sync_to_async(self._pop)(channel)
             if message is not None:
-                return message
+                return dict(message)
             await asyncio.sleep(self.poll_interval)
 
     # -- groups -----------------------------------------------------------------------------

@@ -78,6 +78,9 @@ class ScoringRun(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    def __str__(self) -> str:
+        return f"run {self.pk} ({self.status})"
+
     class Meta:
         constraints = [
             models.UniqueConstraint(
@@ -92,6 +95,9 @@ class InstanceScore(models.Model):
     instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="scores")
     suitability = models.FloatField()
     nondiagnostic = models.BooleanField()
+
+    def __str__(self) -> str:
+        return f"{self.instance_id}: {self.suitability:.2f}"
 
     class Meta:
         constraints = [
@@ -121,6 +127,9 @@ class Finding(models.Model):
         max_length=16, choices=ReviewState.choices, default=ReviewState.PENDING
     )
     created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.artifact_type} on {self.instance_id}"
 
     class Meta:
         constraints = [

@@ -24,7 +24,9 @@ from backend.studies.serializers import (
 class StudyListApi(ClinicalAPIView):
     audit_action = AuditAction.LIST
 
-    @extend_schema(parameters=[StudyListFilterSerializer], responses=StudyOutputSerializer(many=True))
+    @extend_schema(
+        parameters=[StudyListFilterSerializer], responses=StudyOutputSerializer(many=True)
+    )
     def get(self, request: Request) -> Response:
         filters = StudyListFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)

@@ -80,7 +80,9 @@ class Series(models.Model):
     )
     instance_count = models.IntegerField(default=0)
     suitability = models.FloatField(
-        null=True, blank=True, help_text="Series suitability of the current scoring run (1 = fully)."
+        null=True,
+        blank=True,
+        help_text="Series suitability of the current scoring run (1 = fully).",
     )
     current_run = models.ForeignKey(
         "scoring.ScoringRun", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
@@ -123,9 +125,7 @@ class Instance(models.Model):
     # Acquisition values the advice needs, in DICOM units.
     field_strength_t = models.FloatField(null=True, blank=True)
     pixel_bandwidth_hz = models.FloatField(null=True, blank=True)
-    phase_encode_direction = models.CharField(
-        max_length=3, choices=PhaseEncode.choices, blank=True
-    )
+    phase_encode_direction = models.CharField(max_length=3, choices=PhaseEncode.choices, blank=True)
     pixel_spacing_row_mm = models.FloatField(null=True, blank=True)
     pixel_spacing_col_mm = models.FloatField(null=True, blank=True)
     slice_thickness_mm = models.FloatField(null=True, blank=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import TypeVar
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.db.models import Model, QuerySet
 
 from backend.accounts.selectors import AnyUser, site_ids_for
@@ -37,12 +37,14 @@ def _scoped(queryset: QuerySet[M], user: AnyUser) -> QuerySet[M]:
 def _get(queryset: QuerySet[M], object_type: str, object_id: uuid.UUID | str) -> M:
     try:
         return queryset.get(pk=object_id)
-    except (queryset.model.DoesNotExist, ValueError, TypeError, ValidationError):
+    except (ObjectDoesNotExist, ValueError, TypeError, ValidationError):
         owner = None
         try:
-            owner = queryset.model._default_manager.filter(pk=object_id).values_list(
-                "site_id", flat=True
-            ).first()
+            owner = (
+                queryset.model._default_manager.filter(pk=object_id)
+                .values_list("site_id", flat=True)
+                .first()
+            )
         except (ValueError, TypeError, ValidationError):
             pass
         raise NotInScope(object_type, str(object_id)[:64], owner) from None

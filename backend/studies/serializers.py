@@ -28,7 +28,7 @@ class SeriesOutputSerializer(serializers.Serializer):
     status = serializers.CharField()
     instance_count = serializers.IntegerField()
     suitability = serializers.FloatField(allow_null=True)
-    scanner = serializers.StringRelatedField()
+    scanner = serializers.StringRelatedField()  # type: ignore[var-annotated]
     received_at = serializers.DateTimeField()
 
 

@@ -1,13 +1,18 @@
+from typing import cast
+
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 
+from backend.accounts.models import Membership, User
+
 
 @login_required
 @never_cache
 def home(request: HttpRequest) -> HttpResponse:
-    memberships = request.user.memberships.select_related("site").order_by("site__name")
+    memberships = Membership.objects.filter(user=cast(User, request.user)).select_related("site")
+    memberships = memberships.order_by("site__name", "role")
     return render(request, "web/home.html", {"memberships": memberships})
 
 

@@ -96,7 +96,10 @@ def test_the_admin_offers_no_way_to_edit_the_trail(client, superuser, api, radio
     page = client.get(f"/admin/audit/auditevent/{event.pk}/change/")
     assert page.status_code == 200
     assert b'name="_save"' not in page.content
-    assert client.post(f"/admin/audit/auditevent/{event.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert (
+        client.post(f"/admin/audit/auditevent/{event.pk}/delete/", {"post": "yes"}).status_code
+        == 403
+    )
     assert client.get("/admin/audit/auditevent/add/").status_code == 403
     assert AuditEvent.objects.filter(pk=event.pk).exists()
 

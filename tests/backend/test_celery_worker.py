@@ -67,9 +67,7 @@ def test_a_job_that_never_finishes_is_quarantined_after_the_attempt_limit(settin
     from backend.jobs.services import job_attempt_begin
 
     settings.CELERY_MAX_ATTEMPTS = 2
-    states = [
-        job_attempt_begin(task_id="t-1", name="poison", subject="s").state for _ in range(3)
-    ]
+    states = [job_attempt_begin(task_id="t-1", name="poison", subject="s").state for _ in range(3)]
     assert states == [JobState.RUNNING, JobState.RUNNING, JobState.QUARANTINED]
     assert JobRecord.objects.get(task_id="t-1").attempts == 3
 
@@ -82,6 +80,7 @@ def test_the_celery_configuration_is_json_only_with_late_acks():
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.worker_prefetch_multiplier == 1
     assert set(conf.task_queues) >= {"cpu", "gpu"}
-    assert conf.broker_transport_options["visibility_timeout"] == (
-        conf.result_backend_transport_options["visibility_timeout"]
+    assert (
+        conf.broker_transport_options["visibility_timeout"]
+        == (conf.result_backend_transport_options["visibility_timeout"])
     )

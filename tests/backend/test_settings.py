@@ -12,7 +12,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _start(env_overrides: dict[str, str], tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+def _start(
+    env_overrides: dict[str, str], tmp_path: Path, *args: str
+) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
     env.update({"ARTISCAN_VAR_DIR": str(tmp_path / "var"), **env_overrides})
     return subprocess.run(

@@ -4,33 +4,60 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='AuditEvent',
+            name="AuditEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('user_id', models.BigIntegerField(null=True)),
-                ('username', models.CharField(max_length=150)),
-                ('roles', models.CharField(blank=True, max_length=200)),
-                ('site_id', models.BigIntegerField(db_index=True, null=True)),
-                ('action', models.CharField(choices=[('view', 'View'), ('list', 'List'), ('download', 'Download'), ('create', 'Create'), ('annotate', 'Annotate'), ('export', 'Export'), ('delete', 'Delete')], max_length=16)),
-                ('outcome', models.CharField(choices=[('success', 'Success'), ('denied', 'Denied')], max_length=16)),
-                ('object_type', models.CharField(max_length=32)),
-                ('object_id', models.CharField(max_length=64)),
-                ('study_uid', models.CharField(blank=True, help_text='Pseudonymous study UID.', max_length=64)),
-                ('source_ip', models.GenericIPAddressField(null=True)),
-                ('request_id', models.CharField(blank=True, max_length=36)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("user_id", models.BigIntegerField(null=True)),
+                ("username", models.CharField(max_length=150)),
+                ("roles", models.CharField(blank=True, max_length=200)),
+                ("site_id", models.BigIntegerField(db_index=True, null=True)),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[
+                            ("view", "View"),
+                            ("list", "List"),
+                            ("download", "Download"),
+                            ("create", "Create"),
+                            ("annotate", "Annotate"),
+                            ("export", "Export"),
+                            ("delete", "Delete"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "outcome",
+                    models.CharField(
+                        choices=[("success", "Success"), ("denied", "Denied")], max_length=16
+                    ),
+                ),
+                ("object_type", models.CharField(max_length=32)),
+                ("object_id", models.CharField(max_length=64)),
+                (
+                    "study_uid",
+                    models.CharField(
+                        blank=True, help_text="Pseudonymous study UID.", max_length=64
+                    ),
+                ),
+                ("source_ip", models.GenericIPAddressField(null=True)),
+                ("request_id", models.CharField(blank=True, max_length=36)),
             ],
             options={
-                'ordering': ['-at', '-id'],
-                'indexes': [models.Index(fields=['site_id', '-at'], name='audit_site_time')],
+                "ordering": ["-at", "-id"],
+                "indexes": [models.Index(fields=["site_id", "-at"], name="audit_site_time")],
             },
         ),
     ]

@@ -4,31 +4,46 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='JobRecord',
+            name="JobRecord",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('task_id', models.CharField(max_length=64, unique=True)),
-                ('name', models.CharField(max_length=200)),
-                ('subject', models.CharField(blank=True, max_length=200)),
-                ('state', models.CharField(choices=[('running', 'Running'), ('done', 'Done'), ('failed', 'Failed'), ('quarantined', 'Quarantined')], default='running', max_length=16)),
-                ('attempts', models.IntegerField(default=0)),
-                ('last_pid', models.IntegerField(null=True)),
-                ('last_hostname', models.CharField(blank=True, max_length=200)),
-                ('error', models.CharField(blank=True, max_length=500)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(null=True)),
-                ('finished_at', models.DateTimeField(null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("task_id", models.CharField(max_length=64, unique=True)),
+                ("name", models.CharField(max_length=200)),
+                ("subject", models.CharField(blank=True, max_length=200)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("running", "Running"),
+                            ("done", "Done"),
+                            ("failed", "Failed"),
+                            ("quarantined", "Quarantined"),
+                        ],
+                        default="running",
+                        max_length=16,
+                    ),
+                ),
+                ("attempts", models.IntegerField(default=0)),
+                ("last_pid", models.IntegerField(null=True)),
+                ("last_hostname", models.CharField(blank=True, max_length=200)),
+                ("error", models.CharField(blank=True, max_length=500)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(null=True)),
+                ("finished_at", models.DateTimeField(null=True)),
             ],
             options={
-                'indexes': [models.Index(fields=['state', 'started_at'], name='job_state')],
+                "indexes": [models.Index(fields=["state", "started_at"], name="job_state")],
             },
         ),
     ]

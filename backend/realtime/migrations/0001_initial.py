@@ -4,32 +4,44 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='LayerMessage',
+            name="LayerMessage",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('channel', models.CharField(db_index=True, max_length=200)),
-                ('payload', models.JSONField()),
-                ('expires_at', models.DateTimeField(db_index=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("channel", models.CharField(db_index=True, max_length=200)),
+                ("payload", models.JSONField()),
+                ("expires_at", models.DateTimeField(db_index=True)),
             ],
         ),
         migrations.CreateModel(
-            name='LayerGroupMember',
+            name="LayerGroupMember",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('group', models.CharField(db_index=True, max_length=200)),
-                ('channel', models.CharField(max_length=200)),
-                ('expires_at', models.DateTimeField()),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("group", models.CharField(db_index=True, max_length=200)),
+                ("channel", models.CharField(max_length=200)),
+                ("expires_at", models.DateTimeField()),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('group', 'channel'), name='layer_group_member_once')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("group", "channel"), name="layer_group_member_once"
+                    )
+                ],
             },
         ),
     ]

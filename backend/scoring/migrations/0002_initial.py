@@ -5,82 +5,125 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('accounts', '0001_initial'),
-        ('scoring', '0001_initial'),
-        ('studies', '0001_initial'),
+        ("accounts", "0001_initial"),
+        ("scoring", "0001_initial"),
+        ("studies", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='finding',
-            name='instance',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='findings', to='studies.instance'),
+            model_name="finding",
+            name="instance",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="findings",
+                to="studies.instance",
+            ),
         ),
         migrations.AddField(
-            model_name='finding',
-            name='site',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='findings', to='accounts.site'),
+            model_name="finding",
+            name="site",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="findings",
+                to="accounts.site",
+            ),
         ),
         migrations.AddField(
-            model_name='instancescore',
-            name='instance',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='scores', to='studies.instance'),
+            model_name="instancescore",
+            name="instance",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="scores",
+                to="studies.instance",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='modelversion',
-            constraint=models.UniqueConstraint(fields=('name', 'version'), name='model_unique_version'),
+            model_name="modelversion",
+            constraint=models.UniqueConstraint(
+                fields=("name", "version"), name="model_unique_version"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='modelversion',
-            constraint=models.UniqueConstraint(condition=models.Q(('is_deployed', True)), fields=('is_deployed',), name='model_one_deployed'),
+            model_name="modelversion",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("is_deployed", True)),
+                fields=("is_deployed",),
+                name="model_one_deployed",
+            ),
         ),
         migrations.AddField(
-            model_name='scoringrun',
-            name='model_version',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='runs', to='scoring.modelversion'),
+            model_name="scoringrun",
+            name="model_version",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="runs",
+                to="scoring.modelversion",
+            ),
         ),
         migrations.AddField(
-            model_name='scoringrun',
-            name='series',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='scoring_runs', to='studies.series'),
+            model_name="scoringrun",
+            name="series",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="scoring_runs",
+                to="studies.series",
+            ),
         ),
         migrations.AddField(
-            model_name='scoringrun',
-            name='site',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='scoring_runs', to='accounts.site'),
+            model_name="scoringrun",
+            name="site",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="scoring_runs",
+                to="accounts.site",
+            ),
         ),
         migrations.AddField(
-            model_name='instancescore',
-            name='run',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='instance_scores', to='scoring.scoringrun'),
+            model_name="instancescore",
+            name="run",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="instance_scores",
+                to="scoring.scoringrun",
+            ),
         ),
         migrations.AddField(
-            model_name='finding',
-            name='run',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='findings', to='scoring.scoringrun'),
+            model_name="finding",
+            name="run",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="findings",
+                to="scoring.scoringrun",
+            ),
         ),
         migrations.AddIndex(
-            model_name='scoringrun',
-            index=models.Index(fields=['site', 'status', 'created_at'], name='run_status'),
+            model_name="scoringrun",
+            index=models.Index(fields=["site", "status", "created_at"], name="run_status"),
         ),
         migrations.AddConstraint(
-            model_name='scoringrun',
-            constraint=models.UniqueConstraint(fields=('series', 'model_version', 'input_digest'), name='run_exactly_once'),
+            model_name="scoringrun",
+            constraint=models.UniqueConstraint(
+                fields=("series", "model_version", "input_digest"), name="run_exactly_once"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='instancescore',
-            constraint=models.UniqueConstraint(fields=('run', 'instance'), name='instance_score_once'),
+            model_name="instancescore",
+            constraint=models.UniqueConstraint(
+                fields=("run", "instance"), name="instance_score_once"
+            ),
         ),
         migrations.AddIndex(
-            model_name='finding',
-            index=models.Index(fields=['site', 'artifact_type', 'created_at'], name='finding_qa'),
+            model_name="finding",
+            index=models.Index(fields=["site", "artifact_type", "created_at"], name="finding_qa"),
         ),
         migrations.AddConstraint(
-            model_name='finding',
-            constraint=models.UniqueConstraint(fields=('run', 'instance', 'artifact_type'), name='finding_once'),
+            model_name="finding",
+            constraint=models.UniqueConstraint(
+                fields=("run", "instance", "artifact_type"), name="finding_once"
+            ),
         ),
     ]

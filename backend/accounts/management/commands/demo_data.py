@@ -52,7 +52,7 @@ class Command(BaseCommand):
                 user.set_password(password)
                 user.save(update_fields=["password"])
             else:
-                password = "(unchanged)"
+                password = "(unchanged)"  # noqa: S105 - a label, not a password
             printed.append((username, role.label if role else "Superuser (all sites)", password))
         self.stdout.write(f"Site: {site.name}")
         self.stdout.write("Demo logins (passwords are shown only now):")
