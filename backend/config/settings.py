@@ -10,7 +10,9 @@ Two modes share every code path:
 
 from __future__ import annotations
 
+import base64
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 import dj_database_url
@@ -29,25 +31,44 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 HTTPS = env_bool("ARTISCAN_HTTPS", False)
 
 
-def _secret_key() -> str:
-    configured = env_optional("SECRET_KEY")
+def _installation_secret(
+    name: str, filename: str, generate: Callable[[], str] = lambda: secrets.token_urlsafe(64)
+) -> str:
+    """``name`` from the environment, else (embedded mode only) a random value generated once into
+    ``var/<filename>``: a site installation must set every secret explicitly."""
+    configured = env_optional(name)
     if configured:
-        if len(configured) < 50 or len(set(configured)) < 5:
-            raise ImproperlyConfigured("SECRET_KEY: must be at least 50 characters of varied text.")
         return configured
     if HTTPS:
-        raise ImproperlyConfigured(
-            "SECRET_KEY (or SECRET_KEY_FILE) must be set when ARTISCAN_HTTPS."
-        )
-    # Embedded mode: one random key per installation, kept beside the data it protects.
-    path = VAR_DIR / "secret_key"
+        raise ImproperlyConfigured(f"{name} (or {name}_FILE) must be set when ARTISCAN_HTTPS.")
+    path = VAR_DIR / filename
     if not path.exists():
         path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(64))
+        path.write_text(generate())
     return path.read_text().strip()
 
 
+def _secret_key() -> str:
+    key = _installation_secret("SECRET_KEY", "secret_key")
+    if len(key) < 50 or len(set(key)) < 5:
+        raise ImproperlyConfigured("SECRET_KEY: must be at least 50 characters of varied text.")
+    return key
+
+
 SECRET_KEY = _secret_key()
+# Keyed HMAC behind every pseudonymous UID, patient pseudonym and date shift. Changing it changes
+# every new UID, so a site sets it once and keeps it (backend/deid).
+DEID_KEY = _installation_secret("ARTISCAN_DEID_KEY", "deid_key").encode()
+if len(DEID_KEY) < 32:
+    raise ImproperlyConfigured("ARTISCAN_DEID_KEY: must be at least 32 characters.")
+# Encryption at rest (backend/storage): "id:base64-key" pairs of 32-byte AES keys, comma-
+# separated; the first encrypts new files, all decrypt (rotate: put a new key first, then run
+# `manage.py storage_rotate`).
+STORAGE_KEYS = _installation_secret(
+    "ARTISCAN_STORAGE_KEYS",
+    "storage_keys",
+    generate=lambda: "k1:" + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
@@ -69,6 +90,7 @@ INSTALLED_APPS = [
     "backend.scoring",
     "backend.realtime",
     "backend.jobs",
+    "backend.storage",
     "backend.web",
     "annotation",
 ]

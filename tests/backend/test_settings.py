@@ -65,6 +65,8 @@ def test_production_settings_pass_the_deploy_check(tmp_path):
             "ARTISCAN_HTTPS": "true",
             "SECRET_KEY": "x" * 20 + "production-secret-key-with-enough-entropy-0123456789",
             "ALLOWED_HOSTS": "artiscan.hospital.example",
+            "ARTISCAN_DEID_KEY": "d" * 40,
+            "ARTISCAN_STORAGE_KEYS": "k2:" + "A" * 43 + "=",
         },
         tmp_path,
         "check",

@@ -1,0 +1,84 @@
+"""AES-256-GCM envelope for files at rest, with named keys so keys can be rotated.
+
+Layout of an encrypted blob: ``b"ASX1"`` · key-id length (1 byte) · key id (ASCII) · 12-byte
+nonce · ciphertext with its 16-byte tag. The storage key (the file's path in the store) is the
+associated data, so a blob copied to another path does not decrypt.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+MAGIC = b"ASX1"
+_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+class KeyringError(ValueError):
+    pass
+
+
+class DecryptionError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Keyring:
+    """Named 256-bit keys; ``current_id`` encrypts, every key decrypts."""
+
+    keys: dict[str, bytes]
+    current_id: str
+
+    @classmethod
+    def parse(cls, spec: str) -> Keyring:
+        """``"id:base64,id2:base64"`` (urlsafe or standard base64 of 32 bytes each)."""
+        keys: dict[str, bytes] = {}
+        order: list[str] = []
+        for item in spec.split(","):
+            key_id, sep, encoded = item.strip().partition(":")
+            if not sep or not _KEY_ID.match(key_id):
+                raise KeyringError("expected comma-separated 'id:base64key' pairs")
+            try:
+                raw = base64.urlsafe_b64decode(encoded.replace("+", "-").replace("/", "_"))
+            except (binascii.Error, ValueError):
+                raise KeyringError(f"key {key_id!r} is not base64") from None
+            if len(raw) != 32:
+                raise KeyringError(f"key {key_id!r} must be 32 bytes, got {len(raw)}")
+            if key_id in keys:
+                raise KeyringError(f"key id {key_id!r} appears twice")
+            keys[key_id] = raw
+            order.append(key_id)
+        return cls(keys=keys, current_id=order[0])
+
+
+def encrypt(plaintext: bytes, *, keyring: Keyring, associated: bytes) -> bytes:
+    key_id = keyring.current_id.encode()
+    nonce = os.urandom(12)
+    sealed = AESGCM(keyring.keys[keyring.current_id]).encrypt(nonce, plaintext, associated)
+    return MAGIC + bytes([len(key_id)]) + key_id + nonce + sealed
+
+
+def key_id_of(blob: bytes) -> str:
+    if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + 1:
+        raise DecryptionError("not an ArtiScan encrypted blob")
+    n = blob[len(MAGIC)]
+    return blob[len(MAGIC) + 1 : len(MAGIC) + 1 + n].decode("ascii", errors="replace")
+
+
+def decrypt(blob: bytes, *, keyring: Keyring, associated: bytes) -> bytes:
+    key_id = key_id_of(blob)
+    key = keyring.keys.get(key_id)
+    if key is None:
+        raise DecryptionError(f"encrypted with key {key_id!r}, which is not configured")
+    start = len(MAGIC) + 1 + len(key_id)
+    nonce, sealed = blob[start : start + 12], blob[start + 12 :]
+    try:
+        return AESGCM(key).decrypt(nonce, sealed, associated)
+    except InvalidTag:
+        raise DecryptionError("authentication failed: the file was altered or moved") from None
