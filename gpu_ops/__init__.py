@@ -16,7 +16,7 @@ import numpy as np
 def array_module(x: Any) -> ModuleType:
     """``cupy`` for a CuPy array, else ``numpy`` (without importing CuPy when it is unused)."""
     if type(x).__module__.split(".")[0] == "cupy":
-        import cupy
+        import importlib
 
-        return cupy
+        return importlib.import_module("cupy")
     return np
