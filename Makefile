@@ -8,7 +8,7 @@ REQS := requirements/web.txt requirements/ml.txt requirements/dev.txt
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/artiscan
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
 
-.PHONY: setup demo test lint frontend clean
+.PHONY: setup demo test lint frontend screenshots clean
 
 setup: $(VENV)/.installed backend/static_build/app/worklist.js
 
@@ -36,6 +36,11 @@ test: setup
 	bash deploy/ensure-services.sh >/dev/null
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+screenshots: setup
+	bash deploy/ensure-services.sh >/dev/null
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+		ARTISCAN_SCREENSHOT_DIR=$(CURDIR)/docs/screenshots $(BIN)/python -m pytest tests/browser
 
 lint: setup
 	$(BIN)/ruff check .

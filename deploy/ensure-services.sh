@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Start PostgreSQL and Redis on loopback if they are not running (the test suite needs both).
-# Uses the machine's Debian packages; installs them first when absent (as root).
+# What the test suite needs from the machine: PostgreSQL and Redis running on loopback, and
+# Debian's Chromium for the browser tests. Installs missing Debian packages (as root) and starts
+# the services if they are not running.
 set -euo pipefail
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-if ! command -v pg_ctlcluster >/dev/null || ! command -v redis-server >/dev/null; then
+missing=()
+command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v chromium >/dev/null || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 if ! pg_isready -h 127.0.0.1 -p 5432 -q; then

@@ -194,6 +194,11 @@ def asgi_server(django_db_setup, redis_clean, tmp_path_factory) -> Iterator[str]
     port = _free_port()
     log = tmp_path_factory.mktemp("daphne") / "daphne.log"
     env = _server_env(settings.DATABASES["default"]["NAME"])
+    # The server serves hashed static files, as in production: collect them first.
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
+        cwd=ROOT, env=env, check=True, timeout=120,
+    )  # fmt: skip
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
