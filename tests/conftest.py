@@ -114,7 +114,7 @@ def _server_env(django_db_setup_name: str) -> dict[str, str]:
     from django.conf import settings
 
     db = settings.DATABASES["default"]
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
     if db["ENGINE"].endswith("postgresql"):
         host = db.get("HOST") or "127.0.0.1"
         port = db.get("PORT") or 5432

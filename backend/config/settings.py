@@ -91,6 +91,8 @@ INSTALLED_APPS = [
     "backend.realtime",
     "backend.jobs",
     "backend.storage",
+    "backend.deid",
+    "backend.ingest",
     "backend.web",
     "annotation",
 ]
@@ -185,6 +187,9 @@ MEDIA_ROOT = VAR_DIR / "store"
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("ARTISCAN_MAX_REQUEST_MB", 64, minimum=1) * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 8 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = env_int("ARTISCAN_MAX_FILES_PER_REQUEST", 100, minimum=1)
+# One DICOM instance is never read past this, whatever lengths it declares.
+ARTISCAN_MAX_INSTANCE_BYTES = env_int("ARTISCAN_MAX_INSTANCE_MB", 256, minimum=1) * 1024 * 1024
+ARTISCAN_QUARANTINE_DAYS = env_int("ARTISCAN_QUARANTINE_DAYS", 30, minimum=1)
 
 # --- Security -------------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

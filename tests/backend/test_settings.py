@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def _start(
     env_overrides: dict[str, str], tmp_path: Path, *args: str
 ) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    dropped = {"DATABASE_URL", "REDIS_URL", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update({"ARTISCAN_VAR_DIR": str(tmp_path / "var"), **env_overrides})
     return subprocess.run(
         [sys.executable, "manage.py", *(args or ("check",))],

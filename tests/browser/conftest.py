@@ -8,11 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
-# Playwright's sync API keeps an event loop running in this thread, which makes Django refuse ORM
-# calls from the test body; the test process is single-threaded, so this is safe (as the
-# pytest-playwright docs advise). The servers under test run normally.
+# Playwright's sync API keeps an event loop running in the test thread, which makes Django refuse
+# ORM calls from the test body; the test body is single-threaded, so allowing them is safe (as the
+# pytest-playwright docs advise). Subprocesses started by the suite drop it (tests/conftest.py).
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
+# The flags this workplace's Chromium needs headless, offline and as root.
 CHROMIUM_ARGS = [
     "--headless=new",
     "--no-sandbox",

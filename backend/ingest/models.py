@@ -1,0 +1,32 @@
+"""Rejected originals, kept encrypted for a while so an administrator can see what was refused.
+
+The original may carry patient data (it was refused before de-identification finished), so the
+file lives only in the encrypted store, this row holds no header value, and only superusers see
+the quarantine. ``manage.py quarantine_purge`` deletes rows and files past their expiry.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+from backend.accounts.models import Site
+
+
+class QuarantinedFile(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="quarantine")
+    source = models.CharField(max_length=16, help_text="upload, stow, cstore, orthanc")
+    reason = models.CharField(max_length=300)
+    storage_key = models.CharField(max_length=255)
+    size_bytes = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    received_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["site", "-received_at"], name="quarantine_site")]
+
+    def __str__(self) -> str:
+        return f"{self.source} file refused: {self.reason}"

@@ -1,0 +1,273 @@
+"""``series_ingest``: the one door every way in (upload, STOW-RS, C-STORE, Orthanc) goes through.
+
+De-identification happens here, in the receiving process, before anything is written: the
+original bytes are never stored except encrypted in the quarantine when they are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from pydicom import Dataset
+from pydicom.multival import MultiValue
+
+from backend.accounts.models import Site
+from backend.deid.profile import (
+    Rejected,
+    deidentify,
+    read_dicom,
+    scanner_pseudonym_from,
+    write_dicom,
+)
+from backend.ingest.models import QuarantinedFile
+from backend.realtime.services import event_publish
+from backend.storage.store import store_delete, store_put
+from backend.studies.models import Instance, Scanner, Series, Study
+from backend.studies.services import series_summary_enqueue
+
+logger = logging.getLogger(__name__)
+
+Status = Literal["accepted", "duplicate", "rejected"]
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    status: Status
+    reason: str = ""
+    sop_uid: str = ""  # the pseudonymous UID: safe to return and log
+    sop_class_uid: str = ""
+    instance_id: str = ""
+    series_id: str = ""
+    study_id: str = ""
+
+
+def _float(ds: Dataset, keyword: str) -> float | None:
+    value = ds.get(keyword)
+    if isinstance(value, MultiValue):
+        value = value[0] if len(value) else None
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _from_functional_groups(ds: Dataset, sequence: str, keyword: str) -> Any:
+    """A value from the shared functional groups of an Enhanced MR image (first item)."""
+    for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        items = ds.get(groups)
+        if not items:
+            continue
+        inner = items[0].get(sequence)
+        if inner:
+            value = inner[0].get(keyword)
+            if value is not None:
+                return value
+    return None
+
+
+def acquisition_values(ds: Dataset) -> dict[str, Any]:
+    """The header values the model and the operator advice need, from classic or Enhanced MR."""
+    spacing = ds.get("PixelSpacing") or _from_functional_groups(
+        ds, "PixelMeasuresSequence", "PixelSpacing"
+    )
+    thickness = _float(ds, "SliceThickness")
+    if thickness is None:
+        value = _from_functional_groups(ds, "PixelMeasuresSequence", "SliceThickness")
+        thickness = float(value) if value is not None else None
+    phase = str(
+        ds.get("InPlanePhaseEncodingDirection")
+        or _from_functional_groups(ds, "MRFOVGeometrySequence", "InPlanePhaseEncodingDirection")
+        or ""
+    ).upper()
+    tr = _float(ds, "RepetitionTime")
+    if tr is None:
+        value = _from_functional_groups(
+            ds, "MRTimingAndRelatedParametersSequence", "RepetitionTime"
+        )
+        tr = float(value) if value is not None else None
+    te = _float(ds, "EchoTime")
+    if te is None:
+        value = _from_functional_groups(ds, "MREchoSequence", "EffectiveEchoTime")
+        te = float(value) if value is not None else None
+    return {
+        "field_strength_t": _float(ds, "MagneticFieldStrength"),
+        "pixel_bandwidth_hz": _float(ds, "PixelBandwidth"),
+        "phase_encode_direction": phase if phase in ("ROW", "COL") else "",
+        "pixel_spacing_row_mm": float(spacing[0]) if spacing else None,
+        "pixel_spacing_col_mm": float(spacing[1]) if spacing else None,
+        "slice_thickness_mm": thickness,
+        "echo_time_ms": te,
+        "repetition_time_ms": tr,
+        "inversion_time_ms": _float(ds, "InversionTime"),
+        "flip_angle_deg": _float(ds, "FlipAngle"),
+    }
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _quarantine(*, site: Site, data: bytes, source: str, reason: str) -> None:
+    digest = hashlib.sha256(data).hexdigest()
+    key = f"quarantine/{site.pk}/{digest}.bin"
+    store_put(key, data)
+    QuarantinedFile.objects.create(
+        site=site,
+        source=source,
+        reason=reason[:300],
+        storage_key=key,
+        size_bytes=len(data),
+        sha256=digest,
+        expires_at=timezone.now() + timedelta(days=settings.ARTISCAN_QUARANTINE_DAYS),
+    )
+
+
+def instance_ingest(*, site: Site, data: bytes, source: str) -> IngestOutcome:
+    """De-identify one DICOM file and store it; refused files go to the quarantine.
+
+    Idempotent: the same instance sent twice is stored once (the pseudonymous UIDs are a keyed
+    function of the originals, so a re-send maps to the same row).
+    """
+    key = settings.DEID_KEY
+    try:
+        original = read_dicom(data, max_bytes=settings.ARTISCAN_MAX_INSTANCE_BYTES)
+        scanner = scanner_pseudonym_from(original, key=key)
+        ds = deidentify(original, key=key)
+        clean = write_dicom(ds)
+    except Rejected as refusal:
+        _quarantine(site=site, data=data, source=source, reason=refusal.reason)
+        logger.info("refused a %s file: %s", source, refusal.reason)
+        return IngestOutcome(status="rejected", reason=refusal.reason)
+    del original  # nothing identifying leaves this function
+
+    study_uid, series_uid, sop_uid = (
+        str(ds.StudyInstanceUID),
+        str(ds.SeriesInstanceUID),
+        str(ds.SOPInstanceUID),
+    )
+    storage_key = f"instances/{site.pk}/{study_uid}/{series_uid}/{sop_uid}.dcm"
+    try:
+        with transaction.atomic():
+            outcome = _record(site, ds, scanner, storage_key, clean, source)
+    except IntegrityError:
+        # A concurrent copy of the same instance won the race: same result as a duplicate.
+        existing = Instance.objects.select_related("series").get(
+            series__study__site=site, series__series_uid=series_uid, sop_uid=sop_uid
+        )
+        return IngestOutcome(
+            status="duplicate",
+            sop_uid=sop_uid,
+            sop_class_uid=existing.sop_class_uid,
+            instance_id=str(existing.pk),
+            series_id=str(existing.series_id),
+            study_id=str(existing.series.study_id),
+        )
+    return outcome
+
+
+def _record(
+    site: Site, ds: Dataset, scanner_pseudonym: str, storage_key: str, clean: bytes, source: str
+) -> IngestOutcome:
+    study, _ = Study.objects.get_or_create(
+        site=site,
+        study_uid=str(ds.StudyInstanceUID),
+        defaults={"description": str(ds.get("StudyDescription", ""))[:128]},
+    )
+    scanner = None
+    if scanner_pseudonym:
+        scanner, _ = Scanner.objects.get_or_create(
+            site=site,
+            pseudonym=scanner_pseudonym,
+            defaults={
+                "manufacturer": str(ds.get("Manufacturer", ""))[:64],
+                "model_name": str(ds.get("ManufacturerModelName", ""))[:64],
+                "field_strength_t": _float(ds, "MagneticFieldStrength"),
+            },
+        )
+    series, _ = Series.objects.get_or_create(
+        study=study,
+        series_uid=str(ds.SeriesInstanceUID),
+        defaults={
+            "site": site,
+            "scanner": scanner,
+            "series_number": _int(ds, "SeriesNumber"),
+            "modality": str(ds.get("Modality", "MR"))[:16],
+            "description": str(ds.get("SeriesDescription", ""))[:128],
+            "protocol": str(ds.get("ProtocolName", ds.get("SeriesDescription", "")))[:128],
+            "sequence_family": str(ds.get("ScanningSequence", ""))[:32],
+        },
+    )
+    existing = Instance.objects.filter(series=series, sop_uid=str(ds.SOPInstanceUID)).first()
+    if existing is not None:
+        return IngestOutcome(
+            status="duplicate",
+            sop_uid=existing.sop_uid,
+            sop_class_uid=existing.sop_class_uid,
+            instance_id=str(existing.pk),
+            series_id=str(series.pk),
+            study_id=str(study.pk),
+        )
+    size = store_put(storage_key, clean)
+    try:
+        instance = Instance.objects.create(
+            series=series,
+            site=site,
+            sop_uid=str(ds.SOPInstanceUID),
+            sop_class_uid=str(ds.SOPClassUID),
+            instance_number=_int(ds, "InstanceNumber"),
+            storage_key=storage_key,
+            size_bytes=size,
+            frame_count=_int(ds, "NumberOfFrames") or 1,
+            rows=int(ds.Rows),
+            columns=int(ds.Columns),
+            **acquisition_values(ds),
+        )
+    except Exception:
+        store_delete(storage_key)  # no orphan file when the row cannot be written
+        raise
+    series_summary_enqueue(series_id=series.pk)
+    site_id, series_id, instance_id = site.pk, str(series.pk), str(instance.pk)
+    transaction.on_commit(
+        lambda: event_publish(
+            site_id=site_id,
+            kind="instance.received",
+            data={"series_id": series_id, "instance_id": instance_id, "source": source},
+        )
+    )
+    return IngestOutcome(
+        status="accepted",
+        sop_uid=instance.sop_uid,
+        sop_class_uid=instance.sop_class_uid,
+        instance_id=instance_id,
+        series_id=series_id,
+        study_id=str(study.pk),
+    )
+
+
+def series_ingest(*, site: Site, files: Iterable[bytes], source: str) -> list[IngestOutcome]:
+    """Ingest many files (one series or several); each file stands or falls on its own."""
+    return [instance_ingest(site=site, data=data, source=source) for data in files]
+
+
+def quarantine_purge(*, now: datetime | None = None) -> int:
+    """Delete quarantined originals past their expiry (files first, then rows)."""
+    now = now or timezone.now()
+    expired = list(QuarantinedFile.objects.filter(expires_at__lte=now))
+    for row in expired:
+        store_delete(row.storage_key)
+        row.delete()
+    return len(expired)

@@ -1,0 +1,108 @@
+"""series_ingest: de-identified at the door, stored encrypted, idempotent, refusals quarantined."""
+
+from __future__ import annotations
+
+import pytest
+
+from backend.ingest.models import QuarantinedFile
+from backend.ingest.services import series_ingest
+from backend.storage.store import store_get
+from backend.studies.models import Instance, Scanner, Series, Study
+from tests.deid.builders import CANARIES, STUDY_UID, mr_dataset, to_bytes
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _store(settings, tmp_path):
+    import base64
+    import os
+
+    settings.MEDIA_ROOT = tmp_path / "store"
+    settings.STORAGE_KEYS = "t1:" + base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
+def test_a_series_lands_de_identified_and_encrypted(site_a, settings):
+    outcomes = series_ingest(
+        site=site_a, files=[to_bytes(mr_dataset(i)) for i in (1, 2, 3)], source="upload"
+    )
+    assert [o.status for o in outcomes] == ["accepted"] * 3
+    study = Study.objects.get(site=site_a)
+    assert study.study_uid != STUDY_UID and study.study_uid.startswith("2.25.")
+    series = Series.objects.get(study=study)
+    assert series.description == "T2 TSE AX" and series.protocol == "t2_tse_ax"
+    instance = Instance.objects.filter(series=series).order_by("instance_number").first()
+    assert (instance.field_strength_t, instance.pixel_bandwidth_hz) == (3.0, 130.0)
+    assert instance.phase_encode_direction == "ROW"
+    assert (instance.rows, instance.columns, instance.echo_time_ms) == (32, 32, 90.0)
+    on_disk = (settings.MEDIA_ROOT / instance.storage_key).read_bytes()
+    stored = store_get(instance.storage_key)
+    assert stored[128:132] == b"DICM" and b"DICM" not in on_disk
+    assert not [c for c in CANARIES if c.encode() in stored]
+    for model in (Study, Series, Instance, Scanner):
+        text = " ".join(str(v) for row in model.objects.values() for v in row.values())
+        assert not [c for c in CANARIES if c in text], model
+
+
+def test_the_same_instance_twice_is_stored_once(site_a):
+    data = to_bytes(mr_dataset(1))
+    first, second = series_ingest(site=site_a, files=[data, data], source="stow")
+    assert (first.status, second.status) == ("accepted", "duplicate")
+    assert first.instance_id == second.instance_id
+    assert Instance.objects.count() == 1
+
+
+def test_the_scanner_is_known_by_a_keyed_pseudonym(site_a):
+    series_ingest(site=site_a, files=[to_bytes(mr_dataset(1))], source="upload")
+    scanner = Scanner.objects.get()
+    assert len(scanner.pseudonym) == 16 and scanner.manufacturer == "SIEMENS"
+    assert Series.objects.get().scanner == scanner
+
+
+def test_a_bad_file_is_quarantined_and_the_good_ones_still_land(site_a):
+    bad = to_bytes(mr_dataset(9))[:-200]
+    outcomes = series_ingest(
+        site=site_a, files=[to_bytes(mr_dataset(1)), bad, to_bytes(mr_dataset(2))], source="upload"
+    )
+    assert [o.status for o in outcomes] == ["accepted", "rejected", "accepted"]
+    assert "past the end" in outcomes[1].reason
+    quarantined = QuarantinedFile.objects.get()
+    assert quarantined.site == site_a and quarantined.size_bytes == len(bad)
+    assert store_get(quarantined.storage_key) == bad  # kept, encrypted, for an admin to inspect
+    assert Instance.objects.count() == 2
+
+
+def test_two_sites_sending_the_same_study_stay_apart(site_a, site_b):
+    series_ingest(site=site_a, files=[to_bytes(mr_dataset(1))], source="upload")
+    series_ingest(site=site_b, files=[to_bytes(mr_dataset(1))], source="upload")
+    assert (
+        Study.objects.filter(site=site_a).count() == Study.objects.filter(site=site_b).count() == 1
+    )
+    assert Instance.objects.count() == 2
+
+
+def test_expired_quarantine_is_purged_with_its_files(site_a, settings):
+    from datetime import timedelta
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    series_ingest(site=site_a, files=[b"not dicom at all"], source="upload")
+    row = QuarantinedFile.objects.get()
+    path = settings.MEDIA_ROOT / row.storage_key
+    assert path.exists()
+    call_command("quarantine_purge")
+    assert QuarantinedFile.objects.count() == 1  # not expired yet
+    QuarantinedFile.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    call_command("quarantine_purge")
+    assert QuarantinedFile.objects.count() == 0 and not path.exists()
+
+
+def test_only_superusers_see_the_quarantine_in_the_admin(client, site_a, admin_a, superuser):
+    series_ingest(site=site_a, files=[b"junk"], source="upload")
+    admin_a.user.is_staff = True
+    admin_a.user.save()
+    client.force_login(admin_a.user)
+    assert client.get("/admin/ingest/quarantinedfile/").status_code == 403
+    client.force_login(superuser.user)
+    assert client.get("/admin/ingest/quarantinedfile/").status_code == 200
