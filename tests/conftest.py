@@ -232,3 +232,8 @@ def _unhashed_static_files(settings):
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+
+
+@pytest.fixture
+def operator_a(site_a):
+    return _persona("operator_a", site_a, "operator")

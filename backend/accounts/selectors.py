@@ -61,3 +61,17 @@ def token_get_active(*, raw_key: str) -> ApiToken | None:
     if token.expires_at is not None and token.expires_at <= timezone.now():
         return None
     return token
+
+
+SENDING_ROLES = (Role.OPERATOR, Role.RADIOLOGIST, Role.SITE_ADMIN)
+
+
+def sending_site_for(*, user: AnyUser, requested: str | None) -> Site | None:
+    """The site a sender's images go to: the one named (id or slug) if the caller may send there,
+    else the caller's only sending site; None when that is ambiguous or not allowed."""
+    allowed = site_ids_with_role(user=user, roles=SENDING_ROLES)
+    sites = Site.objects.filter(id__in=allowed)
+    if requested:
+        lookup = {"id": int(requested)} if requested.isdigit() else {"slug": requested}
+        return sites.filter(**lookup).first()
+    return sites.first() if len(allowed) == 1 else None

@@ -93,6 +93,7 @@ INSTALLED_APPS = [
     "backend.storage",
     "backend.deid",
     "backend.ingest",
+    "backend.dicomweb",
     "backend.web",
     "annotation",
 ]

@@ -89,3 +89,83 @@ def series_get(*, user: AnyUser, series_id: uuid.UUID | str) -> Series:
 def instance_list(*, user: AnyUser, series_id: uuid.UUID | str) -> QuerySet[Instance]:
     series = series_get(user=user, series_id=series_id)
     return series.instances.order_by("instance_number", "sop_uid")
+
+
+def study_by_uid(*, user: AnyUser, study_uid: str) -> Study:
+    qs = _scoped(Study.objects.select_related("site"), user).filter(study_uid=study_uid)
+    study = qs.order_by("received_at").first()
+    if study is None:
+        raise NotInScope("study", study_uid[:64], _owner(Study, study_uid=study_uid))
+    return study
+
+
+def series_by_uid(*, user: AnyUser, study_uid: str, series_uid: str) -> Series:
+    series = (
+        _scoped(Series.objects.select_related("study", "site"), user)
+        .filter(study__study_uid=study_uid, series_uid=series_uid)
+        .first()
+    )
+    if series is None:
+        raise NotInScope("series", series_uid[:64], _owner(Series, series_uid=series_uid))
+    return series
+
+
+def instance_by_uid(*, user: AnyUser, study_uid: str, series_uid: str, sop_uid: str) -> Instance:
+    instance = (
+        _scoped(Instance.objects.select_related("series__study"), user)
+        .filter(series__study__study_uid=study_uid, series__series_uid=series_uid, sop_uid=sop_uid)
+        .first()
+    )
+    if instance is None:
+        raise NotInScope("instance", sop_uid[:64], _owner(Instance, sop_uid=sop_uid))
+    return instance
+
+
+def _owner(model: type[Study] | type[Series] | type[Instance], **lookup: str) -> int | None:
+    """The site of an object the caller may not see, for the audit trail only."""
+    return model._default_manager.filter(**lookup).values_list("site_id", flat=True).first()
+
+
+def instance_search(
+    *,
+    user: AnyUser,
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+    sop_uid: str | None = None,
+) -> QuerySet[Instance]:
+    qs = _scoped(Instance.objects.select_related("series__study"), user)
+    if study_uid:
+        qs = qs.filter(series__study__study_uid=study_uid)
+    if series_uid:
+        qs = qs.filter(series__series_uid=series_uid)
+    if sop_uid:
+        qs = qs.filter(sop_uid=sop_uid)
+    return qs.order_by("series__study__received_at", "series__series_number", "instance_number")
+
+
+def series_search(
+    *,
+    user: AnyUser,
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+    modality: str | None = None,
+) -> QuerySet[Series]:
+    qs = _scoped(Series.objects.select_related("study"), user)
+    if study_uid:
+        qs = qs.filter(study__study_uid=study_uid)
+    if series_uid:
+        qs = qs.filter(series_uid=series_uid)
+    if modality:
+        qs = qs.filter(modality=modality)
+    return qs.order_by("study__received_at", "series_number", "received_at")
+
+
+def study_search(
+    *, user: AnyUser, study_uid: str | None = None, modality: str | None = None
+) -> QuerySet[Study]:
+    qs = _scoped(Study.objects.all(), user)
+    if study_uid:
+        qs = qs.filter(study_uid=study_uid)
+    if modality:
+        qs = qs.filter(series__modality=modality).distinct()
+    return qs.order_by("-received_at", "id")

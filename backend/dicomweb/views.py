@@ -1,0 +1,391 @@
+"""DICOMweb under ``/dicomweb/``: STOW-RS, QIDO-RS and WADO-RS, scoped and audited like every API.
+
+Only de-identified data is served (it is all we store): UIDs are the pseudonymous ones, and a
+study of another site is a 404 exactly like a study that does not exist.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pydicom
+from django.db.models import Count
+from django.http import HttpResponse
+from rest_framework import exceptions
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+
+from backend.accounts.selectors import sending_site_for
+from backend.audit.mixins import ClinicalAPIView
+from backend.audit.models import AuditAction
+from backend.dicomweb import multipart
+from backend.dicomweb.render import render_png
+from backend.ingest.services import instance_ingest
+from backend.storage.store import store_get
+from backend.studies import selectors
+from backend.studies.models import Instance, Series, Study
+
+DICOM_JSON = "application/dicom+json"
+UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+PROCESSING_FAILURE = 0xC000
+
+
+class AnyAccept(BaseContentNegotiation):
+    """DICOMweb clients ask for multipart/related and image types that DRF's renderers do not
+    know; these views build their responses themselves."""
+
+    def select_parser(self, request: Request, parsers: Any) -> Any:
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request: Request, renderers: Any, format_suffix: Any = None) -> Any:
+        return renderers[0], renderers[0].media_type
+
+
+def _a(vr: str, *values: Any) -> dict[str, Any]:
+    clean = [v for v in values if v not in (None, "")]
+    return {"vr": vr, "Value": clean} if clean else {"vr": vr}
+
+
+def _json(payload: Any, status: int = 200) -> HttpResponse:
+    import json
+
+    return HttpResponse(json.dumps(payload), status=status, content_type=DICOM_JSON)
+
+
+def _page(request: Request, qs: Any) -> list[Any]:
+    try:
+        offset = max(int(request.query_params.get("offset", 0)), 0)
+        limit = min(max(int(request.query_params.get("limit", 100)), 1), 1000)
+    except ValueError:
+        raise exceptions.ValidationError("limit and offset must be integers") from None
+    return list(qs[offset : offset + limit])
+
+
+def _uid_param(request: Request, keyword: str, tag: str) -> str | None:
+    return request.query_params.get(keyword) or request.query_params.get(tag) or None
+
+
+class DicomWebView(ClinicalAPIView):
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = AnyAccept
+    schema = None  # described by DICOM PS3.18, not by our OpenAPI schema
+
+    def base(self, request: Request) -> str:
+        return request.build_absolute_uri("/dicomweb")
+
+
+def _study_json(study: Study, base: str) -> dict[str, Any]:
+    modalities = sorted({s.modality for s in study.series.all()})
+    return {
+        "0020000D": _a("UI", study.study_uid),
+        "00081030": _a("LO", study.description),
+        "00080061": _a("CS", *modalities),
+        "00201206": _a("IS", study.n_series),  # type: ignore[attr-defined]
+        "00201208": _a("IS", study.n_instances),  # type: ignore[attr-defined]
+        "00080020": _a("DA"),
+        "00080050": _a("SH"),
+        "00100010": _a("PN"),
+        "00081190": _a("UR", f"{base}/studies/{study.study_uid}"),
+    }
+
+
+def _series_json(series: Series, base: str) -> dict[str, Any]:
+    return {
+        "0020000D": _a("UI", series.study.study_uid),
+        "0020000E": _a("UI", series.series_uid),
+        "00080060": _a("CS", series.modality),
+        "00200011": _a("IS", series.series_number),
+        "0008103E": _a("LO", series.description),
+        "00201209": _a("IS", series.n_instances),  # type: ignore[attr-defined]
+        "00081190": _a("UR", f"{base}/studies/{series.study.study_uid}/series/{series.series_uid}"),
+    }
+
+
+def _instance_json(instance: Instance, base: str) -> dict[str, Any]:
+    study_uid, series_uid = instance.series.study.study_uid, instance.series.series_uid
+    return {
+        "00080016": _a("UI", instance.sop_class_uid),
+        "00080018": _a("UI", instance.sop_uid),
+        "0020000D": _a("UI", study_uid),
+        "0020000E": _a("UI", series_uid),
+        "00200013": _a("IS", instance.instance_number),
+        "00280010": _a("US", instance.rows),
+        "00280011": _a("US", instance.columns),
+        "00280008": _a("IS", instance.frame_count),
+        "00081190": _a(
+            "UR", f"{base}/studies/{study_uid}/series/{series_uid}/instances/{instance.sop_uid}"
+        ),
+    }
+
+
+# --- QIDO-RS ---------------------------------------------------------------------------------
+
+
+class QidoStudiesView(DicomWebView):
+    audit_action = AuditAction.LIST
+
+    def get(self, request: Request) -> HttpResponse:
+        qs = selectors.study_search(
+            user=request.user,
+            study_uid=_uid_param(request, "StudyInstanceUID", "0020000D"),
+            modality=request.query_params.get("ModalitiesInStudy") or None,
+        ).annotate(n_series=Count("series", distinct=True), n_instances=Count("series__instances"))
+        studies = _page(request, qs.prefetch_related("series"))
+        self.accessed(studies)
+        return _json([_study_json(s, self.base(request)) for s in studies])
+
+
+class QidoSeriesView(DicomWebView):
+    audit_action = AuditAction.LIST
+
+    def get(self, request: Request, study_uid: str | None = None) -> HttpResponse:
+        if study_uid:
+            selectors.study_by_uid(user=request.user, study_uid=study_uid)
+        qs = selectors.series_search(
+            user=request.user,
+            study_uid=study_uid or _uid_param(request, "StudyInstanceUID", "0020000D"),
+            series_uid=_uid_param(request, "SeriesInstanceUID", "0020000E"),
+            modality=request.query_params.get("Modality") or None,
+        ).annotate(n_instances=Count("instances"))
+        series = _page(request, qs)
+        self.accessed(series, per_study=True)
+        return _json([_series_json(s, self.base(request)) for s in series])
+
+
+class QidoInstancesView(DicomWebView):
+    audit_action = AuditAction.LIST
+
+    def get(
+        self, request: Request, study_uid: str | None = None, series_uid: str | None = None
+    ) -> HttpResponse:
+        if study_uid and series_uid:
+            selectors.series_by_uid(user=request.user, study_uid=study_uid, series_uid=series_uid)
+        elif study_uid:
+            selectors.study_by_uid(user=request.user, study_uid=study_uid)
+        instances = _page(
+            request,
+            selectors.instance_search(
+                user=request.user,
+                study_uid=study_uid or _uid_param(request, "StudyInstanceUID", "0020000D"),
+                series_uid=series_uid or _uid_param(request, "SeriesInstanceUID", "0020000E"),
+                sop_uid=_uid_param(request, "SOPInstanceUID", "00080018"),
+            ),
+        )
+        self.accessed(instances, per_study=True)
+        return _json([_instance_json(i, self.base(request)) for i in instances])
+
+
+# --- WADO-RS ---------------------------------------------------------------------------------
+
+
+def _dataset(instance: Instance) -> pydicom.Dataset:
+    return pydicom.dcmread(io.BytesIO(store_get(instance.storage_key)))
+
+
+def _frame_bytes(ds: pydicom.Dataset, number: int) -> bytes:
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if not 1 <= number <= frames:
+        raise exceptions.NotFound(f"frame {number} does not exist (1..{frames})")
+    if str(ds.file_meta.TransferSyntaxUID) in UNCOMPRESSED:
+        size = len(ds.PixelData) // frames
+        size -= size % 2 if len(ds.PixelData) % frames else 0
+        return bytes(ds.PixelData[(number - 1) * size : number * size])
+    pixels = ds.pixel_array
+    return (pixels[number - 1] if frames > 1 else pixels).tobytes()
+
+
+def _frame_numbers(text: str) -> list[int]:
+    try:
+        numbers = [int(n) for n in text.split(",")]
+    except ValueError:
+        raise exceptions.ValidationError("frame numbers must be integers") from None
+    if not numbers or len(numbers) > 256:
+        raise exceptions.ValidationError("ask for 1 to 256 frames")
+    return numbers
+
+
+class WadoInstanceView(DicomWebView):
+    audit_action = AuditAction.DOWNLOAD
+
+    def get(self, request: Request, study_uid: str, series_uid: str, sop_uid: str) -> HttpResponse:
+        instance = selectors.instance_by_uid(
+            user=request.user, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid
+        )
+        body, content_type = multipart.encode(
+            [store_get(instance.storage_key)], "application/dicom"
+        )
+        self.accessed([instance])
+        return HttpResponse(body, content_type=content_type)
+
+
+class WadoSeriesView(DicomWebView):
+    audit_action = AuditAction.DOWNLOAD
+
+    def get(self, request: Request, study_uid: str, series_uid: str) -> HttpResponse:
+        series = selectors.series_by_uid(
+            user=request.user, study_uid=study_uid, series_uid=series_uid
+        )
+        instances = list(series.instances.order_by("instance_number", "sop_uid"))
+        body, content_type = multipart.encode(
+            (store_get(i.storage_key) for i in instances), "application/dicom"
+        )
+        self.accessed([series])
+        return HttpResponse(body, content_type=content_type)
+
+
+def _metadata(instance: Instance) -> dict[str, Any]:
+    ds = _dataset(instance)
+    if "PixelData" in ds:
+        del ds.PixelData  # bulk data: fetched through /frames
+    return ds.to_json_dict(bulk_data_threshold=2**20)
+
+
+class WadoInstanceMetadataView(DicomWebView):
+    audit_action = AuditAction.VIEW
+
+    def get(self, request: Request, study_uid: str, series_uid: str, sop_uid: str) -> HttpResponse:
+        instance = selectors.instance_by_uid(
+            user=request.user, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid
+        )
+        self.accessed([instance])
+        return _json([_metadata(instance)])
+
+
+class WadoSeriesMetadataView(DicomWebView):
+    audit_action = AuditAction.VIEW
+
+    def get(self, request: Request, study_uid: str, series_uid: str) -> HttpResponse:
+        series = selectors.series_by_uid(
+            user=request.user, study_uid=study_uid, series_uid=series_uid
+        )
+        instances = list(series.instances.order_by("instance_number", "sop_uid"))
+        self.accessed([series])
+        return _json([_metadata(i) for i in instances])
+
+
+class WadoFramesView(DicomWebView):
+    audit_action = AuditAction.DOWNLOAD
+
+    def get(
+        self, request: Request, study_uid: str, series_uid: str, sop_uid: str, frames: str
+    ) -> HttpResponse:
+        instance = selectors.instance_by_uid(
+            user=request.user, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid
+        )
+        ds = _dataset(instance)
+        payloads = [_frame_bytes(ds, n) for n in _frame_numbers(frames)]
+        body, content_type = multipart.encode(payloads, "application/octet-stream")
+        self.accessed([instance])
+        return HttpResponse(body, content_type=content_type)
+
+
+class WadoRenderedView(DicomWebView):
+    """``rendered`` (full size) and ``thumbnail`` (at most 128 px) PNGs of an instance or a frame;
+    a series thumbnail shows its middle instance."""
+
+    audit_action = AuditAction.VIEW
+    max_size: int | None = None
+
+    def get(
+        self,
+        request: Request,
+        study_uid: str,
+        series_uid: str,
+        sop_uid: str | None = None,
+        frames: str | None = None,
+    ) -> HttpResponse:
+        if sop_uid is None:
+            series = selectors.series_by_uid(
+                user=request.user, study_uid=study_uid, series_uid=series_uid
+            )
+            ordered = list(series.instances.order_by("instance_number", "sop_uid"))
+            if not ordered:
+                raise exceptions.NotFound("the series has no instances yet")
+            instance = ordered[len(ordered) // 2]
+        else:
+            instance = selectors.instance_by_uid(
+                user=request.user, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid
+            )
+        number = _frame_numbers(frames)[0] if frames else 1
+        ds = _dataset(instance)
+        if not 1 <= number <= int(ds.get("NumberOfFrames", 1) or 1):
+            raise exceptions.NotFound(f"frame {number} does not exist")
+        png = render_png(ds, number - 1, max_size=self.max_size)
+        self.accessed([instance])
+        return HttpResponse(png, content_type="image/png")
+
+
+class WadoThumbnailView(WadoRenderedView):
+    max_size = 128
+
+
+# --- STOW-RS ---------------------------------------------------------------------------------
+
+
+class StowView(DicomWebView):
+    """Store instances: each part is de-identified and ingested on its own; the answer lists
+    what was stored (ReferencedSOPSequence) and what was refused, with the reason
+    (FailedSOPSequence)."""
+
+    audit_action = AuditAction.CREATE
+
+    def post(self, request: Request) -> HttpResponse:
+        site = sending_site_for(
+            user=request.user,
+            requested=request.query_params.get("site") or request.headers.get("X-ArtiScan-Site"),
+        )
+        if site is None:
+            raise exceptions.PermissionDenied(
+                "You may not send images, or you send for several sites: name one with ?site="
+            )
+        content_type = request.headers.get("Content-Type", "")
+        try:
+            boundary = multipart.boundary_of(content_type)
+            root = multipart.root_type_of(content_type)
+            bodies = [
+                payload
+                for headers, payload in multipart.parts(request.body, boundary)
+                if headers.get("content-type", root).split(";")[0].strip().lower()
+                == "application/dicom"
+            ]
+        except multipart.MultipartError as exc:
+            return _json({"error": str(exc)}, status=415 if "Content-Type" in str(exc) else 400)
+        if not bodies:
+            return _json({"error": "no application/dicom parts"}, status=400)
+        base = self.base(request)
+        stored, failed, accessed = [], [], []
+        for data in bodies:
+            outcome = instance_ingest(site=site, data=data, source="stow")
+            if outcome.status == "rejected":
+                failed.append(
+                    {"00081197": _a("US", PROCESSING_FAILURE), "00000902": _a("LO", outcome.reason)}
+                )
+                continue
+            instance = Instance.objects.select_related("series__study").get(pk=outcome.instance_id)
+            accessed.append(instance)
+            item = _instance_json(instance, base)
+            stored.append(
+                {
+                    "00081150": item["00080016"],
+                    "00081155": item["00080018"],
+                    "00081190": item["00081190"],
+                }
+            )
+        self.accessed(accessed, per_study=True)
+        payload: dict[str, Any] = {}
+        if stored:
+            payload["00081199"] = {"vr": "SQ", "Value": stored}
+        if failed:
+            payload["00081198"] = {"vr": "SQ", "Value": failed}
+        status = 200 if not failed else (202 if stored else 409)
+        return _json(payload, status=status)
+
+
+class StudiesRootView(QidoStudiesView, StowView):
+    """``/dicomweb/studies``: GET searches (QIDO-RS), POST stores (STOW-RS)."""
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        self.audit_action = AuditAction.CREATE if request.method == "POST" else AuditAction.LIST
+        super().initial(request, *args, **kwargs)
