@@ -11,6 +11,8 @@ unset DATABASE_URL REDIS_URL
 $BIN/python manage.py migrate --noinput
 $BIN/python manage.py collectstatic --noinput >/dev/null
 $BIN/python manage.py demo_data
+$BIN/python manage.py dicom_sender demo DEMO_MRI >/dev/null
+SCP_PORT=${ARTISCAN_SCP_PORT:-11112}
 
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
@@ -20,8 +22,11 @@ $BIN/celery -A backend.config worker -Q cpu,gpu --concurrency 1 --loglevel INFO 
 pids+=($!)
 $BIN/daphne -b "$HOST" -p "$PORT" backend.config.asgi:application &
 pids+=($!)
+$BIN/python manage.py dicom_scp --host "$HOST" --port "$SCP_PORT" &
+pids+=($!)
 
 echo
 echo "ArtiScan is running at http://$HOST:$PORT/  (API docs: http://$HOST:$PORT/api/docs/)"
+echo "DICOMweb: http://$HOST:$PORT/dicomweb/   C-STORE: AE ARTISCAN at $HOST:$SCP_PORT (calling AE DEMO_MRI)"
 echo "Sign in with one of the demo logins above; 'manage.py demo_data --reset-passwords' makes new ones."
 wait -n

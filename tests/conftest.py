@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -186,25 +187,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def asgi_server(django_db_setup, redis_clean, tmp_path_factory) -> Iterator[str]:
-    """A real daphne serving the ASGI app on the test database; yields ``host:port``."""
-    from django.conf import settings
-
-    port = _free_port()
-    log = tmp_path_factory.mktemp("daphne") / "daphne.log"
-    env = _server_env(settings.DATABASES["default"]["NAME"])
-    # The server serves hashed static files, as in production: collect them first.
-    subprocess.run(
-        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
-        cwd=ROOT, env=env, check=True, timeout=120,
-    )  # fmt: skip
+@contextlib.contextmanager
+def _listening_process(
+    command: list[str], *, env: dict[str, str], port: int, log: Path, what: str
+) -> Iterator[subprocess.Popen]:
+    """Start ``command`` and wait until it accepts TCP connections on ``port``."""
     with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-             "backend.config.asgi:application"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
 
     def listening() -> bool:
         if proc.poll() is not None:
@@ -213,16 +202,49 @@ def asgi_server(django_db_setup, redis_clean, tmp_path_factory) -> Iterator[str]
             return s.connect_ex(("127.0.0.1", port)) == 0
 
     try:
-        _wait_for(listening, 60, "daphne")
+        _wait_for(listening, 60, what)
         if proc.poll() is not None:
-            raise RuntimeError(f"daphne exited:\n{log.read_text()[-3000:]}")
-        yield f"127.0.0.1:{port}"
+            raise RuntimeError(f"{what} exited:\n{log.read_text()[-3000:]}")
+        yield proc
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def asgi_server(django_db_setup, redis_clean, tmp_path_factory) -> Iterator[str]:
+    """A real daphne serving the ASGI app on the test database; yields ``host:port``."""
+    from django.conf import settings
+
+    port = _free_port()
+    env = _server_env(settings.DATABASES["default"]["NAME"])
+    # The server serves hashed static files, as in production: collect them first.
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
+        cwd=ROOT, env=env, check=True, timeout=120,
+    )  # fmt: skip
+    command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+    command.append("backend.config.asgi:application")
+    log = tmp_path_factory.mktemp("daphne") / "daphne.log"
+    with _listening_process(command, env=env, port=port, log=log, what="daphne"):
+        yield f"127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def dicom_scp(django_db_setup, redis_clean, tmp_path_factory) -> Iterator[int]:
+    """A real ``manage.py dicom_scp`` (pynetdicom) on the test database; yields its port."""
+    from django.conf import settings
+
+    port = _free_port()
+    env = _server_env(settings.DATABASES["default"]["NAME"])
+    command = [sys.executable, "manage.py", "dicom_scp", "--host", "127.0.0.1"]
+    command += ["--port", str(port)]
+    log = tmp_path_factory.mktemp("scp") / "scp.log"
+    with _listening_process(command, env=env, port=port, log=log, what="dicom_scp"):
+        yield port
 
 
 @pytest.fixture(autouse=True)

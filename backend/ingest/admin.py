@@ -3,7 +3,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from backend.ingest.models import QuarantinedFile
+from backend.ingest.models import DicomSender, QuarantinedFile
 
 
 @admin.register(QuarantinedFile)
@@ -25,3 +25,9 @@ class QuarantinedFileAdmin(admin.ModelAdmin[QuarantinedFile]):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+@admin.register(DicomSender)
+class DicomSenderAdmin(admin.ModelAdmin[DicomSender]):
+    list_display = ["ae_title", "site", "host", "is_active", "description"]
+    list_filter = ["site", "is_active"]

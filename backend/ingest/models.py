@@ -30,3 +30,20 @@ class QuarantinedFile(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source} file refused: {self.reason}"
+
+
+class DicomSender(models.Model):
+    """A modality or PACS allowed to C-STORE to us, and the site its images belong to.
+
+    An association from an AE title not listed here (or from another host, when ``host`` is set)
+    is rejected before any data is sent (security checklist O-04).
+    """
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="dicom_senders")
+    ae_title = models.CharField(max_length=16, unique=True)
+    host = models.GenericIPAddressField(null=True, blank=True, help_text="Only from this address.")
+    description = models.CharField(max_length=200, blank=True)
+    is_active = models.BooleanField(default=True)
+
+    def __str__(self) -> str:
+        return f"{self.ae_title} → {self.site}"

@@ -1,0 +1,23 @@
+"""``python manage.py dicom_scp --port 11112``: receive MR images by C-STORE."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from backend.ingest.scp import serve
+
+
+class Command(BaseCommand):
+    help = "Run the C-STORE SCP; calling AE titles must be registered as DICOM senders."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a DICOM listener
+        parser.add_argument("--port", type=int, default=11112)
+        parser.add_argument("--ae-title", default="ARTISCAN")
+
+    def handle(self, *args: Any, host: str, port: int, ae_title: str, **options: Any) -> None:
+        self.stdout.write(f"C-STORE SCP {ae_title} listening on {host}:{port}", ending="\n")
+        self.stdout.flush()
+        serve(host=host, port=port, ae_title=ae_title)

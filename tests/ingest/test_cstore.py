@@ -1,0 +1,88 @@
+"""The C-STORE SCP: registered senders' images land de-identified under their site; unknown AE
+titles and hosts are rejected at association. Driven by pynetdicom's SCU and dcmtk's storescu."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import time
+
+import pydicom
+import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import MRImageStorage
+
+from backend.ingest.models import DicomSender
+from backend.studies.models import Instance
+from tests.deid.builders import CANARIES, mr_dataset, to_bytes
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.servers]
+
+
+def _scu(ae_title: str) -> AE:
+    ae = AE(ae_title=ae_title)
+    ae.add_requested_context(MRImageStorage, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+    return ae
+
+
+def test_a_registered_sender_stores_images_under_its_site(dicom_scp, site_a):
+    DicomSender.objects.create(site=site_a, ae_title="MRI_ROOM_1", host="127.0.0.1")
+    assoc = _scu("MRI_ROOM_1").associate("127.0.0.1", dicom_scp, ae_title="ARTISCAN")
+    assert assoc.is_established
+    statuses = [
+        assoc.send_c_store(pydicom.dcmread(io.BytesIO(to_bytes(mr_dataset(i))))).Status
+        for i in (1, 2)
+    ]
+    assoc.release()
+    assert statuses == [0x0000, 0x0000]
+    instances = Instance.objects.filter(site=site_a)
+    assert instances.count() == 2
+    assert not [c for c in CANARIES if c in " ".join(i.sop_uid for i in instances)]
+
+
+def test_an_unknown_ae_title_is_rejected_at_association(dicom_scp, site_a):
+    assoc = _scu("STRANGER").associate("127.0.0.1", dicom_scp, ae_title="ARTISCAN")
+    assert assoc.is_rejected
+    assert Instance.objects.count() == 0
+
+
+def test_a_known_ae_title_from_another_host_is_rejected(dicom_scp, site_a):
+    DicomSender.objects.create(site=site_a, ae_title="MRI_ROOM_2", host="10.9.9.9")
+    assoc = _scu("MRI_ROOM_2").associate("127.0.0.1", dicom_scp, ae_title="ARTISCAN")
+    assert assoc.is_rejected
+
+
+def test_a_refused_file_gets_a_failure_status_and_is_quarantined(dicom_scp, site_a):
+    from backend.ingest.models import QuarantinedFile
+
+    DicomSender.objects.create(site=site_a, ae_title="MRI_ROOM_3")
+    ds = pydicom.dcmread(io.BytesIO(to_bytes(mr_dataset(5))))
+    ds.BurnedInAnnotation = "YES"
+    assoc = _scu("MRI_ROOM_3").associate("127.0.0.1", dicom_scp, ae_title="ARTISCAN")
+    status = assoc.send_c_store(ds).Status
+    assoc.release()
+    assert status == 0xC000
+    assert QuarantinedFile.objects.get().reason.startswith("burned-in annotation")
+
+
+def test_dcmtk_storescu_can_send_to_us(dicom_scp, site_a, tmp_path):
+    DicomSender.objects.create(site=site_a, ae_title="DCMTK")
+    path = tmp_path / "slice.dcm"
+    path.write_bytes(to_bytes(mr_dataset(7)))
+    result = subprocess.run(
+        ["storescu", "-aet", "DCMTK", "-aec", "ARTISCAN", "127.0.0.1", str(dicom_scp), str(path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not Instance.objects.exists():
+        time.sleep(0.1)
+    assert Instance.objects.filter(site=site_a).count() == 1
+
+
+def test_a_sender_is_registered_from_the_command_line(site_a):
+    from django.core.management import call_command
+
+    call_command("dicom_sender", site_a.slug, "MRI_ROOM_9", "--host", "192.0.2.7")
+    sender = DicomSender.objects.get(ae_title="MRI_ROOM_9")
+    assert (sender.site, sender.host) == (site_a, "192.0.2.7")
