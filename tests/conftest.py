@@ -259,3 +259,42 @@ def _unhashed_static_files(settings):
 @pytest.fixture
 def operator_a(site_a):
     return _persona("operator_a", site_a, "operator")
+
+
+@pytest.fixture
+def orthanc(tmp_path) -> Iterator[dict[str, object]]:
+    """A real Orthanc (Debian's package) on free ports with a temporary configuration; yields
+    its URL and credentials. Locked down as the security checklist asks (section 7)."""
+    import json
+
+    http_port, dicom_port = _free_port(), _free_port()
+    config = {
+        "Name": "artiscan-test",
+        "HttpPort": http_port,
+        "DicomPort": dicom_port,
+        "DicomServerEnabled": False,
+        "StorageDirectory": str(tmp_path / "storage"),
+        "IndexDirectory": str(tmp_path / "index"),
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": True,
+        "RegisteredUsers": {"artiscan": "orthanc-test-password"},
+        "ExecuteLuaEnabled": False,
+        "RestApiWriteToFileSystemEnabled": False,
+        "WebDavEnabled": False,
+        "StableAge": 1,
+        "Plugins": [],
+    }
+    path = tmp_path / "orthanc.json"
+    path.write_text(json.dumps(config))
+    with _listening_process(
+        ["/usr/sbin/Orthanc", str(path)],
+        env=dict(os.environ),
+        port=http_port,
+        log=tmp_path / "orthanc.log",
+        what="Orthanc",
+    ):
+        yield {
+            "url": f"http://127.0.0.1:{http_port}",
+            "username": "artiscan",
+            "password": "orthanc-test-password",
+        }

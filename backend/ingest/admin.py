@@ -3,7 +3,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from backend.ingest.models import DicomSender, QuarantinedFile
+from backend.ingest.models import DicomSender, OrthancSource, QuarantinedFile
 
 
 @admin.register(QuarantinedFile)
@@ -31,3 +31,9 @@ class QuarantinedFileAdmin(admin.ModelAdmin[QuarantinedFile]):
 class DicomSenderAdmin(admin.ModelAdmin[DicomSender]):
     list_display = ["ae_title", "site", "host", "is_active", "description"]
     list_filter = ["site", "is_active"]
+
+
+@admin.register(OrthancSource)
+class OrthancSourceAdmin(admin.ModelAdmin[OrthancSource]):
+    list_display = ["url", "site", "is_active", "last_change", "last_polled_at", "last_error"]
+    readonly_fields = ["last_change", "last_polled_at", "last_error"]

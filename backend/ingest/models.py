@@ -47,3 +47,25 @@ class DicomSender(models.Model):
 
     def __str__(self) -> str:
         return f"{self.ae_title} → {self.site}"
+
+
+class OrthancSource(models.Model):
+    """An Orthanc whose ``/changes`` feed we follow for one site: every ``StableSeries`` is
+    fetched, ingested and, if asked, deleted from Orthanc. ``last_change`` survives restarts, so
+    the follower resumes where it stopped and ingests each change once (re-ingesting an
+    instance would be a harmless duplicate anyway)."""
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="orthanc_sources")
+    url = models.URLField(help_text="e.g. http://orthanc.hospital.lan:8042")
+    username = models.CharField(max_length=100, blank=True)
+    password_env = models.CharField(
+        max_length=100, blank=True, help_text="Name of the environment variable with the password."
+    )
+    delete_after_ingest = models.BooleanField(default=False)
+    last_change = models.BigIntegerField(default=0)
+    is_active = models.BooleanField(default=True)
+    last_error = models.CharField(max_length=300, blank=True)
+    last_polled_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.url} → {self.site}"

@@ -27,7 +27,8 @@ from backend.deid.profile import (
     scanner_pseudonym_from,
     write_dicom,
 )
-from backend.ingest.models import QuarantinedFile
+from backend.ingest.models import OrthancSource, QuarantinedFile
+from backend.ingest.orthanc import OrthancClient, OrthancError
 from backend.realtime.services import event_publish
 from backend.storage.store import store_delete, store_put
 from backend.studies.models import Instance, Scanner, Series, Study
@@ -271,3 +272,52 @@ def quarantine_purge(*, now: datetime | None = None) -> int:
         store_delete(row.storage_key)
         row.delete()
     return len(expired)
+
+
+@dataclass(frozen=True)
+class OrthancPollResult:
+    series: int
+    outcomes: list[IngestOutcome]
+
+
+def orthanc_poll(
+    *, source: OrthancSource, client: OrthancClient | None = None
+) -> OrthancPollResult:
+    """Follow ``source``'s change feed to its end: ingest every StableSeries, remember the last
+    change after each one, so a crash or restart resumes without skipping or repeating a series.
+    """
+    import os
+
+    client = client or OrthancClient(
+        source.url,
+        username=source.username,
+        password=os.environ.get(source.password_env, "") if source.password_env else "",
+    )
+    outcomes: list[IngestOutcome] = []
+    series_done = 0
+    done = False
+    try:
+        while not done:
+            changes, last, done = client.changes(since=source.last_change)
+            for change in changes:
+                if change.change_type == "StableSeries":
+                    outcomes += series_ingest(
+                        site=source.site,
+                        files=client.iter_series_files(change.resource_id),
+                        source="orthanc",
+                    )
+                    series_done += 1
+                    if source.delete_after_ingest:
+                        client.delete_series(change.resource_id)
+                source.last_change = change.seq
+                source.save(update_fields=["last_change"])
+            if not changes:
+                source.last_change = max(source.last_change, last)
+        source.last_error = ""
+    except OrthancError as exc:
+        source.last_error = str(exc)[:300]
+        raise
+    finally:
+        source.last_polled_at = timezone.now()
+        source.save(update_fields=["last_change", "last_error", "last_polled_at"])
+    return OrthancPollResult(series=series_done, outcomes=outcomes)

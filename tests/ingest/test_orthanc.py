@@ -1,0 +1,72 @@
+"""Following a real Orthanc's /changes feed: stable series are ingested once, the cursor survives
+restarts, and series can be deleted from Orthanc after ingest."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from backend.ingest.models import OrthancSource
+from backend.ingest.orthanc import OrthancClient, OrthancError
+from backend.ingest.services import orthanc_poll
+from backend.studies.models import Instance
+from tests.deid.builders import mr_dataset, to_bytes
+
+pytestmark = pytest.mark.django_db
+
+
+def _client(orthanc) -> OrthancClient:
+    return OrthancClient(orthanc["url"], username=orthanc["username"], password=orthanc["password"])
+
+
+def _wait_for_stable(client: OrthancClient, count: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        changes, _, _ = client.changes(since=0, limit=1000)
+        if sum(c.change_type == "StableSeries" for c in changes) >= count:
+            return
+        time.sleep(0.3)
+    raise TimeoutError("Orthanc did not mark the series stable")
+
+
+def test_a_stable_series_is_ingested_once_and_the_cursor_is_kept(orthanc, site_a, monkeypatch):
+    client = _client(orthanc)
+    for i in (1, 2, 3):
+        client.upload(to_bytes(mr_dataset(i)))
+    _wait_for_stable(client, 1)
+    monkeypatch.setenv("ORTHANC_TEST_PASSWORD", orthanc["password"])
+    source = OrthancSource.objects.create(
+        site=site_a,
+        url=orthanc["url"],
+        username=orthanc["username"],
+        password_env="ORTHANC_TEST_PASSWORD",
+    )
+    result = orthanc_poll(source=source)
+    assert result.series == 1
+    assert [o.status for o in result.outcomes] == ["accepted"] * 3
+    assert Instance.objects.filter(site=site_a).count() == 3
+    cursor = OrthancSource.objects.get(pk=source.pk).last_change
+    assert cursor > 0
+
+    # A restarted follower (a fresh row from the database) resumes after the cursor.
+    again = orthanc_poll(source=OrthancSource.objects.get(pk=source.pk))
+    assert again.series == 0 and again.outcomes == []
+    assert Instance.objects.count() == 3
+
+
+def test_series_are_deleted_from_orthanc_when_asked(orthanc, site_a):
+    client = _client(orthanc)
+    client.upload(to_bytes(mr_dataset(1)))
+    _wait_for_stable(client, 1)
+    source = OrthancSource.objects.create(site=site_a, url=orthanc["url"], delete_after_ingest=True)
+    orthanc_poll(source=source, client=client)
+    assert client._get("/series").json() == []
+    assert Instance.objects.count() == 1
+
+
+def test_wrong_credentials_are_an_error_that_is_recorded(orthanc, site_a):
+    source = OrthancSource.objects.create(site=site_a, url=orthanc["url"], username="artiscan")
+    with pytest.raises(OrthancError, match="401"):
+        orthanc_poll(source=source)
+    assert "401" in OrthancSource.objects.get(pk=source.pk).last_error
