@@ -82,6 +82,8 @@ def read_dicom(data: bytes, *, max_bytes: int = 512 * 2**20) -> Dataset:
     try:
         read_preamble(fp, force=False)
         meta = pydicom.filereader._read_file_meta_info(fp)
+        for _element in meta:  # decode every element now: a bad VR must fail here, not later
+            pass
     except Exception:
         raise Rejected("unreadable file meta information") from None
     syntax = UID(str(meta.get("TransferSyntaxUID", "")))
@@ -104,6 +106,8 @@ def read_dicom(data: bytes, *, max_bytes: int = 512 * 2**20) -> Dataset:
         ds = read_dataset(
             io.BytesIO(body[start:]), is_implicit_VR=not explicit, is_little_endian=little
         )
+        for _element in ds.iterall():  # decode every element now, nested ones included
+            pass
     except Exception:
         raise Rejected("malformed data set") from None
     ds.file_meta = meta
@@ -315,5 +319,10 @@ def deidentify_bytes(
     data: bytes, *, key: bytes, max_bytes: int = 512 * 2**20
 ) -> tuple[bytes, Dataset]:
     """``read_dicom`` → ``deidentify`` → ``write_dicom``: the de-identified file and data set."""
-    ds = deidentify(read_dicom(data, max_bytes=max_bytes), key=key)
-    return write_dicom(ds), ds
+    original = read_dicom(data, max_bytes=max_bytes)
+    try:
+        ds = deidentify(original, key=key)
+        return write_dicom(ds), ds
+    except Exception:
+        # Whatever a parseable but odd file does to the profile, it is refused, never a crash.
+        raise Rejected("the file could not be de-identified") from None

@@ -163,3 +163,10 @@ def test_mutated_files_are_either_refused_or_de_identified_never_a_crash(mutatio
         assert refused.reason
     else:
         assert out[128:132] == b"DICM"
+
+
+def test_an_unknown_value_representation_is_refused_not_a_crash():
+    # Found by the mutation test: pydicom decodes lazily and raised NotImplementedError later.
+    at = GOOD.index(b"\x02\x00\x02\x00UI")
+    data = GOOD[: at + 4] + b"TI" + GOOD[at + 6 :]
+    assert _refusal(data) == "unreadable file meta information"
