@@ -9,7 +9,10 @@ export default defineConfig({
     outDir: here("../backend/static_build/app"),
     emptyOutDir: true,
     rollupOptions: {
-      input: { worklist: here("src/worklist/main.ts") },
+      input: {
+        worklist: here("src/worklist/main.ts"),
+        upload: here("src/upload/main.ts"),
+      },
       output: {
         entryFileNames: "[name].js",
         chunkFileNames: "[name].js",

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from backend.accounts import apis as accounts_apis
 from backend.audit import apis as audit_apis
+from backend.ingest import apis as ingest_apis
 from backend.studies import apis as studies_apis
 from backend.web import views as web_views
 
@@ -24,6 +25,18 @@ api = [
         studies_apis.SeriesInstancesApi.as_view(),
         name="api-series-instances",
     ),
+    path("api/uploads/", ingest_apis.UploadCreateApi.as_view(), name="api-upload-create"),
+    path("api/uploads/<uuid:upload_id>/", ingest_apis.UploadDetailApi.as_view(), name="api-upload"),
+    path(
+        "api/uploads/<uuid:upload_id>/chunk/",
+        ingest_apis.UploadChunkApi.as_view(),
+        name="api-upload-chunk",
+    ),
+    path(
+        "api/uploads/<uuid:upload_id>/complete/",
+        ingest_apis.UploadCompleteApi.as_view(),
+        name="api-upload-complete",
+    ),
     path("api/audit-events/", audit_apis.AuditEventListApi.as_view(), name="api-audit-events"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
@@ -32,6 +45,7 @@ api = [
 urlpatterns = [
     path("", web_views.home, name="home"),
     path("health/", web_views.health, name="health"),
+    path("upload/", web_views.upload, name="upload"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

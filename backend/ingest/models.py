@@ -11,7 +11,7 @@ import uuid
 
 from django.db import models
 
-from backend.accounts.models import Site
+from backend.accounts.models import Site, User
 
 
 class QuarantinedFile(models.Model):
@@ -69,3 +69,43 @@ class OrthancSource(models.Model):
 
     def __str__(self) -> str:
         return f"{self.url} → {self.site}"
+
+
+class UploadStatus(models.TextChoices):
+    RECEIVING = "receiving", "Receiving"
+    QUEUED = "queued", "Queued"
+    PROCESSING = "processing", "Processing"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class Upload(models.Model):
+    """One file sent from the upload page (a DICOM file or a zip of up to 1,000), in chunks.
+
+    Chunks wait in the encrypted store until the last one arrives; then a ``cpu`` worker
+    de-identifies and ingests every file and deletes the chunks. ``results`` holds one entry per
+    file: its name within the upload, accepted / duplicate / rejected and the reason.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="uploads")
+    user = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, related_name="uploads")
+    filename = models.CharField(max_length=200)
+    size = models.BigIntegerField()
+    received = models.BigIntegerField(default=0)
+    chunks = models.IntegerField(default=0)
+    status = models.CharField(
+        max_length=16, choices=UploadStatus.choices, default=UploadStatus.RECEIVING
+    )
+    files_total = models.IntegerField(default=0)
+    files_done = models.IntegerField(default=0)
+    results = models.JSONField(default=list, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["site", "-created_at"], name="upload_site")]
+
+    def __str__(self) -> str:
+        return f"upload {self.pk} ({self.status})"

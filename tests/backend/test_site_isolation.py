@@ -26,6 +26,11 @@ NON_CLINICAL_ROUTES = {
     "api-me",
     "api-sites",
     "api-audit-events",  # covered in test_audit.py
+    # Uploads are private to their sender: tests/ingest/test_uploads.py
+    "api-upload-create",
+    "api-upload",
+    "api-upload-chunk",
+    "api-upload-complete",
     "api-schema",
     "api-docs",
 }

@@ -1,5 +1,5 @@
 """``python manage.py quarantine_purge``: delete refused originals older than
-``ARTISCAN_QUARANTINE_DAYS`` (run it daily, e.g. from cron or Celery beat)."""
+``ARTISCAN_QUARANTINE_DAYS`` and uploads abandoned half-way (run it daily)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from backend.ingest.services import quarantine_purge
+from backend.ingest.uploads import upload_purge_stale
 
 
 class Command(BaseCommand):
@@ -15,3 +16,4 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.stdout.write(f"{quarantine_purge()} quarantined files deleted")
+        self.stdout.write(f"{upload_purge_stale()} uploads abandoned for 48 h deleted")

@@ -1,0 +1,180 @@
+"""Resumable uploads from the upload page: chunks in, per-file results out.
+
+A dropped connection costs at most one chunk: the client asks how much arrived and goes on from
+there. Chunks wait encrypted in the store; a ``cpu`` worker then assembles them in a private
+temporary file (bounded memory whatever the size), ingests each DICOM file — one file, or every
+member of a zip of up to 1,000 — through ``instance_ingest``, and deletes the chunks.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+import zipfile
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from backend.accounts.models import Site, User
+from backend.ingest.models import Upload, UploadStatus
+from backend.ingest.services import instance_ingest
+from backend.storage.store import store_delete, store_get, store_put
+
+MAX_UPLOAD_BYTES = 2 * 2**30
+MAX_CHUNK_BYTES = 8 * 2**20
+MAX_ZIP_MEMBERS = 1000
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
+logger = logging.getLogger(__name__)
+
+
+class UploadError(Exception):
+    def __init__(self, message: str, *, status: int = 400, **extra: Any) -> None:
+        super().__init__(message)
+        self.message, self.status, self.extra = message, status, extra
+
+
+def _clean_name(filename: str) -> str:
+    base = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    return _SAFE_NAME.sub("_", base)[:200] or "upload"
+
+
+def upload_create(*, user: User, site: Site, filename: str, size: int) -> Upload:
+    if not 0 < size <= MAX_UPLOAD_BYTES:
+        raise UploadError("a file must have 1 byte to 2 GiB", status=413)
+    return Upload.objects.create(user=user, site=site, filename=_clean_name(filename), size=size)
+
+
+def _chunk_key(upload: Upload, index: int) -> str:
+    return f"uploads/{upload.pk}/{index:06d}.part"
+
+
+def upload_append(*, upload_id: str, offset: int, data: bytes) -> Upload:
+    """Append one chunk at ``offset``, which must be what has arrived so far (409 otherwise, with
+    the right offset, so the client resumes from there)."""
+    with transaction.atomic():
+        upload = Upload.objects.select_for_update().get(pk=upload_id)
+        if upload.status != UploadStatus.RECEIVING:
+            raise UploadError("this upload is complete", status=409, received=upload.received)
+        if offset != upload.received:
+            raise UploadError("wrong offset", status=409, received=upload.received)
+        if not data or len(data) > MAX_CHUNK_BYTES:
+            raise UploadError(f"a chunk must have 1 byte to {MAX_CHUNK_BYTES // 2**20} MiB")
+        if upload.received + len(data) > upload.size:
+            raise UploadError("more bytes than announced", received=upload.received)
+        store_put(_chunk_key(upload, upload.chunks), data)
+        upload.chunks += 1
+        upload.received += len(data)
+        upload.save(update_fields=["chunks", "received"])
+    return upload
+
+
+def upload_complete(*, upload_id: str) -> Upload:
+    from backend.ingest.tasks import upload_process_task
+
+    with transaction.atomic():
+        upload = Upload.objects.select_for_update().get(pk=upload_id)
+        if upload.status != UploadStatus.RECEIVING:
+            return upload  # completing twice is harmless
+        if upload.received != upload.size:
+            raise UploadError("the upload is not complete", status=409, received=upload.received)
+        upload.status = UploadStatus.QUEUED
+        upload.save(update_fields=["status"])
+        pk = str(upload.pk)
+        transaction.on_commit(lambda: upload_process_task.delay(pk))
+    return upload
+
+
+def _record(upload: Upload, name: str, status: str, reason: str = "", series_id: str = "") -> None:
+    upload.results.append(
+        {"name": name, "status": status, "reason": reason, "series_id": series_id}
+    )
+    upload.files_done += 1
+    upload.save(update_fields=["results", "files_done"])
+
+
+def _ingest_one(upload: Upload, name: str, data: bytes) -> None:
+    outcome = instance_ingest(site=upload.site, data=data, source="upload")
+    _record(upload, name, outcome.status, outcome.reason, outcome.series_id)
+
+
+def _process_zip(upload: Upload, archive: zipfile.ZipFile) -> None:
+    members = [
+        m for m in archive.infolist() if not m.is_dir() and not m.filename.startswith("__MACOSX/")
+    ]
+    if len(members) > MAX_ZIP_MEMBERS:
+        raise UploadError(f"a zip may hold at most {MAX_ZIP_MEMBERS} files")
+    if sum(m.file_size for m in members) > MAX_UPLOAD_BYTES:
+        raise UploadError("the zip unpacks to more than 2 GiB")
+    upload.files_total = len(members)
+    upload.save(update_fields=["files_total"])
+    limit = settings.ARTISCAN_MAX_INSTANCE_BYTES
+    for member in members:
+        name = _clean_name(member.filename)
+        if member.file_size > limit:
+            _record(upload, name, "rejected", "file larger than the instance size limit")
+            continue
+        try:
+            with archive.open(member) as stream:
+                data = stream.read(limit + 1)  # the declared size may lie
+        except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError):
+            _record(upload, name, "rejected", "unreadable zip member")
+            continue
+        if len(data) > limit:
+            _record(upload, name, "rejected", "file larger than the instance size limit")
+            continue
+        _ingest_one(upload, name, data)
+
+
+def upload_process(*, upload_id: str) -> Upload:
+    upload = Upload.objects.select_related("site").get(pk=upload_id)
+    if upload.status == UploadStatus.DONE:
+        return upload
+    upload.status, upload.results, upload.files_done = UploadStatus.PROCESSING, [], 0
+    upload.save(update_fields=["status", "results", "files_done"])
+    scratch = Path(settings.VAR_DIR) / "scratch"
+    scratch.mkdir(mode=0o700, exist_ok=True)
+    try:
+        with tempfile.TemporaryFile(dir=scratch) as assembled:
+            for index in range(upload.chunks):
+                assembled.write(store_get(_chunk_key(upload, index)))
+            assembled.seek(0)
+            head = assembled.read(4)
+            assembled.seek(0)
+            if head == b"PK\x03\x04":
+                try:
+                    with zipfile.ZipFile(assembled) as archive:
+                        _process_zip(upload, archive)
+                except zipfile.BadZipFile:
+                    raise UploadError("not a readable zip file") from None
+            else:
+                upload.files_total = 1
+                upload.save(update_fields=["files_total"])
+                _ingest_one(upload, upload.filename, assembled.read())
+        upload.status = UploadStatus.DONE
+    except UploadError as exc:
+        upload.status, upload.error = UploadStatus.FAILED, exc.message[:300]
+    except Exception:
+        logger.exception("upload %s could not be processed", upload.pk)
+        upload.status, upload.error = UploadStatus.FAILED, "internal error while processing"
+    finally:
+        for index in range(upload.chunks):
+            store_delete(_chunk_key(upload, index))
+        upload.finished_at = timezone.now()
+        upload.save(update_fields=["status", "error", "finished_at"])
+    return upload
+
+
+def upload_purge_stale(*, older_than_hours: int = 48) -> int:
+    """Delete uploads that never completed, with their chunks."""
+    cutoff = timezone.now() - timedelta(hours=older_than_hours)
+    stale = list(Upload.objects.filter(status=UploadStatus.RECEIVING, created_at__lt=cutoff))
+    for upload in stale:
+        for index in range(upload.chunks):
+            store_delete(_chunk_key(upload, index))
+        upload.delete()
+    return len(stale)

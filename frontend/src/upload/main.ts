@@ -1,0 +1,120 @@
+// Upload page: files, folders or zips, sent in chunks that resume after a dropped connection,
+// each with its own progress bar and per-file results.
+
+import { sendFile, type UploadState } from "./uploader";
+
+const tbody = document.querySelector<HTMLTableSectionElement>("#uploads tbody");
+const summary = document.querySelector<HTMLElement>("#summary");
+const dropzone = document.querySelector<HTMLElement>("#dropzone");
+const siteInput = document.querySelector<HTMLInputElement | HTMLSelectElement>("#site");
+const csrf = document.querySelector<HTMLInputElement>("input[name=csrfmiddlewaretoken]")?.value ?? "";
+const PARALLEL = 4;
+
+const counts = { accepted: 0, duplicate: 0, rejected: 0, failed: 0 };
+
+function updateSummary(): void {
+  if (summary) {
+    summary.textContent =
+      `${counts.accepted} accepted · ${counts.duplicate} duplicate · ` +
+      `${counts.rejected} rejected` + (counts.failed ? ` · ${counts.failed} failed` : "");
+  }
+}
+
+function row(name: string): { bar: HTMLProgressElement; result: HTMLTableCellElement; tr: HTMLTableRowElement } {
+  const tr = document.createElement("tr");
+  const nameCell = document.createElement("td");
+  nameCell.textContent = name;
+  const barCell = document.createElement("td");
+  const bar = document.createElement("progress");
+  bar.max = 1;
+  bar.value = 0;
+  barCell.append(bar);
+  const result = document.createElement("td");
+  result.textContent = "waiting";
+  tr.append(nameCell, barCell, result);
+  tbody?.append(tr);
+  return { bar, result, tr };
+}
+
+function show(state: UploadState, view: ReturnType<typeof row>): void {
+  view.bar.value = state.size ? state.received / state.size : 0;
+  if (state.status === "receiving") {
+    view.result.textContent = `sending ${Math.round((100 * state.received) / Math.max(state.size, 1))} %`;
+    return;
+  }
+  if (state.status === "queued" || state.status === "processing") {
+    view.result.textContent = state.files_total > 1
+      ? `de-identifying ${state.files_done} / ${state.files_total}` : "de-identifying";
+    return;
+  }
+  if (state.status === "failed") {
+    view.result.textContent = `failed: ${state.error}`;
+    view.result.className = "result-failed";
+    counts.failed += 1;
+    return;
+  }
+  // done: one result per file (many for a zip)
+  view.result.replaceChildren();
+  for (const r of state.results) {
+    const line = document.createElement("div");
+    line.className = `result-${r.status}`;
+    line.textContent = state.results.length > 1 ? `${r.name}: ${r.status}` : r.status;
+    if (r.reason) line.textContent += ` — ${r.reason}`;
+    view.result.append(line);
+    counts[r.status] += 1;
+  }
+}
+
+async function sendAll(files: File[]): Promise<void> {
+  const queue = files.map((file) => ({ file, view: row(file.webkitRelativePath || file.name) }));
+  const site = siteInput?.value ?? "";
+  const worker = async (): Promise<void> => {
+    for (let job = queue.shift(); job; job = queue.shift()) {
+      const { file, view } = job;
+      try {
+        const final = await sendFile(file, { site, csrf, onState: (s) => show(s, view) });
+        show(final, view);
+      } catch (error) {
+        view.result.textContent = `failed: ${String(error)}`;
+        view.result.className = "result-failed";
+        counts.failed += 1;
+      }
+      updateSummary();
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(PARALLEL, files.length) }, worker));
+}
+
+async function filesFromEntry(entry: FileSystemEntry): Promise<File[]> {
+  if (entry.isFile) {
+    return new Promise((resolve, reject) => (entry as FileSystemFileEntry).file((f) => resolve([f]), reject));
+  }
+  const reader = (entry as FileSystemDirectoryEntry).createReader();
+  const all: File[] = [];
+  for (;;) {
+    const batch = await new Promise<FileSystemEntry[]>((resolve, reject) => reader.readEntries(resolve, reject));
+    if (batch.length === 0) return all;
+    for (const child of batch) all.push(...(await filesFromEntry(child)));
+  }
+}
+
+for (const id of ["#files", "#folder"]) {
+  document.querySelector<HTMLInputElement>(id)?.addEventListener("change", (event) => {
+    const input = event.target as HTMLInputElement;
+    void sendAll(Array.from(input.files ?? []));
+    input.value = "";
+  });
+}
+
+dropzone?.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  dropzone.classList.add("over");
+});
+dropzone?.addEventListener("dragleave", () => dropzone.classList.remove("over"));
+dropzone?.addEventListener("drop", (event) => {
+  event.preventDefault();
+  dropzone.classList.remove("over");
+  const items = Array.from(event.dataTransfer?.items ?? []);
+  const entries = items.map((i) => i.webkitGetAsEntry()).filter((e): e is FileSystemEntry => e !== null);
+  void Promise.all(entries.map(filesFromEntry)).then((lists) => sendAll(lists.flat()));
+});
