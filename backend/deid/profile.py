@@ -1,25 +1,43 @@
-"""The de-identification profile applied by every way in (see ``backend/deid/__init__.py``).
+"""The de-identification profile applied by every way in (see ``backend/deid/__init__.py`` and
+``docs/deidentification.md``).
 
-``read_dicom`` refuses hostile or unsupported files; ``deidentify`` applies the profile;
-``write_dicom`` serialises with a zeroed preamble and a rebuilt file meta. UIDs are replaced by a
-keyed HMAC of the original (``2.25.<128-bit integer>``), so the same original gets the same new
-UID in every process on every day with no mapping table, and references between instances still
-resolve. Dates move by a keyed per-patient offset, which keeps intervals within a patient.
+``read_dicom`` refuses hostile or unsupported files; ``deidentify`` applies PS3.15 Table E.1-1
+(``table_e11``) with the Clean Descriptors and Retain Longitudinal Temporal Information with
+Modified Dates options, and our rules by VR for everything the table does not list
+(``table``); ``write_dicom`` serialises with a zeroed preamble and a rebuilt file meta.
+
+UIDs are replaced by a keyed HMAC of the original (``2.25.<128-bit integer>``), so the same
+original gets the same new UID in every process on every day with no mapping table, and
+references between instances still resolve. Dates move by a keyed per-patient offset, which
+keeps intervals within a patient; times are kept.
+
+pydicom reports malformed values in warnings and log records that quote the value (a name, an
+ID): while this module works on a file, those are silenced so no header value reaches a log.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import hashlib
 import hmac
 import io
+import logging
 import re
+import warnings
+from collections.abc import Iterator
 from datetime import date, timedelta
+from typing import Any
 
-import pydicom
+import numpy as np
+from pydicom._uid_dict import UID_dictionary
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filereader import read_dataset, read_preamble
+from pydicom.encaps import generate_fragments
+from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
+from pydicom.multival import MultiValue
+from pydicom.pixels.decoders.base import get_decoder
 from pydicom.sequence import Sequence
 from pydicom.uid import (
     UID,
@@ -27,30 +45,96 @@ from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    RLELossless,
 )
 
-from backend.deid.safety import UnsafeFile, inflate_bounded, prescan
-from backend.deid.table import CLEAN, EMPTY, KEEP, KEEP_UIDS, REMOVE
+from backend.deid.safety import MAX_DEPTH, UnsafeFile, inflate_bounded, prescan
+from backend.deid.table import KEEP, KEEP_UIDS, TYPE1_IN_ENHANCED_MR
+from backend.deid.table_e11 import TABLE
 
 MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
 ENHANCED_MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4.1"
 ACCEPTED_SOP_CLASSES = {MR_IMAGE: "MR Image", ENHANCED_MR_IMAGE: "Enhanced MR Image"}
+DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
 UNCOMPRESSED = {ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian}
-ACCEPTED_SYNTAXES = UNCOMPRESSED | {DeflatedExplicitVRLittleEndian, RLELossless}
 IMPLEMENTATION_UID = UID("2.25.229390429870286331624939045418127361437")
 IMPLEMENTATION_VERSION = "ARTISCAN_0_1"
+DEFAULT_MAX_BYTES = 512 * 2**20
 MAX_MATRIX = 4096
 MAX_FRAMES = 4096
-_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
-_DATE_IN_TEXT = re.compile(r"\b(19|20)\d{2}[-./]?(0[1-9]|1[0-2])[-./]?(0[1-9]|[12]\d|3[01])\b")
-_LONG_NUMBER = re.compile(r"\d{5,}")
-_TEXT_VRS = {"LO", "SH", "LT", "ST", "UT", "UC", "AE", "UR"}
-_METHOD_CODES = (
+PSEUDONYM_PREFIX = "ANON-"
+DEIDENTIFICATION_METHOD = "ArtiScan PS3.15 E.1-1 Basic + Clean Descriptors + Modified Dates"
+METHOD_CODES = (
     ("113100", "Basic Application Confidentiality Profile"),
     ("113105", "Clean Descriptors Option"),
     ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
 )
+# Executable or archive signatures in the preamble: a file that is also a program (CVE-2019-11687).
+POLYGLOT_MAGIC = (
+    b"MZ",
+    b"\x7fELF",
+    b"\xfe\xed\xfa\xce",
+    b"\xfe\xed\xfa\xcf",
+    b"\xce\xfa\xed\xfe",
+    b"\xcf\xfa\xed\xfe",
+    b"\xca\xfe\xba\xbe",
+    b"#!",
+    b"PK\x03\x04",
+    b"%PDF",
+)
+
+_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+_UID_LOOSE = re.compile(r"^[0-9.]*$")
+_DATES_IN_TEXT = (
+    re.compile(r"\b(19|20)\d{2}[-./]?(0[1-9]|1[0-2])[-./]?(0[1-9]|[12]\d|3[01])\b"),
+    re.compile(r"\b(0?[1-9]|[12]\d|3[01])[-./](0?[1-9]|1[0-2])[-./](19|20)?\d{2}\b"),
+    re.compile(r"\b(0?[1-9]|1[0-2])[-./](0?[1-9]|[12]\d|3[01])[-./](19|20)?\d{2}\b"),
+)
+_LONG_NUMBER = re.compile(r"\d{5,}")
+_TEXT_VRS = {"LO", "SH", "LT", "ST", "UT", "UC", "AE", "UR", "PN", "AS"}
+_BINARY_VRS = {"OB", "OW", "OF", "OD", "OL", "OV", "UN", "OB or OW", "US or OW"}
+_STRING_DUMMY = "ANONYMIZED"
+_PN_DUMMY = "ANONYMOUS"
+_IDENTIFYING_KEYWORDS = (
+    "PatientID",
+    "OtherPatientIDs",
+    "AccessionNumber",
+    "StudyID",
+    "IssuerOfPatientID",
+    "InstitutionName",
+    "InstitutionAddress",
+    "InstitutionalDepartmentName",
+    "StationName",
+    "DeviceSerialNumber",
+    "AdmissionID",
+    "MedicalRecordLocator",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "RequestedProcedureID",
+    "ScheduledProcedureStepID",
+    "PerformedProcedureStepID",
+)
+
+_quiet = contextvars.ContextVar("artiscan_deid_quiet", default=False)
+
+
+class _DropWhileQuiet(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _quiet.get()
+
+
+logging.getLogger("pydicom").addFilter(_DropWhileQuiet())
+
+
+@contextlib.contextmanager
+def _no_value_reports() -> Iterator[None]:
+    """Silence pydicom's warnings and log records (they quote header values) in this block."""
+    token = _quiet.set(True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        _quiet.reset(token)
 
 
 class Rejected(Exception):
@@ -64,50 +148,62 @@ class Rejected(Exception):
 # --- reading --------------------------------------------------------------------------------
 
 
-def read_dicom(data: bytes, *, max_bytes: int = 512 * 2**20) -> Dataset:
+def read_dicom(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Dataset:
     """Parse one DICOM Part 10 file, refusing anything hostile, unsupported or not an MR image.
 
-    Memory stays bounded by ``max_bytes`` plus the file itself: lengths are checked against the
-    bytes present before pydicom reads them, and deflated data is inflated with a budget.
+    Every declared length is checked against the bytes present before pydicom reads it,
+    sequences deeper than ``safety.MAX_DEPTH`` are refused, and deflated data is inflated with a
+    budget (``safety.inflate_bounded``), so memory stays a small multiple of the file's size
+    whatever it declares. Every element is decoded here, so a malformed value fails now, as a
+    ``Rejected``, not later in the caller.
     """
+    with _no_value_reports():
+        return _read(data, max_bytes)
+
+
+def _read(data: bytes, max_bytes: int) -> Dataset:
     if not data:
         raise Rejected("empty file")
     if len(data) > max_bytes:
         raise Rejected(f"file larger than the {max_bytes // 2**20} MiB limit")
     if len(data) < 132 or data[128:132] != b"DICM":
         raise Rejected("not a DICOM Part 10 file (no DICM marker)")
-    if data[:2] == b"MZ" or data[:4] == b"\x7fELF":
-        raise Rejected("executable code in the preamble (polyglot file)")
+    if data.startswith(POLYGLOT_MAGIC):
+        raise Rejected("executable or archive code in the preamble (polyglot file)")
     fp = io.BytesIO(data)
     try:
         read_preamble(fp, force=False)
-        meta = pydicom.filereader._read_file_meta_info(fp)
+        meta = _read_file_meta_info(fp)
         for _element in meta:  # decode every element now: a bad VR must fail here, not later
             pass
+        syntax = UID(str(meta.get("TransferSyntaxUID", "")).strip())
+        media_class = str(meta.get("MediaStorageSOPClassUID", "")).strip()
     except Exception:
         raise Rejected("unreadable file meta information") from None
-    syntax = UID(str(meta.get("TransferSyntaxUID", "")))
-    media_class = str(meta.get("MediaStorageSOPClassUID", ""))
-    if media_class == "1.2.840.10008.1.3.10":
+    if media_class == DICOMDIR_CLASS:
         raise Rejected("a DICOMDIR (its paths are never followed)")
-    if syntax not in ACCEPTED_SYNTAXES:
+    if not _syntax_supported(syntax):
         raise Rejected("unsupported transfer syntax")
     start = fp.tell()
     body = data
     explicit, little = syntax != ImplicitVRLittleEndian, syntax != ExplicitVRBigEndian
     try:
         if syntax == DeflatedExplicitVRLittleEndian:
-            body = inflate_bounded(data[start:], limit=max_bytes)
+            body = inflate_bounded(data[start:], limit=inflate_budget(len(data), max_bytes))
             start = 0
         prescan(body, start, explicit=explicit, little=little)
     except UnsafeFile as unsafe:
         raise Rejected(unsafe.reason) from None
     try:
-        ds = read_dataset(
-            io.BytesIO(body[start:]), is_implicit_VR=not explicit, is_little_endian=little
-        )
+        stream = io.BytesIO(body)
+        stream.seek(start)
+        ds = read_dataset(stream, is_implicit_VR=not explicit, is_little_endian=little)
+        del stream, body
+        _check_depth(ds)
         for _element in ds.iterall():  # decode every element now, nested ones included
             pass
+    except Rejected:
+        raise
     except Exception:
         raise Rejected("malformed data set") from None
     ds.file_meta = meta
@@ -116,17 +212,54 @@ def read_dicom(data: bytes, *, max_bytes: int = 512 * 2**20) -> Dataset:
     return ds
 
 
+def inflate_budget(compressed_size: int, max_bytes: int) -> int:
+    """How far a deflated file may inflate: ``max_bytes``, but no more than 64 times its
+    compressed size with a 32 MiB floor. Real MR deflates 2-5x (noise does not compress); a
+    bomb of a few hundred KB is refused after 32 MiB instead of after ``max_bytes``."""
+    return min(max_bytes, max(32 * 2**20, 64 * compressed_size))
+
+
+def _syntax_supported(syntax: UID) -> bool:
+    if syntax in UNCOMPRESSED or syntax == DeflatedExplicitVRLittleEndian:
+        return True
+    if not syntax.is_valid or not syntax.is_transfer_syntax or not syntax.is_compressed:
+        return False
+    try:
+        return bool(get_decoder(syntax).is_available)
+    except Exception:  # pydicom has no decoder for it at all
+        return False
+
+
+def _check_depth(ds: Dataset) -> None:
+    """Implicit VR sequences of defined length are not walked by ``prescan``: check here."""
+    pending: list[tuple[Dataset, int]] = [(ds, 0)]
+    while pending:
+        current, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            raise Rejected(f"sequences nested deeper than {MAX_DEPTH} levels")
+        for element in current:
+            if element.VR == "SQ":
+                pending.extend((item, depth + 1) for item in element.value)
+
+
 def _check_image(ds: Dataset, syntax: UID) -> None:
     try:
-        sop_class = str(ds.get("SOPClassUID", ""))
+        sop_class = str(ds.get("SOPClassUID", "")).strip()
+        if sop_class == DICOMDIR_CLASS or "DirectoryRecordSequence" in ds:
+            raise Rejected("a DICOMDIR (its paths are never followed)")
         if sop_class not in ACCEPTED_SOP_CLASSES:
             raise Rejected("not an MR image (only MR and Enhanced MR Image Storage are accepted)")
-        if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
+        if str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES":
             raise Rejected("burned-in annotation (may show patient data in the pixels)")
         for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
             value = str(ds.get(keyword, ""))
             if not value or len(value) > 64 or not _UID.match(value):
                 raise Rejected(f"missing or malformed {keyword}")
+        for element in ds.iterall():
+            if element.VR == "UI" and element.value:
+                values = element.value if element.VM > 1 else [element.value]
+                if not all(_UID_LOOSE.match(str(v).strip("\x00 ")) for v in values):
+                    raise Rejected("a UID with characters other than digits and dots")
         rows, columns = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         samples = int(ds.get("SamplesPerPixel", 1) or 1)
@@ -141,14 +274,31 @@ def _check_image(ds: Dataset, syntax: UID) -> None:
         raise Rejected("unsupported pixel format")
     if "PixelData" not in ds:
         raise Rejected("no pixel data")
-    if syntax in UNCOMPRESSED or syntax == DeflatedExplicitVRLittleEndian:
-        expected = rows * columns * samples * frames * bits // 8
-        actual = len(ds.PixelData)
-        if actual not in (expected, expected + 1):
-            raise Rejected("pixel data length disagrees with Rows x Columns x bits")
+    if syntax.is_compressed and syntax != DeflatedExplicitVRLittleEndian:
+        _check_encapsulated(ds.PixelData, frames)
+        return
+    expected = rows * columns * samples * frames * bits // 8
+    actual = len(ds.PixelData)
+    if actual not in (expected, expected + 1):
+        raise Rejected("pixel data length disagrees with Rows x Columns x bits")
 
 
-# --- the profile ----------------------------------------------------------------------------
+def _check_encapsulated(pixel_data: bytes, frames: int) -> None:
+    """Compressed pixel data is not decoded at the door; its framing must still add up."""
+    try:
+        fragments = list(generate_fragments(pixel_data))
+    except Exception:
+        raise Rejected("encapsulated pixel data is malformed") from None
+    if not fragments:
+        raise Rejected("encapsulated pixel data has no offset table")
+    offsets, data_fragments = fragments[0], fragments[1:]
+    if offsets and len(offsets) // 4 != frames:
+        raise Rejected("encapsulated pixel data disagrees with the number of frames")
+    if len(data_fragments) < frames:
+        raise Rejected("encapsulated pixel data has fewer fragments than frames")
+
+
+# --- keyed pseudonyms -------------------------------------------------------------------------
 
 
 def _mac(key: bytes, label: str, value: str) -> bytes:
@@ -157,17 +307,24 @@ def _mac(key: bytes, label: str, value: str) -> bytes:
 
 def pseudonymous_uid(uid: str, *, key: bytes) -> str:
     """``2.25.<128-bit integer>`` from a keyed HMAC of ``uid`` (at most 44 characters)."""
-    return "2.25." + str(int.from_bytes(_mac(key, "uid", uid.strip())[:16], "big"))
+    return "2.25." + str(int.from_bytes(_mac(key, "uid", uid.strip("\x00 ")), "big") >> 128)
+
+
+def _patient_source(ds: Dataset) -> str:
+    return str(ds.get("PatientID", "")).strip() or str(ds.get("PatientName", "")).strip()
 
 
 def patient_pseudonym(ds: Dataset, *, key: bytes) -> str:
-    source = str(ds.get("PatientID", "")) or str(ds.get("PatientName", "")) or "unknown"
-    return "ANON-" + _mac(key, "patient", source).hex()[:12].upper()
+    """``ANON-`` and 12 hex digits of a keyed HMAC of the original PatientID (PatientName if
+    there is no ID), so one patient's series still group and nobody without the key can link."""
+    return (
+        PSEUDONYM_PREFIX + _mac(key, "patient", _patient_source(ds) or "unknown").hex()[:12].upper()
+    )
 
 
 def date_shift_days(ds: Dataset, *, key: bytes) -> int:
-    """A keyed per-patient shift of 1 to 3650 days into the past."""
-    source = str(ds.get("PatientID", "")) or str(ds.get("PatientName", "")) or "unknown"
+    """A keyed per-patient shift of 1 to 3650 days into the past (from the original PatientID)."""
+    source = _patient_source(ds) or "unknown"
     return 1 + int.from_bytes(_mac(key, "dates", source)[:4], "big") % 3650
 
 
@@ -183,119 +340,191 @@ def scanner_pseudonym_from(ds: Dataset, *, key: bytes) -> str:
     return _mac(key, "scanner", "|".join(parts)).hex()[:16]
 
 
+# --- the profile ----------------------------------------------------------------------------
+
+
+class _Context:
+    def __init__(self, original: Dataset, key: bytes) -> None:
+        self.key = key
+        self.days = date_shift_days(original, key=key)
+        self.forbidden = _identifying_words(original)
+        self.enhanced = str(original.get("SOPClassUID", "")) == ENHANCED_MR_IMAGE
+
+
+def deidentify(original: Dataset, *, key: bytes, in_place: bool = False) -> Dataset:
+    """Apply the profile to a copy of ``original`` (as returned by ``read_dicom``), or to
+    ``original`` itself with ``in_place=True`` (saves a copy of the header; the pixel bytes are
+    shared either way).
+
+    Raises ``Rejected`` if anything in the file defeats the profile: a file is de-identified
+    completely or not at all (with ``in_place``, a refused ``original`` is left half-done and
+    must be discarded).
+    """
+    with _no_value_reports():
+        try:
+            return _deidentify(original, key, in_place)
+        except Rejected:
+            raise
+        except Exception:
+            raise Rejected("the file could not be de-identified") from None
+
+
+def _deidentify(original: Dataset, key: bytes, in_place: bool) -> Dataset:
+    # Everything taken from the original is taken before the profile touches it.
+    context = _Context(original, key)
+    pseudonym = patient_pseudonym(original, key=key)
+    syntax = UID(str(original.file_meta.TransferSyntaxUID))
+    ds = original if in_place else copy.deepcopy(original)  # bytes (the pixels) are shared
+    _apply(ds, context, depth=0)
+
+    ds.PatientName = pseudonym
+    ds.PatientID = pseudonym
+    ds.PatientIdentityRemoved = "YES"
+    ds.LongitudinalTemporalInformationModified = "MODIFIED"
+    ds.DeidentificationMethod = DEIDENTIFICATION_METHOD
+    codes = Sequence()
+    for value, meaning in METHOD_CODES:
+        item = Dataset()
+        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
+        codes.append(item)
+    ds.DeidentificationMethodCodeSequence = codes
+
+    if syntax == ExplicitVRBigEndian:
+        _pixels_to_little_endian(ds)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    compressed = syntax.is_compressed and syntax != DeflatedExplicitVRLittleEndian
+    meta.TransferSyntaxUID = syntax if compressed else ExplicitVRLittleEndian
+    meta.ImplementationClassUID = IMPLEMENTATION_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+    ds.file_meta = meta
+    ds.set_original_encoding(False, True, ds.original_character_set)
+    ds.preamble = b"\x00" * 128
+    return ds
+
+
+def _apply(ds: Dataset, context: _Context, *, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise Rejected(f"sequences nested deeper than {MAX_DEPTH} levels")
+    for element in list(ds):
+        tag = element.tag
+        if tag.is_private or 0x5000 <= tag.group <= 0x50FF or 0x6000 <= tag.group <= 0x60FF:
+            # Private attributes (at every depth), curves and overlays: Table E.1-1 says X.
+            del ds[tag]
+            continue
+        row = TABLE.get(int(tag))
+        if row is not None:
+            _apply_row(ds, element, row.basic, row.clean_descriptors, row.modified_dates, context,
+                       depth)  # fmt: skip
+        else:
+            _apply_unlisted(ds, element, context, depth)
+
+
+def _apply_row(
+    ds: Dataset,
+    element: DataElement,
+    basic: str,
+    clean: bool,
+    modified_dates: bool,
+    context: _Context,
+    depth: int,
+) -> None:
+    vr = element.VR
+    if modified_dates:  # Retain Longitudinal Temporal Information with Modified Dates
+        if vr in ("DA", "DT"):
+            element.value = _shift_values(element, context.days)
+        elif vr != "TM":  # times are kept as they are
+            del ds[element.tag]
+        return
+    if clean:  # Clean Descriptors
+        if vr == "SQ":
+            for item in element.value:
+                _apply(item, context, depth=depth + 1)
+        elif vr in _TEXT_VRS and vr not in ("PN", "AS"):
+            element.value = _clean_values(element, context.forbidden)
+        else:
+            del ds[element.tag]
+        return
+    if basic == "U":
+        element.value = _map_uids(element, context.key) if element.value else element.value
+    elif basic == "X/Z/U*":  # a sequence of references: kept, its UIDs replaced
+        if vr == "SQ":
+            for item in element.value:
+                _apply(item, context, depth=depth + 1)
+        else:
+            del ds[element.tag]
+    elif basic in ("Z", "Z/D"):
+        element.value = Sequence() if vr == "SQ" else None
+    elif basic == "D" or (
+        basic in ("X/D", "X/Z/D") and context.enhanced and element.keyword in TYPE1_IN_ENHANCED_MR
+    ):
+        _dummy(ds, element, context, depth)
+    else:  # X, X/Z, X/D, X/Z/D: nothing in the MR IODs needs these present
+        del ds[element.tag]
+
+
+def _dummy(ds: Dataset, element: DataElement, context: _Context, depth: int) -> None:
+    vr = element.VR
+    if vr == "SQ":  # items kept, everything inside them cleaned
+        for item in element.value:
+            _apply(item, context, depth=depth + 1)
+    elif vr == "PN":
+        element.value = _PN_DUMMY
+    elif vr in ("LO", "SH", "LT", "ST", "UT", "UC", "CS"):
+        element.value = _STRING_DUMMY
+    elif vr == "UI":
+        element.value = _map_uids(element, context.key) if element.value else element.value
+    elif vr in ("DA", "DT"):
+        element.value = _shift_values(element, context.days)
+    elif vr == "TM":
+        element.value = "000000"
+    elif vr in ("IS", "DS"):
+        element.value = "0"
+    else:
+        del ds[element.tag]  # no meaningful dummy (binary, AE, AS, UR): removed
+
+
+def _apply_unlisted(ds: Dataset, element: DataElement, context: _Context, depth: int) -> None:
+    """Attributes Table E.1-1 does not list: keep only what cannot carry a person."""
+    vr, keyword = element.VR, element.keyword
+    if not keyword and element.tag.group != 0x7FE0:
+        del ds[element.tag]  # unknown to the dictionary: cannot be judged, so removed
+    elif vr == "SQ":
+        for item in element.value:
+            _apply(item, context, depth=depth + 1)
+    elif vr == "UI":
+        if element.value and not _is_standard_uid(element):
+            element.value = _map_uids(element, context.key)
+    elif vr in ("DA", "DT"):
+        element.value = _shift_values(element, context.days)
+    elif (vr in _TEXT_VRS or vr in _BINARY_VRS) and keyword not in KEEP:
+        # Names, free text and opaque bytes not known to be safe go, whatever the attribute is.
+        del ds[element.tag]
+
+
+def _is_standard_uid(element: DataElement) -> bool:
+    if element.keyword in KEEP_UIDS:
+        return True
+    values = element.value if element.VM > 1 else [element.value]
+    return all(str(v) in UID_dictionary for v in values)
+
+
+def _map_uids(element: DataElement, key: bytes) -> str | list[str]:
+    values = element.value if element.VM > 1 else [element.value]
+    mapped = [pseudonymous_uid(str(v), key=key) for v in values]
+    return mapped if element.VM > 1 else mapped[0]
+
+
 def _shift_date(value: str, days: int) -> str:
     text = value.strip()
     if len(text) < 8 or not text[:8].isdigit():
         return ""
     try:
         moved = date(int(text[:4]), int(text[4:6]), int(text[6:8])) - timedelta(days=days)
-    except ValueError:
+    except (ValueError, OverflowError):
         return ""
-    return moved.strftime("%Y%m%d") + text[8:]
-
-
-def _clean_text(value: str, forbidden: list[str]) -> str:
-    cleaned = value
-    for word in forbidden:
-        cleaned = re.sub(re.escape(word), "", cleaned, flags=re.IGNORECASE)
-    cleaned = _DATE_IN_TEXT.sub("", cleaned)
-    cleaned = _LONG_NUMBER.sub("", cleaned)
-    return re.sub(r"\s{2,}", " ", cleaned).strip(" ^_-")
-
-
-def _identifying_words(ds: Dataset) -> list[str]:
-    words: set[str] = set()
-    for keyword in (
-        "PatientName",
-        "OtherPatientNames",
-        "PatientBirthName",
-        "ReferringPhysicianName",
-        "OperatorsName",
-        "PerformingPhysicianName",
-        "NameOfPhysiciansReadingStudy",
-    ):
-        value = ds.get(keyword)
-        values = value if isinstance(value, (list, pydicom.multival.MultiValue)) else [value]
-        for v in values:
-            if v:
-                words.update(w for w in re.split(r"[\^\s,=]+", str(v)) if len(w) >= 2)
-    for keyword in ("PatientID", "AccessionNumber", "OtherPatientIDs", "StudyID"):
-        value = str(ds.get(keyword, "") or "")
-        if len(value) >= 3:
-            words.add(value)
-    return sorted(words, key=len, reverse=True)
-
-
-def deidentify(original: Dataset, *, key: bytes) -> Dataset:
-    """Apply the profile to a copy of ``original`` (as returned by ``read_dicom``)."""
-    ds = copy.deepcopy(original)
-    days = date_shift_days(original, key=key)
-    forbidden = _identifying_words(original)
-    _apply(ds, key=key, days=days, forbidden=forbidden, depth=0)
-
-    pseudonym = patient_pseudonym(original, key=key)
-    ds.PatientName = pseudonym
-    ds.PatientID = pseudonym
-    ds.PatientIdentityRemoved = "YES"
-    ds.LongitudinalTemporalInformationModified = "MODIFIED"
-    ds.DeidentificationMethod = "ArtiScan PS3.15 E.2 Basic + Clean Descriptors + Modified Dates"
-    codes = Sequence()
-    for value, meaning in _METHOD_CODES:
-        item = Dataset()
-        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
-        codes.append(item)
-    ds.DeidentificationMethodCodeSequence = codes
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    syntax = UID(str(original.file_meta.TransferSyntaxUID))
-    meta.TransferSyntaxUID = RLELossless if syntax == RLELossless else ExplicitVRLittleEndian
-    meta.ImplementationClassUID = IMPLEMENTATION_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
-    ds.file_meta = meta
-    ds.preamble = b"\x00" * 128
-    return ds
-
-
-def _apply(ds: Dataset, *, key: bytes, days: int, forbidden: list[str], depth: int) -> None:
-    ds.remove_private_tags()
-    for element in list(ds):
-        tag = element.tag
-        if 0x5000 <= tag.group <= 0x50FF or 0x6000 <= tag.group <= 0x60FF:
-            del ds[tag]  # curves and overlays (burned-in graphics may carry names)
-            continue
-        keyword = element.keyword
-        if keyword in REMOVE or (not keyword and tag.group != 0x7FE0):
-            del ds[tag]
-        elif keyword in EMPTY:
-            element.value = None
-        elif element.VR == "SQ":
-            for item in element.value:
-                _apply(item, key=key, days=days, forbidden=forbidden, depth=depth + 1)
-        elif element.VR == "UI":
-            if keyword not in KEEP_UIDS and element.value:
-                element.value = _map_uids(element, key)
-        elif element.VR in ("DA", "DT"):
-            element.value = _shift_values(element, days)
-        elif keyword in CLEAN:
-            element.value = _clean_text(str(element.value or ""), forbidden)
-        elif keyword in KEEP:
-            continue
-        elif element.VR == "PN" or element.VR in _TEXT_VRS:
-            # Names and free text not known to be safe go, whatever the attribute is.
-            del ds[tag]
-        elif element.VR == "AS":
-            del ds[tag]
-
-
-def _map_uids(element: DataElement, key: bytes) -> str | list[str]:
-    values = element.value if element.VM > 1 else [element.value]
-    mapped = [
-        str(v) if str(v).startswith("1.2.840.10008.") else pseudonymous_uid(str(v), key=key)
-        for v in values
-    ]
-    return mapped if element.VM > 1 else mapped[0]
+    return moved.strftime("%Y%m%d") + text[8:]  # a DT keeps its time and offset
 
 
 def _shift_values(element: DataElement, days: int) -> str | list[str]:
@@ -304,25 +533,78 @@ def _shift_values(element: DataElement, days: int) -> str | list[str]:
     return shifted if element.VM > 1 else shifted[0]
 
 
+def _clean_text(value: str, forbidden: list[re.Pattern[str]]) -> str:
+    cleaned = value
+    for pattern in forbidden:
+        cleaned = pattern.sub("", cleaned)
+    for dates in _DATES_IN_TEXT:
+        cleaned = dates.sub("", cleaned)
+    cleaned = _LONG_NUMBER.sub("", cleaned)
+    return re.sub(r"\s{2,}", " ", cleaned).strip(" ^_-,;:")
+
+
+def _clean_values(element: DataElement, forbidden: list[re.Pattern[str]]) -> str | list[str]:
+    values = element.value if element.VM > 1 else [element.value]
+    cleaned = [_clean_text(str(v or ""), forbidden) for v in values]
+    return cleaned if element.VM > 1 else cleaned[0]
+
+
+def _identifying_words(ds: Dataset) -> list[re.Pattern[str]]:
+    """Every name part, ID and site name anywhere in the original (nested ones included), as
+    case-insensitive whole-word patterns, longest first: what Clean Descriptors cuts out."""
+    words: set[str] = set()
+    for element in ds.iterall():
+        values: list[Any]
+        if isinstance(element.value, (list, MultiValue)):
+            values = list(element.value)
+        else:
+            values = [element.value]
+        if element.VR == "PN":
+            for v in values:
+                if v:
+                    words.update(w for w in re.split(r"[\^\s,=.]+", str(v)) if len(w) >= 2)
+        elif element.keyword in _IDENTIFYING_KEYWORDS:
+            for v in values:
+                text = str(v or "").strip()
+                if len(text) >= 3:
+                    words.add(text)
+                    words.update(w for w in re.split(r"[\s,]+", text) if len(w) >= 4)
+    return [
+        re.compile(r"(?<!\w)" + re.escape(w) + r"(?!\w)", re.IGNORECASE)
+        for w in sorted(words, key=len, reverse=True)
+    ]
+
+
+def _pixels_to_little_endian(ds: Dataset) -> None:
+    """Big endian input is written little endian: swap the pixel words (the only binary value
+    the profile keeps); every other kept value was decoded to Python numbers or text."""
+    bits = int(ds.BitsAllocated)
+    if bits > 8:
+        width = bits // 8
+        words = np.frombuffer(ds.PixelData[: len(ds.PixelData) // width * width], f">u{width}")
+        ds.PixelData = words.astype(f"<u{width}").tobytes()
+        ds["PixelData"].VR = "OW"
+
+
 # --- writing --------------------------------------------------------------------------------
 
 
 def write_dicom(ds: Dataset) -> bytes:
     """A Part 10 file: zeroed preamble, the file meta built by ``deidentify``."""
-    out = io.BytesIO()
-    ds.preamble = b"\x00" * 128
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
+    with _no_value_reports():
+        try:
+            out = io.BytesIO()
+            ds.preamble = b"\x00" * 128
+            ds.save_as(out, enforce_file_format=True)
+            return out.getvalue()
+        except Exception:
+            raise Rejected("the de-identified file could not be written") from None
 
 
 def deidentify_bytes(
-    data: bytes, *, key: bytes, max_bytes: int = 512 * 2**20
+    data: bytes, *, key: bytes, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> tuple[bytes, Dataset]:
     """``read_dicom`` → ``deidentify`` → ``write_dicom``: the de-identified file and data set."""
     original = read_dicom(data, max_bytes=max_bytes)
-    try:
-        ds = deidentify(original, key=key)
-        return write_dicom(ds), ds
-    except Exception:
-        # Whatever a parseable but odd file does to the profile, it is refused, never a crash.
-        raise Rejected("the file could not be de-identified") from None
+    ds = deidentify(original, key=key)
+    return write_dicom(ds), ds
