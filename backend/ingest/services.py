@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 from pydicom import Dataset
 from pydicom.multival import MultiValue
@@ -32,7 +33,6 @@ from backend.ingest.orthanc import OrthancClient, OrthancError
 from backend.realtime.services import event_publish
 from backend.storage.store import store_delete, store_put
 from backend.studies.models import Instance, Scanner, Series, Study
-from backend.studies.services import series_summary_enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -147,13 +147,13 @@ def instance_ingest(*, site: Site, data: bytes, source: str) -> IngestOutcome:
     try:
         original = read_dicom(data, max_bytes=settings.ARTISCAN_MAX_INSTANCE_BYTES)
         scanner = scanner_pseudonym_from(original, key=key)
-        ds = deidentify(original, key=key)
+        ds = deidentify(original, key=key, in_place=True)
         clean = write_dicom(ds)
     except Rejected as refusal:
         _quarantine(site=site, data=data, source=source, reason=refusal.reason)
         logger.info("refused a %s file: %s", source, refusal.reason)
         return IngestOutcome(status="rejected", reason=refusal.reason)
-    del original  # nothing identifying leaves this function
+    del original  # de-identified in place: the same object as ``ds`` now
 
     study_uid, series_uid, sop_uid = (
         str(ds.StudyInstanceUID),
@@ -240,7 +240,8 @@ def _record(
     except Exception:
         store_delete(storage_key)  # no orphan file when the row cannot be written
         raise
-    series_summary_enqueue(series_id=series.pk)
+    # Counted here, in the same transaction, rather than by a task per instance.
+    Series.objects.filter(pk=series.pk).update(instance_count=F("instance_count") + 1)
     site_id, series_id, instance_id = site.pk, str(series.pk), str(instance.pk)
     transaction.on_commit(
         lambda: event_publish(

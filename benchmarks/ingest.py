@@ -1,0 +1,266 @@
+"""Ingest throughput: ArtiScan (STOW-RS and C-STORE, de-identification included) against a real
+Orthanc (REST upload and C-STORE) on the same files, same machine, same run.
+
+    .venv/bin/python benchmarks/ingest.py [--instances 500] [--clients 4]
+
+Starts everything it measures itself: an ArtiScan web server (daphne) and C-STORE SCP on a
+scratch embedded installation (or on DATABASE_URL/REDIS_URL if set), and Orthanc from Debian's
+packages with a temporary configuration. Prints instances/s for each path, serial and with
+concurrent clients, the ratio to Orthanc, and the peak resident memory of each server process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import requests
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE
+
+ROOT = Path(__file__).resolve().parent.parent
+MR = "1.2.840.10008.5.1.4.1.1.4"
+
+
+def make_series(n: int, rows: int = 384, columns: int = 512) -> list[bytes]:
+    """``n`` MR instances of one series, 16-bit ``rows`` x ``columns``, as Part 10 bytes."""
+    rng = np.random.default_rng(0)
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    files = []
+    base = (rng.random((rows, columns)) * 3000).astype(np.uint16)
+    for i in range(n):
+        ds = Dataset()
+        ds.SOPClassUID, ds.SOPInstanceUID = MR, generate_uid()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate = "BENCH^PATIENT", "BENCH-1", "19700101"
+        ds.Modality, ds.StudyDate, ds.SeriesNumber, ds.InstanceNumber = "MR", "20260101", 1, i + 1
+        ds.MagneticFieldStrength, ds.PixelBandwidth, ds.InPlanePhaseEncodingDirection = (
+            3,
+            130,
+            "ROW",
+        )
+        ds.EchoTime, ds.RepetitionTime, ds.PixelSpacing = 90, 4000, [0.5, 0.5]
+        ds.Rows, ds.Columns, ds.SamplesPerPixel = rows, columns, 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.PixelData = np.roll(base, i, axis=0).tobytes()
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MR, ds.SOPInstanceUID
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta = meta
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+        files.append(out.getvalue())
+    return files
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(what)
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM of ``pid`` and its children (daphne runs Django in one process)."""
+    total = 0
+    for p in [pid, *_children(pid)]:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total = max(total, int(line.split()[1]))
+        except OSError:
+            pass
+    return total / 1024
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def run_clients(
+    files: list[bytes], clients: int, send: Callable[[int, list[bytes]], None]
+) -> float:
+    """Send ``files`` split among ``clients`` threads; returns instances per second."""
+    shares = [files[i::clients] for i in range(clients)]
+    threads = [threading.Thread(target=send, args=(i, share)) for i, share in enumerate(shares)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return len(files) / (time.perf_counter() - start)
+
+
+def cstore_sender(port: int, calling: str, called: str) -> Callable[[int, list[bytes]], None]:
+    def send(_: int, share: list[bytes]) -> None:
+        ae = AE(ae_title=calling)
+        ae.add_requested_context(MR, ExplicitVRLittleEndian)
+        assoc = ae.associate("127.0.0.1", port, ae_title=called)
+        if not assoc.is_established:
+            raise RuntimeError(f"association to {called} refused")
+        for data in share:
+            status = assoc.send_c_store(pydicom.dcmread(io.BytesIO(data)))
+            if status.Status != 0:
+                raise RuntimeError(f"C-STORE status {status.Status:#06x}")
+        assoc.release()
+
+    return send
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--instances", type=int, default=500)
+    parser.add_argument("--clients", type=int, default=4)
+    args = parser.parse_args()
+    orthanc_bin = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+    if not Path(orthanc_bin).exists():
+        print("Orthanc is not installed (apt-get install orthanc)", file=sys.stderr)
+        return 2
+
+    print(f"generating {args.instances} instances of 384x512 16-bit MR ...", flush=True)
+    files = make_series(args.instances)
+    print(f"  {sum(map(len, files)) / 2**20:.0f} MiB", flush=True)
+
+    work = Path(tempfile.mkdtemp(prefix="artiscan-bench-"))
+    env = {k: v for k, v in os.environ.items()}
+    env.setdefault("ARTISCAN_VAR_DIR", str(work / "var"))
+    env["PYTHONPATH"] = str(ROOT)
+    procs: list[subprocess.Popen] = []
+    try:
+        py = [sys.executable]
+        subprocess.run([*py, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+        token = subprocess.run(
+            [*py, "manage.py", "shell", "-v0", "-c",
+             "from backend.accounts.models import Site, Role\n"
+             "from backend.accounts.services import site_create, user_create, token_create\n"
+             "from backend.ingest.models import DicomSender\n"
+             "site = Site.objects.filter(slug='bench').first() or "
+             "site_create(name='Bench', slug='bench')\n"
+             "import uuid; u = user_create(username='bench-' + uuid.uuid4().hex[:8], "
+             "password=None, memberships=[(site, Role.OPERATOR)])\n"
+             "DicomSender.objects.get_or_create(ae_title='BENCH', defaults={'site': site})\n"
+             "print(token_create(user=u, name='bench')[1])"],
+            cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
+        web_port, scp_port = free_port(), free_port()
+        web = subprocess.Popen(
+            [*py, "-m", "daphne", "-p", str(web_port), "backend.config.asgi:application"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        scp = subprocess.Popen(
+            [*py, "manage.py", "dicom_scp", "--host", "127.0.0.1", "--port", str(scp_port)],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        procs += [web, scp]
+        o_http, o_dicom = free_port(), free_port()
+        config = {
+            "Name": "bench", "HttpPort": o_http, "DicomPort": o_dicom,
+            "StorageDirectory": str(work / "orthanc"), "IndexDirectory": str(work / "orthanc"),
+            "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+            "DicomAlwaysAllowStore": True, "DicomAet": "ORTHANC", "Plugins": [],
+        }  # fmt: skip
+        (work / "orthanc.json").write_text(json.dumps(config))
+        orthanc = subprocess.Popen(
+            [orthanc_bin, str(work / "orthanc.json")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        procs.append(orthanc)
+        for port, proc, what in [(web_port, web, "daphne"), (scp_port, scp, "scp"),
+                                 (o_http, orthanc, "Orthanc")]:  # fmt: skip
+            wait_port(port, proc, what)
+
+        sessions: dict[int, requests.Session] = {}
+
+        def session(i: int) -> requests.Session:
+            return sessions.setdefault(i, requests.Session())
+
+        def stow(i: int, share: list[bytes]) -> None:
+            boundary = "benchboundary"
+            headers = {
+                "Authorization": f"Bearer {token}",
+                "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            }
+            for data in share:
+                body = (
+                    f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+                    + data + f"\r\n--{boundary}--\r\n".encode()
+                )  # fmt: skip
+                r = session(i).post(f"http://127.0.0.1:{web_port}/dicomweb/studies", data=body,
+                                    headers=headers, timeout=120)  # fmt: skip
+                if r.status_code != 200:
+                    raise RuntimeError(f"STOW answered {r.status_code}: {r.text[:200]}")
+
+        def orthanc_rest(i: int, share: list[bytes]) -> None:
+            for data in share:
+                r = session(100 + i).post(f"http://127.0.0.1:{o_http}/instances", data=data,
+                                          timeout=120)  # fmt: skip
+                if r.status_code != 200:
+                    raise RuntimeError(f"Orthanc answered {r.status_code}")
+
+        results: dict[str, float] = {}
+        for clients in (1, args.clients):
+            fresh = [files, make_series(args.instances)][clients > 1]
+            results[f"Orthanc REST x{clients}"] = run_clients(fresh, clients, orthanc_rest)
+            results[f"ArtiScan STOW-RS x{clients}"] = run_clients(fresh, clients, stow)
+            fresh = make_series(args.instances)
+            results[f"Orthanc C-STORE x{clients}"] = run_clients(
+                fresh, clients, cstore_sender(o_dicom, "BENCH", "ORTHANC")
+            )
+            results[f"ArtiScan C-STORE x{clients}"] = run_clients(
+                fresh, clients, cstore_sender(scp_port, "BENCH", "ARTISCAN")
+            )
+        print(f"\n{'path':<26}{'instances/s':>12}{'vs Orthanc':>12}")
+        for name, rate in results.items():
+            if name.startswith("ArtiScan"):
+                kind, clients = name.split()[1], name.split()[-1]
+                theirs = results[f"Orthanc {'REST' if kind == 'STOW-RS' else 'C-STORE'} {clients}"]
+                print(f"{name:<26}{rate:>12.1f}{rate / theirs:>11.2f}x")
+            else:
+                print(f"{name:<26}{rate:>12.1f}")
+        print("\npeak resident memory (MiB):")
+        print(f"  ArtiScan web (daphne) {peak_rss_mb(web.pid):8.0f}")
+        print(f"  ArtiScan C-STORE SCP  {peak_rss_mb(scp.pid):8.0f}")
+        print(f"  Orthanc               {peak_rss_mb(orthanc.pid):8.0f}")
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
