@@ -111,3 +111,112 @@ def to_bytes(
         enforce_file_format=True,
     )
     return out.getvalue()
+
+
+# More canaries, for the de-identification tests only: every place Table E.1-1 or our VR rules
+# must reach, at every depth (security checklist D-01).
+MORE_CANARIES = [
+    "OTHERPID-CANARY",
+    "ALIASNAME-CANARY",
+    "HISTORY-CANARY",
+    "CURVE-CANARY",
+    "DEEP-PRIVATE-CANARY",
+    "UNKNOWN-TAG-CANARY",
+    "PREAMBLE-CANARY",
+    "META-CANARY",
+    "PHYSICIAN-CANARY",
+    "ADDRESS-CANARY",
+    "REQUEST-CANARY",
+    "23.04.1961",
+    "CANARYDEPT",
+    "DEVICEDESC-CANARY",
+]
+
+
+def with_more_phi(ds: Dataset) -> Dataset:
+    """Add the ``MORE_CANARIES`` to an ``mr_dataset``."""
+    other = Dataset()
+    other.PatientID = "OTHERPID-CANARY"
+    other.TypeOfPatientID = "TEXT"
+    ds.OtherPatientIDsSequence = Sequence([other])
+    ds.OtherPatientNames = "ALIASNAME-CANARY"
+    ds.AdditionalPatientHistory = "HISTORY-CANARY since 23.04.1961"
+    ds.add_new(0x50003000, "OW", b"CURVE-CANARY")  # curve data
+    ds.add_new(0x00190010, "LO", "SIEMENS MR HEADER")  # private creator
+    ds.add_new(0x00191008, "LO", "PRIVATE-CANARY")  # private element of that creator
+    ds.add_new(0x00231001, "UN", b"DEEP-PRIVATE-CANARY\x00")  # private, no creator
+    ds.add_new(0x00080099, "LO", "UNKNOWN-TAG-CANARY")  # a public tag no dictionary knows
+    ds.PerformingPhysicianName = "PHYSICIAN-CANARY^ALBERT"
+    ds.InstitutionAddress = "1 ADDRESS-CANARY STREET"
+    ds.InstitutionalDepartmentName = "CANARYDEPT"
+    ds.SeriesDescription = "T2 for qzgivencanary Zqxcanaryfamily"  # names, other case
+    request = Dataset()
+    request.RequestedProcedureDescription = "REQUEST-CANARY"
+    request.RequestedProcedureID = "REQUEST-CANARY"
+    request.ScheduledProcedureStepID = "REQUEST-CANARY"
+    ds.RequestAttributesSequence = Sequence([request])
+    equipment = Dataset()
+    equipment.Manufacturer = "SIEMENS"
+    equipment.InstitutionName = "CANARY GENERAL HOSPITAL"
+    equipment.DeviceDescription = "DEVICEDESC-CANARY"
+    level3 = Dataset()
+    level3.add_new(0x00331010, "LO", "DEEP-PRIVATE-CANARY")  # private at depth 3
+    level3.PersonName = "PHYSICIAN-CANARY"
+    code = Dataset()
+    code.CodeValue = "1"
+    code.CodingSchemeDesignator = "99LOCAL"
+    code.CodeMeaning = "meaning"
+    code.ContentSequence = Sequence([level3])
+    equipment.PurposeOfReferenceCodeSequence = Sequence([code])
+    ds.ContributingEquipmentSequence = Sequence([equipment])
+    return ds
+
+
+def enhanced_mr_dataset(frames: int = 3, rows: int = 16, columns: int = 16) -> Dataset:
+    """A small Enhanced MR Image (multi-frame) with its acquisition values in functional groups."""
+    ds = mr_dataset(1, rows=rows, columns=columns)
+    for keyword in ("RepetitionTime", "EchoTime", "FlipAngle", "PixelSpacing", "SliceThickness",
+                    "InPlanePhaseEncodingDirection", "ImagePositionPatient",
+                    "ImageOrientationPatient"):  # fmt: skip
+        delattr(ds, keyword)
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"
+    ds.NumberOfFrames = frames
+    ds.DeviceSerialNumber = "SN-CANARY-1234"
+    ds.SoftwareVersions = "syngo MR XA30"
+    shared = Dataset()
+    timing = Dataset()
+    timing.RepetitionTime = 4000.0
+    timing.FlipAngle = 150.0
+    timing.EchoTrainLength = 16
+    shared.MRTimingAndRelatedParametersSequence = Sequence([timing])
+    measures = Dataset()
+    measures.PixelSpacing = [0.5, 0.5]
+    measures.SliceThickness = 5.0
+    shared.PixelMeasuresSequence = Sequence([measures])
+    fov = Dataset()
+    fov.InPlanePhaseEncodingDirection = "COL"
+    fov.PercentPhaseFieldOfView = 80.0
+    fov.MRAcquisitionPhaseEncodingStepsInPlane = 256
+    shared.MRFOVGeometrySequence = Sequence([fov])
+    orientation = Dataset()
+    orientation.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    shared.PlaneOrientationSequence = Sequence([orientation])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    per_frame = []
+    for index in range(frames):
+        frame = Dataset()
+        content = Dataset()
+        content.FrameAcquisitionDateTime = f"2024031610{index:02d}00.000000"
+        content.FrameAcquisitionNumber = index + 1
+        frame.FrameContentSequence = Sequence([content])
+        position = Dataset()
+        position.ImagePositionPatient = [0.0, 0.0, 5.0 * index]
+        frame.PlanePositionSequence = Sequence([position])
+        echo = Dataset()
+        echo.EffectiveEchoTime = 90.0
+        frame.MREchoSequence = Sequence([echo])
+        per_frame.append(frame)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
+    pixels = np.arange(frames * rows * columns, dtype=np.uint16).reshape(frames, rows, columns)
+    ds.PixelData = pixels.tobytes()
+    return ds

@@ -146,3 +146,99 @@ def test_de_identifying_in_place_gives_the_same_result_as_on_a_copy():
     in_place = deidentify(original, key=KEY, in_place=True)
     assert in_place is original
     assert write_dicom(in_place) == write_dicom(copied)
+
+
+_OTHER_PROCESS = """
+import hashlib, sys
+from backend.deid.profile import deidentify_bytes
+out, _ = deidentify_bytes(sys.stdin.buffer.read(), key=b"k" * 32)
+print(hashlib.sha256(out).hexdigest())
+"""
+
+
+def test_another_process_with_the_same_key_writes_the_very_same_file():
+    import hashlib
+
+    data = to_bytes(mr_dataset())
+    other = subprocess.run(
+        [sys.executable, "-c", _OTHER_PROCESS], cwd=ROOT, input=data, capture_output=True,
+        check=True, env={"PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin"},
+    ).stdout.decode().strip()  # fmt: skip
+    assert other == hashlib.sha256(deidentify_bytes(data, key=KEY)[0]).hexdigest()
+
+
+def _uids(ds: pydicom.Dataset) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for element in ds.iterall():
+        if element.VR == "UI" and element.value:
+            values = element.value if element.VM > 1 else [element.value]
+            found.setdefault(element.keyword, []).extend(str(v) for v in values)
+    return found
+
+
+def test_every_instance_uid_is_a_valid_new_uid_and_another_key_gives_other_ones():
+    _, ours = deidentify_bytes(to_bytes(mr_dataset()), key=KEY)
+    _, theirs = deidentify_bytes(to_bytes(mr_dataset()), key=b"another key of 32 bytes........")
+    original = _uids(mr_dataset())
+    for keyword, values in _uids(ours).items():
+        for value in values:
+            assert len(value) <= 64 and pydicom.uid.UID(value).is_valid, keyword
+        if keyword in ("SOPClassUID", "ReferencedSOPClassUID"):
+            assert values == original[keyword]  # a standard class, not an instance
+        elif keyword in original:
+            assert set(values).isdisjoint(original[keyword]), keyword
+            assert set(values).isdisjoint(_uids(theirs)[keyword]), keyword
+
+
+def test_two_patients_get_different_pseudonyms_and_date_shifts():
+    first = mr_dataset()
+    second = mr_dataset(2)
+    second.PatientID = "ANOTHER-PATIENT"
+    _, one = deidentify_bytes(to_bytes(first), key=KEY)
+    _, two = deidentify_bytes(to_bytes(second), key=KEY)
+    assert one.PatientID != two.PatientID
+    assert one.StudyDate != two.StudyDate  # same original date, another shift
+
+
+def test_dates_in_two_files_of_one_patient_keep_their_interval():
+    earlier, later = mr_dataset(1), mr_dataset(2)
+    later.StudyDate = later.SeriesDate = "20250101"
+    _, one = deidentify_bytes(to_bytes(earlier), key=KEY)
+    _, two = deidentify_bytes(to_bytes(later), key=KEY)
+    day = lambda v: date(int(v[:4]), int(v[4:6]), int(v[6:8]))  # noqa: E731
+    assert (day(two.StudyDate) - day(one.StudyDate)).days == (
+        date(2025, 1, 1) - date(2024, 3, 15)
+    ).days
+    assert one.StudyTime == "101500"  # times are kept
+
+
+def test_scanner_pseudonym_is_keyed_and_taken_from_the_original():
+    from backend.deid.profile import scanner_pseudonym_from
+
+    original = mr_dataset()
+    pseudonym = scanner_pseudonym_from(original, key=KEY)
+    assert pseudonym and "CANARY" not in pseudonym
+    assert pseudonym == scanner_pseudonym_from(mr_dataset(2), key=KEY)
+    assert pseudonym != scanner_pseudonym_from(original, key=b"x" * 32)
+    other = mr_dataset()
+    other.DeviceSerialNumber = "another serial"
+    assert pseudonym != scanner_pseudonym_from(other, key=KEY)
+    _, ds = deidentify_bytes(to_bytes(original), key=KEY)
+    assert scanner_pseudonym_from(ds, key=KEY) == ""  # nothing left that names the scanner
+
+
+@pytest.mark.parametrize(
+    "text, cleaned",
+    [
+        ("MR BRAIN 23.04.1961", "MR BRAIN"),
+        ("MR BRAIN 04/23/1961", "MR BRAIN"),
+        ("HEAD qzgivencanary", "HEAD"),
+        ("HEAD 1234567 routine", "HEAD routine"),
+        ("T1 MPRAGE", "T1 MPRAGE"),
+    ],
+)
+def test_clean_descriptors_cuts_names_dates_and_numbers_out_of_free_text(text, cleaned):
+    ds = mr_dataset()
+    ds.StudyDescription = text
+    _, out = deidentify_bytes(to_bytes(ds), key=KEY)
+    assert out.StudyDescription == cleaned
