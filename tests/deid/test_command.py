@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pydicom
+import pytest
+from django.core.management import CommandError, call_command
 
+from backend.deid.profile import deidentify_bytes
 from tests.deid.builders import CANARIES, mr_dataset, to_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,3 +58,28 @@ def test_a_clean_tree_exits_zero(tmp_path):
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_output_files_are_named_by_the_uid_the_configured_key_gives(tmp_path, settings):
+    settings.DEID_KEY = b"a key only this test uses, 32+ bytes"
+    src, out = tmp_path / "in", tmp_path / "out"
+    (src / "deep" / "er").mkdir(parents=True)
+    data = to_bytes(mr_dataset(7))
+    (src / "deep" / "er" / "ZQXCANARYFAMILY_slice").write_bytes(data)
+    (src / "empty").write_bytes(b"")
+    stdout = io.StringIO()
+    with pytest.raises(SystemExit) as exited:
+        call_command("deidentify", str(src), str(out), stdout=stdout)
+    assert exited.value.code == 1
+    _, expected = deidentify_bytes(data, key=settings.DEID_KEY)
+    assert [p.name for p in out.iterdir()] == [f"{expected.SOPInstanceUID}.dcm"]
+    lines = stdout.getvalue().splitlines()
+    assert lines == ["refused empty: empty file", "1 de-identified, 1 refused"]
+    assert sorted(tmp_path.iterdir()) == sorted([src, out])  # nothing written anywhere else
+
+
+def test_an_output_directory_inside_the_input_is_refused(tmp_path):
+    (tmp_path / "x").write_bytes(to_bytes(mr_dataset()))
+    with pytest.raises(CommandError):
+        call_command("deidentify", str(tmp_path), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
