@@ -1,0 +1,1 @@
+"""Training data: packaged brain MR sources, contrast synthesis, slice sampling, datasets."""
