@@ -39,27 +39,32 @@ class UnsafeFile(Exception):
 
 
 def inflate_bounded(raw: bytes, *, limit: int, chunk: int = 1 << 20) -> bytes:
-    """Inflate raw-deflate ``raw`` (Deflated Explicit VR LE) to at most ``limit`` bytes, in
-    chunks, so a bomb costs at most ``limit`` bytes of memory before it is refused."""
+    """Inflate raw-deflate ``raw`` (Deflated Explicit VR LE) to at most ``limit`` bytes, a chunk
+    at a time, so a bomb costs about ``limit`` bytes of memory before it is refused.
+
+    Chunks are kept in a list and joined once at the end: growing one buffer would copy it on
+    every reallocation and double the peak.
+    """
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    out = bytearray()
+    pieces: list[bytes] = []
+    total = 0
     pending = memoryview(raw)
     try:
-        while pending or inflater.unconsumed_tail:
-            source = inflater.unconsumed_tail or pending[:chunk]
-            if not inflater.unconsumed_tail:
-                pending = pending[chunk:]
-            out += inflater.decompress(source, chunk)
-            if len(out) > limit:
+        while not inflater.eof:
+            if inflater.unconsumed_tail:
+                source = inflater.unconsumed_tail
+            elif pending:
+                source, pending = bytes(pending[:chunk]), pending[chunk:]
+            else:
+                break  # input ended before the deflate stream did: pydicom reports the rest
+            piece = inflater.decompress(source, chunk)
+            total += len(piece)
+            if total > limit:
                 raise UnsafeFile(f"deflated data inflates past the {limit // 2**20} MiB limit")
-            if inflater.eof:
-                break
-        out += inflater.flush()
+            pieces.append(piece)
     except zlib.error:
         raise UnsafeFile("deflated data is corrupt") from None
-    if len(out) > limit:
-        raise UnsafeFile(f"deflated data inflates past the {limit // 2**20} MiB limit")
-    return bytes(out)
+    return b"".join(pieces)
 
 
 def prescan(data: bytes, start: int, *, explicit: bool, little: bool) -> None:
