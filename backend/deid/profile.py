@@ -605,6 +605,5 @@ def deidentify_bytes(
     data: bytes, *, key: bytes, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> tuple[bytes, Dataset]:
     """``read_dicom`` → ``deidentify`` → ``write_dicom``: the de-identified file and data set."""
-    original = read_dicom(data, max_bytes=max_bytes)
-    ds = deidentify(original, key=key)
+    ds = deidentify(read_dicom(data, max_bytes=max_bytes), key=key, in_place=True)
     return write_dicom(ds), ds
