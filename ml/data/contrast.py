@@ -11,22 +11,24 @@ CSF        4000   2000   1500     4200   2000   1000     1.00
 fat         343     58     50      382    133     40     0.90
 muscle     1008     44     30     1412     50     25     0.70
 bone       1000      1      1     1000      1      1     0.05
-air           –      –      –        –      –      –     0
+air           -      -      -        -      -      -     0
 =========  ======  =====  ======  ======  =====  ======  ====
 
 Sources: WM and GM T1 from Rooney et al., "Magnetic field and tissue dependencies of human brain
-longitudinal 1H2O relaxation in vivo", MRM 57:308 (2007); WM, GM T2 and muscle T1/T2 from Stanisz et al., "T1, T2 relaxation and magnetization transfer
-in tissue at 3T", MRM 54:507 (2005) (1.5 T values from the same paper); CSF from Lu et al., JMRI 22
-(2005) and the common 4 s / 2 s approximation; subcutaneous fat from Gold et al., AJR 183:343 (2004);
+longitudinal 1H2O relaxation in vivo", MRM 57:308 (2007); WM, GM T2 and muscle T1/T2 from
+Stanisz et al., "T1, T2 relaxation and magnetization transfer in tissue at 3T", MRM 54:507 (2005)
+(1.5 T values from the same paper); CSF from Lu et al., JMRI 22 (2005) and the common 4 s / 2 s
+approximation; subcutaneous fat from Gold et al., AJR 183:343 (2004);
 T2* of brain from Wansapura et al., JMRI 9:531 (1999) and Peters et al., MRI 25:748 (2007); PD from
 Tofts (ed.), "Quantitative MRI of the Brain" (2003). Cortical bone has an ultrashort T2 and little
 mobile water: it is dark on every conventional sequence.
 
 Signal equations (magnitude, M0 ∝ PD):
 
-- spin echo / turbo spin echo:  S = PD·(1 − e^(−TR/T1))·e^(−TE/T2)
-- FLAIR (inversion recovery SE): S = PD·|1 − 2e^(−TI/T1) + e^(−TR/T1)|·e^(−TE/T2)
-- spoiled gradient echo (FLASH):  S = PD·sin α·(1 − E1)/(1 − cos α·E1)·e^(−TE/T2*),  E1 = e^(−TR/T1)
+- spin echo / turbo spin echo:  S = PD·(1 - e^(-TR/T1))·e^(-TE/T2)
+- FLAIR (inversion recovery SE): S = PD·|1 - 2e^(-TI/T1) + e^(-TR/T1)|·e^(-TE/T2)
+- spoiled gradient echo (FLASH): S = PD·sin a·(1 - E1)/(1 - cos a·E1)·e^(-TE/T2*),
+  with E1 = e^(-TR/T1) and flip angle a
 
 A voxel holding several tissues sums their signals weighted by their fractions (partial volume).
 """
@@ -72,8 +74,13 @@ PROTOCOL_RANGES: dict[str, dict[str, tuple[float, float] | None]] = {
     "T1_SE": {"tr": (400, 700), "te": (8, 20), "ti": None, "flip": None, "bw": (100, 250)},
     "T2_TSE": {"tr": (3000, 6000), "te": (80, 120), "ti": None, "flip": None, "bw": (120, 300)},
     "PD_TSE": {"tr": (2000, 4000), "te": (10, 30), "ti": None, "flip": None, "bw": (120, 300)},
-    "FLAIR": {"tr": (8000, 11000), "te": (90, 140), "ti": (2000, 2800), "flip": None,
-              "bw": (120, 300)},
+    "FLAIR": {
+        "tr": (8000, 11000),
+        "te": (90, 140),
+        "ti": (2000, 2800),
+        "flip": None,
+        "bw": (120, 300),
+    },
     "T1_GRE": {"tr": (8, 25), "te": (2, 6), "ti": None, "flip": (8, 30), "bw": (130, 400)},
 }
 
@@ -95,14 +102,19 @@ class Protocol:
 
 
 def sample_protocol(
-    rng: np.random.Generator, *, sequence: Sequence | None = None, field_strength_t: float | None = None
+    rng: np.random.Generator,
+    *,
+    sequence: Sequence | None = None,
+    field_strength_t: float | None = None,
 ) -> Protocol:
     """Draw a protocol: a sequence, 1.5 T or 3 T, and TR/TE/TI/flip/bandwidth from its ranges.
 
-    For FLAIR, TI is set near the CSF null at that TR (TI₀ = T1·ln(2 / (1 + e^(−TR/T1)))) and jittered
-    by ±5 %, then clipped to the range: real protocols null CSF.
+    For FLAIR, TI is set near the CSF null at that TR (TI0 = T1·ln(2 / (1 + e^(-TR/T1)))),
+    jittered by ±5 %, then clipped to the range: real protocols null CSF.
     """
-    seq: Sequence = sequence if sequence is not None else SEQUENCES[int(rng.integers(len(SEQUENCES)))]
+    seq: Sequence = (
+        sequence if sequence is not None else SEQUENCES[int(rng.integers(len(SEQUENCES)))]
+    )
     b0 = field_strength_t if field_strength_t is not None else float(rng.choice([1.5, 3.0]))
     ranges = PROTOCOL_RANGES[seq]
 
@@ -118,8 +130,15 @@ def sample_protocol(
         ti_bounds = ranges["ti"]
         assert ti_bounds is not None
         ti = float(np.clip(null * rng.uniform(0.95, 1.05), ti_bounds[0], ti_bounds[1]))
-    return Protocol(seq, b0, round(tr, 1), round(te, 1), None if ti is None else round(ti, 1),
-                    None if flip is None else round(flip, 1), round(bw, 1))
+    return Protocol(
+        seq,
+        b0,
+        round(tr, 1),
+        round(te, 1),
+        None if ti is None else round(ti, 1),
+        None if flip is None else round(flip, 1),
+        round(bw, 1),
+    )
 
 
 def _nearest_field(b0: float) -> float:
@@ -144,7 +163,11 @@ def signal(
     e1 = np.exp(-protocol.tr_ms / t1)
     if protocol.sequence == "FLAIR":
         assert protocol.ti_ms is not None
-        s = rho * np.abs(1.0 - 2.0 * np.exp(-protocol.ti_ms / t1) + e1) * np.exp(-protocol.te_ms / t2)
+        s = (
+            rho
+            * np.abs(1.0 - 2.0 * np.exp(-protocol.ti_ms / t1) + e1)
+            * np.exp(-protocol.te_ms / t2)
+        )
     elif protocol.sequence == "T1_GRE":
         alpha = math.radians(protocol.flip_deg if protocol.flip_deg is not None else 15.0)
         s = rho * math.sin(alpha) * (1 - e1) / (1 - math.cos(alpha) * e1)
@@ -191,7 +214,9 @@ def synthesize_tissue(
     return image
 
 
-def synthesize_relaxometry(maps: Mapping[str, NDArray[np.float32]], protocol: Protocol) -> FloatArray:
+def synthesize_relaxometry(
+    maps: Mapping[str, NDArray[np.float32]], protocol: Protocol
+) -> FloatArray:
     """Image from measured maps ``t1_ms``, ``t2_ms``, ``pd`` (any shape); T2* taken as 0.7·T2."""
     return signal(maps["t1_ms"], maps["t2_ms"], 0.7 * maps["t2_ms"], maps["pd"], protocol)
 
@@ -199,7 +224,7 @@ def synthesize_relaxometry(maps: Mapping[str, NDArray[np.float32]], protocol: Pr
 def fat_from_tissue(
     maps: Mapping[str, NDArray[np.float32]], rng: np.random.Generator, *, smooth_px: float = 6.0
 ) -> FloatArray:
-    """Fat fraction (0..1) for tissue maps: a smooth random 40–90 % of soft tissue + 30 % of bone.
+    """Fat fraction (0..1) for tissue maps: a smooth random 40-90 % of soft tissue + 30 % of bone.
 
     Subcutaneous scalp fat and orbital fat are parts of SPM's soft-tissue class; diploic marrow is
     part of bone. The random field (Gaussian-smoothed noise, ``smooth_px`` voxels) varies the fat
@@ -214,7 +239,7 @@ def fat_from_tissue(
 
 
 def head_mask(image: NDArray[np.floating[Any]]) -> NDArray[np.bool_]:
-    """MISSION.md's head mask of a 2-D image: filled ``image > 0.1·p99``, largest 4-connected part."""
+    """MISSION.md's head mask of a 2-D image: filled ``image > 0.1·p99``, largest 4-connected."""
     threshold = 0.1 * float(np.percentile(image, 99))
     filled = ndimage.binary_fill_holes(image > threshold)
     labels, count = ndimage.label(filled)
@@ -224,7 +249,9 @@ def head_mask(image: NDArray[np.floating[Any]]) -> NDArray[np.bool_]:
     return np.asarray(labels == int(np.argmax(sizes)) + 1, dtype=bool)
 
 
-def fat_from_image(image: NDArray[np.float32], head: NDArray[np.bool_], *, shell_px: int) -> FloatArray:
+def fat_from_image(
+    image: NDArray[np.float32], head: NDArray[np.bool_], *, shell_px: int
+) -> FloatArray:
     """Fat estimate for a fixed-contrast 2-D image: bright voxels in the outer shell of the head.
 
     Scalp fat is the brightest thing on T1w (and bright on TSE); the shell is the head minus its
@@ -249,11 +276,11 @@ def voids_from_image(image: NDArray[np.float32], head: NDArray[np.bool_]) -> Flo
 
 
 CHI_AIR_PPM = 9.4
-"""Susceptibility of air relative to tissue (ppm): χ_air ≈ +0.36, χ_tissue ≈ −9.05 ppm (SI)."""
+"""Susceptibility of air relative to tissue (ppm): chi_air ≈ +0.36, chi_tissue ≈ -9.05 ppm (SI)."""
 CHI_BONE_PPM = -2.1
-"""Susceptibility of cortical bone relative to tissue (ppm): χ_bone ≈ −11.1 ppm (Hopkins 1997)."""
+"""Susceptibility of cortical bone relative to tissue (ppm): chi_bone ≈ -11.1 ppm (Hopkins 1997)."""
 
 
 def susceptibility_map(air: NDArray[np.float32], bone: NDArray[np.float32]) -> FloatArray:
-    """Δχ (ppm, relative to soft tissue) from air and bone fractions of the same shape."""
+    """Δchi (ppm, relative to soft tissue) from air and bone fractions of the same shape."""
     return np.asarray(CHI_AIR_PPM * air + CHI_BONE_PPM * bone, dtype=np.float32)

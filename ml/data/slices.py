@@ -33,7 +33,7 @@ MATRICES: tuple[tuple[int, int], ...] = (
     (256, 320),
     (384, 512),
 )
-"""Acquisition matrices (rows, columns) drawn uniformly; 384 × 512 is the product's common one."""
+"""Acquisition matrices (rows, columns) drawn uniformly; 384 x 512 is the product's common one."""
 
 FOV_COLUMNS_MM: tuple[float, float] = (200.0, 260.0)
 """Field of view along the columns (mm); rows get FOV·rows/columns (square pixels)."""
@@ -136,7 +136,7 @@ def resample(
     The output (rows, columns) float32 samples the plane at mm positions rotated by ``angle_deg``,
     divided by ``scale`` and shifted by ``shift_mm`` about the centres; outside is 0. When the
     output pixel is coarser than the source, the plane is first Gaussian-smoothed
-    (σ = 0.4·ratio px) against aliasing.
+    (sigma = 0.4·ratio px) against aliasing.
     """
     rows, cols = geometry.matrix
     out_mm = np.array(geometry.pixel_spacing_mm, dtype=np.float64)
@@ -166,4 +166,4 @@ def add_noise_floor(
 
 
 NOISE_FLOOR: tuple[float, float] = (0.004, 0.015)
-"""Std of the clean images' complex noise, as a fraction of the head's p99 (SNR ≈ 65–250)."""
+"""Std of the clean images' complex noise, as a fraction of the head's p99 (SNR ≈ 65-250)."""

@@ -78,7 +78,7 @@ def _package_dir(module: str, install: str) -> Path:
 def _canonical(img: Any) -> tuple[NDArray[np.float32], tuple[float, float, float]]:
     import nibabel as nib
 
-    img = nib.as_closest_canonical(img)
+    img = nib.as_closest_canonical(img)  # type: ignore[no-untyped-call]
     data = np.asarray(img.dataobj, dtype=np.float32)
     zooms = img.header.get_zooms()
     data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
@@ -103,7 +103,7 @@ def load_icbm152_2009a() -> SourceVolume:
 
     Shipped in nilearn's package data (``load_mni152_*_template(resolution=1)`` reads them from
     the wheel; no fetcher is used). CSF is the remainder of the brain mask (T1 > 0) after GM and
-    WM. The template is skull-stripped, so there is no bone, scalp or fat: air is 1 − brain.
+    WM. The template is skull-stripped, so there is no bone, scalp or fat: air is 1 - brain.
     """
     try:
         from nilearn import datasets
@@ -270,7 +270,7 @@ def read_smp(path: Path) -> dict[str, NDArray[np.float32]]:
 def load_odin_brain() -> SourceVolume:
     """ODIN's measured brain slice ``brain_128x128.smp``: T1, T2 (ms), spin density, ppm maps.
 
-    One 128 × 128 axial slice over a 200 × 200 mm FOV (4 mm thick), from the Debian ``odin``
+    One 128 x 128 axial slice over a 200 x 200 mm FOV (4 mm thick), from the Debian ``odin``
     package, unpacked at install time by ``deploy/install-ml-data.sh``.
     """
     path = ml_data_dir() / "odin" / "samples" / "brain_128x128.smp"
