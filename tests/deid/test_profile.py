@@ -242,3 +242,24 @@ def test_clean_descriptors_cuts_names_dates_and_numbers_out_of_free_text(text, c
     ds.StudyDescription = text
     _, out = deidentify_bytes(to_bytes(ds), key=KEY)
     assert out.StudyDescription == cleaned
+
+
+def test_names_in_another_character_set_are_gone_in_every_encoding():
+    ds = mr_dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.PatientName = "MÜLLERCANARY^JÖRG"
+    ds.StudyDescription = "Kopf MÜLLERCANARY"
+    out, clean = deidentify_bytes(to_bytes(ds), key=KEY)
+    for name in ("MÜLLERCANARY", "JÖRG"):
+        for codec in ("latin-1", "utf-8", "utf-16-le"):
+            assert name.encode(codec) not in out
+            assert name.lower().encode(codec) not in out
+    assert clean.StudyDescription == "Kopf"
+
+
+@pytest.mark.parametrize("value", ["20251399", "2025", "NOT A DATE", "19000229"])
+def test_an_impossible_date_is_emptied_not_a_crash(value):
+    ds = mr_dataset()
+    ds.AcquisitionDate = value
+    _, clean = deidentify_bytes(to_bytes(ds), key=KEY)
+    assert clean.AcquisitionDate in ("", None)
