@@ -267,12 +267,17 @@ def fat_from_image(
     return np.asarray(ramp * shell, dtype=np.float32)
 
 
-def voids_from_image(image: NDArray[np.float32], head: NDArray[np.bool_]) -> FloatArray:
-    """Air/bone estimate inside the head of a fixed-contrast image: voxels below 8 % of p99."""
+def voids_from_image(
+    image: NDArray[np.float32], head: NDArray[np.bool_], *, max_depth_px: float
+) -> FloatArray:
+    """Air estimate (0/1, float32 (H, W)) for a fixed-contrast image: outside the head, and the
+    voxels inside it below 8 % of the head's p99 (sinuses, mastoid air, cortical bone) within
+    ``max_depth_px`` of the head's border, so that dark CSF deep in a T1w brain is not air."""
     if not head.any():
-        return np.zeros(image.shape, np.float32)
+        return np.ones(image.shape, np.float32)
     dark = image < 0.08 * float(np.percentile(image[head], 99))
-    return np.asarray(dark & head, dtype=np.float32)
+    shallow = ndimage.distance_transform_edt(head) <= max_depth_px
+    return np.asarray((dark & head & shallow) | ~head, dtype=np.float32)
 
 
 CHI_AIR_PPM = 9.4

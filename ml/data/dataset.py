@@ -102,33 +102,45 @@ def _seed(seed: int, split: str, index: int) -> np.random.Generator:
 
 
 def _render(
-    volume: SourceVolume, geometry: slices.Geometry, rng: np.random.Generator
+    volume: SourceVolume,
+    geometry: slices.Geometry,
+    rng: np.random.Generator,
+    sequence: contrast.Sequence | None,
+    field_strength_t: float | None,
 ) -> tuple[NDArray[np.float32], dict[str, NDArray[np.float32]], contrast.Protocol]:
     planes, src_mm = slices.cut(volume.maps, volume.voxel_mm, geometry.orientation, geometry.index)
     grid = {name: slices.resample(p, src_mm, geometry) for name, p in planes.items()}
     shell_px = max(1, round(8.0 / geometry.pixel_spacing_mm[1]))
     if volume.kind == "tissue":
-        protocol = contrast.sample_protocol(rng)
+        protocol = contrast.sample_protocol(
+            rng, sequence=sequence, field_strength_t=field_strength_t
+        )
         fat = contrast.fat_from_tissue(grid, rng)
         image = contrast.synthesize_tissue(grid, fat, protocol)
         air = grid["air"] * (contrast.head_mask(image) if image.any() else 0)
         bone = grid["bone"]
     elif volume.kind == "relaxometry":
-        protocol = contrast.sample_protocol(rng)
+        protocol = contrast.sample_protocol(
+            rng, sequence=sequence, field_strength_t=field_strength_t
+        )
         image = contrast.synthesize_relaxometry(grid, protocol)
         t1 = grid["t1_ms"]
         fat = np.asarray((t1 > 100) & (t1 < 450), dtype=np.float32) * np.clip(grid["pd"] * 2, 0, 1)
         head = contrast.head_mask(image) if image.any() else np.zeros(image.shape, bool)
-        air = contrast.voids_from_image(image, head)
+        air = contrast.voids_from_image(image, head, max_depth_px=3 * shell_px)
         bone = np.zeros_like(image)
     else:
         weighting = sorted(volume.maps)[int(rng.integers(len(volume.maps)))]
         choices = _WEIGHTED_SEQUENCES[weighting]
-        protocol = contrast.sample_protocol(rng, sequence=choices[int(rng.integers(len(choices)))])
+        protocol = contrast.sample_protocol(
+            rng,
+            sequence=choices[int(rng.integers(len(choices)))],
+            field_strength_t=field_strength_t,
+        )
         image = grid[weighting]
         head = contrast.head_mask(image) if image.any() else np.zeros(image.shape, bool)
         fat = contrast.fat_from_image(image, head, shell_px=shell_px)
-        air = contrast.voids_from_image(image, head)
+        air = contrast.voids_from_image(image, head, max_depth_px=3 * shell_px)
         bone = np.zeros_like(image)
     maps = {
         "fat": np.asarray(fat, np.float32),
@@ -139,6 +151,36 @@ def _render(
         ),
     }
     return np.asarray(image, np.float32), maps, protocol
+
+
+def clean_slice(
+    volume: SourceVolume,
+    geometry: slices.Geometry,
+    rng: np.random.Generator,
+    *,
+    sequence: contrast.Sequence | None = None,
+    field_strength_t: float | None = None,
+) -> tuple[NDArray[np.float32], dict[str, NDArray[np.float32]], contrast.Protocol] | None:
+    """A clean slice on the geometry's grid: image, simulator maps, protocol; None if no head.
+
+    ``sequence`` and ``field_strength_t`` fix the protocol's (drawn when None); a fixed-contrast
+    source keeps its own weighting whatever ``sequence`` says.
+
+    The image (float32 (rows, columns)) is scaled so the head's p99 is 1, then gets a Rician
+    noise floor. Maps (same shape): ``fat``, ``air``, ``bone`` (fractions), ``susceptibility``
+    (ppm relative to tissue), ``head`` (0/1). None when the head covers under 1 % of the grid.
+    """
+    image, maps, protocol = _render(volume, geometry, rng, sequence, field_strength_t)
+    if not image.any():
+        return None
+    head = contrast.head_mask(image)
+    if head.sum() < 0.01 * image.size:
+        return None
+    image = image / float(np.percentile(image[head], 99))
+    sigma = float(rng.uniform(*slices.NOISE_FLOOR))
+    clean = slices.add_noise_floor(image, sigma, rng)
+    maps["head"] = head.astype(np.float32)
+    return clean, maps, protocol
 
 
 def make_example(
@@ -156,19 +198,12 @@ def make_example(
 
     for _ in range(50):
         geometry = slices.sample_geometry(rng, volume, presence)
-        image, maps, protocol = _render(volume, geometry, rng)
-        if not image.any():
-            continue
-        head = contrast.head_mask(image)
-        if head.sum() < 0.01 * image.size:
-            continue
-        break
+        result = clean_slice(volume, geometry, rng)
+        if result is not None:
+            break
     else:
         raise RuntimeError(f"could not cut a slice with a head from {volume.name}")
-    image = image / float(np.percentile(image[head], 99))
-    sigma = float(rng.uniform(*slices.NOISE_FLOOR))
-    clean = slices.add_noise_floor(image, sigma, rng)
-    maps["head"] = head.astype(np.float32)
+    clean, maps, protocol = result
     phase_encode = "ROW" if rng.random() < 0.5 else "COL"
     header = AcquisitionHeader(
         rows=geometry.matrix[0],
