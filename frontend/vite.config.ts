@@ -5,6 +5,17 @@ const here = (path: string): string => fileURLToPath(new URL(path, import.meta.u
 
 // Built into Django's static files: backend/static_build/app/<entry>.js (Django hashes names).
 export default defineConfig({
+  // Served by Django from /static/app/ (workers and codecs are fetched relative to it).
+  base: "/static/app/",
+  worker: { format: "es" },
+  resolve: {
+    alias: {
+      // vtk.js (under Cornerstone3D) reaches xmlbuilder2, whose CommonJS sources have circular
+      // requires that Rollup orders wrongly ("Class extends value undefined"); its prebuilt
+      // browser bundle has none.
+      xmlbuilder2: here("node_modules/xmlbuilder2/lib/xmlbuilder2.min.js"),
+    },
+  },
   build: {
     outDir: here("../backend/static_build/app"),
     emptyOutDir: true,
@@ -12,6 +23,7 @@ export default defineConfig({
       input: {
         worklist: here("src/worklist/main.ts"),
         upload: here("src/upload/main.ts"),
+        viewer: here("src/viewer/main.ts"),
       },
       output: {
         entryFileNames: "[name].js",

@@ -46,6 +46,7 @@ urlpatterns = [
     path("", web_views.home, name="home"),
     path("health/", web_views.health, name="health"),
     path("upload/", web_views.upload, name="upload"),
+    path("series/<uuid:series_id>/", web_views.series_viewer, name="series-viewer"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

@@ -1,12 +1,17 @@
+import uuid
 from typing import cast
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 
 from backend.accounts.models import Membership, User
 from backend.accounts.selectors import SENDING_ROLES, site_ids_with_role, site_list
+from backend.audit.mixins import audit_target_for
+from backend.audit.models import AuditAction, AuditOutcome
+from backend.audit.services import AuditTarget, audit_record
+from backend.studies.selectors import NotInScope, series_get
 
 
 @login_required
@@ -28,3 +33,27 @@ def upload(request: HttpRequest) -> HttpResponse:
         id__in=site_ids_with_role(user=request.user, roles=SENDING_ROLES)
     )
     return render(request, "web/upload.html", {"sites": sites})
+
+
+@login_required
+@never_cache
+def series_viewer(request: HttpRequest, series_id: uuid.UUID) -> HttpResponse:
+    """The viewer page of one series; another site's series is a 404 like a missing one."""
+    try:
+        series = series_get(user=request.user, series_id=series_id)
+    except NotInScope as missing:
+        audit_record(
+            user=request.user,
+            action=AuditAction.VIEW,
+            targets=[AuditTarget(missing.object_type, missing.object_id, missing.site_id)],
+            outcome=AuditOutcome.DENIED,
+            request=request,
+        )
+        raise Http404("No such series") from None
+    audit_record(
+        user=request.user,
+        action=AuditAction.VIEW,
+        targets=[audit_target_for(series)],
+        request=request,
+    )
+    return render(request, "web/viewer.html", {"series": series})

@@ -24,6 +24,15 @@ function textCell(text: string): HTMLTableCellElement {
   return cell;
 }
 
+function linkCell(text: string, href: string): HTMLTableCellElement {
+  const cell = document.createElement("td");
+  const link = document.createElement("a");
+  link.href = href;
+  link.textContent = text;
+  cell.append(link);
+  return cell;
+}
+
 function render(rows: SeriesRow[]): void {
   if (!table) return;
   table.replaceChildren();
@@ -42,7 +51,7 @@ function render(rows: SeriesRow[]): void {
     tr.append(
       textCell(new Date(row.received_at).toLocaleString()),
       textCell(row.study_id.slice(0, 8)),
-      textCell(`${row.series_number ?? ""} ${row.description}`.trim()),
+      linkCell(`${row.series_number ?? ""} ${row.description}`.trim(), `/series/${row.id}/`),
       textCell(row.protocol),
       textCell(String(row.instance_count)),
       textCell(row.status),
