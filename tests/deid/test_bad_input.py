@@ -26,6 +26,7 @@ from pydicom.uid import (
 )
 
 from backend.deid.profile import Rejected, deidentify_bytes, read_dicom
+from backend.deid.safety import MAX_ELEMENTS
 from tests.deid.builders import CANARIES, enhanced_mr_dataset, mr_dataset, to_bytes
 
 KEY = b"k" * 32
@@ -185,6 +186,7 @@ def test_mutated_files_are_either_refused_or_de_identified_never_a_crash(seed, m
             del data[at : at + len(payload)]
         elif kind == "overwrite":
             data[at : at + len(payload)] = payload
+    tracemalloc.start()
     try:
         out, _ = deidentify_bytes(bytes(data), key=KEY, max_bytes=4 * 2**20)
     except Rejected as refused:
@@ -192,6 +194,10 @@ def test_mutated_files_are_either_refused_or_de_identified_never_a_crash(seed, m
     else:
         assert out[128:132] == b"DICM"
         assert not [c for c in CANARIES if c.encode() in out]
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert peak < 16 * 2**20  # whatever the mutation declares: the 4 MiB budget, a few times
 
 
 def test_an_unknown_value_representation_is_refused_not_a_crash():
@@ -295,3 +301,12 @@ def test_a_harmless_preamble_is_accepted_and_zeroed():
     preamble = b"II*\x00" + b"TIFF-ish" + b"\x00" * 116
     out, _ = deidentify_bytes(to_bytes(mr_dataset(), preamble=preamble), key=KEY)
     assert out[:128] == b"\x00" * 128
+
+
+def test_millions_of_tiny_elements_are_refused_before_pydicom_builds_them():
+    (meta_length,) = struct.unpack_from("<I", GOOD, 132 + 8)  # (0002,0000) UL: group length
+    body_start = 132 + 12 + meta_length
+    tiny = b"".join(struct.pack("<HH2sH", 0x0009, 0x1000 + (i % 0xEFFF), b"LO", 0)
+                    for i in range(MAX_ELEMENTS + 1))  # fmt: skip
+    data = GOOD[:body_start] + tiny + GOOD[body_start:]
+    assert "data elements" in _refusal(data)
