@@ -21,6 +21,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import (
     MPEG2MPML,
     DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     RLELossless,
 )
@@ -310,3 +311,28 @@ def test_millions_of_tiny_elements_are_refused_before_pydicom_builds_them():
                     for i in range(MAX_ELEMENTS + 1))  # fmt: skip
     data = GOOD[:body_start] + tiny + GOOD[body_start:]
     assert "data elements" in _refusal(data)
+
+
+def _lying_file(meta_syntax: str, implicit_body: bool) -> bytes:
+    ds = mr_dataset()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = meta_syntax
+    out = DicomBytesIO()
+    out.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(out, meta)
+    out.is_implicit_VR, out.is_little_endian = implicit_body, True
+    write_dataset(out, ds)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "meta_syntax, implicit_body",
+    [(ExplicitVRLittleEndian, True), (ImplicitVRLittleEndian, False)],
+    ids=["implicit body under an explicit meta", "explicit body under an implicit meta"],
+)
+def test_a_transfer_syntax_that_lies_about_the_body_is_refused(meta_syntax, implicit_body):
+    assert _refusal(_lying_file(meta_syntax, implicit_body))
+    honest = ImplicitVRLittleEndian if implicit_body else ExplicitVRLittleEndian
+    assert read_dicom(_lying_file(honest, implicit_body)).Rows == 32  # the control reads
