@@ -83,3 +83,19 @@ def test_an_output_directory_inside_the_input_is_refused(tmp_path):
     with pytest.raises(CommandError):
         call_command("deidentify", str(tmp_path), str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_file_name_with_control_characters_is_printed_harmlessly(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "evil\x1b[2Jname\nrefused fake.dcm: ok").write_bytes(b"not dicom")
+    stdout = io.StringIO()
+    with pytest.raises(SystemExit):
+        call_command("deidentify", str(src), str(tmp_path / "out"), stdout=stdout)
+    lines = stdout.getvalue().splitlines()
+    assert (
+        lines[0] == "refused evil?[2Jname?refused fake.dcm: ok: not a DICOM Part 10 file "
+        "(no DICM marker)"
+    )
+    assert len(lines) == 2
+    assert list((tmp_path / "out").iterdir()) == []
