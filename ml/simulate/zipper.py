@@ -2,7 +2,7 @@
 
 An external RF source at offset f0 from the receiver centre frequency adds to every readout the
 same complex exponential, with a phase that is not locked to the excitation and so differs from
-line to line: K_j(k) += a e^{i phi_j} e^{2 pi i k x0 / N} with x0 = f0 / BW (pixels from the
+line to line: K_j(k) += a e^{i phi_j} e^{-2 pi i k x0 / N} with x0 = f0 / BW (pixels from the
 centre along frequency-encode, BW the pixel bandwidth). After reconstruction this is a line at
 the fixed frequency-encode position N/2 + x0 running the whole length of phase-encode, its
 intensity along the line scrambled by the random phases (the "zipper"). f0 is drawn uniformly
@@ -48,7 +48,7 @@ def apply(
     for i in range(image.shape[0]):
         x0 = draw_frequency_hz(rng, header) / header.pixel_bandwidth_hz
         phases = xp.asarray(np.exp(1j * rng.uniform(0.0, 2.0 * np.pi, n_pe)).astype(np.complex64))
-        readout = xp.exp(2j * np.pi * f_fe * np.float32(x0)).astype(xp.complex64)
+        readout = xp.exp(-2j * np.pi * f_fe * np.float32(x0)).astype(xp.complex64)
         # Unit-modulus line phases give a unit-rms profile; the readout peaks at sqrt(N_fe).
         amp = MAX_AMPLITUDE * severity * ref[i] / np.sqrt(n_fe)
         if pe == -1:
