@@ -106,13 +106,23 @@ def test_descriptions_are_cleaned_not_dropped():
 
 def test_what_the_model_and_advice_need_is_kept_unchanged_with_the_pixels():
     original = mr_dataset()
+    original.InversionTime = 2500.0
+    original.AcquisitionMatrix = [0, 320, 256, 0]
+    original.PercentPhaseFieldOfView = 81.25
+    original.SpacingBetweenSlices = 6.0
+    original.SequenceName = "*tse2d1_16"
+    original.ReceiveCoilName = "HeadNeck_64"
+    original.SoftwareVersions = "syngo MR XA30"
     _, ds = deidentify_bytes(to_bytes(original), key=KEY)
     for keyword in (
         "MagneticFieldStrength", "PixelBandwidth", "InPlanePhaseEncodingDirection",
-        "RepetitionTime", "EchoTime", "FlipAngle", "ScanningSequence", "SequenceVariant",
-        "MRAcquisitionType", "PixelSpacing", "SliceThickness", "Rows", "Columns",
-        "Manufacturer", "ManufacturerModelName", "ImagePositionPatient", "ImageOrientationPatient",
-        "BitsStored", "PhotometricInterpretation",
+        "RepetitionTime", "EchoTime", "InversionTime", "FlipAngle", "ScanningSequence",
+        "SequenceVariant", "MRAcquisitionType", "PixelSpacing", "SliceThickness", "Rows",
+        "Columns", "AcquisitionMatrix", "PercentPhaseFieldOfView", "Manufacturer",
+        "ManufacturerModelName", "ImagePositionPatient", "ImageOrientationPatient",
+        "SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated", "BitsStored", "HighBit",
+        "PixelRepresentation", "SpacingBetweenSlices", "SequenceName", "ReceiveCoilName",
+        "SoftwareVersions", "StudyTime",
     ):  # fmt: skip
         assert ds[keyword].value == original[keyword].value, keyword
     assert ds.PixelData == original.PixelData
