@@ -1,9 +1,10 @@
 """``python -m ml simulate SERIES_DIR --artifact NAME --severity S [--seed N] --out OUT_DIR``.
 
 Reads one DICOM series, applies one simulated artifact to every slice and writes the artifacted
-series (new SOP Instance and Series Instance UIDs, acquisition headers kept, pixel values
-rescaled into the original stored range) plus ``OUT_DIR/masks.npz``: ``masks`` uint8
-``[S, Rows, Columns]`` and ``nondiagnostic`` bool ``[S]``, slices in series order.
+series (new SOP Instance and Series Instance UIDs, acquisition headers kept, pixel values mapped
+back through the rescale slope/intercept and clipped to the stored bit range) plus
+``OUT_DIR/masks.npz``: ``masks`` uint8 ``[S, Rows, Columns]`` and ``nondiagnostic`` bool ``[S]``,
+slices in series order.
 """
 
 from __future__ import annotations
@@ -89,11 +90,13 @@ def _store(ds: Any, image: np.ndarray[Any, np.dtype[np.float32]], series_uid: st
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     dtype = ds.pixel_array.dtype
-    info = np.iinfo(dtype)
+    bits = int(getattr(ds, "BitsStored", np.iinfo(dtype).bits) or np.iinfo(dtype).bits)
+    signed = int(getattr(ds, "PixelRepresentation", 0) or 0) == 1
+    low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
     slope = float(getattr(ds, "RescaleSlope", 1) or 1)
     intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
     stored = np.rint((image - intercept) / slope)
-    ds.PixelData = np.clip(stored, info.min, info.max).astype(dtype).tobytes()
+    ds.PixelData = np.clip(stored, low, high).astype(dtype).tobytes()
     ds.SOPInstanceUID = generate_uid()
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
