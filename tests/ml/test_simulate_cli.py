@@ -77,6 +77,7 @@ def test_it_writes_the_artifacted_series_and_its_masks(tmp_path):
         assert ds.InstanceNumber == orig.InstanceNumber
         assert ds.PixelBandwidth == 130.0 and ds.InPlanePhaseEncodingDirection == "COL"
         assert ds.pixel_array.dtype == np.uint16 and ds.pixel_array.shape == (64, 64)
+        assert ds.pixel_array.max() <= 4095  # BitsStored 12
         assert np.abs(ds.pixel_array.astype(float) - orig.pixel_array).max() > 50
     with np.load(out / "masks.npz") as npz:
         masks, flags = npz["masks"], npz["nondiagnostic"]

@@ -58,6 +58,13 @@ def test_the_same_seed_gives_the_same_bytes_and_the_image_changes(phantom, artif
     assert np.abs(a - phantom[0]).max() > 0.05
 
 
+@pytest.mark.parametrize("artifact", ARTIFACT_TYPES)
+def test_a_higher_severity_changes_the_image_more(phantom, artifact):
+    mild = simulate(phantom[0], artifact, 0.3, _header(), seed=6)
+    strong = simulate(phantom[0], artifact, 0.9, _header(), seed=6)
+    assert np.abs(strong - phantom[0]).sum() > 1.2 * np.abs(mild - phantom[0]).sum()
+
+
 @pytest.mark.parametrize(
     "artifact", ["motion", "ghosting", "spike", "zipper", "noise", "bias_field"]
 )
