@@ -320,3 +320,30 @@ def test_cupy_and_numpy_agree(phantom, artifact, name):
     out = simulate(xp.asarray(batch), artifact, 0.6, _header(), seed=8)
     ref = simulate(batch, artifact, 0.6, _header(), seed=8)
     np.testing.assert_allclose(to_numpy(out), ref, atol=2e-3)
+
+
+def _n_half_seed(header):
+    from ml.simulate import ghosting
+
+    for seed in range(100):
+        w = ghosting.line_weights(N, 0.8, header, np.random.default_rng(seed))
+        if np.allclose(w[::2], 1.0):
+            return seed
+    raise AssertionError("no N/2 draw in 100 seeds")
+
+
+@pytest.mark.parametrize("pe", ["ROW", "COL"])
+def test_n_half_ghosting_puts_the_replica_half_a_field_of_view_away(phantom, pe):
+    from ml.simulate import ghosting
+
+    header = _header(pe)
+    seed = _n_half_seed(header)
+    batch = phantom[0][None]
+    out = ghosting.apply(batch, 0.8, header, np.random.default_rng(seed), {})[0]
+    # Alternate-line modulation = (1 + m)/2 * object + (1 - m)/2 * object shifted by N/2: the
+    # difference from the clean image is spanned by the clean and the half-FOV-shifted copy.
+    shifted = np.roll(phantom[0], N // 2, axis=header.phase_axis)
+    background = phantom[0] == 0
+    ghost = out[background]
+    assert np.corrcoef(ghost, shifted[background])[0, 1] > 0.95
+    assert ghost.max() > 0.1
