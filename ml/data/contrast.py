@@ -239,14 +239,11 @@ def fat_from_tissue(
 
 
 def head_mask(image: NDArray[np.floating[Any]]) -> NDArray[np.bool_]:
-    """MISSION.md's head mask of a 2-D image: filled ``image > 0.1·p99``, largest 4-connected."""
-    threshold = 0.1 * float(np.percentile(image, 99))
-    filled = ndimage.binary_fill_holes(image > threshold)
-    labels, count = ndimage.label(filled)
-    if count == 0:
-        return np.zeros(image.shape, dtype=bool)
-    sizes = ndimage.sum(filled, labels, index=np.arange(1, count + 1))
-    return np.asarray(labels == int(np.argmax(sizes)) + 1, dtype=bool)
+    """MISSION.md's head mask of a 2-D image (bool (H, W)): the simulator's own implementation."""
+    from ml.simulate._common import head_and_reference
+
+    head, _ = head_and_reference(np.asarray(image, dtype=np.float32)[None])
+    return np.asarray(head[0], dtype=bool)
 
 
 def fat_from_image(
