@@ -191,6 +191,8 @@ DATA_UPLOAD_MAX_NUMBER_FILES = env_int("ARTISCAN_MAX_FILES_PER_REQUEST", 100, mi
 # One DICOM instance is never read past this, whatever lengths it declares.
 ARTISCAN_MAX_INSTANCE_BYTES = env_int("ARTISCAN_MAX_INSTANCE_MB", 256, minimum=1) * 1024 * 1024
 ARTISCAN_QUARANTINE_DAYS = env_int("ARTISCAN_QUARANTINE_DAYS", 30, minimum=1)
+# The weight file the scoring workers load; empty = the shipped default of ml.pipeline.
+ARTISCAN_MODEL_WEIGHTS = env_str("ARTISCAN_MODEL_WEIGHTS", "")
 
 # --- Security -------------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

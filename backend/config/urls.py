@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from backend.accounts import apis as accounts_apis
 from backend.audit import apis as audit_apis
 from backend.ingest import apis as ingest_apis
+from backend.scoring import apis as scoring_apis
 from backend.studies import apis as studies_apis
 from backend.web import views as web_views
 
@@ -36,6 +37,11 @@ api = [
         "api/uploads/<uuid:upload_id>/complete/",
         ingest_apis.UploadCompleteApi.as_view(),
         name="api-upload-complete",
+    ),
+    path(
+        "api/series/<uuid:series_id>/result/",
+        scoring_apis.SeriesResultApi.as_view(),
+        name="api-series-result",
     ),
     path("api/audit-events/", audit_apis.AuditEventListApi.as_view(), name="api-audit-events"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.db import models
+from django.utils import timezone
 
 from backend.accounts.models import Site
 from backend.studies.models import Instance, Series
@@ -61,15 +62,15 @@ class RunStatus(models.TextChoices):
 
 
 class ScoringRun(models.Model):
-    """Scoring one series with one model. Exactly-once comes from the unique key: Celery is
-    at-least-once, so a redelivered task finds its run and does not write twice."""
+    """Scoring one series with one model version. Instances are scored incrementally as they
+    arrive (a late slice adds its score to the same run); exactly-once per instance and model
+    version comes from the unique keys below, whatever Celery redelivers."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     series = models.ForeignKey(Series, on_delete=models.CASCADE, related_name="scoring_runs")
     site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="scoring_runs")
     model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="runs")
-    # Changes when instances arrive late, so a complete series is scored again.
-    input_digest = models.CharField(max_length=64)
+    reason = models.CharField(max_length=300, blank=True)
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
     suitability = models.FloatField(null=True, blank=True)
     nondiagnostic = models.BooleanField(null=True, blank=True)
@@ -83,9 +84,7 @@ class ScoringRun(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(
-                fields=["series", "model_version", "input_digest"], name="run_exactly_once"
-            )
+            models.UniqueConstraint(fields=["series", "model_version"], name="run_exactly_once")
         ]
         indexes = [models.Index(fields=["site", "status", "created_at"], name="run_status")]
 
@@ -95,6 +94,8 @@ class InstanceScore(models.Model):
     instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="scores")
     suitability = models.FloatField()
     nondiagnostic = models.BooleanField()
+    reason = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
         return f"{self.instance_id}: {self.suitability:.2f}"
@@ -121,8 +122,12 @@ class Finding(models.Model):
     artifact_type = models.CharField(max_length=32, choices=ARTIFACT_TYPE_CHOICES)
     mask_key = models.CharField(max_length=255, blank=True)
     area_px = models.IntegerField()
+    area_mm2 = models.FloatField(null=True, blank=True)
     area_fraction = models.FloatField(help_text="Mask area over the image area.")
+    head_fraction = models.FloatField(default=0.0, help_text="Share of the head the mask covers.")
+    bbox = models.JSONField(default=list, help_text="[row0, col0, row1, col1], end exclusive.")
     confidence = models.FloatField()
+    advice = models.TextField(blank=True)
     review_state = models.CharField(
         max_length=16, choices=ReviewState.choices, default=ReviewState.PENDING
     )

@@ -15,6 +15,7 @@ DETAIL_ROUTES = {
     "api-study": lambda study: f"/api/studies/{study.pk}/",
     "api-series": lambda study: f"/api/series/{study.series.first().pk}/",
     "api-series-instances": lambda study: f"/api/series/{study.series.first().pk}/instances/",
+    "api-series-result": lambda study: f"/api/series/{study.series.first().pk}/result/",
 }
 LIST_ROUTES = {
     "api-study-list": "/api/studies/",
@@ -142,3 +143,16 @@ def test_the_worklist_page_redirects_anonymous_users_to_login(client):
     response = client.get("/")
     assert response.status_code == 302
     assert response["Location"].startswith("/accounts/login/")
+
+
+def test_a_series_without_a_scoring_run_says_so(api, radiologist_a, study_a):
+    series = Series.objects.get(study=study_a)
+    body = api.as_(radiologist_a).get(f"/api/series/{series.pk}/result/").json()
+    assert body == {
+        "series_id": str(series.pk),
+        "status": "receiving",
+        "model": None,
+        "suitability_index": None,
+        "reason": "",
+        "instances": [],
+    }
