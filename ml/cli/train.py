@@ -1,0 +1,52 @@
+"""``python -m ml train --data DIR --out RUN_DIR [--epochs N ...]``: train (or resume) a model."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train the multi-task artifact network (resumes a run directory)",
+        description=__doc__,
+    )
+    parser.add_argument("--data", type=Path, required=True, help="a `python -m ml dataset` dir")
+    parser.add_argument("--out", type=Path, required=True, help="run directory")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=100, help="steps per epoch")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--crop", type=int, default=128, help="square training crop, pixels")
+    parser.add_argument("--base", type=int, default=8, help="channels of the first level")
+    parser.add_argument("--depth", type=int, default=4, help="pooling levels")
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rewind-epoch", type=int, default=1, help="epoch kept for rewinding")
+    parser.add_argument("--limit", type=int, default=None, help="at most N slices per split")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ml.model.train import TrainConfig, train
+
+    config = TrainConfig(
+        data=str(args.data),
+        epochs=args.epochs,
+        steps_per_epoch=args.steps,
+        batch_size=args.batch,
+        crop=args.crop,
+        base=args.base,
+        depth=args.depth,
+        learning_rate=args.lr,
+        seed=args.seed,
+        rewind_epoch=args.rewind_epoch,
+        limit=args.limit,
+    )
+    started = time.perf_counter()
+    best = train(config, args.out, progress=not args.quiet)
+    print(f"train: {time.perf_counter() - started:.0f} s, best model {best}")
+    return 0

@@ -1,0 +1,242 @@
+"""The multi-task U-Net (Keras 3, ``keras.ops`` only) and its losses.
+
+Inputs: ``image`` float32 ``(B, H, W, 1)`` in canonical orientation (phase-encode along axis 2 of
+the batch, i.e. the slice's axis 1), normalised (:func:`ml.model.preprocess.normalise`), ``H`` and
+``W`` multiples of 16; ``header`` float32 ``(B, 8)`` (:func:`ml.model.preprocess.header_vector`).
+Outputs (a dict): ``masks`` float32 ``(B, H, W, 10)`` per-pixel probabilities, ``presence``
+float32 ``(B, 10)`` per-type probabilities, ``suitability`` float32 ``(B, 1)`` probability that the
+slice is diagnostically suitable.
+
+Architecture: ``depth`` levels of two 3x3 conv + batch-norm + ReLU blocks with 2x max-pooling,
+a bottleneck, and a decoder of 2x upsampling + 3x3 conv, concatenation with the skip, and two
+conv blocks. The header enters through FiLM (Perez et al. 2018): a small MLP of the header gives a
+per-channel scale and shift after the bottleneck and after every decoder level. Presence and
+suitability come from global average pooling of the (FiLM-ed) bottleneck plus the global max and
+mean of the mask logits/probabilities. Every conv width is a named entry of ``widths``, so the
+pruner can build thinner copies (:mod:`ml.model.prune`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ml import ARTIFACT_TYPES
+from ml.model.backend import keras as _keras
+from ml.model.preprocess import HEADER_FEATURES
+
+keras = _keras()
+ops = keras.ops
+
+N_TYPES = len(ARTIFACT_TYPES)
+HEADER_HIDDEN = 32
+
+
+def conv_names(depth: int) -> list[str]:
+    """Names of the prunable 3x3 convolutions, encoder to decoder."""
+    names = [f"enc{level}{ab}" for level in range(depth) for ab in "ab"]
+    names += ["botta", "bottb"]
+    for level in reversed(range(depth)):
+        names += [f"up{level}", f"dec{level}a", f"dec{level}b"]
+    return names
+
+
+def film_targets(depth: int) -> list[str]:
+    """Convolutions whose output is modulated by FiLM."""
+    return ["bottb", *[f"dec{level}b" for level in reversed(range(depth))]]
+
+
+def conv_inputs(name: str, depth: int) -> list[str]:
+    """Which layers' outputs, concatenated in this order, feed conv ``name`` ("image" = input)."""
+    if name == "enc0a":
+        return ["image"]
+    if name.startswith("enc"):
+        level, ab = int(name[3:-1]), name[-1]
+        return [f"enc{level}a"] if ab == "b" else [f"enc{level - 1}b"]
+    if name == "botta":
+        return [f"enc{depth - 1}b"]
+    if name == "bottb":
+        return ["botta"]
+    if name.startswith("up"):
+        level = int(name[2:])
+        return ["bottb"] if level == depth - 1 else [f"dec{level + 1}b"]
+    level, ab = int(name[3:-1]), name[-1]
+    return [f"up{level}", f"enc{level}b"] if ab == "a" else [f"dec{level}a"]
+
+
+def default_widths(base: int = 8, depth: int = 4) -> dict[str, int]:
+    """Widths of a plain U-Net: ``base·2^level`` per level, ``base·2^depth`` at the bottleneck."""
+    widths: dict[str, int] = {}
+    for name in conv_names(depth):
+        if name.startswith("bott"):
+            widths[name] = base * 2**depth
+        else:
+            widths[name] = base * 2 ** int(name[3:-1] if name[0] in "ed" else name[2:])
+    return widths
+
+
+@keras.saving.register_keras_serializable(package="artiscan")
+class FiLM(keras.layers.Layer):  # type: ignore[misc,name-defined]
+    """Feature-wise linear modulation: ``x · (1 + γ) + β`` with ``[γ, β] = Dense(h)``.
+
+    Inputs ``[x (B, H, W, C), h (B, F)]``; output like ``x``. The dense layer starts at zero, so
+    an untrained FiLM is the identity.
+    """
+
+    def __init__(self, channels: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.channels = int(channels)
+        self.dense = keras.layers.Dense(
+            2 * self.channels, kernel_initializer="zeros", name=f"{self.name}_dense"
+        )
+
+    def build(self, input_shape: Any) -> None:
+        self.dense.build(input_shape[1])
+        self.built = True
+
+    def call(self, inputs: Any) -> Any:
+        x, h = inputs
+        gb = self.dense(h)
+        gamma = ops.expand_dims(ops.expand_dims(gb[:, : self.channels], 1), 1)
+        beta = ops.expand_dims(ops.expand_dims(gb[:, self.channels :], 1), 1)
+        return x * (1.0 + gamma) + beta
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape[0]
+
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = super().get_config()
+        config.update({"channels": self.channels})
+        return config
+
+
+def _block(x: Any, name: str, width: int) -> Any:
+    x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=name)(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+
+def build_model(widths: dict[str, int] | None = None, depth: int = 4) -> Any:
+    """The multi-task U-Net (see the module docstring); ``widths`` default to base 8."""
+    widths = dict(widths or default_widths(8, depth))
+    image = keras.Input((None, None, 1), name="image")
+    header = keras.Input((len(HEADER_FEATURES),), name="header")
+    h = keras.layers.Dense(HEADER_HIDDEN, activation="relu", name="header_mlp")(header)
+    skips: dict[int, Any] = {}
+    x = image
+    for level in range(depth):
+        x = _block(x, f"enc{level}a", widths[f"enc{level}a"])
+        x = _block(x, f"enc{level}b", widths[f"enc{level}b"])
+        skips[level] = x
+        x = keras.layers.MaxPooling2D(2, name=f"pool{level}")(x)
+    x = _block(x, "botta", widths["botta"])
+    x = _block(x, "bottb", widths["bottb"])
+    bottleneck = FiLM(widths["bottb"], name="film_bottb")([x, h])
+    x = bottleneck
+    for level in reversed(range(depth)):
+        x = keras.layers.UpSampling2D(2, name=f"upsample{level}")(x)
+        x = _block(x, f"up{level}", widths[f"up{level}"])
+        x = keras.layers.Concatenate(name=f"concat{level}")([x, skips[level]])
+        x = _block(x, f"dec{level}a", widths[f"dec{level}a"])
+        x = _block(x, f"dec{level}b", widths[f"dec{level}b"])
+        x = FiLM(widths[f"dec{level}b"], name=f"film_dec{level}b")([x, h])
+    logits = keras.layers.Conv2D(N_TYPES, 1, name="mask_logits")(x)
+    masks = keras.layers.Activation("sigmoid", name="masks")(logits)
+    pooled = keras.layers.Concatenate(name="pooled")(
+        [
+            keras.layers.GlobalAveragePooling2D(name="gap_bottleneck")(bottleneck),
+            keras.layers.GlobalMaxPooling2D(name="gmp_logits")(logits),
+            keras.layers.GlobalAveragePooling2D(name="gap_masks")(masks),
+        ]
+    )
+    presence = keras.layers.Dense(N_TYPES, activation="sigmoid", name="presence")(pooled)
+    suitability = keras.layers.Dense(1, activation="sigmoid", name="suitability")(pooled)
+    return keras.Model(
+        inputs={"image": image, "header": header},
+        outputs={"masks": masks, "presence": presence, "suitability": suitability},
+        name="artiscan_unet",
+    )
+
+
+def model_widths(model: Any) -> dict[str, int]:
+    """The conv widths of a built model (the inverse of :func:`build_model`'s ``widths``)."""
+    depth = model_depth(model)
+    return {name: int(model.get_layer(name).filters) for name in conv_names(depth)}
+
+
+def model_depth(model: Any) -> int:
+    """Number of pooling levels of a built model."""
+    return sum(1 for layer in model.layers if layer.name[4:].isdigit() and layer.name[:4] == "pool")
+
+
+@keras.saving.register_keras_serializable(package="artiscan")
+class MaskLoss(keras.losses.Loss):  # type: ignore[misc,name-defined]
+    """Per-pixel BCE plus class-weighted soft Dice over ``(B, H, W, K)`` probabilities.
+
+    ``class_weights`` (K,) weight each type's Dice term (rare types count more: class balancing);
+    Dice is computed per type over the whole batch, so a batch without the type scores ~0 for
+    an empty prediction (smooth 1).
+    """
+
+    def __init__(
+        self,
+        class_weights: list[float] | None = None,
+        dice_weight: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("name", "mask_loss")
+        super().__init__(**kwargs)
+        self.class_weights = [float(w) for w in (class_weights or [1.0] * N_TYPES)]
+        self.dice_weight = float(dice_weight)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        y_true = ops.cast(y_true, "float32")
+        y_pred = ops.clip(y_pred, 1e-6, 1.0 - 1e-6)
+        bce = -ops.mean(y_true * ops.log(y_pred) + (1.0 - y_true) * ops.log(1.0 - y_pred))
+        inter = ops.sum(y_true * y_pred, axis=(0, 1, 2))
+        total = ops.sum(y_true, axis=(0, 1, 2)) + ops.sum(y_pred, axis=(0, 1, 2))
+        dice = 1.0 - (2.0 * inter + 1.0) / (total + 1.0)
+        weights = ops.convert_to_tensor(self.class_weights, dtype="float32")
+        dice_term = ops.sum(dice * weights) / ops.sum(weights)
+        return bce + self.dice_weight * dice_term
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "class_weights": self.class_weights,
+            "dice_weight": self.dice_weight,
+        }
+
+
+def compile_model(model: Any, class_weights: list[float], learning_rate: float = 2e-3) -> None:
+    """Adam, :class:`MaskLoss` for masks, BCE for presence and suitability."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss={
+            "masks": MaskLoss(class_weights),
+            "presence": keras.losses.BinaryCrossentropy(),
+            "suitability": keras.losses.BinaryCrossentropy(),
+        },
+        loss_weights={"masks": 1.0, "presence": 0.3, "suitability": 0.5},
+    )
+
+
+def load(path: str | Any) -> Any:
+    """Load a saved ``.keras`` model without its optimizer state."""
+    return keras.saving.load_model(str(path), compile=False)
+
+
+def save_for_serving(source: Any, path: Any) -> int:
+    """Write ``source`` (a ``.keras`` path or a model) to ``path`` without optimizer state.
+
+    Returns the parameter count. The file is what ``ScoringPipeline.load`` reads.
+    """
+    import tempfile
+    from pathlib import Path
+
+    if not isinstance(source, str | Path):
+        with tempfile.TemporaryDirectory() as tmp:
+            source.save(Path(tmp) / "model.keras")
+            return save_for_serving(Path(tmp) / "model.keras", path)
+    model = load(source)
+    model.save(str(path))
+    return int(model.count_params())

@@ -1,0 +1,162 @@
+"""Training loop: random crops, mixed losses, checkpoints, resumable, seeded.
+
+A run directory holds ``config.json`` (the arguments), ``last.keras`` (model + optimizer after
+the latest epoch), ``best.keras`` (lowest validation loss), ``rewind.weights.h5`` (weights after
+the rewind epoch, for lottery-ticket rewinding), ``history.csv`` and ``curve.png``. Running
+the same command again resumes from ``last.keras``; the data stream of epoch ``e`` comes from
+``default_rng([seed, e])`` so a resumed run draws the same crops as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ml.model.data import Split, class_weights, crop_batch, load_split
+
+
+@dataclass
+class TrainConfig:
+    """Arguments of a run (stored as ``config.json``)."""
+
+    data: str
+    epochs: int = 20
+    steps_per_epoch: int = 100
+    batch_size: int = 8
+    crop: int = 128
+    base: int = 8
+    depth: int = 4
+    learning_rate: float = 2e-3
+    seed: int = 0
+    rewind_epoch: int = 1
+    val_batches: int = 8
+    limit: int | None = None
+
+
+def _val_batches(split: Split, config: TrainConfig) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    rng = np.random.default_rng([config.seed, 10_000])
+    batches = []
+    for _ in range(config.val_batches):
+        idx = rng.integers(0, len(split), size=config.batch_size)
+        batches.append(crop_batch(split, idx, config.crop, rng, augment=False))
+    return batches
+
+
+def write_curve(history: list[dict[str, float]], path: Path) -> None:
+    """Training and validation loss per epoch as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = [int(h["epoch"]) for h in history]
+    ax.plot(epochs, [h["loss"] for h in history], label="train loss")
+    ax.plot(epochs, [h["val_loss"] for h in history], label="validation loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (mask BCE+Dice, presence, suitability)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _read_history(path: Path) -> list[dict[str, float]]:
+    if not path.exists():
+        return []
+    with path.open() as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def train(
+    config: TrainConfig,
+    out: Path,
+    *,
+    model: Any | None = None,
+    progress: bool = True,
+    train_split: Split | None = None,
+    val_split: Split | None = None,
+) -> Path:
+    """Train (or resume) into ``out``; returns the path of ``best.keras``.
+
+    ``model``: start from this (already built) model instead of a fresh one — the pruner passes
+    its thinned, rewound copy. Splits may be passed in to avoid reading the shards again.
+    """
+    from tqdm import tqdm
+
+    from ml.model import network
+    from ml.model.backend import keras as get_keras
+
+    keras = get_keras()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    data_dir = Path(config.data)
+    train_split = train_split or load_split(data_dir, "train", config.limit)
+    val_split = val_split or load_split(data_dir, "val", config.limit)
+    if not len(train_split) or not len(val_split):
+        raise ValueError(f"{data_dir} has no train or no val slices")
+    weights = class_weights(train_split)
+    keras.utils.set_random_seed(config.seed)
+
+    history = _read_history(out / "history.csv")
+    start_epoch = len(history)
+    if start_epoch and (out / "last.keras").exists():
+        model = keras.saving.load_model(str(out / "last.keras"))
+    else:
+        history, start_epoch = [], 0
+        model = (
+            model
+            if model is not None
+            else network.build_model(
+                network.default_widths(config.base, config.depth), config.depth
+            )
+        )
+        network.compile_model(model, weights, config.learning_rate)
+    val = _val_batches(val_split, config)
+    best = min((h["val_loss"] for h in history), default=float("inf"))
+    for epoch in range(start_epoch, config.epochs):
+        rng = np.random.default_rng([config.seed, epoch])
+        # Cosine decay over the run, so a resumed run follows the same schedule.
+        lr = 0.5 * config.learning_rate * (1 + np.cos(np.pi * epoch / max(config.epochs, 1)))
+        model.optimizer.learning_rate.assign(float(lr))
+        started = time.perf_counter()
+        losses = []
+        bar = tqdm(range(config.steps_per_epoch), disable=not progress, desc=f"epoch {epoch + 1}")
+        for _ in bar:
+            idx = rng.integers(0, len(train_split), size=config.batch_size)
+            x, y = crop_batch(train_split, idx, config.crop, rng, augment=True)
+            result = model.train_on_batch(x, y, return_dict=True)
+            losses.append(float(result["loss"]))
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        val_loss = float(
+            np.mean([model.test_on_batch(x, y, return_dict=True)["loss"] for x, y in val])
+        )
+        row = {
+            "epoch": float(epoch + 1),
+            "loss": float(np.mean(losses)),
+            "val_loss": val_loss,
+            "lr": float(lr),
+            "seconds": time.perf_counter() - started,
+        }
+        history.append(row)
+        model.save(out / "last.keras")
+        if epoch + 1 == config.rewind_epoch:
+            model.save_weights(out / "rewind.weights.h5")
+        if val_loss < best:
+            best = val_loss
+            model.save(out / "best.keras")
+        with (out / "history.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            writer.writeheader()
+            writer.writerows(history)
+        write_curve(history, out / "curve.png")
+        if progress:
+            print(f"epoch {epoch + 1}: loss {row['loss']:.4f} val {val_loss:.4f}", flush=True)
+    return out / "best.keras"

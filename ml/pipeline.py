@@ -1,0 +1,219 @@
+"""Inference pipeline used by ``python -m ml score`` and the Django scoring workers.
+
+``ScoringPipeline.load(weights)`` loads a saved model once per process (``get_pipeline`` caches
+by path); ``score_datasets`` runs preprocess → infer → postprocess on the pydicom datasets of one
+series:
+
+- preprocess: ``pixel_array`` × RescaleSlope + RescaleIntercept, the acquisition header
+  (:meth:`ml.simulate.AcquisitionHeader.from_dataset`), phase-encode put on array axis 1
+  (a ``COL`` slice is transposed), intensities normalised (head p99 = 1), zero-padded to a
+  multiple of 16;
+- infer: the Keras model in batches of :attr:`ScoringPipeline.batch_size`;
+- postprocess: crop the padding, transpose ``COL`` slices back, threshold masks at
+  :attr:`ScoringPipeline.threshold`.
+
+Importing this module does not import Keras; loading a pipeline does.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ml import ARTIFACT_TYPES
+from ml.model.preprocess import canonical, header_vector_from, normalise, pad_to_stride
+from ml.simulate.header import AcquisitionHeader
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+SHIPPED: dict[str, Path] = {
+    "full": WEIGHTS_DIR / "artiscan-full.keras",
+    "pruned": WEIGHTS_DIR / "artiscan-pruned.keras",
+}
+"""The shipped weight files by name; ``None`` or ``"full"`` loads the full model."""
+
+
+class ScoringError(ValueError):
+    """The input cannot be scored (no images, mixed sizes, undecodable pixels)."""
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """What the model says about one series (S slices, K types, Rows × Columns pixels).
+
+    ``sop_instance_uid`` list of S str in input order; ``classes`` the K canonical type names;
+    ``masks`` uint8 ``(S, K, Rows, Columns)`` 0/1 on the original pixel grid; ``presence``
+    float32 ``(S, K)`` per-type probability; ``suitability`` float32 ``(S,)`` probability the
+    slice is diagnostically suitable (1 = fully diagnostic); ``series_suitability`` the mean of
+    ``suitability`` over the slices.
+    """
+
+    sop_instance_uid: list[str]
+    classes: tuple[str, ...]
+    masks: NDArray[np.uint8]
+    presence: NDArray[np.float32]
+    suitability: NDArray[np.float32]
+    series_suitability: float
+
+    def to_npz(self, path: str | Path) -> None:
+        """Write the MISSION.md ``OUT.npz`` keys (str arrays, uint8 masks, float32 scores)."""
+        np.savez_compressed(
+            path,
+            sop_instance_uid=np.array(self.sop_instance_uid, dtype=str),
+            classes=np.array(self.classes, dtype=str),
+            masks=self.masks,
+            suitability=self.suitability.astype(np.float32),
+            series_suitability=np.float32(self.series_suitability),
+        )
+
+
+def resolve_weights(weights: str | Path | None) -> Path:
+    """``None``/``"full"``/``"pruned"`` → the shipped file; anything else is a path."""
+    if weights is None:
+        return SHIPPED["full"]
+    if isinstance(weights, str) and weights in SHIPPED:
+        return SHIPPED[weights]
+    return Path(weights)
+
+
+def pixels(ds: Any) -> NDArray[np.float32]:
+    """float32 ``(Rows, Columns)``: the stored values × RescaleSlope + RescaleIntercept."""
+    try:
+        arr = np.asarray(ds.pixel_array)
+    except Exception as exc:  # pydicom raises many kinds for broken or unsupported pixel data
+        raise ScoringError(f"cannot decode the pixels of {_uid(ds)}: {exc}") from exc
+    if arr.ndim != 2:
+        raise ScoringError(f"{_uid(ds)} is not a single-frame greyscale image")
+    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
+    intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
+    return np.asarray(arr.astype(np.float32) * slope + intercept, dtype=np.float32)
+
+
+def _uid(ds: Any) -> str:
+    return str(getattr(ds, "SOPInstanceUID", "") or "")
+
+
+class ScoringPipeline:
+    """A loaded model plus its pre- and post-processing (see the module docstring)."""
+
+    batch_size = 8
+    threshold = 0.5
+
+    def __init__(self, model: Any, weights: Path) -> None:
+        self.model = model
+        self.weights = weights
+
+    @classmethod
+    def load(cls, weights: str | Path | None = None) -> ScoringPipeline:
+        """Load ``weights`` (a ``.keras`` file, ``"full"``, ``"pruned"`` or None = full)."""
+        path = resolve_weights(weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"no model weights at {path}")
+        # Imported by name at call time: the web side imports this module for its types and
+        # must never reach Keras (the import contract follows static imports, even lazy ones).
+        network = importlib.import_module("ml.model.network")
+        return cls(network.load(path), path)
+
+    def infer(
+        self, images: NDArray[np.float32], headers: NDArray[np.float32]
+    ) -> dict[str, NDArray[np.float32]]:
+        """Run the model on canonical, normalised, padded ``images`` float32 ``(S, H, W)``.
+
+        ``headers`` float32 ``(S, 8)``. Returns ``masks`` ``(S, H, W, K)``, ``presence``
+        ``(S, K)``, ``suitability`` ``(S,)``, float32 probabilities.
+        """
+        parts: dict[str, list[NDArray[np.float32]]] = {"masks": [], "presence": [], "suit": []}
+        for start in range(0, len(images), self.batch_size):
+            stop = start + self.batch_size
+            out = self.model.predict_on_batch(
+                {"image": images[start:stop, :, :, None], "header": headers[start:stop]}
+            )
+            parts["masks"].append(np.asarray(out["masks"], np.float32))
+            parts["presence"].append(np.asarray(out["presence"], np.float32))
+            parts["suit"].append(np.asarray(out["suitability"], np.float32)[:, 0])
+        return {
+            "masks": np.concatenate(parts["masks"]),
+            "presence": np.concatenate(parts["presence"]),
+            "suitability": np.concatenate(parts["suit"]),
+        }
+
+    def score_arrays(
+        self, images: list[NDArray[Any]], headers: list[AcquisitionHeader]
+    ) -> tuple[NDArray[np.uint8], NDArray[np.float32], NDArray[np.float32]]:
+        """Score slices given as arrays: ``images[i]`` ``(Rows, Columns)`` in stored units.
+
+        All slices must share one shape. Returns masks uint8 ``(S, K, Rows, Columns)``,
+        presence float32 ``(S, K)`` and suitability float32 ``(S,)``.
+        """
+        if not images:
+            raise ScoringError("no slices to score")
+        shapes = {tuple(np.shape(im)) for im in images}
+        if len(shapes) != 1:
+            raise ScoringError(f"slices of different sizes: {sorted(shapes)}")
+        rows, cols = next(iter(shapes))
+        n = len(images)
+        masks = np.zeros((n, len(ARTIFACT_TYPES), rows, cols), np.uint8)
+        presence = np.zeros((n, len(ARTIFACT_TYPES)), np.float32)
+        suitability = np.zeros(n, np.float32)
+        # Slices of one phase-encode direction share a canonical shape: one batch stream each.
+        for pe in ("ROW", "COL"):
+            picked = [i for i, h in enumerate(headers) if h.phase_encode == pe]
+            if not picked:
+                continue
+            batch = np.stack([normalise(canonical(np.asarray(images[i]), pe)) for i in picked])
+            crows, ccols = batch.shape[1:]
+            vectors = np.stack([header_vector_from(headers[i]) for i in picked])
+            out = self.infer(pad_to_stride(batch), vectors)
+            binary = (out["masks"][:, :crows, :ccols] >= self.threshold).astype(np.uint8)
+            binary = np.moveaxis(binary, -1, 1)  # (s, K, h, w) canonical
+            masks[picked] = canonical(binary, pe)
+            presence[picked] = out["presence"]
+            suitability[picked] = out["suitability"]
+        return masks, presence, suitability
+
+    def score_datasets(self, datasets: list[Any]) -> ScoreResult:
+        """Score the pydicom datasets of one series, in the order given."""
+        if not datasets:
+            raise ScoringError("no DICOM images to score")
+        images = [pixels(ds) for ds in datasets]
+        try:
+            headers = [AcquisitionHeader.from_dataset(ds) for ds in datasets]
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise ScoringError(f"unusable acquisition header: {exc}") from exc
+        masks, presence, suitability = self.score_arrays(images, headers)
+        return ScoreResult(
+            sop_instance_uid=[_uid(ds) for ds in datasets],
+            classes=ARTIFACT_TYPES,
+            masks=masks,
+            presence=presence,
+            suitability=suitability,
+            series_suitability=float(np.mean(suitability)),
+        )
+
+    def score_series_dir(self, path: str | Path) -> ScoreResult:
+        """Score the DICOM files of one series folder, sorted by InstanceNumber then position."""
+        from ml.cli.simulate import SeriesError, read_series
+
+        try:
+            datasets = read_series(Path(path))
+        except SeriesError as exc:
+            raise ScoringError(str(exc)) from exc
+        return self.score_datasets(datasets)
+
+
+_CACHE: dict[Path, ScoringPipeline] = {}
+_LOCK = threading.Lock()
+
+
+def get_pipeline(weights: str | Path | None = None) -> ScoringPipeline:
+    """The process-wide pipeline for ``weights`` (loaded on first use, then reused)."""
+    path = resolve_weights(weights).resolve()
+    with _LOCK:
+        if path not in _CACHE:
+            _CACHE[path] = ScoringPipeline.load(path)
+        return _CACHE[path]

@@ -1,0 +1,76 @@
+"""The Keras 3 network: shapes, save/load round trip, FiLM, the loss."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ml import ARTIFACT_TYPES
+
+
+@pytest.fixture(scope="module")
+def network():
+    from ml.model import network
+
+    return network
+
+
+def _inputs(batch=2, rows=32, cols=48, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "image": rng.uniform(0, 1, (batch, rows, cols, 1)).astype(np.float32),
+        "header": rng.normal(0, 1, (batch, 8)).astype(np.float32),
+    }
+
+
+def test_the_network_gives_masks_presence_and_suitability_for_any_stride_multiple(network):
+    model = network.build_model(network.default_widths(base=4, depth=2), depth=2)
+    for rows, cols in [(32, 48), (64, 16)]:
+        out = model(_inputs(rows=rows, cols=cols))
+        assert tuple(out["masks"].shape) == (2, rows, cols, len(ARTIFACT_TYPES))
+        assert tuple(out["presence"].shape) == (2, len(ARTIFACT_TYPES))
+        assert tuple(out["suitability"].shape) == (2, 1)
+
+
+def test_a_saved_model_loads_back_with_the_same_outputs(network, tmp_path):
+    model = network.build_model(network.default_widths(base=4, depth=2), depth=2)
+    film = model.get_layer("film_bottb")
+    # Non-zero FiLM weights so the header really changes the output.
+    film.dense.kernel.assign(np.full(film.dense.kernel.shape, 0.1, np.float32))
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = network.load(path)
+    x = _inputs()
+    for key, value in model(x).items():
+        np.testing.assert_allclose(np.asarray(loaded(x)[key]), np.asarray(value), atol=1e-6)
+    assert network.model_widths(loaded) == network.default_widths(base=4, depth=2)
+    assert loaded.get_layer("film_bottb").get_config()["channels"] == 16
+
+
+def test_the_header_changes_the_output_through_film(network):
+    model = network.build_model(network.default_widths(base=4, depth=2), depth=2)
+    for layer in model.layers:
+        if isinstance(layer, network.FiLM):
+            layer.dense.kernel.assign(np.full(layer.dense.kernel.shape, 0.2, np.float32))
+    a = _inputs(seed=1)
+    b = {"image": a["image"], "header": a["header"] + 1.0}
+    assert not np.allclose(np.asarray(model(a)["masks"]), np.asarray(model(b)["masks"]))
+
+
+def test_the_mask_loss_is_lower_for_the_right_mask_and_round_trips_its_config(network):
+    loss = network.MaskLoss(class_weights=[2.0] + [1.0] * 9, dice_weight=0.5)
+    truth = np.zeros((1, 8, 8, 10), np.float32)
+    truth[0, 2:5, 2:5, 0] = 1
+    right = np.clip(truth, 0.02, 0.98)
+    wrong = np.clip(1 - truth, 0.02, 0.98)
+    assert float(loss(truth, right)) < float(loss(truth, wrong))
+    again = network.MaskLoss.from_config(loss.get_config())
+    assert again.class_weights == loss.class_weights and again.dice_weight == 0.5
+
+
+def test_conv_inputs_describe_the_graph_the_builder_makes(network):
+    model = network.build_model(network.default_widths(base=4, depth=3), depth=3)
+    for name in network.conv_names(3):
+        sources = network.conv_inputs(name, 3)
+        expected = sum(1 if s == "image" else network.model_widths(model)[s] for s in sources)
+        assert model.get_layer(name).kernel.shape[2] == expected

@@ -1,0 +1,141 @@
+"""``python -m ml score`` and the pipeline with a real (tiny, untrained) Keras model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+from ml import ARTIFACT_TYPES
+from tests.gpu_ops.phantoms import head_phantom
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny_model_path(tmp_path_factory):
+    from ml.model import network
+
+    model = network.build_model(network.default_widths(base=4, depth=2), depth=2)
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    model.save(path)
+    return path
+
+
+def write_series(folder: Path, slices: int = 3, rows: int = 64, cols: int = 48, pe: str = "COL"):
+    folder.mkdir(parents=True, exist_ok=True)
+    image, _ = head_phantom(max(rows, cols))
+    image = image[:rows, :cols]
+    study, series = generate_uid(), generate_uid()
+    uids = []
+    for index in range(slices):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = MRImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID = MRImageStorage
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.Modality = "MR"
+        ds.InstanceNumber = index + 1
+        ds.Rows, ds.Columns = rows, cols
+        ds.PixelSpacing = [0.9, 0.9]
+        ds.PixelBandwidth = 130.0
+        ds.MagneticFieldStrength = 1.5
+        ds.InPlanePhaseEncodingDirection = pe
+        ds.EchoTime, ds.RepetitionTime = 15.0, 600.0
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+        ds.PixelRepresentation = 0
+        ds.RescaleSlope, ds.RescaleIntercept = 2.0, 0.0
+        ds.PixelData = np.rint(image * (1000 + 100 * index)).astype(np.uint16).tobytes()
+        ds.save_as(folder / f"{slices - index:03d}.dcm", enforce_file_format=True)
+        uids.append(ds.SOPInstanceUID)
+    return uids
+
+
+def test_the_score_command_writes_exactly_the_mission_keys(tmp_path, tiny_model_path):
+    uids = write_series(tmp_path / "series", slices=3, rows=64, cols=48)
+    out = tmp_path / "out" / "scores.npz"
+    result = subprocess.run(
+        [sys.executable, "-m", "ml", "score", str(tmp_path / "series"), "--out", str(out),
+         "--model", str(tiny_model_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    with np.load(out) as z:
+        assert sorted(z.files) == sorted(
+            ["sop_instance_uid", "classes", "masks", "suitability", "series_suitability"]
+        )
+        assert z["sop_instance_uid"].tolist() == uids  # InstanceNumber order
+        assert z["classes"].tolist() == list(ARTIFACT_TYPES)
+        assert z["masks"].dtype == np.uint8 and z["masks"].shape == (3, 10, 64, 48)
+        assert set(np.unique(z["masks"])) <= {0, 1}
+        assert z["suitability"].dtype == np.float32 and z["suitability"].shape == (3,)
+        assert z["series_suitability"].dtype == np.float32 and z["series_suitability"].shape == ()
+        assert 0 <= float(z["series_suitability"]) <= 1
+
+
+def test_the_score_command_reports_a_folder_without_dicom(tmp_path, tiny_model_path):
+    (tmp_path / "empty").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "ml", "score", str(tmp_path / "empty"), "--out",
+         str(tmp_path / "o.npz"), "--model", str(tiny_model_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "no DICOM image files" in result.stderr
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_a_transposed_slice_with_swapped_phase_encode_gets_transposed_masks(tiny_model_path):
+    from ml.pipeline import ScoringPipeline
+    from ml.simulate.header import AcquisitionHeader
+
+    pipeline = ScoringPipeline.load(tiny_model_path)
+    image, _ = head_phantom(64)
+    image = image[:, 8:56] + np.linspace(0, 0.2, 48, dtype=np.float32)  # 64x48, asymmetric
+    row = AcquisitionHeader(rows=64, columns=48, phase_encode="ROW", pixel_spacing_mm=(1.0, 0.8))
+    col = AcquisitionHeader(rows=48, columns=64, phase_encode="COL", pixel_spacing_mm=(0.8, 1.0))
+    raw = pipeline.infer(image[None, :, :], np.zeros((1, 8), np.float32))["masks"]
+    pipeline.threshold = float(np.median(raw))  # an untrained model sits near 0.5
+    m_row, p_row, s_row = pipeline.score_arrays([image], [row])
+    m_col, p_col, s_col = pipeline.score_arrays([image.T.copy()], [col])
+    assert 0 < m_row.mean() < 1
+    np.testing.assert_array_equal(m_col[0], np.swapaxes(m_row[0], -1, -2))
+    np.testing.assert_allclose(p_col, p_row, atol=1e-6)
+    np.testing.assert_allclose(s_col, s_row, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(50, 70), (64, 64), (33, 129)])
+def test_any_matrix_size_is_scored_on_its_own_grid(tiny_model_path, shape):
+    from ml.pipeline import get_pipeline
+    from ml.simulate.header import AcquisitionHeader
+
+    pipeline = get_pipeline(tiny_model_path)
+    assert get_pipeline(tiny_model_path) is pipeline  # cached per process
+    image = np.random.default_rng(0).uniform(0, 1, shape).astype(np.float32)
+    header = AcquisitionHeader(rows=shape[0], columns=shape[1], phase_encode="COL")
+    masks, presence, suitability = pipeline.score_arrays([image, image], [header, header])
+    assert masks.shape == (2, 10, *shape)
+    assert presence.shape == (2, 10) and suitability.shape == (2,)
+    assert np.all((suitability >= 0) & (suitability <= 1))
+
+
+def test_score_series_dir_reads_the_rescaled_pixels_in_series_order(tmp_path, tiny_model_path):
+    from ml.pipeline import ScoringPipeline
+
+    uids = write_series(tmp_path / "s", slices=2, rows=48, cols=48, pe="ROW")
+    result = ScoringPipeline.load(tiny_model_path).score_series_dir(tmp_path / "s")
+    assert result.sop_instance_uid == uids
+    assert result.classes == ARTIFACT_TYPES
+    assert result.masks.shape == (2, 10, 48, 48)
+    assert result.series_suitability == pytest.approx(float(result.suitability.mean()))
