@@ -1,0 +1,47 @@
+"""``python -m ml evaluate MODEL --data DIR [--split test] [--out DIR]``: evaluation report.
+
+Per-type IoU with intersection and union summed over all slices, the frequency-weighted mean
+IoU, the suitability ROC AUC, calibration, and breakdowns per source/sequence/field/matrix;
+writes report.json, roc.png and iou.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="evaluate a model on a held-out split", description=__doc__
+    )
+    parser.add_argument("model", type=Path, help="a .keras model file")
+    parser.add_argument("--data", type=Path, required=True, help="a `python -m ml dataset` dir")
+    parser.add_argument("--split", default="test", choices=["train", "val", "test"])
+    parser.add_argument("--out", type=Path, default=None, help="default MODEL's dir/eval-SPLIT")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ml.model.evaluate import evaluate
+
+    out = args.out or args.model.parent / f"eval-{args.split}"
+    result = evaluate(args.model, args.data, out, args.split)
+    print(format_table(result))
+    print(f"evaluate: report -> {out / 'report.json'}")
+    return 0
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """A Markdown table of the headline figures of an evaluation report."""
+    lines = ["| type | IoU | slices with type |", "|---|---|---|"]
+    for name, value in result["iou"].items():
+        shown = "n/a" if value is None else f"{value:.3f}"
+        lines.append(f"| {name} | {shown} | {result['slices_with_type'][name]} |")
+    fw, auc = result["frequency_weighted_iou"], result["suitability_roc_auc"]
+    lines.append(f"| **frequency-weighted IoU** | {fw:.3f} | |" if fw is not None else "")
+    lines.append(f"| **suitability ROC AUC** | {auc:.3f} | |" if auc is not None else "")
+    lines.append(f"| calibration ECE / Brier | {result['calibration']['ece']:.3f} / "
+                 f"{result['calibration']['brier']:.3f} | |")  # fmt: skip
+    return "\n".join(line for line in lines if line)

@@ -1,0 +1,222 @@
+"""Evaluation on a held-out split: dataset-level IoU per type, suitability ROC AUC, calibration.
+
+Definitions (the issue's):
+
+- per-type IoU at dataset level: intersection and union of the thresholded mask and the ground
+  truth, each *summed over all slices* (clean slices included), then divided;
+- frequency-weighted mean IoU: the per-type IoUs weighted by the number of slices whose ground
+  truth contains the type;
+- suitability ROC AUC: non-diagnostic (positive) against ``1 - suitability``;
+- calibration: expected calibration error of ``suitability`` as the probability of "diagnostic"
+  over 10 equal-width bins, and the Brier score;
+- the same IoU/AUC per source, sequence, field strength and matrix.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ml import ARTIFACT_TYPES
+from ml.model.data import Split, load_split
+from ml.model.preprocess import pad_to_stride
+
+
+def roc_auc(labels: NDArray[Any], scores: NDArray[Any]) -> float | None:
+    """Area under the ROC curve (Mann-Whitney, ties counted half); None with one class only."""
+    labels = np.asarray(labels, bool)
+    scores = np.asarray(scores, np.float64)
+    pos, neg = scores[labels], scores[~labels]
+    if not len(pos) or not len(neg):
+        return None
+    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
+    ranks = np.empty(len(order), np.float64)
+    values = np.concatenate([pos, neg])[order]
+    ranks[order] = np.arange(1, len(order) + 1)
+    # Average ranks over ties.
+    _, first, counts = np.unique(values, return_index=True, return_counts=True)
+    for start, count in zip(first, counts, strict=True):
+        if count > 1:
+            ranks[order[start : start + count]] = start + (count + 1) / 2
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def roc_curve(labels: NDArray[Any], scores: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
+    """(false-positive rate, true-positive rate) over all thresholds, from (0, 0) to (1, 1)."""
+    labels = np.asarray(labels, bool)
+    order = np.argsort(-np.asarray(scores, np.float64), kind="mergesort")
+    tp = np.concatenate([[0], np.cumsum(labels[order])])
+    fp = np.concatenate([[0], np.cumsum(~labels[order])])
+    return fp / max(fp[-1], 1), tp / max(tp[-1], 1)
+
+
+def iou_summary(
+    intersection: NDArray[Any], union: NDArray[Any], present: NDArray[Any]
+) -> dict[str, Any]:
+    """Per-type IoU and the frequency-weighted mean from per-slice ``(N, K)`` counts."""
+    inter, uni = intersection.sum(axis=0), union.sum(axis=0)
+    counts = present.sum(axis=0)
+    per_type = {
+        name: (float(inter[k] / uni[k]) if uni[k] > 0 else None)
+        for k, name in enumerate(ARTIFACT_TYPES)
+    }
+    weighted = [(per_type[n], int(counts[k])) for k, n in enumerate(ARTIFACT_TYPES) if counts[k]]
+    total = sum(c for _, c in weighted)
+    fw = sum((v or 0.0) * c for v, c in weighted) / total if total else None
+    return {
+        "iou": per_type,
+        "slices_with_type": {n: int(counts[k]) for k, n in enumerate(ARTIFACT_TYPES)},
+        "frequency_weighted_iou": fw,
+    }
+
+
+def calibration(
+    diagnostic: NDArray[Any], suitability: NDArray[Any], bins: int = 10
+) -> dict[str, Any]:
+    """Expected calibration error, Brier score and the reliability table of ``suitability``."""
+    diagnostic = np.asarray(diagnostic, np.float64)
+    p = np.asarray(suitability, np.float64)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    table, ece = [], 0.0
+    for b in range(bins):
+        sel = which == b
+        if not sel.any():
+            continue
+        conf, acc = float(p[sel].mean()), float(diagnostic[sel].mean())
+        ece += sel.mean() * abs(conf - acc)
+        table.append({"bin": [float(edges[b]), float(edges[b + 1])], "n": int(sel.sum()),
+                      "mean_suitability": conf, "diagnostic_fraction": acc})  # fmt: skip
+    return {"ece": float(ece), "brier": float(np.mean((p - diagnostic) ** 2)), "bins": table}
+
+
+def predict_split(
+    model: Any, split: Split, batch_size: int = 4, threshold: float = 0.5
+) -> dict[str, Any]:
+    """Run ``model`` on every slice of ``split`` at full size; per-slice counts and scores.
+
+    Returns ``intersection``/``union`` int64 ``(N, K)``, ``present`` bool ``(N, K)`` (ground
+    truth has the type), ``presence`` float32 ``(N, K)``, ``suitability`` float32 ``(N,)``.
+    """
+    n, k = len(split), len(ARTIFACT_TYPES)
+    out = {
+        "intersection": np.zeros((n, k), np.int64),
+        "union": np.zeros((n, k), np.int64),
+        "present": np.zeros((n, k), bool),
+        "presence": np.zeros((n, k), np.float32),
+        "suitability": np.zeros(n, np.float32),
+    }
+    by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for i, image in enumerate(split.images):
+        by_shape[image.shape].append(i)
+    for (rows, cols), indices in by_shape.items():
+        for start in range(0, len(indices), batch_size):
+            idx = indices[start : start + batch_size]
+            images = pad_to_stride(np.stack([split.images[i] for i in idx]))
+            result = model.predict_on_batch(
+                {"image": images[..., None], "header": split.headers[idx]}
+            )
+            pred = np.asarray(result["masks"])[:, :rows, :cols] >= threshold
+            for j, i in enumerate(idx):
+                truth = np.moveaxis(split.masks[i].astype(bool), 0, -1)
+                out["intersection"][i] = (pred[j] & truth).sum(axis=(0, 1))
+                out["union"][i] = (pred[j] | truth).sum(axis=(0, 1))
+                out["present"][i] = truth.any(axis=(0, 1))
+            out["presence"][idx] = np.asarray(result["presence"])
+            out["suitability"][idx] = np.asarray(result["suitability"])[:, 0]
+    return out
+
+
+def report(split: Split, predictions: dict[str, Any]) -> dict[str, Any]:
+    """The JSON report (see the module docstring) from :func:`predict_split`'s output."""
+    nondiag = split.nondiagnostic
+    summary = iou_summary(predictions["intersection"], predictions["union"], predictions["present"])
+    result: dict[str, Any] = {
+        "slices": len(split),
+        "nondiagnostic_slices": int(nondiag.sum()),
+        **summary,
+        "suitability_roc_auc": roc_auc(nondiag, 1.0 - predictions["suitability"]),
+        "calibration": calibration(~nondiag, predictions["suitability"]),
+        "presence_roc_auc": {
+            name: roc_auc(predictions["present"][:, k], predictions["presence"][:, k])
+            for k, name in enumerate(ARTIFACT_TYPES)
+        },
+        "by": {},
+    }
+    for key in ("source", "sequence", "field", "matrix"):
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, meta in enumerate(split.meta):
+            groups[meta[key]].append(i)
+        result["by"][key] = {
+            value: {
+                "slices": len(idx),
+                "frequency_weighted_iou": iou_summary(
+                    predictions["intersection"][idx],
+                    predictions["union"][idx],
+                    predictions["present"][idx],
+                )["frequency_weighted_iou"],
+                "suitability_roc_auc": roc_auc(nondiag[idx], 1.0 - predictions["suitability"][idx]),
+            }
+            for value, idx in sorted(groups.items())
+        }
+    return result
+
+
+def plot(split: Split, predictions: dict[str, Any], result: dict[str, Any], out: Path) -> None:
+    """``roc.png`` (suitability ROC) and ``iou.png`` (per-type IoU bars) into ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fpr, tpr = roc_curve(split.nondiagnostic, 1.0 - predictions["suitability"])
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    auc = result["suitability_roc_auc"]
+    ax.plot(fpr, tpr, label=f"AUC {auc:.3f}" if auc is not None else "one class only")
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=0.8)
+    ax.set_xlabel("false-positive rate")
+    ax.set_ylabel("true-positive rate (non-diagnostic found)")
+    ax.set_title("suitability ROC")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out / "roc.png", dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    values = [result["iou"][n] or 0.0 for n in ARTIFACT_TYPES]
+    ax.bar(range(len(values)), values)
+    ax.set_xticks(range(len(values)), ARTIFACT_TYPES, rotation=40, ha="right")
+    ax.set_ylim(0, 1)
+    fw = result["frequency_weighted_iou"]
+    ax.set_title(f"IoU per type (frequency-weighted {fw:.3f})" if fw is not None else "IoU")
+    fig.tight_layout()
+    fig.savefig(out / "iou.png", dpi=100)
+    plt.close(fig)
+
+
+def evaluate(
+    model_path: Path, data_dir: Path, out: Path, split_name: str = "test"
+) -> dict[str, Any]:
+    """Evaluate a saved model on a split; writes ``report.json``, ``roc.png``, ``iou.png``."""
+    from ml.model import network
+
+    model = network.load(model_path)
+    split = load_split(data_dir, split_name)
+    if not len(split):
+        raise ValueError(f"{data_dir} has no {split_name} slices")
+    predictions = predict_split(model, split)
+    result = {
+        "model": str(model_path),
+        "parameters": int(model.count_params()),
+        "data": str(data_dir),
+        "split": split_name,
+        **report(split, predictions),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(split, predictions, result, out)
+    return result

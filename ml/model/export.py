@@ -1,0 +1,56 @@
+"""Export a saved model for light serving: ONNX (through Keras 3's ``model.export``, tf2onnx).
+
+The exported graph keeps the Keras model's inputs (``image`` float32 ``(B, H, W, 1)``,
+``header`` float32 ``(B, 8)``) and outputs (``masks``, ``presence``, ``suitability``) with dynamic
+batch and spatial sizes. After writing, the export is checked against the Keras model on a
+random batch: every output must agree within :data:`TOLERANCE` (absolute, on probabilities).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TOLERANCE = 1e-4
+
+
+def check_inputs(seed: int = 0) -> dict[str, np.ndarray[Any, Any]]:
+    """A fixed random batch: two 64 x 80 canonical slices and their header vectors."""
+    rng = np.random.default_rng(seed)
+    return {
+        "image": rng.uniform(0, 1.2, (2, 64, 80, 1)).astype(np.float32),
+        "header": rng.normal(0, 1, (2, 8)).astype(np.float32),
+    }
+
+
+def max_difference(model: Any, session: Any) -> float:
+    """Largest absolute output difference between a Keras model and an ONNX Runtime session."""
+    x = check_inputs()
+    expected = model.predict_on_batch(x)
+    names = [o.name for o in session.get_outputs()]
+    got = dict(zip(names, session.run(names, x), strict=True))
+    return max(
+        float(np.max(np.abs(np.asarray(expected[k]) - np.asarray(got[k])))) for k in expected
+    )
+
+
+def export_onnx(model_path: Path, out: Path) -> float:
+    """Write ``out`` (.onnx) from the ``.keras`` model; returns the checked max difference.
+
+    Raises ``ValueError`` when the difference exceeds :data:`TOLERANCE`.
+    """
+    import onnxruntime as ort
+
+    from ml.model import network
+
+    model = network.load(model_path)
+    model.predict_on_batch(check_inputs())  # Keras exports only a model that has been called
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model.export(str(out), format="onnx", verbose=False)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    difference = max_difference(model, session)
+    if difference > TOLERANCE:
+        raise ValueError(f"ONNX outputs differ from Keras by {difference:.2e} > {TOLERANCE}")
+    return difference

@@ -1,0 +1,45 @@
+"""Evaluation figures on hand-made counts: ROC AUC, dataset-level IoU, calibration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ml.model.evaluate import calibration, iou_summary, roc_auc, roc_curve
+
+
+def test_roc_auc_matches_hand_counts():
+    assert roc_auc(np.array([1, 1, 0, 0]), np.array([0.9, 0.8, 0.2, 0.1])) == 1.0
+    assert roc_auc(np.array([1, 1, 0, 0]), np.array([0.1, 0.2, 0.8, 0.9])) == 0.0
+    # 3 of 4 positive/negative pairs ordered right.
+    assert roc_auc(np.array([1, 0, 1, 0]), np.array([0.9, 0.8, 0.3, 0.1])) == pytest.approx(0.75)
+    assert roc_auc(np.array([1, 0]), np.array([0.5, 0.5])) == pytest.approx(0.5)
+    assert roc_auc(np.array([1, 1]), np.array([0.5, 0.2])) is None
+
+
+def test_the_roc_curve_runs_from_the_origin_to_one_one():
+    fpr, tpr = roc_curve(np.array([1, 0, 1, 0]), np.array([0.9, 0.8, 0.3, 0.1]))
+    assert (fpr[0], tpr[0]) == (0, 0) and (fpr[-1], tpr[-1]) == (1, 1)
+
+
+def test_iou_sums_intersections_and_unions_over_slices_and_weights_by_frequency():
+    k = 10
+    inter = np.zeros((3, k), np.int64)
+    union = np.zeros((3, k), np.int64)
+    present = np.zeros((3, k), bool)
+    inter[0, 0], union[0, 0], present[0, 0] = 9, 10, True
+    inter[1, 0], union[1, 0], present[1, 0] = 1, 10, True  # motion: 10/20 = 0.5, 2 slices
+    inter[2, 1], union[2, 1], present[2, 1] = 0, 5, True  # ghosting: 0, 1 slice
+    union[2, 2] = 4  # aliasing predicted where there is none: IoU 0, weight 0
+    summary = iou_summary(inter, union, present)
+    assert summary["iou"]["motion"] == pytest.approx(0.5)
+    assert summary["iou"]["ghosting"] == 0.0
+    assert summary["iou"]["aliasing"] == 0.0
+    assert summary["iou"]["noise"] is None
+    assert summary["frequency_weighted_iou"] == pytest.approx((2 * 0.5 + 1 * 0.0) / 3)
+
+
+def test_calibration_is_zero_for_a_perfectly_calibrated_score():
+    diagnostic = np.array([1, 1, 0, 0], bool)
+    assert calibration(diagnostic, np.array([1.0, 1.0, 0.0, 0.0]))["ece"] == 0.0
+    assert calibration(diagnostic, np.array([0.0, 0.0, 1.0, 1.0]))["ece"] == 1.0

@@ -1,0 +1,142 @@
+"""Train, prune, evaluate and export end to end on a 16-slice data set with a tiny network."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ml.__main__ import main
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data")
+    assert main(["dataset", "--out", str(out), "--slices", "16", "--seed", "3", "--quiet"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def run_dir(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    args = ["train", "--data", str(data_dir), "--out", str(out), "--steps", "2", "--batch", "2",
+            "--crop", "64", "--base", "4", "--depth", "2", "--quiet"]  # fmt: skip
+    assert main([*args, "--epochs", "1"]) == 0
+    assert main([*args, "--epochs", "2"]) == 0  # resumes from last.keras
+    return out
+
+
+def test_training_writes_checkpoints_curve_and_resumes(run_dir):
+    for name in ("config.json", "last.keras", "best.keras", "rewind.weights.h5", "curve.png"):
+        assert (run_dir / name).is_file(), name
+    rows = (run_dir / "history.csv").read_text().splitlines()
+    assert len(rows) == 3  # header + two epochs: the second run went on from the first
+    assert rows[1].startswith("1.0,") and rows[2].startswith("2.0,")
+
+
+def test_the_same_seed_draws_the_same_training_crops(data_dir):
+    from ml.model.data import crop_batch, load_split
+
+    split = load_split(data_dir, "train")
+    idx = np.array([0, 1, 2])
+    a = crop_batch(split, idx, 64, np.random.default_rng([0, 1]), augment=True)
+    b = crop_batch(split, idx, 64, np.random.default_rng([0, 1]), augment=True)
+    np.testing.assert_array_equal(a[0]["image"], b[0]["image"])
+    np.testing.assert_array_equal(a[1]["masks"], b[1]["masks"])
+    assert a[1]["presence"].shape == (3, 10) and a[1]["suitability"].shape == (3, 1)
+
+
+def test_a_thin_copy_that_keeps_every_channel_computes_the_same_function(run_dir):
+    from ml.model import network, prune
+
+    model = network.load(run_dir / "best.keras")
+    kept = {k: np.arange(v) for k, v in network.model_widths(model).items()}
+    copy = prune.thin_copy(model, kept)
+    x = {"image": np.random.default_rng(0).uniform(0, 1, (1, 32, 48, 1)).astype(np.float32),
+         "header": np.ones((1, 8), np.float32)}  # fmt: skip
+    for key, value in model.predict_on_batch(x).items():
+        np.testing.assert_allclose(copy.predict_on_batch(x)[key], value, atol=1e-5)
+    widths = network.model_widths(model)
+    assert prune.parameter_count(widths, 2) == model.count_params()
+
+
+def test_removing_a_channel_drops_exactly_its_weights(run_dir):
+    from ml.model import network, prune
+
+    model = network.load(run_dir / "best.keras")
+    kept = {k: np.arange(v) for k, v in network.model_widths(model).items()}
+    kept["enc1b"] = np.array([0, 2, 3, 5, 6, 7])  # feeds enc1b's consumers and the dec1a skip
+    thin = prune.thin_copy(model, kept)
+    np.testing.assert_array_equal(
+        thin.get_layer("enc1b").get_weights()[0],
+        model.get_layer("enc1b").get_weights()[0][..., kept["enc1b"]],
+    )
+    up1 = network.model_widths(model)["up1"]
+    np.testing.assert_array_equal(
+        thin.get_layer("dec1a").get_weights()[0][:, :, up1:],
+        model.get_layer("dec1a").get_weights()[0][:, :, up1 + kept["enc1b"]],
+    )
+    assert thin.count_params() == prune.parameter_count(network.model_widths(thin), 2)
+
+
+def test_energy_counts_the_full_resolution_layers_as_the_dearest_per_channel():
+    from ml.model import network, prune
+
+    energy = prune.channel_energy(network.default_widths(8, 4), 4)
+    assert energy["enc0b"] > energy["botta"]
+    assert all(v > 0 for v in energy.values())
+
+
+def test_pruning_keeps_at_most_a_quarter_of_the_parameters_and_the_result_runs(run_dir):
+    from ml.model import network
+
+    assert main(["prune", str(run_dir), "--to", "0.25", "--epochs", "1", "--steps", "2",
+                 "--quiet"]) == 0  # fmt: skip
+    report = json.loads((run_dir / "pruned" / "prune.json").read_text())
+    full = network.load(run_dir / "best.keras")
+    pruned = network.load(run_dir / "pruned" / "best.keras")
+    assert pruned.count_params() <= 0.25 * full.count_params()
+    assert report["pruned_params"] == pruned.count_params()
+    widths_full, widths_pruned = network.model_widths(full), network.model_widths(pruned)
+    assert all(widths_pruned[k] <= widths_full[k] for k in widths_full)
+    assert sum(widths_pruned.values()) < sum(widths_full.values())
+    out = pruned.predict_on_batch(
+        {"image": np.zeros((1, 48, 64, 1), np.float32), "header": np.zeros((1, 8), np.float32)}
+    )
+    assert out["masks"].shape == (1, 48, 64, 10)
+
+
+def test_evaluate_writes_the_report_and_the_plots(run_dir, data_dir, tmp_path):
+    assert main(["evaluate", str(run_dir / "best.keras"), "--data", str(data_dir),
+                 "--out", str(tmp_path / "eval")]) == 0  # fmt: skip
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert set(report["iou"]) == {
+        "motion", "ghosting", "aliasing", "chemical_shift", "susceptibility",
+        "zipper", "spike", "gibbs", "bias_field", "noise",
+    }  # fmt: skip
+    assert report["slices"] == 2
+    assert {"suitability_roc_auc", "frequency_weighted_iou", "calibration", "by"} <= set(report)
+    assert set(report["by"]) == {"source", "sequence", "field", "matrix"}
+    assert (tmp_path / "eval" / "roc.png").stat().st_size > 1000
+    assert (tmp_path / "eval" / "iou.png").stat().st_size > 1000
+
+
+def test_the_onnx_export_gives_the_keras_outputs(run_dir, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    from ml.model.export import TOLERANCE
+    from ml.pipeline import ScoringPipeline
+    from ml.simulate.header import AcquisitionHeader
+
+    out = tmp_path / "model.onnx"
+    assert main(["export", str(run_dir / "best.keras"), "--format", "onnx", "--out", str(out)]) == 0
+    keras_pipe = ScoringPipeline.load(run_dir / "best.keras")
+    onnx_pipe = ScoringPipeline.load(out)
+    image = np.random.default_rng(1).uniform(0, 1, (40, 56)).astype(np.float32)
+    header = AcquisitionHeader(rows=40, columns=56, phase_encode="COL")
+    a = keras_pipe.infer(image[None].repeat(16, 0)[:, :, :48].copy(), np.zeros((16, 8), np.float32))
+    b = onnx_pipe.infer(image[None].repeat(16, 0)[:, :, :48].copy(), np.zeros((16, 8), np.float32))
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], atol=TOLERANCE)
+    assert onnx_pipe.score_arrays([image], [header])[0].shape == (1, 10, 40, 56)
