@@ -45,7 +45,7 @@ screenshots: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy backend annotation ml gpu_ops
+	$(BIN)/mypy backend annotation ml gpu_ops workstation
 	$(BIN)/lint-imports
 	cd frontend && npm run typecheck
 

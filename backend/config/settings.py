@@ -258,7 +258,14 @@ else:
 if REDIS_URL:
     # Redis redelivers an unacked task after this many seconds; set in every place it is read
     # (celery#9339). The SQLAlchemy transport takes no such option.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+    # kombu sweeps for abandoned (unacked) messages every interval × throttle seconds, 100 s by
+    # default: sweep often enough that redelivery after a killed worker is bounded by roughly
+    # the visibility timeout plus a quarter of it.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
+        "unacked_restore_interval": max(1, min(10, CELERY_VISIBILITY_TIMEOUT // 4)),
+        "unacked_restore_throttle": 1,
+    }
     CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_SERIALIZER = "json"

@@ -31,6 +31,7 @@ from backend.deid.profile import (
 from backend.ingest.models import OrthancSource, QuarantinedFile
 from backend.ingest.orthanc import OrthancClient, OrthancError
 from backend.realtime.services import event_publish
+from backend.scoring.services import series_score_enqueue
 from backend.storage.store import store_delete, store_put
 from backend.studies.models import Instance, Scanner, Series, Study
 
@@ -250,6 +251,9 @@ def _record(
             data={"series_id": series_id, "instance_id": instance_id, "source": source},
         )
     )
+    # Every accepted slice asks for scoring; a task scores whatever is waiting in the series, so
+    # a burst of slices is scored in batches and a lone slice is not held back.
+    series_score_enqueue(series_id=series.pk)
     return IngestOutcome(
         status="accepted",
         sop_uid=instance.sop_uid,

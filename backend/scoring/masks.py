@@ -1,0 +1,27 @@
+"""Masks are stored compactly: one 1-bit PNG per instance and artifact type, in the encrypted
+store (never as database blobs). Read back as uint8 0/1 arrays."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from backend.storage.store import store_get, store_put
+
+
+def mask_key(*, site_id: int, run_id: str, sop_uid: str, artifact: str) -> str:
+    return f"masks/{site_id}/{run_id}/{sop_uid}/{artifact}.png"
+
+
+def mask_put(key: str, mask: np.ndarray) -> int:
+    """``mask``: uint8/bool (Rows, Columns), non-zero = artifact."""
+    out = io.BytesIO()
+    Image.fromarray((mask > 0).astype(np.uint8) * 255).convert("1").save(out, format="PNG")
+    return store_put(key, out.getvalue())
+
+
+def mask_get(key: str) -> np.ndarray:
+    image = Image.open(io.BytesIO(store_get(key)))
+    return (np.asarray(image.convert("L")) > 0).astype(np.uint8)
