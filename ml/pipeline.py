@@ -35,8 +35,12 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED: dict[str, Path] = {
     "full": WEIGHTS_DIR / "artiscan-full.keras",
     "pruned": WEIGHTS_DIR / "artiscan-pruned.keras",
+    "full-onnx": WEIGHTS_DIR / "artiscan-full.onnx",
+    "pruned-onnx": WEIGHTS_DIR / "artiscan-pruned.onnx",
 }
-"""The shipped weight files by name; ``None`` or ``"full"`` loads the full model."""
+"""The shipped weight files by name; ``None`` or ``"full"`` loads the full Keras model. The
+``-onnx`` files are the same weights exported (``python -m ml export``), served by ONNX Runtime
+without importing TensorFlow."""
 
 
 class ScoringError(ValueError):
@@ -132,7 +136,7 @@ class ScoringPipeline:
 
     @classmethod
     def load(cls, weights: str | Path | None = None) -> ScoringPipeline:
-        """Load ``weights``: a ``.keras`` or ``.onnx`` file, ``"full"``, ``"pruned"`` or None."""
+        """Load ``weights``: a ``.keras``/``.onnx`` path, a name of :data:`SHIPPED` or None."""
         path = resolve_weights(weights)
         if not path.is_file():
             raise FileNotFoundError(f"no model weights at {path}")

@@ -1,4 +1,4 @@
-"""``python -m ml score SERIES_DIR --out OUT.npz [--model full|pruned|PATH]``: score one series.
+"""``python -m ml score SERIES_DIR --out OUT.npz [--model full|pruned|...|PATH]``: score one series.
 
 OUT.npz keys (MISSION.md): ``sop_instance_uid`` str [S], ``classes`` str [K], ``masks`` uint8
 [S, K, Rows, Columns], ``suitability`` float32 [S] (1 = fully diagnostic), ``series_suitability``
@@ -21,7 +21,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("series_dir", type=Path, help="folder holding the DICOM files of a series")
     parser.add_argument("--out", type=Path, required=True, help="OUT.npz")
     parser.add_argument(
-        "--model", default="full", help="full, pruned (the shipped weights) or a .keras path"
+        "--model",
+        default="full",
+        help="full, pruned, full-onnx, pruned-onnx (shipped weights) or a .keras/.onnx path",
     )
     parser.set_defaults(func=run)
 
