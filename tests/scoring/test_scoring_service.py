@@ -59,9 +59,8 @@ def test_a_late_slice_is_scored_into_the_same_run(site_a):
 
 
 def test_masks_are_stored_as_png_and_read_back_equal(site_a):
-    from ml.pipeline import get_pipeline
-
     from backend.scoring.services import model_weights_path
+    from ml.pipeline import get_pipeline
 
     series = _ingest(site_a, [1, 2, 3])
     series_score(series_id=series.pk)
