@@ -10,8 +10,9 @@ series:
   multiple of 16;
 - infer: the Keras model (or an ONNX Runtime session for ``.onnx`` files) in batches of
   :attr:`ScoringPipeline.batch_size`;
-- postprocess: crop the padding, transpose ``COL`` slices back, threshold masks at
-  :attr:`ScoringPipeline.threshold`.
+- postprocess: crop the padding, transpose ``COL`` slices back, threshold masks per type
+  (``ScoringPipeline.thresholds``: 0.5, or the values tuned on the validation split and stored
+  beside the weights as ``NAME.thresholds.json``).
 
 Importing this module does not import Keras; loading a pipeline does.
 """
@@ -19,6 +20,7 @@ Importing this module does not import Keras; loading a pipeline does.
 from __future__ import annotations
 
 import importlib
+import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,10 +131,19 @@ class ScoringPipeline:
 
     batch_size = 8
     threshold = 0.5
+    """Default mask threshold; ``MODEL.thresholds.json`` beside the weights sets one per type
+    (``self.thresholds``, float32 (K,))."""
 
-    def __init__(self, model: Any, weights: Path) -> None:
+    def __init__(self, model: Any, weights: Path | None) -> None:
         self.model = model
         self.weights = weights
+        self.thresholds = np.full(len(ARTIFACT_TYPES), self.threshold, np.float32)
+        if weights is not None:
+            # Per-type thresholds tuned on the validation split, when the weights have them.
+            sidecar = weights.with_name(weights.name.rsplit(".", 1)[0] + ".thresholds.json")
+            if sidecar.is_file():
+                values = json.loads(sidecar.read_text())["thresholds"]
+                self.thresholds = np.array([values[n] for n in ARTIFACT_TYPES], np.float32)
 
     @classmethod
     def load(cls, weights: str | Path | None = None) -> ScoringPipeline:
@@ -197,7 +208,7 @@ class ScoringPipeline:
             crows, ccols = batch.shape[1:]
             vectors = np.stack([header_vector_from(headers[i]) for i in picked])
             out = self.infer(pad_to_stride(batch), vectors)
-            binary = (out["masks"][:, :crows, :ccols] >= self.threshold).astype(np.uint8)
+            binary = (out["masks"][:, :crows, :ccols] >= self.thresholds).astype(np.uint8)
             binary = np.moveaxis(binary, -1, 1)  # (s, K, h, w) canonical
             masks[picked] = canonical(binary, pe)
             presence[picked] = out["presence"]

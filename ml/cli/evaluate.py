@@ -20,12 +20,21 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--data", type=Path, required=True, help="a `python -m ml dataset` dir")
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
     parser.add_argument("--out", type=Path, default=None, help="default MODEL's dir/eval-SPLIT")
+    parser.add_argument(
+        "--tune",
+        action="store_true",
+        help="first tune per-type mask thresholds on the val split (writes MODEL.thresholds.json)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ml.model.evaluate import evaluate
+    from ml.model.evaluate import evaluate, thresholds_path, tune_thresholds
 
+    if args.tune:
+        tuned = tune_thresholds(args.model, args.data, "val")
+        print(f"evaluate: thresholds tuned on val -> {thresholds_path(args.model)}")
+        print("  " + ", ".join(f"{k} {v:.2f}" for k, v in tuned["thresholds"].items()))
     out = args.out or args.model.parent / f"eval-{args.split}"
     result = evaluate(args.model, args.data, out, args.split)
     print(format_table(result))

@@ -96,13 +96,20 @@ def calibration(
 
 
 def predict_split(
-    model: Any, split: Split, batch_size: int = 4, threshold: float = 0.5
+    model: Any,
+    split: Split,
+    batch_size: int = 4,
+    threshold: float | NDArray[Any] = 0.5,
+    grid: NDArray[Any] | None = None,
 ) -> dict[str, Any]:
     """Run ``model`` on every slice of ``split`` at full size; per-slice counts and scores.
 
-    Returns ``intersection``/``union`` int64 ``(N, K)``, ``present`` bool ``(N, K)`` (ground
-    truth has the type), ``presence`` float32 ``(N, K)``, ``suitability`` float32 ``(N,)``.
+    ``threshold``: one value or float ``(K,)`` per type. Returns ``intersection``/``union``
+    int64 ``(N, K)``, ``present`` bool ``(N, K)`` (ground truth has the type), ``presence``
+    float32 ``(N, K)``, ``suitability`` float32 ``(N,)``; with ``grid`` (T thresholds) also
+    ``grid_intersection``/``grid_union`` int64 ``(T, K)`` summed over slices.
     """
+    thresholds = np.broadcast_to(np.asarray(threshold, np.float32), (len(ARTIFACT_TYPES),))
     n, k = len(split), len(ARTIFACT_TYPES)
     out = {
         "intersection": np.zeros((n, k), np.int64),
@@ -111,6 +118,9 @@ def predict_split(
         "presence": np.zeros((n, k), np.float32),
         "suitability": np.zeros(n, np.float32),
     }
+    if grid is not None:
+        out["grid_intersection"] = np.zeros((len(grid), k), np.int64)
+        out["grid_union"] = np.zeros((len(grid), k), np.int64)
     by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
     for i, image in enumerate(split.images):
         by_shape[image.shape].append(i)
@@ -121,9 +131,14 @@ def predict_split(
             result = model.predict_on_batch(
                 {"image": images[..., None], "header": split.headers[idx]}
             )
-            pred = np.asarray(result["masks"])[:, :rows, :cols] >= threshold
+            probs = np.asarray(result["masks"])[:, :rows, :cols]
+            pred = probs >= thresholds
             for j, i in enumerate(idx):
                 truth = np.moveaxis(split.masks[i].astype(bool), 0, -1)
+                for t, value in enumerate(grid if grid is not None else []):
+                    above = probs[j] >= value
+                    out["grid_intersection"][t] += (above & truth).sum(axis=(0, 1))
+                    out["grid_union"][t] += (above | truth).sum(axis=(0, 1))
                 out["intersection"][i] = (pred[j] & truth).sum(axis=(0, 1))
                 out["union"][i] = (pred[j] | truth).sum(axis=(0, 1))
                 out["present"][i] = truth.any(axis=(0, 1))
@@ -198,6 +213,46 @@ def plot(split: Split, predictions: dict[str, Any], result: dict[str, Any], out:
     plt.close(fig)
 
 
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)
+
+
+def thresholds_path(model_path: Path) -> Path:
+    """The sidecar file of per-type mask thresholds: ``MODEL.thresholds.json``."""
+    return model_path.with_name(model_path.name.rsplit(".", 1)[0] + ".thresholds.json")
+
+
+def read_thresholds(model_path: Path) -> NDArray[np.float32]:
+    """float32 ``(K,)``: the model's tuned thresholds, or 0.5 each when it has no sidecar."""
+    path = thresholds_path(model_path)
+    if not path.is_file():
+        return np.full(len(ARTIFACT_TYPES), 0.5, np.float32)
+    values = json.loads(path.read_text())["thresholds"]
+    return np.array([float(values[name]) for name in ARTIFACT_TYPES], np.float32)
+
+
+def tune_thresholds(model_path: Path, data_dir: Path, split_name: str = "val") -> dict[str, Any]:
+    """Pick each type's mask threshold maximising its dataset-level IoU on ``split_name``.
+
+    Writes and returns the sidecar (:func:`thresholds_path`) that the pipeline and
+    :func:`evaluate` read. Tuned on the validation split, never on the test split.
+    """
+    from ml.model import network
+
+    model = network.load(model_path)
+    split = load_split(data_dir, split_name)
+    predictions = predict_split(model, split, grid=THRESHOLD_GRID)
+    inter, union = predictions["grid_intersection"], predictions["grid_union"]
+    iou = inter / np.maximum(union, 1)
+    best = iou.argmax(axis=0)
+    sidecar = {
+        "tuned_on": f"{data_dir} ({split_name} split, {len(split)} slices)",
+        "thresholds": {n: float(THRESHOLD_GRID[best[k]]) for k, n in enumerate(ARTIFACT_TYPES)},
+        "iou_at_threshold": {n: float(iou[best[k], k]) for k, n in enumerate(ARTIFACT_TYPES)},
+    }
+    thresholds_path(model_path).write_text(json.dumps(sidecar, indent=2) + "\n")
+    return sidecar
+
+
 def evaluate(
     model_path: Path, data_dir: Path, out: Path, split_name: str = "test"
 ) -> dict[str, Any]:
@@ -208,9 +263,11 @@ def evaluate(
     split = load_split(data_dir, split_name)
     if not len(split):
         raise ValueError(f"{data_dir} has no {split_name} slices")
-    predictions = predict_split(model, split)
+    thresholds = read_thresholds(model_path)
+    predictions = predict_split(model, split, threshold=thresholds)
     result = {
         "model": str(model_path),
+        "thresholds": {n: round(float(thresholds[k]), 4) for k, n in enumerate(ARTIFACT_TYPES)},
         "parameters": int(model.count_params()),
         "data": str(data_dir),
         "split": split_name,

@@ -74,3 +74,28 @@ def test_conv_inputs_describe_the_graph_the_builder_makes(network):
         sources = network.conv_inputs(name, 3)
         expected = sum(1 if s == "image" else network.model_widths(model)[s] for s in sources)
         assert model.get_layer(name).kernel.shape[2] == expected
+
+
+def test_the_same_weights_give_the_same_outputs_on_the_jax_backend(network, tmp_path):
+    pytest.importorskip("jax")
+    import subprocess
+    import sys
+
+    model = network.build_model(network.default_widths(base=4, depth=2), depth=2)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    x = _inputs()
+    np.savez(tmp_path / "x.npz", **x)
+    expected = np.asarray(model(x)["masks"])
+    code = (
+        "import numpy as np, sys; from ml.model import network; "
+        "x = dict(np.load(sys.argv[2])); m = network.load(sys.argv[1]); "
+        "np.save(sys.argv[3], np.asarray(m(x)['masks']))"
+    )
+    env = {**__import__("os").environ, "KERAS_BACKEND": "jax"}
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(path), str(tmp_path / "x.npz"), str(tmp_path / "y.npy")],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-4)

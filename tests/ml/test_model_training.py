@@ -107,10 +107,17 @@ def test_pruning_keeps_at_most_a_quarter_of_the_parameters_and_the_result_runs(r
     assert out["masks"].shape == (1, 48, 64, 10)
 
 
-def test_evaluate_writes_the_report_and_the_plots(run_dir, data_dir, tmp_path):
-    assert main(["evaluate", str(run_dir / "best.keras"), "--data", str(data_dir),
+def test_evaluate_tunes_thresholds_on_val_and_writes_the_report_and_the_plots(
+    run_dir, data_dir, tmp_path
+):
+    model = tmp_path / "model.keras"
+    model.write_bytes((run_dir / "best.keras").read_bytes())
+    assert main(["evaluate", str(model), "--data", str(data_dir), "--tune",
                  "--out", str(tmp_path / "eval")]) == 0  # fmt: skip
+    sidecar = json.loads((tmp_path / "model.thresholds.json").read_text())
+    assert set(sidecar["thresholds"]) == set(sidecar["iou_at_threshold"])
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["thresholds"] == sidecar["thresholds"]
     assert set(report["iou"]) == {
         "motion", "ghosting", "aliasing", "chemical_shift", "susceptibility",
         "zipper", "spike", "gibbs", "bias_field", "noise",

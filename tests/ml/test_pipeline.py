@@ -103,3 +103,18 @@ def test_resolving_weights_names_the_shipped_files(tmp_path):
     assert resolve_weights("pruned") == SHIPPED["pruned"]
     assert resolve_weights(tmp_path / "m.keras") == tmp_path / "m.keras"
     assert SHIPPED["full"].is_file()
+
+
+def test_per_type_thresholds_beside_the_weights_are_applied(tmp_path):
+    import json
+
+    from ml.pipeline import ScoringPipeline
+
+    thresholds = {name: 0.5 for name in ARTIFACT_TYPES}
+    thresholds["noise"] = 2.0  # above any probability: never marked
+    (tmp_path / "m.thresholds.json").write_text(json.dumps({"thresholds": thresholds}))
+    pipeline = ScoringPipeline(ThresholdModel(), weights=tmp_path / "m.onnx")
+    image = _asymmetric()
+    masks, _, _ = pipeline.score_arrays([image], [AcquisitionHeader(rows=40, columns=72)])
+    assert masks[0, ARTIFACT_TYPES.index("motion")].any()
+    assert not masks[0, ARTIFACT_TYPES.index("noise")].any()

@@ -106,7 +106,7 @@ def test_a_transposed_slice_with_swapped_phase_encode_gets_transposed_masks(tiny
     row = AcquisitionHeader(rows=64, columns=48, phase_encode="ROW", pixel_spacing_mm=(1.0, 0.8))
     col = AcquisitionHeader(rows=48, columns=64, phase_encode="COL", pixel_spacing_mm=(0.8, 1.0))
     raw = pipeline.infer(image[None, :, :], np.zeros((1, 8), np.float32))["masks"]
-    pipeline.threshold = float(np.median(raw))  # an untrained model sits near 0.5
+    pipeline.thresholds[:] = float(np.median(raw))  # an untrained model sits near 0.5
     m_row, p_row, s_row = pipeline.score_arrays([image], [row])
     m_col, p_col, s_col = pipeline.score_arrays([image.T.copy()], [col])
     assert 0 < m_row.mean() < 1
