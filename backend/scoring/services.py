@@ -218,6 +218,10 @@ def series_score(*, series_id: uuid.UUID | str) -> ScoringRun | None:
     return run
 
 
+def series_unscored_count(*, series_id: uuid.UUID | str, run: ScoringRun) -> int:
+    return Instance.objects.filter(series_id=series_id).exclude(scores__run=run).count()
+
+
 def _series_summary(run: ScoringRun, series: Series) -> None:
     scores = list(run.instance_scores.select_related("instance"))
     values = np.array([s.suitability for s in scores], dtype=np.float32)

@@ -62,6 +62,7 @@ class SeriesListApi(ClinicalAPIView):
             study_id=data.get("study"),
             site_id=data.get("site"),
             status=data.get("status"),
+            modality=data.get("modality"),
         )
         paginator = LimitOffsetPagination()
         page = paginator.paginate_queryset(qs, request, view=self) or []

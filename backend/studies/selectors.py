@@ -67,6 +67,7 @@ def series_list(
     study_id: uuid.UUID | str | None = None,
     site_id: int | None = None,
     status: str | None = None,
+    modality: str | None = None,
 ) -> QuerySet[Series]:
     qs = _scoped(Series.objects.select_related("study", "site", "scanner"), user)
     if study_id is not None:
@@ -75,6 +76,8 @@ def series_list(
         qs = qs.filter(site_id=site_id)
     if status is not None:
         qs = qs.filter(status=status)
+    if modality is not None:
+        qs = qs.filter(modality=modality)
     return qs.order_by("-received_at", "id")
 
 

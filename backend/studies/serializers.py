@@ -58,3 +58,4 @@ class SeriesListFilterSerializer(serializers.Serializer):
     study = serializers.UUIDField(required=False)
     site = serializers.IntegerField(required=False)
     status = serializers.CharField(required=False)
+    modality = serializers.CharField(required=False, help_text="MR for images, SEG for results")

@@ -39,5 +39,5 @@ export async function getJson<T>(path: string): Promise<T> {
 }
 
 export function seriesList(limit = 100): Promise<Page<SeriesRow>> {
-  return getJson<Page<SeriesRow>>(`/api/series/?limit=${limit}`);
+  return getJson<Page<SeriesRow>>(`/api/series/?modality=MR&limit=${limit}`);
 }

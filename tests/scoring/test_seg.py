@@ -1,0 +1,108 @@
+"""The scoring result as a DICOM SEG: highdicom reads it back, its masks equal ours, it references
+the source instances, and our DICOMweb serves it in the same study."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+
+from backend.ingest.services import series_ingest
+from backend.scoring.masks import mask_get, mask_key, mask_put
+from backend.scoring.models import Finding, ModelVersion, ScoringRun
+from backend.scoring.seg import seg_store
+from backend.storage.store import store_get
+from backend.studies.models import Series
+from tests.deid.builders import mr_dataset, to_bytes
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _store(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "store"
+    settings.STORAGE_KEYS = "g1:" + base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
+def _scored_series(site):
+    """A series with a run whose findings we know (independent of what the model finds)."""
+    series_ingest(
+        site=site, files=[to_bytes(mr_dataset(i, rows=64, columns=64)) for i in (1, 2, 3)],
+        source="upload",
+    )  # fmt: skip
+    series = Series.objects.get(site=site, modality="MR")
+    model = ModelVersion.objects.create(
+        name="test", version="t1", sha256="0" * 64, weights_key="-", classes=[]
+    )
+    run = ScoringRun.objects.create(series=series, site=site, model_version=model, status="done")
+    rng = np.random.default_rng(0)
+    for n, instance in enumerate(series.instances.order_by("instance_number")):
+        for artifact in ("motion", "chemical_shift")[: n + 1]:
+            mask = (rng.random((64, 64)) > 0.7).astype(np.uint8)
+            key = mask_key(site_id=site.pk, run_id=str(run.pk), sop_uid=instance.sop_uid,
+                           artifact=artifact)  # fmt: skip
+            mask_put(key, mask)
+            Finding.objects.create(
+                run=run, instance=instance, site=site, artifact_type=artifact, mask_key=key,
+                area_px=int(mask.sum()), area_fraction=float(mask.mean()), confidence=0.9,
+            )  # fmt: skip
+    return series, run
+
+
+def test_the_seg_round_trips_through_highdicom_with_our_masks(site_a):
+    series, run = _scored_series(site_a)
+    findings = list(Finding.objects.filter(run=run).select_related("instance"))
+    instance = seg_store(run)
+    assert instance is not None and instance.series.modality == "SEG"
+    seg = hd.seg.segread(io.BytesIO(store_get(instance.storage_key)))
+    sources = {i.sop_uid for i in series.instances.all()}
+    referenced = {
+        item.ReferencedSOPInstanceUID
+        for item in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+    }
+    assert referenced == sources
+    labels = {d.SegmentLabel: d.SegmentNumber for d in seg.SegmentSequence}
+    for finding in findings:
+        number = labels[finding.artifact_type.replace("_", " ")]
+        ours = mask_get(finding.mask_key)
+        theirs = seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=[finding.instance.sop_uid],
+            segment_numbers=[number],
+            combine_segments=False,
+        )[0, :, :, 0]
+        assert np.array_equal(theirs > 0, ours > 0)
+
+
+def test_building_the_seg_twice_replaces_it(site_a):
+    _, run = _scored_series(site_a)
+    first = seg_store(run)
+    second = seg_store(run)
+    assert first is not None and second is not None
+    assert first.pk == second.pk and Series.objects.filter(modality="SEG").count() == 1
+    ds = pydicom.dcmread(io.BytesIO(store_get(second.storage_key)))
+    assert ds.Modality == "SEG" and ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"
+
+
+def test_our_dicomweb_serves_the_seg_in_the_study(api, radiologist_a, site_a):
+    series, run = _scored_series(site_a)
+    instance = seg_store(run)
+    assert instance is not None
+    study_uid = series.study.study_uid
+    found = (
+        api.as_(radiologist_a)
+        .get(f"/dicomweb/studies/{study_uid}/series", {"Modality": "SEG"})
+        .json()
+    )
+    assert [s["0020000E"]["Value"][0] for s in found] == [instance.series.series_uid]
+    response = api.get(
+        f"/dicomweb/studies/{study_uid}/series/{instance.series.series_uid}"
+        f"/instances/{instance.sop_uid}"
+    )
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("multipart/related")
+    assert b"1.2.840.10008.5.1.4.1.1.66.4" in response.content
