@@ -298,3 +298,20 @@ def orthanc(tmp_path) -> Iterator[dict[str, object]]:
             "username": "artiscan",
             "password": "orthanc-test-password",
         }
+
+
+@pytest.fixture(autouse=True)
+def _drain_workers(request):
+    """After a test with real servers, let the shared worker go idle before the database is
+    flushed: a task still scoring holds row locks that deadlock the flush. Queued leftovers of
+    the test are purged (they refer to rows that are about to disappear)."""
+    if request.node.get_closest_marker("servers") is None:
+        yield
+        return
+    request.getfixturevalue("transactional_db")  # set up first, so flushed after this teardown
+    yield
+    from backend.config.celery import app
+    from backend.jobs.models import JobRecord
+
+    app.control.purge()
+    _wait_for(lambda: not JobRecord.objects.filter(state="running").exists(), 120, "idle worker")

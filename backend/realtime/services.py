@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -24,4 +26,13 @@ def event_publish(*, site_id: int, kind: str, data: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
         raise RuntimeError("CHANNEL_LAYERS is not configured")
-    async_to_sync(layer.group_send)(site_group(site_id), {"type": "artiscan.event", "event": event})
+    send = async_to_sync(layer.group_send)
+    message = {"type": "artiscan.event", "event": event}
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        send(site_group(site_id), message)
+        return
+    # Called from sync code that runs under an event loop (async_to_sync refuses that thread).
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(send, site_group(site_id), message).result()

@@ -51,6 +51,9 @@ def other_workers_paused(celery_worker_process):
     try:
         yield
     finally:
+        from backend.config.celery import app
+
+        app.control.purge()  # leftovers of this test must not reach the resumed worker
         for child in _children(celery_worker_process.pid):
             os.kill(child, signal.SIGCONT)
         celery_worker_process.send_signal(signal.SIGCONT)
