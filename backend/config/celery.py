@@ -12,9 +12,22 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.signals import worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.config.settings")
 
 app = Celery("artiscan")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_init.connect
+def _embedded_broker_polling(**_: object) -> None:
+    """Only consumers poll: make the embedded (SQLAlchemy) broker's worker poll often."""
+    from django.conf import settings
+
+    poll = getattr(settings, "ARTISCAN_EMBEDDED_BROKER_POLL_S", None)
+    if poll is not None and str(settings.CELERY_BROKER_URL).startswith("sqla+"):
+        from kombu.transport.sqlalchemy import Transport
+
+        Transport.polling_interval = poll

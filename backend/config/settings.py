@@ -255,6 +255,10 @@ else:
         "CELERY_RESULT_BACKEND", f"db+sqlite:///{VAR_DIR / 'celery' / 'results.sqlite3'}"
     )
     CHANNEL_LAYERS = {"default": {"BACKEND": "backend.realtime.layers.DatabaseChannelLayer"}}
+    # The SQLAlchemy transport polls its table; kombu's default 1 s would add up to a second to
+    # every slice's verdict (applied in backend/config/celery.py: this transport hands every
+    # transport option to SQLAlchemy's create_engine, which refuses this one).
+    ARTISCAN_EMBEDDED_BROKER_POLL_S = 0.05
 if REDIS_URL:
     # Redis redelivers an unacked task after this many seconds; set in every place it is read
     # (celery#9339). The SQLAlchemy transport takes no such option.
