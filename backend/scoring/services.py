@@ -123,7 +123,7 @@ def _reason(suitability: float, findings: list[Finding], instance: Instance) -> 
     direction = {"ROW": "along the rows", "COL": "along the columns"}.get(
         instance.phase_encode_direction, ""
     )
-    where = f" ({direction} phase-encode)" if direction and worst.artifact_type in (
+    where = f" (phase-encode {direction})" if direction and worst.artifact_type in (
         "motion", "ghosting", "aliasing", "zipper"
     ) else ""  # fmt: skip
     name = worst.artifact_type.replace("_", " ")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from backend.ingest.services import series_ingest
+from backend.scoring.services import series_score
 from backend.studies.models import Series
 from tests.conftest import PASSWORD
 from tests.deid.builders import mr_dataset, to_bytes
@@ -44,7 +45,9 @@ def _sign_in(page, server: str, username: str, next_url: str) -> None:
 
 def test_a_series_opens_scrolls_and_changes_window(page, asgi_server, radiologist_a, site_a):
     _ingest(site_a, [to_bytes(mr_dataset(i, rows=64, columns=64)) for i in range(1, 6)])
-    series = Series.objects.get(site=site_a)
+    series = Series.objects.get(site=site_a, modality="MR")
+    with ThreadPoolExecutor(1) as pool:  # scored before the page opens (a worker may add more)
+        pool.submit(series_score, series_id=series.pk).result()
     _sign_in(page, asgi_server, "rad_a", "/")
     page.wait_for_selector("#worklist tbody tr[data-series-id] a", timeout=10_000)
     page.click("#worklist tbody tr[data-series-id] a")
@@ -53,6 +56,10 @@ def test_a_series_opens_scrolls_and_changes_window(page, asgi_server, radiologis
     assert page.get_attribute("#viewer", "data-slice") == "2"  # opens in the middle
     assert "3.0 T" in page.inner_text("#headers") and "130 Hz/px" in page.inner_text("#headers")
     page.wait_for_function(f"({CANVAS_SUM})() > 0", timeout=10_000)
+    page.wait_for_selector("#viewer[data-scored='5']", timeout=10_000)
+    assert page.locator("#strip .strip-cell").count() == 5
+    assert "/100" in page.inner_text("#series-index")
+    assert page.inner_text("#findings").startswith("Index ")
     drawn = page.evaluate(CANVAS_SUM)
 
     page.keyboard.press("ArrowDown")
@@ -69,7 +76,7 @@ def test_a_series_opens_scrolls_and_changes_window(page, asgi_server, radiologis
 
 def test_another_sites_series_is_not_reachable_by_url(page, asgi_server, radiologist_b, site_a):
     _ingest(site_a, [to_bytes(mr_dataset(1))])
-    series = Series.objects.get(site=site_a)
+    series = Series.objects.get(site=site_a, modality="MR")
     _sign_in(page, asgi_server, "rad_b", f"/series/{series.pk}/")
     response = page.goto(f"http://{asgi_server}/series/{series.pk}/")
     assert response is not None and response.status == 404

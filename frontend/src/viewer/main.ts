@@ -24,6 +24,8 @@ import {
 
 import { frameImageId, seriesMetadata, value, type DicomJson } from "../api/dicomweb";
 import { renderHeaders } from "./headers";
+import { renderFindings, renderStrip, seriesResult, type SeriesResult } from "./results";
+import { connectEvents } from "../realtime/events";
 
 const ENGINE_ID = "artiscan";
 const VIEWPORT_ID = "series";
@@ -42,6 +44,9 @@ const slider = document.querySelector<HTMLInputElement>("#slice");
 const sliceLabel = document.querySelector<HTMLElement>("#slice-label");
 const headers = document.querySelector<HTMLElement>("#headers");
 const presetSelect = document.querySelector<HTMLSelectElement>("#preset");
+const strip = document.querySelector<HTMLElement>("#strip");
+const findingsPanel = document.querySelector<HTMLElement>("#findings");
+const seriesIndex = document.querySelector<HTMLElement>("#series-index");
 
 function hasWebGL(): boolean {
   try {
@@ -110,12 +115,34 @@ async function start(): Promise<void> {
   root.dataset.firstImageMs = firstImageMs.toFixed(0);
   say(`${items.length} images · first image in ${firstImageMs.toFixed(0)} ms`, "ready");
 
+  const sops = items.map((item) => value<string>(item, "00080018") ?? "");
+  let result: SeriesResult | null = null;
   const show = (index: number): void => {
     if (slider) slider.value = String(index);
     if (sliceLabel) sliceLabel.textContent = `${index + 1} / ${imageIds.length}`;
     if (headers) renderHeaders(headers, items[index]);
+    if (findingsPanel && result) renderFindings(findingsPanel, result, sops[index]);
     root.dataset.slice = String(index);
   };
+  const loadResult = async (): Promise<void> => {
+    try {
+      result = await seriesResult(root.dataset.seriesId ?? "");
+    } catch {
+      return; // the image stays usable without results
+    }
+    if (seriesIndex) {
+      seriesIndex.textContent = result.suitability_index === null
+        ? "not scored yet"
+        : `series index ${result.suitability_index}/100 — ${result.reason}`;
+    }
+    if (strip) renderStrip(strip, result, sops, (position) => void viewport.setImageIdIndex(position));
+    root.dataset.scored = String(result.instances.length);
+    show(viewport.getCurrentImageIdIndex());
+  };
+  void loadResult();
+  connectEvents((event) => {
+    if (event.kind.endsWith(".scored") && event.data?.series_id === root.dataset.seriesId) void loadResult();
+  }, () => undefined);
   if (slider) {
     slider.max = String(imageIds.length - 1);
     slider.addEventListener("input", () => void viewport.setImageIdIndex(Number(slider.value)));
