@@ -12,7 +12,7 @@ from ml.data.sources import available_sources
 
 def test_it_writes_a_png(tmp_path: Path) -> None:
     if all(v is not None for v in available_sources().values()):
-        pytest.skip("no packaged source installed")
+        pytest.fail("no packaged source installed: run `make setup`")
     out = tmp_path / "g" / "gallery.png"
     assert main(["gallery", "--out", str(out), "--size", "64", "--dpi", "30"]) == 0
     data = out.read_bytes()
