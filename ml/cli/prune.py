@@ -22,6 +22,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--rounds", type=int, default=2, help="prune/rewind/retrain rounds")
     parser.add_argument("--epochs", type=int, default=6, help="retraining epochs per round")
     parser.add_argument("--steps", type=int, default=None, help="steps per epoch (run's default)")
+    parser.add_argument(
+        "--min-fraction", type=float, default=0.0, help="share of channels every layer keeps"
+    )
     parser.add_argument("--out", type=Path, default=None, help="default RUN_DIR/pruned")
     parser.add_argument("--quiet", action="store_true")
     parser.set_defaults(func=run)
@@ -43,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         rounds=args.rounds,
         epochs=args.epochs,
         steps=args.steps,
+        min_fraction=args.min_fraction,
         out=args.out,
         progress=not args.quiet,
     )

@@ -14,8 +14,9 @@ traffic (write once, read by each consumer) and its weights. Its importance is t
 its batch-norm scale times the L2 norm of its filter, divided by the layer's mean (so layers are
 comparable). Channels are removed greedily in increasing order of importance per energy, i.e.
 where the most energy is saved per unit of accuracy lost, until the parameter count reaches the
-round's target; every layer keeps at least :data:`MIN_FRACTION` of its channels (of the full
-model) and :data:`MIN_CHANNELS`.
+round's target; every layer keeps at least :data:`MIN_CHANNELS` channels and, optionally,
+``min_fraction`` of the full model's (without that floor the energy ordering strips the
+full-resolution layers first: they cost the most energy per channel).
 
 **Rewinding (Frankle and Carbin, ICLR 2019 "lottery ticket", with the rewinding of Frankle et
 al. 2019).** After each round the surviving channels take their weights from an *early*
@@ -40,11 +41,6 @@ from ml.model import network
 from ml.model.preprocess import HEADER_FEATURES
 
 MIN_CHANNELS = 2
-MIN_FRACTION = 0.25
-"""Every layer keeps at least this share of its channels (and MIN_CHANNELS): without a floor the
-energy ordering strips the full-resolution layers to 2 channels (they cost the most energy per
-channel) and keeps the cheap, parameter-heavy bottleneck, which lost most of the mask accuracy
-in our first run."""
 REFERENCE_SHAPE = (384, 512)
 E_MAC, E_BUFFER, E_DRAM = 1.0, 6.0, 200.0
 
@@ -193,6 +189,7 @@ def prune_run(
     rounds: int = 2,
     epochs: int = 6,
     steps: int | None = None,
+    min_fraction: float = 0.0,
     out: Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -214,7 +211,7 @@ def prune_run(
     rewind.load_weights(run_dir / "rewind.weights.h5")
     full_params = int(full.count_params())
     kept: Kept = {k: np.arange(v) for k, v in network.model_widths(full).items()}
-    floors = {k: int(np.ceil(MIN_FRACTION * len(v))) for k, v in kept.items()}
+    floors = {k: int(np.ceil(min_fraction * len(v))) for k, v in kept.items()}
     data_dir = Path(config.data)
     splits = (
         load_split(data_dir, "train", config.limit),
@@ -259,7 +256,7 @@ def prune_run(
         "widths_pruned": network.model_widths(current),
         "rewind": f"rewind.weights.h5 (weights after epoch {config.rewind_epoch})",
         "retrain_epochs_per_round": epochs,
-        "min_fraction_per_layer": MIN_FRACTION,
+        "min_fraction_per_layer": min_fraction,
     }
     (out / "prune.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -92,7 +92,7 @@ def test_pruning_keeps_at_most_a_quarter_of_the_parameters_and_the_result_runs(r
     from ml.model import network
 
     assert main(["prune", str(run_dir), "--to", "0.25", "--epochs", "1", "--steps", "2",
-                 "--quiet"]) == 0  # fmt: skip
+                 "--min-fraction", "0.25", "--quiet"]) == 0  # fmt: skip
     report = json.loads((run_dir / "pruned" / "prune.json").read_text())
     full = network.load(run_dir / "best.keras")
     pruned = network.load(run_dir / "pruned" / "best.keras")
@@ -101,6 +101,7 @@ def test_pruning_keeps_at_most_a_quarter_of_the_parameters_and_the_result_runs(r
     widths_full, widths_pruned = network.model_widths(full), network.model_widths(pruned)
     assert all(widths_pruned[k] <= widths_full[k] for k in widths_full)
     assert sum(widths_pruned.values()) < sum(widths_full.values())
+    assert all(widths_pruned[k] >= max(2, widths_full[k] // 4) for k in widths_full)
     out = pruned.predict_on_batch(
         {"image": np.zeros((1, 48, 64, 1), np.float32), "header": np.zeros((1, 8), np.float32)}
     )
