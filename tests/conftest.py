@@ -314,4 +314,13 @@ def _drain_workers(request):
     from backend.jobs.models import JobRecord
 
     app.control.purge()
-    _wait_for(lambda: not JobRecord.objects.filter(state="running").exists(), 120, "idle worker")
+
+    def quiet() -> bool:
+        # Idle for two seconds: no task running and none started (a worker may hold one message
+        # it fetched before the purge).
+        before = (JobRecord.objects.filter(state="running").count(), JobRecord.objects.count())
+        time.sleep(2.0)
+        after = (JobRecord.objects.filter(state="running").count(), JobRecord.objects.count())
+        return before == after and after[0] == 0
+
+    _wait_for(quiet, 180, "idle worker")
