@@ -40,11 +40,7 @@ def _get(queryset: QuerySet[M], object_type: str, object_id: uuid.UUID | str) ->
     except (ObjectDoesNotExist, ValueError, TypeError, ValidationError):
         owner = None
         try:
-            owner = (
-                queryset.model._default_manager.filter(pk=object_id)
-                .values_list("site_id", flat=True)
-                .first()
-            )
+            owner = _owner(queryset.model, pk=object_id)
         except (ValueError, TypeError, ValidationError):
             pass
         raise NotInScope(object_type, str(object_id)[:64], owner) from None
@@ -94,39 +90,42 @@ def instance_list(*, user: AnyUser, series_id: uuid.UUID | str) -> QuerySet[Inst
     return series.instances.order_by("instance_number", "sop_uid")
 
 
+def _first_by_uid(
+    queryset: QuerySet[M], user: AnyUser, object_type: str, uid: str, uid_field: str, **filters: str
+) -> M:
+    """The caller's object with these UIDs, or NotInScope naming the owner for the audit."""
+    found = _scoped(queryset, user).filter(**{uid_field: uid}, **filters).first()
+    if found is None:
+        raise NotInScope(object_type, uid[:64], _owner(queryset.model, **{uid_field: uid}))
+    return found
+
+
 def study_by_uid(*, user: AnyUser, study_uid: str) -> Study:
-    qs = _scoped(Study.objects.select_related("site"), user).filter(study_uid=study_uid)
-    study = qs.order_by("received_at").first()
-    if study is None:
-        raise NotInScope("study", study_uid[:64], _owner(Study, study_uid=study_uid))
-    return study
+    return _first_by_uid(
+        Study.objects.select_related("site").order_by("received_at"),
+        user, "study", study_uid, "study_uid",
+    )  # fmt: skip
 
 
 def series_by_uid(*, user: AnyUser, study_uid: str, series_uid: str) -> Series:
-    series = (
-        _scoped(Series.objects.select_related("study", "site"), user)
-        .filter(study__study_uid=study_uid, series_uid=series_uid)
-        .first()
-    )
-    if series is None:
-        raise NotInScope("series", series_uid[:64], _owner(Series, series_uid=series_uid))
-    return series
+    return _first_by_uid(
+        Series.objects.select_related("study", "site"),
+        user, "series", series_uid, "series_uid", study__study_uid=study_uid,
+    )  # fmt: skip
 
 
 def instance_by_uid(*, user: AnyUser, study_uid: str, series_uid: str, sop_uid: str) -> Instance:
-    instance = (
-        _scoped(Instance.objects.select_related("series__study"), user)
-        .filter(series__study__study_uid=study_uid, series__series_uid=series_uid, sop_uid=sop_uid)
-        .first()
-    )
-    if instance is None:
-        raise NotInScope("instance", sop_uid[:64], _owner(Instance, sop_uid=sop_uid))
-    return instance
+    return _first_by_uid(
+        Instance.objects.select_related("series__study"),
+        user, "instance", sop_uid, "sop_uid",
+        series__study__study_uid=study_uid, series__series_uid=series_uid,
+    )  # fmt: skip
 
 
-def _owner(model: type[Study] | type[Series] | type[Instance], **lookup: str) -> int | None:
+def _owner(model: type[Model], **lookup: object) -> int | None:
     """The site of an object the caller may not see, for the audit trail only."""
-    return model._default_manager.filter(**lookup).values_list("site_id", flat=True).first()
+    site_id = model._default_manager.filter(**lookup).values_list("site_id", flat=True).first()
+    return int(site_id) if site_id is not None else None
 
 
 def instance_search(
