@@ -24,6 +24,8 @@ export default defineConfig({
         worklist: here("src/worklist/main.ts"),
         upload: here("src/upload/main.ts"),
         viewer: here("src/viewer/main.ts"),
+        dashboard: here("src/dashboard/main.ts"),
+        annotate: here("src/annotate/main.ts"),
       },
       output: {
         entryFileNames: "[name].js",

@@ -95,6 +95,8 @@ INSTALLED_APPS = [
     "backend.ingest",
     "backend.dicomweb",
     "backend.web",
+    "backend.review",
+    "backend.dashboards",
     "annotation",
 ]
 

@@ -43,6 +43,11 @@ api = [
         scoring_apis.SeriesResultApi.as_view(),
         name="api-series-result",
     ),
+    path(
+        "api/findings/<int:finding_id>/mask.png",
+        scoring_apis.FindingMaskApi.as_view(),
+        name="api-finding-mask",
+    ),
     path("api/audit-events/", audit_apis.AuditEventListApi.as_view(), name="api-audit-events"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
@@ -57,5 +62,9 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("dicomweb/", include("backend.dicomweb.urls")),
+    # Each of these apps owns its pages and its /api/... routes.
+    path("", include("backend.review.urls")),
+    path("", include("backend.dashboards.urls")),
+    path("", include("annotation.urls")),
     *api,
 ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+from django.http import HttpResponse
+from django.urls import reverse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -11,11 +13,17 @@ from rest_framework.response import Response
 
 from backend.audit.mixins import ClinicalAPIView
 from backend.audit.models import AuditAction
-from backend.scoring.selectors import series_result
+from backend.scoring.models import Finding
+from backend.scoring.selectors import finding_get, series_result
+from backend.storage.store import store_get
 
 
 class FindingOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
     artifact_type = serializers.CharField()
+    mask_url = serializers.SerializerMethodField(
+        help_text="The mask as a 1-bit PNG on the instance's pixel grid (white = artifact)."
+    )
     area_px = serializers.IntegerField()
     area_mm2 = serializers.FloatField(allow_null=True)
     head_fraction = serializers.FloatField()
@@ -23,6 +31,9 @@ class FindingOutputSerializer(serializers.Serializer):
     confidence = serializers.FloatField()
     advice = serializers.CharField()
     review_state = serializers.CharField()
+
+    def get_mask_url(self, finding: Finding) -> str | None:
+        return reverse("api-finding-mask", args=[finding.pk]) if finding.mask_key else None
 
 
 class InstanceResultSerializer(serializers.Serializer):
@@ -81,3 +92,19 @@ class SeriesResultApi(ClinicalAPIView):
             "instances": instances,
         }
         return Response(SeriesResultSerializer(out).data)
+
+
+class FindingMaskApi(ClinicalAPIView):
+    """One finding's mask as a 1-bit PNG (decrypted from the store), for the viewer's overlay."""
+
+    audit_action = AuditAction.VIEW
+
+    @extend_schema(responses={(200, "image/png"): bytes})
+    def get(self, request: Request, finding_id: int) -> HttpResponse:
+        finding = finding_get(user=request.user, finding_id=finding_id)
+        self.accessed([finding.instance.series])
+        if not finding.mask_key:
+            return HttpResponse(status=404)
+        response = HttpResponse(store_get(finding.mask_key), content_type="image/png")
+        response["Cache-Control"] = "private, max-age=3600"
+        return response

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import uuid
 
-from backend.accounts.selectors import AnyUser
-from backend.scoring.models import ScoringRun
+from backend.accounts.selectors import AnyUser, site_ids_for
+from backend.scoring.models import Finding, ScoringRun
 from backend.studies.models import Series
-from backend.studies.selectors import series_get
+from backend.studies.selectors import NotInScope, series_get
 
 
 def series_result(*, user: AnyUser, series_id: uuid.UUID | str) -> tuple[Series, ScoringRun | None]:
@@ -20,3 +20,16 @@ def series_result(*, user: AnyUser, series_id: uuid.UUID | str) -> tuple[Series,
         .first()
     )
     return series, run
+
+
+def finding_get(*, user: AnyUser, finding_id: int) -> Finding:
+    """One finding of the caller's sites; another site's is ``NotInScope`` (a 404)."""
+    finding = (
+        Finding.objects.filter(site_id__in=site_ids_for(user), pk=finding_id)
+        .select_related("instance__series")
+        .first()
+    )
+    if finding is None:
+        owner = Finding.objects.filter(pk=finding_id).values_list("site_id", flat=True).first()
+        raise NotInScope("finding", str(finding_id), owner)
+    return finding

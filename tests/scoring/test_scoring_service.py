@@ -87,3 +87,26 @@ def test_the_result_api_returns_indices_reasons_and_findings(api, radiologist_a,
     assert body["status"] == "scored" and 0 <= body["suitability_index"] <= 100
     assert [i["instance_number"] for i in body["instances"]] == [1, 2]
     assert all(i["reason"] for i in body["instances"])
+
+
+def test_a_findings_mask_is_served_as_png_to_its_site_only(
+    api, radiologist_a, radiologist_b, site_a
+):
+    series = _ingest(site_a, [1, 2, 3])
+    series_score(series_id=series.pk)
+    body = api.as_(radiologist_a).get(f"/api/series/{series.pk}/result/").json()
+    findings = [f for i in body["instances"] for f in i["findings"]]
+    assert findings, "the shipped model marks something on the test slices"
+    finding = Finding.objects.get(pk=findings[0]["id"])
+    response = api.as_(radiologist_a).get(findings[0]["mask_url"])
+    assert response.status_code == 200 and response["Content-Type"] == "image/png"
+    import io
+
+    from PIL import Image
+
+    served = (np.asarray(Image.open(io.BytesIO(response.content)).convert("L")) > 0).astype(
+        np.uint8
+    )
+    assert np.array_equal(served, mask_get(finding.mask_key) > 0)
+    assert api.as_(radiologist_b).get(findings[0]["mask_url"]).status_code == 404
+    assert api.as_(radiologist_a).get("/api/findings/999999999/mask.png").status_code == 404

@@ -1,0 +1,2 @@
+// The annotate page (entry point).
+export {};
