@@ -36,6 +36,7 @@ test: setup
 	bash deploy/ensure-services.sh >/dev/null
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
+	cd frontend && npm test
 
 screenshots: setup
 	bash deploy/ensure-services.sh >/dev/null
