@@ -1,8 +1,12 @@
-"""``python -m ml train --data DIR --out RUN_DIR [--epochs N ...]``: train (or resume) a model."""
+"""``python -m ml train --data DIR --out RUN [--epochs N ...] [--init MODEL]``: train or fine-tune.
+
+Running the same command again resumes the run directory; ``--init`` starts from a saved model.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rewind-epoch", type=int, default=1, help="epoch kept for rewinding")
+    parser.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="fine-tune: start from this .keras model (its architecture; --base/--depth ignored)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="at most N slices per split")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -33,6 +43,9 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ml.model.train import TrainConfig, train
 
+    if args.init is not None and not args.init.is_file():
+        print(f"train: --init {args.init}: no such model file", file=sys.stderr)
+        return 2
     config = TrainConfig(
         data=str(args.data),
         epochs=args.epochs,
@@ -45,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         rewind_epoch=args.rewind_epoch,
         limit=args.limit,
+        init=str(args.init) if args.init else None,
     )
     started = time.perf_counter()
     best = train(config, args.out, progress=not args.quiet)

@@ -37,6 +37,9 @@ class TrainConfig:
     rewind_epoch: int = 1
     val_batches: int = 8
     limit: int | None = None
+    init: str | None = None
+    """A ``.keras`` model to start from (fine-tuning): its architecture and weights, not its
+    optimizer state; ``base``/``depth`` are then ignored."""
 
 
 def _val_batches(split: Split, config: TrainConfig) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -87,7 +90,9 @@ def train(
     """Train (or resume) into ``out``; returns the path of ``best.keras``.
 
     ``model``: start from this (already built) model instead of a fresh one — the pruner passes
-    its thinned, rewound copy. Splits may be passed in to avoid reading the shards again.
+    its thinned, rewound copy. ``config.init`` names a saved model to start from instead
+    (fine-tuning; the annotation campaigns retrain the deployed model on their exported set).
+    Splits may be passed in to avoid reading the shards again.
     """
     from tqdm import tqdm
 
@@ -111,13 +116,12 @@ def train(
         model = keras.saving.load_model(str(out / "last.keras"))
     else:
         history, start_epoch = [], 0
-        model = (
-            model
-            if model is not None
-            else network.build_model(
+        if model is None and config.init is not None:
+            model = network.load(config.init)
+        elif model is None:
+            model = network.build_model(
                 network.default_widths(config.base, config.depth), config.depth
             )
-        )
         network.compile_model(model, weights, config.learning_rate)
     val = _val_batches(val_split, config)
     best = min((h["val_loss"] for h in history), default=float("inf"))

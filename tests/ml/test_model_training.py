@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,3 +149,35 @@ def test_the_onnx_export_gives_the_keras_outputs(run_dir, tmp_path):
     for key in a:
         np.testing.assert_allclose(a[key], b[key], atol=TOLERANCE)
     assert onnx_pipe.score_arrays([image], [header])[0].shape == (1, 10, 40, 56)
+
+
+def test_training_with_init_fine_tunes_the_given_model_keeping_its_architecture(
+    run_dir, data_dir, tmp_path
+):
+    import ml
+    from ml.model import network
+
+    init = Path(ml.__file__).parent / "weights" / "artiscan-pruned.keras"
+    shipped = network.load(init)
+    args = ["train", "--data", str(data_dir), "--steps", "2", "--batch", "2", "--crop", "64",
+            "--epochs", "1", "--init", str(init), "--quiet"]  # fmt: skip
+    # --base/--depth are ignored: the architecture is the initial model's.
+    assert main([*args, "--out", str(tmp_path / "still"), "--lr", "0", "--base", "4"]) == 0
+    assert main([*args, "--out", str(tmp_path / "moved")]) == 0
+    still = network.load(tmp_path / "still" / "best.keras")
+    moved = network.load(tmp_path / "moved" / "best.keras")
+    assert network.model_widths(still) == network.model_widths(shipped)
+    assert network.model_widths(moved) == network.model_widths(shipped)
+    kernel = shipped.get_layer("botta").get_weights()[0]
+    # A zero learning rate leaves the starting weights as they were: training began from them.
+    np.testing.assert_array_equal(still.get_layer("botta").get_weights()[0], kernel)
+    changed = moved.get_layer("botta").get_weights()[0]
+    assert not np.array_equal(changed, kernel)
+    assert np.abs(changed - kernel).max() < 0.05  # two small Adam steps away, not a fresh draw
+
+
+def test_training_with_a_missing_init_model_fails_clearly(data_dir, tmp_path, capsys):
+    code = main(["train", "--data", str(data_dir), "--out", str(tmp_path / "run"),
+                 "--init", str(tmp_path / "absent.keras"), "--quiet"])  # fmt: skip
+    assert code == 2
+    assert "no such model file" in capsys.readouterr().err
