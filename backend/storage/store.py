@@ -1,8 +1,13 @@
-"""A local directory of encrypted files, addressed by storage keys like
-``instances/<site>/<study uid>/<series uid>/<sop uid>.dcm``.
+"""Encrypted files addressed by storage keys like
+``instances/<site>/<study uid>/<series uid>/<sop uid>.dcm``, on one of two backends:
 
-Writes are atomic (temporary file + rename), files are private to the service user, and keys are
-checked so that nothing from a DICOM header can walk out of the store's root.
+- ``local`` (default): a directory (``MEDIA_ROOT``); writes are atomic (temporary file + fsync +
+  rename), files are private to the service user.
+- ``s3``: a bucket of any S3-compatible server (``ARTISCAN_STORAGE=s3``, see ``conf.py``); an
+  object exists only once the server has answered the PUT, which is its durability promise.
+
+Either way the bytes are the same AES-GCM envelope (``crypto.py``) with the key as associated
+data, and keys are checked so that nothing from a DICOM header can walk out of the store's root.
 """
 
 from __future__ import annotations
@@ -13,17 +18,144 @@ import tempfile
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from backend.storage.conf import S3Config, storage_config
 from backend.storage.crypto import Keyring, KeyringError, decrypt, encrypt, key_id_of
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+_HEADER_BYTES = 64  # enough for the envelope's magic and key id
 
 
 class StorageKeyError(ValueError):
     pass
+
+
+class Backend(Protocol):
+    def write(self, key: str, blob: bytes) -> None: ...
+    def read(self, key: str) -> bytes: ...
+    def head(self, key: str) -> bytes: ...
+    def exists(self, key: str) -> bool: ...
+    def delete(self, key: str) -> None: ...
+    def keys(self, prefix: str) -> Iterator[str]: ...
+
+
+class LocalBackend:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def write(self, key: str, blob: bytes) -> None:
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(blob)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def read(self, key: str) -> bytes:
+        return (self.root / key).read_bytes()
+
+    def head(self, key: str) -> bytes:
+        with open(self.root / key, "rb") as f:
+            return f.read(_HEADER_BYTES)
+
+    def exists(self, key: str) -> bool:
+        return (self.root / key).is_file()
+
+    def delete(self, key: str) -> None:
+        (self.root / key).unlink(missing_ok=True)
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        start = self.root / prefix if prefix else self.root
+        if not start.exists():
+            return
+        for dirpath, _dirs, files in os.walk(start):
+            for name in files:
+                if not name.startswith(".tmp-"):
+                    yield str((Path(dirpath) / name).relative_to(self.root))
+
+
+class S3Backend:
+    """One bucket (optionally under a prefix) of an S3-compatible server, through boto3."""
+
+    def __init__(self, config: S3Config) -> None:
+        import boto3  # only deployments that choose S3 pay for importing it
+        from botocore.config import Config
+
+        self.bucket = config.bucket
+        self.prefix = config.prefix
+        self.client: Any = boto3.client(
+            "s3",
+            endpoint_url=config.endpoint_url,
+            region_name=config.region,
+            aws_access_key_id=config.access_key_id,
+            aws_secret_access_key=config.secret_access_key,
+            config=Config(
+                retries={"max_attempts": 5, "mode": "standard"},
+                s3={"addressing_style": config.addressing_style},
+                max_pool_connections=16,
+            ),
+        )
+        from botocore.exceptions import ClientError
+
+        self._client_error = ClientError
+
+    def _name(self, key: str) -> str:
+        return self.prefix + key
+
+    def _missing(self, exc: Exception) -> bool:
+        error = getattr(exc, "response", {}).get("Error", {})
+        return str(error.get("Code")) in {"404", "NoSuchKey", "NotFound"}
+
+    def write(self, key: str, blob: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._name(key), Body=blob)
+
+    def read(self, key: str) -> bytes:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._name(key))
+        except self._client_error as exc:
+            if self._missing(exc):
+                raise FileNotFoundError(key) from None
+            raise
+        return bytes(response["Body"].read())
+
+    def head(self, key: str) -> bytes:
+        try:
+            response = self.client.get_object(
+                Bucket=self.bucket, Key=self._name(key), Range=f"bytes=0-{_HEADER_BYTES - 1}"
+            )
+        except self._client_error as exc:
+            if self._missing(exc):
+                raise FileNotFoundError(key) from None
+            raise
+        return bytes(response["Body"].read())
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._name(key))
+        except self._client_error as exc:
+            if self._missing(exc):
+                return False
+            raise
+        return True
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._name(key))
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._name(prefix)):
+            for item in page.get("Contents", []):
+                yield str(item["Key"])[len(self.prefix) :]
 
 
 @lru_cache(maxsize=4)
@@ -42,57 +174,52 @@ def root() -> Path:
     return Path(settings.MEDIA_ROOT)
 
 
-def _path(key: str) -> Path:
+@lru_cache(maxsize=4)
+def _s3_backend(config: S3Config) -> S3Backend:
+    return S3Backend(config)
+
+
+def backend() -> Backend:
+    """The configured backend; the S3 client is made once per configuration and process."""
+    config = storage_config()
+    if config is None:
+        return LocalBackend(root())
+    return _s3_backend(config)
+
+
+def _checked(key: str) -> str:
     if not _SAFE_KEY.fullmatch(key) or ".." in key.split("/") or len(key) > 255:
         raise StorageKeyError(f"unsafe storage key {key!r}")
-    return root() / key
+    return key
 
 
 def store_put(key: str, data: bytes) -> int:
-    """Encrypt and write ``data`` under ``key``; returns the bytes written."""
-    path = _path(key)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    blob = encrypt(data, keyring=keyring(), associated=key.encode())
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(blob)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Encrypt and write ``data`` under ``key``; returns the bytes written. Returns only once
+    the bytes are durable (fsync'ed locally, acknowledged by the S3 server)."""
+    blob = encrypt(data, keyring=keyring(), associated=_checked(key).encode())
+    backend().write(key, blob)
     return len(blob)
 
 
 def store_get(key: str) -> bytes:
-    return decrypt(_path(key).read_bytes(), keyring=keyring(), associated=key.encode())
+    return decrypt(backend().read(_checked(key)), keyring=keyring(), associated=key.encode())
 
 
 def store_exists(key: str) -> bool:
-    return _path(key).is_file()
+    return backend().exists(_checked(key))
 
 
 def store_delete(key: str) -> None:
-    _path(key).unlink(missing_ok=True)
+    backend().delete(_checked(key))
 
 
 def store_key_id(key: str) -> str:
     """The id of the encryption key a stored file was written with."""
-    with open(_path(key), "rb") as f:
-        return key_id_of(f.read(64))
+    return key_id_of(backend().head(_checked(key)))
 
 
 def store_keys(prefix: str = "") -> Iterator[str]:
-    base = root()
-    start = base / prefix if prefix else base
-    if not start.exists():
-        return
-    for dirpath, _dirs, files in os.walk(start):
-        for name in files:
-            if not name.startswith(".tmp-"):
-                yield str((Path(dirpath) / name).relative_to(base))
+    return backend().keys(prefix)
 
 
 def store_reencrypt(key: str) -> bool:

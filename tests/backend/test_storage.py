@@ -1,59 +1,176 @@
-"""Encrypted storage: AES-GCM at rest, bound to its path, rotatable, and no way out of the root."""
+"""Encrypted storage: AES-GCM at rest, bound to its key, rotatable, and no way out of the root,
+on the local directory and on a real S3-compatible server (moto's standalone server, started
+on a free port as its own process; the store talks to it over HTTP through boto3)."""
 
 from __future__ import annotations
 
 import base64
 import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
+import boto3
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 
+from backend.storage.conf import storage_config
 from backend.storage.crypto import DecryptionError
 from backend.storage.store import (
+    S3Backend,
     StorageKeyError,
+    backend,
+    store_exists,
     store_get,
     store_key_id,
     store_keys,
     store_put,
 )
+from tests.conftest import _free_port, _listening_process
+
+S3_ENV = {
+    "ARTISCAN_S3_ACCESS_KEY_ID": "testing-key",
+    "ARTISCAN_S3_SECRET_ACCESS_KEY": "testing-secret",
+    "ARTISCAN_S3_REGION": "us-east-1",
+}
 
 
 def _key(key_id: str) -> str:
     return f"{key_id}:" + base64.urlsafe_b64encode(os.urandom(32)).decode()
 
 
-@pytest.fixture
-def store(settings, tmp_path):
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory) -> Iterator[str]:
+    """moto's S3-compatible HTTP server in a process of its own; yields its endpoint URL."""
+    port = _free_port()
+    env = {**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true"}
+    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with _listening_process(command, env=env, port=port, log=log, what="moto S3 server"):
+        yield f"http://127.0.0.1:{port}"
+
+
+def _raw_client(endpoint: str):  # type: ignore[no-untyped-def]
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=S3_ENV["ARTISCAN_S3_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_ENV["ARTISCAN_S3_SECRET_ACCESS_KEY"],
+    )
+
+
+class Raw:
+    """The stored bytes, read and changed behind the store's back."""
+
+    def __init__(self, *, root: Path | None = None, endpoint: str = "", bucket: str = "") -> None:
+        self.root, self.bucket, self.prefix = root, bucket, "artiscan/"
+        self.client = _raw_client(endpoint) if endpoint else None
+
+    def read(self, key: str) -> bytes:
+        if self.root is not None:
+            return (self.root / key).read_bytes()
+        body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"]
+        return bytes(body.read())
+
+    def write(self, key: str, blob: bytes) -> None:
+        if self.root is not None:
+            (self.root / key).parent.mkdir(parents=True, exist_ok=True)
+            (self.root / key).write_bytes(blob)
+        else:
+            self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=blob)
+
+    def move(self, key: str, to: str) -> None:
+        self.write(to, self.read(key))
+        if self.root is not None:
+            (self.root / key).unlink()
+        else:
+            self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+
+
+def _configure(kind, request, settings, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
     settings.MEDIA_ROOT = tmp_path / "store"
     settings.STORAGE_KEYS = _key("k1")
+    if kind == "local":
+        monkeypatch.setenv("ARTISCAN_STORAGE", "local")
+        settings.raw = Raw(root=tmp_path / "store")
+    else:
+        endpoint = request.getfixturevalue("s3_server")
+        bucket = f"artiscan-{os.urandom(4).hex()}"
+        _raw_client(endpoint).create_bucket(Bucket=bucket)
+        for name, value in {
+            **S3_ENV,
+            "ARTISCAN_STORAGE": "s3",
+            "ARTISCAN_S3_ENDPOINT_URL": endpoint,
+            "ARTISCAN_S3_BUCKET": bucket,
+            "ARTISCAN_S3_PREFIX": "artiscan",
+        }.items():
+            monkeypatch.setenv(name, value)
+        settings.raw = Raw(endpoint=endpoint, bucket=bucket)
+    storage_config.cache_clear()
+    request.addfinalizer(storage_config.cache_clear)
     return settings
 
 
-def test_a_file_reads_back_and_is_not_plaintext_on_disk(store):
+@pytest.fixture(params=["local", "s3"])
+def store(request, settings, tmp_path, monkeypatch):
+    return _configure(request.param, request, settings, tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def local_store(request, settings, tmp_path, monkeypatch):
+    return _configure("local", request, settings, tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def s3_store(request, settings, tmp_path, monkeypatch):
+    return _configure("s3", request, settings, tmp_path, monkeypatch)
+
+
+def test_a_file_reads_back_and_is_not_plaintext_at_rest(store):
     secret = b"DICM" + b"MR pixel data " * 100
     store_put("instances/1/a.dcm", secret)
     assert store_get("instances/1/a.dcm") == secret
-    on_disk = (store.MEDIA_ROOT / "instances/1/a.dcm").read_bytes()
-    assert b"MR pixel data" not in on_disk
+    assert b"MR pixel data" not in store.raw.read("instances/1/a.dcm")
+    assert store_exists("instances/1/a.dcm")
+    assert not store_exists("instances/1/b.dcm")
+
+
+def test_local_files_are_private_to_the_service_user(local_store):
+    store = local_store
+    store_put("instances/1/a.dcm", b"x")
     assert oct((store.MEDIA_ROOT / "instances/1/a.dcm").stat().st_mode)[-3:] == "600"
+
+
+def test_the_s3_backend_is_chosen_by_the_environment_and_writes_to_the_bucket(s3_store):
+    store = s3_store
+    assert isinstance(backend(), S3Backend)
+    store_put("instances/1/a.dcm", b"payload")
+    listed = store.raw.client.list_objects_v2(Bucket=store.raw.bucket)["Contents"]
+    assert [o["Key"] for o in listed] == ["artiscan/instances/1/a.dcm"]
+    assert not (store.MEDIA_ROOT / "instances").exists()  # nothing on the local disk
 
 
 def test_a_file_moved_to_another_key_does_not_decrypt(store):
     store_put("instances/1/a.dcm", b"payload")
-    (store.MEDIA_ROOT / "instances/1/a.dcm").rename(store.MEDIA_ROOT / "instances/1/b.dcm")
+    store.raw.move("instances/1/a.dcm", "instances/1/b.dcm")
     with pytest.raises(DecryptionError, match="altered or moved"):
         store_get("instances/1/b.dcm")
 
 
 def test_a_tampered_file_does_not_decrypt(store):
     store_put("x/y.bin", b"payload" * 10)
-    path = store.MEDIA_ROOT / "x/y.bin"
-    blob = bytearray(path.read_bytes())
+    blob = bytearray(store.raw.read("x/y.bin"))
     blob[-1] ^= 1
-    path.write_bytes(bytes(blob))
+    store.raw.write("x/y.bin", bytes(blob))
     with pytest.raises(DecryptionError):
         store_get("x/y.bin")
+
+
+def test_a_missing_file_is_file_not_found(store):
+    with pytest.raises(FileNotFoundError):
+        store_get("instances/none.dcm")
 
 
 @pytest.mark.parametrize(
@@ -72,9 +189,12 @@ def test_rotation_re_encrypts_with_the_new_key_and_old_files_stay_readable(store
     assert store_get("instances/1/a.dcm") == b"first"  # read with the old key before rotation
     call_command("storage_rotate")
     assert "2 of 2 files re-encrypted" in capsys.readouterr().out
+    assert sorted(store_keys()) == ["instances/1/a.dcm", "instances/1/b.dcm"]
     assert {store_key_id(k) for k in store_keys()} == {"k2"}
     store.STORAGE_KEYS = store.STORAGE_KEYS.split(",")[0]  # the old key is gone
     assert store_get("instances/1/b.dcm") == b"second"
+    call_command("storage_rotate")
+    assert "0 of 2 files re-encrypted" in capsys.readouterr().out
 
 
 def test_a_file_under_a_removed_key_says_which_key_is_missing(store):
@@ -89,3 +209,31 @@ def test_a_malformed_keyring_names_the_variable(store, spec):
     store.STORAGE_KEYS = spec
     with pytest.raises(ImproperlyConfigured, match="ARTISCAN_STORAGE_KEYS"):
         store_put("a.bin", b"x")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ARTISCAN_STORAGE": "ftp"}, "ARTISCAN_STORAGE: expected one of local, s3"),
+        ({"ARTISCAN_STORAGE": "s3"}, "ARTISCAN_S3_BUCKET must be set"),
+        (
+            {"ARTISCAN_STORAGE": "s3", "ARTISCAN_S3_BUCKET": "b", "ARTISCAN_S3_ACCESS_KEY_ID": "k"},
+            "set both or neither",
+        ),
+    ],
+)
+def test_a_bad_storage_configuration_stops_with_the_variable_named(monkeypatch, env, message):
+    for name in (
+        "ARTISCAN_S3_BUCKET",
+        "ARTISCAN_S3_ACCESS_KEY_ID",
+        "ARTISCAN_S3_SECRET_ACCESS_KEY",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    storage_config.cache_clear()
+    try:
+        with pytest.raises(ImproperlyConfigured, match=message):
+            storage_config()
+    finally:
+        storage_config.cache_clear()
