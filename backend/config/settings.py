@@ -195,6 +195,8 @@ ARTISCAN_MAX_INSTANCE_BYTES = env_int("ARTISCAN_MAX_INSTANCE_MB", 256, minimum=1
 ARTISCAN_QUARANTINE_DAYS = env_int("ARTISCAN_QUARANTINE_DAYS", 30, minimum=1)
 # The weight file the scoring workers load; empty = the shipped default of ml.pipeline.
 ARTISCAN_MODEL_WEIGHTS = env_str("ARTISCAN_MODEL_WEIGHTS", "")
+# A slice whose scoring fails (or kills its worker) this many times is quarantined.
+ARTISCAN_SCORING_MAX_ATTEMPTS = env_int("ARTISCAN_SCORING_MAX_ATTEMPTS", 3, minimum=1)
 
 # --- Security -------------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
@@ -288,6 +290,19 @@ CELERY_RESULT_EXPIRES = 24 * 3600
 CELERY_TIMEZONE = "UTC"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_MAX_ATTEMPTS = env_int("ARTISCAN_TASK_MAX_ATTEMPTS", 3, minimum=1)
+# Site-quality dashboards (backend/dashboards): rollups refreshed by beat, alerts by mail/webhook.
+CELERY_BEAT_SCHEDULE = {
+    "dashboards-refresh": {
+        "task": "backend.dashboards.tasks.dashboards_refresh_task",
+        "schedule": float(env_int("ARTISCAN_ROLLUP_EVERY_S", 300, minimum=10)),
+    }
+}
+ARTISCAN_ALERT_ALPHA = env_int("ARTISCAN_ALERT_FWER_PERMILLE", 10, minimum=1) / 1000
+ARTISCAN_PUBLIC_URL = env_str("ARTISCAN_PUBLIC_URL", "http://127.0.0.1:8000")
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "artiscan@localhost")
 
 # --- Logging: no request bodies, no DICOM headers; a request id on every line ---------------
 LOG_LEVEL = env_str("ARTISCAN_LOG_LEVEL", "INFO")

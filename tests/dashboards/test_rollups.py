@@ -1,0 +1,111 @@
+"""Rollups against values computed by hand on a small fixture."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from backend.dashboards.models import ArtifactRollup, QualityRollup
+from backend.dashboards.selectors import Filters, summary_table, trend
+from backend.dashboards.services import rollups_refresh
+from tests.dashboards.conftest import BASE_WEEK
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def fixture_rows(site_a, make_scanner, make_scored):
+    """Week 0, scanner S1, protocol t2_tse_ax (SE), one study with a repeat:
+      series 1: suit 0.9, motion, 2 instances, verdict 1 s
+      series 2 (same study, same protocol, later): suit 0.3, non-diagnostic, motion + spike,
+                2 instances, verdict 3 s
+      series 3 (other study): suit 0.6, ghosting, 4 instances, verdict 2 s
+    Week 1, same cell: series 4: suit 1.0, nothing.
+    Week 0, protocol flair (FLAIR): series 5: suit 0.2, non-diagnostic, 1 instance, verdict 5 s.
+    """
+    s1 = make_scanner(site_a, "S1")
+    first = make_scored(site=site_a, scanner=s1, week=0, suitability=0.9, artifacts=("motion",))
+    make_scored(
+        site=site_a, scanner=s1, week=0, suitability=0.3, nondiagnostic=True,
+        artifacts=("motion", "spike"), delay_s=3.0, study=first.study, minute=20,
+    )  # fmt: skip
+    make_scored(
+        site=site_a, scanner=s1, week=0, suitability=0.6, artifacts=("ghosting",),
+        instances=4, delay_s=2.0,
+    )  # fmt: skip
+    make_scored(site=site_a, scanner=s1, week=1, suitability=1.0)
+    make_scored(
+        site=site_a, scanner=s1, week=0, protocol="t2_flair_ax", family="FLAIR",
+        suitability=0.2, nondiagnostic=True, instances=1, delay_s=5.0,
+    )  # fmt: skip
+    return s1
+
+
+def test_a_refresh_rolls_the_scored_series_up_into_hand_computed_cells(fixture_rows, site_a):
+    result = rollups_refresh()
+    assert result.cells == 3
+    cell = QualityRollup.objects.get(week=BASE_WEEK, protocol="t2_tse_ax")
+    assert cell.sequence_family == "SE"
+    assert cell.series_scored == 3
+    assert cell.series_nondiagnostic == 1
+    assert cell.series_repeated == 1
+    assert cell.suitability_sum == pytest.approx(0.9 + 0.3 + 0.6)
+    assert cell.instances_scored == 8
+    assert cell.verdict_seconds_sum == pytest.approx(2 * 1.0 + 2 * 3.0 + 4 * 2.0)
+    counts = dict(
+        ArtifactRollup.objects.filter(rollup=cell).values_list("artifact_type", "series_with")
+    )
+    # Series-level: two series with motion (one with it on both slices counts once).
+    assert counts == {"motion": 2, "spike": 1, "ghosting": 1}
+
+
+def test_the_summary_table_gives_rates_means_and_repeat_rate(fixture_rows, admin_a):
+    rollups_refresh()
+    rows = summary_table(
+        user=admin_a.user,
+        filters=Filters(week_from=BASE_WEEK, week_to=BASE_WEEK + dt.timedelta(weeks=1)),
+    )
+    by_protocol = {r["protocol"]: r for r in rows}
+    tse = by_protocol["t2_tse_ax"]
+    assert tse["series"] == 4
+    assert tse["nondiagnostic_rate"] == pytest.approx(1 / 4)
+    assert tse["motion_rate"] == pytest.approx(2 / 4)
+    assert tse["spike_rate"] == pytest.approx(1 / 4)
+    assert tse["noise_rate"] == 0
+    assert tse["mean_suitability"] == pytest.approx((0.9 + 0.3 + 0.6 + 1.0) / 4)
+    assert tse["repeat_rate"] == pytest.approx(1 / 4)
+    assert tse["mean_verdict_s"] == pytest.approx((16 + 2) / 10)  # week 1: 2 slices at 1 s
+    flair = by_protocol["t2_flair_ax"]
+    assert (flair["series"], flair["nondiagnostic_rate"], flair["mean_verdict_s"]) == (1, 1.0, 5.0)
+
+
+def test_the_trend_has_wilson_intervals_per_week(fixture_rows, admin_a):
+    rollups_refresh()
+    rows = trend(
+        user=admin_a.user,
+        filters=Filters(week_from=BASE_WEEK, week_to=BASE_WEEK + dt.timedelta(weeks=2)),
+    )
+    assert [r["series"] for r in rows] == [4, 1, 0]
+    week0 = rows[0]
+    assert week0["nondiagnostic_rate"] == pytest.approx(2 / 4)
+    # Wilson 95 % for 2/4, by hand: centre (0.5 + z²/8)/(1 + z²/4) = 0.5, half-width
+    # z·sqrt(0.25/4 + z²/64)/(1 + z²/4) = 1.96·0.35003/1.96037 = 0.34996
+    assert week0["nondiagnostic_low"] == pytest.approx(0.5 - 0.34996, abs=1e-3)
+    assert week0["nondiagnostic_high"] == pytest.approx(0.5 + 0.34996, abs=1e-3)
+    assert rows[2]["nondiagnostic_rate"] is None
+
+
+def test_a_later_refresh_only_rebuilds_the_weeks_that_changed(fixture_rows, site_a, make_scored):
+    rollups_refresh()
+    untouched = QualityRollup.objects.get(week=BASE_WEEK + dt.timedelta(weeks=1))
+    make_scored(
+        site=site_a, scanner=fixture_rows, week=0, suitability=0.5, artifacts=("noise",),
+        finished_at=timezone.now(),  # a late series of an old week, scored just now
+    )  # fmt: skip
+    result = rollups_refresh()
+    assert result.site_weeks == 1
+    cell = QualityRollup.objects.get(week=BASE_WEEK, protocol="t2_tse_ax")
+    assert cell.series_scored == 4
+    assert QualityRollup.objects.filter(pk=untouched.pk).exists()  # not rebuilt
