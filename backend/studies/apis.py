@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -48,13 +49,44 @@ class StudyDetailApi(ClinicalAPIView):
 
 
 class SeriesListApi(ClinicalAPIView):
+    """The worklist: the caller's series, filtered, searched, sorted and paged."""
+
     audit_action = AuditAction.LIST
 
-    @extend_schema(
-        parameters=[SeriesListFilterSerializer], responses=SeriesOutputSerializer(many=True)
-    )
+    class FilterSerializer(SeriesListFilterSerializer):
+        received_from = serializers.DateField(required=False)
+        received_to = serializers.DateField(required=False)
+        q = serializers.CharField(
+            required=False, max_length=100, help_text="Search description, protocol, scanner."
+        )
+        nondiagnostic = serializers.BooleanField(
+            required=False, default=False, help_text="Only series judged non-diagnostic."
+        )
+        unreviewed = serializers.BooleanField(
+            required=False, default=False, help_text="Only series without a reviewer verdict."
+        )
+        ordering = serializers.ChoiceField(
+            choices=sorted(selectors.SERIES_ORDERINGS), required=False, default="received"
+        )
+
+    class OutputSerializer(SeriesOutputSerializer):
+        site_name = serializers.CharField(source="site.name")
+        suitability_index = serializers.SerializerMethodField(
+            help_text="0-100, 100 = fully diagnostic; null before scoring."
+        )
+        nondiagnostic = serializers.BooleanField(source="run_nondiagnostic", allow_null=True)
+        dominant_artifact = serializers.CharField(allow_null=True)
+        verdict = serializers.CharField(
+            allow_null=True, help_text="The latest reviewer verdict, null if not reviewed."
+        )
+
+        def get_suitability_index(self, series: object) -> int | None:
+            value = getattr(series, "suitability", None)
+            return None if value is None else round(value * 100)
+
+    @extend_schema(parameters=[FilterSerializer], responses=OutputSerializer(many=True))
     def get(self, request: Request) -> Response:
-        filters = SeriesListFilterSerializer(data=request.query_params)
+        filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         data = filters.validated_data
         qs = selectors.series_list(
@@ -63,11 +95,17 @@ class SeriesListApi(ClinicalAPIView):
             site_id=data.get("site"),
             status=data.get("status"),
             modality=data.get("modality"),
+            received_from=data.get("received_from"),
+            received_to=data.get("received_to"),
+            search=data.get("q"),
+            nondiagnostic=data["nondiagnostic"],
+            unreviewed=data["unreviewed"],
+            ordering=data["ordering"],
         )
         paginator = LimitOffsetPagination()
         page = paginator.paginate_queryset(qs, request, view=self) or []
         self.accessed(page, per_study=True)
-        return paginator.get_paginated_response(SeriesOutputSerializer(page, many=True).data)
+        return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
 
 
 class SeriesDetailApi(ClinicalAPIView):

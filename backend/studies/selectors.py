@@ -6,11 +6,13 @@ A row of another site is indistinguishable from a row that does not exist (``Not
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from typing import TypeVar
 
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
-from django.db.models import Model, QuerySet
+from django.db.models import F, Model, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.expressions import OrderBy
 
 from backend.accounts.selectors import AnyUser, site_ids_for
 from backend.studies.models import Instance, Series, Study
@@ -57,6 +59,19 @@ def study_get(*, user: AnyUser, study_id: uuid.UUID | str) -> Study:
     return _get(_scoped(Study.objects.select_related("site"), user), "study", study_id)
 
 
+SERIES_ORDERINGS: dict[str, tuple[str | OrderBy, ...]] = {
+    "received": ("-received_at", "id"),
+    "-received": ("received_at", "id"),
+    "suitability": (F("suitability").asc(nulls_last=True), "-received_at"),
+    "-suitability": (F("suitability").desc(nulls_last=True), "-received_at"),
+    "description": ("description", "-received_at"),
+    "-description": ("-description", "-received_at"),
+    "protocol": ("protocol", "-received_at"),
+    "-protocol": ("-protocol", "-received_at"),
+}
+"""Worklist orders by name: "received" is newest first (the default), "suitability" worst first."""
+
+
 def series_list(
     *,
     user: AnyUser,
@@ -64,8 +79,39 @@ def series_list(
     site_id: int | None = None,
     status: str | None = None,
     modality: str | None = None,
+    received_from: datetime.date | None = None,
+    received_to: datetime.date | None = None,
+    search: str | None = None,
+    nondiagnostic: bool = False,
+    unreviewed: bool = False,
+    ordering: str = "received",
 ) -> QuerySet[Series]:
-    qs = _scoped(Series.objects.select_related("study", "site", "scanner"), user)
+    """The caller's series with the worklist's filters, each annotated with ``verdict`` (the
+    latest reviewer verdict or None), ``run_nondiagnostic`` and ``dominant_artifact`` (the type
+    with the largest total mask area in the current run, or None).
+
+    ``nondiagnostic``: a reviewer said so, or no reviewer spoke yet and the model said so.
+    ``unreviewed``: no reviewer verdict yet. Dates are inclusive, in the server's time zone."""
+    from backend.review.models import SeriesReview
+    from backend.scoring.models import Finding
+
+    verdict = (
+        SeriesReview.objects.filter(series=OuterRef("pk"))
+        .order_by("-created_at", "-id")
+        .values("verdict")[:1]
+    )
+    dominant = (
+        Finding.objects.filter(run_id=OuterRef("current_run_id"))
+        .values("artifact_type")
+        .annotate(total=Sum("area_px"))
+        .order_by("-total", "artifact_type")
+        .values("artifact_type")[:1]
+    )
+    qs = _scoped(Series.objects.select_related("study", "site", "scanner"), user).annotate(
+        verdict=Subquery(verdict),
+        dominant_artifact=Subquery(dominant),
+        run_nondiagnostic=F("current_run__nondiagnostic"),
+    )
     if study_id is not None:
         qs = qs.filter(study_id=study_id)
     if site_id is not None:
@@ -74,7 +120,25 @@ def series_list(
         qs = qs.filter(status=status)
     if modality is not None:
         qs = qs.filter(modality=modality)
-    return qs.order_by("-received_at", "id")
+    if received_from is not None:
+        qs = qs.filter(received_at__date__gte=received_from)
+    if received_to is not None:
+        qs = qs.filter(received_at__date__lte=received_to)
+    if search:
+        qs = qs.filter(
+            Q(description__icontains=search)
+            | Q(protocol__icontains=search)
+            | Q(study__description__icontains=search)
+            | Q(scanner__label__icontains=search)
+            | Q(scanner__model_name__icontains=search)
+        )
+    if nondiagnostic:
+        qs = qs.filter(
+            Q(verdict="nondiagnostic") | Q(verdict__isnull=True, current_run__nondiagnostic=True)
+        )
+    if unreviewed:
+        qs = qs.filter(verdict__isnull=True)
+    return qs.order_by(*SERIES_ORDERINGS.get(ordering, SERIES_ORDERINGS["received"]))
 
 
 def series_get(*, user: AnyUser, series_id: uuid.UUID | str) -> Series:
