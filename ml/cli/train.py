@@ -30,6 +30,17 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rewind-epoch", type=int, default=1, help="epoch kept for rewinding")
     parser.add_argument(
+        "--foreground",
+        type=float,
+        default=0.0,
+        help="share of crops placed around an artifact pixel (0 = uniform crops)",
+    )
+    parser.add_argument(
+        "--balance",
+        action="store_true",
+        help="draw slices with rare artifact types more often (1/sqrt of the type's frequency)",
+    )
+    parser.add_argument(
         "--init",
         type=Path,
         default=None,
@@ -58,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         rewind_epoch=args.rewind_epoch,
         limit=args.limit,
+        foreground=args.foreground,
+        balance=args.balance,
         init=str(args.init) if args.init else None,
     )
     started = time.perf_counter()

@@ -101,10 +101,54 @@ def class_weights(split: Split) -> list[float]:
     return [float(w) for w in weights / weights.mean()]
 
 
+def slice_weights(split: Split) -> NDArray[np.float64]:
+    """float64 ``(N,)`` sampling probabilities that favour slices with rare types.
+
+    A slice's weight is the largest ``1/√(frequency)`` of the types in its ground truth (clean
+    slices: ``1/√`` of the clean share), so a chemical-shift slice (3 % of slices) is drawn about
+    twice as often as a spike slice (13 %); sums to 1.
+    """
+    if not len(split):
+        return np.zeros(0)
+    present = np.stack([m.reshape(m.shape[0], -1).any(axis=1) for m in split.masks])
+    freq = np.maximum(present.mean(axis=0), 0.01)
+    clean = max(float((~present.any(axis=1)).mean()), 0.01)
+    per_type = np.where(present, 1.0 / np.sqrt(freq), 0.0).max(axis=1)
+    weights = np.where(present.any(axis=1), per_type, 1.0 / np.sqrt(clean))
+    return np.asarray(weights / weights.sum(), dtype=np.float64)
+
+
+def _crop_origin(
+    mask: NDArray[np.uint8], size: int, rng: np.random.Generator, foreground: float
+) -> tuple[int, int]:
+    """Top-left corner of a crop: uniform, or (with chance ``foreground``) around a random
+    ground-truth pixel of one of the slice's types, so thin, rare masks are seen in training."""
+    rows, cols = mask.shape[1:]
+    r_max, c_max = max(rows - size, 0), max(cols - size, 0)
+    if foreground > 0 and rng.random() < foreground:
+        types = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+        if len(types):
+            pixels = np.flatnonzero(mask[int(rng.choice(types))])
+            r, c = divmod(int(pixels[rng.integers(len(pixels))]), cols)
+            r0 = r - int(rng.integers(size // 4, size - size // 4))
+            c0 = c - int(rng.integers(size // 4, size - size // 4))
+            return int(np.clip(r0, 0, r_max)), int(np.clip(c0, 0, c_max))
+    return int(rng.integers(0, r_max + 1)), int(rng.integers(0, c_max + 1))
+
+
 def crop_batch(
-    split: Split, indices: NDArray[np.int64], size: int, rng: np.random.Generator, augment: bool
+    split: Split,
+    indices: NDArray[np.int64],
+    size: int,
+    rng: np.random.Generator,
+    augment: bool,
+    foreground: float = 0.0,
 ) -> tuple[dict[str, NDArray[np.float32]], dict[str, NDArray[np.float32]]]:
     """Random ``size``² crops (zero-padded when a slice is smaller) of the given slices.
+
+    ``foreground``: the chance that a crop is placed around a ground-truth pixel of one of the
+    slice's artifact types (the pixel lands in the middle half of the crop) instead of uniformly
+    (foreground oversampling as in nnU-Net; 0 = uniform, as validation uses).
 
     Returns ``(x, y)`` for Keras: ``x = {"image": (B, size, size, 1), "header": (B, 8)}``,
     ``y = {"masks": (B, size, size, K), "presence": (B, K), "suitability": (B, 1)}``, float32.
@@ -117,9 +161,7 @@ def crop_batch(
     masks = np.zeros((len(indices), size, size, n_types), np.float32)
     for b, i in enumerate(indices):
         image, mask = split.images[i], split.masks[i]
-        rows, cols = image.shape
-        r0 = int(rng.integers(0, max(rows - size, 0) + 1))
-        c0 = int(rng.integers(0, max(cols - size, 0) + 1))
+        r0, c0 = _crop_origin(mask, size, rng, foreground)
         im = image[r0 : r0 + size, c0 : c0 + size]
         mk = mask[:, r0 : r0 + size, c0 : c0 + size]
         if augment:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ml.model.data import Split, class_weights, crop_batch, load_split
+from ml.model.data import Split, class_weights, crop_batch, load_split, slice_weights
 
 
 @dataclass
@@ -37,6 +37,11 @@ class TrainConfig:
     rewind_epoch: int = 1
     val_batches: int = 8
     limit: int | None = None
+    foreground: float = 0.0
+    """Share of training crops placed around an artifact pixel (:func:`crop_batch`)."""
+    balance: bool = False
+    """Draw training slices with :func:`slice_weights` (rare types more often) instead of
+    uniformly."""
     init: str | None = None
     """A ``.keras`` model to start from (fine-tuning): its architecture and weights, not its
     optimizer state; ``base``/``depth`` are then ignored."""
@@ -123,6 +128,7 @@ def train(
                 network.default_widths(config.base, config.depth), config.depth
             )
         network.compile_model(model, weights, config.learning_rate)
+    sampling = slice_weights(train_split) if config.balance else None
     val = _val_batches(val_split, config)
     best = min((h["val_loss"] for h in history), default=float("inf"))
     for epoch in range(start_epoch, config.epochs):
@@ -134,8 +140,10 @@ def train(
         losses = []
         bar = tqdm(range(config.steps_per_epoch), disable=not progress, desc=f"epoch {epoch + 1}")
         for _ in bar:
-            idx = rng.integers(0, len(train_split), size=config.batch_size)
-            x, y = crop_batch(train_split, idx, config.crop, rng, augment=True)
+            idx = rng.choice(len(train_split), size=config.batch_size, p=sampling)
+            x, y = crop_batch(
+                train_split, idx, config.crop, rng, augment=True, foreground=config.foreground
+            )
             result = model.train_on_batch(x, y, return_dict=True)
             losses.append(float(result["loss"]))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")

@@ -181,3 +181,34 @@ def test_training_with_a_missing_init_model_fails_clearly(data_dir, tmp_path, ca
                  "--init", str(tmp_path / "absent.keras"), "--quiet"])  # fmt: skip
     assert code == 2
     assert "no such model file" in capsys.readouterr().err
+
+
+def test_foreground_crops_land_on_artifact_pixels_more_often_than_uniform_ones(data_dir):
+    from ml.model.data import crop_batch, load_split
+
+    split = load_split(data_dir, "train")
+    with_artifact = np.array([i for i, m in enumerate(split.masks) if m.any()])
+    idx = np.repeat(with_artifact, 10)
+
+    def positive_share(foreground):
+        _, y = crop_batch(split, idx, 32, np.random.default_rng(0), False, foreground)
+        return float(y["presence"].max(axis=1).mean())
+
+    assert positive_share(1.0) == 1.0  # every crop holds a pixel of one of its slice's types
+    assert positive_share(0.0) < 1.0
+
+
+def test_balanced_sampling_draws_slices_with_rare_types_more_often():
+    from ml.model.data import Split, slice_weights
+
+    masks = [np.zeros((10, 8, 8), np.uint8) for _ in range(5)]
+    masks[0][3, 2:4, 2:4] = 1  # chemical shift in one slice of five
+    for m in masks[1:4]:
+        m[6] = 1  # spike in three
+    masks[3][3, 0, 0] = 1  # ... one of which also has chemical shift; slice 4 is clean
+    split = Split(images=[np.zeros((8, 8), np.float32)] * 5, masks=masks)
+    weights = slice_weights(split)
+    # frequencies: chemical shift 2/5, spike 3/5, clean 1/5; weight = max 1/sqrt(frequency)
+    expected = np.array([1 / np.sqrt(0.4), 1 / np.sqrt(0.6), 1 / np.sqrt(0.6),
+                         1 / np.sqrt(0.4), 1 / np.sqrt(0.2)])  # fmt: skip
+    np.testing.assert_allclose(weights, expected / expected.sum())
