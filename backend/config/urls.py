@@ -48,6 +48,11 @@ api = [
         scoring_apis.FindingMaskApi.as_view(),
         name="api-finding-mask",
     ),
+    path(
+        "api/series/<uuid:series_id>/roi/",
+        scoring_apis.SeriesRoiApi.as_view(),
+        name="api-series-roi",
+    ),
     path("api/audit-events/", audit_apis.AuditEventListApi.as_view(), name="api-audit-events"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -16,9 +16,12 @@ logger = logging.getLogger(__name__)
 
 
 @transaction.atomic
-def job_attempt_begin(*, task_id: str, name: str, subject: str) -> JobRecord:
-    """Count one more attempt. Past ``ARTISCAN_TASK_MAX_ATTEMPTS`` the job is quarantined and
-    the caller must not run it again."""
+def job_attempt_begin(
+    *, task_id: str, name: str, subject: str, max_attempts: int | None = None
+) -> JobRecord:
+    """Count one more attempt. Past ``max_attempts`` (default ``ARTISCAN_TASK_MAX_ATTEMPTS``)
+    the job is quarantined and the caller must not run it again."""
+    limit = settings.CELERY_MAX_ATTEMPTS if max_attempts is None else max_attempts
     record, _ = JobRecord.objects.select_for_update().get_or_create(
         task_id=task_id, defaults={"name": name, "subject": subject}
     )
@@ -28,7 +31,7 @@ def job_attempt_begin(*, task_id: str, name: str, subject: str) -> JobRecord:
     record.last_pid = os.getpid()
     record.last_hostname = socket.gethostname()[:200]
     record.started_at = timezone.now()
-    if record.attempts > settings.CELERY_MAX_ATTEMPTS:
+    if record.attempts > limit:
         record.state = JobState.QUARANTINED
         record.error = f"gave up after {record.attempts - 1} attempts that did not finish"
         logger.error("job quarantined: %s %s (task %s)", name, subject, task_id)

@@ -25,7 +25,12 @@ class TrackedTask(celery.Task):
         if self.request.called_directly:
             return super().__call__(*args, **kwargs)
         subject = str(args[0]) if args else ""
-        record = job_attempt_begin(task_id=self.request.id, name=self.name, subject=subject)
+        record = job_attempt_begin(
+            task_id=self.request.id,
+            name=self.name,
+            subject=subject,
+            max_attempts=self.attempt_limit(*args, **kwargs),
+        )
         if record.state in (JobState.DONE, JobState.QUARANTINED):
             return None
         try:
@@ -35,3 +40,8 @@ class TrackedTask(celery.Task):
             raise
         job_attempt_finish(record=record)
         return result
+
+    def attempt_limit(self, *args: Any, **kwargs: Any) -> int | None:
+        """Deliveries allowed before the job is quarantined; None = ``ARTISCAN_TASK_MAX_ATTEMPTS``.
+        A task with finer-grained guards of its own (per-slice scoring) allows more."""
+        return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -38,6 +39,9 @@ class ModelVersion(models.Model):
     metrics = models.JSONField(default=dict, blank=True)
     card = models.TextField(blank=True, help_text="Model card: how the weights were trained.")
     is_deployed = models.BooleanField(default=False)
+    registered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -74,6 +78,9 @@ class ScoringRun(models.Model):
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
     suitability = models.FloatField(null=True, blank=True)
     nondiagnostic = models.BooleanField(null=True, blank=True)
+    # The same index restricted to the series' current region of interest (null without one).
+    roi_suitability = models.FloatField(null=True, blank=True)
+    roi_reason = models.CharField(max_length=300, blank=True)
     error = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -95,6 +102,10 @@ class InstanceScore(models.Model):
     suitability = models.FloatField()
     nondiagnostic = models.BooleanField()
     reason = models.CharField(max_length=300, blank=True)
+    # Restricted to the region of interest: null without a region, or for a slice outside its
+    # instance-number range.
+    roi_suitability = models.FloatField(null=True, blank=True)
+    roi_reason = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
@@ -145,3 +156,123 @@ class Finding(models.Model):
         indexes = [
             models.Index(fields=["site", "artifact_type", "created_at"], name="finding_qa"),
         ]
+
+
+class SeriesRegionOfInterest(models.Model):
+    """The region of diagnostic interest a radiologist marked on a series.
+
+    A polygon in image pixel coordinates ``[[col, row], ...]`` applied to the slices whose
+    InstanceNumber lies in ``[first_instance, last_instance]`` (null = unbounded). Rows are kept
+    when replaced or cleared (who and when); one row per series is current (``cleared_at`` null).
+    """
+
+    series = models.ForeignKey(Series, on_delete=models.CASCADE, related_name="rois")
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="+")
+    polygon = models.JSONField(help_text="[[col, row], ...] in image pixel coordinates.")
+    first_instance = models.IntegerField(null=True, blank=True)
+    last_instance = models.IntegerField(null=True, blank=True)
+    set_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    set_at = models.DateTimeField(default=timezone.now)
+    cleared_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    cleared_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["series"],
+                condition=models.Q(cleared_at__isnull=True),
+                name="roi_one_current",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"ROI of {self.series_id} ({len(self.polygon)} points)"
+
+    def covers(self, instance_number: int | None) -> bool:
+        """Whether a slice with this InstanceNumber is inside the region's slice range."""
+        if self.first_instance is None and self.last_instance is None:
+            return True
+        if instance_number is None:
+            return False
+        if self.first_instance is not None and instance_number < self.first_instance:
+            return False
+        return self.last_instance is None or instance_number <= self.last_instance
+
+
+class SliceAttempt(models.Model):
+    """Scoring attempts of one instance with one model version: the per-slice poison-pill guard.
+
+    A worker claims the slices it is about to score (``attempts`` + 1, committed before the
+    model runs, so a worker killed mid-slice still leaves the count); a slice that reaches
+    ``ARTISCAN_SCORING_MAX_ATTEMPTS`` without a result is quarantined with its reason instead of
+    being tried again, and the rest of its series is scored without it.
+    """
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="attempts")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+")
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="+")
+    attempts = models.IntegerField(default=0)
+    claimed_by = models.CharField(max_length=64, blank=True, help_text="Celery task id.")
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    quarantined = models.BooleanField(default=False)
+    error = models.CharField(max_length=300, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["instance", "model_version"], name="slice_attempt_once")
+        ]
+        indexes = [models.Index(fields=["site", "quarantined"], name="slice_quarantine")]
+
+    def __str__(self) -> str:
+        state = "quarantined" if self.quarantined else f"{self.attempts} attempts"
+        return f"{self.instance_id} with {self.model_version_id}: {state}"
+
+
+class PromotionKind(models.TextChoices):
+    PROMOTE = "promote", "Promote"
+    ROLLBACK = "rollback", "Rollback"
+    INITIAL = "initial", "Initial default"
+
+
+class ModelPromotion(models.Model):
+    """Who deployed which model version, replacing which, and why (append-only)."""
+
+    kind = models.CharField(max_length=16, choices=PromotionKind.choices)
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    previous = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    promoted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    reason = models.CharField(max_length=500)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.model_version} ({self.created_at:%Y-%m-%d %H:%M})"
+
+
+class RescoreJob(models.Model):
+    """Re-scoring a set of series with one model version, on demand; ``done`` of ``total``."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    series_ids = models.JSONField(default=list)
+    total = models.IntegerField(default=0)
+    done = models.IntegerField(default=0)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"rescore {self.pk} with {self.model_version}: {self.done}/{self.total}"

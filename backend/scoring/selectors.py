@@ -2,24 +2,72 @@ from __future__ import annotations
 
 import uuid
 
+from django.db.models import QuerySet
+
 from backend.accounts.selectors import AnyUser, site_ids_for
-from backend.scoring.models import Finding, ScoringRun
+from backend.scoring.models import (
+    Finding,
+    ModelVersion,
+    ScoringRun,
+    SeriesRegionOfInterest,
+    SliceAttempt,
+)
 from backend.studies.models import Series
 from backend.studies.selectors import NotInScope, series_get
 
 
-def series_result(*, user: AnyUser, series_id: uuid.UUID | str) -> tuple[Series, ScoringRun | None]:
-    """The series (scoped to the caller's sites) and its current scoring run, if any."""
+class NoSuchRun(LookupError):
+    """The series (in scope) has no run of the model asked for."""
+
+
+def _run_query() -> QuerySet[ScoringRun]:
+    return ScoringRun.objects.select_related("model_version").prefetch_related(
+        "instance_scores__instance", "findings"
+    )
+
+
+def series_result(
+    *, user: AnyUser, series_id: uuid.UUID | str, model: str | None = None
+) -> tuple[Series, ScoringRun | None]:
+    """The series (scoped to the caller's sites) and its current scoring run, if any; with
+    ``model`` (a version, or ``"name version"``) the run of that model version instead."""
     series = series_get(user=user, series_id=series_id)
+    if model:
+        for run in _run_query().filter(series=series):
+            if model in (run.model_version.version, str(run.model_version)):
+                return series, run
+        raise NoSuchRun(model)
     if series.current_run_id is None:
         return series, None
-    run = (
-        ScoringRun.objects.filter(id=series.current_run_id)
+    return series, _run_query().filter(id=series.current_run_id).first()
+
+
+def series_runs(*, series: Series) -> list[ScoringRun]:
+    """Every scoring run of ``series`` (one per model version), newest first."""
+    return list(
+        ScoringRun.objects.filter(series=series)
         .select_related("model_version")
-        .prefetch_related("instance_scores__instance", "findings")
+        .order_by("-created_at")
+    )
+
+
+def series_roi(*, series: Series) -> SeriesRegionOfInterest | None:
+    return (
+        SeriesRegionOfInterest.objects.filter(series=series, cleared_at__isnull=True)
+        .select_related("set_by")
         .first()
     )
-    return series, run
+
+
+def series_quarantined(*, series: Series, model_version: ModelVersion) -> list[SliceAttempt]:
+    """The slices of ``series`` that ``model_version`` gave up on, with their reasons."""
+    return list(
+        SliceAttempt.objects.filter(
+            instance__series=series, model_version=model_version, quarantined=True
+        )
+        .select_related("instance")
+        .order_by("instance__instance_number")
+    )
 
 
 def finding_get(*, user: AnyUser, finding_id: int) -> Finding:

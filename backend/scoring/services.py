@@ -1,10 +1,26 @@
 """Scoring series with the artifact model: the one place the Django side calls ``ml``.
 
-Instances are scored incrementally: a task takes the series' instances that have no score for the
-deployed model yet, scores them in one batch, writes their results and refreshes the series
-summary. Late slices simply get scored by a later task; a redelivered task finds nothing left to
-do. Exactly once per instance and model version is the unique key on ``InstanceScore``; the
-series row lock keeps two workers from scoring the same slices at the same time.
+Scoring is claim → compute → write:
+
+- claim (a short transaction holding the series row lock): take up to :data:`CLAIM_BATCH` of
+  the series' instances that this model version has not scored, that nobody else holds and that
+  are not quarantined; count one more attempt on each (:class:`SliceAttempt`) and commit, so a
+  worker killed while computing still leaves the count behind;
+- compute (no lock held, so other workers claim and score other slices of the same series in
+  parallel): the model, masks to the store, findings in memory;
+- write (a short transaction holding the series row lock): one ``InstanceScore`` per instance
+  and model version (a unique key; a slice someone else wrote meanwhile is skipped), the
+  findings, the series summary and the region-of-interest index; events on commit.
+
+A slice that was claimed before without a result (its worker died, or the pipeline raised) is
+a *suspect*: it is scored alone, so a crash is pinned on one slice; after
+``ARTISCAN_SCORING_MAX_ATTEMPTS`` attempts it is quarantined with its reason while the rest of
+the series is scored. Late slices are scored by a later task; a redelivered task finds nothing
+left to do.
+
+Model registry: ``ARTISCAN_MODEL_WEIGHTS`` (or the shipped default) is only the *initial*
+deployed version, registered when no version is deployed; after that the deployed version
+changes only by :func:`model_promote` and :func:`model_rollback`.
 """
 
 from __future__ import annotations
@@ -12,27 +28,76 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
 from django.conf import settings
-from django.db import transaction
+from django.contrib.auth.models import AnonymousUser
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
 
+from backend.accounts.models import User
+from backend.audit.models import AuditAction
+from backend.audit.services import AuditTarget, audit_record
 from backend.realtime.services import event_publish
 from backend.scoring.advice import AdviceHeader, advise
-from backend.scoring.masks import mask_key, mask_put
-from backend.scoring.models import Finding, InstanceScore, ModelVersion, RunStatus, ScoringRun
-from backend.storage.store import store_get
+from backend.scoring.index import (
+    NONDIAGNOSTIC_BELOW,
+    FindingShare,
+    polygon_area,
+    polygon_raster,
+    series_reason,
+    series_suitability,
+    slice_reason,
+    slice_suitability,
+)
+from backend.scoring.masks import mask_get, mask_key, mask_put
+from backend.scoring.models import (
+    Finding,
+    InstanceScore,
+    ModelPromotion,
+    ModelVersion,
+    PromotionKind,
+    RescoreJob,
+    RunStatus,
+    ScoringRun,
+    SeriesRegionOfInterest,
+    SliceAttempt,
+)
+from backend.scoring.selectors import series_roi
+from backend.storage.store import store_exists, store_get, store_put
 from backend.studies.models import Instance, Series, SeriesStatus
 
 logger = logging.getLogger(__name__)
 
-NONDIAGNOSTIC_BELOW = 0.5
+__all__ = ["NONDIAGNOSTIC_BELOW"]
+
+CLAIM_BATCH = 16
+"""Slices one worker claims at a time: a batch big enough for the model, small enough that
+several workers share a long series."""
+
+
+class ModelRegistryError(ValueError):
+    """A registry operation that cannot be done (nothing to roll back to, a name clash, …)."""
+
+
+class RoiError(ValueError):
+    """A region of interest that does not fit the series (outside the image, no area, …)."""
+
+
+class SlicesPending(Exception):
+    """Some slices failed this time and will be tried again (the task retries with a delay)."""
+
+
+# --- model registry -----------------------------------------------------------------------
 
 
 def _sha256(path: Path) -> str:
@@ -44,33 +109,219 @@ def _sha256(path: Path) -> str:
 
 
 def model_weights_path() -> Path:
+    """The configured weight file (``ARTISCAN_MODEL_WEIGHTS``, or the shipped default)."""
     from ml.pipeline import resolve_weights
 
     return resolve_weights(settings.ARTISCAN_MODEL_WEIGHTS or None)
 
 
-def model_version_deployed() -> ModelVersion:
-    """The deployed model version: the configured weight file, registered on first use."""
-    deployed = ModelVersion.objects.filter(is_deployed=True).first()
-    path = model_weights_path()
-    digest = _sha256(path)
-    if deployed is not None and deployed.sha256 == digest:
-        return deployed
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name.rsplit(".", 1)[0] + ".thresholds.json")
+
+
+def _shipped(path: Path) -> bool:
+    from ml.pipeline import WEIGHTS_DIR
+
+    return path.resolve().is_relative_to(WEIGHTS_DIR.resolve())
+
+
+def model_version_register(
+    *,
+    weights_path: Path,
+    name: str,
+    version: str,
+    metrics: dict[str, Any],
+    card: str = "",
+    registered_by: User | None = None,
+) -> ModelVersion:
+    """Register a weight file (``.keras`` or ``.onnx``) as a model version; idempotent by sha256.
+
+    Weights shipped with the code (``ml/weights/``) are referenced where they are; any other
+    file is copied into the store (with its ``.thresholds.json`` sidecar), so every worker host
+    can load it and the original may go away. Registering does not deploy.
+    """
     from ml import ARTIFACT_TYPES
 
+    weights_path = Path(weights_path)
+    if not weights_path.is_file():
+        raise ModelRegistryError(f"no weight file at {weights_path}")
+    digest = _sha256(weights_path)
+    existing = ModelVersion.objects.filter(sha256=digest).first()
+    if existing is not None:
+        return existing
+    if ModelVersion.objects.filter(name=name, version=version).exists():
+        raise ModelRegistryError(f"{name} {version} is registered with other weights")
+    if _shipped(weights_path):
+        key = str(weights_path.resolve())
+    else:
+        key = f"models/{digest}/{weights_path.name}"
+        store_put(key, weights_path.read_bytes())
+        sidecar = _sidecar(weights_path)
+        if sidecar.is_file():
+            store_put(f"models/{digest}/{sidecar.name}", sidecar.read_bytes())
+    try:
+        with transaction.atomic():
+            return ModelVersion.objects.create(
+                name=name[:64],
+                version=version[:32],
+                sha256=digest,
+                weights_key=key,
+                classes=list(ARTIFACT_TYPES),
+                metrics=metrics,
+                card=card,
+                registered_by=registered_by,
+            )
+    except IntegrityError:  # registered by someone else at the same moment
+        return ModelVersion.objects.get(sha256=digest)
+
+
+def model_weights_local(model_version: ModelVersion) -> Path:
+    """A local path of the version's weights: the shipped file, or a verified copy from the store
+    cached under ``VAR_DIR/model-cache/`` (the pipeline cache is keyed by this path)."""
+    key = model_version.weights_key
+    if not key.startswith("models/"):
+        return Path(key)
+    local = Path(settings.VAR_DIR) / "model-cache" / model_version.sha256[:16] / Path(key).name
+    if local.is_file():
+        return local
+    local.parent.mkdir(parents=True, exist_ok=True)
+    data = store_get(key)
+    if hashlib.sha256(data).hexdigest() != model_version.sha256:
+        raise ModelRegistryError(f"the stored weights of {model_version} do not match their sha256")
+    sidecar_key = str(_sidecar(Path(key)))
+    if store_exists(sidecar_key):
+        _write_atomic(_sidecar(local), store_get(sidecar_key))
+    _write_atomic(local, data)
+    return local
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def model_version_deployed() -> ModelVersion:
+    """The deployed model version. When none is deployed yet, the configured weight file
+    (``ARTISCAN_MODEL_WEIGHTS`` or the shipped default) is registered and deployed as the initial
+    default; afterwards the setting is not consulted, so it never undoes a promotion."""
+    deployed = ModelVersion.objects.filter(is_deployed=True).first()
+    if deployed is not None:
+        return deployed
+    path = model_weights_path()
+    digest = _sha256(path)
+    version = model_version_register(
+        weights_path=path, name=path.stem, version=digest[:12], metrics={}
+    )
+    try:
+        with transaction.atomic():
+            if ModelVersion.objects.filter(is_deployed=True).exists():
+                raise IntegrityError("deployed meanwhile")
+            ModelVersion.objects.filter(pk=version.pk).update(is_deployed=True)
+            ModelPromotion.objects.create(
+                kind=PromotionKind.INITIAL,
+                model_version=version,
+                reason="initial default: the configured weight file (ARTISCAN_MODEL_WEIGHTS)",
+            )
+    except IntegrityError:
+        pass
+    return ModelVersion.objects.get(is_deployed=True)
+
+
+def _audit_model(user: User | None, action: AuditAction, version: ModelVersion) -> None:
+    audit_record(
+        user=user if user is not None else AnonymousUser(),
+        action=action,
+        targets=[AuditTarget("model_version", str(version.pk), None)],
+    )
+
+
+def _deploy(
+    *, model_version: ModelVersion, user: User | None, reason: str, kind: PromotionKind
+) -> ModelPromotion:
+    if not reason.strip():
+        raise ModelRegistryError("a reason is required")
     with transaction.atomic():
+        list(ModelVersion.objects.select_for_update().filter(is_deployed=True))
+        previous = ModelVersion.objects.filter(is_deployed=True).first()
+        if previous is not None and previous.pk == model_version.pk:
+            raise ModelRegistryError(f"{model_version} is already deployed")
         ModelVersion.objects.filter(is_deployed=True).update(is_deployed=False)
-        version, _ = ModelVersion.objects.update_or_create(
-            sha256=digest,
-            defaults={
-                "name": path.stem,
-                "version": digest[:12],
-                "weights_key": str(path),
-                "classes": list(ARTIFACT_TYPES),
-                "is_deployed": True,
-            },
+        ModelVersion.objects.filter(pk=model_version.pk).update(is_deployed=True)
+        model_version.is_deployed = True
+        promotion = ModelPromotion.objects.create(
+            kind=kind,
+            model_version=model_version,
+            previous=previous,
+            promoted_by=user,
+            reason=reason.strip()[:500],
         )
+        _current_runs_switch(model_version)
+        _audit_model(user, AuditAction.CREATE, model_version)
+    logger.info("model %s: %s (was %s)", kind, model_version, previous)
+    return promotion
+
+
+def _current_runs_switch(model_version: ModelVersion) -> None:
+    """Series the newly deployed version has scored show that run again (a rollback restores
+    the old results); the others keep theirs until re-scored."""
+    runs = ScoringRun.objects.filter(series=OuterRef("pk"), model_version=model_version)
+    Series.objects.filter(Exists(runs)).update(
+        current_run=Subquery(runs.values("pk")[:1]),
+        suitability=Subquery(runs.values("suitability")[:1]),
+    )
+    scores = InstanceScore.objects.filter(instance=OuterRef("pk"), run__model_version=model_version)
+    Instance.objects.filter(Exists(scores)).update(
+        suitability=Subquery(scores.values("suitability")[:1])
+    )
+
+
+def model_promote(*, model_version: ModelVersion, user: User | None, reason: str) -> ModelPromotion:
+    """Deploy ``model_version`` (one deployed at a time); records who, from which version, why."""
+    return _deploy(
+        model_version=model_version, user=user, reason=reason, kind=PromotionKind.PROMOTE
+    )
+
+
+def model_rollback(*, user: User | None, reason: str) -> ModelPromotion:
+    """Deploy again the version that was deployed before the current one was promoted.
+
+    Walks back through the promotions (rollbacks themselves are skipped), so rolling back twice
+    goes two versions back.
+    """
+    current = model_version_deployed()
+    promoted = (
+        ModelPromotion.objects.filter(model_version=current)
+        .exclude(kind=PromotionKind.ROLLBACK)
+        .order_by("-created_at", "-id")
+        .first()
+    )
+    if promoted is None or promoted.previous is None:
+        raise ModelRegistryError(f"{current} has no earlier version to roll back to")
+    return _deploy(
+        model_version=promoted.previous, user=user, reason=reason, kind=PromotionKind.ROLLBACK
+    )
+
+
+def model_version_find(*, label: str, name: str | None = None) -> ModelVersion:
+    """A version by ``version`` (with ``name`` when given), or by ``"name version"``."""
+    qs = ModelVersion.objects.all()
+    if name:
+        qs = qs.filter(name=name, version=label)
+    else:
+        found = [v for v in ModelVersion.objects.all() if label in (v.version, str(v))]
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise ModelRegistryError(f"{label!r} names several model versions: give the name too")
+        qs = qs.none()
+    version = qs.first()
+    if version is None:
+        raise ModelRegistryError(f"no model version {name + ' ' if name else ''}{label}")
     return version
+
+
+# --- re-scoring on demand -----------------------------------------------------------------
 
 
 def series_score_enqueue(*, series_id: uuid.UUID | str) -> None:
@@ -80,12 +331,80 @@ def series_score_enqueue(*, series_id: uuid.UUID | str) -> None:
     transaction.on_commit(lambda: series_score_task.delay(sid))
 
 
-@dataclass(frozen=True)
+def series_rescore(
+    *,
+    series_ids: Sequence[uuid.UUID | str],
+    model_version: ModelVersion | None = None,
+    requested_by: User | None = None,
+) -> RescoreJob:
+    """Score ``series_ids`` with ``model_version`` (default: the deployed one) on the gpu queue.
+
+    The runs of other versions stay as they are (readable with their version); progress is
+    :func:`rescore_job_refresh`.
+    """
+    model_version = model_version or model_version_deployed()
+    ids = [str(s) for s in dict.fromkeys(str(s) for s in series_ids)]
+    job = RescoreJob.objects.create(
+        model_version=model_version, series_ids=ids, total=len(ids), requested_by=requested_by
+    )
+    if not ids:
+        RescoreJob.objects.filter(pk=job.pk).update(finished_at=timezone.now())
+        job.finished_at = timezone.now()
+        return job
+    from backend.scoring.tasks import series_score_task
+
+    version_id, job_id = model_version.pk, str(job.pk)
+
+    def send() -> None:
+        for sid in ids:
+            series_score_task.delay(sid, version_id, job_id)
+
+    transaction.on_commit(send)
+    return job
+
+
+def _pending_instances(model_version: ModelVersion) -> Any:
+    """Instances without a score of ``model_version`` and not quarantined for it."""
+    scored = InstanceScore.objects.filter(instance=OuterRef("pk"), run__model_version=model_version)
+    quarantined = SliceAttempt.objects.filter(
+        instance=OuterRef("pk"), model_version=model_version, quarantined=True
+    )
+    return Instance.objects.exclude(Exists(scored)).exclude(Exists(quarantined))
+
+
+def rescore_job_refresh(*, job_id: uuid.UUID | str) -> RescoreJob:
+    """Recount ``done`` (series with nothing left to score for the job's version): idempotent."""
+    job = RescoreJob.objects.get(pk=job_id)
+    pending = set(
+        _pending_instances(job.model_version)
+        .filter(series_id__in=job.series_ids)
+        .values_list("series_id", flat=True)
+        .distinct()
+    )
+    done = job.total - len(pending)
+    finished = timezone.now() if done >= job.total else None
+    RescoreJob.objects.filter(pk=job.pk).update(done=done, finished_at=finished)
+    job.done, job.finished_at = done, finished
+    return job
+
+
+# --- scoring ------------------------------------------------------------------------------
+
+
+@dataclass
 class _Scored:
     instance: Instance
     suitability: float
     reason: str
     findings: list[Finding]
+    masks: list[np.ndarray] = field(default_factory=list)
+
+
+@dataclass
+class _Claim:
+    run: ScoringRun
+    instances: list[Instance]
+    quarantined: list[Instance]
 
 
 def _advice_header(instance: Instance) -> AdviceHeader:
@@ -105,29 +424,14 @@ def _advice_header(instance: Instance) -> AdviceHeader:
 
 
 def _head_masks(datasets: Sequence[pydicom.Dataset]) -> list[np.ndarray]:
+    from ml.pipeline import pixels
     from ml.simulate._common import head_and_reference
 
     heads = []
     for ds in datasets:
-        pixels = ds.pixel_array.astype(np.float32)
-        head, _ = head_and_reference(pixels[None])
+        head, _ = head_and_reference(pixels(ds)[None])
         heads.append(head[0])
     return heads
-
-
-def _reason(suitability: float, findings: list[Finding], instance: Instance) -> str:
-    verdict = "not diagnostic" if suitability < NONDIAGNOSTIC_BELOW else "diagnostic"
-    if not findings:
-        return f"No artifact found: {verdict}."
-    worst = max(findings, key=lambda f: (f.head_fraction, f.confidence))
-    direction = {"ROW": "along the rows", "COL": "along the columns"}.get(
-        instance.phase_encode_direction, ""
-    )
-    where = f" (phase-encode {direction})" if direction and worst.artifact_type in (
-        "motion", "ghosting", "aliasing", "zipper"
-    ) else ""  # fmt: skip
-    name = worst.artifact_type.replace("_", " ")
-    return f"{name.capitalize()} over {worst.head_fraction:.0%} of the head{where}: {verdict}."
 
 
 def _score_batch(run: ScoringRun, instances: list[Instance]) -> list[_Scored]:
@@ -135,7 +439,8 @@ def _score_batch(run: ScoringRun, instances: list[Instance]) -> list[_Scored]:
     from ml.pipeline import get_pipeline
 
     datasets = [pydicom.dcmread(io.BytesIO(store_get(i.storage_key))) for i in instances]
-    result = get_pipeline(model_weights_path()).score_datasets(datasets)
+    pipeline = get_pipeline(model_weights_local(run.model_version))
+    result = pipeline.score_datasets(datasets)
     heads = _head_masks(datasets)
     scored = []
     for index, instance in enumerate(instances):
@@ -143,7 +448,7 @@ def _score_batch(run: ScoringRun, instances: list[Instance]) -> list[_Scored]:
         pixel_mm2 = None
         if instance.pixel_spacing_row_mm and instance.pixel_spacing_col_mm:
             pixel_mm2 = instance.pixel_spacing_row_mm * instance.pixel_spacing_col_mm
-        findings = []
+        findings, masks = [], []
         for k, artifact in enumerate(result.classes):
             mask = result.masks[index, k]
             area = int(mask.sum())
@@ -154,6 +459,7 @@ def _score_batch(run: ScoringRun, instances: list[Instance]) -> list[_Scored]:
                 site_id=run.site_id, run_id=str(run.pk), sop_uid=instance.sop_uid, artifact=artifact
             )
             mask_put(key, mask)
+            masks.append(mask)
             findings.append(
                 Finding(
                     run=run,
@@ -175,46 +481,204 @@ def _score_batch(run: ScoringRun, instances: list[Instance]) -> list[_Scored]:
                     advice=advise(artifact, _advice_header(instance)).text(),
                 )
             )
-        suitability = float(result.suitability[index])
-        scored.append(
-            _Scored(instance, suitability, _reason(suitability, findings, instance), findings)
+        suitability = slice_suitability(
+            model_suitability=float(result.suitability[index]), masks=masks
         )
+        reason = slice_reason(
+            suitability=suitability,
+            findings=[
+                FindingShare(f.artifact_type, f.head_fraction, f.confidence) for f in findings
+            ],
+            phase_encode=instance.phase_encode_direction,
+        )
+        scored.append(_Scored(instance, suitability, reason, findings, masks))
     return scored
 
 
-def series_score(*, series_id: uuid.UUID | str) -> ScoringRun | None:
-    """Score the instances of ``series_id`` that the deployed model has not scored yet."""
-    model_version = model_version_deployed()
+def _failure_text(exc: BaseException) -> str:
+    from ml.pipeline import ScoringError
+
+    # Our own ScoringError messages say what is wrong with the slice; other messages may quote
+    # file contents, so only their class is kept.
+    text = f"{type(exc).__name__}: {exc}" if isinstance(exc, ScoringError) else type(exc).__name__
+    return text[:300]
+
+
+def _compute(
+    run: ScoringRun, instances: list[Instance]
+) -> tuple[list[_Scored], dict[uuid.UUID, str]]:
+    """Score ``instances``; when the batch fails, each slice alone, so only the bad ones fail."""
+    try:
+        return _score_batch(run, instances), {}
+    except Exception as exc:
+        if len(instances) == 1:
+            logger.warning("scoring instance %s failed: %s", instances[0].pk, type(exc).__name__)
+            return [], {instances[0].pk: _failure_text(exc)}
+    scored: list[_Scored] = []
+    failed: dict[uuid.UUID, str] = {}
+    for instance in instances:
+        more, bad = _compute(run, [instance])
+        scored += more
+        failed.update(bad)
+    return scored, failed
+
+
+def _max_attempts() -> int:
+    return int(settings.ARTISCAN_SCORING_MAX_ATTEMPTS)
+
+
+def _claim(
+    series_id: uuid.UUID | str, model_version: ModelVersion, claimant: str, skip: set[uuid.UUID]
+) -> _Claim | None:
+    now = timezone.now()
     with transaction.atomic():
-        series = Series.objects.select_for_update().get(pk=series_id)
+        series = Series.objects.select_for_update().filter(pk=series_id).first()
+        if series is None:
+            return None
         run, _ = ScoringRun.objects.get_or_create(
             series=series,
             model_version=model_version,
             defaults={"site_id": series.site_id, "status": RunStatus.RUNNING},
         )
         todo = list(
-            series.instances.exclude(scores__run=run).order_by("instance_number", "sop_uid")
+            series.instances.exclude(scores__run=run)
+            .exclude(pk__in=skip)
+            .order_by("instance_number", "sop_uid")
         )
-        if not todo:
-            return run
-        if run.started_at is None:
-            run.started_at = timezone.now()
-        run.status = RunStatus.RUNNING
-        run.save(update_fields=["status", "started_at"])
-        Series.objects.filter(pk=series.pk).update(status=SeriesStatus.SCORING)
-        scored = _score_batch(run, todo)
-        for item in scored:
+        attempts = {
+            a.instance_id: a
+            for a in SliceAttempt.objects.select_for_update().filter(
+                model_version=model_version, instance__in=todo
+            )
+        }
+        fresh: list[Instance] = []
+        suspects: list[tuple[int, int, Instance]] = []
+        quarantined: list[Instance] = []
+        for order, instance in enumerate(todo):
+            attempt = attempts.get(instance.pk)
+            if attempt is None or attempt.attempts == 0:
+                fresh.append(instance)
+                continue
+            if attempt.quarantined:
+                continue
+            if (
+                attempt.claimed_until
+                and attempt.claimed_until > now
+                and (attempt.claimed_by != claimant)
+            ):
+                continue  # another worker is on it
+            if attempt.attempts >= _max_attempts():
+                attempt.quarantined = True
+                attempt.claimed_until = None
+                attempt.error = (
+                    attempt.error
+                    or f"the scoring died {attempt.attempts} times on this slice (worker lost)"
+                )
+                attempt.save(update_fields=["quarantined", "claimed_until", "error", "updated_at"])
+                logger.error("slice %s quarantined: %s", instance.pk, attempt.error)
+                quarantined.append(instance)
+                continue
+            suspects.append((attempt.attempts, order, instance))
+        # Fresh slices go in a batch; a suspect alone, so a crash is pinned on one slice.
+        picked = fresh[:CLAIM_BATCH] if fresh else [min(suspects)[2]] if suspects else []
+        until = now + timedelta(seconds=int(settings.CELERY_VISIBILITY_TIMEOUT))
+        for instance in picked:
+            attempt = attempts.get(instance.pk) or SliceAttempt(
+                instance=instance, model_version=model_version, site_id=series.site_id
+            )
+            attempt.attempts += 1
+            attempt.claimed_by = claimant[:64]
+            attempt.claimed_until = until
+            attempt.save()
+        if picked:
+            if run.started_at is None:
+                run.started_at = now
+            run.status = RunStatus.RUNNING
+            run.save(update_fields=["status", "started_at"])
+            Series.objects.filter(pk=series.pk).update(status=SeriesStatus.SCORING)
+        if quarantined:
+            _series_summary(run, series)
+            _publish(run, series, [])
+    return _Claim(run, picked, quarantined)
+
+
+def _write(run: ScoringRun, scored: list[_Scored], failed: dict[uuid.UUID, str]) -> list[_Scored]:
+    with transaction.atomic():
+        series = Series.objects.select_for_update().get(pk=run.series_id)
+        ids = [s.instance.pk for s in scored]
+        done = set(
+            InstanceScore.objects.filter(run=run, instance_id__in=ids).values_list(
+                "instance_id", flat=True
+            )
+        )
+        fresh = [s for s in scored if s.instance.pk not in done]  # someone else wrote them
+        roi = series_roi(series=series)
+        for item in fresh:
+            roi_value, roi_reason = _roi_slice(item, roi)
             InstanceScore.objects.create(
                 run=run,
                 instance=item.instance,
                 suitability=item.suitability,
                 nondiagnostic=item.suitability < NONDIAGNOSTIC_BELOW,
                 reason=item.reason,
+                roi_suitability=roi_value,
+                roi_reason=roi_reason,
             )
             Finding.objects.bulk_create(item.findings)
-            Instance.objects.filter(pk=item.instance.pk).update(suitability=item.suitability)
+        SliceAttempt.objects.filter(model_version=run.model_version, instance_id__in=ids).update(
+            claimed_until=None, error=""
+        )
+        for instance_id, error in failed.items():
+            attempt = SliceAttempt.objects.select_for_update().get(
+                model_version=run.model_version, instance_id=instance_id
+            )
+            attempt.claimed_until = None
+            attempt.error = error
+            attempt.quarantined = attempt.attempts >= _max_attempts()
+            attempt.save(update_fields=["claimed_until", "error", "quarantined", "updated_at"])
+            if attempt.quarantined:
+                logger.error("slice %s quarantined: %s", instance_id, error)
         _series_summary(run, series)
-    _publish(run, series, scored)
+        _publish(run, series, fresh)
+    return fresh
+
+
+def series_score(
+    *,
+    series_id: uuid.UUID | str,
+    model_version: ModelVersion | None = None,
+    claimant: str | None = None,
+) -> ScoringRun | None:
+    """Score the instances of ``series_id`` that ``model_version`` (default: the deployed one)
+    has not scored yet, batch by batch (module docstring). ``claimant`` names the caller's claims
+    (the Celery task id: a redelivered task takes its own claims back at once).
+
+    Raises :class:`SlicesPending` after writing everything else when some slices failed and
+    have attempts left; quarantined slices do not raise.
+    """
+    model_version = model_version or model_version_deployed()
+    claimant = claimant or f"direct-{uuid.uuid4()}"
+    run: ScoringRun | None = None
+    failed_now: set[uuid.UUID] = set()
+    pending = False
+    while True:
+        claim = _claim(series_id, model_version, claimant, failed_now)
+        if claim is None:
+            return run
+        run = claim.run
+        if not claim.instances:
+            break
+        scored, failed = _compute(run, claim.instances)
+        _write(run, scored, failed)
+        failed_now |= set(failed)
+        pending = pending or any(
+            not a.quarantined
+            for a in SliceAttempt.objects.filter(
+                model_version=model_version, instance_id__in=list(failed)
+            )
+        )
+    if pending:
+        raise SlicesPending(f"slices of series {series_id} failed and will be tried again")
     return run
 
 
@@ -222,64 +686,285 @@ def series_unscored_count(*, series_id: uuid.UUID | str, run: ScoringRun) -> int
     return Instance.objects.filter(series_id=series_id).exclude(scores__run=run).count()
 
 
+def scoring_attempt_budget(*, series_id: uuid.UUID | str) -> int:
+    """How many deliveries a scoring task of this series may take: every delivery that dies
+    counts an attempt on at least one slice, and each slice has ``MAX_ATTEMPTS``; one more to
+    quarantine the last."""
+    unscored = Instance.objects.filter(series_id=series_id).count()
+    return _max_attempts() * max(1, unscored) + 1
+
+
 def _series_summary(run: ScoringRun, series: Series) -> None:
     scores = list(run.instance_scores.select_related("instance"))
-    values = np.array([s.suitability for s in scores], dtype=np.float32)
-    # The series is as usable as its usable slices: the share of diagnostic slices, tempered by
-    # how bad the worst ones are.
-    series_suitability = float(
-        np.clip(0.5 * (values >= NONDIAGNOSTIC_BELOW).mean() + 0.5 * values.mean(), 0, 1)
+    quarantined = SliceAttempt.objects.filter(
+        model_version=run.model_version, instance__series=series, quarantined=True
+    ).count()
+    run.suitability = series_suitability([s.suitability for s in scores])
+    run.nondiagnostic = None if run.suitability is None else run.suitability < NONDIAGNOSTIC_BELOW
+    run.reason = series_reason(
+        [(s.instance.instance_number, s.suitability, s.reason) for s in scores],
+        quarantined=quarantined,
     )
-    worst = min(scores, key=lambda s: s.suitability)
-    bad = int((values < NONDIAGNOSTIC_BELOW).sum())
-    run.suitability = series_suitability
-    run.nondiagnostic = series_suitability < NONDIAGNOSTIC_BELOW
-    run.reason = (
-        f"{bad} of {len(scores)} slices not diagnostic; worst slice "
-        f"{worst.instance.instance_number}: {worst.reason}"
-        if bad
-        else f"All {len(scores)} slices diagnostic."
-    )[:300]
-    run.status = RunStatus.DONE
+    run.roi_suitability, run.roi_reason = _roi_series(scores)
+    run.status = RunStatus.DONE if scores else RunStatus.FAILED
     run.finished_at = timezone.now()
-    run.save(update_fields=["suitability", "nondiagnostic", "reason", "status", "finished_at"])
-    Series.objects.filter(pk=series.pk).update(
-        suitability=series_suitability, current_run=run, status=SeriesStatus.SCORED
+    run.save(
+        update_fields=[
+            "suitability",
+            "nondiagnostic",
+            "reason",
+            "roi_suitability",
+            "roi_reason",
+            "status",
+            "finished_at",
+        ]
     )
+    # The deployed version's run is the one the series shows; another version's run (a
+    # comparison) is readable with ?model= but does not replace it.
+    if run.model_version.is_deployed or series.current_run_id in (None, run.pk):
+        Series.objects.filter(pk=series.pk).update(
+            suitability=run.suitability,
+            current_run=run,
+            status=SeriesStatus.SCORED if scores else SeriesStatus.FAILED,
+        )
+        for score in scores:
+            if score.instance.suitability != score.suitability:
+                Instance.objects.filter(pk=score.instance_id).update(suitability=score.suitability)
+    else:
+        Series.objects.filter(pk=series.pk, status=SeriesStatus.SCORING).update(
+            status=SeriesStatus.SCORED
+        )
+
+
+def _index(value: float | None) -> int | None:
+    return None if value is None else round(value * 100)
 
 
 def _publish(run: ScoringRun, series: Series, scored: list[_Scored]) -> None:
+    site_id, series_id = series.site_id, str(series.pk)
+    scores = {
+        s.instance_id: s
+        for s in InstanceScore.objects.filter(run=run, instance__in=[i.instance for i in scored])
+    }
+    events = [
+        {
+            "series_id": series_id,
+            "instance_id": str(item.instance.pk),
+            "sop_uid": item.instance.sop_uid,
+            "instance_number": item.instance.instance_number,
+            "model": str(run.model_version),
+            "suitability_index": round(item.suitability * 100),
+            "roi_suitability_index": _index(
+                scores[item.instance.pk].roi_suitability if item.instance.pk in scores else None
+            ),
+            "reason": item.reason,
+            "findings": [
+                {
+                    "type": f.artifact_type,
+                    "head_fraction": round(f.head_fraction, 3),
+                    "advice": f.advice,
+                }
+                for f in item.findings
+            ],
+        }
+        for item in scored
+    ]
+    summary = {
+        "series_id": series_id,
+        "run_id": str(run.pk),
+        "model": str(run.model_version),
+        "suitability_index": _index(run.suitability),
+        "roi_suitability_index": _index(run.roi_suitability),
+        "reason": run.reason,
+    }
+
     def send() -> None:
-        for item in scored:
-            event_publish(
-                site_id=series.site_id,
-                kind="instance.scored",
-                data={
-                    "series_id": str(series.pk),
-                    "instance_id": str(item.instance.pk),
-                    "sop_uid": item.instance.sop_uid,
-                    "instance_number": item.instance.instance_number,
-                    "suitability_index": round(item.suitability * 100),
-                    "reason": item.reason,
-                    "findings": [
-                        {
-                            "type": f.artifact_type,
-                            "head_fraction": round(f.head_fraction, 3),
-                            "advice": f.advice,
-                        }
-                        for f in item.findings
-                    ],
-                },
-            )
-        event_publish(
-            site_id=series.site_id,
-            kind="series.scored",
-            data={
-                "series_id": str(series.pk),
-                "run_id": str(run.pk),
-                "suitability_index": round((run.suitability or 0) * 100),
-                "reason": run.reason,
-            },
-        )
+        for data in events:
+            event_publish(site_id=site_id, kind="instance.scored", data=data)
+        event_publish(site_id=site_id, kind="series.scored", data=summary)
 
     transaction.on_commit(send)
+
+
+# --- region of interest -------------------------------------------------------------------
+
+
+def _region(roi: SeriesRegionOfInterest, instance: Instance) -> np.ndarray:
+    return polygon_raster(roi.polygon, instance.rows, instance.columns)
+
+
+def _roi_index(
+    *,
+    model_suitability: float,
+    findings: Sequence[tuple[str, float, np.ndarray]],
+    region: np.ndarray,
+    phase_encode: str,
+) -> tuple[float, str]:
+    """The slice's index and reason inside ``region``; ``findings``: (type, confidence, mask)."""
+    value = slice_suitability(
+        model_suitability=model_suitability, masks=[m for _, _, m in findings], region=region
+    )
+    area = max(int(region.sum()), 1)
+    shares = [
+        FindingShare(t, int(((m > 0) & region).sum()) / area, confidence)
+        for t, confidence, m in findings
+    ]
+    reason = slice_reason(
+        suitability=value, findings=shares, phase_encode=phase_encode, area="region of interest"
+    )
+    return value, reason[:300]
+
+
+def _roi_slice(item: _Scored, roi: SeriesRegionOfInterest | None) -> tuple[float | None, str]:
+    if roi is None or not roi.covers(item.instance.instance_number):
+        return None, ""
+    return _roi_index(
+        # The stored slice index is slice_suitability(s, masks) over the whole image: s itself.
+        model_suitability=item.suitability,
+        findings=[
+            (f.artifact_type, f.confidence, m)
+            for f, m in zip(item.findings, item.masks, strict=True)
+        ],
+        region=_region(roi, item.instance),
+        phase_encode=item.instance.phase_encode_direction,
+    )
+
+
+def _roi_series(scores: Iterable[InstanceScore]) -> tuple[float | None, str]:
+    inside = [s for s in scores if s.roi_suitability is not None]
+    if not inside:
+        return None, ""
+    value = series_suitability([s.roi_suitability for s in inside if s.roi_suitability is not None])
+    reason = series_reason(
+        [(s.instance.instance_number, s.roi_suitability or 0.0, s.roi_reason) for s in inside]
+    )
+    return value, "Region of interest: " + reason[:280]
+
+
+def _roi_apply(series: Series, roi: SeriesRegionOfInterest | None) -> None:
+    """Recompute the ROI index of every run of ``series`` (cleared without a region)."""
+    for run in ScoringRun.objects.filter(series=series).select_related("model_version"):
+        findings: dict[uuid.UUID, list[Finding]] = {}
+        for finding in run.findings.all():
+            findings.setdefault(finding.instance_id, []).append(finding)
+        scores = list(run.instance_scores.select_related("instance"))
+        for score in scores:
+            if roi is None or not roi.covers(score.instance.instance_number):
+                score.roi_suitability, score.roi_reason = None, ""
+            else:
+                own = [
+                    (f.artifact_type, f.confidence, mask_get(f.mask_key))
+                    for f in findings.get(score.instance_id, [])
+                    if f.mask_key
+                ]
+                score.roi_suitability, score.roi_reason = _roi_index(
+                    model_suitability=score.suitability,
+                    findings=own,
+                    region=_region(roi, score.instance),
+                    phase_encode=score.instance.phase_encode_direction,
+                )
+        InstanceScore.objects.bulk_update(scores, ["roi_suitability", "roi_reason"])
+        run.roi_suitability, run.roi_reason = _roi_series(scores)
+        run.save(update_fields=["roi_suitability", "roi_reason"])
+
+
+def _roi_validate(
+    series: Series,
+    polygon: Sequence[Sequence[float]],
+    first_instance: int | None,
+    last_instance: int | None,
+) -> list[list[float]]:
+    points = [[float(p[0]), float(p[1])] for p in polygon]
+    if len(points) < 3:
+        raise RoiError("a region needs at least 3 points")
+    if not all(np.isfinite(v) for p in points for v in p):
+        raise RoiError("the region's coordinates must be finite numbers")
+    if first_instance is not None and last_instance is not None and first_instance > last_instance:
+        raise RoiError("first_instance is after last_instance")
+    instances = series.instances.all()
+    if first_instance is not None:
+        instances = instances.filter(instance_number__gte=first_instance)
+    if last_instance is not None:
+        instances = instances.filter(instance_number__lte=last_instance)
+    sizes = list(instances.values_list("rows", "columns").distinct())
+    if not sizes:
+        raise RoiError("no slice of the series lies in the instance range")
+    rows, columns = min(r for r, _ in sizes), min(c for _, c in sizes)
+    # Pixel (r, c) is centred on (c, r): the image spans -0.5 .. size - 0.5 on each axis.
+    for col, row in points:
+        if not (-0.5 <= col <= columns - 0.5 and -0.5 <= row <= rows - 0.5):
+            raise RoiError(
+                f"point ({col:g}, {row:g}) lies outside the {columns}x{rows} image "
+                "([col, row] in pixels)"
+            )
+    if polygon_area(points) < 1.0:
+        raise RoiError("the region has no area")
+    return points
+
+
+def series_roi_set(
+    *,
+    series: Series,
+    user: User,
+    polygon: Sequence[Sequence[float]],
+    first_instance: int | None = None,
+    last_instance: int | None = None,
+) -> SeriesRegionOfInterest:
+    """Mark the region of diagnostic interest of ``series`` (replacing the current one) and
+    recompute the ROI index of its runs; publishes ``series.roi``."""
+    points = _roi_validate(series, polygon, first_instance, last_instance)
+    with transaction.atomic():
+        locked = Series.objects.select_for_update().get(pk=series.pk)
+        now = timezone.now()
+        SeriesRegionOfInterest.objects.filter(series=locked, cleared_at__isnull=True).update(
+            cleared_at=now, cleared_by=user
+        )
+        roi = SeriesRegionOfInterest.objects.create(
+            series=locked,
+            site_id=locked.site_id,
+            polygon=points,
+            first_instance=first_instance,
+            last_instance=last_instance,
+            set_by=user,
+            set_at=now,
+        )
+        _roi_apply(locked, roi)
+        _roi_publish(locked, roi)
+    return roi
+
+
+def series_roi_clear(*, series: Series, user: User) -> bool:
+    """Clear the region of interest of ``series``: False when it had none."""
+    with transaction.atomic():
+        locked = Series.objects.select_for_update().get(pk=series.pk)
+        cleared = SeriesRegionOfInterest.objects.filter(
+            series=locked, cleared_at__isnull=True
+        ).update(cleared_at=timezone.now(), cleared_by=user)
+        if cleared:
+            _roi_apply(locked, None)
+            _roi_publish(locked, None)
+    return bool(cleared)
+
+
+def roi_payload(roi: SeriesRegionOfInterest | None) -> dict[str, Any] | None:
+    if roi is None:
+        return None
+    return {
+        "polygon": roi.polygon,
+        "first_instance": roi.first_instance,
+        "last_instance": roi.last_instance,
+        "set_by": roi.set_by.get_username() if roi.set_by else None,
+        "set_at": roi.set_at.isoformat(),
+    }
+
+
+def _roi_publish(series: Series, roi: SeriesRegionOfInterest | None) -> None:
+    run = ScoringRun.objects.filter(series=series, pk=series.current_run_id or uuid.uuid4()).first()
+    data = {
+        "series_id": str(series.pk),
+        "roi": roi_payload(roi),
+        "suitability_index": _index(run.suitability) if run else None,
+        "roi_suitability_index": _index(run.roi_suitability) if run else None,
+    }
+    site_id = series.site_id
+    transaction.on_commit(lambda: event_publish(site_id=site_id, kind="series.roi", data=data))

@@ -1,19 +1,48 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import shared_task
 
 from backend.jobs.tasks import TrackedTask
+from backend.scoring.models import ModelVersion
 from backend.scoring.seg import seg_store
-from backend.scoring.services import series_score, series_unscored_count
+from backend.scoring.services import (
+    SlicesPending,
+    rescore_job_refresh,
+    scoring_attempt_budget,
+    series_score,
+    series_unscored_count,
+)
 
 logger = logging.getLogger(__name__)
 
 
-@shared_task(base=TrackedTask, autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=5)
-def series_score_task(series_id: str) -> str:
-    run = series_score(series_id=series_id)
+class ScoringTask(TrackedTask):
+    abstract = True
+
+    def attempt_limit(self, *args: Any, **kwargs: Any) -> int | None:
+        # Slices carry their own attempt counts (a poison slice is quarantined, the rest of the
+        # series goes on): the task may take as many deliveries as its slices' budgets add up to.
+        return scoring_attempt_budget(series_id=args[0])
+
+
+@shared_task(
+    base=ScoringTask,
+    bind=True,
+    autoretry_for=(ConnectionError, SlicesPending),
+    retry_backoff=1,
+    retry_backoff_max=30,
+    max_retries=None,  # bounded by the attempt budget above
+)
+def series_score_task(
+    self: ScoringTask, series_id: str, model_version_id: int = 0, rescore_job_id: str = ""
+) -> str:
+    version = ModelVersion.objects.get(pk=model_version_id) if model_version_id else None
+    run = series_score(series_id=series_id, model_version=version, claimant=self.request.id or "")
+    if rescore_job_id:
+        rescore_job_refresh(job_id=rescore_job_id)
     if run is None:
         return ""
     # The DICOM SEG is derived: rebuilt once the waiting slices are all scored, never blocking.
