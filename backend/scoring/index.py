@@ -69,7 +69,8 @@ def slice_suitability(
         return s
     area = int(region.sum())
     d_region = float((union & region).sum()) / area if area else 0.0
-    return float(1.0 - (1.0 - s) * min(1.0, d_region / d_image))
+    share = min(1.0, d_region / d_image)
+    return s if share >= 1.0 else float(1.0 - (1.0 - s) * share)
 
 
 def series_suitability(values: Sequence[float]) -> float | None:
