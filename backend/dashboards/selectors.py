@@ -20,10 +20,26 @@ from backend.dashboards.models import ArtifactRollup as _ArtifactRollup
 from backend.dashboards.services import ARTIFACT_TYPES, METRICS, scored_series
 from backend.dashboards.stats import wilson
 from backend.scoring.models import Finding
-from backend.studies.models import Scanner, Series
+from backend.studies.models import Scanner
 from backend.studies.selectors import NotInScope
 
 QA_ROLES = (Role.SITE_ADMIN,)
+RATE_COLUMNS = ["nondiagnostic_rate", *[f"{a}_rate" for a in ARTIFACT_TYPES]]
+# The columns of each table, so that an empty table still exports its header.
+SUMMARY_COLUMNS = [
+    "site_id", "site", "scanner_id", "scanner", "protocol", "sequence_family", "series",
+    "nondiagnostic", *RATE_COLUMNS, "mean_suitability", "repeat_rate", "mean_verdict_s",
+]  # fmt: skip
+TREND_COLUMNS = [
+    "week", "series",
+    *[f"{m}_{k}" for m in METRICS for k in ("count", "rate", "low", "high")],
+    "mean_suitability", "repeat_rate", "mean_verdict_s",
+]  # fmt: skip
+WORST_COLUMNS = [
+    "site_id", "site", "scanner_id", "protocol", "label", "metric", "series", "count", "rate",
+    "low", "high",
+]  # fmt: skip
+HEATMAP_COLUMNS = ["site_id", "site", "scanner_id", "scanner", "series", *RATE_COLUMNS]
 DEFAULT_WEEKS = 12
 
 
@@ -253,7 +269,7 @@ def heatmap(*, user: AnyUser, filters: Filters) -> list[dict[str, Any]]:
 
 def drilldown_series(
     *, user: AnyUser, filters: Filters, week: dt.date | None = None, metric: str | None = None
-) -> QuerySet[Series]:
+) -> QuerySet[Any]:
     """The scored series behind a bar, cell or point: same scope and same keys as the rollups."""
     start, end = filters.weeks()
     if week is not None:

@@ -1,0 +1,332 @@
+"""REST endpoints of the site-quality dashboards: parse, call a selector or service, format.
+
+Every table answers JSON ``{"columns": [...], "rows": [...]}`` and, with ``?format=csv``, the
+same table as CSV. Aggregates are audited like rows: one audit row per site whose numbers left.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, cast
+
+from django.http import HttpResponse
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from backend.accounts.models import User
+from backend.audit.mixins import ClinicalAPIView
+from backend.audit.models import AuditAction
+from backend.audit.services import AuditTarget
+from backend.dashboards import selectors, services
+from backend.dashboards.models import METRIC_CHOICES, NONDIAGNOSTIC, Alert
+from backend.dashboards.renderers import CSVRenderer
+from backend.dashboards.report import monthly_report_pdf
+
+METRIC_NAMES = [m for m, _ in METRIC_CHOICES]
+
+
+class FilterSerializer(serializers.Serializer):
+    site = serializers.IntegerField(required=False)
+    scanner = serializers.IntegerField(required=False)
+    protocol = serializers.CharField(required=False, max_length=128)
+    sequence_family = serializers.CharField(required=False, max_length=32, allow_blank=True)
+    week_from = serializers.DateField(required=False)
+    week_to = serializers.DateField(required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        start, end = attrs.get("week_from"), attrs.get("week_to")
+        if start and end and start > end:
+            raise serializers.ValidationError("week_from is after week_to")
+        if start and end and (end - start).days > 7 * 260:
+            raise serializers.ValidationError("at most five years at a time")
+        return attrs
+
+    def filters(self) -> selectors.Filters:
+        return selectors.Filters(**self.validated_data)
+
+
+class TableSerializer(serializers.Serializer):
+    columns = serializers.ListField(child=serializers.CharField())
+    rows = serializers.ListField(child=serializers.DictField())
+
+
+class DashboardApi(ClinicalAPIView):
+    renderer_classes = [JSONRenderer, CSVRenderer]
+    audit_action = AuditAction.LIST
+    export_name = "artiscan"
+    filter_class: type[FilterSerializer] = FilterSerializer
+    columns: list[str] = []
+
+    def parsed(self, request: Request) -> FilterSerializer:
+        parsed = self.filter_class(data=request.query_params)
+        parsed.is_valid(raise_exception=True)
+        return parsed
+
+    def table(self, request: Request, rows: list[dict[str, Any]], site: int | None) -> Response:
+        """Answer ``rows`` and audit one access per site in scope (an export as an export)."""
+        if request.accepted_renderer.format == "csv":
+            self.audit_action = AuditAction.EXPORT
+        sites = selectors.qa_site_ids(user=request.user)
+        if site is not None:
+            sites &= {site}
+        self._audit_targets = [AuditTarget("dashboard", self.export_name, s) for s in sorted(sites)]
+        return Response({"columns": list(rows[0]) if rows else self.columns, "rows": rows})
+
+
+class SummaryApi(DashboardApi):
+    export_name = "quality-summary"
+    columns = selectors.SUMMARY_COLUMNS
+
+    @extend_schema(parameters=[FilterSerializer], responses=TableSerializer)
+    def get(self, request: Request) -> Response:
+        parsed = self.parsed(request)
+        rows = selectors.summary_table(user=request.user, filters=parsed.filters())
+        return self.table(request, rows, parsed.validated_data.get("site"))
+
+
+class TrendApi(DashboardApi):
+    export_name = "quality-trend"
+    columns = selectors.TREND_COLUMNS
+
+    @extend_schema(parameters=[FilterSerializer], responses=TableSerializer)
+    def get(self, request: Request) -> Response:
+        parsed = self.parsed(request)
+        rows = selectors.trend(user=request.user, filters=parsed.filters())
+        return self.table(request, rows, parsed.validated_data.get("site"))
+
+
+class WorstFilterSerializer(FilterSerializer):
+    by = serializers.ChoiceField(choices=["protocol", "scanner"], default="protocol")
+    metric = serializers.ChoiceField(choices=METRIC_NAMES, default=NONDIAGNOSTIC)
+    min_series = serializers.IntegerField(default=5, min_value=1)
+
+    def filters(self) -> selectors.Filters:
+        data = {
+            k: v for k, v in self.validated_data.items() if k not in {"by", "metric", "min_series"}
+        }
+        return selectors.Filters(**data)
+
+
+class WorstApi(DashboardApi):
+    export_name = "quality-worst"
+    columns = selectors.WORST_COLUMNS
+    filter_class = WorstFilterSerializer
+
+    @extend_schema(parameters=[WorstFilterSerializer], responses=TableSerializer)
+    def get(self, request: Request) -> Response:
+        parsed = self.parsed(request)
+        data = parsed.validated_data
+        rows = selectors.worst(
+            user=request.user,
+            filters=parsed.filters(),
+            by=data["by"],
+            metric=data["metric"],
+            min_series=data["min_series"],
+        )
+        self.export_name = f"worst-{data['by']}s-{data['metric']}"
+        return self.table(request, rows, data.get("site"))
+
+
+class HeatmapApi(DashboardApi):
+    export_name = "scanner-artifact-heatmap"
+    columns = selectors.HEATMAP_COLUMNS
+
+    @extend_schema(parameters=[FilterSerializer], responses=TableSerializer)
+    def get(self, request: Request) -> Response:
+        parsed = self.parsed(request)
+        rows = selectors.heatmap(user=request.user, filters=parsed.filters())
+        return self.table(request, rows, parsed.validated_data.get("site"))
+
+
+class DrilldownFilterSerializer(FilterSerializer):
+    week = serializers.DateField(required=False)
+    metric = serializers.ChoiceField(choices=METRIC_NAMES, required=False)
+    limit = serializers.IntegerField(default=100, min_value=1, max_value=1000)
+    offset = serializers.IntegerField(default=0, min_value=0)
+
+    def filters(self) -> selectors.Filters:
+        skip = {"week", "metric", "limit", "offset"}
+        return selectors.Filters(**{k: v for k, v in self.validated_data.items() if k not in skip})
+
+
+class DrilldownApi(DashboardApi):
+    """The scored series behind a bar, heat-map cell or trend point, each with its viewer URL."""
+
+    export_name = "series"
+    filter_class = DrilldownFilterSerializer
+
+    @extend_schema(parameters=[DrilldownFilterSerializer], responses=TableSerializer)
+    def get(self, request: Request) -> Response:
+        parsed = self.parsed(request)
+        data = parsed.validated_data
+        qs = selectors.drilldown_series(
+            user=request.user,
+            filters=parsed.filters(),
+            week=data.get("week"),
+            metric=data.get("metric"),
+        )
+        count = qs.count()
+        page = list(qs[data["offset"] : data["offset"] + data["limit"]])
+        self.accessed(page, per_study=True)
+        if request.accepted_renderer.format == "csv":
+            self.audit_action = AuditAction.EXPORT
+        rows = [
+            {
+                "id": str(s.pk),
+                "viewer_url": f"/series/{s.pk}/",
+                "received_at": s.received_at.isoformat(),
+                "week": s.week.isoformat(),
+                "site": s.site.name,
+                "scanner": str(s.scanner) if s.scanner else "",
+                "protocol": s.protocol_key,
+                "sequence_family": s.sequence_family,
+                "series_number": s.series_number,
+                "description": s.description,
+                "instance_count": s.instance_count,
+                "suitability": s.suitability,
+                "nondiagnostic": s.current_run.nondiagnostic if s.current_run else None,
+            }
+            for s in page
+        ]
+        return Response({"count": count, "columns": DRILLDOWN_COLUMNS, "rows": rows})
+
+
+class AlertOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    site_id = serializers.IntegerField()
+    site = serializers.CharField(source="site.name")
+    scanner_id = serializers.IntegerField(allow_null=True)
+    scanner = serializers.SerializerMethodField()
+    metric = serializers.CharField()
+    week = serializers.DateField()
+    count = serializers.IntegerField()
+    total = serializers.IntegerField()
+    rate = serializers.FloatField()
+    baseline_rate = serializers.FloatField()
+    baseline_weeks = serializers.IntegerField()
+    dispersion = serializers.FloatField()
+    p_value = serializers.FloatField()
+    threshold = serializers.FloatField()
+    created_at = serializers.DateTimeField()
+    notified_at = serializers.DateTimeField(allow_null=True)
+    acknowledged_by = serializers.SerializerMethodField()
+    acknowledged_at = serializers.DateTimeField(allow_null=True)
+
+    def get_scanner(self, alert: Alert) -> str:
+        return str(alert.scanner) if alert.scanner else "(unknown scanner)"
+
+    def get_acknowledged_by(self, alert: Alert) -> str | None:
+        return alert.acknowledged_by.get_username() if alert.acknowledged_by else None
+
+
+ALERT_COLUMNS = list(AlertOutputSerializer().fields)
+DRILLDOWN_COLUMNS = [
+    "id", "viewer_url", "received_at", "week", "site", "scanner", "protocol", "sequence_family",
+    "series_number", "description", "instance_count", "suitability", "nondiagnostic",
+]  # fmt: skip
+
+
+class AlertFilterSerializer(serializers.Serializer):
+    site = serializers.IntegerField(required=False)
+    open = serializers.BooleanField(required=False, default=False)
+
+
+class AlertListApi(DashboardApi):
+    export_name = "quality-alerts"
+    columns = ALERT_COLUMNS
+
+    @extend_schema(parameters=[AlertFilterSerializer], responses=TableSerializer)
+    def get(self, request: Request) -> Response:
+        parsed = AlertFilterSerializer(data=request.query_params)
+        parsed.is_valid(raise_exception=True)
+        site = parsed.validated_data.get("site")
+        alerts = selectors.alert_list(
+            user=request.user, site_id=site, open_only=parsed.validated_data["open"]
+        )[:200]
+        rows = [dict(r) for r in AlertOutputSerializer(alerts, many=True).data]
+        return self.table(request, rows, site)
+
+
+class AlertAcknowledgeApi(ClinicalAPIView):
+    """Acknowledge an alert: who and when are recorded once, and the act is audited."""
+
+    audit_action = AuditAction.ANNOTATE
+
+    @extend_schema(request=None, responses=AlertOutputSerializer)
+    def post(self, request: Request, alert_id: int) -> Response:
+        alert = selectors.alert_get(user=request.user, alert_id=alert_id)
+        alert = services.alert_acknowledge(
+            alert=alert, user=cast(User, request.user), request=request._request
+        )
+        return Response(AlertOutputSerializer(alert).data)
+
+
+class AlertSettingsSerializer(serializers.Serializer):
+    emails = serializers.CharField(allow_blank=True, required=False, default="", max_length=2000)
+    webhook_url = serializers.URLField(allow_blank=True, required=False, default="")
+
+    def validate_emails(self, value: str) -> str:
+        parts = [p.strip() for p in value.replace("\n", ",").split(",") if p.strip()]
+        field = serializers.EmailField()
+        for part in parts:
+            field.run_validation(part)
+        return ", ".join(parts)
+
+    def validate_webhook_url(self, value: str) -> str:
+        if value and not value.lower().startswith(("http://", "https://")):
+            raise serializers.ValidationError("http or https only")
+        return value
+
+
+class AlertSettingsApi(ClinicalAPIView):
+    """Where a site's alerts are sent (its QA administrators only)."""
+
+    audit_action = AuditAction.VIEW
+
+    @extend_schema(responses=AlertSettingsSerializer)
+    def get(self, request: Request, site_id: int) -> Response:
+        config = selectors.alert_settings_get(user=request.user, site_id=site_id)
+        return Response(AlertSettingsSerializer(config).data)
+
+    @extend_schema(request=AlertSettingsSerializer, responses=AlertSettingsSerializer)
+    def put(self, request: Request, site_id: int) -> Response:
+        selectors.qa_site_get(user=request.user, site_id=site_id)
+        parsed = AlertSettingsSerializer(data=request.data)
+        parsed.is_valid(raise_exception=True)
+        config = services.alert_settings_update(site_id=site_id, **parsed.validated_data)
+        self.audit_action = AuditAction.CREATE
+        self._audit_targets = [AuditTarget("alert_settings", str(site_id), site_id)]
+        return Response(AlertSettingsSerializer(config).data)
+
+
+class ReportFilterSerializer(serializers.Serializer):
+    site = serializers.IntegerField()
+    month = serializers.RegexField(r"^\d{4}-(0[1-9]|1[0-2])$", required=False)
+
+
+class MonthlyReportApi(ClinicalAPIView):
+    """A printable PDF of one site's month: tables, trends with intervals, heat map, alerts."""
+
+    audit_action = AuditAction.EXPORT
+
+    @extend_schema(
+        parameters=[ReportFilterSerializer],
+        responses={(200, "application/pdf"): OpenApiResponse(description="The report")},
+    )
+    def get(self, request: Request) -> HttpResponse:
+        parsed = ReportFilterSerializer(data=request.query_params)
+        parsed.is_valid(raise_exception=True)
+        site = selectors.qa_site_get(user=request.user, site_id=parsed.validated_data["site"])
+        month = parsed.validated_data.get("month")
+        today = dt.date.today()
+        year, mon = (int(x) for x in month.split("-")) if month else (today.year, today.month)
+        pdf = monthly_report_pdf(user=request.user, site=site, year=year, month=mon)
+        self._audit_targets = [AuditTarget("dashboard", "monthly-report", site.pk)]
+        response = HttpResponse(pdf, content_type="application/pdf")
+        response["Content-Disposition"] = (
+            f'attachment; filename="artiscan-{site.slug}-{year:04d}-{mon:02d}.pdf"'
+        )
+        return response
