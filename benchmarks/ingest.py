@@ -1,12 +1,18 @@
 """Ingest throughput: ArtiScan (STOW-RS and C-STORE, de-identification included) against a real
-Orthanc (REST upload and C-STORE) on the same files, same machine, same run.
+Orthanc (REST upload, its own STOW-RS from Debian's orthanc-dicomweb plugin when installed, and
+C-STORE) on the same kind of files, same machine, same run.
 
-    .venv/bin/python benchmarks/ingest.py [--instances 500] [--clients 4]
+    .venv/bin/python benchmarks/ingest.py [--instances 500] [--clients 4] [--batch 50]
+                                          [--workers N] [--skip-cstore]
 
-Starts everything it measures itself: an ArtiScan web server (daphne) and C-STORE SCP on a
-scratch embedded installation (or on DATABASE_URL/REDIS_URL if set), and Orthanc from Debian's
-packages with a temporary configuration. Prints instances/s for each path, serial and with
-concurrent clients, the ratio to Orthanc, and the peak resident memory of each server process.
+Starts everything it measures itself: ArtiScan's web server twice (one daphne process, as before,
+and ``manage.py serve --workers N``, several daphne processes on one port) and its C-STORE SCP on
+a scratch embedded installation (or on DATABASE_URL/REDIS_URL if set), and Orthanc from Debian's
+packages with a temporary configuration. Every path gets a fresh series (new UIDs), so nothing is
+a duplicate. STOW-RS is measured with one instance per request and with ``--batch`` instances per
+multipart request (the natural DICOMweb way); Orthanc's REST API takes one instance per request.
+Prints instances/s for each path, serial and with concurrent clients, the ratio to Orthanc, and
+the peak resident memory of each server process.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import requests
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
+from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
 MR = "1.2.840.10008.5.1.4.1.1.4"
@@ -136,24 +143,63 @@ def cstore_sender(port: int, calling: str, called: str) -> Callable[[int, list[b
     return send
 
 
+def stow_sender(
+    url: str, batch: int, token: str | None, sessions: dict[str, requests.Session]
+) -> Callable[[int, list[bytes]], None]:
+    """Multipart/related STOW-RS requests of ``batch`` instances each to ``url``."""
+    boundary = "benchboundary"
+    headers = {
+        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+        "Accept": "application/dicom+json",
+    }
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+
+    def send(i: int, share: list[bytes]) -> None:
+        http = sessions.setdefault(f"{url}/{i}", requests.Session())
+        for start in range(0, len(share), batch):
+            chunk = share[start : start + batch]
+            body = bytearray()
+            for data in chunk:
+                body += f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+                body += data + b"\r\n"
+            body += f"--{boundary}--\r\n".encode()
+            r = http.post(url, data=bytes(body), headers=headers, timeout=300)
+            if r.status_code != 200:
+                raise RuntimeError(f"STOW answered {r.status_code}: {r.text[:200]}")
+            stored = r.json().get("00081199", {}).get("Value", [])
+            if len(stored) != len(chunk):
+                raise RuntimeError(f"STOW stored {len(stored)} of {len(chunk)}")
+
+    return send
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--instances", type=int, default=500)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=50, help="instances per STOW-RS request")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="daphne processes (serve)"
+    )
+    parser.add_argument("--skip-cstore", action="store_true")
     args = parser.parse_args()
     orthanc_bin = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
     if not Path(orthanc_bin).exists():
         print("Orthanc is not installed (apt-get install orthanc)", file=sys.stderr)
         return 2
+    dicomweb_plugin = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 
     print(f"generating {args.instances} instances of 384x512 16-bit MR ...", flush=True)
     files = make_series(args.instances)
-    print(f"  {sum(map(len, files)) / 2**20:.0f} MiB", flush=True)
+    print(f"  {sum(map(len, files)) / 2**20:.0f} MiB per series", flush=True)
 
     work = Path(tempfile.mkdtemp(prefix="artiscan-bench-"))
     env = {k: v for k, v in os.environ.items()}
     env.setdefault("ARTISCAN_VAR_DIR", str(work / "var"))
     env["PYTHONPATH"] = str(ROOT)
+    database = "PostgreSQL (DATABASE_URL)" if env.get("DATABASE_URL") else "SQLite (embedded)"
+    print(f"ArtiScan database: {database}; {os.cpu_count()} CPUs", flush=True)
     procs: list[subprocess.Popen] = []
     try:
         py = [sys.executable]
@@ -171,22 +217,28 @@ def main() -> int:
              "print(token_create(user=u, name='bench')[1])"],
             cwd=ROOT, env=env, check=True, capture_output=True, text=True,
         ).stdout.strip()  # fmt: skip
-        web_port, scp_port = free_port(), free_port()
+        web_port, multi_port, scp_port = free_port(), free_port(), free_port()
         web = subprocess.Popen(
             [*py, "-m", "daphne", "-p", str(web_port), "backend.config.asgi:application"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        multi = subprocess.Popen(
+            [*py, "manage.py", "serve", "--port", str(multi_port), "--workers", str(args.workers)],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         scp = subprocess.Popen(
             [*py, "manage.py", "dicom_scp", "--host", "127.0.0.1", "--port", str(scp_port)],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        procs += [web, scp]
+        procs += [web, multi, scp]
         o_http, o_dicom = free_port(), free_port()
         config = {
             "Name": "bench", "HttpPort": o_http, "DicomPort": o_dicom,
             "StorageDirectory": str(work / "orthanc"), "IndexDirectory": str(work / "orthanc"),
             "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
-            "DicomAlwaysAllowStore": True, "DicomAet": "ORTHANC", "Plugins": [],
+            "DicomAlwaysAllowStore": True, "DicomAet": "ORTHANC",
+            "Plugins": [str(dicomweb_plugin)] if dicomweb_plugin.exists() else [],
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
         }  # fmt: skip
         (work / "orthanc.json").write_text(json.dumps(config))
         orthanc = subprocess.Popen(
@@ -194,62 +246,62 @@ def main() -> int:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         procs.append(orthanc)
-        for port, proc, what in [(web_port, web, "daphne"), (scp_port, scp, "scp"),
-                                 (o_http, orthanc, "Orthanc")]:  # fmt: skip
+        for port, proc, what in [(web_port, web, "daphne"), (multi_port, multi, "serve"),
+                                 (scp_port, scp, "scp"), (o_http, orthanc, "Orthanc")]:  # fmt: skip
             wait_port(port, proc, what)
+        time.sleep(2)  # every process of ``serve`` listening
 
-        sessions: dict[int, requests.Session] = {}
-
-        def session(i: int) -> requests.Session:
-            return sessions.setdefault(i, requests.Session())
-
-        def stow(i: int, share: list[bytes]) -> None:
-            boundary = "benchboundary"
-            headers = {
-                "Authorization": f"Bearer {token}",
-                "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
-            }
-            for data in share:
-                body = (
-                    f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
-                    + data + f"\r\n--{boundary}--\r\n".encode()
-                )  # fmt: skip
-                r = session(i).post(f"http://127.0.0.1:{web_port}/dicomweb/studies", data=body,
-                                    headers=headers, timeout=120)  # fmt: skip
-                if r.status_code != 200:
-                    raise RuntimeError(f"STOW answered {r.status_code}: {r.text[:200]}")
+        sessions: dict[str, requests.Session] = {}
 
         def orthanc_rest(i: int, share: list[bytes]) -> None:
+            http = sessions.setdefault(f"orthanc/{i}", requests.Session())
             for data in share:
-                r = session(100 + i).post(f"http://127.0.0.1:{o_http}/instances", data=data,
-                                          timeout=120)  # fmt: skip
+                r = http.post(f"http://127.0.0.1:{o_http}/instances", data=data, timeout=120)
                 if r.status_code != 200:
                     raise RuntimeError(f"Orthanc answered {r.status_code}")
 
+        ours = f"http://127.0.0.1:{web_port}/dicomweb/studies"
+        ours_multi = f"http://127.0.0.1:{multi_port}/dicomweb/studies"
+        theirs = f"http://127.0.0.1:{o_http}/dicom-web/studies"
+        b, w = args.batch, args.workers
+        paths: list[tuple[str, Callable[[int, list[bytes]], None]]] = [
+            ("Orthanc REST 1/req", orthanc_rest),
+        ]
+        if dicomweb_plugin.exists():
+            paths.append((f"Orthanc STOW-RS {b}/req", stow_sender(theirs, b, None, sessions)))
+        paths += [
+            ("ArtiScan STOW-RS 1/req, 1 proc", stow_sender(ours, 1, token, sessions)),
+            (f"ArtiScan STOW-RS 1/req, {w} procs", stow_sender(ours_multi, 1, token, sessions)),
+            (f"ArtiScan STOW-RS {b}/req, 1 proc", stow_sender(ours, b, token, sessions)),
+            (f"ArtiScan STOW-RS {b}/req, {w} procs", stow_sender(ours_multi, b, token, sessions)),
+        ]
+        if not args.skip_cstore:
+            paths += [
+                ("Orthanc C-STORE", cstore_sender(o_dicom, "BENCH", "ORTHANC")),
+                ("ArtiScan C-STORE", cstore_sender(scp_port, "BENCH", "ARTISCAN")),
+            ]
         results: dict[str, float] = {}
         for clients in (1, args.clients):
-            fresh = [files, make_series(args.instances)][clients > 1]
-            results[f"Orthanc REST x{clients}"] = run_clients(fresh, clients, orthanc_rest)
-            results[f"ArtiScan STOW-RS x{clients}"] = run_clients(fresh, clients, stow)
-            fresh = make_series(args.instances)
-            results[f"Orthanc C-STORE x{clients}"] = run_clients(
-                fresh, clients, cstore_sender(o_dicom, "BENCH", "ORTHANC")
-            )
-            results[f"ArtiScan C-STORE x{clients}"] = run_clients(
-                fresh, clients, cstore_sender(scp_port, "BENCH", "ARTISCAN")
-            )
-        print(f"\n{'path':<26}{'instances/s':>12}{'vs Orthanc':>12}")
+            for name, send in tqdm(paths, desc=f"x{clients} clients", unit="path"):
+                fresh = files if not results else make_series(args.instances)
+                results[f"{name} x{clients}"] = run_clients(fresh, clients, send)
+
+        print(f"\n{'path':<40}{'instances/s':>12}{'vs Orthanc':>12}{'vs its STOW':>12}")
         for name, rate in results.items():
+            clients = name.split()[-1]
+            line = f"{name:<40}{rate:>12.1f}"
             if name.startswith("ArtiScan"):
-                kind, clients = name.split()[1], name.split()[-1]
-                theirs = results[f"Orthanc {'REST' if kind == 'STOW-RS' else 'C-STORE'} {clients}"]
-                print(f"{name:<26}{rate:>12.1f}{rate / theirs:>11.2f}x")
-            else:
-                print(f"{name:<26}{rate:>12.1f}")
+                kind = "C-STORE" if "C-STORE" in name else "REST 1/req"
+                line += f"{rate / results[f'Orthanc {kind} {clients}']:>11.2f}x"
+                stow = results.get(f"Orthanc STOW-RS {b}/req {clients}")
+                if "STOW" in name and stow:
+                    line += f"{rate / stow:>11.2f}x"
+            print(line)
         print("\npeak resident memory (MiB):")
-        print(f"  ArtiScan web (daphne) {peak_rss_mb(web.pid):8.0f}")
-        print(f"  ArtiScan C-STORE SCP  {peak_rss_mb(scp.pid):8.0f}")
-        print(f"  Orthanc               {peak_rss_mb(orthanc.pid):8.0f}")
+        print(f"  ArtiScan web (1 daphne)        {peak_rss_mb(web.pid):8.0f}")
+        print(f"  ArtiScan serve (per process)   {peak_rss_mb(multi.pid):8.0f}")
+        print(f"  ArtiScan C-STORE SCP           {peak_rss_mb(scp.pid):8.0f}")
+        print(f"  Orthanc                        {peak_rss_mb(orthanc.pid):8.0f}")
     finally:
         for proc in procs:
             proc.terminate()

@@ -7,6 +7,7 @@ study of another site is a 404 exactly like a study that does not exist.
 from __future__ import annotations
 
 import io
+import uuid
 from typing import Any
 
 import pydicom
@@ -22,7 +23,7 @@ from backend.audit.mixins import ClinicalAPIView
 from backend.audit.models import AuditAction
 from backend.dicomweb import multipart
 from backend.dicomweb.render import render_png
-from backend.ingest.services import instance_ingest
+from backend.ingest.services import series_ingest
 from backend.storage.store import store_get
 from backend.studies import selectors
 from backend.studies.models import Instance, Series, Study
@@ -355,15 +356,20 @@ class StowView(DicomWebView):
         if not bodies:
             return _json({"error": "no application/dicom parts"}, status=400)
         base = self.base(request)
+        # One batch: each part is de-identified on its own, the accepted ones are stored with
+        # one durable sync and recorded in one transaction (series_ingest).
+        outcomes = series_ingest(site=site, files=bodies, source="stow")
+        rows = Instance.objects.select_related("series__study").in_bulk(
+            [o.instance_id for o in outcomes if o.status != "rejected"]
+        )
         stored, failed, accessed = [], [], []
-        for data in bodies:
-            outcome = instance_ingest(site=site, data=data, source="stow")
+        for outcome in outcomes:
             if outcome.status == "rejected":
                 failed.append(
                     {"00081197": _a("US", PROCESSING_FAILURE), "00000902": _a("LO", outcome.reason)}
                 )
                 continue
-            instance = Instance.objects.select_related("series__study").get(pk=outcome.instance_id)
+            instance = rows[uuid.UUID(outcome.instance_id)]
             accessed.append(instance)
             item = _instance_json(instance, base)
             stored.append(

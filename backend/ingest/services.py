@@ -32,7 +32,7 @@ from backend.ingest.models import OrthancSource, QuarantinedFile
 from backend.ingest.orthanc import OrthancClient, OrthancError
 from backend.realtime.services import event_publish
 from backend.scoring.services import series_score_enqueue
-from backend.storage.store import store_delete, store_put
+from backend.storage.store import store_delete, store_put, store_put_many
 from backend.studies.models import Instance, Scanner, Series, Study
 
 logger = logging.getLogger(__name__)
@@ -138,12 +138,26 @@ def _quarantine(*, site: Site, data: bytes, source: str, reason: str) -> None:
     )
 
 
-def instance_ingest(*, site: Site, data: bytes, source: str) -> IngestOutcome:
-    """De-identify one DICOM file and store it; refused files go to the quarantine.
+@dataclass(frozen=True)
+class _Clean:
+    """One file past the door: de-identified, serialised, ready to store."""
 
-    Idempotent: the same instance sent twice is stored once (the pseudonymous UIDs are a keyed
-    function of the originals, so a re-send maps to the same row).
-    """
+    ds: Dataset
+    scanner: str
+    storage_key: str
+    data: bytes
+
+    @property
+    def series_uid(self) -> str:
+        return str(self.ds.SeriesInstanceUID)
+
+    @property
+    def sop_uid(self) -> str:
+        return str(self.ds.SOPInstanceUID)
+
+
+def _door(*, site: Site, data: bytes, source: str) -> _Clean | IngestOutcome:
+    """De-identify one file, or quarantine it and say why."""
     key = settings.DEID_KEY
     try:
         original = read_dicom(data, max_bytes=settings.ARTISCAN_MAX_INSTANCE_BYTES)
@@ -155,35 +169,90 @@ def instance_ingest(*, site: Site, data: bytes, source: str) -> IngestOutcome:
         logger.info("refused a %s file: %s", source, refusal.reason)
         return IngestOutcome(status="rejected", reason=refusal.reason)
     del original  # de-identified in place: the same object as ``ds`` now
-
-    study_uid, series_uid, sop_uid = (
-        str(ds.StudyInstanceUID),
-        str(ds.SeriesInstanceUID),
-        str(ds.SOPInstanceUID),
+    storage_key = (
+        f"instances/{site.pk}/{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
     )
-    storage_key = f"instances/{site.pk}/{study_uid}/{series_uid}/{sop_uid}.dcm"
+    return _Clean(ds=ds, scanner=scanner, storage_key=storage_key, data=clean)
+
+
+def instance_ingest(*, site: Site, data: bytes, source: str) -> IngestOutcome:
+    """De-identify one DICOM file and store it; refused files go to the quarantine.
+
+    Idempotent: the same instance sent twice is stored once (the pseudonymous UIDs are a keyed
+    function of the originals, so a re-send maps to the same row).
+    """
+    return series_ingest(site=site, files=[data], source=source)[0]
+
+
+# Files de-identified and committed together: bounds the memory a batch holds (de-identified
+# datasets and their bytes) while sharing one transaction and one disk sync among them.
+INGEST_BATCH = 64
+
+
+def series_ingest(*, site: Site, files: Iterable[bytes], source: str) -> list[IngestOutcome]:
+    """Ingest many files (one series or several); each file stands or falls on its own.
+
+    Every file is de-identified on its own; the accepted ones of each batch of
+    ``INGEST_BATCH`` are stored with one durable sync and recorded in one transaction, with one
+    scoring request and one event per series. Nothing is answered before the files are durable
+    and the rows committed.
+    """
+    outcomes: list[IngestOutcome] = []
+    batch: list[bytes] = []
+    for data in files:
+        batch.append(data)
+        if len(batch) == INGEST_BATCH:
+            outcomes += _batch_ingest(site=site, files=batch, source=source)
+            batch = []
+    if batch:
+        outcomes += _batch_ingest(site=site, files=batch, source=source)
+    return outcomes
+
+
+def _batch_ingest(*, site: Site, files: list[bytes], source: str) -> list[IngestOutcome]:
+    results: list[_Clean | IngestOutcome] = [
+        _door(site=site, data=data, source=source) for data in files
+    ]
+    if not any(isinstance(r, _Clean) for r in results):
+        return [r for r in results if isinstance(r, IngestOutcome)]
     try:
         with transaction.atomic():
-            outcome = _record(site, ds, scanner, storage_key, clean, source)
+            return _record_batch(site, results, source)
     except IntegrityError:
-        # A concurrent copy of the same instance won the race: same result as a duplicate.
-        existing = Instance.objects.select_related("series").get(
-            series__study__site=site, series__series_uid=series_uid, sop_uid=sop_uid
-        )
-        return IngestOutcome(
-            status="duplicate",
-            sop_uid=sop_uid,
-            sop_class_uid=existing.sop_class_uid,
-            instance_id=str(existing.pk),
-            series_id=str(existing.series_id),
-            study_id=str(existing.series.study_id),
-        )
-    return outcome
+        # A concurrent copy of one of these instances won the race (the unique constraint saw
+        # it): record them one by one, where a lost race reads as a duplicate.
+        outcomes: list[IngestOutcome] = []
+        for result in results:
+            if isinstance(result, IngestOutcome):
+                outcomes.append(result)
+                continue
+            try:
+                with transaction.atomic():
+                    outcomes += _record_batch(site, [result], source)
+            except IntegrityError:
+                outcomes.append(_duplicate_of(site, result))
+        return outcomes
 
 
-def _record(
-    site: Site, ds: Dataset, scanner_pseudonym: str, storage_key: str, clean: bytes, source: str
-) -> IngestOutcome:
+def _duplicate_of(site: Site, clean: _Clean) -> IngestOutcome:
+    existing = Instance.objects.select_related("series").get(
+        series__study__site=site, series__series_uid=clean.series_uid, sop_uid=clean.sop_uid
+    )
+    return _outcome("duplicate", existing, existing.series)
+
+
+def _outcome(status: Status, instance: Instance, series: Series) -> IngestOutcome:
+    return IngestOutcome(
+        status=status,
+        sop_uid=instance.sop_uid,
+        sop_class_uid=instance.sop_class_uid,
+        instance_id=str(instance.pk),
+        series_id=str(series.pk),
+        study_id=str(series.study_id),
+    )
+
+
+def _series_for(site: Site, ds: Dataset, scanner_pseudonym: str) -> Series:
     study, _ = Study.objects.get_or_create(
         site=site,
         study_uid=str(ds.StudyInstanceUID),
@@ -213,60 +282,106 @@ def _record(
             "sequence_family": str(ds.get("ScanningSequence", ""))[:32],
         },
     )
-    existing = Instance.objects.filter(series=series, sop_uid=str(ds.SOPInstanceUID)).first()
-    if existing is not None:
-        return IngestOutcome(
-            status="duplicate",
-            sop_uid=existing.sop_uid,
-            sop_class_uid=existing.sop_class_uid,
-            instance_id=str(existing.pk),
-            series_id=str(series.pk),
-            study_id=str(study.pk),
+    return series
+
+
+def _record_batch(
+    site: Site, results: list[_Clean | IngestOutcome], source: str
+) -> list[IngestOutcome]:
+    """Store and record the clean files of ``results`` (inside the caller's transaction);
+    returns an outcome per item, in order."""
+    series_by_uid: dict[tuple[str, str], Series] = {}
+    for r in results:
+        if isinstance(r, _Clean):
+            series_key = (str(r.ds.StudyInstanceUID), r.series_uid)
+            if series_key not in series_by_uid:
+                series_by_uid[series_key] = _series_for(site, r.ds, r.scanner)
+    existing: dict[tuple[Any, str], Instance] = {
+        (i.series_id, i.sop_uid): i
+        for i in Instance.objects.filter(
+            series__in=list(series_by_uid.values()),
+            sop_uid__in=[r.sop_uid for r in results if isinstance(r, _Clean)],
         )
-    size = store_put(storage_key, clean)
-    try:
-        instance = Instance.objects.create(
+    }
+    new: dict[tuple[Any, str], tuple[_Clean, Instance]] = {}
+    for r in results:
+        if not isinstance(r, _Clean):
+            continue
+        series = series_by_uid[(str(r.ds.StudyInstanceUID), r.series_uid)]
+        uid = (series.pk, r.sop_uid)
+        if uid in existing or uid in new:
+            continue
+        ds = r.ds
+        row = Instance(
             series=series,
             site=site,
-            sop_uid=str(ds.SOPInstanceUID),
+            sop_uid=r.sop_uid,
             sop_class_uid=str(ds.SOPClassUID),
             instance_number=_int(ds, "InstanceNumber"),
-            storage_key=storage_key,
-            size_bytes=size,
+            storage_key=r.storage_key,
             frame_count=_int(ds, "NumberOfFrames") or 1,
             rows=int(ds.Rows),
             columns=int(ds.Columns),
             **acquisition_values(ds),
         )
-    except Exception:
-        store_delete(storage_key)  # no orphan file when the row cannot be written
+        new[uid] = (r, row)
+    written = [(clean.storage_key, clean.data) for clean, _ in new.values()]
+    sizes = store_put_many(written)
+    for (_, row), size in zip(new.values(), sizes, strict=True):
+        row.size_bytes = size
+    try:
+        Instance.objects.bulk_create([row for _, row in new.values()])
+    except Exception as exc:
+        # On a unique-constraint race a concurrent writer stored the same instances under the
+        # same keys: those files are its files now, so they stay. Otherwise no orphan files.
+        if not isinstance(exc, IntegrityError):
+            for key, _ in written:
+                store_delete(key)
         raise
-    # Counted here, in the same transaction, rather than by a task per instance.
-    Series.objects.filter(pk=series.pk).update(instance_count=F("instance_count") + 1)
-    site_id, series_id, instance_id = site.pk, str(series.pk), str(instance.pk)
-    transaction.on_commit(
-        lambda: event_publish(
-            site_id=site_id,
-            kind="instance.received",
-            data={"series_id": series_id, "instance_id": instance_id, "source": source},
+    per_series: dict[Any, list[str]] = {}
+    for _, row in new.values():
+        per_series.setdefault(row.series_id, []).append(str(row.pk))
+    for series_id, instance_ids in per_series.items():
+        # Counted here, in the same transaction, rather than by a task per instance.
+        Series.objects.filter(pk=series_id).update(
+            instance_count=F("instance_count") + len(instance_ids)
         )
-    )
-    # Every accepted slice asks for scoring; a task scores whatever is waiting in the series, so
-    # a burst of slices is scored in batches and a lone slice is not held back.
-    series_score_enqueue(series_id=series.pk)
-    return IngestOutcome(
-        status="accepted",
-        sop_uid=instance.sop_uid,
-        sop_class_uid=instance.sop_class_uid,
-        instance_id=instance_id,
-        series_id=series_id,
-        study_id=str(study.pk),
-    )
+        _announce(
+            site_id=site.pk, series_id=str(series_id), instance_ids=instance_ids, source=source
+        )
+        # A task scores whatever is waiting in the series, so one request per series and batch
+        # is enough, and a lone slice is not held back.
+        series_score_enqueue(series_id=series_id)
+
+    outcomes: list[IngestOutcome] = []
+    accepted: set[tuple[Any, str]] = set()
+    for r in results:
+        if not isinstance(r, _Clean):
+            outcomes.append(r)
+            continue
+        series = series_by_uid[(str(r.ds.StudyInstanceUID), r.series_uid)]
+        uid = (series.pk, r.sop_uid)
+        if uid in new and uid not in accepted:
+            accepted.add(uid)
+            outcomes.append(_outcome("accepted", new[uid][1], series))
+        else:
+            outcomes.append(_outcome("duplicate", existing.get(uid) or new[uid][1], series))
+    return outcomes
 
 
-def series_ingest(*, site: Site, files: Iterable[bytes], source: str) -> list[IngestOutcome]:
-    """Ingest many files (one series or several); each file stands or falls on its own."""
-    return [instance_ingest(site=site, data=data, source=source) for data in files]
+def _announce(*, site_id: int, series_id: str, instance_ids: list[str], source: str) -> None:
+    """One ``instance.received`` event per series and batch, after the commit: ``instance_id``
+    is the last one received, ``instance_ids`` all of them."""
+    data = {
+        "series_id": series_id,
+        "instance_id": instance_ids[-1],
+        "instance_ids": instance_ids,
+        "count": len(instance_ids),
+        "source": source,
+    }
+    transaction.on_commit(
+        lambda: event_publish(site_id=site_id, kind="instance.received", data=data)
+    )
 
 
 def quarantine_purge(*, now: datetime | None = None) -> int:

@@ -1,0 +1,98 @@
+"""``python manage.py serve --port 8000 --workers 2``: several daphne processes on one port.
+
+One daphne process runs Django's sync views one at a time on one thread, so ingest (STOW-RS,
+uploads) uses one core however many clients send. This command binds the listening socket
+once and starts ``--workers`` daphne processes that all accept on it (``daphne --fd``); the
+kernel hands each new connection to one of them. Everything else is plain daphne: the same
+ASGI application, websockets included (the channel layer joins the processes). A worker that
+dies takes the others down with it, so a supervisor (systemd, ``make demo``) sees the failure.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+# Runs in each child before Twisted is imported (Twisted reads LISTEN_PID at import).
+_CHILD = (
+    "import os, sys\n"
+    "fd = int(sys.argv[1])\n"
+    "if fd != 3:\n"
+    "    os.dup2(fd, 3)\n"
+    "    os.close(fd)\n"
+    "os.environ.update(LISTEN_FDS='1', LISTEN_FDNAMES='web', LISTEN_PID=str(os.getpid()))\n"
+    "from daphne.cli import CommandLineInterface\n"
+    "CommandLineInterface().run(sys.argv[2:])\n"
+)
+
+
+class Command(BaseCommand):
+    help = "Serve the ASGI application with several daphne processes sharing one listening port."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=os.cpu_count() or 1,
+            help="daphne processes (default: one per CPU)",
+        )
+        parser.add_argument("--application", default="backend.config.asgi:application")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        workers = options["workers"]
+        if workers < 1:
+            raise CommandError("--workers must be at least 1")
+        family = socket.AF_INET6 if ":" in options["host"] else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind((options["host"], options["port"]))
+        except OSError as exc:
+            where = f"{options['host']}:{options['port']}"
+            raise CommandError(f"cannot listen on {where}: {exc.strerror}") from None
+        listener.listen(1024)
+        listener.set_inheritable(True)
+        fd = listener.fileno()
+        domain = "INET6" if family == socket.AF_INET6 else "INET"
+        command = [sys.executable, "-c", _CHILD, str(fd), "-e", f"systemd:domain={domain}:index=0"]
+        command.append(options["application"])
+        # The command is this interpreter and our own constant code: no untrusted input.
+        children = [
+            subprocess.Popen(command, pass_fds=(fd,))  # noqa: S603
+            for _ in range(workers)
+        ]
+        listener.close()  # the children hold it now
+        self.stdout.write(
+            f"serving on {options['host']}:{options['port']} with {workers} daphne processes",
+        )
+        self.stdout.flush()
+
+        def stop(*_: Any) -> None:
+            for child in children:
+                if child.poll() is None:
+                    child.terminate()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        try:
+            while all(child.poll() is None for child in children):
+                time.sleep(0.5)
+        finally:
+            stop()
+            for child in children:
+                try:
+                    child.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+        codes = [child.returncode for child in children]
+        if any(code not in (0, -signal.SIGTERM, -signal.SIGINT) for code in codes):
+            raise CommandError(f"a daphne process exited with {codes}")
