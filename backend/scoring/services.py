@@ -500,7 +500,9 @@ def _failure_text(exc: BaseException) -> str:
 
     # Our own ScoringError messages say what is wrong with the slice; other messages may quote
     # file contents, so only their class is kept.
-    text = f"{type(exc).__name__}: {exc}" if isinstance(exc, ScoringError) else type(exc).__name__
+    first_line = (str(exc).splitlines() or [""])[0]
+    text = f"{type(exc).__name__}: {first_line}" if isinstance(exc, ScoringError) else ""
+    text = text or type(exc).__name__
     return text[:300]
 
 

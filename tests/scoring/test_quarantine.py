@@ -1,0 +1,113 @@
+"""A slice that makes the scoring fail is tried ARTISCAN_SCORING_MAX_ATTEMPTS times, then
+quarantined with its reason, while the rest of its series is scored (security checklist C-03)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from backend.ingest.services import series_ingest
+from backend.jobs.models import JobRecord
+from backend.scoring.models import InstanceScore, SliceAttempt
+from backend.scoring.services import SlicesPending, series_score
+from backend.studies.models import Series
+from tests.deid.builders import mr_dataset, to_bytes
+from tests.scoring.builders import undecodable_mr
+
+
+def _ingest_with_poison(site, numbers=(1, 2, 4), poison=3):
+    files = [to_bytes(mr_dataset(i, rows=64, columns=64)) for i in numbers]
+    files.append(undecodable_mr(poison))
+    series_ingest(site=site, files=files, source="upload")
+    series = Series.objects.get(site=site)
+    assert series.instances.count() == len(numbers) + 1  # ingest accepted the poison slice
+    return series
+
+
+@pytest.mark.django_db
+def test_a_failing_slice_is_retried_then_quarantined_and_the_rest_is_scored(settings, site_a):
+    settings.ARTISCAN_SCORING_MAX_ATTEMPTS = 3
+    series = _ingest_with_poison(site_a)
+    poison = series.instances.get(instance_number=3)
+    for attempt in (1, 2):
+        with pytest.raises(SlicesPending):
+            series_score(series_id=series.pk)
+        record = SliceAttempt.objects.get(instance=poison)
+        assert record.attempts == attempt and not record.quarantined
+        assert record.error.startswith("ScoringError: cannot decode the pixels")
+        assert InstanceScore.objects.filter(instance__series=series).count() == 3
+    run = series_score(series_id=series.pk)  # third failure: quarantined, no exception
+    record = SliceAttempt.objects.get(instance=poison)
+    assert record.quarantined and record.attempts == 3
+    assert not InstanceScore.objects.filter(instance=poison).exists()
+    assert run is not None and run.reason.endswith("1 slice quarantined.")
+    series.refresh_from_db()
+    assert series.status == "scored" and series.current_run == run
+    assert series_score(series_id=series.pk) == run  # nothing left: no more attempts
+    assert SliceAttempt.objects.get(instance=poison).attempts == 3
+
+
+@pytest.mark.django_db
+def test_a_slice_whose_worker_died_is_scored_alone_and_quarantined_at_the_limit(settings, site_a):
+    """A claim left behind by a killed worker counts as an attempt: the slice is retried alone,
+    and quarantined once its attempts reach the limit without a result."""
+    from backend.scoring.services import model_version_deployed
+
+    settings.ARTISCAN_SCORING_MAX_ATTEMPTS = 2
+    series_ingest(
+        site=site_a, files=[to_bytes(mr_dataset(i, rows=64, columns=64)) for i in (1, 2)],
+        source="upload",
+    )  # fmt: skip
+    series = Series.objects.get(site=site_a)
+    first, second = series.instances.order_by("instance_number")
+    version = model_version_deployed()
+    # Two earlier deliveries died on slice 1 (their claims expired); slice 2 died once.
+    SliceAttempt.objects.create(instance=first, model_version=version, site=site_a, attempts=2)
+    SliceAttempt.objects.create(instance=second, model_version=version, site=site_a, attempts=1)
+    series_score(series_id=series.pk)
+    assert SliceAttempt.objects.get(instance=first).quarantined
+    assert "worker lost" in SliceAttempt.objects.get(instance=first).error
+    assert InstanceScore.objects.filter(instance=second).count() == 1
+    assert SliceAttempt.objects.get(instance=second).attempts == 2
+
+
+@pytest.mark.django_db
+def test_the_result_api_shows_the_quarantined_slice_and_its_reason(
+    settings, api, radiologist_a, site_a
+):
+    settings.ARTISCAN_SCORING_MAX_ATTEMPTS = 1
+    series = _ingest_with_poison(site_a)
+    series_score(series_id=series.pk)
+    body = api.as_(radiologist_a).get(f"/api/series/{series.pk}/result/").json()
+    assert [i["instance_number"] for i in body["instances"]] == [1, 2, 4]
+    [quarantined] = body["quarantined"]
+    assert quarantined["instance_number"] == 3 and quarantined["attempts"] == 1
+    assert quarantined["reason"].startswith("ScoringError: cannot decode the pixels")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.servers
+def test_the_worker_quarantines_a_poison_slice_and_scores_the_rest(celery_worker_process, site_a):
+    """Through the real worker process: ingest queues the tasks, the poison slice fails three
+    times (Celery retries with a delay), is quarantined, and the job ends done."""
+    series = _ingest_with_poison(site_a)
+    poison = series.instances.get(instance_number=3)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        attempt = SliceAttempt.objects.filter(instance=poison).first()
+        if attempt is not None and attempt.quarantined:
+            break
+        time.sleep(0.3)
+    else:
+        raise AssertionError(f"not quarantined: {SliceAttempt.objects.filter(instance=poison)}")
+    assert attempt.attempts == 3 and attempt.error.startswith("ScoringError")
+    assert InstanceScore.objects.filter(instance__series=series).count() == 3
+    assert not InstanceScore.objects.filter(instance=poison).exists()
+    series.refresh_from_db()
+    assert series.status == "scored"
+    jobs = JobRecord.objects.filter(subject=str(series.pk))
+    deadline = time.monotonic() + 60
+    while jobs.filter(state__in=["running", "failed"]).exists() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert set(jobs.values_list("state", flat=True)) == {"done"}
