@@ -24,6 +24,7 @@ from annotation.rle import MaskFormatError, rle_decode, rle_encode
 from backend.accounts.models import User
 from backend.audit.mixins import ClinicalAPIView
 from backend.audit.models import AuditAction
+from backend.scoring.services import ModelRegistryError
 from backend.studies.models import Instance
 from backend.studies.selectors import NotInScope
 
@@ -37,7 +38,7 @@ class AnnotationApi(ClinicalAPIView):
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, DjangoValidationError):
             exc = exceptions.ValidationError({"detail": exc.messages})
-        if isinstance(exc, MaskFormatError):
+        if isinstance(exc, (MaskFormatError, ModelRegistryError)):
             exc = exceptions.ValidationError({"detail": [str(exc)]})
         return super().handle_exception(exc)
 

@@ -34,7 +34,7 @@ from annotation.selectors import (
     is_lead,
     series_for_campaign,
 )
-from backend.accounts.models import Membership, User
+from backend.accounts.models import Membership, Role, User
 from backend.accounts.selectors import AnyUser, site_ids_for
 from backend.scoring.masks import mask_get, mask_put
 from backend.scoring.models import ARTIFACT_TYPE_CHOICES
@@ -52,11 +52,12 @@ def _require_lead(user: AnyUser, site_id: int) -> None:
         raise PermissionDenied("only the site's annotation leads may do this")
 
 
-def campaign_readers(*, site_id: int) -> list[User]:
-    """Everyone who may read at the site: annotators, radiologists and leads."""
-    ids = Membership.objects.filter(
-        site_id=site_id, role__in=[str(r) for r in READER_ROLES]
-    ).values_list("user_id", flat=True)
+def campaign_readers(*, site_id: int, include_leads: bool = False) -> list[User]:
+    """Who may read at the site: annotators and radiologists (and leads, when named)."""
+    roles = READER_ROLES if include_leads else (Role.ANNOTATOR, Role.RADIOLOGIST)
+    ids = Membership.objects.filter(site_id=site_id, role__in=[str(r) for r in roles]).values_list(
+        "user_id", flat=True
+    )
     return list(User.objects.filter(pk__in=ids, is_active=True).order_by("pk"))
 
 
@@ -133,7 +134,7 @@ def campaign_assign(*, campaign: Campaign, reader_ids: Sequence[int] | None = No
     load: each series goes to the readers with the fewest series so far (ties: the one who
     waited longest). Only members of the campaign's site can be readers. Returns the number of
     assignments made."""
-    readers = campaign_readers(site_id=campaign.site_id)
+    readers = campaign_readers(site_id=campaign.site_id, include_leads=reader_ids is not None)
     if reader_ids is not None:
         allowed = {r.pk for r in readers}
         if not set(reader_ids) <= allowed:

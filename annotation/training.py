@@ -310,9 +310,11 @@ def finetune_request(
     return job
 
 
-def _base_weights(path: str) -> Path:
+def _base_weights(model_version: Any) -> Path:
     """The Keras file of a model version (an ONNX export's ``.keras`` twin)."""
-    weights = Path(path)
+    from backend.scoring.services import model_weights_local
+
+    weights = model_weights_local(model_version)
     if weights.suffix == ".onnx" and weights.with_suffix(".keras").is_file():
         return weights.with_suffix(".keras")
     return weights
@@ -348,7 +350,7 @@ def finetune_run(*, finetune_id: uuid.UUID | str) -> FineTune:
         "--data",
         job.training_set.path,
         "--init",
-        str(_base_weights(base.weights_key)),
+        str(_base_weights(base)),
         "--out",
         str(out),
         "--epochs",
@@ -395,7 +397,7 @@ def finetune_run(*, finetune_id: uuid.UUID | str) -> FineTune:
         progress=1.0,
         metrics=result["metrics"],
         candidate=candidate,
-        message="done" if candidate else "done (candidate not registered: no model registry)",
+        message="done",
         finished_at=timezone.now(),
     )
     job.refresh_from_db()
@@ -403,11 +405,8 @@ def finetune_run(*, finetune_id: uuid.UUID | str) -> FineTune:
 
 
 def _register_candidate(job: FineTune, base: Any, result: dict[str, Any]) -> Any:
-    from backend.scoring import services as scoring
+    from backend.scoring.services import model_version_register
 
-    register = getattr(scoring, "model_version_register", None)
-    if register is None:
-        return None
     ts = job.training_set
     card = (
         f"Fine-tuned from {base} on training set {ts.pk} (campaign {ts.campaign_id}, version "
@@ -415,7 +414,7 @@ def _register_candidate(job: FineTune, base: Any, result: dict[str, Any]) -> Any
         f"{json.dumps(job.params)}; command: python -m annotation.ml_runner (ml.model.train "
         f"with init = the deployed weights). Figures: {json.dumps(result['metrics'])}"
     )
-    return register(
+    return model_version_register(
         weights_path=Path(result["best"]),
         name="artiscan-finetuned",
         version=f"c{str(ts.campaign_id)[:8]}-v{ts.version}-{str(job.pk)[:8]}",

@@ -128,7 +128,7 @@ def campaign_page(request: HttpRequest, campaign_id: uuid.UUID) -> HttpResponse:
                     reason=request.POST.get("reason", ""),
                 )
             return redirect("campaign", campaign_id=campaign.pk)
-        except (ValidationError, ValueError, PermissionDenied, ImportError) as exc:
+        except (ValidationError, ValueError, PermissionDenied) as exc:
             messages.error(request, "; ".join(getattr(exc, "messages", [str(exc)])))
     finetunes = list(selectors.finetune_list(campaign=campaign))
     return render(

@@ -1,0 +1,50 @@
+"""Personas and data for the annotation tests: a lead and two readers at site A, a lead at
+site B, and series ingested for real (de-identified DICOM in the encrypted store)."""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import pytest
+
+from tests.conftest import _persona
+
+
+@pytest.fixture
+def lead_a(site_a):
+    return _persona("lead_a", site_a, "annotation_lead")
+
+
+@pytest.fixture
+def reader2_a(site_a):
+    return _persona("reader2_a", site_a, "annotator")
+
+
+@pytest.fixture
+def lead_b(site_b):
+    return _persona("lead_b", site_b, "annotation_lead")
+
+
+@pytest.fixture
+def private_store(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "store"
+    settings.VAR_DIR = tmp_path / "var"
+    settings.STORAGE_KEYS = "s1:" + base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
+def ingest_series(site, number: int, slices: int = 3, size: int = 32):
+    """One MR series of ``slices`` images (``size``²), ingested as an upload; returns it."""
+    from backend.ingest.services import series_ingest
+    from backend.studies.models import Series
+    from tests.deid.builders import mr_dataset, to_bytes
+
+    files = []
+    for i in range(1, slices + 1):
+        ds = mr_dataset(number * 100 + i, rows=size, columns=size)
+        ds.SeriesInstanceUID = f"1.2.826.0.1.3680043.8.498.7{number:04d}"
+        ds.InstanceNumber = i
+        files.append(to_bytes(ds))
+    before = set(Series.objects.filter(site=site).values_list("pk", flat=True))
+    series_ingest(site=site, files=files, source="upload")
+    return Series.objects.filter(site=site).exclude(pk__in=before).get()

@@ -1,0 +1,423 @@
+"""Campaigns through the API, persona by persona: leads create and see everything of their
+site, readers only their own queue, blinded readers neither the model's nor others' masks,
+another site's lead nothing at all."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from annotation.models import Adjudication, Annotation, Assignment
+from annotation.rle import rle_decode, rle_encode
+from backend.audit.models import AuditEvent
+from tests.annotation.conftest import ingest_series
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("private_store")]
+
+SIZE = 32
+
+
+def square(r0: int, r1: int, c0: int, c1: int) -> list[int]:
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[r0:r1, c0:c1] = 1
+    return rle_encode(mask)
+
+
+@pytest.fixture
+def series_a(site_a):
+    return [ingest_series(site_a, n) for n in (1, 2, 3, 4)]
+
+
+def create(api, lead, site, **extra):
+    body = {
+        "site_id": site.pk,
+        "name": "Motion in T2",
+        "artifact_types": ["motion", "noise"],
+        "readers_per_image": 2,
+        "blinded": True,
+        "instructions": "Mark every ghost.",
+        **extra,
+    }
+    return api.as_(lead).post("/api/campaigns/", body, format="json")
+
+
+def queue(api, persona):
+    return api.as_(persona).get("/api/annotate/queue/").json()
+
+
+def test_a_lead_creates_a_campaign_with_balanced_assignments(
+    api, lead_a, annotator_a, reader2_a, radiologist_a, series_a
+):
+    response = create(
+        api,
+        lead_a,
+        lead_a.site,
+        reader_ids=[annotator_a.user.pk, reader2_a.user.pk, radiologist_a.user.pk],
+    )
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["series"] == 4 and body["artifact_types"] == ["motion", "noise"]
+    loads = sorted(Assignment.objects.values_list("reader__username", flat=True))
+    # 4 series x 2 readers = 8 assignments over 3 readers: 3, 3, 2
+    assert len(loads) == 8
+    assert sorted(loads.count(u) for u in set(loads)) == [2, 3, 3]
+    for series in series_a:
+        readers = Assignment.objects.filter(series=series).values_list("reader_id", flat=True)
+        assert len(set(readers)) == 2  # two distinct readers per image
+    assert queue(api, annotator_a)["progress"]["total"] == loads.count("annotator_a")
+
+
+def test_the_query_picks_series_by_protocol_and_index(
+    api, lead_a, annotator_a, reader2_a, series_a
+):
+    from backend.studies.models import Series
+
+    Series.objects.filter(pk=series_a[0].pk).update(suitability=0.3)
+    Series.objects.filter(pk=series_a[1].pk).update(suitability=0.9)
+    response = create(api, lead_a, lead_a.site, index_below=50)
+    assert response.status_code == 201
+    assert response.json()["series"] == 1
+    assert create(api, lead_a, lead_a.site, protocol="flair").status_code == 400
+
+
+def test_readers_and_other_sites_cannot_create_or_see_campaigns(
+    api, lead_a, lead_b, annotator_a, reader2_a, series_a, site_a
+):
+    assert create(api, annotator_a, site_a).status_code == 403
+    assert create(api, lead_b, site_a).status_code == 404
+    campaign_id = create(api, lead_a, site_a).json()["id"]
+    assert api.as_(lead_b).get(f"/api/campaigns/{campaign_id}/").status_code == 404
+    assert api.as_(lead_b).get("/api/campaigns/").json() == []
+    for path in ("agreement/", "agreement.csv", "disagreements/", "suggestions/", "training-sets/"):
+        assert api.as_(lead_b).get(f"/api/campaigns/{campaign_id}/{path}").status_code == 404
+        assert api.as_(annotator_a).get(f"/api/campaigns/{campaign_id}/{path}").status_code == 403
+    assert AuditEvent.objects.filter(outcome="denied", site_id=site_a.pk).exists()
+
+
+def test_a_reader_sees_only_their_own_assignments(
+    api, lead_a, annotator_a, reader2_a, series_a, site_a
+):
+    create(api, lead_a, site_a, readers_per_image=1)
+    mine = queue(api, annotator_a)["assignments"]
+    theirs = queue(api, reader2_a)["assignments"]
+    assert len(mine) == len(theirs) == 2
+    assert not {a["id"] for a in mine} & {a["id"] for a in theirs}
+    other = theirs[0]["id"]
+    assert api.as_(annotator_a).get(f"/api/assignments/{other}/").status_code == 404
+    detail = api.as_(reader2_a).get(f"/api/assignments/{other}/").json()
+    instance = detail["instances"][0]["id"]
+    path = f"/api/assignments/{other}/instances/{instance}/annotation/"
+    assert api.as_(annotator_a).get(path).status_code == 404
+    assert api.as_(annotator_a).post(path, {"masks": {}}, format="json").status_code == 404
+    assert api.as_(lead_a).get(f"/api/assignments/{other}/").status_code == 200
+
+
+def test_readings_are_versioned_with_labels_time_and_progress(
+    api, lead_a, annotator_a, reader2_a, series_a, site_a
+):
+    create(api, lead_a, site_a, readers_per_image=1)
+    q = queue(api, annotator_a)
+    assert q["progress"] == {"finished": 0, "total": 2}
+    assignment = q["next"]["id"]
+    detail = api.as_(annotator_a).get(f"/api/assignments/{assignment}/").json()
+    assert detail["blinded"] is True and detail["resume_instance_id"] is None
+    instances = [i["id"] for i in detail["instances"]]
+    path = f"/api/assignments/{assignment}/instances/{instances[0]}/annotation/"
+    first = api.as_(annotator_a).post(
+        path,
+        {
+            "masks": {"motion": square(2, 6, 2, 6)},
+            "diagnostic": True,
+            "confidence": 4,
+            "time_spent_ms": 5300,
+        },
+        format="json",
+    )
+    assert first.status_code == 201, first.content
+    assert first.json() == {"version": 1, "mask_pixels": {"motion": 16}, "status": "in_progress"}
+    second = api.as_(annotator_a).post(
+        path,
+        {
+            "masks": {"motion": square(2, 6, 2, 8), "noise": square(0, 1, 0, SIZE)},
+            "diagnostic": False,
+            "source": "previous",
+            "time_spent_ms": 1200,
+        },
+        format="json",
+    )
+    assert second.json()["version"] == 2
+    latest = api.as_(annotator_a).get(path).json()
+    assert latest["version"] == 2 and latest["diagnostic"] is False
+    assert latest["types_present"] == ["motion", "noise"]
+    assert rle_decode(latest["masks"]["motion"], (SIZE, SIZE)).sum() == 24
+    assert [v["version"] for v in latest["versions"]] == [2, 1]
+    v1 = Annotation.objects.get(version=1)
+    assert v1.time_spent_ms == 5300 and v1.created_by == annotator_a.user and v1.source == "empty"
+    # resume where one stopped
+    detail = api.as_(annotator_a).get(f"/api/assignments/{assignment}/").json()
+    assert detail["resume_instance_id"] == instances[0]
+    assert AuditEvent.objects.filter(action="annotate", user_id=annotator_a.user.pk).exists()
+    # a mask of the wrong size or an unannotated type is refused
+    bad = api.as_(annotator_a).post(path, {"masks": {"motion": [0, 10]}}, format="json")
+    assert bad.status_code == 400
+    bad = api.as_(annotator_a).post(path, {"masks": {"gibbs": square(0, 1, 0, 1)}}, format="json")
+    assert bad.status_code == 400
+    for instance in instances[1:]:
+        api.as_(annotator_a).post(
+            f"/api/assignments/{assignment}/instances/{instance}/annotation/",
+            {"masks": {}},
+            format="json",
+        )
+    assert queue(api, annotator_a)["progress"] == {"finished": 1, "total": 2}
+
+
+def test_a_reader_skips_a_series_with_a_reason(
+    api, lead_a, annotator_a, reader2_a, series_a, site_a
+):
+    create(api, lead_a, site_a, readers_per_image=1)
+    assignment = queue(api, annotator_a)["next"]["id"]
+    path = f"/api/assignments/{assignment}/skip/"
+    assert api.as_(annotator_a).post(path, {"reason": ""}, format="json").status_code == 400
+    assert api.as_(reader2_a).post(path, {"reason": "x"}, format="json").status_code == 404
+    response = api.as_(annotator_a).post(path, {"reason": "wrong anatomy"}, format="json")
+    assert response.json()["status"] == "skipped"
+    q = queue(api, annotator_a)
+    assert q["progress"]["finished"] == 1 and q["next"]["id"] != assignment
+
+
+def _model_findings(series, types=("motion",)):
+    """A scoring run with one finding per instance, as the scoring service would store."""
+    from backend.scoring.masks import mask_put
+    from backend.scoring.models import Finding, InstanceScore, ModelVersion, ScoringRun
+    from backend.studies.models import Series
+
+    version = ModelVersion.objects.create(
+        name="m",
+        version=str(series.pk)[:8],
+        sha256=str(series.pk).replace("-", ""),
+        weights_key="x",
+    )
+    run = ScoringRun.objects.create(
+        series=series, site_id=series.site_id, model_version=version, status="done"
+    )
+    for instance in series.instances.all():
+        InstanceScore.objects.create(
+            run=run, instance=instance, suitability=0.4, nondiagnostic=True
+        )
+        mask = np.zeros((SIZE, SIZE), np.uint8)
+        mask[2:6, 2:6] = 1
+        for t in types:
+            key = f"masks/{series.site_id}/{run.pk}/{instance.sop_uid}/{t}.png"
+            mask_put(key, mask)
+            Finding.objects.create(
+                run=run,
+                instance=instance,
+                site_id=series.site_id,
+                artifact_type=t,
+                mask_key=key,
+                area_px=16,
+                area_fraction=16 / SIZE**2,
+                confidence=0.55,
+            )
+    Series.objects.filter(pk=series.pk).update(current_run=run, suitability=0.4)
+    return run
+
+
+def test_blinded_readers_see_neither_the_model_nor_each_other(
+    api, lead_a, annotator_a, reader2_a, series_a, site_a
+):
+    for s in series_a:
+        _model_findings(s)
+    campaign = create(api, lead_a, site_a).json()["id"]
+    assignment = queue(api, annotator_a)["next"]
+    instance = (
+        api.as_(annotator_a)
+        .get(f"/api/assignments/{assignment['id']}/")
+        .json()["instances"][0]["id"]
+    )
+    base = f"/api/assignments/{assignment['id']}/instances/{instance}"
+    assert api.as_(annotator_a).get(f"{base}/model-masks/").status_code == 403
+    assert api.as_(annotator_a).post(f"{base}/assist/", {}, format="json").status_code == 403
+    # the other reader's reading of the same slice stays out of reach
+    other = Assignment.objects.get(series_id=assignment["series_id"], reader=reader2_a.user)
+    api.as_(reader2_a).post(
+        f"/api/assignments/{other.pk}/instances/{instance}/annotation/",
+        {"masks": {"motion": square(0, 4, 0, 4)}},
+        format="json",
+    )
+    assert (
+        api.as_(annotator_a)
+        .get(f"/api/assignments/{other.pk}/instances/{instance}/annotation/")
+        .status_code
+        == 404
+    )
+    assert (
+        api.as_(annotator_a)
+        .get(f"/api/campaigns/{campaign}/instances/{instance}/readings/")
+        .status_code
+        == 403
+    )
+    mine = api.as_(annotator_a).get(f"{base}/annotation/").json()
+    assert mine["version"] == 0 and mine["masks"] == {}
+    # the lead may look at the model's masks
+    assert api.as_(lead_a).get(f"{base}/model-masks/").status_code == 200
+
+
+def test_unblinded_readers_start_from_the_model_mask(
+    api, lead_a, annotator_a, reader2_a, series_a, site_a
+):
+    _model_findings(series_a[0], types=("motion", "gibbs"))
+    create(api, lead_a, site_a, blinded=False, series_ids=[str(series_a[0].pk)])
+    assignment = queue(api, annotator_a)["next"]["id"]
+    instance = (
+        api.as_(annotator_a).get(f"/api/assignments/{assignment}/").json()["instances"][0]["id"]
+    )
+    masks = (
+        api.as_(annotator_a)
+        .get(f"/api/assignments/{assignment}/instances/{instance}/model-masks/")
+        .json()["masks"]
+    )
+    assert set(masks) == {"motion"}  # only the campaign's types
+    assert rle_decode(masks["motion"], (SIZE, SIZE)).sum() == 16
+
+
+def test_disagreements_are_adjudicated_by_pick_majority_or_redraw(
+    api, lead_a, annotator_a, reader2_a, series_a, site_a
+):
+    campaign = create(api, lead_a, site_a, series_ids=[str(series_a[0].pk)]).json()["id"]
+    a1 = Assignment.objects.get(reader=annotator_a.user)
+    a2 = Assignment.objects.get(reader=reader2_a.user)
+    instances = [
+        str(i)
+        for i in series_a[0].instances.order_by("instance_number").values_list("pk", flat=True)
+    ]
+
+    def read(persona, assignment, instance, mask, diagnostic):
+        r = api.as_(persona).post(
+            f"/api/assignments/{assignment.pk}/instances/{instance}/annotation/",
+            {"masks": {"motion": mask}, "diagnostic": diagnostic},
+            format="json",
+        )
+        assert r.status_code == 201
+
+    # slice 0: masks overlap 16/32 (IoU 0.5, not below 0.5) and labels agree -> agreement
+    read(annotator_a, a1, instances[0], square(0, 4, 0, 8), True)
+    read(reader2_a, a2, instances[0], square(0, 4, 0, 4), True)
+    # slice 1: IoU 4/28 and different labels -> disagreement
+    read(annotator_a, a1, instances[1], square(0, 4, 0, 4), True)
+    read(reader2_a, a2, instances[1], square(2, 6, 2, 6), False)
+    found = api.as_(lead_a).get(f"/api/campaigns/{campaign}/disagreements/").json()
+    assert [d["instance_id"] for d in found] == [instances[1]]
+    assert set(found[0]["reasons"]) == {"diagnostic label", "motion"}
+    readings = (
+        api.as_(lead_a).get(f"/api/campaigns/{campaign}/instances/{instances[1]}/readings/").json()
+    )
+    assert [r["reader"] for r in readings["readings"]] == ["annotator_a", "reader2_a"]
+    assert rle_decode(readings["readings"][1]["masks"]["motion"], (SIZE, SIZE)).sum() == 16
+    post = lambda body: api.as_(lead_a).post(
+        f"/api/campaigns/{campaign}/adjudications/", body, format="json"
+    )
+    majority = post({"instance_id": instances[1], "method": "majority"})
+    assert majority.status_code == 201 and majority.json()["mask_pixels"] == {"motion": 4}
+    pick = post(
+        {
+            "instance_id": instances[1],
+            "method": "pick",
+            "annotation_id": readings["readings"][1]["id"],
+        }
+    )
+    assert pick.json() == {"version": 2, "method": "pick", "mask_pixels": {"motion": 16}}
+    redraw = post(
+        {
+            "instance_id": instances[1],
+            "method": "redraw",
+            "masks": {"motion": square(0, 2, 0, 2)},
+            "diagnostic": False,
+        }
+    )
+    assert redraw.json()["version"] == 3
+    assert Adjudication.objects.get(version=3).diagnostic is False
+    assert (
+        api.as_(annotator_a)
+        .post(
+            f"/api/campaigns/{campaign}/adjudications/",
+            {"instance_id": instances[1], "method": "majority"},
+            format="json",
+        )
+        .status_code
+        == 403
+    )
+    found = api.as_(lead_a).get(f"/api/campaigns/{campaign}/disagreements/").json()
+    assert found[0]["adjudicated"] is True
+
+
+def test_agreement_figures_match_the_readings(
+    api, lead_a, annotator_a, reader2_a, series_a, site_a
+):
+    _model_findings(series_a[0])
+    campaign = create(api, lead_a, site_a, series_ids=[str(series_a[0].pk)]).json()["id"]
+    a1 = Assignment.objects.get(reader=annotator_a.user)
+    a2 = Assignment.objects.get(reader=reader2_a.user)
+    instances = [
+        str(i)
+        for i in series_a[0].instances.order_by("instance_number").values_list("pk", flat=True)
+    ]
+    plan = [  # (reader 1 mask, label), (reader 2 mask, label)
+        ((square(2, 6, 2, 6), True), (square(2, 6, 2, 6), True)),  # same 16 px
+        ((square(0, 4, 0, 4), False), (square(0, 4, 0, 8), True)),  # 16 of 32
+        ((square(0, 1, 0, 1), False), (square(9, 10, 9, 10), False)),  # 0 of 2
+    ]
+    for instance, ((m1, d1), (m2, d2)) in zip(instances, plan, strict=True):
+        for persona, assignment, mask, diag in ((annotator_a, a1, m1, d1), (reader2_a, a2, m2, d2)):
+            api.as_(persona).post(
+                f"/api/assignments/{assignment.pk}/instances/{instance}/annotation/",
+                {"masks": {"motion": mask}, "diagnostic": diag},
+                format="json",
+            )
+    rows = api.as_(lead_a).get(f"/api/campaigns/{campaign}/agreement/").json()
+    pair = {(r["kind"], r["artifact_type"], r["reader_a"], r["reader_b"]): r for r in rows}
+    motion = pair[("reader_pair", "motion", "annotator_a", "reader2_a")]
+    # pooled: intersection 16+16+0 = 32, union 16+32+2 = 50; sizes 16+16+1 and 16+32+1
+    assert motion["iou"] == pytest.approx(32 / 50) and motion["dice"] == pytest.approx(
+        64 / 82, abs=1e-4
+    )
+    assert (
+        motion["slices"] == 3 and motion["cohen_kappa"] is None
+    )  # everyone marked motion everywhere
+    diag = pair[("reader_pair", "diagnostic", "annotator_a", "reader2_a")]
+    # labels (T,T), (F,T), (F,F): p_o = 2/3; r1 1 yes of 3, r2 2 of 3: p_e = (1*2 + 2*1)/9 = 4/9
+    assert diag["cohen_kappa"] == pytest.approx((2 / 3 - 4 / 9) / (1 - 4 / 9), abs=1e-4)
+    fleiss = pair[("readers", "diagnostic", "all", "")]
+    # items [2 yes], [1, 1], [2 no]: P̄ = (1 + 0 + 1)/3; p = 1/2 each: P_e = 1/2 -> 1/3
+    assert fleiss["fleiss_kappa"] == pytest.approx(1 / 3, abs=1e-4)
+    model = pair[("reader_model", "motion", "annotator_a", "model")]
+    # the model marks rows/cols 2:6 on every slice: r1 ∩ = 16 + 4 + 0, ∪ = 16 + 28 + 17
+    assert model["iou"] == pytest.approx(20 / 61, abs=1e-4)
+    model_diag = pair[("reader_model", "diagnostic", "annotator_a", "model")]
+    assert model_diag["cohen_kappa"] is not None
+    csv = api.as_(lead_a).get(f"/api/campaigns/{campaign}/agreement.csv").content.decode()
+    assert (
+        csv.splitlines()[0]
+        == "kind,artifact_type,reader_a,reader_b,slices,iou,dice,cohen_kappa,fleiss_kappa"
+    )
+    assert "reader_pair,motion,annotator_a,reader2_a,3,0.64," in csv
+    png = api.as_(lead_a).get(f"/api/campaigns/{campaign}/agreement.png")
+    assert png["Content-Type"] == "image/png" and png.content[:4] == b"\x89PNG"
+
+
+def test_active_learning_ranks_uncertain_series_first(
+    api, lead_a, annotator_a, reader2_a, series_a, site_a
+):
+    from backend.scoring.models import InstanceScore
+
+    run = _model_findings(series_a[1])
+    sure = _model_findings(series_a[2])
+    InstanceScore.objects.filter(run=sure).update(suitability=0.98)
+    campaign = create(api, lead_a, site_a, series_ids=[str(series_a[0].pk)]).json()["id"]
+    rows = api.as_(lead_a).get(f"/api/campaigns/{campaign}/suggestions/").json()
+    assert [r["series_id"] for r in rows] == [str(series_a[1].pk), str(series_a[2].pk)]
+    # suitability 0.4 -> 1 - |0.8 - 1| = 0.8; confidence 0.55 -> 0.9
+    assert rows[0]["uncertainty"] == pytest.approx(0.8) and rows[0][
+        "mask_uncertainty"
+    ] == pytest.approx(0.9)
+    assert run.series_id == series_a[1].pk
