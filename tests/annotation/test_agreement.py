@@ -12,7 +12,7 @@ from annotation.rle import MaskFormatError, rle_decode, rle_encode
 def test_iou_and_dice_of_two_small_masks():
     a = np.array([[1, 1, 0], [0, 1, 0]])
     b = np.array([[1, 0, 0], [0, 1, 1]])
-    # a ∩ b = 2 pixels, a ∪ b = 4 pixels, |a| = |b| = 3
+    # a inter b = 2 pixels, a union b = 4 pixels, |a| = |b| = 3
     assert agreement.iou(a, b) == pytest.approx(2 / 4)
     assert agreement.dice(a, b) == pytest.approx(2 * 2 / 6)
     assert agreement.iou(np.zeros((2, 2)), np.zeros((2, 2))) is None

@@ -314,9 +314,12 @@ def test_disagreements_are_adjudicated_by_pick_majority_or_redraw(
     )
     assert [r["reader"] for r in readings["readings"]] == ["annotator_a", "reader2_a"]
     assert rle_decode(readings["readings"][1]["masks"]["motion"], (SIZE, SIZE)).sum() == 16
-    post = lambda body: api.as_(lead_a).post(
-        f"/api/campaigns/{campaign}/adjudications/", body, format="json"
-    )
+
+    def post(body):
+        return api.as_(lead_a).post(
+            f"/api/campaigns/{campaign}/adjudications/", body, format="json"
+        )
+
     majority = post({"instance_id": instances[1], "method": "majority"})
     assert majority.status_code == 201 and majority.json()["mask_pixels"] == {"motion": 4}
     pick = post(
@@ -391,7 +394,7 @@ def test_agreement_figures_match_the_readings(
     # items [2 yes], [1, 1], [2 no]: P̄ = (1 + 0 + 1)/3; p = 1/2 each: P_e = 1/2 -> 1/3
     assert fleiss["fleiss_kappa"] == pytest.approx(1 / 3, abs=1e-4)
     model = pair[("reader_model", "motion", "annotator_a", "model")]
-    # the model marks rows/cols 2:6 on every slice: r1 ∩ = 16 + 4 + 0, ∪ = 16 + 28 + 17
+    # the model marks rows/cols 2:6 on every slice: r1 inter = 16 + 4 + 0, union = 16 + 28 + 17
     assert model["iou"] == pytest.approx(20 / 61, abs=1e-4)
     model_diag = pair[("reader_model", "diagnostic", "annotator_a", "model")]
     assert model_diag["cohen_kappa"] is not None
