@@ -14,6 +14,9 @@ series:
   (``ScoringPipeline.thresholds``: 0.5, or the values tuned on the validation split and stored
   beside the weights as ``NAME.thresholds.json``).
 
+Pre- and post-processing run on the GPU with CuPy where CuPy sees a device (``gpu_ops.scoring``,
+the same outputs as NumPy), on NumPy otherwise; ``ScoringPipeline.xp`` says which.
+
 Importing this module does not import Keras; loading a pipeline does.
 """
 
@@ -29,8 +32,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from gpu_ops import cupy_available, optional_import, to_numpy
+from gpu_ops.scoring import canonical_batch, normalise_batch, pad_batch, threshold_masks
 from ml import ARTIFACT_TYPES
-from ml.model.preprocess import canonical, header_vector_from, normalise, pad_to_stride
+from ml.model.preprocess import STRIDE, header_vector_from
 from ml.simulate.header import AcquisitionHeader
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -134,9 +139,14 @@ class ScoringPipeline:
     """Default mask threshold; ``MODEL.thresholds.json`` beside the weights sets one per type
     (``self.thresholds``, float32 (K,))."""
 
-    def __init__(self, model: Any, weights: Path | None) -> None:
+    def __init__(self, model: Any, weights: Path | None, device: str | None = None) -> None:
+        """``device``: ``"cupy"`` or ``"numpy"`` for the pre/post-processing; None picks CuPy
+        when it sees a GPU."""
         self.model = model
         self.weights = weights
+        if device is None:
+            device = "cupy" if cupy_available() else "numpy"
+        self.xp: Any = optional_import("cupy")[0] if device == "cupy" else np
         self.thresholds = np.full(len(ARTIFACT_TYPES), self.threshold, np.float32)
         if weights is not None:
             # Per-type thresholds tuned on the validation split, when the weights have them.
@@ -199,18 +209,19 @@ class ScoringPipeline:
         masks = np.zeros((n, len(ARTIFACT_TYPES), rows, cols), np.uint8)
         presence = np.zeros((n, len(ARTIFACT_TYPES)), np.float32)
         suitability = np.zeros(n, np.float32)
+        xp = self.xp
         # Slices of one phase-encode direction share a canonical shape: one batch stream each.
         for pe in ("ROW", "COL"):
             picked = [i for i, h in enumerate(headers) if h.phase_encode == pe]
             if not picked:
                 continue
-            batch = np.stack([normalise(canonical(np.asarray(images[i]), pe)) for i in picked])
+            stack = xp.asarray(np.stack([np.asarray(images[i], np.float32) for i in picked]))
+            batch = normalise_batch(canonical_batch(stack, pe))
             crows, ccols = batch.shape[1:]
             vectors = np.stack([header_vector_from(headers[i]) for i in picked])
-            out = self.infer(pad_to_stride(batch), vectors)
-            binary = (out["masks"][:, :crows, :ccols] >= self.thresholds).astype(np.uint8)
-            binary = np.moveaxis(binary, -1, 1)  # (s, K, h, w) canonical
-            masks[picked] = canonical(binary, pe)
+            out = self.infer(to_numpy(pad_batch(batch, STRIDE)), vectors)
+            binary = threshold_masks(xp.asarray(out["masks"]), crows, ccols, self.thresholds)
+            masks[picked] = to_numpy(canonical_batch(binary, pe))  # (s, K, rows, cols)
             presence[picked] = out["presence"]
             suitability[picked] = out["suitability"]
         return masks, presence, suitability

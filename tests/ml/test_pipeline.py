@@ -8,7 +8,7 @@ import pytest
 from ml import ARTIFACT_TYPES
 from ml.model.preprocess import canonical, header_vector, normalise, pad_to_stride
 from ml.simulate.header import AcquisitionHeader
-from tests.gpu_ops.phantoms import head_phantom
+from tests.gpu_ops.phantoms import BACKEND_PARAMS, head_phantom
 
 
 class ThresholdModel:
@@ -118,3 +118,20 @@ def test_per_type_thresholds_beside_the_weights_are_applied(tmp_path):
     masks, _, _ = pipeline.score_arrays([image], [AcquisitionHeader(rows=40, columns=72)])
     assert masks[0, ARTIFACT_TYPES.index("motion")].any()
     assert not masks[0, ARTIFACT_TYPES.index("noise")].any()
+
+
+@pytest.mark.parametrize("device", BACKEND_PARAMS)
+@pytest.mark.parametrize("phase_encode", ["ROW", "COL"])
+def test_the_pre_and_post_processing_device_does_not_change_the_result(device, phase_encode):
+    """NumPy and (where a GPU is present) CuPy give the pipeline the same masks."""
+    from ml.pipeline import ScoringPipeline
+
+    image = _asymmetric()
+    header = AcquisitionHeader(rows=40, columns=72, phase_encode=phase_encode)
+    on_host = ScoringPipeline(ThresholdModel(), weights=None, device="numpy")
+    on_device = ScoringPipeline(ThresholdModel(), weights=None, device=device)
+    expected = on_host.score_arrays([image, image * 5], [header, header])
+    got = on_device.score_arrays([image, image * 5], [header, header])
+    for a, b in zip(expected, got, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert isinstance(got[0], np.ndarray)  # results come back to the host
