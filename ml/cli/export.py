@@ -1,7 +1,9 @@
-"""``python -m ml export MODEL --format onnx [--out FILE]``: export for light serving.
+"""``python -m ml export MODEL --format onnx|litert [--int8] [--data DIR] [--out FILE]``.
 
-ONNX only: the export is checked against the Keras model (outputs within 1e-4). LiteRT and
-int8 are not implemented yet.
+Export for light serving. ONNX (checked against Keras within 1e-4) or LiteRT/TensorFlow Lite
+(float32: within 1e-4; ``--int8``: full-integer post-training quantisation calibrated on slices
+of ``--data`` or, without it, slices simulated on the spot; checked with looser, stated
+tolerances — see :mod:`ml.model.litert`).
 """
 
 from __future__ import annotations
@@ -13,14 +15,35 @@ from typing import Any
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("export", help="export a model (ONNX)", description=__doc__)
+    parser = subparsers.add_parser(
+        "export", help="export a model (ONNX or LiteRT, optionally int8)", description=__doc__
+    )
     parser.add_argument("model", type=Path, help="a .keras model file")
-    parser.add_argument("--format", default="onnx", choices=["onnx"])
-    parser.add_argument("--out", type=Path, default=None, help="default MODEL with .onnx")
+    parser.add_argument("--format", default="onnx", choices=["onnx", "litert"])
+    parser.add_argument(
+        "--int8", action="store_true", help="LiteRT only: int8 post-training quantisation"
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="int8 calibration slices from this `python -m ml dataset` dir (default: simulate)",
+    )
+    parser.add_argument(
+        "--calibration-slices", type=int, default=32, help="int8: representative slices"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="default MODEL with .onnx / .tflite / .int8.tflite"
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.int8 and args.format != "litert":
+        print("export: --int8 needs --format litert", file=sys.stderr)
+        return 2
+    if args.format == "litert":
+        return _litert(args)
     from ml.model.export import TOLERANCE, export_onnx
 
     out = args.out or args.model.with_suffix(".onnx")
@@ -31,4 +54,36 @@ def run(args: argparse.Namespace) -> int:
         return 1
     size = out.stat().st_size / 1e6
     print(f"export: {out} ({size:.1f} MB), max |ONNX - Keras| {difference:.1e} <= {TOLERANCE}")
+    return 0
+
+
+def _litert(args: argparse.Namespace) -> int:
+    from ml.model import litert
+
+    out = args.out or args.model.with_suffix(".int8.tflite" if args.int8 else ".tflite")
+    try:
+        result = litert.export_litert(
+            args.model,
+            out,
+            int8=args.int8,
+            data_dir=args.data,
+            calibration_slices=args.calibration_slices,
+        )
+    except ValueError as exc:
+        print(f"export: {exc}", file=sys.stderr)
+        return 1
+    size = out.stat().st_size / 1e6
+    if args.int8:
+        print(
+            f"export: {out} ({size:.2f} MB, int8), mean |mask diff| "
+            f"{result['mask_mean_abs']:.4f} <= {litert.INT8_MEAN_TOLERANCE}, "
+            f"max |presence/suitability diff| {result['scores_max_abs']:.3f} <= "
+            f"{litert.INT8_MAX_TOLERANCE}, thresholded masks agree on "
+            f"{100 * result['mask_agreement']:.2f} % >= {100 * litert.INT8_AGREEMENT:.0f} %"
+        )
+    else:
+        print(
+            f"export: {out} ({size:.2f} MB), max |LiteRT - Keras| {result['max_abs']:.1e} "
+            f"<= {litert.TOLERANCE}"
+        )
     return 0

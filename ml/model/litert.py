@@ -1,0 +1,220 @@
+"""LiteRT (TensorFlow Lite) export, float32 or int8, and a LiteRT runtime for the pipeline.
+
+Route: Keras 3's ``model.export(format="litert")``, which traces the model into a SavedModel
+(``ExportArchive``) and runs ``tf.lite.TFLiteConverter.from_saved_model`` on it (the converter
+does not take Keras 3 models directly). One change is needed first: Keras's ``UpSampling2D``
+(nearest, ``ops.repeat``) loses the static channel count when the spatial size is dynamic, and
+the LiteRT builtin ``CONV_2D`` needs it (the converter fails with "'tf.Conv2D' op is neither a
+custom op nor a flex op", ERROR_NEEDS_FLEX_OPS). :func:`serving_copy` therefore clones the
+model with :class:`StaticChannelUpSampling2D` (the same values, a reshape restores the channel
+count) and the export keeps builtin ops only — no TensorFlow Select (flex) ops, so the plain
+``ai-edge-litert`` runtime runs it without TensorFlow.
+
+The exported model keeps the Keras inputs (``image`` float32 ``(B, H, W, 1)``, ``header`` float32
+``(B, 8)``) and outputs (``masks``, ``presence``, ``suitability``) with dynamic batch and spatial
+sizes (the interpreter is resized per call).
+
+``int8``: full-integer post-training quantisation (weights and activations int8, float32 inputs
+and outputs; ``TFLITE_BUILTINS_INT8`` only, so any op that could not be quantised fails the
+export instead of silently staying float). Activation ranges are calibrated on a
+representative set: canonical, normalised slices of a ``python -m ml dataset`` directory, or,
+without one, slices simulated on the spot (:func:`representative_slices`).
+
+Checks after writing (:func:`compare`): float32 — every output within :data:`TOLERANCE` of Keras
+on :func:`ml.model.export.check_inputs`; int8 — on representative slices, mean absolute mask
+difference ≤ :data:`INT8_MEAN_TOLERANCE`, presence and suitability within
+:data:`INT8_MAX_TOLERANCE`, and the masks thresholded at 0.5 agree on ≥
+:data:`INT8_AGREEMENT` of the pixels.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+TOLERANCE = 1e-4
+"""float32 export: absolute difference allowed on every output (probabilities)."""
+INT8_MEAN_TOLERANCE = 0.02
+"""int8 export: mean absolute difference allowed on the mask probabilities."""
+INT8_MAX_TOLERANCE = 0.1
+"""int8 export: absolute difference allowed on presence and suitability."""
+INT8_AGREEMENT = 0.99
+"""int8 export: share of mask pixels (thresholded at 0.5) that must agree with Keras."""
+
+Batch = dict[str, NDArray[np.float32]]
+
+
+class LiteRTModel:
+    """A ``.tflite`` file behind the one call the scoring pipeline makes (``predict_on_batch``).
+
+    Uses the ``ai-edge-litert`` interpreter (no TensorFlow import), or TensorFlow's own
+    ``tf.lite.Interpreter`` where that package is missing. ``threads``: CPU threads (XNNPACK).
+    """
+
+    def __init__(self, path: str | Path, threads: int = 2) -> None:
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:  # pragma: no cover - the pinned requirements install it
+            import tensorflow as tf
+
+            Interpreter = tf.lite.Interpreter
+        self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        self.runner = self.interpreter.get_signature_runner()
+
+    def predict_on_batch(self, inputs: dict[str, Any]) -> dict[str, NDArray[np.float32]]:
+        """``inputs``: ``image`` float32 ``(B, H, W, 1)``, ``header`` float32 ``(B, 8)``."""
+        values = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()}
+        out = self.runner(**values)
+        return {k: np.asarray(v, np.float32) for k, v in out.items()}
+
+
+def _upsampling_class() -> Any:
+    from ml.model.backend import keras as get_keras
+
+    keras = get_keras()
+
+    class StaticChannelUpSampling2D(keras.layers.UpSampling2D):  # type: ignore[misc,name-defined]
+        """``UpSampling2D`` whose output keeps a static channel count under dynamic H and W."""
+
+        def call(self, inputs: Any) -> Any:
+            out = super().call(inputs)
+            shape = keras.ops.shape(inputs)
+            return keras.ops.reshape(
+                out,
+                (shape[0], shape[1] * self.size[0], shape[2] * self.size[1], inputs.shape[-1]),
+            )
+
+    return StaticChannelUpSampling2D
+
+
+def serving_copy(model: Any) -> Any:
+    """A clone of ``model`` (same weights, same function) that LiteRT can convert with builtins."""
+    from ml.model.backend import keras as get_keras
+
+    keras = get_keras()
+    upsampling = _upsampling_class()
+
+    def clone(layer: Any) -> Any:
+        if isinstance(layer, keras.layers.UpSampling2D):
+            return upsampling.from_config(layer.get_config())
+        return layer.__class__.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def representative_slices(data_dir: Path | None, count: int = 32, seed: int = 0) -> list[Batch]:
+    """``count`` single-slice batches (``image`` ``(1, H, W, 1)`` padded, ``header`` ``(1, 8)``).
+
+    From the ``train`` split of ``data_dir`` (every ``k``-th slice, so all matrices appear), or,
+    when ``data_dir`` is None, from a small data set simulated into a temporary directory
+    (``python -m ml dataset``'s builder, seeded).
+    """
+    from ml.model.data import load_split
+    from ml.model.preprocess import pad_to_stride
+
+    if data_dir is None:
+        from ml.data.dataset import build_dataset
+
+        with tempfile.TemporaryDirectory() as tmp:
+            # train gets 80 %: ask for enough slices that it holds ``count``.
+            build_dataset(Path(tmp), slices_total=int(count / 0.8) + 3, seed=seed, progress=False)
+            return representative_slices(Path(tmp), count, seed)
+    split = load_split(data_dir, "train")
+    if not len(split):
+        raise ValueError(f"{data_dir} has no train slices for int8 calibration")
+    picks = np.linspace(0, len(split) - 1, min(count, len(split))).round().astype(int)
+    return [
+        {
+            "image": pad_to_stride(split.images[i][None])[..., None],
+            "header": split.headers[i : i + 1],
+        }
+        for i in picks
+    ]
+
+
+def export_litert(
+    model_path: Path,
+    out: Path,
+    *,
+    int8: bool = False,
+    data_dir: Path | None = None,
+    calibration_slices: int = 32,
+) -> dict[str, float]:
+    """Write ``out`` (.tflite) from the ``.keras`` model and check it (:func:`compare`).
+
+    Returns the measured differences. Raises ``ValueError`` when they exceed the tolerances.
+    """
+    import tensorflow as tf
+
+    from ml.model import network
+    from ml.model.export import check_inputs
+
+    model = network.load(model_path)
+    copy = serving_copy(model)
+    copy.predict_on_batch(check_inputs())  # Keras exports only a model that has been called
+    out.parent.mkdir(parents=True, exist_ok=True)
+    options: dict[str, Any] = {
+        "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]},
+    }
+    samples: list[Batch] = []
+    if int8:
+        samples = representative_slices(data_dir, calibration_slices)
+
+        def representative() -> Iterator[Batch]:
+            yield from samples
+
+        options = {
+            "optimizations": [tf.lite.Optimize.DEFAULT],
+            "representative_dataset": representative,
+            "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
+        }
+    copy.export(str(out), format="litert", verbose=False, **options)
+    return compare(model, LiteRTModel(out), samples[:8] if int8 else None)
+
+
+def compare(model: Any, lite: LiteRTModel, slices: list[Batch] | None = None) -> dict[str, float]:
+    """Differences between a Keras model and its LiteRT export; raises ``ValueError`` past the
+    tolerances.
+
+    ``slices`` None: the float32 check — largest absolute difference over all outputs on
+    :func:`ml.model.export.check_inputs` (``max_abs``). Otherwise the int8 check on those
+    batches: ``mask_mean_abs``, ``scores_max_abs`` (presence, suitability) and
+    ``mask_agreement`` (share of pixels whose 0.5-thresholded masks agree).
+    """
+    from ml.model.export import check_inputs
+
+    if slices is None:
+        x = check_inputs()
+        expected, got = model.predict_on_batch(x), lite.predict_on_batch(x)
+        diff = max(float(np.max(np.abs(np.asarray(expected[k]) - got[k]))) for k in expected)
+        if diff > TOLERANCE:
+            raise ValueError(f"LiteRT outputs differ from Keras by {diff:.2e} > {TOLERANCE}")
+        return {"max_abs": diff}
+    mask_abs, agree, pixels, scores = 0.0, 0, 0, 0.0
+    for batch in slices:
+        expected, got = model.predict_on_batch(batch), lite.predict_on_batch(batch)
+        a, b = np.asarray(expected["masks"]), got["masks"]
+        mask_abs += float(np.abs(a - b).sum())
+        agree += int(((a >= 0.5) == (b >= 0.5)).sum())
+        pixels += a.size
+        for key in ("presence", "suitability"):
+            scores = max(scores, float(np.max(np.abs(np.asarray(expected[key]) - got[key]))))
+    result = {
+        "mask_mean_abs": mask_abs / pixels,
+        "scores_max_abs": scores,
+        "mask_agreement": agree / pixels,
+    }
+    if (
+        result["mask_mean_abs"] > INT8_MEAN_TOLERANCE
+        or result["scores_max_abs"] > INT8_MAX_TOLERANCE
+        or result["mask_agreement"] < INT8_AGREEMENT
+    ):
+        raise ValueError(f"int8 LiteRT outputs differ from Keras beyond the tolerances: {result}")
+    return result
