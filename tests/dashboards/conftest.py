@@ -1,25 +1,17 @@
-"""Scored series for the dashboard tests: real rows (study, series, instances, a finished run,
-instance scores and findings), placed in a chosen week."""
+"""Fixtures of the dashboard tests: a model version, scanners and scored series."""
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
+from functools import partial
 
 import pytest
 
-from backend.scoring.models import Finding, InstanceScore, ModelVersion, RunStatus, ScoringRun
-from backend.studies.models import Scanner, Series, SeriesStatus
-from tests.factories import InstanceFactory, SeriesFactory, StudyFactory
+from backend.scoring.models import ModelVersion
+from backend.studies.models import Scanner
+from tests.dashboards.factories import scored_series_create
 
 _counter = itertools.count()
-# A Wednesday noon, so "week of" is unambiguous in any time zone arithmetic.
-BASE_WEEK = dt.date(2026, 3, 2)  # a Monday
-
-
-def at_week(week: int, hour: int = 12) -> dt.datetime:
-    day = BASE_WEEK + dt.timedelta(weeks=week, days=2)
-    return dt.datetime(day.year, day.month, day.day, hour, tzinfo=dt.UTC)
 
 
 @pytest.fixture
@@ -39,72 +31,5 @@ def make_scanner():
 
 @pytest.fixture
 def make_scored(model_version):
-    """``make_scored(site=..., scanner=..., week=0, ...)`` → a scored Series."""
-
-    def make(
-        *,
-        site,
-        scanner,
-        week: int,
-        protocol: str = "t2_tse_ax",
-        family: str = "SE",
-        suitability: float = 0.9,
-        nondiagnostic: bool = False,
-        artifacts: tuple[str, ...] = (),
-        instances: int = 2,
-        delay_s: float = 1.0,
-        study=None,
-        minute: int = 0,
-        description: str = "T2 TSE AX",
-        finished_at: dt.datetime | None = None,
-    ) -> Series:
-        study = study or StudyFactory(site=site)
-        arrived = at_week(week) + dt.timedelta(minutes=minute)
-        series = SeriesFactory(
-            study=study,
-            scanner=scanner,
-            protocol=protocol,
-            sequence_family=family,
-            description=description,
-        )
-        insts = InstanceFactory.create_batch(instances, series=series)
-        run = ScoringRun.objects.create(
-            series=series,
-            site=site,
-            model_version=model_version,
-            status=RunStatus.DONE,
-            suitability=suitability,
-            nondiagnostic=nondiagnostic,
-            finished_at=finished_at or arrived + dt.timedelta(seconds=delay_s),
-        )
-        for inst in insts:
-            InstanceScore.objects.create(
-                run=run,
-                instance=inst,
-                suitability=suitability,
-                nondiagnostic=nondiagnostic,
-                created_at=arrived + dt.timedelta(seconds=delay_s),
-            )
-            for artifact in artifacts:
-                Finding.objects.create(
-                    run=run,
-                    instance=inst,
-                    site=site,
-                    artifact_type=artifact,
-                    area_px=10,
-                    area_fraction=0.01,
-                    confidence=0.9,
-                )
-        from backend.studies.models import Instance
-
-        Instance.objects.filter(series=series).update(received_at=arrived)
-        Series.objects.filter(pk=series.pk).update(
-            received_at=arrived,
-            status=SeriesStatus.SCORED,
-            suitability=suitability,
-            current_run=run,
-        )
-        series.refresh_from_db()
-        return series
-
-    return make
+    """``make_scored(site=..., scanner=..., week=0, ...)`` -> a scored Series."""
+    return partial(scored_series_create, model_version=model_version)

@@ -13,7 +13,7 @@ from django.core import mail
 from backend.dashboards.models import Alert, AlertSettings
 from backend.dashboards.services import alert_notify, rollups_refresh
 from backend.dashboards.stats import jump_test
-from tests.dashboards.conftest import BASE_WEEK
+from tests.dashboards.factories import BASE_WEEK
 
 # Eight trailing weeks whose spike rate scatters around 10 % more than a binomial would
 # (5, 1, 6, 2, 7, 1, 5, 3 of 40): the baseline's own variance.

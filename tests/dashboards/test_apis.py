@@ -12,7 +12,7 @@ from django.utils import timezone
 from backend.audit.models import AuditEvent
 from backend.dashboards.models import Alert
 from backend.dashboards.services import rollups_refresh
-from tests.dashboards.conftest import BASE_WEEK
+from tests.dashboards.factories import BASE_WEEK
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,7 @@ from django.utils import timezone
 from backend.dashboards.models import ArtifactRollup, QualityRollup
 from backend.dashboards.selectors import Filters, summary_table, trend
 from backend.dashboards.services import rollups_refresh
-from tests.dashboards.conftest import BASE_WEEK
+from tests.dashboards.factories import BASE_WEEK
 
 pytestmark = pytest.mark.django_db
 
