@@ -1,10 +1,14 @@
-"""Score a 32-slice 384 x 512 DICOM series from a cold process: full vs pruned, Keras vs ONNX.
+"""Score a 32-slice 384 x 512 DICOM series from a cold process: full vs pruned, Keras/ONNX/LiteRT.
 
 Each model runs in a fresh Python process that imports the pipeline, loads the weights, reads
 the DICOM files and writes masks and indices (what ``python -m ml score`` does), then scores the
 same series once more warm. Prints seconds (cold total, load, cold scoring, warm scoring) and
 the process's peak RSS, the pruned/full ratio and the ratio to the case study's 45 s on two
 K80 GPUs. Figures only; nothing is asserted. Usage: ``python benchmarks/score.py [--slices 32]``.
+
+The LiteRT rows (``-litert``, ``-litert-int8``) are exported from the shipped ``.keras`` files into
+a temporary directory first (``python -m ml export --format litert [--int8]``; int8 calibrated on
+simulated slices) and served by the ``ai-edge-litert`` interpreter (XNNPACK, 2 threads).
 """
 
 from __future__ import annotations
@@ -23,12 +27,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 CASE_STUDY_SECONDS = 45.0
+LITERT = ["full-litert", "pruned-litert", "full-litert-int8", "pruned-litert-int8"]
 
 CHILD = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
+from pathlib import Path
 from ml.pipeline import ScoringPipeline
-pipeline = ScoringPipeline.load(sys.argv[1])
+if sys.argv[1].endswith(".tflite"):
+    from ml.model.litert import LiteRTModel
+    pipeline = ScoringPipeline(LiteRTModel(sys.argv[1]), Path(sys.argv[1]))
+else:
+    pipeline = ScoringPipeline.load(sys.argv[1])
 t1 = time.perf_counter()
 result = pipeline.score_series_dir(sys.argv[2])
 t2 = time.perf_counter()
@@ -83,13 +93,26 @@ def run_child(model: str, series: Path) -> dict[str, Any]:
     return figures
 
 
+def export_litert(name: str, folder: Path) -> Path:
+    """Export the shipped ``.keras`` of ``name`` (e.g. ``pruned-litert-int8``) into ``folder``."""
+    from ml.model.litert import export_litert as export
+    from ml.pipeline import SHIPPED
+
+    base, int8 = name.split("-")[0], name.endswith("-int8")
+    out = folder / f"{name}.tflite"
+    export(SHIPPED[base], out, int8=int8)
+    return out
+
+
 def main() -> int:
     from ml.pipeline import SHIPPED
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--slices", type=int, default=32)
     parser.add_argument(
-        "--models", nargs="*", default=["full", "pruned", "full-onnx", "pruned-onnx"]
+        "--models",
+        nargs="*",
+        default=["full", "pruned", "full-onnx", "pruned-onnx", *LITERT],
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,10 +121,13 @@ def main() -> int:
         write_series(series, args.slices)
         rows: dict[str, dict[str, Any]] = {}
         for name in args.models:
-            if name in SHIPPED and not SHIPPED[name].is_file():
+            model = name
+            if name in LITERT:
+                model = str(export_litert(name, Path(tmp)))
+            elif name in SHIPPED and not SHIPPED[name].is_file():
                 print(f"{name}: no weight file at {SHIPPED[name]}, skipped")
                 continue
-            rows[name] = run_child(name, series)
+            rows[name] = run_child(model, series)
     print(f"{args.slices} slices of 384x512, 2 threads (intra-op), one process per model")
     print("| model | cold total s | load s | cold score s | warm score s | peak RSS MB |")
     print("|---|---|---|---|---|---|")
@@ -110,7 +136,7 @@ def main() -> int:
             f"| {name} | {r['cold_total_s']:.2f} | {r['load_s']:.2f} | {r['cold_score_s']:.2f} "
             f"| {r['warm_score_s']:.2f} | {r['peak_rss_mb']:.0f} |"
         )
-    for suffix in ("", "-onnx"):
+    for suffix in ("", "-onnx", "-litert", "-litert-int8"):
         full, pruned = rows.get(f"full{suffix}"), rows.get(f"pruned{suffix}")
         if full and pruned:
             print(
