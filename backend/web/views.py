@@ -7,7 +7,12 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 
 from backend.accounts.models import Membership, User
-from backend.accounts.selectors import SENDING_ROLES, site_ids_with_role, site_list
+from backend.accounts.selectors import (
+    SENDING_ROLES,
+    site_ids_with_role,
+    site_list,
+    user_has_role,
+)
 from backend.audit.mixins import audit_target_for
 from backend.audit.models import AuditAction, AuditOutcome
 from backend.audit.services import AuditTarget, audit_record
@@ -56,4 +61,7 @@ def series_viewer(request: HttpRequest, series_id: uuid.UUID) -> HttpResponse:
         targets=[audit_target_for(series)],
         request=request,
     )
-    return render(request, "web/viewer.html", {"series": series})
+    from backend.review.services import REVIEWER_ROLES
+
+    can_review = user_has_role(user=request.user, site_id=series.site_id, roles=REVIEWER_ROLES)
+    return render(request, "web/viewer.html", {"series": series, "can_review": can_review})

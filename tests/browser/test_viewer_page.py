@@ -1,5 +1,7 @@
-"""In Chromium: a radiologist opens a series from the worklist in the Cornerstone3D viewer, which
-loads it over our DICOMweb; scrolling and window presets change what is drawn."""
+"""In Chromium: a radiologist opens a scored series from the worklist in the Cornerstone3D viewer
+(over our DICOMweb), scrolls, changes the window, toggles an artifact type's overlay and sees the
+pixels change where its mask is, reviews findings (accept, correct with the brush) and finds the
+review still there after a reload; another site's series is not reachable by URL."""
 
 from __future__ import annotations
 
@@ -7,15 +9,32 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from backend.ingest.services import series_ingest
-from backend.scoring.services import series_score
+from backend.review.models import FindingReview
+from backend.scoring.masks import mask_get
+from backend.scoring.models import Finding
 from backend.studies.models import Series
 from tests.conftest import PASSWORD
 from tests.deid.builders import mr_dataset, to_bytes
+from tests.review.helpers import BOXES, scored_series
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.servers]
+
+# The viewport's canvas as RGB rows (CSS pixels = canvas pixels at devicePixelRatio 1).
+CANVAS_RGB = """() => {
+  const source = document.querySelector('#viewport canvas');
+  const copy = document.createElement('canvas');
+  copy.width = source.width; copy.height = source.height;
+  const ctx = copy.getContext('2d');
+  ctx.drawImage(source, 0, 0);
+  const data = ctx.getImageData(0, 0, copy.width, copy.height).data;
+  const out = [];
+  for (let i = 0; i < data.length; i += 4) out.push(data[i], data[i + 1], data[i + 2]);
+  return {width: copy.width, height: copy.height, rgb: out};
+}"""
 
 CANVAS_SUM = """() => {
   const source = document.querySelector('#viewport canvas');
@@ -30,10 +49,21 @@ CANVAS_SUM = """() => {
 }"""
 
 
-def _ingest(site, files) -> None:
-    # In another thread: this one runs Playwright's event loop, and ingest publishes events.
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(series_ingest, site=site, files=files, source="upload").result()
+def _canvas(page) -> np.ndarray:
+    got = page.evaluate(CANVAS_RGB)
+    return np.array(got["rgb"], dtype=np.int16).reshape(got["height"], got["width"], 3)
+
+
+def _box_on_canvas(page, box, size=64) -> tuple[slice, slice]:
+    """The canvas rows and columns of a mask box (given on a ``size`` grid), shrunk by two
+    canvas pixels on each side so interpolation at the border does not count."""
+    x0, y0, x1, y1 = (float(v) for v in page.get_attribute("#viewer", "data-image-rect").split(","))
+    r0, r1, c0, c1 = box
+    sx, sy = (x1 - x0) / size, (y1 - y0) / size
+    return (
+        slice(int(y0 + r0 * sy) + 2, int(y0 + r1 * sy) - 2),
+        slice(int(x0 + c0 * sx) + 2, int(x0 + c1 * sx) - 2),
+    )
 
 
 def _sign_in(page, server: str, username: str, next_url: str) -> None:
@@ -43,11 +73,15 @@ def _sign_in(page, server: str, username: str, next_url: str) -> None:
     page.click("button[type=submit]")
 
 
+def _open_viewer(page, server, series) -> None:
+    page.goto(f"http://{server}/series/{series.pk}/")
+    page.wait_for_selector("#viewer-status[data-state=ready]", timeout=30_000)
+    page.wait_for_selector("#viewer[data-overlays-loaded='10']", timeout=30_000)
+    page.wait_for_selector("#viewer[data-image-rect]", timeout=10_000)
+
+
 def test_a_series_opens_scrolls_and_changes_window(page, asgi_server, radiologist_a, site_a):
-    _ingest(site_a, [to_bytes(mr_dataset(i, rows=64, columns=64)) for i in range(1, 6)])
-    series = Series.objects.get(site=site_a, modality="MR")
-    with ThreadPoolExecutor(1) as pool:  # scored before the page opens (a worker may add more)
-        pool.submit(series_score, series_id=series.pk).result()
+    series = scored_series(site_a, slices=5, thread=True)
     _sign_in(page, asgi_server, "rad_a", "/")
     page.wait_for_selector("#worklist tbody tr[data-series-id] a", timeout=10_000)
     page.click("#worklist tbody tr[data-series-id] a")
@@ -58,25 +92,137 @@ def test_a_series_opens_scrolls_and_changes_window(page, asgi_server, radiologis
     page.wait_for_function(f"({CANVAS_SUM})() > 0", timeout=10_000)
     page.wait_for_selector("#viewer[data-scored='5']", timeout=10_000)
     assert page.locator("#strip .strip-cell").count() == 5
-    assert "/100" in page.inner_text("#series-index")
-    assert page.inner_text("#findings").startswith("Index ")
+    assert "42/100" in page.inner_text("#series-index")
+    findings = page.inner_text("#findings")
+    assert findings.startswith("Index 42/100")
+    assert (
+        "motion" in findings and "advice for motion" in findings and "confidence 80 %" in findings
+    )
     drawn = page.evaluate(CANVAS_SUM)
 
     page.keyboard.press("ArrowDown")
     page.wait_for_function("document.querySelector('#viewer').dataset.slice === '3'")
     assert page.inner_text("#slice-label") == "4 / 5"
+    page.click("#strip .strip-cell[data-position='0']")
+    page.wait_for_function("document.querySelector('#viewer').dataset.slice === '0'")
 
     page.select_option("#preset", "wide")
     page.wait_for_function(f"({CANVAS_SUM})() !== {drawn}", timeout=10_000)
 
+    page.keyboard.press("?")
+    assert page.locator("#help").is_visible()
+    assert "draw the region of interest" in page.inner_text("#help")
+    page.keyboard.press("Escape")
+    assert not page.locator("#help").is_visible()
+
+
+def test_an_overlay_toggles_where_its_mask_is(page, asgi_server, radiologist_a, site_a):
+    series = scored_series(site_a, slices=5, thread=True)
+    _sign_in(page, asgi_server, "rad_a", f"/series/{series.pk}/")
+    _open_viewer(page, asgi_server, series)
+    assert page.locator("#overlays .overlay-row").count() == 2  # motion and ghosting
+    page.wait_for_timeout(300)
+    with_both = _canvas(page)
+    motion_rows, motion_cols = _box_on_canvas(page, BOXES["motion"])
+    ghost_rows, ghost_cols = _box_on_canvas(page, BOXES["ghosting"])
+
+    page.uncheck("input.overlay-toggle[data-type=motion]")
+    page.wait_for_function(
+        "document.querySelector('#viewer').dataset.overlaysVisible === 'ghosting'"
+    )
+    page.wait_for_timeout(300)
+    without_motion = _canvas(page)
+    changed = np.abs(with_both - without_motion).sum(axis=2) > 8
+    assert changed[motion_rows, motion_cols].mean() > 0.9  # the motion mask's pixels changed
+    assert changed[ghost_rows, ghost_cols].mean() < 0.05  # the ghosting mask's did not
+    # The motion overlay is drawn in the product's motion colour: red dominates where it was.
+    inside = with_both[motion_rows, motion_cols].reshape(-1, 3).mean(axis=0)
+    assert inside[0] > inside[1] + 20 and inside[0] > inside[2] + 20
+
+    page.check("input.overlay-toggle[data-type=motion]")
+    page.wait_for_function(
+        "document.querySelector('#viewer').dataset.overlaysVisible === 'motion,ghosting'"
+    )
+    page.wait_for_timeout(300)
+    again = _canvas(page)
+    assert (np.abs(again - with_both).sum(axis=2) > 8)[motion_rows, motion_cols].mean() < 0.05
+
+    page.keyboard.press("2")  # the second type's shortcut: ghosting off
+    page.wait_for_function("document.querySelector('#viewer').dataset.overlaysVisible === 'motion'")
     shots = os.environ.get("ARTISCAN_SCREENSHOT_DIR")
     if shots:
+        page.keyboard.press("2")
+        page.wait_for_timeout(300)
         page.screenshot(path=str(Path(shots) / "viewer.png"))
 
 
+def test_a_finding_is_accepted_and_a_mask_corrected_with_the_brush(
+    page, asgi_server, radiologist_a, site_a
+):
+    series = scored_series(site_a, slices=3, rows=64, columns=64, thread=True)
+    _sign_in(page, asgi_server, "rad_a", f"/series/{series.pk}/")
+    page.wait_for_selector("#viewer-status[data-state=ready]", timeout=30_000)
+    page.wait_for_selector("#viewer[data-overlays-loaded='6']", timeout=30_000)
+    slice_sop = series.instances.order_by("instance_number")[1].sop_uid
+    ghosting = Finding.objects.get(instance__sop_uid=slice_sop, artifact_type="ghosting")
+    motion = Finding.objects.get(instance__sop_uid=slice_sop, artifact_type="motion")
+
+    page.click(f".finding[data-finding-id='{ghosting.pk}'] button.act-accept")
+    page.wait_for_selector(f".finding[data-finding-id='{ghosting.pk}'][data-state=accepted]")
+    page.reload()
+    page.wait_for_selector("#viewer[data-scored='3']", timeout=30_000)
+    item = page.locator(f".finding[data-finding-id='{ghosting.pk}']")
+    assert item.get_attribute("data-state") == "accepted"
+    assert "accepted by rad_a" in item.inner_text()
+    page.wait_for_selector("#viewer[data-overlays-loaded='6']", timeout=30_000)
+
+    page.click(f".finding[data-finding-id='{motion.pk}'] button.act-correct")
+    page.wait_for_selector(f"#viewer[data-editing='{motion.pk}'][data-edit-tool=brush]")
+    # Paint a stroke across the lower left, far from the model's motion mask (rows 8-28).
+    x0, y0, x1, y1 = (float(v) for v in page.get_attribute("#viewer", "data-image-rect").split(","))
+    box = page.locator("#viewport").bounding_box()
+    assert box is not None
+    row = y0 + (y1 - y0) * 50 / 64
+    page.mouse.move(box["x"] + x0 + (x1 - x0) * 6 / 64, box["y"] + row)
+    page.mouse.down()
+    for step in range(1, 11):
+        page.mouse.move(box["x"] + x0 + (x1 - x0) * (6 + 2 * step) / 64, box["y"] + row)
+    page.mouse.up()
+    page.click("#edit-save")
+    page.wait_for_selector(f".finding[data-finding-id='{motion.pk}'][data-state=corrected]")
+
+    review = FindingReview.objects.get(finding=motion)
+    assert review.action == "correct" and review.user.username == "rad_a"
+    corrected = mask_get(review.mask_key)
+    original = mask_get(motion.mask_key)
+    assert corrected[48:53, 8:24].mean() > 0.8  # the brush stroke is in the stored mask
+    assert original[48:53, 8:24].sum() == 0  # and the model's mask is untouched
+    assert np.array_equal(corrected[8:28, 8:40], original[8:28, 8:40])  # its area is kept
+
+    page.reload()
+    page.wait_for_selector("#viewer[data-overlays-loaded='6']", timeout=30_000)
+    assert page.get_attribute(f".finding[data-finding-id='{motion.pk}']", "data-state") == (
+        "corrected"
+    )
+    page.uncheck("input.overlay-toggle[data-type=ghosting]")
+    page.wait_for_timeout(300)
+    with_motion = _canvas(page)
+    page.uncheck("input.overlay-toggle[data-type=motion]")
+    page.wait_for_timeout(300)
+    without = _canvas(page)
+    rows, cols = _box_on_canvas(page, (48, 53, 8, 24))
+    # After the reload the corrected version is what the overlay shows.
+    assert (np.abs(with_motion - without).sum(axis=2) > 8)[rows, cols].mean() > 0.8
+
+
 def test_another_sites_series_is_not_reachable_by_url(page, asgi_server, radiologist_b, site_a):
-    _ingest(site_a, [to_bytes(mr_dataset(1))])
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(
+            series_ingest, site=site_a, files=[to_bytes(mr_dataset(1))], source="upload"
+        ).result()
     series = Series.objects.get(site=site_a, modality="MR")
     _sign_in(page, asgi_server, "rad_b", f"/series/{series.pk}/")
     response = page.goto(f"http://{asgi_server}/series/{series.pk}/")
     assert response is not None and response.status == 404
+    result = page.goto(f"http://{asgi_server}/api/series/{series.pk}/result/")
+    assert result is not None and result.status == 404

@@ -1,13 +1,16 @@
 // Series viewer: Cornerstone3D's own sequence (init → rendering engine → viewport → stack →
-// render) on our DICOMweb; scroll (wheel, keys, slider), window/level (drag, presets), zoom, pan,
-// reset, cine, and the slice's acquisition values.
+// render) on our DICOMweb; scroll, window/level, zoom, pan, reset, cine; the drill-down from the
+// series index to a slice's findings and each artifact type's mask as a labelmap overlay; review
+// actions (accept, correct with brush/eraser, reject; series verdict; region of interest).
 
 import {
   Enums,
   RenderingEngine,
+  eventTarget,
   getRenderingEngine,
   init as coreInit,
   setUseCPURendering,
+  utilities,
   type Types,
 } from "@cornerstonejs/core";
 import dicomImageLoader, { init as dicomImageLoaderInit } from "@cornerstonejs/dicom-image-loader";
@@ -22,10 +25,40 @@ import {
   init as toolsInit,
 } from "@cornerstonejs/tools";
 
+import {
+  ApiError,
+  blobToBase64,
+  findingReview,
+  roiClear,
+  roiSet,
+  seriesResult,
+  seriesReview,
+  seriesVerdictSet,
+  type FindingResult,
+  type FindingReview,
+  type SeriesResult,
+  type SeriesReviewSummary,
+} from "../api/client";
 import { frameImageId, seriesMetadata, value, type DicomJson } from "../api/dicomweb";
+import { ARTIFACT_RGB, artifactLabel, type ArtifactType } from "../common/artifacts";
+import { helpInstall, typing } from "../common/help";
+import {
+  editModeSet,
+  editToolsAdd,
+  layerCreate,
+  layerGetSlice,
+  layerSetOpacity,
+  layerSetSlice,
+  layerSetVisible,
+  maskFetchPng,
+  maskToPngBlob,
+  type LabelmapLayer,
+} from "../common/segmentation";
+import { coalesce, connectEvents, eventEffect } from "../realtime/events";
 import { renderHeaders } from "./headers";
-import { renderFindings, renderStrip, seriesResult, type SeriesResult } from "./results";
-import { connectEvents } from "../realtime/events";
+import { OverlayState } from "./overlays";
+import { band, markStrip, renderFindings, renderOverlayControls, renderStrip } from "./results";
+import { RoiLayer, type Point } from "./roi";
 
 const ENGINE_ID = "artiscan";
 const VIEWPORT_ID = "series";
@@ -37,16 +70,43 @@ const PRESETS: Record<string, [number, number] | null> = {
   wide: [1500, 3000],
 };
 
-const root = document.querySelector<HTMLElement>("#viewer");
-const element = document.querySelector<HTMLDivElement>("#viewport");
-const status = document.querySelector<HTMLElement>("#viewer-status");
-const slider = document.querySelector<HTMLInputElement>("#slice");
-const sliceLabel = document.querySelector<HTMLElement>("#slice-label");
-const headers = document.querySelector<HTMLElement>("#headers");
-const presetSelect = document.querySelector<HTMLSelectElement>("#preset");
-const strip = document.querySelector<HTMLElement>("#strip");
-const findingsPanel = document.querySelector<HTMLElement>("#findings");
-const seriesIndex = document.querySelector<HTMLElement>("#series-index");
+const $ = <T extends Element>(selector: string): T | null => document.querySelector<T>(selector);
+const root = $<HTMLElement>("#viewer");
+const element = $<HTMLDivElement>("#viewport");
+const status = $<HTMLElement>("#viewer-status");
+const message = $<HTMLElement>("#viewport-message");
+const slider = $<HTMLInputElement>("#slice");
+const sliceLabel = $<HTMLElement>("#slice-label");
+const headers = $<HTMLElement>("#headers");
+const presetSelect = $<HTMLSelectElement>("#preset");
+const strip = $<HTMLElement>("#strip");
+const findingsPanel = $<HTMLElement>("#findings");
+const seriesIndex = $<HTMLElement>("#series-index");
+const roiIndex = $<HTMLElement>("#roi-index");
+const overlaysPanel = $<HTMLElement>("#overlays");
+const editBar = $<HTMLElement>("#edit-bar");
+const brushSize = $<HTMLInputElement>("#brush-size");
+const verdictBadge = $<HTMLElement>("#verdict-badge");
+const verdictHistory = $<HTMLElement>("#verdict-history");
+const verdictComment = $<HTMLTextAreaElement>("#verdict-comment");
+const roiStatus = $<HTMLElement>("#roi-status");
+
+const SHORTCUTS: [string, string][] = [
+  ["↑ ↓ j k", "previous / next slice (also the wheel)"],
+  ["Home End", "first / last slice"],
+  ["Space", "cine on / off"],
+  ["w", "next window preset"],
+  ["r", "reset zoom, pan and window"],
+  ["1 … 9 0", "toggle the n-th artifact overlay"],
+  ["o", "all overlays on / off"],
+  ["[ ]", "overlays fainter / stronger"],
+  ["a c x", "accept / correct / reject the slice's first open finding"],
+  ["b e", "brush / eraser while correcting"],
+  ["Enter Esc", "save / cancel the correction or region"],
+  ["d n", "mark the series diagnostic / non-diagnostic"],
+  ["p", "draw the region of interest"],
+  ["?", "this help"],
+];
 
 function hasWebGL(): boolean {
   try {
@@ -57,18 +117,33 @@ function hasWebGL(): boolean {
   }
 }
 
-function say(text: string, state: "loading" | "ready" | "error"): void {
+function say(text: string, state: "loading" | "ready" | "error" | "busy"): void {
   if (status) {
     status.textContent = text;
     status.dataset.state = state;
   }
+  if (message) {
+    message.hidden = state === "ready" || state === "busy";
+    message.textContent = text;
+    message.dataset.state = state;
+  }
+}
+
+function flash(text: string, error = false): void {
+  if (!status) return;
+  status.textContent = text;
+  status.dataset.state = error ? "error" : "ready";
 }
 
 async function start(): Promise<void> {
   if (!root || !element) return;
   const studyUid = root.dataset.study ?? "";
   const seriesUid = root.dataset.series ?? "";
-  const t0 = performance.now();
+  const seriesId = root.dataset.seriesId ?? "";
+  const canReview = root.dataset.canReview === "true";
+  const help = helpInstall($<HTMLElement>("#help") ?? document.createElement("div"), "Viewer shortcuts", SHORTCUTS);
+  $("#help-button")?.addEventListener("click", help.toggle);
+
   say("Loading series…", "loading");
   let items: DicomJson[];
   try {
@@ -92,6 +167,9 @@ async function start(): Promise<void> {
     dicomImageLoader.wadors.metaDataManager.add(imageId, item as never);
     return imageId;
   });
+  const sops = items.map((item) => value<string>(item, "00080018") ?? "");
+  const rowsOf = (i: number): number => Number(value(items[i], "00280010") ?? 0);
+  const colsOf = (i: number): number => Number(value(items[i], "00280011") ?? 0);
 
   const engine = getRenderingEngine(ENGINE_ID) ?? new RenderingEngine(ENGINE_ID);
   engine.enableElement({ viewportId: VIEWPORT_ID, type: Enums.ViewportType.STACK, element });
@@ -99,59 +177,391 @@ async function start(): Promise<void> {
 
   for (const tool of [WindowLevelTool, PanTool, ZoomTool, StackScrollTool]) addTool(tool);
   const group = ToolGroupManager.createToolGroup(TOOL_GROUP_ID);
-  if (group) {
-    for (const tool of [WindowLevelTool, PanTool, ZoomTool, StackScrollTool]) group.addTool(tool.toolName);
-    group.setToolActive(WindowLevelTool.toolName, { bindings: [{ mouseButton: ToolEnums.MouseBindings.Primary }] });
-    group.setToolActive(PanTool.toolName, { bindings: [{ mouseButton: ToolEnums.MouseBindings.Auxiliary }] });
-    group.setToolActive(ZoomTool.toolName, { bindings: [{ mouseButton: ToolEnums.MouseBindings.Secondary }] });
-    group.setToolActive(StackScrollTool.toolName, { bindings: [{ mouseButton: ToolEnums.MouseBindings.Wheel }] });
-    group.addViewport(VIEWPORT_ID, ENGINE_ID);
-  }
+  if (!group) throw new Error("tool group exists");
+  for (const tool of [WindowLevelTool, PanTool, ZoomTool, StackScrollTool]) group.addTool(tool.toolName);
+  group.setToolActive(WindowLevelTool.toolName, { bindings: [{ mouseButton: ToolEnums.MouseBindings.Primary }] });
+  group.setToolActive(PanTool.toolName, { bindings: [{ mouseButton: ToolEnums.MouseBindings.Auxiliary }] });
+  group.setToolActive(ZoomTool.toolName, { bindings: [{ mouseButton: ToolEnums.MouseBindings.Secondary }] });
+  group.setToolActive(StackScrollTool.toolName, { bindings: [{ mouseButton: ToolEnums.MouseBindings.Wheel }] });
+  editToolsAdd(group);
+  group.addViewport(VIEWPORT_ID, ENGINE_ID);
+
+  const failed = (event: Event): void => {
+    const detail = (event as CustomEvent<{ error?: { message?: string } | string }>).detail;
+    const why = typeof detail?.error === "string" ? detail.error : detail?.error?.message ?? "the image could not be decoded";
+    flash(`A slice failed to load: ${why}`, true);
+  };
+  eventTarget.addEventListener(Enums.Events.IMAGE_LOAD_FAILED, failed);
 
   const middle = Math.floor(imageIds.length / 2);
-  await viewport.setStack(imageIds, middle);
+  try {
+    await viewport.setStack(imageIds, middle);
+  } catch (error) {
+    say(`Could not load the images: ${(error as Error)?.message ?? String(error)}`, "error");
+    return;
+  }
   viewport.render();
-  const firstImageMs = performance.now() - t0;
+  const firstImageMs = performance.now();
   root.dataset.firstImageMs = firstImageMs.toFixed(0);
-  say(`${items.length} images · first image in ${firstImageMs.toFixed(0)} ms`, "ready");
+  say(`${items.length} images · first image ${firstImageMs.toFixed(0)} ms after opening`, "ready");
 
-  const sops = items.map((item) => value<string>(item, "00080018") ?? "");
+  // --- results, overlays, review -------------------------------------------------------------
   let result: SeriesResult | null = null;
-  const show = (index: number): void => {
+  let review: SeriesReviewSummary | null = null;
+  const overlays = new OverlayState();
+  const layers = new Map<ArtifactType, LabelmapLayer>();
+  const loadedMasks = new Map<string, string>(); // `${type}:${position}` -> URL drawn there
+  let editing: { finding: FindingResult; position: number; layer: LabelmapLayer } | null = null;
+  const render = (): void => viewport.render();
+
+  const historyOf = (findingId: number): FindingReview[] => review?.findings[String(findingId)] ?? [];
+  const maskUrlOf = (finding: FindingResult): string | null => {
+    const corrected = historyOf(finding.id).find((r) => r.mask_url);
+    return corrected?.mask_url ?? finding.mask_url;
+  };
+  const positionOfSop = new Map(sops.map((sop, i) => [sop, i]));
+
+  overlays.onChange((type, setting) => {
+    const layer = layers.get(type);
+    if (!layer) return;
+    layerSetVisible(layer, setting.visible);
+    layerSetOpacity(layer, setting.opacity);
+    root.dataset.overlaysVisible = overlays.visibleTypes().join(",");
+    render();
+  });
+
+  const loadMasks = async (): Promise<void> => {
+    if (!result) return;
+    const added = overlays.setAvailable(result.instances.flatMap((i) => i.findings.map((f) => f.artifact_type)));
+    for (const type of added) {
+      const rgb = ARTIFACT_RGB[type];
+      layers.set(type, await layerCreate({
+        viewportId: VIEWPORT_ID,
+        layerId: `artiscan-${type}`,
+        imageIds,
+        segments: [{ index: 1, label: artifactLabel(type), rgb }],
+      }));
+    }
+    if (added.length && overlaysPanel) renderOverlayControls(overlaysPanel, overlays);
+    const jobs: (() => Promise<void>)[] = [];
+    for (const instance of result.instances) {
+      const position = positionOfSop.get(instance.sop_uid);
+      if (position === undefined) continue;
+      for (const finding of instance.findings) {
+        const url = maskUrlOf(finding);
+        const layer = layers.get(finding.artifact_type as ArtifactType);
+        const key = `${finding.artifact_type}:${position}`;
+        if (!url || !layer || loadedMasks.get(key) === url) continue;
+        if (editing && editing.layer === layer && editing.position === position) continue;
+        jobs.push(async () => {
+          const { mask, width, height } = await maskFetchPng(url);
+          if (width !== colsOf(position) || height !== rowsOf(position)) throw new Error(`mask ${width}×${height} is not on the image grid`);
+          layerSetSlice(layer, position, mask);
+          loadedMasks.set(key, url);
+        });
+      }
+    }
+    // The slice on screen first, then the rest, a few at a time.
+    let failures = 0;
+    const queue = [...jobs];
+    const worker = async (): Promise<void> => {
+      for (let job = queue.shift(); job; job = queue.shift()) {
+        try {
+          await job();
+        } catch {
+          failures++;
+        }
+      }
+    };
+    await Promise.all([worker(), worker(), worker(), worker()]);
+    root.dataset.overlaysLoaded = String(loadedMasks.size);
+    if (failures) flash(`${failures} overlay mask(s) could not be loaded`, true);
+    render();
+  };
+
+  const showIndex = (): void => {
+    if (!seriesIndex || !result) return;
+    seriesIndex.className = result.suitability_index === null ? "muted" : band(result.suitability_index);
+    seriesIndex.textContent = result.suitability_index === null
+      ? `not scored yet (${result.status})`
+      : `Series index ${result.suitability_index}/100 — ${result.reason}`;
+    if (roiIndex) {
+      const value = result.roi_suitability_index;
+      roiIndex.hidden = value === undefined || value === null;
+      if (!roiIndex.hidden && value != null) {
+        roiIndex.className = band(value);
+        roiIndex.textContent = `Region of interest ${value}/100`;
+      }
+    }
+  };
+
+  const showVerdict = (): void => {
+    if (!review) return;
+    if (verdictBadge) {
+      verdictBadge.hidden = !review.verdict;
+      verdictBadge.textContent = review.verdict === "nondiagnostic" ? "non-diagnostic" : review.verdict ?? "";
+      verdictBadge.dataset.verdict = review.verdict ?? "";
+    }
+    if (verdictHistory) {
+      verdictHistory.replaceChildren(...review.verdicts.map((v) => {
+        const li = document.createElement("li");
+        li.textContent = `${v.verdict === "nondiagnostic" ? "non-diagnostic" : "diagnostic"} — ${v.user}, ${new Date(v.created_at).toLocaleString()}${v.comment ? `: “${v.comment}”` : ""}`;
+        return li;
+      }));
+    }
+  };
+
+  let roiLayer: RoiLayer | null = null;
+  const showRoi = (): void => {
+    const polygon = result?.roi?.polygon ?? null;
+    roiLayer?.show(polygon as Point[] | null);
+    if (roiStatus) {
+      const roi = result?.roi;
+      roiStatus.textContent = roi
+        ? `${roi.polygon.length} points, ${roi.first_instance === null && roi.last_instance === null ? "all slices" : `slices ${roi.first_instance ?? "…"}–${roi.last_instance ?? "…"}`}`
+        : "none";
+    }
+  };
+
+  const current = (): number => viewport.getCurrentImageIdIndex();
+
+  const showSlice = (index: number): void => {
     if (slider) slider.value = String(index);
     if (sliceLabel) sliceLabel.textContent = `${index + 1} / ${imageIds.length}`;
     if (headers) renderHeaders(headers, items[index]);
-    if (findingsPanel && result) renderFindings(findingsPanel, result, sops[index]);
+    if (strip) markStrip(strip, index);
+    if (findingsPanel) {
+      renderFindings(findingsPanel, result, sops[index], {
+        canReview,
+        history: historyOf,
+        onAction: (finding, action) => void act(finding, action),
+        onFocus: (finding) => {
+          for (const t of overlays.types) overlays.setVisible(t, t === finding.artifact_type);
+        },
+      });
+    }
     root.dataset.slice = String(index);
+    root.dataset.instanceNumber = String(value<number>(items[index], "00200013") ?? "");
+    roiLayer?.redraw();
   };
+
   const loadResult = async (): Promise<void> => {
     try {
-      result = await seriesResult(root.dataset.seriesId ?? "");
-    } catch {
+      [result, review] = await Promise.all([seriesResult(seriesId), seriesReview(seriesId)]);
+    } catch (error) {
+      if (seriesIndex) seriesIndex.textContent = `Results could not be loaded: ${(error as Error).message}`;
       return; // the image stays usable without results
     }
-    if (seriesIndex) {
-      seriesIndex.textContent = result.suitability_index === null
-        ? "not scored yet"
-        : `series index ${result.suitability_index}/100 — ${result.reason}`;
-    }
+    showIndex();
+    showVerdict();
+    showRoi();
     if (strip) renderStrip(strip, result, sops, (position) => void viewport.setImageIdIndex(position));
     root.dataset.scored = String(result.instances.length);
-    show(viewport.getCurrentImageIdIndex());
+    showSlice(current());
+    await loadMasks();
   };
-  void loadResult();
-  connectEvents((event) => {
-    if (event.kind.endsWith(".scored") && event.data?.series_id === root.dataset.seriesId) void loadResult();
-  }, () => undefined);
+
+  // --- review actions ---------------------------------------------------------------------------
+  const positionOfFinding = (finding: FindingResult): number => {
+    const instance = result?.instances.find((i) => i.findings.some((f) => f.id === finding.id));
+    return instance ? positionOfSop.get(instance.sop_uid) ?? current() : current();
+  };
+
+  const setEditTool = (mode: "brush" | "eraser"): void => {
+    if (!editing) return;
+    editModeSet(group, editing.layer, mode, {
+      fallbackTool: WindowLevelTool.toolName,
+      size: Number(brushSize?.value ?? 16),
+    });
+    for (const b of document.querySelectorAll<HTMLElement>("#edit-bar .tool")) b.classList.toggle("active", b.dataset.tool === mode);
+    root.dataset.editTool = mode;
+  };
+
+  const stopEditing = async (restore: boolean): Promise<void> => {
+    if (!editing) return;
+    const { finding, position, layer } = editing;
+    editing = null;
+    editModeSet(group, null, null, { fallbackTool: WindowLevelTool.toolName });
+    if (editBar) editBar.hidden = true;
+    delete root.dataset.editing;
+    delete root.dataset.editTool;
+    if (restore) {
+      const url = maskUrlOf(finding);
+      if (url) {
+        const { mask } = await maskFetchPng(url);
+        layerSetSlice(layer, position, mask);
+        render();
+      }
+    }
+  };
+
+  const startCorrect = async (finding: FindingResult): Promise<void> => {
+    await stopEditing(true);
+    const layer = layers.get(finding.artifact_type as ArtifactType);
+    if (!layer) return;
+    const position = positionOfFinding(finding);
+    await viewport.setImageIdIndex(position);
+    overlays.setVisible(finding.artifact_type, true);
+    editing = { finding, position, layer };
+    const title = $<HTMLElement>("#edit-title");
+    if (title) title.textContent = `Correcting ${artifactLabel(finding.artifact_type)} on slice ${position + 1}`;
+    if (editBar) editBar.hidden = false;
+    root.dataset.editing = String(finding.id);
+    setEditTool("brush");
+  };
+
+  const saveCorrection = async (): Promise<void> => {
+    if (!editing) return;
+    const { finding, position, layer } = editing;
+    say("Saving the corrected mask…", "busy");
+    try {
+      const mask = layerGetSlice(layer, position);
+      const png = await maskToPngBlob(mask, colsOf(position), rowsOf(position));
+      const saved = await findingReview(finding.id, "correct", { maskPngBase64: await blobToBase64(png) });
+      if (saved.mask_url) loadedMasks.set(`${finding.artifact_type}:${position}`, saved.mask_url);
+      await stopEditing(false);
+      flash(`Corrected mask saved (${saved.mask_area_px ?? 0} px)`);
+      root.dataset.lastReview = `${finding.id}:correct`;
+      await loadResult();
+    } catch (error) {
+      flash(`The correction was not saved: ${(error as Error).message}`, true);
+    }
+  };
+
+  const act = async (finding: FindingResult, action: "accept" | "reject" | "correct"): Promise<void> => {
+    if (!canReview) return;
+    if (action === "correct") {
+      await startCorrect(finding);
+      return;
+    }
+    try {
+      await findingReview(finding.id, action);
+      flash(`${artifactLabel(finding.artifact_type)} ${action === "accept" ? "accepted" : "rejected"}`);
+      root.dataset.lastReview = `${finding.id}:${action}`;
+      await loadResult();
+    } catch (error) {
+      flash(`Not saved: ${(error as Error).message}`, true);
+    }
+  };
+
+  const firstOpenFinding = (): FindingResult | undefined => {
+    const instance = result?.instances.find((i) => i.sop_uid === sops[current()]);
+    return instance?.findings.find((f) => f.review_state === "pending") ?? instance?.findings[0];
+  };
+
+  const setVerdict = async (verdict: "diagnostic" | "nondiagnostic"): Promise<void> => {
+    if (!canReview) return;
+    try {
+      await seriesVerdictSet(seriesId, verdict, verdictComment?.value ?? "");
+      if (verdictComment) verdictComment.value = "";
+      flash(`Series marked ${verdict === "diagnostic" ? "diagnostic" : "non-diagnostic"}`);
+      review = await seriesReview(seriesId);
+      showVerdict();
+    } catch (error) {
+      flash(`Verdict not saved: ${(error as Error).message}`, true);
+    }
+  };
+
+  // --- region of interest ----------------------------------------------------------------------
+  const svg = $<SVGSVGElement>("#roi-layer");
+  if (svg) {
+    roiLayer = new RoiLayer(svg, viewport, (polygon) => {
+      const all = $<HTMLInputElement>("#roi-all")?.checked ?? true;
+      const here = value<number>(items[current()], "00200013") ?? null;
+      void (async () => {
+        try {
+          await roiSet(seriesId, { polygon, first_instance: all ? null : here, last_instance: all ? null : here });
+          flash("Region of interest saved");
+          await loadResult();
+        } catch (error) {
+          const why = error instanceof ApiError && (error.status === 404 || error.status === 405)
+            ? "this server does not support regions yet"
+            : (error as Error).message;
+          flash(`Region not saved: ${why}`, true);
+          showRoi();
+        }
+      })();
+    });
+  }
+  const drawRoi = (): void => {
+    if (!canReview || !roiLayer) return;
+    group.setToolPassive(WindowLevelTool.toolName);
+    roiLayer.start();
+    root.dataset.roiDrawing = "true";
+  };
+  const endRoi = (finish: boolean): void => {
+    if (!roiLayer?.isDrawing) return;
+    if (finish) roiLayer.finish();
+    else roiLayer.cancel();
+    delete root.dataset.roiDrawing;
+    group.setToolActive(WindowLevelTool.toolName, { bindings: [{ mouseButton: ToolEnums.MouseBindings.Primary }] });
+    showRoi();
+  };
+  svg?.addEventListener("dblclick", () => endRoi(false));
+  $("#roi-draw")?.addEventListener("click", drawRoi);
+  $("#roi-clear")?.addEventListener("click", () => {
+    void (async () => {
+      try {
+        await roiClear(seriesId);
+        flash("Region of interest cleared");
+        await loadResult();
+      } catch (error) {
+        flash(`Region not cleared: ${(error as Error).message}`, true);
+      }
+    })();
+  });
+
+  // --- controls --------------------------------------------------------------------------------
+  $("#tool-brush")?.addEventListener("click", () => setEditTool("brush"));
+  $("#tool-eraser")?.addEventListener("click", () => setEditTool("eraser"));
+  brushSize?.addEventListener("input", () => setEditTool((root.dataset.editTool as "brush" | "eraser") ?? "brush"));
+  $("#edit-save")?.addEventListener("click", () => void saveCorrection());
+  $("#edit-cancel")?.addEventListener("click", () => void stopEditing(true));
+  $("#verdict-diagnostic")?.addEventListener("click", () => void setVerdict("diagnostic"));
+  $("#verdict-nondiagnostic")?.addEventListener("click", () => void setVerdict("nondiagnostic"));
+
   if (slider) {
     slider.max = String(imageIds.length - 1);
     slider.addEventListener("input", () => void viewport.setImageIdIndex(Number(slider.value)));
   }
-  element.addEventListener(Enums.Events.STACK_NEW_IMAGE, () => show(viewport.getCurrentImageIdIndex()));
-  show(middle);
+  element.addEventListener(Enums.Events.STACK_NEW_IMAGE, () => showSlice(current()));
+  element.addEventListener(Enums.Events.CAMERA_MODIFIED, () => roiLayer?.redraw());
+  // Where the image lies on the canvas (CSS pixels: left, top, right, bottom), for tests and the
+  // benchmark to find a mask's pixels on screen.
+  element.addEventListener(Enums.Events.IMAGE_RENDERED, () => {
+    const imageId = viewport.getCurrentImageId();
+    const i = current();
+    const a = utilities.imageToWorldCoords(imageId, [0, 0]);
+    const b = utilities.imageToWorldCoords(imageId, [colsOf(i), rowsOf(i)]);
+    if (!a || !b) return;
+    const [x0, y0] = viewport.worldToCanvas(a);
+    const [x1, y1] = viewport.worldToCanvas(b);
+    root.dataset.imageRect = [x0, y0, x1, y1].map((v) => v.toFixed(1)).join(",");
+    root.dataset.renders = String(Number(root.dataset.renders ?? 0) + 1);
+  });
+  showSlice(middle);
+  void loadResult();
+
+  const reloadResult = coalesce(() => void loadResult(), 300);
+  const reloadReview = coalesce(() => {
+    void (async () => {
+      review = await seriesReview(seriesId);
+      result = await seriesResult(seriesId);
+      showVerdict();
+      showSlice(current());
+      await loadMasks();
+    })();
+  }, 300);
+  connectEvents((event) => {
+    const effect = eventEffect(event, seriesId);
+    if (effect === "result") reloadResult();
+    else if (effect === "review") reloadReview();
+  }, (state) => {
+    root.dataset.live = state;
+  });
 
   const go = (delta: number): void => {
-    const next = Math.min(imageIds.length - 1, Math.max(0, viewport.getCurrentImageIdIndex() + delta));
+    const next = Math.min(imageIds.length - 1, Math.max(0, current() + delta));
     void viewport.setImageIdIndex(next);
   };
   let cine: number | undefined;
@@ -162,7 +572,7 @@ async function start(): Promise<void> {
       return;
     }
     cine = window.setInterval(() => {
-      const at = viewport.getCurrentImageIdIndex();
+      const at = current();
       void viewport.setImageIdIndex(at + 1 >= imageIds.length ? 0 : at + 1);
     }, 1000 / 15);
   };
@@ -182,23 +592,51 @@ async function start(): Promise<void> {
     viewport.render();
   };
   presetSelect?.addEventListener("change", () => applyPreset(presetSelect.value));
-  document.querySelector("#reset")?.addEventListener("click", reset);
-  document.querySelector("#cine")?.addEventListener("click", toggleCine);
+  $("#reset")?.addEventListener("click", reset);
+  $("#cine")?.addEventListener("click", toggleCine);
   window.addEventListener("keydown", (event) => {
-    if (event.target instanceof HTMLInputElement || event.target instanceof HTMLSelectElement) return;
-    if (event.key === "ArrowDown" || event.key === "ArrowRight" || event.key === "j") go(1);
-    else if (event.key === "ArrowUp" || event.key === "ArrowLeft" || event.key === "k") go(-1);
-    else if (event.key === "Home") void viewport.setImageIdIndex(0);
-    else if (event.key === "End") void viewport.setImageIdIndex(imageIds.length - 1);
-    else if (event.key === "r") reset();
-    else if (event.key === " ") {
-      event.preventDefault();
-      toggleCine();
-    } else return;
+    if (typing(event) || event.ctrlKey || event.metaKey || event.altKey) return;
+    const key = event.key;
+    if (key === "?") help.toggle();
+    else if (key === "Escape") {
+      if (help.isOpen()) help.toggle();
+      else if (roiLayer?.isDrawing) endRoi(false);
+      else void stopEditing(true);
+    } else if (key === "Enter") {
+      if (roiLayer?.isDrawing) endRoi(true);
+      else if (editing) void saveCorrection();
+      else return;
+    } else if (key === "ArrowDown" || key === "ArrowRight" || key === "j") go(1);
+    else if (key === "ArrowUp" || key === "ArrowLeft" || key === "k") go(-1);
+    else if (key === "Home") void viewport.setImageIdIndex(0);
+    else if (key === "End") void viewport.setImageIdIndex(imageIds.length - 1);
+    else if (key === "r") reset();
+    else if (key === " ") toggleCine();
+    else if (key === "w" && presetSelect) {
+      const names = Object.keys(PRESETS);
+      presetSelect.value = names[(names.indexOf(presetSelect.value) + 1) % names.length];
+      applyPreset(presetSelect.value);
+    } else if (/^[0-9]$/.test(key)) overlays.toggleByDigit(Number(key));
+    else if (key === "o") overlays.toggleAll();
+    else if (key === "[") overlays.shiftOpacity(-0.1);
+    else if (key === "]") overlays.shiftOpacity(0.1);
+    else if (key === "b" && editing) setEditTool("brush");
+    else if (key === "e" && editing) setEditTool("eraser");
+    else if ((key === "a" || key === "c" || key === "x") && !editing) {
+      const finding = firstOpenFinding();
+      if (finding) void act(finding, key === "a" ? "accept" : key === "c" ? "correct" : "reject");
+    } else if (key === "d") void setVerdict("diagnostic");
+    else if (key === "n") void setVerdict("nondiagnostic");
+    else if (key === "p") drawRoi();
+    else return;
+    event.preventDefault();
   });
-  window.addEventListener("resize", () => engine.resize(true, true));
-  // For tests and the benchmark: the number of the instance on screen.
-  root.dataset.instanceNumber = String(value<number>(items[middle], "00200013") ?? "");
+  window.addEventListener("resize", () => {
+    engine.resize(true, true);
+    roiLayer?.redraw();
+  });
 }
 
-void start();
+void start().catch((error: unknown) => {
+  say(`The viewer failed to start: ${(error as Error)?.message ?? String(error)}`, "error");
+});
