@@ -18,7 +18,8 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
-$BIN/celery -A backend.config worker -Q cpu,gpu --concurrency 1 --loglevel INFO &
+# -B: the embedded beat runs the periodic dashboards refresh (CELERY_BEAT_SCHEDULE).
+$BIN/celery -A backend.config worker -B -s "${ARTISCAN_VAR_DIR:-var}/celerybeat-schedule" -Q cpu,gpu --concurrency 1 --loglevel INFO &
 pids+=($!)
 $BIN/daphne -b "$HOST" -p "$PORT" backend.config.asgi:application &
 pids+=($!)
