@@ -174,5 +174,5 @@ def test_the_rescore_command_waits_with_a_progress_bar(
     out, err = capsys.readouterr()
     assert "done: 1 of 1 series scored" in out
     assert "1/1" in err  # the progress bar
-    series = Series.objects.get(site=site_a)
+    series = Series.objects.get(site=site_a, modality="MR")  # its SEGs are series too
     assert series.current_run.model_version == candidate
