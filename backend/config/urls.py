@@ -67,6 +67,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("dicomweb/", include("backend.dicomweb.urls")),
+    path("", include("backend.dicomweb.ohif_urls")),  # opt-in OHIF check (docs/ohif.md)
     # Each of these apps owns its pages and its /api/... routes.
     path("", include("backend.review.urls")),
     path("", include("backend.dashboards.urls")),
