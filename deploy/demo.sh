@@ -21,7 +21,8 @@ trap cleanup EXIT INT TERM
 # -B: the embedded beat runs the periodic dashboards refresh (CELERY_BEAT_SCHEDULE).
 $BIN/celery -A backend.config worker -B -s "${ARTISCAN_VAR_DIR:-var}/celerybeat-schedule" -Q cpu,gpu --concurrency 1 --loglevel INFO &
 pids+=($!)
-$BIN/daphne -b "$HOST" -p "$PORT" backend.config.asgi:application &
+# Several daphne processes on one port (manage.py serve), so ingest uses more than one core.
+$BIN/python manage.py serve --host "$HOST" --port "$PORT" --workers "${ARTISCAN_WEB_WORKERS:-2}" &
 pids+=($!)
 $BIN/python manage.py dicom_scp --host "$HOST" --port "$SCP_PORT" &
 pids+=($!)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What the test suite needs from the machine: PostgreSQL and Redis running on loopback, and
-# Debian's Chromium, dcmtk and Orthanc for the browser, C-STORE and PACS tests. Installs missing
-# Debian packages (as root) and starts the services if they are not running.
+# Debian's Chromium, dcmtk and Orthanc (with its DICOMweb plugin) for the browser, C-STORE and
+# PACS tests and the ingest benchmark. Installs missing Debian packages (as root) and starts the
+# services if they are not running.
 set -euo pipefail
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -12,6 +13,8 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v storescu >/dev/null || missing+=(dcmtk)
 [ -x /usr/sbin/Orthanc ] || missing+=(orthanc)
+# Orthanc's own STOW-RS, for the ingest benchmark's fair comparison (benchmarks/ingest.py).
+[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing+=(orthanc-dicomweb)
 if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
