@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,9 +118,12 @@ class OnnxModel:
     under a second.
     """
 
-    def __init__(self, path: Path, threads: int = 2) -> None:
+    def __init__(self, path: Path, threads: int | None = None) -> None:
         import onnxruntime as ort
 
+        if threads is None:
+            # Several scoring processes on a few cores each take a share (the benchmarks do).
+            threads = int(os.environ.get("ARTISCAN_INFERENCE_THREADS", "2"))
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
