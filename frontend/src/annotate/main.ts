@@ -22,6 +22,7 @@ import {
   ZoomTool,
   addTool,
   init as toolsInit,
+  utilities as toolUtilities,
 } from "@cornerstonejs/tools";
 
 import { getJson } from "../api/client";
@@ -303,10 +304,17 @@ async function start(): Promise<void> {
     renderTypes();
   };
 
+  // The slider is in screen pixels; Cornerstone's brush size is in world units (mm), so it is
+  // converted at the current zoom (and again whenever the camera changes).
+  const brushWorld = (): number => {
+    const a = viewport.canvasToWorld([0, 0]);
+    const b = viewport.canvasToWorld([brushSize, 0]);
+    return Math.max(0.01, Math.hypot(b[0] - a[0], b[1] - a[1], b[2] - a[2]));
+  };
   const applyTool = (): void => {
     const layer = layers.get(activeType) ?? null;
     if (tool === "brush" || tool === "eraser") {
-      editModeSet(group, layer, tool, { fallbackTool: WindowLevelTool.toolName, size: brushSize });
+      editModeSet(group, layer, tool, { fallbackTool: WindowLevelTool.toolName, size: brushWorld() });
     } else {
       editModeSet(group, null, null, { fallbackTool: WindowLevelTool.toolName });
     }
@@ -570,7 +578,12 @@ async function start(): Promise<void> {
     renderProgress();
     drawHints();
   });
-  element.addEventListener(Enums.Events.CAMERA_MODIFIED, () => drawHints());
+  element.addEventListener(Enums.Events.CAMERA_MODIFIED, () => {
+    drawHints();
+    if (tool === "brush" || tool === "eraser") {
+      toolUtilities.segmentation.setBrushSizeForToolGroup(group.id, brushWorld());
+    }
+  });
   const go = (delta: number): void => {
     const next = Math.min(imageIds.length - 1, Math.max(0, current() + delta));
     void viewport.setImageIdIndex(next);
