@@ -12,6 +12,7 @@ from typing import Any, cast
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, serializers, status
 from rest_framework.request import Request
@@ -158,6 +159,7 @@ class CampaignCreateInput(serializers.Serializer):
 class CampaignListApi(AnnotationApi):
     audit_action = AuditAction.LIST
 
+    @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request) -> Response:
         leads = selectors.lead_site_ids(user=_user(request))
         return Response(
@@ -167,7 +169,7 @@ class CampaignListApi(AnnotationApi):
             ]
         )
 
-    @extend_schema(request=CampaignCreateInput)
+    @extend_schema(request=CampaignCreateInput, responses=OpenApiTypes.OBJECT)
     def post(self, request: Request) -> Response:
         self.audit_action = AuditAction.CREATE
         data = CampaignCreateInput(data=request.data)
@@ -177,6 +179,7 @@ class CampaignListApi(AnnotationApi):
 
 
 class CampaignDetailApi(AnnotationApi):
+    @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, campaign_id: uuid.UUID) -> Response:
         campaign = selectors.campaign_get(user=_user(request), campaign_id=campaign_id)
         lead = selectors.is_lead(user=_user(request), site_id=campaign.site_id)
@@ -187,12 +190,14 @@ class CampaignDetailApi(AnnotationApi):
 
 
 class CampaignDisagreementsApi(AnnotationApi):
+    @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, campaign_id: uuid.UUID) -> Response:
         campaign = selectors.campaign_get_for_lead(user=_user(request), campaign_id=campaign_id)
         return Response(services.disagreements(campaign=campaign))
 
 
 class CampaignAgreementApi(AnnotationApi):
+    @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, campaign_id: uuid.UUID, fmt: str = "json") -> Any:
         campaign = selectors.campaign_get_for_lead(user=_user(request), campaign_id=campaign_id)
         rows = reports.campaign_agreement(campaign=campaign)
@@ -206,6 +211,7 @@ class CampaignAgreementApi(AnnotationApi):
 
 
 class CampaignSuggestionsApi(AnnotationApi):
+    @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, campaign_id: uuid.UUID) -> Response:
         campaign = selectors.campaign_get_for_lead(user=_user(request), campaign_id=campaign_id)
         return Response(reports.active_learning_suggest(campaign=campaign))
@@ -214,6 +220,7 @@ class CampaignSuggestionsApi(AnnotationApi):
 class SliceReadingsApi(AnnotationApi):
     """For the adjudicator: every reader's latest reading of a slice and the adjudication."""
 
+    @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, campaign_id: uuid.UUID, instance_id: uuid.UUID) -> Response:
         campaign = selectors.campaign_get_for_lead(user=_user(request), campaign_id=campaign_id)
         readings = selectors.campaign_latest_readings(campaign=campaign).get(str(instance_id), [])
@@ -274,7 +281,7 @@ class AdjudicationInput(serializers.Serializer):
 class AdjudicationCreateApi(AnnotationApi):
     audit_action = AuditAction.ANNOTATE
 
-    @extend_schema(request=AdjudicationInput)
+    @extend_schema(request=AdjudicationInput, responses=OpenApiTypes.OBJECT)
     def post(self, request: Request, campaign_id: uuid.UUID) -> Response:
         campaign = selectors.campaign_get_for_lead(user=_user(request), campaign_id=campaign_id)
         data = AdjudicationInput(data=request.data)
@@ -309,6 +316,7 @@ class AdjudicationCreateApi(AnnotationApi):
 
 
 class QueueApi(AnnotationApi):
+    @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request) -> Response:
         queue = selectors.reader_queue(user=_user(request))
         nxt = selectors.queue_next(assignments=queue)
@@ -322,6 +330,7 @@ class QueueApi(AnnotationApi):
 
 
 class AssignmentDetailApi(AnnotationApi):
+    @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, assignment_id: uuid.UUID) -> Response:
         a = selectors.assignment_get(user=_user(request), assignment_id=assignment_id)
         instances = selectors.series_instances(series=a.series)
@@ -363,7 +372,7 @@ class SkipInput(serializers.Serializer):
 
 
 class AssignmentSkipApi(AnnotationApi):
-    @extend_schema(request=SkipInput)
+    @extend_schema(request=SkipInput, responses=OpenApiTypes.OBJECT)
     def post(self, request: Request, assignment_id: uuid.UUID) -> Response:
         a = selectors.assignment_get(user=_user(request), assignment_id=assignment_id)
         data = SkipInput(data=request.data)
@@ -375,6 +384,7 @@ class AssignmentSkipApi(AnnotationApi):
 
 
 class AssignmentFinishApi(AnnotationApi):
+    @extend_schema(request=None, responses=OpenApiTypes.OBJECT)
     def post(self, request: Request, assignment_id: uuid.UUID) -> Response:
         a = selectors.assignment_get(user=_user(request), assignment_id=assignment_id)
         services.assignment_finish(user=_user(request), assignment=a)
@@ -396,6 +406,7 @@ class AnnotationInput(serializers.Serializer):
 class SliceAnnotationApi(AnnotationApi):
     audit_action = AuditAction.VIEW
 
+    @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, assignment_id: uuid.UUID, instance_id: uuid.UUID) -> Response:
         a = selectors.assignment_get(user=_user(request), assignment_id=assignment_id)
         instance = _instance_of(a, instance_id)
@@ -408,7 +419,7 @@ class SliceAnnotationApi(AnnotationApi):
         ]
         return Response(data)
 
-    @extend_schema(request=AnnotationInput)
+    @extend_schema(request=AnnotationInput, responses=OpenApiTypes.OBJECT)
     def post(self, request: Request, assignment_id: uuid.UUID, instance_id: uuid.UUID) -> Response:
         self.audit_action = AuditAction.ANNOTATE
         a = selectors.assignment_get(user=_user(request), assignment_id=assignment_id)
@@ -441,6 +452,7 @@ def _require_unblinded(request: Request, a: Assignment) -> None:
 
 
 class SliceModelMasksApi(AnnotationApi):
+    @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, assignment_id: uuid.UUID, instance_id: uuid.UUID) -> Response:
         a = selectors.assignment_get(user=_user(request), assignment_id=assignment_id)
         instance = _instance_of(a, instance_id)
@@ -472,7 +484,7 @@ class SliceAssistApi(AnnotationApi):
     """Re-run the model on the slice (a ``gpu`` worker) and return its masks, kept to the parts
     the hint clicks point at."""
 
-    @extend_schema(request=AssistInput)
+    @extend_schema(request=AssistInput, responses=OpenApiTypes.OBJECT)
     def post(self, request: Request, assignment_id: uuid.UUID, instance_id: uuid.UUID) -> Response:
         from annotation.tasks import slice_assist_task
 
@@ -536,13 +548,14 @@ class ExportInput(serializers.Serializer):
 
 
 class TrainingSetListApi(AnnotationApi):
+    @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, campaign_id: uuid.UUID) -> Response:
         campaign = selectors.campaign_get_for_lead(user=_user(request), campaign_id=campaign_id)
         return Response(
             [training_set_out(t) for t in selectors.training_set_list(campaign=campaign)]
         )
 
-    @extend_schema(request=ExportInput)
+    @extend_schema(request=ExportInput, responses=OpenApiTypes.OBJECT)
     def post(self, request: Request, campaign_id: uuid.UUID) -> Response:
         self.audit_action = AuditAction.EXPORT
         campaign = selectors.campaign_get_for_lead(user=_user(request), campaign_id=campaign_id)
@@ -566,7 +579,7 @@ class FineTuneInput(serializers.Serializer):
 
 
 class FineTuneCreateApi(AnnotationApi):
-    @extend_schema(request=FineTuneInput)
+    @extend_schema(request=FineTuneInput, responses=OpenApiTypes.OBJECT)
     def post(self, request: Request, training_set_id: uuid.UUID) -> Response:
         ts = selectors.training_set_get(user=_user(request), training_set_id=training_set_id)
         data = FineTuneInput(data=request.data)
@@ -576,12 +589,14 @@ class FineTuneCreateApi(AnnotationApi):
 
 
 class FineTuneListApi(AnnotationApi):
+    @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, campaign_id: uuid.UUID) -> Response:
         campaign = selectors.campaign_get_for_lead(user=_user(request), campaign_id=campaign_id)
         return Response([finetune_out(j) for j in selectors.finetune_list(campaign=campaign)])
 
 
 class FineTuneDetailApi(AnnotationApi):
+    @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, finetune_id: uuid.UUID) -> Response:
         return Response(
             finetune_out(selectors.finetune_get(user=_user(request), finetune_id=finetune_id))
@@ -594,7 +609,7 @@ class PromoteInput(serializers.Serializer):
 
 
 class FineTunePromoteApi(AnnotationApi):
-    @extend_schema(request=PromoteInput)
+    @extend_schema(request=PromoteInput, responses=OpenApiTypes.OBJECT)
     def post(self, request: Request, finetune_id: uuid.UUID) -> Response:
         job = selectors.finetune_get(user=_user(request), finetune_id=finetune_id)
         data = PromoteInput(data=request.data)
@@ -611,7 +626,7 @@ class RollbackInput(serializers.Serializer):
 
 
 class ModelRollbackApi(AnnotationApi):
-    @extend_schema(request=RollbackInput)
+    @extend_schema(request=RollbackInput, responses=OpenApiTypes.OBJECT)
     def post(self, request: Request, campaign_id: uuid.UUID) -> Response:
         campaign = selectors.campaign_get_for_lead(user=_user(request), campaign_id=campaign_id)
         data = RollbackInput(data=request.data)
