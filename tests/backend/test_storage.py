@@ -26,6 +26,7 @@ from backend.storage.store import (
     store_key_id,
     store_keys,
     store_put,
+    store_put_many,
 )
 from tests.conftest import _free_port, _listening_process
 
@@ -150,6 +151,31 @@ def test_the_s3_backend_is_chosen_by_the_environment_and_writes_to_the_bucket(s3
     listed = store.raw.client.list_objects_v2(Bucket=store.raw.bucket)["Contents"]
     assert [o["Key"] for o in listed] == ["artiscan/instances/1/a.dcm"]
     assert not (store.MEDIA_ROOT / "instances").exists()  # nothing on the local disk
+
+
+def test_a_batch_is_written_encrypted_and_reads_back(store):
+    items = [(f"instances/1/{i}.dcm", f"MR slice {i} ".encode() * 50) for i in range(5)]
+    sizes = store_put_many(items)
+    assert len(sizes) == 5 and all(
+        size > len(data) for size, (_, data) in zip(sizes, items, strict=True)
+    )
+    for key, data in items:
+        assert store_get(key) == data
+        assert b"MR slice" not in store.raw.read(key)
+    assert sorted(store_keys("instances/")) == sorted(key for key, _ in items)
+
+
+def test_a_local_batch_leaves_no_temporary_files_and_private_modes(local_store):
+    store_put_many([(f"a/{i}.bin", b"x" * 100) for i in range(3)])
+    on_disk = sorted(p.name for p in (local_store.MEDIA_ROOT / "a").iterdir())
+    assert on_disk == ["0.bin", "1.bin", "2.bin"]
+    assert {oct(p.stat().st_mode)[-3:] for p in (local_store.MEDIA_ROOT / "a").iterdir()} == {"600"}
+
+
+def test_a_batch_with_an_unsafe_key_writes_nothing(store):
+    with pytest.raises(StorageKeyError):
+        store_put_many([("a/ok.bin", b"x"), ("../escape.bin", b"y")])
+    assert list(store_keys()) == []
 
 
 def test_a_file_moved_to_another_key_does_not_decrypt(store):

@@ -106,3 +106,55 @@ def test_only_superusers_see_the_quarantine_in_the_admin(client, site_a, admin_a
     assert client.get("/admin/ingest/quarantinedfile/").status_code == 403
     client.force_login(superuser.user)
     assert client.get("/admin/ingest/quarantinedfile/").status_code == 200
+
+
+def _second_series(i: int) -> bytes:
+    ds = mr_dataset(100 + i)
+    ds.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.4242"
+    ds.SeriesNumber = 4
+    return to_bytes(ds)
+
+
+def test_a_batch_of_two_series_is_recorded_with_one_scoring_request_and_event_per_series(
+    site_a, django_capture_on_commit_callbacks
+):
+    files = [to_bytes(mr_dataset(i)) for i in (1, 2, 3)] + [_second_series(i) for i in (1, 2)]
+    with django_capture_on_commit_callbacks() as callbacks:
+        outcomes = series_ingest(site=site_a, files=files, source="stow")
+    assert [o.status for o in outcomes] == ["accepted"] * 5
+    counts = sorted(Series.objects.filter(site=site_a).values_list("instance_count", flat=True))
+    assert counts == [2, 3]
+    assert Instance.objects.count() == 5
+    assert len({o.series_id for o in outcomes}) == 2
+    # One instance.received event and one scoring request per series, not one per file.
+    assert len(callbacks) == 4
+
+
+def test_a_batch_larger_than_the_ingest_batch_is_split_and_every_file_lands(
+    site_a, settings, monkeypatch
+):
+    from backend.ingest import services
+
+    monkeypatch.setattr(services, "INGEST_BATCH", 2)
+    bad = b"not dicom"
+    files = [to_bytes(mr_dataset(i)) for i in (1, 2, 3)] + [bad, to_bytes(mr_dataset(1))]
+    outcomes = series_ingest(site=site_a, files=files, source="stow")
+    assert [o.status for o in outcomes] == [
+        "accepted", "accepted", "accepted", "rejected", "duplicate"
+    ]  # fmt: skip
+    assert outcomes[4].instance_id == outcomes[0].instance_id
+    assert Series.objects.get().instance_count == 3
+    for instance in Instance.objects.all():
+        assert store_get(instance.storage_key)[128:132] == b"DICM"
+    leftovers = [p for p in settings.MEDIA_ROOT.rglob(".tmp-*")]
+    assert leftovers == []
+
+
+def test_the_same_instance_in_one_batch_twice_is_stored_once(site_a):
+    data = to_bytes(mr_dataset(7))
+    outcomes = series_ingest(
+        site=site_a, files=[data, to_bytes(mr_dataset(8)), data], source="stow"
+    )
+    assert [o.status for o in outcomes] == ["accepted", "accepted", "duplicate"]
+    assert outcomes[2].instance_id == outcomes[0].instance_id
+    assert Series.objects.get().instance_count == 2

@@ -1,0 +1,59 @@
+"""Senders racing with the same instances (a retried STOW, a PACS that sends twice): one row per
+instance, the right count, and every stored file still readable (the loser of a unique-constraint
+race must not delete the file the winner stored under the same key)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+
+import pytest
+from django.db import connection
+
+from backend.ingest.services import series_ingest
+from backend.storage.store import store_get
+from backend.studies.models import Instance, Series
+from tests.deid.builders import mr_dataset, to_bytes
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _store(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "store"
+    settings.STORAGE_KEYS = "t1:" + base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
+def test_four_senders_of_the_same_series_leave_one_readable_copy_of_each_instance(site_a):
+    # The series exists already, so the senders meet at the instances' unique constraint.
+    series_ingest(site=site_a, files=[to_bytes(mr_dataset(99))], source="stow")
+    files = [to_bytes(mr_dataset(i)) for i in range(1, 9)]
+    start = threading.Barrier(4)
+    outcomes: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def send(order: list[bytes]) -> None:
+        try:
+            start.wait()
+            outcomes.append(
+                [o.status for o in series_ingest(site=site_a, files=order, source="stow")]
+            )
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    orders = [files, files[::-1], files[1:] + files[:1], files]
+    threads = [threading.Thread(target=send, args=(order,)) for order in orders]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert sum(s.count("accepted") for s in outcomes) == 8
+    assert all(set(s) <= {"accepted", "duplicate"} for s in outcomes)
+    assert Instance.objects.count() == 9
+    assert Series.objects.get().instance_count == 9
+    for instance in Instance.objects.all():
+        assert store_get(instance.storage_key)[128:132] == b"DICM"

@@ -1,0 +1,67 @@
+"""``manage.py serve``: several daphne processes answer on one port (STOW-RS included), and when
+one of them dies the command exits with an error, so a supervisor notices."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import _free_port, _listening_process, _server_env, _wait_for
+from tests.deid.builders import mr_dataset, to_bytes
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.servers]
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_two_daphne_processes_serve_one_port_and_a_dead_one_stops_the_command(operator_a, tmp_path):
+    from django.conf import settings
+
+    port = _free_port()
+    env = _server_env(settings.DATABASES["default"]["NAME"])
+    command = [sys.executable, "manage.py", "serve", "--port", str(port), "--workers", "2"]
+    log = tmp_path / "serve.log"
+    with _listening_process(command, env=env, port=port, log=log, what="serve") as proc:
+        _wait_for(lambda: len(_children(proc.pid)) == 2, 30, "two daphne processes")
+        _wait_for(lambda: log.read_text().count("Listening on TCP address") == 2, 60, "both up")
+        workers = _children(proc.pid)
+
+        boundary = "servetest"
+        body = b"".join(
+            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+            + to_bytes(mr_dataset(i)) + b"\r\n"
+            for i in (1, 2, 3)
+        ) + f"--{boundary}--\r\n".encode()  # fmt: skip
+        headers = {
+            "Authorization": f"Bearer {operator_a.token}",
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+        }
+        for _ in range(4):  # new connections: the kernel gives each to either process
+            r = requests.post(
+                f"http://127.0.0.1:{port}/dicomweb/studies", data=body, headers=headers, timeout=60
+            )
+            assert r.status_code == 200, r.text[:300]
+            assert len(r.json()["00081199"]["Value"]) == 3
+
+        os.kill(workers[0], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.returncode not in (None, 0)
+        assert "a daphne process exited" in log.read_text()
+        assert not Path(f"/proc/{workers[1]}").exists() or _zombie(workers[1])
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return " Z " in Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
