@@ -226,6 +226,7 @@ def latency(args: argparse.Namespace) -> None:
 def _django(env: dict[str, str]) -> None:
     os.environ.update(env)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.config.settings")
+    sys.path.insert(0, str(ROOT))
     import django
 
     django.setup()

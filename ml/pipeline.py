@@ -26,6 +26,7 @@ import importlib
 import json
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,25 @@ class ScoringPipeline:
         network = importlib.import_module("ml.model.network")
         return cls(network.load(path), path)
 
+    def _batches(
+        self, images: NDArray[np.float32], headers: NDArray[np.float32]
+    ) -> Iterator[tuple[slice, dict[str, NDArray[np.float32]]]]:
+        """The model's outputs batch by batch: ``(slice of the input, {masks, presence,
+        suitability})`` with the shapes of :meth:`infer`."""
+        for start in range(0, len(images), self.batch_size):
+            stop = min(start + self.batch_size, len(images))
+            out = self.model.predict_on_batch(
+                {"image": images[start:stop, :, :, None], "header": headers[start:stop]}
+            )
+            yield (
+                slice(start, stop),
+                {
+                    "masks": np.asarray(out["masks"], np.float32),
+                    "presence": np.asarray(out["presence"], np.float32),
+                    "suitability": np.asarray(out["suitability"], np.float32)[:, 0],
+                },
+            )
+
     def infer(
         self, images: NDArray[np.float32], headers: NDArray[np.float32]
     ) -> dict[str, NDArray[np.float32]]:
@@ -181,14 +201,10 @@ class ScoringPipeline:
         ``(S, K)``, ``suitability`` ``(S,)``, float32 probabilities.
         """
         parts: dict[str, list[NDArray[np.float32]]] = {"masks": [], "presence": [], "suit": []}
-        for start in range(0, len(images), self.batch_size):
-            stop = start + self.batch_size
-            out = self.model.predict_on_batch(
-                {"image": images[start:stop, :, :, None], "header": headers[start:stop]}
-            )
-            parts["masks"].append(np.asarray(out["masks"], np.float32))
-            parts["presence"].append(np.asarray(out["presence"], np.float32))
-            parts["suit"].append(np.asarray(out["suitability"], np.float32)[:, 0])
+        for _, out in self._batches(images, headers):
+            parts["masks"].append(out["masks"])
+            parts["presence"].append(out["presence"])
+            parts["suit"].append(out["suitability"])
         return {
             "masks": np.concatenate(parts["masks"]),
             "presence": np.concatenate(parts["presence"]),
@@ -223,11 +239,14 @@ class ScoringPipeline:
             batch = normalise_batch(canonical_batch(stack, pe))
             crows, ccols = batch.shape[1:]
             vectors = np.stack([header_vector_from(headers[i]) for i in picked])
-            out = self.infer(to_numpy(pad_batch(batch, STRIDE)), vectors)
-            binary = threshold_masks(xp.asarray(out["masks"]), crows, ccols, self.thresholds)
-            masks[picked] = to_numpy(canonical_batch(binary, pe))  # (s, K, rows, cols)
-            presence[picked] = out["presence"]
-            suitability[picked] = out["suitability"]
+            # Thresholded batch by batch: the float masks of a whole series (S x H x W x K) are
+            # never held at once.
+            for part, out in self._batches(to_numpy(pad_batch(batch, STRIDE)), vectors):
+                rows_of = picked[part]
+                binary = threshold_masks(xp.asarray(out["masks"]), crows, ccols, self.thresholds)
+                masks[rows_of] = to_numpy(canonical_batch(binary, pe))  # (s, K, rows, cols)
+                presence[rows_of] = out["presence"]
+                suitability[rows_of] = out["suitability"]
         return masks, presence, suitability
 
     def score_datasets(self, datasets: list[Any]) -> ScoreResult:

@@ -17,9 +17,17 @@ def mask_key(*, site_id: int, run_id: str, sop_uid: str, artifact: str) -> str:
 
 def mask_put(key: str, mask: np.ndarray) -> int:
     """``mask``: uint8/bool (Rows, Columns), non-zero = artifact."""
+    return store_put(key, mask_png(mask))
+
+
+def mask_png(mask: np.ndarray) -> bytes:
+    """A 1-bit PNG of ``mask`` (uint8/bool (Rows, Columns), non-zero = white)."""
+    rows, columns = mask.shape
+    # Packed straight into a mode "1" image: converting from "L" would dither, for nothing.
+    bits = np.packbits(mask > 0, axis=1).tobytes()
     out = io.BytesIO()
-    Image.fromarray((mask > 0).astype(np.uint8) * 255).convert("1").save(out, format="PNG")
-    return store_put(key, out.getvalue())
+    Image.frombytes("1", (columns, rows), bits).save(out, format="PNG")
+    return out.getvalue()
 
 
 def mask_get(key: str) -> np.ndarray:
