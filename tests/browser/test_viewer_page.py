@@ -15,7 +15,7 @@ import pytest
 from backend.ingest.services import series_ingest
 from backend.review.models import FindingReview
 from backend.scoring.masks import mask_get
-from backend.scoring.models import Finding
+from backend.scoring.models import Finding, SeriesRegionOfInterest
 from backend.studies.models import Series
 from tests.conftest import PASSWORD
 from tests.deid.builders import mr_dataset, to_bytes
@@ -213,6 +213,82 @@ def test_a_finding_is_accepted_and_a_mask_corrected_with_the_brush(
     rows, cols = _box_on_canvas(page, (48, 53, 8, 24))
     # After the reload the corrected version is what the overlay shows.
     assert (np.abs(with_motion - without).sum(axis=2) > 8)[rows, cols].mean() > 0.8
+
+
+def test_a_verdict_and_a_region_of_interest_are_stored_and_shown_to_colleagues(
+    page, browser, asgi_server, radiologist_a, admin_a, site_a
+):
+    series = scored_series(site_a, slices=3, thread=True)
+    _sign_in(page, asgi_server, "rad_a", f"/series/{series.pk}/")
+    page.wait_for_selector("#viewer[data-overlays-loaded='6']", timeout=30_000)
+    page.wait_for_selector("#viewer[data-image-rect]", timeout=10_000)
+
+    page.fill("#verdict-comment", "motion, repeat with PROPELLER")
+    page.click("#verdict-nondiagnostic")
+    page.wait_for_selector("#verdict-badge[data-verdict=nondiagnostic]")
+    assert "motion, repeat with PROPELLER" in page.inner_text("#verdict-history")
+
+    # Draw a region over the upper half of the image (image pixels: columns 4-60, rows 4-30).
+    x0, y0, x1, y1 = (float(v) for v in page.get_attribute("#viewer", "data-image-rect").split(","))
+    box = page.locator("#viewport").bounding_box()
+    assert box is not None
+
+    def at(col: float, row: float) -> tuple[float, float]:
+        # The centre of pixel (row, col) on the page.
+        return (
+            box["x"] + x0 + (x1 - x0) * (col + 0.5) / 64,
+            box["y"] + y0 + (y1 - y0) * (row + 0.5) / 64,
+        )
+
+    page.click("#roi-draw")
+    page.wait_for_selector("#viewer[data-roi-drawing=true]")
+    for col, row in ((4, 4), (60, 4), (60, 30), (4, 30)):
+        page.mouse.click(*at(col, row))
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#roi-index:not([hidden])", timeout=10_000)
+    assert page.get_attribute("#viewer", "data-roi-drawing") is None
+    roi = SeriesRegionOfInterest.objects.get(series=series, cleared_at__isnull=True)
+    assert roi.set_by.username == "rad_a" and len(roi.polygon) == 4
+    for (col, row), expected in zip(roi.polygon, ((4, 4), (60, 4), (60, 30), (4, 30)), strict=True):
+        assert abs(col - expected[0]) < 0.6 and abs(row - expected[1]) < 0.6
+    result = page.evaluate(f"fetch('/api/series/{series.pk}/result/').then(r => r.json())")
+    assert f"Region of interest {result['roi_suitability_index']}/100" in page.inner_text(
+        "#roi-index"
+    )
+    assert page.locator("#roi-layer polygon.roi-saved").count() == 1
+
+    # A colleague of the site sees both, on a laptop-sized screen.
+    context = browser.new_context(viewport={"width": 1366, "height": 768})
+    other = context.new_page()
+    _sign_in(other, asgi_server, "admin_a", f"/series/{series.pk}/")
+    other.wait_for_selector("#verdict-badge[data-verdict=nondiagnostic]", timeout=30_000)
+    assert "rad_a" in other.inner_text("#verdict-history")
+    other.wait_for_selector("#roi-layer polygon.roi-saved", timeout=10_000)
+    assert other.locator("#viewport").is_visible() and other.locator("#findings").is_visible()
+    scroll_width = other.evaluate("document.documentElement.scrollWidth")
+    assert scroll_width <= 1366  # nothing runs off the side of a laptop screen
+    context.close()
+
+    page.click("#roi-clear")
+    page.wait_for_selector("#roi-index[hidden]", state="attached", timeout=10_000)
+    assert not SeriesRegionOfInterest.objects.filter(
+        series=series, cleared_at__isnull=True
+    ).exists()
+
+
+def test_a_series_that_cannot_load_says_why(page, asgi_server, radiologist_a, site_a):
+    series = scored_series(site_a, slices=1, thread=True)
+    # Its images are gone from the store (a broken disk, a purge): the metadata still lists them.
+    from backend.storage.store import store_delete
+
+    for instance in series.instances.all():
+        store_delete(instance.storage_key)
+    _sign_in(page, asgi_server, "rad_a", f"/series/{series.pk}/")
+    page.wait_for_selector("#viewer-status[data-state=error]", timeout=30_000)
+    assert "Could not load the series: the server could not read its images" in (
+        page.inner_text("#viewer-status")
+    )
+    assert page.locator("#viewport-message").is_visible()
 
 
 def test_another_sites_series_is_not_reachable_by_url(page, asgi_server, radiologist_b, site_a):

@@ -82,6 +82,8 @@ export interface SeriesResult {
   instances: InstanceResult[];
   roi?: RoiResult | null;
   roi_suitability_index?: number | null;
+  roi_reason?: string;
+  quarantined?: { sop_uid: string; instance_number: number | null; attempts: number; reason: string }[];
 }
 
 export interface FindingReview {

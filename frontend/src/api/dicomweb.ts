@@ -17,7 +17,14 @@ export async function seriesMetadata(studyUid: string, seriesUid: string): Promi
     headers: { Accept: "application/dicom+json" },
   });
   if (!response.ok) {
-    throw new Error(response.status === 404 ? "This series does not exist or is not yours to see." : `HTTP ${response.status}`);
+    const why: Record<number, string> = {
+      401: "your session has ended; sign in again.",
+      403: "you are not allowed to see it.",
+      404: "this series does not exist or is not yours to see.",
+    };
+    throw new Error(why[response.status] ?? (response.status >= 500
+      ? `the server could not read its images (HTTP ${response.status}).`
+      : `HTTP ${response.status}`));
   }
   const items = (await response.json()) as DicomJson[];
   return items.sort((a, b) => (value<number>(a, "00200013") ?? 0) - (value<number>(b, "00200013") ?? 0));

@@ -285,12 +285,18 @@ async function start(): Promise<void> {
     seriesIndex.textContent = result.suitability_index === null
       ? `not scored yet (${result.status})`
       : `Series index ${result.suitability_index}/100 — ${result.reason}`;
+    if (result.quarantined?.length) {
+      const note = document.createElement("span");
+      note.className = "error";
+      note.textContent = ` · ${result.quarantined.length} slice(s) could not be scored: ${result.quarantined[0].reason}`;
+      seriesIndex.append(note);
+    }
     if (roiIndex) {
       const value = result.roi_suitability_index;
       roiIndex.hidden = value === undefined || value === null;
       if (!roiIndex.hidden && value != null) {
         roiIndex.className = band(value);
-        roiIndex.textContent = `Region of interest ${value}/100`;
+        roiIndex.textContent = `Region of interest ${value}/100${result.roi_reason ? ` — ${result.roi_reason.replace(/^region of interest:\s*/i, "")}` : ""}`;
       }
     }
   };
@@ -465,7 +471,7 @@ async function start(): Promise<void> {
   // --- region of interest ----------------------------------------------------------------------
   const svg = $<SVGSVGElement>("#roi-layer");
   if (svg) {
-    roiLayer = new RoiLayer(svg, viewport, (polygon) => {
+    roiLayer = new RoiLayer(svg, viewport, () => [colsOf(current()), rowsOf(current())], (polygon) => {
       const all = $<HTMLInputElement>("#roi-all")?.checked ?? true;
       const here = value<number>(items[current()], "00200013") ?? null;
       void (async () => {
@@ -497,7 +503,10 @@ async function start(): Promise<void> {
     group.setToolActive(WindowLevelTool.toolName, { bindings: [{ mouseButton: ToolEnums.MouseBindings.Primary }] });
     showRoi();
   };
-  svg?.addEventListener("dblclick", () => endRoi(false));
+  svg?.addEventListener("dblclick", (e) => {
+    e.preventDefault();
+    endRoi(true);
+  });
   $("#roi-draw")?.addEventListener("click", drawRoi);
   $("#roi-clear")?.addEventListener("click", () => {
     void (async () => {
@@ -531,8 +540,9 @@ async function start(): Promise<void> {
   element.addEventListener(Enums.Events.IMAGE_RENDERED, () => {
     const imageId = viewport.getCurrentImageId();
     const i = current();
-    const a = utilities.imageToWorldCoords(imageId, [0, 0]);
-    const b = utilities.imageToWorldCoords(imageId, [colsOf(i), rowsOf(i)]);
+    // Pixel (r, c) is centred on image coordinates (c, r): the image spans -0.5 .. size - 0.5.
+    const a = utilities.imageToWorldCoords(imageId, [-0.5, -0.5]);
+    const b = utilities.imageToWorldCoords(imageId, [colsOf(i) - 0.5, rowsOf(i) - 0.5]);
     if (!a || !b) return;
     const [x0, y0] = viewport.worldToCanvas(a);
     const [x1, y1] = viewport.worldToCanvas(b);

@@ -16,13 +16,10 @@ export class RoiLayer {
   constructor(
     private svg: SVGSVGElement,
     private viewport: Types.IStackViewport,
+    private size: () => [number, number],
     private onFinish: (polygon: Point[]) => void,
   ) {
     svg.addEventListener("click", (e) => this.click(e));
-    svg.addEventListener("dblclick", (e) => {
-      e.preventDefault();
-      this.finish();
-    });
     svg.addEventListener("mousemove", (e) => {
       if (!this.drawing) return;
       this.cursor = this.toImage(e);
@@ -54,7 +51,10 @@ export class RoiLayer {
     // A double-click adds the same point twice: drop repeats.
     const polygon = this.points.filter((p, i, all) => i === 0 || Math.hypot(p[0] - all[i - 1][0], p[1] - all[i - 1][1]) > 0.5);
     this.cancel();
-    if (polygon.length >= 3) this.onFinish(polygon.map(([c, r]) => [Math.round(c * 10) / 10, Math.round(r * 10) / 10]));
+    // A click just beside the image lands on its edge: the image spans -0.5 .. size - 0.5.
+    const [columns, rows] = this.size();
+    const clamp = (v: number, size: number): number => Math.round(Math.max(-0.5, Math.min(size - 0.5, v)) * 10) / 10;
+    if (polygon.length >= 3) this.onFinish(polygon.map(([c, r]) => [clamp(c, columns), clamp(r, rows)]));
   }
 
   /** The stored region to show (null = none). */
