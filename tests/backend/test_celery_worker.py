@@ -72,6 +72,26 @@ def test_a_job_that_never_finishes_is_quarantined_after_the_attempt_limit(settin
     assert JobRecord.objects.get(task_id="t-1").attempts == 3
 
 
+def test_a_task_with_its_own_guards_may_take_more_deliveries(settings, site_a):
+    """The scoring task counts attempts per slice: its task-level limit is the sum of its
+    slices' budgets, so a series with a poison slice is not cut off with the rest unscored."""
+    from backend.jobs.services import job_attempt_begin
+    from backend.scoring.tasks import series_score_task
+    from tests.factories import InstanceFactory, SeriesFactory, StudyFactory
+
+    settings.CELERY_MAX_ATTEMPTS = 1
+    settings.ARTISCAN_SCORING_MAX_ATTEMPTS = 2
+    series = SeriesFactory(study=StudyFactory(site=site_a))
+    InstanceFactory.create_batch(3, series=series)
+    limit = series_score_task.attempt_limit(str(series.pk))
+    assert limit == 2 * 3 + 1
+    states = [
+        job_attempt_begin(task_id="t-2", name="score", subject="s", max_attempts=limit).state
+        for _ in range(limit + 1)
+    ]
+    assert states.count(JobState.RUNNING) == limit and states[-1] == JobState.QUARANTINED
+
+
 def test_the_celery_configuration_is_json_only_with_late_acks():
     from backend.config.celery import app
 
