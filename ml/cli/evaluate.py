@@ -23,7 +23,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--tune",
         action="store_true",
-        help="first tune per-type mask thresholds on the val split (writes MODEL.thresholds.json)",
+        help="first tune per-type mask modes and thresholds on the val split (writes "
+        "MODEL.thresholds.json and saves MODEL again with the modes in its graph)",
+    )
+    parser.add_argument(
+        "--pixel-only",
+        action="store_true",
+        help="with --tune: keep every type's per-pixel mask (no gated/whole modes)",
     )
     parser.set_defaults(func=run)
 
@@ -32,9 +38,11 @@ def run(args: argparse.Namespace) -> int:
     from ml.model.evaluate import evaluate, thresholds_path, tune_thresholds
 
     if args.tune:
-        tuned = tune_thresholds(args.model, args.data, "val")
-        print(f"evaluate: thresholds tuned on val -> {thresholds_path(args.model)}")
-        print("  " + ", ".join(f"{k} {v:.2f}" for k, v in tuned["thresholds"].items()))
+        tuned = tune_thresholds(args.model, args.data, "val", modes=not args.pixel_only)
+        print(f"evaluate: modes and thresholds tuned on val -> {thresholds_path(args.model)}")
+        print("  " + ", ".join(
+            f"{k} {tuned['modes'][k]} {v:.2f}" for k, v in tuned["thresholds"].items()
+        ))  # fmt: skip
     out = args.out or args.model.parent / f"eval-{args.split}"
     result = evaluate(args.model, args.data, out, args.split)
     print(format_table(result))

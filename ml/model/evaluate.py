@@ -107,7 +107,9 @@ def predict_split(
     ``threshold``: one value or float ``(K,)`` per type. Returns ``intersection``/``union``
     int64 ``(N, K)``, ``present`` bool ``(N, K)`` (ground truth has the type), ``presence``
     float32 ``(N, K)``, ``suitability`` float32 ``(N,)``; with ``grid`` (T thresholds) also
-    ``grid_intersection``/``grid_union`` int64 ``(T, K)`` summed over slices.
+    ``grid_intersection``/``grid_union`` int64 ``(M, T, K)`` summed over slices, for each of the
+    M mask modes of :data:`ml.model.network.MASK_MODES` (pixel, gated by presence, presence over
+    the whole slice) applied to the model's ``masks`` output.
     """
     thresholds = np.broadcast_to(np.asarray(threshold, np.float32), (len(ARTIFACT_TYPES),))
     n, k = len(split), len(ARTIFACT_TYPES)
@@ -119,8 +121,8 @@ def predict_split(
         "suitability": np.zeros(n, np.float32),
     }
     if grid is not None:
-        out["grid_intersection"] = np.zeros((len(grid), k), np.int64)
-        out["grid_union"] = np.zeros((len(grid), k), np.int64)
+        out["grid_intersection"] = np.zeros((3, len(grid), k), np.int64)
+        out["grid_union"] = np.zeros((3, len(grid), k), np.int64)
     by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
     for i, image in enumerate(split.images):
         by_shape[image.shape].append(i)
@@ -132,19 +134,39 @@ def predict_split(
                 {"image": images[..., None], "header": split.headers[idx]}
             )
             probs = np.asarray(result["masks"])[:, :rows, :cols]
+            presence = np.asarray(result["presence"])
             pred = probs >= thresholds
             for j, i in enumerate(idx):
                 truth = np.moveaxis(split.masks[i].astype(bool), 0, -1)
-                for t, value in enumerate(grid if grid is not None else []):
-                    above = probs[j] >= value
-                    out["grid_intersection"][t] += (above & truth).sum(axis=(0, 1))
-                    out["grid_union"][t] += (above | truth).sum(axis=(0, 1))
+                if grid is not None:
+                    _grid_counts(out, probs[j], presence[j], truth, grid)
                 out["intersection"][i] = (pred[j] & truth).sum(axis=(0, 1))
                 out["union"][i] = (pred[j] | truth).sum(axis=(0, 1))
                 out["present"][i] = truth.any(axis=(0, 1))
             out["presence"][idx] = np.asarray(result["presence"])
             out["suitability"][idx] = np.asarray(result["suitability"])[:, 0]
     return out
+
+
+def _grid_counts(
+    out: dict[str, Any],
+    probs: NDArray[Any],
+    presence: NDArray[Any],
+    truth: NDArray[np.bool_],
+    grid: NDArray[Any],
+) -> None:
+    """Add one slice's intersections and unions per (mode, threshold, type) to ``out``."""
+    truth_px = truth.sum(axis=(0, 1))
+    gated = probs * presence
+    for t, value in enumerate(grid):
+        for m, variant in enumerate((probs, gated)):
+            above = variant >= value
+            out["grid_intersection"][m, t] += (above & truth).sum(axis=(0, 1))
+            out["grid_union"][m, t] += (above | truth).sum(axis=(0, 1))
+        # "whole": the presence over the whole slice, so the counts need no pixel loop.
+        on = presence >= value
+        out["grid_intersection"][2, t] += np.where(on, truth_px, 0)
+        out["grid_union"][2, t] += np.where(on, truth.shape[0] * truth.shape[1], truth_px)
 
 
 def report(split: Split, predictions: dict[str, Any]) -> dict[str, Any]:
@@ -230,25 +252,39 @@ def read_thresholds(model_path: Path) -> NDArray[np.float32]:
     return np.array([float(values[name]) for name in ARTIFACT_TYPES], np.float32)
 
 
-def tune_thresholds(model_path: Path, data_dir: Path, split_name: str = "val") -> dict[str, Any]:
-    """Pick each type's mask threshold maximising its dataset-level IoU on ``split_name``.
+def tune_thresholds(
+    model_path: Path, data_dir: Path, split_name: str = "val", modes: bool = True
+) -> dict[str, Any]:
+    """Pick each type's mask mode and threshold maximising its dataset-level IoU on ``split_name``.
 
     Writes and returns the sidecar (:func:`thresholds_path`) that the pipeline and
-    :func:`evaluate` read. Tuned on the validation split, never on the test split.
+    :func:`evaluate` read. With ``modes``, each type also gets the best of
+    :data:`ml.model.network.MASK_MODES` and the model file is saved again with those modes in
+    its graph (:class:`ml.model.network.MaskMode`), so every runtime serves the same masks;
+    without, every type stays ``pixel``. Tuned on the validation split, never on the test split.
     """
     from ml.model import network
 
-    model = network.load(model_path)
+    model = network.with_mask_modes(network.load(model_path), None)
     split = load_split(data_dir, split_name)
     predictions = predict_split(model, split, grid=THRESHOLD_GRID)
     inter, union = predictions["grid_intersection"], predictions["grid_union"]
-    iou = inter / np.maximum(union, 1)
-    best = iou.argmax(axis=0)
+    iou = inter / np.maximum(union, 1)  # (modes, thresholds, types)
+    if not modes:
+        iou = iou[:1]
+    flat = iou.reshape(-1, iou.shape[-1])
+    # Ties go to the earlier entry: pixel before gated before whole, low threshold first.
+    best = flat.argmax(axis=0)
+    best_mode, best_t = np.divmod(best, len(THRESHOLD_GRID))
+    chosen = [network.MASK_MODES[int(m)] for m in best_mode]
     sidecar = {
         "tuned_on": f"{data_dir} ({split_name} split, {len(split)} slices)",
-        "thresholds": {n: float(THRESHOLD_GRID[best[k]]) for k, n in enumerate(ARTIFACT_TYPES)},
-        "iou_at_threshold": {n: float(iou[best[k], k]) for k, n in enumerate(ARTIFACT_TYPES)},
+        "thresholds": {n: float(THRESHOLD_GRID[best_t[k]]) for k, n in enumerate(ARTIFACT_TYPES)},
+        "modes": dict(zip(ARTIFACT_TYPES, chosen, strict=True)),
+        "iou_at_threshold": {n: float(flat[best[k], k]) for k, n in enumerate(ARTIFACT_TYPES)},
+        "iou_pixel_mode": {n: float(iou[0, :, k].max()) for k, n in enumerate(ARTIFACT_TYPES)},
     }
+    network.with_mask_modes(model, chosen).save(str(model_path))
     thresholds_path(model_path).write_text(json.dumps(sidecar, indent=2) + "\n")
     return sidecar
 
@@ -268,6 +304,7 @@ def evaluate(
     result = {
         "model": str(model_path),
         "thresholds": {n: round(float(thresholds[k]), 4) for k, n in enumerate(ARTIFACT_TYPES)},
+        "modes": dict(zip(ARTIFACT_TYPES, network.mask_modes(model), strict=True)),
         "parameters": int(model.count_params()),
         "data": str(data_dir),
         "split": split_name,

@@ -157,6 +157,68 @@ def build_model(widths: dict[str, int] | None = None, depth: int = 4) -> Any:
     )
 
 
+MASK_MODES = ("pixel", "gated", "whole")
+"""How a type's served mask is made: ``pixel`` the decoder's per-pixel probability, ``gated`` that
+times the type's presence, ``whole`` the presence over the whole slice (for types whose ground
+truth covers almost the whole slice by construction: a spike's stripes, noise)."""
+
+
+@keras.saving.register_keras_serializable(package="artiscan")
+class MaskMode(keras.layers.Layer):  # type: ignore[misc,name-defined]
+    """Per-type choice of :data:`MASK_MODES`; inputs ``[masks (B, H, W, K), presence (B, K)]``.
+
+    Output like ``masks``. No weights: the modes are configuration, tuned on the validation split
+    (:func:`ml.model.evaluate.tune_thresholds`) and saved with the model, so every runtime
+    (Keras, ONNX, LiteRT) serves the same masks.
+    """
+
+    def __init__(self, modes: list[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        unknown = set(modes) - set(MASK_MODES)
+        if len(modes) != N_TYPES or unknown:
+            raise ValueError(f"need {N_TYPES} modes out of {MASK_MODES}, got {modes}")
+        self.modes = [str(m) for m in modes]
+
+    def call(self, inputs: Any) -> Any:
+        masks, presence = inputs
+        pick = {m: [1.0 if mode == m else 0.0 for mode in self.modes] for m in MASK_MODES}
+        p = ops.expand_dims(ops.expand_dims(presence, 1), 1)
+        return (
+            masks * ops.convert_to_tensor(pick["pixel"], dtype=masks.dtype)
+            + masks * p * ops.convert_to_tensor(pick["gated"], dtype=masks.dtype)
+            + ops.ones_like(masks) * p * ops.convert_to_tensor(pick["whole"], dtype=masks.dtype)
+        )
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape[0]
+
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = super().get_config()
+        config.update({"modes": self.modes})
+        return config
+
+
+def mask_modes(model: Any) -> list[str]:
+    """The model's per-type mask modes (all ``pixel`` when it has no :class:`MaskMode`)."""
+    layer = next((x for x in model.layers if isinstance(x, MaskMode)), None)
+    return list(layer.modes) if layer is not None else ["pixel"] * N_TYPES
+
+
+def with_mask_modes(model: Any, modes: list[str] | None) -> Any:
+    """The same network (shared layers and weights) serving ``modes``; None or all ``pixel``:
+    the plain network, which is what training and pruning start from."""
+    outputs = {
+        "masks": model.get_layer("masks").output,
+        "presence": model.get_layer("presence").output,
+        "suitability": model.get_layer("suitability").output,
+    }
+    if modes is not None and any(m != "pixel" for m in modes):
+        outputs["masks"] = MaskMode(list(modes), name="mask_mode")(
+            [outputs["masks"], outputs["presence"]]
+        )
+    return keras.Model(inputs=model.input, outputs=outputs, name=model.name)
+
+
 def model_widths(model: Any) -> dict[str, int]:
     """The conv widths of a built model (the inverse of :func:`build_model`'s ``widths``)."""
     depth = model_depth(model)

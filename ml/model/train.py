@@ -122,7 +122,8 @@ def train(
     else:
         history, start_epoch = [], 0
         if model is None and config.init is not None:
-            model = network.load(config.init)
+            # Shipped models serve tuned mask modes; training needs the plain per-pixel masks.
+            model = network.with_mask_modes(network.load(config.init), None)
         elif model is None:
             model = network.build_model(
                 network.default_widths(config.base, config.depth), config.depth

@@ -99,3 +99,36 @@ def test_the_same_weights_give_the_same_outputs_on_the_jax_backend(network, tmp_
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-4)
+
+
+def test_mask_modes_serve_pixel_gated_or_whole_slice_masks_and_survive_a_save(network, tmp_path):
+    model = network.build_model(network.default_widths(base=4, depth=2), depth=2)
+    modes = ["pixel"] * 6 + ["whole", "gated", "pixel", "whole"]
+    served = network.with_mask_modes(model, modes)
+    x = _inputs()
+    plain, out = model.predict_on_batch(x), served.predict_on_batch(x)
+    presence = plain["presence"][:, None, None, :]
+    np.testing.assert_allclose(out["masks"][..., 0], plain["masks"][..., 0], atol=1e-6)
+    np.testing.assert_allclose(
+        out["masks"][..., 7], plain["masks"][..., 7] * presence[..., 7], atol=1e-6
+    )
+    np.testing.assert_allclose(
+        out["masks"][..., 6], np.broadcast_to(presence[..., 6], out["masks"][..., 6].shape),
+        atol=1e-6,
+    )  # fmt: skip
+    np.testing.assert_allclose(out["presence"], plain["presence"], atol=1e-6)
+    served.save(tmp_path / "served.keras")
+    loaded = network.load(tmp_path / "served.keras")
+    assert network.mask_modes(loaded) == modes
+    assert loaded.count_params() == model.count_params()
+    np.testing.assert_allclose(loaded.predict_on_batch(x)["masks"], out["masks"], atol=1e-6)
+    stripped = network.with_mask_modes(loaded, None)  # what training starts from
+    assert network.mask_modes(stripped) == ["pixel"] * len(ARTIFACT_TYPES)
+    np.testing.assert_allclose(stripped.predict_on_batch(x)["masks"], plain["masks"], atol=1e-6)
+
+
+def test_unknown_mask_modes_are_refused(network):
+    with pytest.raises(ValueError, match="modes"):
+        network.MaskMode(["pixel"] * 9 + ["blurred"])
+    with pytest.raises(ValueError, match="modes"):
+        network.MaskMode(["pixel"] * 3)

@@ -43,3 +43,23 @@ def test_calibration_is_zero_for_a_perfectly_calibrated_score():
     diagnostic = np.array([1, 1, 0, 0], bool)
     assert calibration(diagnostic, np.array([1.0, 1.0, 0.0, 0.0]))["ece"] == 0.0
     assert calibration(diagnostic, np.array([0.0, 0.0, 1.0, 1.0]))["ece"] == 1.0
+
+
+def test_the_mode_grid_counts_equal_brute_force_masks():
+    from ml.model.evaluate import _grid_counts
+
+    rng = np.random.default_rng(0)
+    probs = rng.uniform(0, 1, (6, 7, 10))
+    presence = rng.uniform(0, 1, 10)
+    truth = rng.uniform(0, 1, (6, 7, 10)) > 0.6
+    grid = np.array([0.2, 0.5, 0.8])
+    out = {"grid_intersection": np.zeros((3, 3, 10), np.int64),
+           "grid_union": np.zeros((3, 3, 10), np.int64)}  # fmt: skip
+    _grid_counts(out, probs, presence, truth, grid)
+    variants = [probs, probs * presence, np.broadcast_to(presence, probs.shape)]
+    for m, variant in enumerate(variants):
+        for t, value in enumerate(grid):
+            pred = variant >= value
+            inter, union = (pred & truth).sum((0, 1)), (pred | truth).sum((0, 1))
+            np.testing.assert_array_equal(out["grid_intersection"][m, t], inter)
+            np.testing.assert_array_equal(out["grid_union"][m, t], union)

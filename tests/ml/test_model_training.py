@@ -118,8 +118,11 @@ def test_evaluate_tunes_thresholds_on_val_and_writes_the_report_and_the_plots(
                  "--out", str(tmp_path / "eval")]) == 0  # fmt: skip
     sidecar = json.loads((tmp_path / "model.thresholds.json").read_text())
     assert set(sidecar["thresholds"]) == set(sidecar["iou_at_threshold"])
+    # Each type's tuned mode is at least as good on val as its best per-pixel threshold.
+    assert all(sidecar["iou_at_threshold"][k] >= v for k, v in sidecar["iou_pixel_mode"].items())
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["thresholds"] == sidecar["thresholds"]
+    assert report["modes"] == sidecar["modes"]  # the saved model serves the tuned modes
     assert set(report["iou"]) == {
         "motion", "ghosting", "aliasing", "chemical_shift", "susceptibility",
         "zipper", "spike", "gibbs", "bias_field", "noise",
