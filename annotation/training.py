@@ -27,6 +27,7 @@ import subprocess
 import sys
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -174,10 +175,16 @@ def _freeze(root: Path) -> None:
 
 @transaction.atomic
 def training_set_export(
-    *, user: User, campaign: Campaign, simulated_ratio: float = 0.0, seed: int = 0
+    *,
+    user: User,
+    campaign: Campaign,
+    simulated_ratio: float = 0.0,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> TrainingSet:
     """Export the campaign's adjudicated/consensus slices (plus simulated slices making up
-    ``simulated_ratio`` of the whole) as a new immutable version."""
+    ``simulated_ratio`` of the whole) as a new immutable version. ``progress(done, total)`` is
+    called after each annotated slice."""
     if not is_lead(user=user, site_id=campaign.site_id):
         raise PermissionDenied("only the campaign's annotation leads export")
     if not 0.0 <= simulated_ratio < 1.0:
@@ -204,12 +211,14 @@ def training_set_export(
                 "series_id", "series__series_uid"
             )
         )
-        for instance, masks, diagnostic in rows:
+        for done, (instance, masks, diagnostic) in enumerate(rows, start=1):
             split = series_split(uids[instance.series_id])
             arrays = _slice_arrays(
                 instance, masks, diagnostic, sequences.get(instance.series_id, "")
             )
             examples.append((split, arrays))
+            if progress is not None:
+                progress(done, len(rows))
         annotated_shards = _write_shards(work / "annotated", examples)
         counts = {
             s: sum(1 for split, _ in examples if split == s) for s in ("train", "val", "test")

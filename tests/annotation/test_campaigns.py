@@ -78,6 +78,8 @@ def test_the_query_picks_series_by_protocol_and_index(
     assert response.status_code == 201
     assert response.json()["series"] == 1
     assert create(api, lead_a, lead_a.site, protocol="flair").status_code == 400
+    too_many = create(api, lead_a, lead_a.site, readers_per_image=3)  # two readers at the site
+    assert too_many.status_code == 400 and "readers" in str(too_many.json())
 
 
 def test_readers_and_other_sites_cannot_create_or_see_campaigns(
@@ -330,6 +332,8 @@ def test_disagreements_are_adjudicated_by_pick_majority_or_redraw(
         }
     )
     assert pick.json() == {"version": 2, "method": "pick", "mask_pixels": {"motion": 16}}
+    staple = post({"instance_id": instances[1], "method": "staple"})
+    assert staple.status_code == 201 and staple.json()["version"] == 3
     redraw = post(
         {
             "instance_id": instances[1],
@@ -338,8 +342,8 @@ def test_disagreements_are_adjudicated_by_pick_majority_or_redraw(
             "diagnostic": False,
         }
     )
-    assert redraw.json()["version"] == 3
-    assert Adjudication.objects.get(version=3).diagnostic is False
+    assert redraw.json()["version"] == 4
+    assert Adjudication.objects.get(version=4).diagnostic is False
     assert (
         api.as_(annotator_a)
         .post(
