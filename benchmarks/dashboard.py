@@ -234,12 +234,19 @@ def main() -> None:
     parser.add_argument("--database", default="artiscan_bench_dash")
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="Keep the scratch database.")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="Time again on a database kept by an earlier --keep run (no generation, no full "
+        "refresh): on a shared machine, to repeat the timings when it is quieter.",
+    )
     args = parser.parse_args()
 
     base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
     if not base.startswith("postgres"):
         sys.exit("This benchmark needs PostgreSQL (DATABASE_URL=postgres://...).")
-    recreate(base, args.database)
+    if not args.reuse:
+        recreate(base, args.database)
     os.environ["DATABASE_URL"] = admin_url(base, args.database)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.config.settings")
     import django
@@ -254,7 +261,7 @@ def main() -> None:
         from django.db import connections
 
         connections.close_all()
-        if not args.keep:
+        if not (args.keep or args.reuse):
             drop(base, args.database)
 
 
@@ -264,26 +271,28 @@ def run(args: argparse.Namespace) -> None:
     from django.test import Client
     from django.utils import timezone
 
-    from backend.accounts.models import Role, Site
+    from backend.accounts.models import Role, Site, User
     from backend.accounts.services import user_create
     from backend.dashboards.models import QualityRollup
     from backend.dashboards.selectors import monday
     from backend.dashboards.services import _cells_compute, rollups_refresh
-    from backend.scoring.models import ScoringRun
+    from backend.scoring.models import InstanceScore, ScoringRun
 
-    bar = tqdm(total=6, desc="generating", unit="step")
-    started = time.perf_counter()
+    if not args.reuse:
+        bar = tqdm(total=6, desc="generating", unit="step")
+        started = time.perf_counter()
 
-    def step(name: str) -> None:
-        bar.set_postfix_str(name)
-        bar.update(1)
+        def step(name: str) -> None:
+            bar.set_postfix_str(name)
+            bar.update(1)
 
-    counts = generate(args.instances, step)
-    bar.close()
-    print(
-        f"\nGenerated in {time.perf_counter() - started:.1f} s: "
-        + ", ".join(f"{k} {v:,}" for k, v in counts.items())
-    )
+        counts = generate(args.instances, step)
+        bar.close()
+        print(
+            f"\nGenerated in {time.perf_counter() - started:.1f} s: "
+            + ", ".join(f"{k} {v:,}" for k, v in counts.items())
+        )
+    print(f"Scored instances in the database: {InstanceScore.objects.count():,}")
 
     site = Site.objects.get(slug="bench-a")
     this_week = monday(timezone.now().date())
@@ -294,13 +303,15 @@ def run(args: argparse.Namespace) -> None:
         median, worst = timed(lambda w=weeks: _cells_compute(site.pk, w), max(2, args.repeat // 3))
         print(f"  {label:<10} median {median:8.1f} ms   max {worst:8.1f} ms")
 
-    start = time.perf_counter()
-    full = rollups_refresh(full=True, evaluate_alerts=True)
-    full_ms = (time.perf_counter() - start) * 1000
-    print(
-        f"\nRollup refresh, full: {full_ms:,.0f} ms for {full.site_weeks} site-weeks -> "
-        f"{full.cells} cells ({QualityRollup.objects.count()} rows), {len(full.alerts)} alert(s)"
-    )
+    if not args.reuse:
+        start = time.perf_counter()
+        full = rollups_refresh(full=True, evaluate_alerts=True)
+        full_ms = (time.perf_counter() - start) * 1000
+        print(
+            f"\nRollup refresh, full: {full_ms:,.0f} ms for {full.site_weeks} site-weeks -> "
+            f"{full.cells} cells ({QualityRollup.objects.count()} rows), "
+            f"{len(full.alerts)} alert(s)"
+        )
     # One more scored series this week: the incremental pass rebuilds one site-week.
     run = ScoringRun.objects.filter(site=site).order_by("-finished_at").first()
     ScoringRun.objects.filter(pk=run.pk).update(finished_at=timezone.now())
@@ -309,10 +320,12 @@ def run(args: argparse.Namespace) -> None:
     print(f"Rollup refresh, incremental: {(time.perf_counter() - start) * 1000:,.0f} ms for "
           f"{inc.site_weeks} site-week(s)")  # fmt: skip
 
-    admin = user_create(
+    admin = User.objects.filter(username="bench-admin").first() or user_create(
         username="bench-admin", password=None, memberships=[(site, Role.SITE_ADMIN)]
     )
-    root = user_create(username="bench-root", password=None, is_superuser=True)
+    root = User.objects.filter(username="bench-root").first() or user_create(
+        username="bench-root", password=None, is_superuser=True
+    )
     endpoints = [
         "summary/",
         "trend/",

@@ -6,6 +6,7 @@ numbers never appear."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from pathlib import Path
 
@@ -93,6 +94,11 @@ def test_a_site_admin_sees_the_charts_acknowledges_the_alert_and_drills_down_to_
     alert = page.locator("#alerts li.open")
     assert alert.count() == 1
     assert "spike on MR-1" in alert.inner_text()
+    # The spike rate: its trend ends in the jump, outside the trailing weeks' band.
+    page.select_option("#f-metric", "spike")
+    page.wait_for_selector("#dashboard[data-state=ready]", timeout=20_000)
+    worst = json.loads(page.get_attribute("#worst-scanners", "data-labels"))
+    assert worst[0].startswith("MR-1")  # ranked first on spikes
     shots = os.environ.get("ARTISCAN_SCREENSHOT_DIR")
     if shots:  # `make screenshots` refreshes the README's picture from this very page
         page.screenshot(path=str(Path(shots) / "dashboard.png"), full_page=True)

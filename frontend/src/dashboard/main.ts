@@ -87,6 +87,7 @@ function draw<T extends ChartType, D>(id: string, config: ChartConfiguration<T, 
   charts.set(id, chart);
   const points = config.data.datasets.reduce((n, d) => n + (d.data as unknown[]).length, 0);
   canvas.dataset.points = String(points);
+  canvas.dataset.labels = JSON.stringify(config.data.labels ?? []);
   canvas.dataset.drawn = "true";
   return chart;
 }
