@@ -93,6 +93,25 @@ def test_a_reader_paints_a_mask_and_the_adjudicator_sees_it(page, asgi_server, s
         "Number(document.querySelector('#annotate').dataset.saved) >= 3", timeout=15_000
     )
 
+    # Polygon on the second type: four corners in the lower left, Enter closes and fills it.
+    def at(col: float, row: float) -> tuple[float, float]:
+        return box["x"] + x0 + (x1 - x0) * col / 64, box["y"] + y0 + (y1 - y0) * row / 64
+
+    page.keyboard.press("2")
+    page.keyboard.press("p")
+    assert page.get_attribute("#annotate", "data-active-type") == "noise"
+    for col, row in ((4, 44), (20, 44), (20, 60), (4, 60)):
+        page.mouse.click(*at(col, row))
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "Number(document.querySelector('#annotate').dataset.saved) >= 4", timeout=15_000
+    )
+    polygon = Annotation.objects.filter(created_by=annotator_a.user).latest("version")
+    noise = mask_get(polygon.masks["noise"])
+    assert noise[46:58, 6:18].all() and noise[:40].sum() == 0
+    assert 200 < noise.sum() < 300  # the 16 x 16 square, give or take its edge pixels
+    assert np.array_equal(mask_get(polygon.masks["motion"]), painted)  # the redo is kept
+
     other = Assignment.objects.get(campaign=campaign, reader=reader2.user)
     theirs = np.zeros((64, 64), np.uint8)
     theirs[40:50, 40:50] = 1
@@ -110,7 +129,7 @@ def test_a_reader_paints_a_mask_and_the_adjudicator_sees_it(page, asgi_server, s
     page.click(f"#disagreements tr[data-instance-id='{reading.instance_id}'] a")
     page.wait_for_selector("#annotate[data-state=ready]", timeout=30_000)
     mine = page.locator("#readers figure[data-reader=annotator_a]")
-    assert int(mine.get_attribute("data-pixels")) == int(painted.sum())
+    assert int(mine.get_attribute("data-pixels")) == int(painted.sum() + noise.sum())
     assert int(page.get_attribute("#readers figure[data-reader=reader2_pw]", "data-pixels")) == 100
     assert "diagnostic label" in page.inner_text("#reasons")
     shots = os.environ.get("ARTISCAN_SCREENSHOT_DIR")
