@@ -236,6 +236,8 @@ def plot(split: Split, predictions: dict[str, Any], result: dict[str, Any], out:
 
 
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)
+MODE_MIN_GAIN = 0.02
+"""Validation IoU a gated or whole-slice mask must gain over the per-pixel one to be chosen."""
 
 
 def thresholds_path(model_path: Path) -> Path:
@@ -273,8 +275,13 @@ def tune_thresholds(
     if not modes:
         iou = iou[:1]
     flat = iou.reshape(-1, iou.shape[-1])
-    # Ties go to the earlier entry: pixel before gated before whole, low threshold first.
+    # Ties go to the earlier entry: pixel before gated before whole, low threshold first. A type
+    # leaves the per-pixel mask only for a real gain (MODE_MIN_GAIN), so a localised type whose
+    # masks are not learned is not painted over the whole slice for a few pixels' worth of IoU.
     best = flat.argmax(axis=0)
+    pixel_best = iou[0].argmax(axis=0)
+    keep_pixel = flat.max(axis=0) < iou[0].max(axis=0) + MODE_MIN_GAIN
+    best = np.where(keep_pixel, pixel_best, best)
     best_mode, best_t = np.divmod(best, len(THRESHOLD_GRID))
     chosen = [network.MASK_MODES[int(m)] for m in best_mode]
     sidecar = {
