@@ -73,3 +73,30 @@ def test_readers_get_their_queue_and_the_annotate_page(
     assert client.get(f"/campaigns/{campaign.pk}/").status_code == 404
     assert client.get(f"/annotate/{mine.pk}/").status_code == 404
     assert "Ghosts" not in client.get("/campaigns/").content.decode()
+
+
+def test_the_campaign_page_shows_runs_with_figures_and_a_promote_button(client, campaign, lead_a):
+    from annotation.models import FineTune, TrainingSet
+    from backend.scoring.models import ModelVersion
+
+    ts = TrainingSet.objects.create(
+        campaign=campaign, site=campaign.site, version=1, path="/nowhere", sha256="ab" * 32,
+        annotated_slices={"train": 5, "val": 1, "test": 2}, created_by=lead_a.user,
+    )  # fmt: skip
+    candidate = ModelVersion.objects.create(
+        name="ft", version="1", sha256="cd" * 32, weights_key="x"
+    )
+    figures = {"frequency_weighted_iou": 0.4321, "suitability_roc_auc": 0.8765}
+    FineTune.objects.create(
+        training_set=ts, site=campaign.site, status="done", progress=1.0, message="done",
+        metrics={"candidate": {"annotated": figures}, "deployed": {"annotated": figures}},
+        candidate=candidate, requested_by=lead_a.user,
+    )  # fmt: skip
+    FineTune.objects.create(
+        training_set=ts, site=campaign.site, status="running", progress=0.4,
+        message="epoch 2 of 5", requested_by=lead_a.user,
+    )  # fmt: skip
+    page = client.get(f"/campaigns/{campaign.pk}/").content.decode()
+    assert "5/1/2" in page and "abababababababab" in page
+    assert "annotated fw-IoU 0.432, AUC 0.877" in page and 'value="promote"' in page
+    assert "epoch 2 of 5" in page and 'http-equiv="refresh"' in page  # refreshes while running
