@@ -116,7 +116,7 @@ def monthly_report_pdf(*, user: AnyUser, site: Site, year: int, month: int) -> b
             ax.axvspan(in_month[0] - 0.5, in_month[-1] + 0.5, color="#fde68a", alpha=0.3)
         ax.set_xticks(index[::2], [w[5:] for w in weeks[::2]])
         ax.set_title(f"Weekly rates, last {TREND_WEEKS} weeks (month shaded)", fontsize=10)
-        ax.set_ylim(0, 1)
+        ax.set_ylim(bottom=0)
         ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
         ax.legend(fontsize=7, loc="upper left")
         ax.tick_params(labelsize=7)
@@ -127,13 +127,14 @@ def monthly_report_pdf(*, user: AnyUser, site: Site, year: int, month: int) -> b
             ["Protocol", "Series", "Non-diag.", "95 % CI"],
             [
                 [
-                    r["label"][:40],
+                    r["protocol"][:40],
                     r["series"],
                     _pct(r["rate"]),
                     f"{_pct(r['low'])}-{_pct(r['high'])}",
                 ]
                 for r in worst
             ],
+            widths=[0.4, 0.15, 0.15, 0.3],
         )
         pdf.savefig(fig)
         plt.close(fig)
@@ -174,6 +175,7 @@ def monthly_report_pdf(*, user: AnyUser, site: Site, year: int, month: int) -> b
                 ]
                 for a in alerts
             ],
+            widths=[0.13, 0.27, 0.14, 0.1, 0.11, 0.1, 0.15],
         )
         pdf.savefig(fig)
         plt.close(fig)
@@ -210,6 +212,7 @@ def monthly_report_pdf(*, user: AnyUser, site: Site, year: int, month: int) -> b
                     ]
                     for r in summary[start : start + per_page]
                 ],
+                widths=[0.22, 0.26, 0.08, 0.08, 0.1, 0.08, 0.09, 0.09],
             )
             pdf.savefig(fig)
             plt.close(fig)
@@ -222,7 +225,7 @@ def _top_artifacts(summary: list[dict[str, Any]], k: int) -> list[str]:
 
 
 def _table(fig: Any, rect: tuple[float, float, float, float], title: str, header: list[str],
-           rows: list[list[Any]]) -> None:  # fmt: skip
+           rows: list[list[Any]], widths: list[float] | None = None) -> None:  # fmt: skip
     ax = fig.add_axes(rect)
     ax.axis("off")
     ax.set_title(title, fontsize=10, loc="left")
@@ -230,7 +233,7 @@ def _table(fig: Any, rect: tuple[float, float, float, float], title: str, header
         ax.text(0, 0.9, "Nothing in this period.", fontsize=9, color="0.4")
         return
     table = ax.table(cellText=[[str(c) for c in r] for r in rows], colLabels=header,
-                     loc="upper left", cellLoc="left")  # fmt: skip
+                     loc="upper left", cellLoc="left", colWidths=widths)  # fmt: skip
     table.auto_set_font_size(False)
     table.set_fontsize(7)
     table.scale(1, 1.25)
