@@ -310,7 +310,7 @@ def throughput(args: argparse.Namespace) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("parts", nargs="*", choices=["latency", "throughput"], default=[])
+    parser.add_argument("parts", nargs="*", help="latency, throughput (default: both)")
     parser.add_argument("--weights", default="pruned-onnx", help="a shipped name or a path")
     parser.add_argument("--slices", type=int, default=50)
     parser.add_argument("--series-slices", type=int, default=32)
@@ -319,6 +319,8 @@ def main() -> int:
     parser.add_argument("--per-series", type=int, default=8)
     args = parser.parse_args()
     parts = args.parts or ["latency", "throughput"]
+    if set(parts) - {"latency", "throughput"}:
+        parser.error(f"unknown part(s): {sorted(set(parts) - {'latency', 'throughput'})}")
     if "latency" in parts:
         latency(args)
     if "throughput" in parts:
