@@ -217,6 +217,22 @@ class CampaignSuggestionsApi(AnnotationApi):
         return Response(reports.active_learning_suggest(campaign=campaign))
 
 
+class AddSeriesInput(serializers.Serializer):
+    series_ids = serializers.ListField(child=serializers.UUIDField(), min_length=1)
+
+
+class CampaignAddSeriesApi(AnnotationApi):
+    @extend_schema(request=AddSeriesInput, responses=OpenApiTypes.OBJECT)
+    def post(self, request: Request, campaign_id: uuid.UUID) -> Response:
+        campaign = selectors.campaign_get_for_lead(user=_user(request), campaign_id=campaign_id)
+        data = AddSeriesInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        added = services.campaign_add_series(
+            user=_user(request), campaign=campaign, series_ids=data.validated_data["series_ids"]
+        )
+        return Response({"added": added, **campaign_out(campaign, lead=True)})
+
+
 class SliceReadingsApi(AnnotationApi):
     """For the adjudicator: every reader's latest reading of a slice and the adjudication."""
 

@@ -46,6 +46,9 @@ class Campaign(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
     )
+    readers = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, related_name="+", blank=True, help_text="The reader pool."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

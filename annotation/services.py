@@ -130,10 +130,15 @@ def campaign_create(
 
 
 def campaign_assign(*, campaign: Campaign, reader_ids: Sequence[int] | None = None) -> int:
-    """Give each series of the campaign ``readers_per_image`` distinct readers, balancing the
-    load: each series goes to the readers with the fewest series so far (ties: the one who
-    waited longest). Only members of the campaign's site can be readers. Returns the number of
-    assignments made."""
+    """Give each series of the campaign that has no reader yet ``readers_per_image`` distinct
+    readers, balancing the load: each series goes to the readers with the fewest series so far
+    (ties: the one who waited longest). Only members of the campaign's site can be readers; by
+    default the campaign's current readers, or the site's annotators and radiologists for a new
+    campaign. Returns the number of assignments made."""
+    existing = list(campaign.assignments.values_list("reader_id", "series_id"))
+    pool = sorted(campaign.readers.values_list("pk", flat=True))
+    if reader_ids is None and pool:
+        reader_ids = pool
     readers = campaign_readers(site_id=campaign.site_id, include_leads=reader_ids is not None)
     if reader_ids is not None:
         allowed = {r.pk for r in readers}
@@ -146,9 +151,15 @@ def campaign_assign(*, campaign: Campaign, reader_ids: Sequence[int] | None = No
             f"{len(readers)} available"
         )
     load = {r.pk: 0 for r in readers}
+    for reader, _ in existing:
+        if reader in load:
+            load[reader] += 1
     last = {r.pk: -1 for r in readers}
+    assigned = {series for _, series in existing}
     rows = []
     for step, item in enumerate(campaign.items.order_by("position")):
+        if item.series_id in assigned:
+            continue
         chosen = sorted(load, key=lambda pk: (load[pk], last[pk], pk))[: campaign.readers_per_image]
         for pk in chosen:
             rows.append(
@@ -163,7 +174,29 @@ def campaign_assign(*, campaign: Campaign, reader_ids: Sequence[int] | None = No
             load[pk] += 1
             last[pk] = step
     Assignment.objects.bulk_create(rows)
+    if not pool:
+        campaign.readers.set(readers)
     return len(rows)
+
+
+@transaction.atomic
+def campaign_add_series(*, user: User, campaign: Campaign, series_ids: Sequence[uuid.UUID]) -> int:
+    """Add more of the site's series (e.g. the active-learning suggestions) and assign them;
+    returns the number of series added (those already in the campaign are left as they are)."""
+    _require_lead(user, campaign.site_id)
+    Campaign.objects.select_for_update().filter(pk=campaign.pk).first()
+    have = set(campaign.items.values_list("series_id", flat=True))
+    found = list(series_for_campaign(site_id=campaign.site_id, series_ids=list(series_ids)))
+    if len(found) != len(set(series_ids)):
+        raise ValidationError("every series must be one of the site's MR series with images")
+    start = (campaign.items.aggregate(p=Max("position"))["p"] or -1) + 1
+    new = [s for s in found if s.pk not in have]
+    CampaignSeries.objects.bulk_create(
+        CampaignSeries(campaign=campaign, series=s, site_id=campaign.site_id, position=start + i)
+        for i, s in enumerate(new)
+    )
+    campaign_assign(campaign=campaign)
+    return len(new)
 
 
 def assignment_skip(*, user: User, assignment: Assignment, reason: str) -> Assignment:

@@ -46,6 +46,11 @@ urlpatterns: list[URLPattern | URLResolver] = [
         name="api-campaign-suggestions",
     ),
     path(
+        "api/campaigns/<uuid:campaign_id>/series/",
+        apis.CampaignAddSeriesApi.as_view(),
+        name="api-campaign-add-series",
+    ),
+    path(
         "api/campaigns/<uuid:campaign_id>/instances/<uuid:instance_id>/readings/",
         apis.SliceReadingsApi.as_view(),
         name="api-campaign-readings",

@@ -121,6 +121,12 @@ def campaign_page(request: HttpRequest, campaign_id: uuid.UUID) -> HttpResponse:
                     reason=request.POST.get("reason", ""),
                     rescore=request.POST.get("rescore") == "on",
                 )
+            elif action == "add_series":
+                services.campaign_add_series(
+                    user=user,
+                    campaign=campaign,
+                    series_ids=[uuid.UUID(s) for s in request.POST.getlist("series")],
+                )
             elif action == "rollback":
                 training.model_rollback_by_lead(
                     user=user,

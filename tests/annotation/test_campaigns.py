@@ -428,3 +428,32 @@ def test_active_learning_ranks_uncertain_series_first(
         "mask_uncertainty"
     ] == pytest.approx(0.9)
     assert run.series_id == series_a[1].pk
+
+
+def test_suggested_series_are_added_and_assigned_to_the_same_readers(
+    api, lead_a, annotator_a, reader2_a, radiologist_a, series_a, site_a, site_b
+):
+    campaign = create(
+        api, lead_a, site_a, readers_per_image=1, series_ids=[str(series_a[0].pk)],
+        reader_ids=[annotator_a.user.pk, reader2_a.user.pk],
+    ).json()["id"]  # fmt: skip
+    path = f"/api/campaigns/{campaign}/series/"
+    foreign = ingest_series(site_b, 9)
+    refused = api.as_(lead_a).post(path, {"series_ids": [str(foreign.pk)]}, format="json")
+    assert refused.status_code == 400
+    added = api.as_(lead_a).post(
+        path, {"series_ids": [str(s.pk) for s in series_a[:3]]}, format="json"
+    )
+    assert added.status_code == 200 and added.json()["added"] == 2 and added.json()["series"] == 3
+    readers = list(
+        Assignment.objects.filter(campaign_id=campaign).values_list("reader__username", flat=True)
+    )
+    # one series went to annotator_a; of the two added, reader2_a (fewer series) gets the first
+    assert sorted(readers) == ["annotator_a", "annotator_a", "reader2_a"]
+    assert "rad_a" not in readers  # the campaign's readers, not everyone at the site
+    assert (
+        api.as_(reader2_a)
+        .post(path, {"series_ids": [str(series_a[3].pk)]}, format="json")
+        .status_code
+        == 403
+    )
