@@ -488,6 +488,26 @@ class SliceModelMasksApi(AnnotationApi):
         return Response({"masks": masks})
 
 
+class SliceOtherReadingsApi(AnnotationApi):
+    """Not blinded: the other readers' latest readings of this slice (blinded: a 403)."""
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request, assignment_id: uuid.UUID, instance_id: uuid.UUID) -> Response:
+        a = selectors.assignment_get(user=_user(request), assignment_id=assignment_id)
+        instance = _instance_of(a, instance_id)
+        _require_unblinded(request, a)
+        readings = selectors.campaign_latest_readings(campaign=a.campaign).get(str(instance.pk), [])
+        types = a.campaign.artifact_types
+        self.accessed([instance])
+        return Response(
+            [
+                {"reader": r.assignment.reader.get_username(), **annotation_out(r, types, instance)}
+                for r in readings
+                if r.assignment_id != a.pk
+            ]
+        )
+
+
 class AssistInput(serializers.Serializer):
     hints = serializers.ListField(
         child=serializers.ListField(child=serializers.IntegerField(), min_length=2, max_length=2),

@@ -115,6 +115,11 @@ urlpatterns: list[URLPattern | URLResolver] = [
         name="api-slice-model-masks",
     ),
     path(
+        "api/assignments/<uuid:assignment_id>/instances/<uuid:instance_id>/others/",
+        apis.SliceOtherReadingsApi.as_view(),
+        name="api-slice-others",
+    ),
+    path(
         "api/assignments/<uuid:assignment_id>/instances/<uuid:instance_id>/assist/",
         apis.SliceAssistApi.as_view(),
         name="api-slice-assist",

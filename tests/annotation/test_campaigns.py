@@ -239,6 +239,7 @@ def test_blinded_readers_see_neither_the_model_nor_each_other(
     )
     base = f"/api/assignments/{assignment['id']}/instances/{instance}"
     assert api.as_(annotator_a).get(f"{base}/model-masks/").status_code == 403
+    assert api.as_(annotator_a).get(f"{base}/others/").status_code == 403
     assert api.as_(annotator_a).post(f"{base}/assist/", {}, format="json").status_code == 403
     # the other reader's reading of the same slice stays out of reach
     other = Assignment.objects.get(series_id=assignment["series_id"], reader=reader2_a.user)
@@ -281,6 +282,16 @@ def test_unblinded_readers_start_from_the_model_mask(
     )
     assert set(masks) == {"motion"}  # only the campaign's types
     assert rle_decode(masks["motion"], (SIZE, SIZE)).sum() == 16
+    # not blinded to each other either: the other reader's reading of the slice
+    other = Assignment.objects.get(series=series_a[0], reader=reader2_a.user)
+    api.as_(reader2_a).post(
+        f"/api/assignments/{other.pk}/instances/{instance}/annotation/",
+        {"masks": {"motion": square(0, 3, 0, 3)}, "diagnostic": False},
+        format="json",
+    )
+    others = api.as_(annotator_a).get(f"/api/assignments/{assignment}/instances/{instance}/others/")
+    assert [(o["reader"], o["diagnostic"]) for o in others.json()] == [("reader2_a", False)]
+    assert rle_decode(others.json()[0]["masks"]["motion"], (SIZE, SIZE)).sum() == 9
 
 
 def test_disagreements_are_adjudicated_by_pick_majority_or_redraw(
