@@ -15,25 +15,18 @@ from backend.dashboards import selectors
 from backend.dashboards.models import NONDIAGNOSTIC
 from backend.dashboards.services import ARTIFACT_TYPES
 
-# The product palette (frontend/src/common/artifacts.ts), so the report and the page agree.
-ARTIFACT_RGB = {
-    "motion": (251, 90, 59),
-    "ghosting": (124, 188, 74),
-    "aliasing": (174, 115, 251),
-    "chemical_shift": (234, 214, 36),
-    "susceptibility": (229, 38, 56),
-    "zipper": (3, 252, 244),
-    "spike": (240, 41, 168),
-    "gibbs": (248, 168, 44),
-    "bias_field": (0, 176, 228),
-    "noise": (198, 198, 198),
-}
 A4 = (8.27, 11.69)
 TREND_WEEKS = 16
 
 
 def _colour(artifact: str) -> tuple[float, float, float]:
-    r, g, b = ARTIFACT_RGB.get(artifact, (128, 128, 128))
+    """The product palette: the sRGB of the SEG's CIELab colours, as the page's
+    (frontend/src/common/artifacts.ts), so the report and the browser agree."""
+    import highdicom as hd
+
+    from backend.scoring.seg import COLOURS
+
+    r, g, b = hd.color.CIELabColor(*COLOURS[artifact]).to_rgb(clip=True)
     return (r / 255, g / 255, b / 255)
 
 
