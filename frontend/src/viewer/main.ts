@@ -108,13 +108,28 @@ const SHORTCUTS: [string, string][] = [
   ["?", "this help"],
 ];
 
-function hasWebGL(): boolean {
+/** "hardware" WebGL, "software" WebGL (SwiftShader, llvmpipe: a CPU emulating a GPU) or none. */
+function webgl(): "hardware" | "software" | "none" {
   try {
     const canvas = document.createElement("canvas");
-    return !!(canvas.getContext("webgl2") ?? canvas.getContext("webgl"));
+    const gl = (canvas.getContext("webgl2") ?? canvas.getContext("webgl")) as WebGLRenderingContext | null;
+    if (!gl) return "none";
+    const info = gl.getExtension("WEBGL_debug_renderer_info");
+    const renderer = String(info ? gl.getParameter(info.UNMASKED_RENDERER_WEBGL) : gl.getParameter(gl.RENDERER));
+    return /swiftshader|llvmpipe|software|basic render/i.test(renderer) ? "software" : "hardware";
   } catch {
-    return false;
+    return "none";
   }
+}
+
+/** GPU rendering wherever WebGL works, even emulated (headless Chromium's SwiftShader):
+ * Cornerstone3D 5.14 draws labelmaps only there (its CPU path throws "getActors(...).filter is
+ * not a function"). CPU rendering, without overlays, where there is no WebGL at all.
+ * `?rendering=gpu|cpu` overrides, for benchmarks/viewer.py's comparison. */
+function useGpu(): boolean {
+  const asked = new URLSearchParams(window.location.search).get("rendering");
+  if (asked === "gpu" || asked === "cpu") return asked === "gpu";
+  return webgl() !== "none";
 }
 
 function say(text: string, state: "loading" | "ready" | "error" | "busy"): void {
@@ -156,9 +171,14 @@ async function start(): Promise<void> {
     say("This series has no images yet.", "error");
     return;
   }
+  performance.mark("artiscan:metadata");
 
   await coreInit();
-  if (!hasWebGL()) setUseCPURendering(true); // headless browsers and old workstations
+  const gpu = useGpu();
+  if (!gpu) setUseCPURendering(true); // headless browsers, old workstations, software WebGL
+  root.dataset.rendering = gpu ? "gpu" : "cpu";
+  root.dataset.webgl = webgl();
+  performance.mark("artiscan:init");
   dicomImageLoaderInit({ maxWebWorkers: Math.max(1, Math.min(4, navigator.hardwareConcurrency - 1)) });
   toolsInit();
 
@@ -201,6 +221,7 @@ async function start(): Promise<void> {
     return;
   }
   viewport.render();
+  performance.mark("artiscan:first-image");
   const firstImageMs = performance.now();
   root.dataset.firstImageMs = firstImageMs.toFixed(0);
   say(`${items.length} images · first image ${firstImageMs.toFixed(0)} ms after opening`, "ready");
@@ -232,6 +253,10 @@ async function start(): Promise<void> {
 
   const loadMasks = async (): Promise<void> => {
     if (!result) return;
+    if (!gpu) {
+      if (overlaysPanel) overlaysPanel.textContent = "Overlays need WebGL, which this browser lacks; the findings are listed below.";
+      return;
+    }
     const added = overlays.setAvailable(result.instances.flatMap((i) => i.findings.map((f) => f.artifact_type)));
     for (const type of added) {
       const rgb = ARTIFACT_RGB[type];
@@ -243,6 +268,7 @@ async function start(): Promise<void> {
       }));
     }
     if (added.length && overlaysPanel) renderOverlayControls(overlaysPanel, overlays);
+    root.dataset.overlaysVisible = overlays.visibleTypes().join(",");
     const jobs: (() => Promise<void>)[] = [];
     for (const instance of result.instances) {
       const position = positionOfSop.get(instance.sop_uid);
