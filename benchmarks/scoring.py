@@ -201,14 +201,15 @@ def latency(args: argparse.Namespace) -> None:
         port = free_port()
         procs = []
         try:
-            web = subprocess.Popen(
-                [*PY, "-m", "daphne", "-p", str(port), "backend.config.asgi:application"],
-                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
+            logs = Path(tempfile.mkdtemp(prefix="artiscan-score-bench-logs-"))
+            print(f"  server and worker logs in {logs}")
+            with open(logs / "web.log", "wb") as out:
+                web = subprocess.Popen(
+                    [*PY, "-m", "daphne", "-p", str(port), "backend.config.asgi:application"],
+                    cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                )  # fmt: skip
             procs.append(web)
-            worker = start_worker(
-                env, "cpu,gpu", os.cpu_count() or 1, Path(env["ARTISCAN_VAR_DIR"]) / "w.log"
-            )
+            worker = start_worker(env, "cpu,gpu", os.cpu_count() or 1, logs / "worker.log")
             procs.append(worker)
             wait_port(port, web, "daphne")
             singles = make_series(args.slices)

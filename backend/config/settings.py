@@ -247,7 +247,12 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": env_str("ARTISCAN_CHANNEL_PREFIX", "asgi")},
+            # channels_redis waits with a 5 s blocking pop; redis-py 8's default 5 s socket
+            # timeout would cut every connection that stays quiet that long.
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+                "prefix": env_str("ARTISCAN_CHANNEL_PREFIX", "asgi"),
+            },
         }
     }
 else:

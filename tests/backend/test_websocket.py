@@ -90,3 +90,23 @@ def test_a_foreign_origin_is_refused(asgi_server, radiologist_a):
 
     with pytest.raises(Exception, match="403"):
         async_to_sync(scenario)()
+
+
+def test_a_connection_idle_longer_than_the_redis_read_timeout_still_gets_events(
+    asgi_server, radiologist_a, site_a
+):
+    """The channel layer waits for messages with a blocking Redis pop of a few seconds: a
+    client socket timeout at or below that would drop every connection that stays quiet (an
+    operator between two sequences)."""
+
+    async def scenario():
+        ws, _ = await _open(asgi_server, token=radiologist_a.token)
+        await asyncio.sleep(12)  # idle past the channel layer's 5 s pop and Redis' 5 s default
+        await asyncio.to_thread(
+            event_publish, site_id=site_a.pk, kind="series.scored", data={"series_id": "late"}
+        )
+        got = await _next(ws, timeout=10)
+        await ws.close()
+        return got
+
+    assert async_to_sync(scenario)()["data"] == {"series_id": "late"}
