@@ -116,14 +116,25 @@ def _children(pid: int) -> list[int]:
 def run_clients(
     files: list[bytes], clients: int, send: Callable[[int, list[bytes]], None]
 ) -> float:
-    """Send ``files`` split among ``clients`` threads; returns instances per second."""
+    """Send ``files`` split among ``clients`` threads; returns instances per second. A failed
+    request fails the run (a thread that died early would make the rate look better)."""
     shares = [files[i::clients] for i in range(clients)]
-    threads = [threading.Thread(target=send, args=(i, share)) for i, share in enumerate(shares)]
+    errors: list[BaseException] = []
+
+    def guarded(i: int, share: list[bytes]) -> None:
+        try:
+            send(i, share)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(i, s)) for i, s in enumerate(shares)]
     start = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    if errors:
+        raise errors[0]
     return len(files) / (time.perf_counter() - start)
 
 
@@ -218,13 +229,14 @@ def main() -> int:
             cwd=ROOT, env=env, check=True, capture_output=True, text=True,
         ).stdout.strip()  # fmt: skip
         web_port, multi_port, scp_port = free_port(), free_port(), free_port()
+        logs = {name: open(work / f"{name}.log", "wb") for name in ("web", "serve")}
         web = subprocess.Popen(
             [*py, "-m", "daphne", "-p", str(web_port), "backend.config.asgi:application"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=logs["web"],
         )  # fmt: skip
         multi = subprocess.Popen(
             [*py, "manage.py", "serve", "--port", str(multi_port), "--workers", str(args.workers)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=logs["serve"],
         )  # fmt: skip
         scp = subprocess.Popen(
             [*py, "manage.py", "dicom_scp", "--host", "127.0.0.1", "--port", str(scp_port)],
@@ -284,7 +296,16 @@ def main() -> int:
         for clients in (1, args.clients):
             for name, send in tqdm(paths, desc=f"x{clients} clients", unit="path"):
                 fresh = files if not results else make_series(args.instances)
-                results[f"{name} x{clients}"] = run_clients(fresh, clients, send)
+                try:
+                    results[f"{name} x{clients}"] = run_clients(fresh, clients, send)
+                except Exception:
+                    for log in ("web", "serve"):
+                        errors = [
+                            line for line in (work / f"{log}.log").read_text().splitlines()
+                            if "Error" in line or "Traceback" in line or "ERROR" in line
+                        ]  # fmt: skip
+                        print(f"--- {log} server errors:", *errors[-20:], sep="\n")
+                    raise
 
         print(f"\n{'path':<40}{'instances/s':>12}{'vs Orthanc':>12}{'vs its STOW':>12}")
         for name, rate in results.items():
