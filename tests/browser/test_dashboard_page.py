@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from backend.dashboards.models import Alert
+from backend.dashboards.models import Alert, AlertSettings
 from backend.dashboards.services import rollups_refresh
 from backend.scoring.models import ModelVersion
 from backend.studies.models import Scanner
@@ -107,6 +107,16 @@ def test_a_site_admin_sees_the_charts_acknowledges_the_alert_and_drills_down_to_
     assert "acknowledged by admin_a" in page.locator("#alerts li.acked").inner_text()
     acked = Alert.objects.get()
     assert acked.acknowledged_by_id == admin_a.user.pk and acked.acknowledged_at is not None
+
+    # Where the alerts go: saved for the site, then read back by the API.
+    page.click("#alert-settings summary")
+    page.fill("#s-emails", "qa@site-a.example, physicist@site-a.example")
+    page.fill("#s-webhook", "https://hooks.site-a.example/artiscan")
+    page.click("#alert-settings-form button[type=submit]")
+    page.wait_for_selector("#s-status[data-state=saved]", timeout=10_000)
+    config = AlertSettings.objects.get(site=site_a)
+    assert config.email_list == ["qa@site-a.example", "physicist@site-a.example"]
+    assert config.webhook_url == "https://hooks.site-a.example/artiscan"
 
     # Drill down: the spike cell of MR-1 lists its spiked series; one opens in the viewer.
     page.click(f"#heatmap td.cell[data-metric=spike][data-scanner='{mr1.pk}']")

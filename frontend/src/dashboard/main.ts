@@ -428,6 +428,44 @@ async function drawAlerts(): Promise<void> {
   }
 }
 
+// --- alert delivery settings ------------------------------------------------------------------------
+
+const settingsSite = $<HTMLSelectElement>("#s-site");
+const settingsEmails = $<HTMLInputElement>("#s-emails");
+const settingsWebhook = $<HTMLInputElement>("#s-webhook");
+const settingsStatus = $<HTMLElement>("#s-status");
+
+async function loadSettings(): Promise<void> {
+  const response = await fetch(`/api/dashboards/sites/${settingsSite.value}/alert-settings/`, {
+    credentials: "same-origin",
+    headers: { Accept: "application/json" },
+  });
+  if (!response.ok) throw new Error(`alert settings: HTTP ${response.status}`);
+  const body = (await response.json()) as { emails: string; webhook_url: string };
+  settingsEmails.value = body.emails;
+  settingsWebhook.value = body.webhook_url;
+}
+
+async function saveSettings(event: SubmitEvent): Promise<void> {
+  event.preventDefault();
+  settingsStatus.textContent = "Saving…";
+  const response = await fetch(`/api/dashboards/sites/${settingsSite.value}/alert-settings/`, {
+    method: "PUT",
+    credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken(), Accept: "application/json" },
+    body: JSON.stringify({ emails: settingsEmails.value, webhook_url: settingsWebhook.value }),
+  });
+  const body = (await response.json()) as Record<string, unknown>;
+  settingsStatus.textContent = response.ok
+    ? "Saved."
+    : `Not saved: ${Object.entries(body).map(([k, v]) => `${k}: ${String(v)}`).join("; ")}`;
+  settingsStatus.dataset.state = response.ok ? "saved" : "error";
+}
+
+settingsSite.addEventListener("change", () => void loadSettings());
+$<HTMLFormElement>("#alert-settings-form").addEventListener("submit", (e) => void saveSettings(e));
+void loadSettings().catch((error) => (settingsStatus.textContent = String(error)));
+
 // --- exports and refresh -----------------------------------------------------------------------------
 
 function updateExports(): void {
