@@ -522,7 +522,7 @@ class SliceAssistApi(AnnotationApi):
 
     @extend_schema(request=AssistInput, responses=OpenApiTypes.OBJECT)
     def post(self, request: Request, assignment_id: uuid.UUID, instance_id: uuid.UUID) -> Response:
-        from annotation.tasks import slice_assist_task
+        from annotation.tasks import QUEUE, slice_assist_task
 
         a = selectors.assignment_get(user=_user(request), assignment_id=assignment_id)
         instance = _instance_of(a, instance_id)
@@ -530,7 +530,7 @@ class SliceAssistApi(AnnotationApi):
         data = AssistInput(data=request.data)
         data.is_valid(raise_exception=True)
         hints = [(int(r), int(c)) for r, c in data.validated_data["hints"]]
-        raw = slice_assist_task.delay(str(instance.pk)).get(timeout=120)
+        raw = slice_assist_task.apply_async(args=[str(instance.pk)], queue=QUEUE).get(timeout=120)
         shape = (instance.rows, instance.columns)
         masks = {}
         for name in a.campaign.artifact_types:

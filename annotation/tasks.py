@@ -1,4 +1,5 @@
-"""Celery tasks of the annotation app: ids in, one service call, on the ``gpu`` queue."""
+"""Celery tasks of the annotation app: ids in, one service call. Both need the model, so callers
+send them to the ``gpu`` queue (``QUEUE``)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,17 @@ from celery import shared_task
 
 from backend.jobs.tasks import TrackedTask
 
+QUEUE = "gpu"
 
-@shared_task(base=TrackedTask, queue="gpu")
+
+@shared_task(base=TrackedTask)
 def finetune_task(finetune_id: str) -> str:
     from annotation.training import finetune_run
 
     return str(finetune_run(finetune_id=finetune_id).status)
 
 
-@shared_task(base=TrackedTask, queue="gpu", autoretry_for=(ConnectionError,), max_retries=3)
+@shared_task(base=TrackedTask, autoretry_for=(ConnectionError,), max_retries=3)
 def slice_assist_task(instance_id: str) -> dict[str, list[int]]:
     from annotation.assist import slice_model_masks
     from annotation.rle import rle_encode

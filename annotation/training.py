@@ -312,10 +312,10 @@ def finetune_request(
         requested_by=user,
         message="queued",
     )
-    from annotation.tasks import finetune_task
+    from annotation.tasks import QUEUE, finetune_task
 
     job_id = str(job.pk)
-    transaction.on_commit(lambda: finetune_task.delay(job_id))
+    transaction.on_commit(lambda: finetune_task.apply_async(args=[job_id], queue=QUEUE))
     return job
 
 
