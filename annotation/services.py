@@ -9,11 +9,12 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Max, QuerySet
 from django.utils import timezone
 from numpy.typing import NDArray
 
@@ -248,6 +249,12 @@ def _store_masks(
     return keys, pixels
 
 
+def _next_version(versions: QuerySet[Any]) -> int:
+    # Callers hold the row lock of what is versioned (assignment, campaign), so two saves
+    # cannot take the same number; the unique constraint would refuse it anyway.
+    return int(versions.aggregate(v=Max("version"))["v"] or 0) + 1
+
+
 def stored_masks(
     keys: Mapping[str, str], shape: tuple[int, int], types: Sequence[str]
 ) -> dict[str, NDArray[np.uint8]]:
@@ -295,17 +302,11 @@ def annotation_save(
         MaskSource.REDRAW,
     ):
         raise ValidationError(f"unknown source {source!r}")
-    version = (
-        Annotation.objects.filter(assignment=assignment, instance=instance).aggregate(
-            v=Max("version")
-        )["v"]
-        or 0
-    ) + 1
     annotation = Annotation.objects.create(
         assignment=assignment,
         instance=instance,
         site_id=assignment.site_id,
-        version=version,
+        version=_next_version(Annotation.objects.filter(assignment=assignment, instance=instance)),
         types_present=present,
         diagnostic=diagnostic,
         confidence=confidence,
@@ -400,6 +401,7 @@ def adjudication_save(
     """The campaign's answer for a slice: one reader's reading (``pick``), the readers' majority
     vote or STAPLE estimate per type, or masks the adjudicator drew (``redraw``)."""
     _require_lead(user, campaign.site_id)
+    Campaign.objects.select_for_update().filter(pk=campaign.pk).first()  # versions in order
     readings = campaign_latest_readings(campaign=campaign).get(str(instance_id), [])
     if not readings:
         raise ValidationError("no reader has read this slice")
@@ -431,17 +433,11 @@ def adjudication_save(
         raise ValidationError(f"unknown method {method!r}")
     clean = _check_masks(fused, instance, types)
     present = sorted(set(types_present or []) | set(clean), key=ARTIFACT_TYPES.index)
-    version = (
-        Adjudication.objects.filter(campaign=campaign, instance=instance).aggregate(
-            v=Max("version")
-        )["v"]
-        or 0
-    ) + 1
     adjudication = Adjudication.objects.create(
         campaign=campaign,
         instance=instance,
         site_id=campaign.site_id,
-        version=version,
+        version=_next_version(Adjudication.objects.filter(campaign=campaign, instance=instance)),
         method=method,
         picked=picked,
         types_present=present,

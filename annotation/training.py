@@ -43,6 +43,7 @@ from annotation.models import Campaign, CampaignSeries, FineTune, JobStatus, Tra
 from annotation.selectors import is_lead
 from annotation.services import ARTIFACT_TYPES, consensus
 from backend.accounts.models import User
+from backend.scoring.services import _sha256
 from backend.storage.store import store_get
 from backend.studies.models import Instance
 
@@ -137,17 +138,9 @@ def _write_shards(root: Path, examples: list[tuple[str, dict[str, Any]]]) -> lis
     return shards
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _checksums(root: Path) -> str:
     lines = [
-        f"{_sha256_file(p)}  {p.relative_to(root).as_posix()}"
+        f"{_sha256(p)}  {p.relative_to(root).as_posix()}"
         for p in sorted(root.rglob("*"))
         if p.is_file() and p.name != "SHA256SUMS"
     ]

@@ -253,6 +253,18 @@ async function start(): Promise<void> {
     render();
   };
 
+  /** The slice's non-empty masks, by type, as run lengths. */
+  const layerMasks = (p: number): Masks => {
+    const masks: Masks = {};
+    for (const type of types) {
+      const layer = layers.get(type);
+      if (!layer) continue;
+      const mask = layerGetSlice(layer, p);
+      if (maskArea(mask)) masks[type] = rleEncode(mask);
+    }
+    return masks;
+  };
+
   // --- side panel ----------------------------------------------------------------------------
   const typesPanel = $<HTMLElement>("#types");
   const presentPanel = $<HTMLElement>("#present");
@@ -496,13 +508,7 @@ async function start(): Promise<void> {
     const url = readingUrl(p);
     if (!url || !detail?.own || !dirty.has(p)) return;
     dirty.delete(p);
-    const masks: Masks = {};
-    for (const type of types) {
-      const layer = layers.get(type);
-      if (!layer) continue;
-      const mask = layerGetSlice(layer, p);
-      if (maskArea(mask)) masks[type] = rleEncode(mask);
-    }
+    const masks = layerMasks(p);
     const entry = labelsOf(p);
     const now = performance.now();
     const time = (spent.get(p) ?? 0) + (p === current() ? now - shownSince : 0);
@@ -849,16 +855,7 @@ async function start(): Promise<void> {
     };
     $("#majority")?.addEventListener("click", () => void decide({ method: "majority" }));
     $("#staple")?.addEventListener("click", () => void decide({ method: "staple" }));
-    $("#redraw")?.addEventListener("click", () => {
-      const masks: Masks = {};
-      for (const type of types) {
-        const layer = layers.get(type);
-        if (!layer) continue;
-        const mask = layerGetSlice(layer, p);
-        if (maskArea(mask)) masks[type] = rleEncode(mask);
-      }
-      void decide({ method: "redraw", masks });
-    });
+    $("#redraw")?.addEventListener("click", () => void decide({ method: "redraw", masks: layerMasks(p) }));
     say(`Adjudicating slice ${p + 1}: ${data.readings.length} readings`, "ready");
   }
 }
