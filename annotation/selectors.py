@@ -12,7 +12,7 @@ import uuid
 from collections import defaultdict
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, F, Max, Q, QuerySet
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
 
 from annotation.models import (
     Adjudication,
@@ -132,23 +132,17 @@ def annotated_instance_ids(*, assignment: Assignment) -> set[str]:
 
 
 def campaign_latest_readings(*, campaign: Campaign) -> dict[str, list[Annotation]]:
-    """instance id → the latest version of each reader's reading of it (skipped series left out)."""
-    latest = (
-        Annotation.objects.filter(assignment__campaign=campaign)
-        .exclude(assignment__status=AssignmentStatus.SKIPPED)
-        .values("assignment_id", "instance_id")
-        .annotate(v=Max("version"))
+    """instance id → the latest version of each reader's reading of it (skipped series left out),
+    in one query whatever the number of versions autosave wrote."""
+    newest = (
+        Annotation.objects.filter(assignment=OuterRef("assignment"), instance=OuterRef("instance"))
+        .order_by("-version")
+        .values("version")[:1]
     )
-    wanted = Q(pk__in=[])
-    for row in latest:
-        wanted |= Q(
-            assignment_id=row["assignment_id"], instance_id=row["instance_id"], version=row["v"]
-        )
     by_instance: dict[str, list[Annotation]] = defaultdict(list)
-    if not latest:
-        return by_instance
     for ann in (
-        Annotation.objects.filter(wanted)
+        Annotation.objects.filter(assignment__campaign=campaign, version=Subquery(newest))
+        .exclude(assignment__status=AssignmentStatus.SKIPPED)
         .select_related("assignment__reader", "instance")
         .order_by("assignment__reader_id")
     ):
