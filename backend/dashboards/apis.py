@@ -26,6 +26,18 @@ from backend.dashboards.renderers import CSVRenderer
 from backend.dashboards.report import monthly_report_pdf
 
 METRIC_NAMES = [m for m, _ in METRIC_CHOICES]
+# Dates outside these are typing errors, and near the ends of the calendar the week arithmetic
+# (the default twelve weeks before ``week_to``, the week after the last) overflows.
+EARLIEST = dt.date(1970, 1, 5)
+LATEST = dt.date(2199, 12, 28)
+MAX_WEEKS = 260
+
+
+def _check_dates(attrs: dict[str, Any], names: tuple[str, ...]) -> None:
+    for name in names:
+        value = attrs.get(name)
+        if value is not None and not EARLIEST <= value <= LATEST:
+            raise serializers.ValidationError({name: f"must be {EARLIEST} to {LATEST}"})
 
 
 class FilterSerializer(serializers.Serializer):
@@ -37,10 +49,15 @@ class FilterSerializer(serializers.Serializer):
     week_to = serializers.DateField(required=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        _check_dates(attrs, ("week_from", "week_to", "week"))
         start, end = attrs.get("week_from"), attrs.get("week_to")
         if start and end and start > end:
             raise serializers.ValidationError("week_from is after week_to")
-        if start and end and (end - start).days > 7 * 260:
+        # The range as the selectors will read it (either end may be left to its default).
+        start, end = selectors.Filters(week_from=start, week_to=end).weeks()
+        if start > end:
+            raise serializers.ValidationError("week_from is after week_to")
+        if (end - start).days > 7 * MAX_WEEKS:
             raise serializers.ValidationError("at most five years at a time")
         return attrs
 
@@ -145,7 +162,7 @@ class DrilldownFilterSerializer(FilterSerializer):
     week = serializers.DateField(required=False)
     metric = serializers.ChoiceField(choices=METRIC_NAMES, required=False)
     limit = serializers.IntegerField(default=100, min_value=1, max_value=1000)
-    offset = serializers.IntegerField(default=0, min_value=0)
+    offset = serializers.IntegerField(default=0, min_value=0, max_value=10**9)
 
     def filters(self) -> selectors.Filters:
         skip = {"week", "metric", "limit", "offset"}
@@ -305,6 +322,14 @@ class AlertSettingsApi(ClinicalAPIView):
 class ReportFilterSerializer(serializers.Serializer):
     site = serializers.IntegerField()
     month = serializers.RegexField(r"^\d{4}-(0[1-9]|1[0-2])$", required=False)
+
+    def validate_month(self, value: str) -> str:
+        # The report's trend reaches sixteen weeks back; a year inside the bounds keeps it there.
+        if not EARLIEST.year < int(value[:4]) < LATEST.year:
+            raise serializers.ValidationError(
+                f"must be a month of {EARLIEST.year + 1} to {LATEST.year - 1}"
+            )
+        return value
 
 
 class MonthlyReportApi(ClinicalAPIView):

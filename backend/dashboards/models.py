@@ -114,6 +114,9 @@ class Alert(models.Model):
     threshold = models.FloatField(help_text="Bonferroni-corrected significance level.")
     created_at = models.DateTimeField(auto_now_add=True)
     notified_at = models.DateTimeField(null=True, blank=True)
+    emailed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the e-mail went (a retry for the webhook skips it)."
+    )
     notify_error = models.CharField(max_length=300, blank=True)
     acknowledged_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"

@@ -369,35 +369,47 @@ def alert_payload(alert: Alert) -> dict[str, object]:
 
 def alert_notify(*, alert_id: int) -> Alert:
     """Send one alert by e-mail and/or webhook as its site configured; record when (or why not).
-    Raises ``notify.NotifyError`` on a transient failure so the task can retry."""
-    alert = Alert.objects.select_related("site", "scanner").get(pk=alert_id)
-    config = AlertSettings.objects.filter(site_id=alert.site_id).first()
-    if alert.notified_at is not None or config is None:
-        return alert
-    payload = alert_payload(alert)
-    try:
-        if config.email_list:
-            metric = str(payload["metric"]).replace("_", " ")
-            notify.mail_send(
-                subject=f"[ArtiScan] {metric} rate jumped on {payload['scanner']} "
-                f"(week of {payload['week']})",
-                body=(
-                    f"Site {alert.site.name}, scanner {payload['scanner']}: {alert.count} of "
-                    f"{alert.total} series ({alert.rate:.0%}) in the week of {alert.week} had "
-                    f"{metric}, against {alert.baseline_rate:.1%} over the previous "
-                    f"{alert.baseline_weeks} weeks (p = {alert.p_value:.2g}, threshold "
-                    f"{alert.threshold:.2g}).\n\nDashboard: {payload['dashboard']}\n"
-                ),
-                recipients=config.email_list,
-            )
-        if config.webhook_url:
-            notify.webhook_post(url=config.webhook_url, payload=payload)
-    except notify.NotifyError as exc:
-        Alert.objects.filter(pk=alert.pk).update(notify_error=str(exc)[:300])
-        raise
-    alert.notified_at = timezone.now()
-    alert.notify_error = ""
-    alert.save(update_fields=["notified_at", "notify_error"])
+    Raises ``notify.NotifyError`` on a transient failure so the task can retry.
+
+    Safe to run twice (a retry, a redelivered task): the row is locked while sending, so a second
+    delivery arriving meanwhile leaves it to the first; what went already is not sent again (the
+    e-mail of an alert whose webhook failed is sent once, the retry only POSTs).
+    """
+    error: notify.NotifyError | None = None
+    with transaction.atomic():
+        alert = Alert.objects.select_for_update(skip_locked=True).filter(pk=alert_id).first()
+        if alert is None:  # another delivery of this task is sending it right now
+            return Alert.objects.get(pk=alert_id)
+        config = AlertSettings.objects.filter(site_id=alert.site_id).first()
+        if alert.notified_at is not None or config is None:
+            return alert
+        payload = alert_payload(alert)
+        try:
+            if config.email_list and alert.emailed_at is None:
+                metric = str(payload["metric"]).replace("_", " ")
+                notify.mail_send(
+                    subject=f"[ArtiScan] {metric} rate jumped on {payload['scanner']} "
+                    f"(week of {payload['week']})",
+                    body=(
+                        f"Site {alert.site.name}, scanner {payload['scanner']}: {alert.count} of "
+                        f"{alert.total} series ({alert.rate:.0%}) in the week of {alert.week} "
+                        f"had {metric}, against {alert.baseline_rate:.1%} over the previous "
+                        f"{alert.baseline_weeks} weeks (p = {alert.p_value:.2g}, threshold "
+                        f"{alert.threshold:.2g}).\n\nDashboard: {payload['dashboard']}\n"
+                    ),
+                    recipients=config.email_list,
+                )
+                alert.emailed_at = timezone.now()
+            if config.webhook_url:
+                notify.webhook_post(url=config.webhook_url, payload=payload)
+            alert.notified_at = timezone.now()
+            alert.notify_error = ""
+        except notify.NotifyError as exc:
+            error = exc
+            alert.notify_error = str(exc)[:300]
+        alert.save(update_fields=["emailed_at", "notified_at", "notify_error"])
+    if error is not None:
+        raise error
     return alert
 
 
