@@ -71,7 +71,7 @@ FIRST_LIT = """
 """
 
 # Steps through the stack with the ↓ key; a step ends when the slice is on screen and rendered.
-SCROLL = """async ({steps}) => {
+SCROLL = """async ({steps, limitMs}) => {
   const root = document.querySelector('#viewer');
   const n = Number(document.querySelector('#slice').max) + 1;
   const press = (key) => window.dispatchEvent(new KeyboardEvent('keydown', {key, bubbles: true}));
@@ -88,12 +88,20 @@ SCROLL = """async ({steps}) => {
     if (target === 1 && i > 0) await home();
     const renders = Number(root.dataset.renders);
     press('ArrowDown');
-    await new Promise((resolve) => {
-      const wait = () => (root.dataset.slice === String(target)
-        && Number(root.dataset.renders) > renders) ? resolve() : requestAnimationFrame(wait);
+    const shown = await new Promise((resolve) => {
+      const t0 = performance.now();
+      const wait = () => {
+        if (root.dataset.slice === String(target) && Number(root.dataset.renders) > renders) {
+          resolve(true);
+        } else if (performance.now() - t0 > 10000) {
+          resolve(false);  // a slice that never shows: stop and report what was done
+        } else requestAnimationFrame(wait);
+      };
       wait();
     });
+    if (!shown) return {steps: done, ms: performance.now() - start, stalled: target};
     done++;
+    if (performance.now() - start > limitMs) break;
   }
   return {steps: done, ms: performance.now() - start};
 }"""
@@ -203,9 +211,13 @@ def main() -> None:
                                     "#viewer[data-overlays-loaded='64']", timeout=300_000
                                 )
                             n = 31
-                            page.evaluate(SCROLL, {"steps": n})  # warm-up: every slice loaded
+                            page.evaluate(
+                                SCROLL, {"steps": n, "limitMs": 120_000}
+                            )  # warm-up: every slice loaded
                             if mode == "gpu":
-                                scrolls["on"] = page.evaluate(SCROLL, {"steps": n * args.passes})
+                                scrolls["on"] = page.evaluate(
+                                    SCROLL, {"steps": n * args.passes, "limitMs": 120_000}
+                                )
                                 scrolls["on"]["overlays"] = page.get_attribute(
                                     "#viewer", "data-overlays-visible"
                                 )
@@ -214,7 +226,9 @@ def main() -> None:
                                     "document.querySelector('#viewer').dataset.overlaysVisible"
                                     " === ''"
                                 )
-                            scrolls["off"] = page.evaluate(SCROLL, {"steps": n * args.passes})
+                            scrolls["off"] = page.evaluate(
+                                SCROLL, {"steps": n * args.passes, "limitMs": 120_000}
+                            )
                         context.close()
                     figures[mode] = {"first": first, "marks": marks, "scrolls": scrolls}
                 ohif_lit: list[float] = []
@@ -249,8 +263,9 @@ def main() -> None:
             if sc:
                 fps = sc["steps"] / (sc["ms"] / 1000)
                 extra = f" [{sc.get('overlays')}]" if key == "on" else ""
+                stalled = f", stalled at slice {sc['stalled']}" if "stalled" in sc else ""
                 print(f"  scroll, {label}{extra}: {fps:.1f} frames/s "
-                      f"({sc['steps']} slice steps in {sc['ms']:.0f} ms)")  # fmt: skip
+                      f"({sc['steps']} slice steps in {sc['ms']:.0f} ms{stalled})")  # fmt: skip
     if with_ohif:
         print(f"OHIF {ohif_dir().name}, open -> first lit frame:             {summary(ohif_lit)}")
     else:
