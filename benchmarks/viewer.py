@@ -31,6 +31,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from tqdm import tqdm
@@ -152,6 +153,7 @@ def main() -> None:
     args = parser.parse_args()
     if not (ROOT / "backend" / "static_build" / "app" / "viewer.js").exists():
         sys.exit("Build the frontend first: cd frontend && npm run build")
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     with_ohif = not args.no_ohif and (ohif_dir() / "node_modules/@ohif/app/dist").is_dir()
@@ -167,7 +169,8 @@ def main() -> None:
         )
         port = free_port()
         server_env = {**env, "ARTISCAN_OHIF": "true" if with_ohif else "false"}
-        log = open(Path(env["ARTISCAN_VAR_DIR"]).parent / "daphne.log", "wb")
+        log_path = Path(tempfile.gettempdir()) / "artiscan-viewer-bench-daphne.log"
+        log = open(log_path, "wb")
         daphne = subprocess.Popen(
             [*PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
              "backend.config.asgi:application"],
@@ -182,6 +185,7 @@ def main() -> None:
                 login, state = sign_in(browser, server)
                 login.close()
                 figures: dict[str, dict[str, object]] = {}
+                stalled: dict[str, int] = {}
                 for mode in args.modes:
                     marks: dict[str, list[float]] = {"metadata": [], "init": [], "lit": []}
                     first: list[float] = []
@@ -195,7 +199,15 @@ def main() -> None:
                         page = context.new_page()
                         page.add_init_script(FIRST_LIT)
                         page.goto(f"{server}/series/{series_id}/?rendering={mode}")
-                        page.wait_for_selector("#viewer[data-first-image-ms]", timeout=120_000)
+                        try:
+                            page.wait_for_selector(
+                                "#viewer[data-first-image-ms]", state="attached", timeout=60_000
+                            )
+                        except PlaywrightTimeout:
+                            stalled[mode] = stalled.get(mode, 0) + 1
+                            tqdm.write(f"  open {run + 1} ({mode}): no image after 60 s")
+                            context.close()
+                            continue
                         page.wait_for_function("window.__firstLit !== undefined", timeout=60_000)
                         first.append(float(page.get_attribute("#viewer", "data-first-image-ms")))
                         marks["lit"].append(page.evaluate("window.__firstLit"))
@@ -253,6 +265,11 @@ def main() -> None:
           f"{os.cpu_count()} cores) ==")  # fmt: skip
     for mode, f in figures.items():
         marks = f["marks"]
+        if stalled.get(mode):
+            print(f"  {mode}: {stalled[mode]} opening(s) drew no image within 60 s (not counted;"
+                  f" server log {log_path})")  # fmt: skip
+        if not f["first"]:
+            continue
         print(f"ArtiScan viewer, Cornerstone3D {mode.upper()} rendering:")
         print(f"  open -> series metadata read:     {summary(marks['metadata'])}")
         print(f"  open -> Cornerstone3D initialised: {summary(marks['init'])}")
