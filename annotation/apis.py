@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, cast
 
+from celery.exceptions import TimeoutError as CeleryTimeoutError
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -47,9 +48,12 @@ class AnnotationApi(ClinicalAPIView):
 # --- formatting ---------------------------------------------------------------------------
 
 
-def campaign_out(campaign: Campaign, *, lead: bool) -> dict[str, Any]:
-    from annotation.models import AssignmentStatus
-
+def campaign_out(
+    campaign: Campaign, *, lead: bool, readers: dict[str, dict[str, int]] | None = None
+) -> dict[str, Any]:
+    """``readers``: the per-reader progress of a lead's campaign when the caller already has it
+    (a list computes all of them in one query)."""
+    series = getattr(campaign, "series_count", None)
     data: dict[str, Any] = {
         "id": str(campaign.pk),
         "site_id": campaign.site_id,
@@ -60,19 +64,13 @@ def campaign_out(campaign: Campaign, *, lead: bool) -> dict[str, Any]:
         "blinded": campaign.blinded,
         "deadline": campaign.deadline.isoformat() if campaign.deadline else None,
         "status": campaign.status,
-        "series": campaign.items.count(),
+        "series": campaign.items.count() if series is None else series,
     }
     if lead:
         data["query"] = campaign.query
         data["disagreement_iou"] = campaign.disagreement_iou
-        readers: dict[str, dict[str, int]] = {}
-        for a in campaign.assignments.select_related("reader"):
-            row = readers.setdefault(
-                a.reader.get_username(), {"finished": 0, "total": 0, "skipped": 0}
-            )
-            row["total"] += 1
-            row["finished"] += a.status in (AssignmentStatus.DONE, AssignmentStatus.SKIPPED)
-            row["skipped"] += a.status == AssignmentStatus.SKIPPED
+        if readers is None:
+            readers = selectors.campaign_reader_progress(campaign_ids=[campaign.pk])[campaign.pk]
         data["readers"] = readers
     return data
 
@@ -162,10 +160,14 @@ class CampaignListApi(AnnotationApi):
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request) -> Response:
         leads = selectors.lead_site_ids(user=_user(request))
+        campaigns = list(selectors.campaign_list(user=_user(request)))
+        progress = selectors.campaign_reader_progress(
+            campaign_ids=[c.pk for c in campaigns if c.site_id in leads]
+        )
         return Response(
             [
-                campaign_out(c, lead=c.site_id in leads)
-                for c in selectors.campaign_list(user=_user(request))
+                campaign_out(c, lead=c.site_id in leads, readers=progress.get(c.pk))
+                for c in campaigns
             ]
         )
 
@@ -508,12 +510,21 @@ class SliceOtherReadingsApi(AnnotationApi):
         )
 
 
+MAX_HINTS = 1000
+
+
 class AssistInput(serializers.Serializer):
     hints = serializers.ListField(
         child=serializers.ListField(child=serializers.IntegerField(), min_length=2, max_length=2),
         required=False,
         default=list,
+        max_length=MAX_HINTS,
     )
+
+
+class AssistUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "the model did not answer in time; try again"
 
 
 class SliceAssistApi(AnnotationApi):
@@ -530,7 +541,21 @@ class SliceAssistApi(AnnotationApi):
         data = AssistInput(data=request.data)
         data.is_valid(raise_exception=True)
         hints = [(int(r), int(c)) for r, c in data.validated_data["hints"]]
-        raw = slice_assist_task.apply_async(args=[str(instance.pk)], queue=QUEUE).get(timeout=120)
+        if not all(0 <= r < instance.rows and 0 <= c < instance.columns for r, c in hints):
+            raise exceptions.ValidationError(
+                {
+                    "hints": [
+                        f"each hint is a [row, column] inside the {instance.rows}x"
+                        f"{instance.columns} image"
+                    ]
+                }
+            )
+        try:
+            raw = slice_assist_task.apply_async(args=[str(instance.pk)], queue=QUEUE).get(
+                timeout=120
+            )
+        except CeleryTimeoutError:
+            raise AssistUnavailable() from None
         shape = (instance.rows, instance.columns)
         masks = {}
         for name in a.campaign.artifact_types:

@@ -15,6 +15,7 @@ from annotation import agreement
 from annotation.models import Campaign, CampaignSeries
 from annotation.selectors import campaign_latest_readings, model_scores
 from annotation.services import readings_masks, stored_masks
+from backend.dashboards.renderers import csv_safe
 from backend.scoring.models import Finding, InstanceScore, ScoringRun
 from backend.studies.models import Series
 
@@ -186,7 +187,8 @@ def agreement_csv(rows: list[dict[str, Any]]) -> str:
     writer = csv.DictWriter(out, fieldnames=FIELDS)
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: "" if row[k] is None else row[k] for k in FIELDS})
+        # Reader names may begin with "-", "+" or "@": neutralised like the dashboards' CSV.
+        writer.writerow({k: "" if row[k] is None else csv_safe(row[k]) for k in FIELDS})
     return out.getvalue()
 
 

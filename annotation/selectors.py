@@ -12,7 +12,8 @@ import uuid
 from collections import defaultdict
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 
 from annotation.models import (
     Adjudication,
@@ -20,6 +21,7 @@ from annotation.models import (
     Assignment,
     AssignmentStatus,
     Campaign,
+    CampaignSeries,
     FineTune,
     TrainingSet,
 )
@@ -46,8 +48,38 @@ def campaign_list(*, user: AnyUser) -> QuerySet[Campaign]:
     leads = lead_site_ids(user=user)
     qs = _scoped(Campaign.objects.select_related("site"), user)
     if user.is_authenticated and not user.is_superuser:
-        qs = qs.filter(Q(site_id__in=leads) | Q(assignments__reader=user)).distinct()
-    return qs.order_by("-created_at")
+        mine = Assignment.objects.filter(campaign=OuterRef("pk"), reader_id=user.pk)
+        qs = qs.filter(Q(site_id__in=leads) | Exists(mine))
+    series = (
+        CampaignSeries.objects.filter(campaign=OuterRef("pk"))
+        .order_by()
+        .values("campaign")
+        .annotate(n=Count("id"))
+        .values("n")
+    )
+    return qs.annotate(series_count=Coalesce(Subquery(series), 0)).order_by("-created_at")
+
+
+def campaign_reader_progress(
+    *, campaign_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, dict[str, dict[str, int]]]:
+    """campaign → reader's username → series finished (done or skipped), skipped, total; in one
+    grouped query for any number of campaigns."""
+    out: dict[uuid.UUID, dict[str, dict[str, int]]] = {c: {} for c in campaign_ids}
+    rows = (
+        Assignment.objects.filter(campaign_id__in=campaign_ids)
+        .order_by()
+        .values_list("campaign_id", "reader__username", "status")
+        .annotate(n=Count("id"))
+    )
+    for campaign_id, username, state, n in rows:
+        row = out[campaign_id].setdefault(username, {"finished": 0, "total": 0, "skipped": 0})
+        row["total"] += n
+        if state in (AssignmentStatus.DONE, AssignmentStatus.SKIPPED):
+            row["finished"] += n
+        if state == AssignmentStatus.SKIPPED:
+            row["skipped"] += n
+    return out
 
 
 def campaign_get(*, user: AnyUser, campaign_id: uuid.UUID | str) -> Campaign:
@@ -236,7 +268,11 @@ def training_set_get(*, user: AnyUser, training_set_id: uuid.UUID | str) -> Trai
 
 
 def finetune_list(*, campaign: Campaign) -> QuerySet[FineTune]:
-    return FineTune.objects.filter(training_set__campaign=campaign).order_by("-created_at")
+    return (
+        FineTune.objects.filter(training_set__campaign=campaign)
+        .select_related("base_model", "candidate")
+        .order_by("-created_at")
+    )
 
 
 def finetune_get(*, user: AnyUser, finetune_id: uuid.UUID | str) -> FineTune:

@@ -238,6 +238,17 @@ def _check_masks(
     return out
 
 
+def _types_present(
+    named: Sequence[str] | None, masks: Mapping[str, object], types: Sequence[str]
+) -> list[str]:
+    """The types named present plus those with a mask, in canonical order; a type the campaign
+    does not annotate (or no type at all) is a ValidationError, checked before it is ordered."""
+    present = set(named or []) | set(masks)
+    if present - set(types):
+        raise ValidationError("types present must be among the campaign's types")
+    return sorted(present, key=ARTIFACT_TYPES.index)
+
+
 def _store_masks(
     prefix: str, masks: dict[str, NDArray[np.uint8]]
 ) -> tuple[dict[str, str], dict[str, int]]:
@@ -290,9 +301,7 @@ def annotation_save(
         raise NotInScope("instance", str(instance_id)[:64], assignment.site_id)
     types = assignment.campaign.artifact_types
     clean = _check_masks(masks, instance, types)
-    present = sorted(set(types_present or []) | set(clean), key=ARTIFACT_TYPES.index)
-    if set(present) - set(types):
-        raise ValidationError("types present must be among the campaign's types")
+    present = _types_present(types_present, clean, types)
     if confidence is not None and not 1 <= confidence <= 5:
         raise ValidationError("confidence is 1 to 5")
     if source not in MaskSource.values or source in (
@@ -432,7 +441,7 @@ def adjudication_save(
     else:
         raise ValidationError(f"unknown method {method!r}")
     clean = _check_masks(fused, instance, types)
-    present = sorted(set(types_present or []) | set(clean), key=ARTIFACT_TYPES.index)
+    present = _types_present(types_present, clean, types)
     adjudication = Adjudication.objects.create(
         campaign=campaign,
         instance=instance,

@@ -14,9 +14,16 @@ from rest_framework.renderers import BaseRenderer
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _cell(value: Any) -> Any:
+def csv_safe(value: Any) -> Any:
+    """``value``, with a leading ``'`` when it is a string a spreadsheet would read as a formula
+    (every CSV the platform writes goes through this)."""
     if isinstance(value, str) and value.startswith(_FORMULA_START):
         return "'" + value
+    return value
+
+
+def _cell(value: Any) -> Any:
+    value = csv_safe(value)
     if isinstance(value, float):
         return f"{value:.6g}"
     return "" if value is None else value
