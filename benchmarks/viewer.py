@@ -280,9 +280,9 @@ def main() -> None:
             if sc:
                 fps = sc["steps"] / (sc["ms"] / 1000)
                 extra = f" [{sc.get('overlays')}]" if key == "on" else ""
-                stalled = f", stalled at slice {sc['stalled']}" if "stalled" in sc else ""
+                stall = f", stalled at slice {sc['stalled']}" if "stalled" in sc else ""
                 print(f"  scroll, {label}{extra}: {fps:.1f} frames/s "
-                      f"({sc['steps']} slice steps in {sc['ms']:.0f} ms{stalled})")  # fmt: skip
+                      f"({sc['steps']} slice steps in {sc['ms']:.0f} ms{stall})")  # fmt: skip
     if with_ohif:
         print(f"OHIF {ohif_dir().name}, open -> first lit frame:             {summary(ohif_lit)}")
     else:
