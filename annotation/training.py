@@ -27,7 +27,8 @@ import subprocess
 import sys
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ import numpy as np
 import pydicom
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -322,16 +323,55 @@ def _base_weights(model_version: Any) -> Path:
     return weights
 
 
+def run_lock_key(finetune_id: uuid.UUID) -> int:
+    """The PostgreSQL advisory lock a worker holds while it runs this fine-tuning."""
+    return finetune_id.int & (2**63 - 1)
+
+
 def finetune_run(*, finetune_id: uuid.UUID | str) -> FineTune:
     """Run a queued fine-tuning in a child process (``annotation.ml_runner``: train, tune the
     candidate's thresholds on the set's val split, evaluate candidate and deployed model on
     the annotated and simulated test splits), keeping ``progress`` up to date; then register
     the candidate model version."""
-    from backend.scoring.services import model_version_deployed
-
     job = FineTune.objects.select_related("training_set").get(pk=finetune_id)
     if job.status == JobStatus.DONE:
         return job
+    with _run_lock(job.pk) as ours:
+        if not ours:  # another delivery of this task is running it right now
+            return job
+        job.refresh_from_db()
+        if job.status == JobStatus.DONE:
+            return job
+        return _finetune_run_locked(job)
+
+
+@contextmanager
+def _run_lock(finetune_id: uuid.UUID) -> Iterator[bool]:
+    """Whether this worker may run the fine-tuning: a session advisory lock held while it runs.
+
+    Celery redelivers a task that outlives the broker's visibility timeout while the first
+    delivery still runs; that second delivery must leave it alone. A status check cannot tell
+    it from a redelivery after the first worker died (status "running" either way); the lock
+    can, since PostgreSQL drops it with the dead worker's connection.
+    """
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    key = run_lock_key(finetune_id)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+        ours = bool(cursor.fetchone()[0])
+    try:
+        yield ours
+    finally:
+        if ours:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+
+
+def _finetune_run_locked(job: FineTune) -> FineTune:
+    from backend.scoring.services import model_version_deployed
+
     base = model_version_deployed()
     out = Path(settings.VAR_DIR) / "finetune" / str(job.pk)
     if out.exists():

@@ -186,3 +186,45 @@ def test_reader_names_in_the_agreement_csv_cannot_start_a_formula(api, lead_a, s
     names = {row[k] for row in rows for k in ("reader_a", "reader_b")}
     assert {"'-2+3", "'@reader"} <= names
     assert not [n for n in names if n[:1] in ("=", "+", "-", "@", "\t", "\r")]
+
+
+def test_a_fine_tune_redelivered_while_it_runs_leaves_the_running_one_alone(
+    lead_a, site_a, settings, monkeypatch
+):
+    """Celery redelivers a task that outlives the broker's visibility timeout (an hour on Redis)
+    while the first delivery still runs: the second must not wipe its directory and train again
+    beside it."""
+    from django.db import connections
+
+    from annotation import training
+    from annotation.models import Campaign, FineTune, JobStatus, TrainingSet
+
+    campaign = Campaign.objects.create(site=site_a, name="c", created_by=lead_a.user)
+    ts = TrainingSet.objects.create(
+        campaign=campaign, site=site_a, version=1, path="/x", sha256="0" * 64,
+        created_by=lead_a.user,
+    )  # fmt: skip
+    job = FineTune.objects.create(
+        training_set=ts, site=site_a, requested_by=lead_a.user, status=JobStatus.RUNNING,
+        progress=0.4, message="epoch 2",
+    )  # fmt: skip
+    out = settings.VAR_DIR / "finetune" / str(job.pk)
+    out.mkdir(parents=True)
+    (out / "runner.log").write_text("the first delivery's log")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a second training process was started")
+
+    monkeypatch.setattr(training.subprocess, "Popen", no_training)
+    monkeypatch.setattr("backend.scoring.services.model_version_deployed", lambda: None)
+    first = connections.create_connection("default")  # the worker running the first delivery
+    try:
+        with first.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", [training.run_lock_key(job.pk)])
+        result = training.finetune_run(finetune_id=job.pk)
+    finally:
+        first.close()
+    assert (out / "runner.log").read_text() == "the first delivery's log"
+    job.refresh_from_db()
+    assert (job.status, job.progress, job.message) == (JobStatus.RUNNING, 0.4, "epoch 2")
+    assert result.pk == job.pk
