@@ -48,6 +48,10 @@ def other_workers_paused(celery_worker_process):
     celery_worker_process.send_signal(signal.SIGSTOP)
     for child in _children(celery_worker_process.pid):
         os.kill(child, signal.SIGSTOP)
+    # A paused worker may still have a BRPOP pending in Redis: a message pushed before it times
+    # out (kombu's brpop_timeout, 1 s) would be handed to the paused process and sit in its
+    # socket. Let it expire before the test queues anything.
+    time.sleep(2.5)
     try:
         yield
     finally:
