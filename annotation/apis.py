@@ -27,7 +27,7 @@ from backend.accounts.models import User
 from backend.audit.mixins import ClinicalAPIView
 from backend.audit.models import AuditAction
 from backend.scoring.services import ModelRegistryError
-from backend.studies.models import Instance
+from backend.studies.models import Instance, Series
 from backend.studies.selectors import NotInScope
 
 
@@ -120,6 +120,11 @@ def _decode_masks(raw: dict[str, Any], instance: Instance) -> dict[str, Any]:
     return {str(k): rle_decode(v, (instance.rows, instance.columns)) for k, v in raw.items()}
 
 
+def _series_of(series_ids: list[str]) -> list[Series]:
+    """The series named in a lead's list (one query), for its audit rows."""
+    return list(Series.objects.select_related("study").filter(pk__in=set(series_ids)))
+
+
 def _instance_of(assignment: Assignment, instance_id: uuid.UUID) -> Instance:
     instance = (
         Instance.objects.select_related("series__study")
@@ -195,7 +200,10 @@ class CampaignDisagreementsApi(AnnotationApi):
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, campaign_id: uuid.UUID) -> Response:
         campaign = selectors.campaign_get_for_lead(user=_user(request), campaign_id=campaign_id)
-        return Response(services.disagreements(campaign=campaign))
+        rows = services.disagreements(campaign=campaign)
+        self.audit_action = AuditAction.LIST
+        self.accessed(_series_of([str(r["series_id"]) for r in rows]), per_study=True)
+        return Response(rows)
 
 
 class CampaignAgreementApi(AnnotationApi):
@@ -216,7 +224,10 @@ class CampaignSuggestionsApi(AnnotationApi):
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, campaign_id: uuid.UUID) -> Response:
         campaign = selectors.campaign_get_for_lead(user=_user(request), campaign_id=campaign_id)
-        return Response(reports.active_learning_suggest(campaign=campaign))
+        rows = reports.active_learning_suggest(campaign=campaign)
+        self.audit_action = AuditAction.LIST
+        self.accessed(_series_of([str(r["series_id"]) for r in rows]), per_study=True)
+        return Response(rows)
 
 
 class AddSeriesInput(serializers.Serializer):
@@ -398,6 +409,8 @@ class AssignmentSkipApi(AnnotationApi):
         services.assignment_skip(
             user=_user(request), assignment=a, reason=data.validated_data["reason"]
         )
+        self.audit_action = AuditAction.ANNOTATE
+        self.accessed([a.series])
         return Response(assignment_out(a))
 
 
@@ -406,6 +419,8 @@ class AssignmentFinishApi(AnnotationApi):
     def post(self, request: Request, assignment_id: uuid.UUID) -> Response:
         a = selectors.assignment_get(user=_user(request), assignment_id=assignment_id)
         services.assignment_finish(user=_user(request), assignment=a)
+        self.audit_action = AuditAction.ANNOTATE
+        self.accessed([a.series])
         return Response(assignment_out(a))
 
 

@@ -104,7 +104,7 @@ def campaign_page(request: HttpRequest, campaign_id: uuid.UUID) -> HttpResponse:
                 )
             elif action == "finetune":
                 ts = selectors.training_set_get(
-                    user=user, training_set_id=request.POST["training_set"]
+                    user=user, training_set_id=request.POST.get("training_set", "")
                 )
                 training.finetune_request(
                     user=user,
@@ -114,7 +114,9 @@ def campaign_page(request: HttpRequest, campaign_id: uuid.UUID) -> HttpResponse:
                     crop=int(request.POST.get("crop") or 128),
                 )
             elif action == "promote":
-                job = selectors.finetune_get(user=user, finetune_id=request.POST["finetune"])
+                job = selectors.finetune_get(
+                    user=user, finetune_id=request.POST.get("finetune", "")
+                )
                 training.finetune_promote(
                     user=user,
                     finetune=job,

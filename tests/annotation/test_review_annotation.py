@@ -228,3 +228,88 @@ def test_a_fine_tune_redelivered_while_it_runs_leaves_the_running_one_alone(
     job.refresh_from_db()
     assert (job.status, job.progress, job.message) == (JobStatus.RUNNING, 0.4, "epoch 2")
     assert result.pk == job.pk
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"action": "finetune"},
+        {"action": "finetune", "training_set": "not-a-uuid"},
+        {"action": "promote"},
+    ],
+)
+def test_the_campaign_page_answers_a_form_without_its_object_with_a_404(
+    client, lead_a, annotator_a, reader2_a, series_a, site_a, form
+):
+    client.force_login(lead_a.user)
+    client.post(
+        "/campaigns/",
+        {
+            "name": "Ghosts", "site_id": site_a.pk, "artifact_types": ["motion"],
+            "readers_per_image": "2", "series_ids": str(series_a[0].pk),
+        },
+    )  # fmt: skip
+    from annotation.models import Campaign
+
+    campaign = Campaign.objects.get(name="Ghosts")
+    response = client.post(f"/campaigns/{campaign.pk}/", form)
+    assert response.status_code == 404
+
+
+def test_skipping_finishing_and_lead_lists_of_series_are_audited(
+    api, lead_a, annotator_a, reader2_a, series_a, site_a
+):
+    from backend.audit.models import AuditEvent
+
+    campaign = create(api, lead_a, site_a, series_ids=[str(series_a[0].pk)])
+    a1 = Assignment.objects.get(reader=annotator_a.user)
+    a2 = Assignment.objects.get(reader=reader2_a.user)
+    study_uid = series_a[0].study.study_uid
+    instance = str(series_a[0].instances.order_by("instance_number").first().pk)
+    for persona, assignment, mask in ((annotator_a, a1, (0, 4)), (reader2_a, a2, (20, 24))):
+        api.as_(persona).post(
+            f"/api/assignments/{assignment.pk}/instances/{instance}/annotation/",
+            {"masks": {"motion": square(*mask, *mask)}},
+            format="json",
+        )
+
+    def audited(persona, action):
+        return AuditEvent.objects.filter(
+            user_id=persona.user.pk, action=action, study_uid=study_uid, outcome="success"
+        ).count()
+
+    before = audited(annotator_a, "annotate")
+    assert api.as_(annotator_a).post(f"/api/assignments/{a1.pk}/finish/").status_code == 200
+    assert audited(annotator_a, "annotate") == before + 1
+    before = audited(reader2_a, "annotate")
+    skip = api.as_(reader2_a).post(
+        f"/api/assignments/{a2.pk}/skip/", {"reason": "motion"}, format="json"
+    )
+    assert skip.status_code == 200 and audited(reader2_a, "annotate") == before + 1
+
+    # the lead's lists that name the site's series leave one row per study
+    Assignment.objects.filter(pk=a2.pk).update(status="done")
+    found = api.as_(lead_a).get(f"/api/campaigns/{campaign}/disagreements/")
+    assert found.status_code == 200 and found.json()
+    assert audited(lead_a, "list") == 1
+    _model_scored(series_a[1])
+    suggested = api.as_(lead_a).get(f"/api/campaigns/{campaign}/suggestions/")
+    assert [s["series_id"] for s in suggested.json()] == [str(series_a[1].pk)]
+    assert AuditEvent.objects.filter(
+        user_id=lead_a.user.pk, action="list", study_uid=series_a[1].study.study_uid
+    ).exists()
+
+
+def _model_scored(series) -> None:
+    from backend.scoring.models import InstanceScore, ModelVersion, ScoringRun
+    from backend.studies.models import Series
+
+    version = ModelVersion.objects.create(name="m", version="1", sha256="e" * 64, weights_key="x")
+    run = ScoringRun.objects.create(
+        series=series, site_id=series.site_id, model_version=version, status="done"
+    )
+    for instance in series.instances.all():
+        InstanceScore.objects.create(
+            run=run, instance=instance, suitability=0.5, nondiagnostic=False
+        )
+    Series.objects.filter(pk=series.pk).update(current_run=run)
