@@ -3,10 +3,11 @@ Tests replace nothing here; they point the webhook at a real local HTTP server."
 
 from __future__ import annotations
 
+import http.client
 import json
 import smtplib
-import urllib.error
-import urllib.request
+import socket
+import threading
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -27,26 +28,53 @@ def mail_send(*, subject: str, body: str, recipients: list[str]) -> None:
 
 
 def webhook_post(*, url: str, payload: dict[str, object]) -> int:
-    """POST ``payload`` as JSON; returns the HTTP status. Only http(s) URLs, no redirects
-    followed (a redirect could carry the body somewhere the site did not configure)."""
-    if urlsplit(url).scheme not in {"http", "https"}:
+    """POST ``payload`` as JSON; returns the HTTP status (2xx; anything else is a NotifyError).
+    Only http(s) URLs, no redirects followed (a redirect could carry the body somewhere the site
+    did not configure), and the whole exchange ends within ``WEBHOOK_TIMEOUT_S``.
+
+    A socket timeout bounds each read only: a server that sends a byte at a time would hold
+    the worker for as long as it likes, so a watchdog cuts the connection at the deadline.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise ValueError("webhook URL must be http or https")
-
-    class _NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: object, **kwargs: object) -> None:
-            return None
-
-    opener = urllib.request.build_opener(_NoRedirect)
-    request = urllib.request.Request(  # noqa: S310 - scheme checked above
-        url,
-        data=json.dumps(payload).encode(),
-        headers={"Content-Type": "application/json", "User-Agent": "ArtiScan-alerts"},
-        method="POST",
+    connection_class = (
+        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     )
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    expired = threading.Event()
+
+    def cut(conn: http.client.HTTPConnection) -> None:
+        expired.set()
+        if conn.sock is not None:
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     try:
-        with opener.open(request, timeout=WEBHOOK_TIMEOUT_S) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        raise NotifyError(f"webhook: HTTP {exc.code}") from exc
-    except (urllib.error.URLError, OSError) as exc:
+        conn = connection_class(parts.hostname, parts.port, timeout=WEBHOOK_TIMEOUT_S)
+    except ValueError as exc:  # a malformed port
+        raise NotifyError(f"webhook: {exc}") from None
+    watchdog = threading.Timer(WEBHOOK_TIMEOUT_S, cut, args=(conn,))
+    watchdog.start()
+    try:
+        conn.request(
+            "POST",
+            target,
+            body=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json", "User-Agent": "ArtiScan-alerts"},
+        )
+        status = int(conn.getresponse().status)
+    except (OSError, http.client.HTTPException) as exc:
+        if expired.is_set():
+            raise NotifyError(f"webhook: no answer within {WEBHOOK_TIMEOUT_S} s") from None
         raise NotifyError(f"webhook: {exc}") from exc
+    finally:
+        watchdog.cancel()
+        conn.close()
+    if expired.is_set():  # cut mid-answer: what was read may be truncated (the end of headers)
+        raise NotifyError(f"webhook: no answer within {WEBHOOK_TIMEOUT_S} s")
+    if not 200 <= status < 300:  # 3xx included: redirects are not followed
+        raise NotifyError(f"webhook: HTTP {status}")
+    return status

@@ -107,3 +107,72 @@ def test_a_webhook_failure_never_records_or_raises_the_webhook_secret(
         alert_notify(alert_id=alert.pk)
     alert.refresh_from_db()
     assert "s3cr3t" not in str(raised.value) and "s3cr3t" not in alert.notify_error
+
+
+class _DripHook(BaseHTTPRequestHandler):
+    """Answers one header line at a time, slowly: every read is quick, the answer never ends."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        import time
+
+        self.rfile.read(int(self.headers["Content-Length"]))
+        try:
+            self.wfile.write(b"HTTP/1.1 204 No Content\r\n")
+            for _ in range(40):
+                self.wfile.write(b"X-Drip: a\r\n")
+                self.wfile.flush()
+                time.sleep(0.25)
+            self.wfile.write(b"\r\n")
+        except OSError:
+            pass  # the client gave up, as it should
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class _RedirectHook(BaseHTTPRequestHandler):
+    target = ""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(307)
+        self.send_header("Location", type(self).target)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _serve(handler):
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_a_webhook_that_answers_forever_is_cut_off_at_the_timeout(monkeypatch):
+    monkeypatch.setattr(notify, "WEBHOOK_TIMEOUT_S", 1)
+    server = _serve(_DripHook)
+    try:
+        with pytest.raises(notify.NotifyError):
+            notify.webhook_post(url=f"http://127.0.0.1:{server.server_port}/", payload={"a": 1})
+    finally:
+        server.shutdown()
+
+
+def test_a_webhook_redirect_is_not_followed():
+    elsewhere = _serve(_FailingOnceHook)
+    _FailingOnceHook.calls = 1  # it would answer 204
+    _RedirectHook.target = f"http://127.0.0.1:{elsewhere.server_port}/stolen"
+    redirecting = _serve(_RedirectHook)
+    try:
+        with pytest.raises(notify.NotifyError, match="307"):
+            notify.webhook_post(
+                url=f"http://127.0.0.1:{redirecting.server_port}/", payload={"a": 1}
+            )
+        assert _FailingOnceHook.calls == 1  # nothing reached the other server
+    finally:
+        redirecting.shutdown()
+        elsewhere.shutdown()
