@@ -21,6 +21,7 @@ from backend.scoring.models import Finding, ScoringRun
 from backend.scoring.selectors import (
     NoSuchRun,
     finding_get,
+    model_results_blinded,
     series_quarantined,
     series_result,
     series_roi,
@@ -167,6 +168,9 @@ def _result_body(series: Series, run: ScoringRun | None) -> dict[str, Any]:
     }
 
 
+BLINDED = "You read this series in a blinded annotation campaign: the model's results are hidden."
+
+
 class SeriesResultApi(ClinicalAPIView):
     audit_action = AuditAction.VIEW
 
@@ -188,6 +192,8 @@ class SeriesResultApi(ClinicalAPIView):
             )
         except NoSuchRun:
             raise exceptions.NotFound("This series has no run of that model version.") from None
+        if model_results_blinded(user=request.user, series_id=series.pk):
+            raise exceptions.PermissionDenied(BLINDED)
         self.accessed([series])
         return Response(SeriesResultSerializer(_result_body(series, run)).data)
 
@@ -218,6 +224,8 @@ class SeriesRoiApi(ClinicalAPIView):
 
     def _result(self, request: Request, series: Series) -> Response:
         _, run = series_result(user=request.user, series_id=series.pk)
+        if model_results_blinded(user=request.user, series_id=series.pk):
+            raise exceptions.PermissionDenied(BLINDED)
         self.accessed([series])
         return Response(SeriesResultSerializer(_result_body(series, run)).data)
 
@@ -255,6 +263,8 @@ class FindingMaskApi(ClinicalAPIView):
     @extend_schema(responses={(200, "image/png"): bytes})
     def get(self, request: Request, finding_id: int) -> HttpResponse:
         finding = finding_get(user=request.user, finding_id=finding_id)
+        if model_results_blinded(user=request.user, series_id=finding.instance.series_id):
+            raise exceptions.PermissionDenied(BLINDED)
         self.accessed([finding.instance.series])
         if not finding.mask_key:
             return HttpResponse(status=404)

@@ -81,3 +81,19 @@ def finding_get(*, user: AnyUser, finding_id: int) -> Finding:
         owner = Finding.objects.filter(pk=finding_id).values_list("site_id", flat=True).first()
         raise NotInScope("finding", str(finding_id), owner)
     return finding
+
+
+def model_results_blinded(*, user: AnyUser, series_id: uuid.UUID | str) -> bool:
+    """Whether ``user`` reads this series in an active blinded annotation campaign: the model's
+    results (index, findings, masks) are then withheld from them everywhere, not only on the
+    annotation pages, so a blinded reading stays blind."""
+    if not getattr(user, "is_authenticated", False):
+        return False
+    from annotation.models import Assignment, CampaignStatus
+
+    return Assignment.objects.filter(
+        reader_id=user.pk,
+        series_id=series_id,
+        campaign__blinded=True,
+        campaign__status=CampaignStatus.ACTIVE,
+    ).exists()
