@@ -12,13 +12,14 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
 
 setup: $(VENV)/.installed backend/static_build/app/worklist.js
 
-$(VENV)/.installed: $(REQS) requirements/ml-nodeps.txt $(wildcard deploy/install-ml-data.sh)
+$(VENV)/.installed: $(REQS) requirements/ml-nodeps.txt $(wildcard deploy/install-ml-data.sh) $(wildcard deploy/install-ohif.sh)
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found (set PYTHON=...)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(foreach r,$(REQS),-r $(r))
 	$(BIN)/pip install --quiet --no-deps -r requirements/ml-nodeps.txt
 	[ ! -f deploy/install-ml-data.sh ] || bash deploy/install-ml-data.sh
+	[ ! -f deploy/install-ohif.sh ] || bash deploy/install-ohif.sh
 	touch $@
 
 frontend/node_modules/.package-lock.json: frontend/package.json frontend/package-lock.json

@@ -135,7 +135,14 @@ TEMPLATES = [
 _database_url = env_optional("DATABASE_URL")
 if _database_url:
     try:
-        DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=60)}
+        # Under ASGI (daphne) each request may run on another thread, so a persistent connection
+        # is never reused and piles up until PostgreSQL refuses clients: close after each
+        # request unless a deployment sets a pooler's age.
+        DATABASES = {
+            "default": dj_database_url.parse(
+                _database_url, conn_max_age=env_int("ARTISCAN_DB_CONN_MAX_AGE", 0, minimum=0)
+            )
+        }
     except ValueError as exc:
         raise ImproperlyConfigured(f"DATABASE_URL: {exc}") from exc
 else:
