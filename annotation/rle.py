@@ -29,6 +29,10 @@ def rle_encode(mask: NDArray[np.generic]) -> list[int]:
 def rle_decode(runs: list[int], shape: tuple[int, int]) -> NDArray[np.uint8]:
     """The ``(rows, columns)`` uint8 0/1 mask; a malformed list raises :class:`MaskFormatError`."""
     size = shape[0] * shape[1]
+    # No mask needs more runs than pixels (+ the leading run of zeros); a longer list, however
+    # it sums, is padding that only costs memory and time.
+    if isinstance(runs, list) and len(runs) > size + 1:
+        raise MaskFormatError(f"{len(runs)} runs for {size} pixels")
     if not isinstance(runs, list) or not all(isinstance(r, int) and r >= 0 for r in runs):
         raise MaskFormatError("a mask is a list of non-negative run lengths")
     if sum(runs) != size:

@@ -313,3 +313,17 @@ def _model_scored(series) -> None:
             run=run, instance=instance, suitability=0.5, nondiagnostic=False
         )
     Series.objects.filter(pk=series.pk).update(current_run=run)
+
+
+def test_a_mask_with_more_runs_than_pixels_is_a_400(
+    api, lead_a, annotator_a, reader2_a, series_a, site_a
+):
+    create(api, lead_a, site_a)
+    assignment, instance = _first_slice(api, annotator_a)
+    padded = [0] * 200_000 + [SIZE * SIZE]  # sums right, but no mask needs more than H*W+1 runs
+    response = api.as_(annotator_a).post(
+        f"/api/assignments/{assignment}/instances/{instance}/annotation/",
+        {"masks": {"motion": padded}},
+        format="json",
+    )
+    assert response.status_code == 400
