@@ -349,11 +349,14 @@ class QueueApi(AnnotationApi):
     def get(self, request: Request) -> Response:
         queue = selectors.reader_queue(user=_user(request))
         nxt = selectors.queue_next(assignments=queue)
+        assignments = list(queue)
+        self.audit_action = AuditAction.LIST
+        self.accessed([a.series for a in assignments], per_study=True)
         return Response(
             {
                 "progress": selectors.queue_progress(assignments=queue),
                 "next": assignment_out(nxt) if nxt else None,
-                "assignments": [assignment_out(a) for a in queue],
+                "assignments": [assignment_out(a) for a in assignments],
             }
         )
 

@@ -110,7 +110,9 @@ def reader_queue(
     qs = Assignment.objects.filter(reader_id=user.pk, site_id__in=site_ids_for(user))
     if campaign_id is not None:
         qs = qs.filter(campaign_id=campaign_id)
-    return qs.select_related("campaign", "series").order_by("campaign__created_at", "position")
+    return qs.select_related("campaign", "series__study").order_by(
+        "campaign__created_at", "position"
+    )
 
 
 def queue_progress(*, assignments: QuerySet[Assignment]) -> dict[str, int]:

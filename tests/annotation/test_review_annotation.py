@@ -327,3 +327,21 @@ def test_a_mask_with_more_runs_than_pixels_is_a_400(
         format="json",
     )
     assert response.status_code == 400
+
+
+def test_the_readers_queue_is_an_audited_list_in_a_fixed_number_of_queries(
+    api, lead_a, annotator_a, reader2_a, site_a
+):
+    from backend.audit.models import AuditEvent
+
+    series = [ingest_series(site_a, n, slices=1) for n in (1, 2, 3)]
+    create(api, lead_a, site_a, series_ids=[str(series[0].pk)])
+    one = _queries(api, annotator_a, "/api/annotate/queue/")
+    create(api, lead_a, site_a, series_ids=[str(s.pk) for s in series[1:]])
+    assert _queries(api, annotator_a, "/api/annotate/queue/") == one
+    listed = set(
+        AuditEvent.objects.filter(user_id=annotator_a.user.pk, action="list").values_list(
+            "study_uid", flat=True
+        )
+    )
+    assert {s.study.study_uid for s in series} <= listed
