@@ -466,6 +466,20 @@ def _register_candidate(job: FineTune, base: Any, result: dict[str, Any]) -> Any
     )
 
 
+def _require_model_authority(user: User) -> None:
+    """One model is deployed for every site, so changing it is a decision for every site: the
+    superuser, or a lead of every site (a lead of one site must not change another's model)."""
+    from backend.accounts.models import Site
+
+    if user.is_superuser:
+        return
+    if any(not is_lead(user=user, site_id=pk) for pk in Site.objects.values_list("pk", flat=True)):
+        raise PermissionDenied(
+            "the deployed model serves every site: only the superuser or a lead of every site "
+            "may promote or roll back"
+        )
+
+
 def finetune_promote(*, user: User, finetune: FineTune, reason: str, rescore: bool = False) -> Any:
     """Deploy the candidate (``model_promote`` records who and why); optionally re-score the
     campaign's series with it."""
@@ -473,6 +487,7 @@ def finetune_promote(*, user: User, finetune: FineTune, reason: str, rescore: bo
 
     if not is_lead(user=user, site_id=finetune.site_id):
         raise PermissionDenied("only annotation leads promote")
+    _require_model_authority(user)
     if finetune.candidate is None:
         raise ValidationError("this run has no registered candidate")
     if not reason.strip():
@@ -493,6 +508,7 @@ def model_rollback_by_lead(*, user: User, site_id: int, reason: str) -> Any:
 
     if not is_lead(user=user, site_id=site_id):
         raise PermissionDenied("only annotation leads roll back")
+    _require_model_authority(user)
     if not reason.strip():
         raise ValidationError("say why")
     return model_rollback(user=user, reason=reason.strip())
