@@ -6,6 +6,7 @@ study of another site is a 404 exactly like a study that does not exist.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import uuid
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pydicom
 from django.db.models import Count
 from django.http import HttpResponse
+from django.utils.cache import patch_vary_headers
 from rest_framework import exceptions
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import JSONRenderer
@@ -22,6 +24,11 @@ from backend.accounts.selectors import sending_site_for
 from backend.audit.mixins import ClinicalAPIView
 from backend.audit.models import AuditAction
 from backend.dicomweb import multipart
+from backend.dicomweb.metadata import (
+    StoredFileMissing,
+    metadata_response_body,
+    metadata_texts,
+)
 from backend.dicomweb.render import render_png
 from backend.ingest.services import series_ingest
 from backend.storage.store import store_get
@@ -236,34 +243,62 @@ class WadoSeriesView(DicomWebView):
         return HttpResponse(body, content_type=content_type)
 
 
-def _metadata(instance: Instance) -> dict[str, Any]:
-    ds = _dataset(instance)
-    if "PixelData" in ds:
-        del ds.PixelData  # bulk data: fetched through /frames
-    return ds.to_json_dict(bulk_data_threshold=2**20)
+class StoredImagesUnreadable(exceptions.APIException):
+    status_code = 500
+    default_detail = "The stored images of this series cannot be read."
+    default_code = "stored_images_unreadable"
 
 
-class WadoInstanceMetadataView(DicomWebView):
+def _metadata_response(request: Request, instances: list[Instance]) -> HttpResponse:
+    """The metadata, or a 304 when the browser's copy (its ETag) is still the same; the scope
+    check and the audit row happened before either."""
+    try:
+        body = metadata_response_body(metadata_texts(instances))
+    except StoredFileMissing:
+        raise StoredImagesUnreadable() from None
+    etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+    if etag in {t.strip() for t in request.headers.get("If-None-Match", "").split(",")}:
+        response = HttpResponse(status=304)
+    else:
+        response = HttpResponse(body, content_type=DICOM_JSON)
+    response["ETag"] = etag
+    return response
+
+
+class MetadataView(DicomWebView):
+    """Metadata may stay in the browser's own cache (never a shared one), but it is asked for
+    again at every use (``no-cache``): a series still receiving grows, and each access is scoped
+    and audited. An unchanged answer is a 304 without a body."""
+
     audit_action = AuditAction.VIEW
 
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if response.status_code in (200, 304):
+            response["Cache-Control"] = "private, no-cache"
+            patch_vary_headers(response, ("Authorization", "Cookie"))
+        return response
+
+
+class WadoInstanceMetadataView(MetadataView):
     def get(self, request: Request, study_uid: str, series_uid: str, sop_uid: str) -> HttpResponse:
         instance = selectors.instance_by_uid(
             user=request.user, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid
         )
         self.accessed([instance])
-        return _json([_metadata(instance)])
+        return _metadata_response(request, [instance])
 
 
-class WadoSeriesMetadataView(DicomWebView):
-    audit_action = AuditAction.VIEW
-
+class WadoSeriesMetadataView(MetadataView):
     def get(self, request: Request, study_uid: str, series_uid: str) -> HttpResponse:
         series = selectors.series_by_uid(
             user=request.user, study_uid=study_uid, series_uid=series_uid
         )
-        instances = list(series.instances.order_by("instance_number", "sop_uid"))
+        instances = list(
+            series.instances.select_related("metadata").order_by("instance_number", "sop_uid")
+        )
         self.accessed([series])
-        return _json([_metadata(i) for i in instances])
+        return _metadata_response(request, instances)
 
 
 class WadoFramesView(DicomWebView):

@@ -28,6 +28,7 @@ from backend.deid.profile import (
     scanner_pseudonym_from,
     write_dicom,
 )
+from backend.dicomweb.metadata import instance_metadata_create
 from backend.ingest.models import OrthancSource, QuarantinedFile
 from backend.ingest.orthanc import OrthancClient, OrthancError
 from backend.realtime.services import event_publish
@@ -338,6 +339,8 @@ def _record_batch(
             for key, _ in written:
                 store_delete(key)
         raise
+    # The WADO-RS metadata of each file, made now that its bytes are at hand (no decrypting).
+    instance_metadata_create(files=[(row, clean.data) for clean, row in new.values()])
     per_series: dict[Any, list[str]] = {}
     for _, row in new.values():
         per_series.setdefault(row.series_id, []).append(str(row.pk))

@@ -150,3 +150,17 @@ class Instance(models.Model):
         if self.pixel_spacing_row_mm is None or self.pixel_spacing_col_mm is None:
             return None
         return (self.rows * self.pixel_spacing_row_mm, self.columns * self.pixel_spacing_col_mm)
+
+
+class InstanceMetadata(models.Model):
+    """An instance's WADO-RS metadata (DICOM JSON, PS3.18 F.2, bulk data left out), as the exact
+    text the endpoint returns, made once at ingest rather than by decrypting and parsing the file
+    at every request. In a table of its own so that instance queries do not carry it."""
+
+    instance = models.OneToOneField(
+        Instance, on_delete=models.CASCADE, primary_key=True, related_name="metadata"
+    )
+    dicom_json = models.TextField()
+
+    def __str__(self) -> str:
+        return f"metadata of instance {self.instance_id}"
