@@ -162,7 +162,7 @@ class CampaignCreateInput(serializers.Serializer):
 class CampaignListApi(AnnotationApi):
     audit_action = AuditAction.LIST
 
-    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @extend_schema(operation_id="campaigns_list", responses=OpenApiTypes.OBJECT)
     def get(self, request: Request) -> Response:
         leads = selectors.lead_site_ids(user=_user(request))
         campaigns = list(selectors.campaign_list(user=_user(request)))

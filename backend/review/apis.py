@@ -56,7 +56,7 @@ def _denied(exc: Exception) -> exceptions.APIException:
 class FindingReviewApi(ClinicalAPIView):
     """GET: a finding's review history, newest first. POST: accept, correct or reject it."""
 
-    class InputSerializer(serializers.Serializer):
+    class FindingReviewInputSerializer(serializers.Serializer):
         action = serializers.ChoiceField(choices=FindingAction.choices)
         comment = serializers.CharField(max_length=1000, required=False, allow_blank=True)
         mask_png = serializers.CharField(
@@ -72,11 +72,13 @@ class FindingReviewApi(ClinicalAPIView):
         self.accessed([finding.instance.series])
         return Response(FindingReviewOutputSerializer(reviews, many=True).data)
 
-    @extend_schema(request=InputSerializer, responses={201: FindingReviewOutputSerializer})
+    @extend_schema(
+        request=FindingReviewInputSerializer, responses={201: FindingReviewOutputSerializer}
+    )
     def post(self, request: Request, finding_id: int) -> Response:
         self.audit_action = AuditAction.ANNOTATE
         finding = finding_get(user=request.user, finding_id=finding_id)
-        data = self.InputSerializer(data=request.data)
+        data = self.FindingReviewInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         png = None
         if data.validated_data.get("mask_png"):
@@ -117,17 +119,17 @@ class FindingReviewMaskApi(ClinicalAPIView):
 class SeriesReviewApi(ClinicalAPIView):
     """GET: the series verdict history and each reviewed finding's history. POST: a verdict."""
 
-    class InputSerializer(serializers.Serializer):
+    class SeriesReviewInputSerializer(serializers.Serializer):
         verdict = serializers.ChoiceField(choices=SeriesVerdict.choices)
         comment = serializers.CharField(max_length=1000, required=False, allow_blank=True)
 
-    class OutputSerializer(serializers.Serializer):
+    class SeriesReviewSummarySerializer(serializers.Serializer):
         series_id = serializers.UUIDField()
         verdict = serializers.CharField(allow_null=True)
         verdicts = SeriesReviewOutputSerializer(many=True)
         findings = serializers.DictField(child=FindingReviewOutputSerializer(many=True))
 
-    @extend_schema(responses=OutputSerializer)
+    @extend_schema(responses=SeriesReviewSummarySerializer)
     def get(self, request: Request, series_id: uuid.UUID) -> Response:
         self.audit_action = AuditAction.VIEW
         series, verdicts, by_finding = selectors.series_review_summary(
@@ -140,13 +142,15 @@ class SeriesReviewApi(ClinicalAPIView):
             "verdicts": verdicts,
             "findings": {str(k): v for k, v in by_finding.items()},
         }
-        return Response(self.OutputSerializer(out).data)
+        return Response(self.SeriesReviewSummarySerializer(out).data)
 
-    @extend_schema(request=InputSerializer, responses={201: SeriesReviewOutputSerializer})
+    @extend_schema(
+        request=SeriesReviewInputSerializer, responses={201: SeriesReviewOutputSerializer}
+    )
     def post(self, request: Request, series_id: uuid.UUID) -> Response:
         self.audit_action = AuditAction.ANNOTATE
         series = series_get(user=request.user, series_id=series_id)
-        data = self.InputSerializer(data=request.data)
+        data = self.SeriesReviewInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
             review: SeriesReview = services.series_review_create(
