@@ -34,7 +34,7 @@ def _manage(env: dict[str, str], *args: str) -> str:
 def test_the_embedded_mode_runs_tasks_and_carries_events_between_processes(tmp_path):
     env = _env(tmp_path)
     _manage(env, "migrate", "--noinput", "-v0")
-    out = _manage(env, "demo_data")
+    out = _manage(env, "demo_data", "--no-images")  # the demo images are tested on their own
     assert "radiologist" in out and "siteadmin" in out
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "backend.config", "worker", "-Q", "cpu,gpu",

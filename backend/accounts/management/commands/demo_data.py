@@ -45,6 +45,11 @@ class Command(BaseCommand):
             action="store_true",
             help="Do not generate the synthetic weeks of scored series for the dashboards.",
         )
+        parser.add_argument(
+            "--no-images",
+            action="store_true",
+            help="Do not ingest the demo brain series (real anatomy with simulated artifacts).",
+        )
         parser.add_argument("--weeks", type=int, default=16, help="Weeks of synthetic history.")
 
     def handle(
@@ -52,6 +57,7 @@ class Command(BaseCommand):
         *args: Any,
         reset_passwords: bool = False,
         no_history: bool = False,
+        no_images: bool = False,
         weeks: int = 16,
         **options: Any,
     ) -> None:
@@ -60,6 +66,14 @@ class Command(BaseCommand):
         self.stdout.write("Demo logins (passwords are shown only now):")
         for username, role_label, password in printed:
             self.stdout.write(f"  {username:<12} {role_label:<34} {password}")
+        if not no_images:
+            from backend.ingest.demo_series import DEMO_SERIES, demo_series_ingest
+
+            accepted = demo_series_ingest(site=sites["demo"])
+            self.stdout.write(
+                f"Demo images: {len(DEMO_SERIES)} brain series ({accepted} new instances), "
+                "queued for scoring."
+            )
         if not no_history:
             self._history(sites["demo"], sites["demo-b"], weeks)
 
