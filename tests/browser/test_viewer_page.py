@@ -165,8 +165,12 @@ def test_a_finding_is_accepted_and_a_mask_corrected_with_the_brush(
     page.wait_for_selector("#viewer-status[data-state=ready]", timeout=30_000)
     page.wait_for_selector("#viewer[data-overlays-loaded='6']", timeout=30_000)
     slice_sop = series.instances.order_by("instance_number")[1].sop_uid
-    ghosting = Finding.objects.get(instance__sop_uid=slice_sop, artifact_type="ghosting")
-    motion = Finding.objects.get(instance__sop_uid=slice_sop, artifact_type="motion")
+    ghosting = Finding.objects.get(
+        run=series.current_run, instance__sop_uid=slice_sop, artifact_type="ghosting"
+    )
+    motion = Finding.objects.get(
+        run=series.current_run, instance__sop_uid=slice_sop, artifact_type="motion"
+    )
 
     page.click(f".finding[data-finding-id='{ghosting.pk}'] button.act-accept")
     page.wait_for_selector(f".finding[data-finding-id='{ghosting.pk}'][data-state=accepted]")

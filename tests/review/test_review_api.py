@@ -35,7 +35,7 @@ def series_a(site_a):
 
 
 def _finding(series, artifact="motion") -> Finding:
-    return Finding.objects.filter(instance__series=series, artifact_type=artifact).first()
+    return Finding.objects.filter(run=series.current_run, artifact_type=artifact).first()
 
 
 def _png(mask: np.ndarray) -> str:
