@@ -33,6 +33,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import zipfile
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
@@ -265,8 +266,26 @@ def plan_artifacts(rng: np.random.Generator, count: int) -> list[tuple[str, ...]
     return plan
 
 
-# Filled in the parent before the worker pool forks, so workers share the loaded volumes.
+# Filled in the parent before the worker pool forks, so workers share the loaded volumes (or, in
+# spawned workers, by ``_load_for_worker``).
 _VOLUMES: dict[str, tuple[SourceVolume, NDArray[np.float32]]] = {}
+
+
+def _load_for_worker(names: list[str]) -> None:
+    volumes, _ = load_volumes(names)
+    for name, volume in volumes.items():
+        _VOLUMES[name] = (volume, presence_map(volume))
+
+
+def _threads_alive() -> int:
+    """Threads of this process, native ones included (TensorFlow, ONNX Runtime and BLAS pools
+    do not show in ``threading``)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        import threading
+
+        return threading.active_count()
 
 
 def _build_one(job: tuple[int, str, int, str, tuple[str, ...]]) -> Example:
@@ -398,8 +417,22 @@ def build_dataset(
             return
         import multiprocessing
 
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        # Forking shares the loaded volumes for free but is only safe in a single-threaded
+        # process: a fork taken while another thread holds a lock (a BLAS or TensorFlow pool,
+        # e.g. in a long-lived process that already ran a model) deadlocks the child. Then the
+        # workers are spawned and load the volumes themselves.
+        if _threads_alive() == 1:
+            pool = ProcessPoolExecutor(
+                max_workers=workers, mp_context=multiprocessing.get_context("fork")
+            )
+        else:
+            pool = ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_load_for_worker,
+                initargs=(sorted(volumes),),
+            )
+        with pool:
             yield from zip(jobs, pool.map(_build_one, jobs, chunksize=4), strict=True)
 
     for job, example in tqdm(results(), total=len(jobs), disable=not progress, unit="slice"):
