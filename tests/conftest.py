@@ -154,6 +154,9 @@ def redis_clean(django_db_setup):
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
 
 
+_WORKER = {"started": False}  # set once the session's worker process runs
+
+
 @pytest.fixture(scope="session")
 def celery_worker_process(django_db_setup, django_db_blocker, redis_clean, tmp_path_factory):
     """A real ``celery worker`` process (prefork, one child) on the test database and Redis."""
@@ -172,6 +175,7 @@ def celery_worker_process(django_db_setup, django_db_blocker, redis_clean, tmp_p
         _wait_for(lambda: b" ready." in log.read_bytes() or proc.poll() is not None, 90, "worker")
         if proc.poll() is not None:
             raise RuntimeError(f"celery worker exited:\n{log.read_text()[-3000:]}")
+        _WORKER["started"] = True
         yield proc
     finally:
         proc.terminate()
@@ -305,7 +309,13 @@ def _drain_workers(request):
     """After a test with real servers, let the shared worker go idle before the database is
     flushed: a task still scoring holds row locks that deadlock the flush. Queued leftovers of
     the test are purged (they refer to rows that are about to disappear)."""
-    if request.node.get_closest_marker("servers") is None:
+    db = request.node.get_closest_marker("django_db")
+    transactional = db is not None and db.kwargs.get("transaction", False)
+    # A transactional test commits, so its ingest may hand tasks to the session's worker when an
+    # earlier test started one: drain then too.
+    if request.node.get_closest_marker("servers") is None and not (
+        transactional and _WORKER["started"]
+    ):
         yield
         return
     request.getfixturevalue("transactional_db")  # set up first, so flushed after this teardown
