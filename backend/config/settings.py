@@ -311,6 +311,9 @@ CELERY_BEAT_SCHEDULE = {
 }
 ARTISCAN_ALERT_ALPHA = env_int("ARTISCAN_ALERT_FWER_PERMILLE", 10, minimum=1) / 1000
 ARTISCAN_PUBLIC_URL = env_str("ARTISCAN_PUBLIC_URL", "http://127.0.0.1:8000")
+# Alert webhooks go to public addresses only; intranet relays (host names or CIDR networks) must
+# be listed here, so a site administrator cannot aim the sender at internal services.
+ARTISCAN_WEBHOOK_ALLOW = env_list("ARTISCAN_WEBHOOK_ALLOW", [])
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)

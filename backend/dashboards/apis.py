@@ -20,7 +20,7 @@ from backend.accounts.models import User
 from backend.audit.mixins import ClinicalAPIView
 from backend.audit.models import AuditAction
 from backend.audit.services import AuditTarget
-from backend.dashboards import selectors, services
+from backend.dashboards import notify, selectors, services
 from backend.dashboards.models import METRIC_CHOICES, NONDIAGNOSTIC, Alert
 from backend.dashboards.renderers import CSVRenderer
 from backend.dashboards.report import monthly_report_pdf
@@ -295,6 +295,13 @@ class AlertSettingsSerializer(serializers.Serializer):
     def validate_webhook_url(self, value: str) -> str:
         if value and not value.lower().startswith(("http://", "https://")):
             raise serializers.ValidationError("http or https only")
+        if value:
+            try:  # names are resolved again, and checked, every time an alert is sent
+                notify.webhook_check(value, resolve=False)
+            except notify.NotifyError as exc:
+                raise serializers.ValidationError(
+                    f"{exc}; an intranet relay must be listed in ARTISCAN_WEBHOOK_ALLOW"
+                ) from None
         return value
 
 

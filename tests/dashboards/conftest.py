@@ -33,3 +33,9 @@ def make_scanner():
 def make_scored(model_version):
     """``make_scored(site=..., scanner=..., week=0, ...)`` -> a scored Series."""
     return partial(scored_series_create, model_version=model_version)
+
+
+@pytest.fixture(autouse=True)
+def _local_webhooks_allowed(settings):
+    """The webhook servers of these tests listen on 127.0.0.1, which is refused unless listed."""
+    settings.ARTISCAN_WEBHOOK_ALLOW = ["127.0.0.1"]
