@@ -1,4 +1,5 @@
-"""The base of every API view that returns clinical data: audits and marks it uncacheable.
+"""The base of every API view that returns clinical data: audits it and keeps it out of caches
+(except a view's own ``private, max-age`` on content that never changes under its URL).
 
 A view calls ``self.accessed(objects)`` with what it is about to return; the audit rows are then
 written by ``audit_record`` once the response succeeds, and a ``NotInScope`` from a selector
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from django.utils.cache import patch_vary_headers
 from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -66,5 +68,14 @@ class ClinicalAPIView(APIView):
             audit_record(
                 user=request.user, action=self.audit_action, targets=targets, request=request
             )
-        response["Cache-Control"] = "no-store"
+        # A successful answer whose content never changes under its URL (a mask version, a
+        # frame) may say so itself with ``private, max-age=...``: only this browser keeps it, and
+        # only for the same session (Vary), so another user signing in here does not get it.
+        # Everything else, refusals and errors included, is never stored.
+        if response.status_code == 200 and response.get("Cache-Control", "").startswith(
+            "private, max-age="
+        ):
+            patch_vary_headers(response, ("Authorization", "Cookie"))
+        else:
+            response["Cache-Control"] = "no-store"
         return response

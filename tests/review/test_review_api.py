@@ -239,3 +239,22 @@ def test_a_review_is_announced_to_the_sites_users_only(
         return False
 
     assert async_to_sync(nothing_for_b)()
+
+
+def test_mask_versions_stay_in_the_browsers_own_cache_and_the_rest_is_never_stored(
+    api, radiologist_a, radiologist_b, series_a
+):
+    finding = _finding(series_a)
+    body = api.as_(radiologist_a).post(
+        f"/api/findings/{finding.pk}/reviews/",
+        {"action": "correct", "mask_png": _png(box_mask(64, 64, (0, 10, 0, 10)))}, format="json",
+    ).json()  # fmt: skip
+    for url in (body["mask_url"], f"/api/findings/{finding.pk}/mask.png"):
+        served = api.as_(radiologist_a).get(url)
+        assert served.status_code == 200
+        assert served["Cache-Control"].startswith("private, max-age=")
+        assert "Cookie" in served["Vary"] and "Authorization" in served["Vary"]
+        refused = api.as_(radiologist_b).get(url)  # another site: 404, never stored
+        assert refused.status_code == 404 and refused["Cache-Control"] == "no-store"
+    result = api.as_(radiologist_a).get(f"/api/series/{series_a.pk}/result/")
+    assert result["Cache-Control"] == "no-store"  # results change as reviews arrive
