@@ -76,29 +76,41 @@ def test_conv_inputs_describe_the_graph_the_builder_makes(network):
         assert model.get_layer(name).kernel.shape[2] == expected
 
 
-def test_the_same_weights_give_the_same_outputs_on_the_jax_backend(network, tmp_path):
-    pytest.importorskip("jax")
+@pytest.mark.parametrize("which", ["fresh", "shipped-pruned"])
+def test_the_same_weights_give_the_same_outputs_on_the_jax_backend(network, tmp_path, which):
+    """JAX is a test requirement (requirements/dev.txt): the GPU box serves the model on JAX."""
     import subprocess
     import sys
 
-    model = network.build_model(network.default_widths(base=4, depth=2), depth=2)
-    path = tmp_path / "m.keras"
-    model.save(path)
-    x = _inputs()
+    from ml.pipeline import SHIPPED
+
+    if which == "fresh":
+        model = network.build_model(network.default_widths(base=4, depth=2), depth=2)
+        path = tmp_path / "m.keras"
+        model.save(path)
+        x = _inputs()
+    else:
+        path = SHIPPED["pruned"]
+        model = network.load(path)
+        x = _inputs(batch=2, rows=64, cols=80)
     np.savez(tmp_path / "x.npz", **x)
-    expected = np.asarray(model(x)["masks"])
+    expected = {k: np.asarray(v) for k, v in model(x).items()}
     code = (
-        "import numpy as np, sys; from ml.model import network; "
+        "import numpy as np, sys, keras; assert keras.backend.backend() == 'jax'; "
+        "from ml.model import network; "
         "x = dict(np.load(sys.argv[2])); m = network.load(sys.argv[1]); "
-        "np.save(sys.argv[3], np.asarray(m(x)['masks']))"
+        "np.savez(sys.argv[3], **{k: np.asarray(v) for k, v in m(x).items()})"
     )
     env = {**__import__("os").environ, "KERAS_BACKEND": "jax"}
     result = subprocess.run(
-        [sys.executable, "-c", code, str(path), str(tmp_path / "x.npz"), str(tmp_path / "y.npy")],
+        [sys.executable, "-c", code, str(path), str(tmp_path / "x.npz"), str(tmp_path / "y.npz")],
         capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-4)
+    got = np.load(tmp_path / "y.npz")
+    assert set(got.files) == set(expected)
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[name], value, atol=1e-4, err_msg=name)
 
 
 def test_mask_modes_serve_pixel_gated_or_whole_slice_masks_and_survive_a_save(network, tmp_path):
