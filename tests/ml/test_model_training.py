@@ -140,8 +140,6 @@ def test_evaluate_tunes_thresholds_on_val_and_writes_the_report_and_the_plots(
 
 
 def test_the_onnx_export_gives_the_keras_outputs(run_dir, tmp_path):
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("tf2onnx")
     from ml.model.export import TOLERANCE
     from ml.pipeline import ScoringPipeline
     from ml.simulate.header import AcquisitionHeader
