@@ -8,7 +8,8 @@ series:
   (:meth:`ml.simulate.AcquisitionHeader.from_dataset`), phase-encode put on array axis 1
   (a ``COL`` slice is transposed), intensities normalised (head p99 = 1), zero-padded to a
   multiple of 16;
-- infer: the Keras model (or an ONNX Runtime session for ``.onnx`` files) in batches of
+- infer: the Keras model (or an ONNX Runtime session for ``.onnx`` files, a LiteRT interpreter for
+  ``.tflite`` ones) in batches of
   :attr:`ScoringPipeline.batch_size`;
 - postprocess: crop the padding, transpose ``COL`` slices back, threshold masks per type
   (``ScoringPipeline.thresholds``: 0.5, or the values tuned on the validation split and stored
@@ -155,19 +156,27 @@ class ScoringPipeline:
         self.thresholds = np.full(len(ARTIFACT_TYPES), self.threshold, np.float32)
         if weights is not None:
             # Per-type thresholds tuned on the validation split, when the weights have them.
-            sidecar = weights.with_name(weights.name.rsplit(".", 1)[0] + ".thresholds.json")
+            # An int8 export (MODEL.int8.tflite) shares MODEL's thresholds.
+            stems = (weights.name.rsplit(".", 1)[0], weights.name.removesuffix(".int8.tflite"))
+            sidecars = [weights.with_name(stem + ".thresholds.json") for stem in stems]
+            sidecar = next((p for p in sidecars if p.is_file()), sidecars[0])
             if sidecar.is_file():
                 values = json.loads(sidecar.read_text())["thresholds"]
                 self.thresholds = np.array([values[n] for n in ARTIFACT_TYPES], np.float32)
 
     @classmethod
     def load(cls, weights: str | Path | None = None) -> ScoringPipeline:
-        """Load ``weights``: a ``.keras``/``.onnx`` path, a name of :data:`SHIPPED` or None."""
+        """Load ``weights``: a ``.keras``/``.onnx``/``.tflite`` path, a name of :data:`SHIPPED`
+        or None."""
         path = resolve_weights(weights)
         if not path.is_file():
             raise FileNotFoundError(f"no model weights at {path}")
         if path.suffix == ".onnx":
             return cls(OnnxModel(path), path)
+        if path.suffix == ".tflite":  # python -m ml export MODEL --format litert [--int8]
+            litert = importlib.import_module("ml.model.litert")
+            threads = int(os.environ.get("ARTISCAN_INFERENCE_THREADS", "2"))
+            return cls(litert.LiteRTModel(path, threads=threads), path)
         # Imported by name at call time: the web side imports this module for its types and
         # must never reach Keras (the import contract follows static imports, even lazy ones).
         network = importlib.import_module("ml.model.network")

@@ -229,7 +229,8 @@ def test_the_litert_export_gives_the_keras_outputs_through_the_pipeline(run_dir,
     assert main(["export", str(run_dir / "best.keras"), "--format", "litert",
                  "--out", str(out)]) == 0  # fmt: skip
     keras_pipe = ScoringPipeline.load(run_dir / "best.keras")
-    lite_pipe = ScoringPipeline(LiteRTModel(out), out)
+    lite_pipe = ScoringPipeline.load(out)  # a .tflite path, as `ml score --model` takes it
+    assert isinstance(lite_pipe.model, LiteRTModel)
     rng = np.random.default_rng(2)
     # Two shapes in a row: the interpreter is resized per call (dynamic batch, rows, columns).
     for batch, rows, cols in ((3, 48, 64), (1, 80, 32)):
@@ -272,6 +273,17 @@ def test_the_int8_litert_export_stays_within_its_stated_tolerances_on_unseen_sli
     # The float export is the tighter one: int8 really is quantised, not a float copy.
     exact = litert.compare(network.load(shipped), litert.LiteRTModel(float_out), batches)
     assert exact["mask_mean_abs"] < result["mask_mean_abs"]
+    # Served by the pipeline from its path, with the thresholds tuned for the model (p.*).
+    from ml.pipeline import ScoringPipeline
+
+    tuned = shipped.with_name("artiscan-pruned.thresholds.json")
+    (tmp_path / "p.thresholds.json").write_bytes(tuned.read_bytes())
+    expected = ScoringPipeline.load(shipped).thresholds
+    for path in (float_out, int8_out):
+        served = ScoringPipeline.load(path)
+        assert isinstance(served.model, litert.LiteRTModel)
+        np.testing.assert_array_equal(served.thresholds, expected)
+    assert not np.all(expected == ScoringPipeline.threshold)  # really the tuned ones
 
 
 def test_int8_is_refused_for_onnx(run_dir, capsys):
