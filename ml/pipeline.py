@@ -156,10 +156,7 @@ class ScoringPipeline:
         self.thresholds = np.full(len(ARTIFACT_TYPES), self.threshold, np.float32)
         if weights is not None:
             # Per-type thresholds tuned on the validation split, when the weights have them.
-            # An int8 export (MODEL.int8.tflite) shares MODEL's thresholds.
-            stems = (weights.name.rsplit(".", 1)[0], weights.name.removesuffix(".int8.tflite"))
-            sidecars = [weights.with_name(stem + ".thresholds.json") for stem in stems]
-            sidecar = next((p for p in sidecars if p.is_file()), sidecars[0])
+            sidecar = weights.with_name(weights.name.rsplit(".", 1)[0] + ".thresholds.json")
             if sidecar.is_file():
                 values = json.loads(sidecar.read_text())["thresholds"]
                 self.thresholds = np.array([values[n] for n in ARTIFACT_TYPES], np.float32)

@@ -38,6 +38,16 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def _copy_thresholds(model: Path, out: Path) -> None:
+    """The export serves the model's tuned thresholds: its ``.thresholds.json`` goes beside it
+    under the export's own name (``MODEL.int8.tflite`` → ``MODEL.int8.thresholds.json``)."""
+    from ml.model.evaluate import thresholds_path
+
+    source, target = thresholds_path(model), thresholds_path(out)
+    if source.is_file() and source.resolve() != target.resolve():
+        target.write_bytes(source.read_bytes())
+
+
 def run(args: argparse.Namespace) -> int:
     if args.int8 and args.format != "litert":
         print("export: --int8 needs --format litert", file=sys.stderr)
@@ -52,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"export: {exc}", file=sys.stderr)
         return 1
+    _copy_thresholds(args.model, out)
     size = out.stat().st_size / 1e6
     print(f"export: {out} ({size:.1f} MB), max |ONNX - Keras| {difference:.1e} <= {TOLERANCE}")
     return 0
@@ -72,6 +83,7 @@ def _litert(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"export: {exc}", file=sys.stderr)
         return 1
+    _copy_thresholds(args.model, out)
     size = out.stat().st_size / 1e6
     if args.int8:
         print(
