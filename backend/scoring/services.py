@@ -47,7 +47,7 @@ from django.utils import timezone
 from backend.accounts.models import User
 from backend.audit.models import AuditAction
 from backend.audit.services import AuditTarget, audit_record
-from backend.realtime.services import event_publish
+from backend.realtime.services import event_publish, events_publish
 from backend.scoring.advice import AdviceHeader, advise
 from backend.scoring.index import (
     NONDIAGNOSTIC_BELOW,
@@ -59,7 +59,7 @@ from backend.scoring.index import (
     slice_reason,
     slice_suitability,
 )
-from backend.scoring.masks import mask_get, mask_key, mask_put
+from backend.scoring.masks import mask_get, mask_key, mask_png
 from backend.scoring.models import (
     Finding,
     InstanceScore,
@@ -72,8 +72,9 @@ from backend.scoring.models import (
     SeriesRegionOfInterest,
     SliceAttempt,
 )
+from backend.scoring.seg import seg_store
 from backend.scoring.selectors import series_roi
-from backend.storage.store import store_exists, store_get, store_put
+from backend.storage.store import store_exists, store_get, store_put, store_put_many
 from backend.studies.models import Instance, Series, SeriesStatus
 
 logger = logging.getLogger(__name__)
@@ -443,6 +444,7 @@ def _score_batch(run: ScoringRun, instances: list[Instance]) -> list[_Scored]:
     result = pipeline.score_datasets(datasets)
     heads = _head_masks(datasets)
     scored = []
+    pngs: list[tuple[str, bytes]] = []
     for index, instance in enumerate(instances):
         head_area = max(int(heads[index].sum()), 1)
         pixel_mm2 = None
@@ -451,14 +453,16 @@ def _score_batch(run: ScoringRun, instances: list[Instance]) -> list[_Scored]:
         findings, masks = [], []
         for k, artifact in enumerate(result.classes):
             mask = result.masks[index, k]
-            area = int(mask.sum())
+            area = int(np.count_nonzero(mask))
             if area == 0:
                 continue
-            rows, cols = np.nonzero(mask)
+            # The box from the rows and columns that hold any pixel (np.nonzero lists them all).
+            rows = np.flatnonzero(mask.any(axis=1))
+            cols = np.flatnonzero(mask.any(axis=0))
             key = mask_key(
                 site_id=run.site_id, run_id=str(run.pk), sop_uid=instance.sop_uid, artifact=artifact
             )
-            mask_put(key, mask)
+            pngs.append((key, mask_png(mask)))
             masks.append(mask)
             findings.append(
                 Finding(
@@ -470,13 +474,8 @@ def _score_batch(run: ScoringRun, instances: list[Instance]) -> list[_Scored]:
                     area_px=area,
                     area_mm2=area * pixel_mm2 if pixel_mm2 else None,
                     area_fraction=area / mask.size,
-                    head_fraction=int((mask.astype(bool) & heads[index]).sum()) / head_area,
-                    bbox=[
-                        int(rows.min()),
-                        int(cols.min()),
-                        int(rows.max()) + 1,
-                        int(cols.max()) + 1,
-                    ],
+                    head_fraction=int(np.count_nonzero(mask & heads[index])) / head_area,
+                    bbox=[int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1],
                     confidence=float(result.presence[index, k]),
                     advice=advise(artifact, _advice_header(instance)).text(),
                 )
@@ -492,6 +491,9 @@ def _score_batch(run: ScoringRun, instances: list[Instance]) -> list[_Scored]:
             phase_encode=instance.phase_encode_direction,
         )
         scored.append(_Scored(instance, suitability, reason, findings, masks))
+    # Durable before any row refers to them, with one sync for the batch (not one per mask).
+    if pngs:
+        store_put_many(pngs)
     return scored
 
 
@@ -615,18 +617,22 @@ def _write(run: ScoringRun, scored: list[_Scored], failed: dict[uuid.UUID, str])
         )
         fresh = [s for s in scored if s.instance.pk not in done]  # someone else wrote them
         roi = series_roi(series=series)
+        rows = []
         for item in fresh:
             roi_value, roi_reason = _roi_slice(item, roi)
-            InstanceScore.objects.create(
-                run=run,
-                instance=item.instance,
-                suitability=item.suitability,
-                nondiagnostic=item.suitability < NONDIAGNOSTIC_BELOW,
-                reason=item.reason,
-                roi_suitability=roi_value,
-                roi_reason=roi_reason,
+            rows.append(
+                InstanceScore(
+                    run=run,
+                    instance=item.instance,
+                    suitability=item.suitability,
+                    nondiagnostic=item.suitability < NONDIAGNOSTIC_BELOW,
+                    reason=item.reason,
+                    roi_suitability=roi_value,
+                    roi_reason=roi_reason,
+                )
             )
-            Finding.objects.bulk_create(item.findings)
+        InstanceScore.objects.bulk_create(rows)
+        Finding.objects.bulk_create([f for item in fresh for f in item.findings])
         SliceAttempt.objects.filter(model_version=run.model_version, instance_id__in=ids).update(
             claimed_until=None, error=""
         )
@@ -688,6 +694,38 @@ def series_unscored_count(*, series_id: uuid.UUID | str, run: ScoringRun) -> int
     return Instance.objects.filter(series_id=series_id).exclude(scores__run=run).count()
 
 
+SEG_DELAY_S = 3
+"""Seconds a run's scoring must stay quiet before its DICOM SEG is (re)built. The SEG reads
+every slice of the series back from the store: built after each write, as slices trickle in,
+it cost more than the scoring itself and kept the worker from the next slice. The events never
+promised it; viewers find it in the study a few seconds after the last verdict."""
+
+
+def run_seg_schedule(*, run: ScoringRun) -> None:
+    """Ask the ``cpu`` queue for the SEG of ``run`` in :data:`SEG_DELAY_S`, once its series has
+    nothing waiting. Tagged with the number of slices scored now: a later write asks again with
+    its own number and the earlier request does nothing (see :func:`run_seg_refresh`)."""
+    from backend.scoring.tasks import run_seg_task
+
+    if series_unscored_count(series_id=run.series_id, run=run):
+        return
+    run_id, scored = str(run.pk), run.instance_scores.count()
+    transaction.on_commit(
+        lambda: run_seg_task.apply_async((run_id, scored), countdown=SEG_DELAY_S, queue="cpu")
+    )
+
+
+def run_seg_refresh(*, run_id: uuid.UUID | str, scored: int) -> Instance | None:
+    """Build and store the SEG of run ``run_id`` if it still has exactly ``scored`` slices
+    scored and none waiting (else a later request covers it); idempotent (``seg_store``)."""
+    run = ScoringRun.objects.select_related("series", "model_version").filter(pk=run_id).first()
+    if run is None or run.instance_scores.count() != scored:
+        return None
+    if series_unscored_count(series_id=run.series_id, run=run):
+        return None
+    return seg_store(run)
+
+
 def scoring_attempt_budget(*, series_id: uuid.UUID | str) -> int:
     """How many deliveries a scoring task of this series may take: every delivery that dies
     counts an attempt on at least one slice, and each slice has ``MAX_ATTEMPTS``; one more to
@@ -729,9 +767,12 @@ def _series_summary(run: ScoringRun, series: Series) -> None:
             current_run=run,
             status=SeriesStatus.SCORED if scores else SeriesStatus.FAILED,
         )
+        changed = []
         for score in scores:
             if score.instance.suitability != score.suitability:
-                Instance.objects.filter(pk=score.instance_id).update(suitability=score.suitability)
+                score.instance.suitability = score.suitability
+                changed.append(score.instance)
+        Instance.objects.bulk_update(changed, ["suitability"])
     else:
         Series.objects.filter(pk=series.pk, status=SeriesStatus.SCORING).update(
             status=SeriesStatus.SCORED
@@ -780,10 +821,10 @@ def _publish(run: ScoringRun, series: Series, scored: list[_Scored]) -> None:
         "reason": run.reason,
     }
 
+    batch = [("instance.scored", data) for data in events] + [("series.scored", summary)]
+
     def send() -> None:
-        for data in events:
-            event_publish(site_id=site_id, kind="instance.scored", data=data)
-        event_publish(site_id=site_id, kind="series.scored", data=summary)
+        events_publish(site_id=site_id, events=batch)
 
     transaction.on_commit(send)
 

@@ -7,13 +7,13 @@ from celery import shared_task
 
 from backend.jobs.tasks import TrackedTask
 from backend.scoring.models import ModelVersion
-from backend.scoring.seg import seg_store
 from backend.scoring.services import (
     SlicesPending,
     rescore_job_refresh,
+    run_seg_refresh,
+    run_seg_schedule,
     scoring_attempt_budget,
     series_score,
-    series_unscored_count,
 )
 
 logger = logging.getLogger(__name__)
@@ -45,10 +45,18 @@ def series_score_task(
         rescore_job_refresh(job_id=rescore_job_id)
     if run is None:
         return ""
-    # The DICOM SEG is derived: rebuilt once the waiting slices are all scored, never blocking.
-    if series_unscored_count(series_id=series_id, run=run) == 0:
-        try:
-            seg_store(run)
-        except Exception:
-            logger.exception("the SEG of run %s could not be built", run.pk)
+    # The DICOM SEG is derived: built by the cpu queue once the series has been quiet a while.
+    run_seg_schedule(run=run)
     return str(run.pk)
+
+
+@shared_task(base=TrackedTask, bind=True, autoretry_for=(ConnectionError,), retry_backoff=1)
+def run_seg_task(self: TrackedTask, run_id: str, scored: int) -> str:
+    try:
+        instance = run_seg_refresh(run_id=run_id, scored=scored)
+    except Exception:
+        # Derived data: a SEG that cannot be built (e.g. sources without a frame of reference)
+        # must not put the job in a retry loop; the results themselves are stored.
+        logger.exception("the SEG of run %s could not be built", run_id)
+        return ""
+    return str(instance.pk) if instance is not None else ""

@@ -14,8 +14,9 @@ import pytest
 
 from backend.ingest.services import series_ingest
 from backend.scoring.masks import mask_get, mask_key, mask_put
-from backend.scoring.models import Finding, ModelVersion, ScoringRun
+from backend.scoring.models import Finding, InstanceScore, ModelVersion, ScoringRun
 from backend.scoring.seg import seg_store
+from backend.scoring.services import run_seg_refresh
 from backend.storage.store import store_get
 from backend.studies.models import Series
 from tests.deid.builders import mr_dataset, to_bytes
@@ -106,3 +107,31 @@ def test_our_dicomweb_serves_the_seg_in_the_study(api, radiologist_a, site_a):
     assert response.status_code == 200
     assert response["Content-Type"].startswith("multipart/related")
     assert b"1.2.840.10008.5.1.4.1.1.66.4" in response.content
+
+
+def _score_all(run):
+    for instance in run.series.instances.all():
+        InstanceScore.objects.get_or_create(
+            run=run, instance=instance, defaults={"suitability": 1.0, "nondiagnostic": False}
+        )
+
+
+def test_a_seg_request_overtaken_by_a_later_write_builds_nothing(site_a):
+    _, run = _scored_series(site_a)
+    _score_all(run)
+    scored = run.instance_scores.count()
+    assert run_seg_refresh(run_id=run.pk, scored=scored - 1) is None  # a later one covers it
+    assert not Series.objects.filter(modality="SEG").exists()
+    instance = run_seg_refresh(run_id=run.pk, scored=scored)
+    assert instance is not None and instance.series.modality == "SEG"
+
+
+def test_no_seg_while_slices_of_the_series_wait(site_a):
+    series, run = _scored_series(site_a)
+    _score_all(run)
+    series_ingest(
+        site=site_a, files=[to_bytes(mr_dataset(4, rows=64, columns=64))], source="upload"
+    )
+    assert series.instances.count() == 4
+    assert run_seg_refresh(run_id=run.pk, scored=run.instance_scores.count()) is None
+    assert not Series.objects.filter(modality="SEG").exists()
