@@ -2,12 +2,15 @@
 
 - latency: one slice from STOW-RS to its ``instance.scored`` event (median and p95), and a
   32-slice 384x512 series from STOW-RS to its ``series.scored`` event, through a real web server
-  and one scoring worker;
+  and one scoring worker. The series is sent the way the workstation client sends files that
+  are all waiting (``workstation.take_batch``/``stow_many``): ``--sending 16x2`` is up to 16 files
+  per STOW-RS request with 2 requests under way; ``1x1`` is one slice per request, serially;
 - throughput: slices/s with 1, 2 and 4 scoring worker processes in site mode (PostgreSQL +
   Redis), with each worker's peak resident memory.
 
     .venv/bin/python benchmarks/scoring.py [latency] [throughput] [--weights pruned-onnx]
-        [--slices 50] [--series-slices 32] [--workers 1 2 4] [--series 8] [--per-series 8]
+        [--slices 50] [--series-slices 32] [--sending 1x1 16x2 8x2] [--workers 1 2 4]
+        [--series 8] [--per-series 8]
 
 Every part runs on a scratch installation: a fresh PostgreSQL database on DATABASE_URL's server
 (dropped at the end) and REDIS_URL when both are set, else (latency only) the embedded SQLite
@@ -35,36 +38,19 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import requests
 from tqdm import tqdm
 from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import ROOT, free_port, make_series, peak_rss_mb, wait_port
 
-BOUNDARY = "bench"
+sys.path.insert(0, str(ROOT))
+from workstation.__main__ import stow_many, take_batch
+
 PY = [sys.executable]
-
-
-def stow(server: str, token: str, data: bytes) -> str:
-    body = (
-        f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode()
-        + data
-        + f"\r\n--{BOUNDARY}--\r\n".encode()
-    )
-    r = requests.post(
-        f"{server}/dicomweb/studies",
-        data=body,
-        headers={
-            "Authorization": f"Bearer {token}",
-            "Content-Type": f'multipart/related; type="application/dicom"; boundary={BOUNDARY}',
-        },
-        timeout=120,
-    )
-    r.raise_for_status()
-    return str(r.json()["00081199"]["Value"][0]["00081155"]["Value"][0])
 
 
 # --- scratch installation ------------------------------------------------------------------
@@ -143,7 +129,11 @@ def stop(procs: list[subprocess.Popen]) -> None:
 
 
 async def measure_latency(
-    server: str, token: str, singles: list[bytes], series: list[bytes]
+    server: str,
+    token: str,
+    singles: list[bytes],
+    series: list[bytes],
+    sending: list[tuple[int, int]],
 ) -> None:
     ws_url = server.replace("http://", "ws://") + "/ws/events/"
     async with connect(ws_url, additional_headers={"Origin": server}) as ws:
@@ -160,7 +150,7 @@ async def measure_latency(
         latencies = []
         for i, data in enumerate(tqdm(singles, desc="single slices", unit="slice")):
             start = time.perf_counter()
-            sop = await loop.run_in_executor(None, stow, server, token, data)
+            sop = (await loop.run_in_executor(None, stow_many, server, token, [data]))[0]["sop_uid"]
             await asyncio.wait_for(until("instance.scored", "sop_uid", sop), 120)
             latencies.append(time.perf_counter() - start)
             if i == 0:
@@ -170,28 +160,64 @@ async def measure_latency(
         median = statistics.median(warm)
         print(
             f"one slice STOW-RS -> instance.scored: median {median * 1000:.0f} ms, "
-            f"p95 {p95 * 1000:.0f} ms over {len(warm)} warm slices"
+            f"p95 {p95 * 1000:.0f} ms over {len(warm)} warm slices (load {load()})"
         )
 
-        start = time.perf_counter()
-        sops = [await loop.run_in_executor(None, stow, server, token, d) for d in series]
-        sent = time.perf_counter() - start
-        remaining, series_id = set(sops), None
-        while True:
-            event = json.loads(await asyncio.wait_for(ws.recv(), 300))
-            data = event["data"]
-            if event["kind"] == "instance.scored":
-                remaining.discard(data.get("sop_uid"))
-                series_id = data["series_id"]
-            elif (
-                event["kind"] == "series.scored"
-                and not remaining
-                and data["series_id"] == series_id
-            ):
-                break
-        total = time.perf_counter() - start
-        print(f"{len(series)}-slice 384x512 series: sent in {sent:.2f} s, series.scored with every "
-              f"slice {total:.2f} s after the first byte")  # fmt: skip
+        for max_files, in_flight in sending:
+            data = make_series(len(series))  # a new series each time (new UIDs)
+            sent, total = await send_series(server, token, data, ws, max_files, in_flight)
+            print(f"{len(data)}-slice 384x512 series, {max_files} file(s) per request, "
+                  f"{in_flight} in flight: sent in {sent:.2f} s, series.scored with every slice "
+                  f"{total:.2f} s after the first byte (load {load()})")  # fmt: skip
+
+
+async def send_series(
+    server: str, token: str, data: list[bytes], ws: Any, max_files: int, in_flight: int
+) -> tuple[float, float]:
+    """Send ``data`` (all waiting at once, as a scanner export that wrote them) the way the
+    workstation client does; seconds until the last answer and until ``series.scored`` covers
+    every slice."""
+    loop = asyncio.get_running_loop()
+    paths = [Path(f"slice{i}") for i in range(len(data))]
+    blobs = dict(zip(paths, data, strict=True))
+    sizes = {p: len(b) for p, b in blobs.items()}
+    waiting = list(paths)
+    sops: list[str] = []
+    start = time.perf_counter()
+
+    async def one(batch: list[Path]) -> None:
+        results = await loop.run_in_executor(
+            None, stow_many, server, token, [blobs[p] for p in batch]
+        )
+        sops.extend(r["sop_uid"] for r in results)
+
+    under_way: set[asyncio.Task[None]] = set()
+    while waiting or under_way:
+        while waiting and len(under_way) < in_flight:
+            under_way.add(asyncio.create_task(one(take_batch(waiting, sizes, max_files))))
+        finished, under_way = await asyncio.wait(under_way, return_when=asyncio.FIRST_COMPLETED)
+        for task in finished:
+            task.result()
+    sent = time.perf_counter() - start
+    remaining, series_id = set(sops), None
+    scored: set[str] = set()
+    while True:
+        event = json.loads(await asyncio.wait_for(ws.recv(), 300))
+        data_ = event["data"]
+        if event["kind"] == "instance.scored" and data_.get("sop_uid") in remaining:
+            scored.add(data_["sop_uid"])
+            series_id = data_["series_id"]
+        elif (
+            event["kind"] == "series.scored"
+            and scored == remaining
+            and data_["series_id"] == series_id
+        ):
+            break
+    return sent, time.perf_counter() - start
+
+
+def load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def latency(args: argparse.Namespace) -> None:
@@ -214,7 +240,10 @@ def latency(args: argparse.Namespace) -> None:
             wait_port(port, web, "daphne")
             singles = make_series(args.slices)
             series = make_series(args.series_slices)
-            asyncio.run(measure_latency(f"http://127.0.0.1:{port}", token, singles, series))
+            sending = [(int(a), int(b)) for a, b in (x.split("x") for x in args.sending)]
+            asyncio.run(
+                measure_latency(f"http://127.0.0.1:{port}", token, singles, series, sending)
+            )
             print(f"peak RSS: scoring worker {peak_rss_mb(worker.pid):.0f} MiB, "
                   f"web {peak_rss_mb(web.pid):.0f} MiB")  # fmt: skip
         finally:
@@ -315,6 +344,14 @@ def main() -> int:
     parser.add_argument("--weights", default="pruned-onnx", help="a shipped name or a path")
     parser.add_argument("--slices", type=int, default=50)
     parser.add_argument("--series-slices", type=int, default=32)
+    parser.add_argument(
+        "--sending",
+        nargs="+",
+        default=["1x1", "16x2", "8x2"],
+        help="how the series goes up, each FILESxIN_FLIGHT: files per STOW-RS request and "
+        "requests under way at once (1x1: one slice per request, serially; the workstation "
+        "client's default is 16x2)",
+    )
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--series", type=int, default=8)
     parser.add_argument("--per-series", type=int, default=8)
