@@ -10,13 +10,15 @@ API, on a 32-slice 384x512 series with two artifact types' masks on every slice:
   radiologist does), each step counted when the new slice is rendered, with both overlays on
   and then off, after one warm-up pass (every slice loaded once).
 - both Cornerstone3D rendering paths (``?rendering=cpu|gpu``): headless Chromium has no GPU, so
-  its WebGL is SwiftShader on the CPU. The viewer uses WebGL wherever it exists (Cornerstone3D
-  5.14 draws labelmaps only there), so the CPU figures are without overlays (none are drawn).
-- a breakdown of the first image (Performance API marks: metadata read, Cornerstone3D ready).
+  its WebGL is SwiftShader on the CPU (the viewer itself picks the CPU path there, the GPU path
+  on a real GPU). The overlays are the viewer's own 2D canvas, drawn on both paths.
+- a breakdown of the first image (Performance API marks: metadata read, Cornerstone3D ready),
+  and with ``--waterfall`` the network waterfall of the last opening (Resource Timing) and the
+  long tasks on the main thread before the first image.
 - OHIF: when its prebuilt viewer is installed (docs/ohif.md; ``deploy/install-ohif.sh``), the same
   study opened in OHIF in the same run, same browser, same server, first lit frame.
 
-    .venv/bin/python benchmarks/viewer.py [--runs 5] [--passes 2] [--no-ohif]
+    .venv/bin/python benchmarks/viewer.py [--runs 5] [--passes 2] [--no-ohif] [--waterfall]
 
 Starts its own daphne on a scratch installation (a scratch PostgreSQL database when DATABASE_URL
 is set, else embedded SQLite); the frontend must be built (``cd frontend && npm run build``).
@@ -70,6 +72,33 @@ FIRST_LIT = """
   requestAnimationFrame(check);
 })();
 """
+
+# Main-thread tasks over 50 ms, from the start (PerformanceObserver with buffered entries).
+LONG_TASKS = """
+window.__longTasks = [];
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) window.__longTasks.push([e.startTime, e.duration]);
+}).observe({type: 'longtask', buffered: true});
+"""
+
+# The requests of an opening up to the first image (Resource Timing), its marks and long tasks.
+WATERFALL = r"""() => {
+  const first = Number(document.querySelector('#viewer').dataset.firstImageMs);
+  const nav = performance.getEntriesByType('navigation')[0];
+  const resources = [nav, ...performance.getEntriesByType('resource')]
+    .filter((r) => r.startTime <= first + 200)
+    .map((r) => ({
+      name: r.name.replace(location.origin, '')
+        .replace(/studies\/[^/]+\/series\/[^/]+/, 'studies/…/series/…')
+        .replace(/instances\/[^/]+/, 'instances/…').slice(0, 90),
+      start: r.startTime, end: r.responseEnd, kb: (r.encodedBodySize || 0) / 1024,
+    }));
+  const marks = performance.getEntriesByType('mark')
+    .map((m) => ({name: m.name, start: m.startTime}));
+  const long = (window.__longTasks || []).filter(([s]) => s <= first)
+    .map(([s, d]) => ({start: s, end: s + d}));
+  return {resources, marks, long};
+}"""
 
 # Steps through the stack with the ↓ key; a step ends when the slice is on screen and rendered.
 SCROLL = """async ({steps, limitMs}) => {
@@ -147,6 +176,10 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=2, help="scroll passes through the stack")
     parser.add_argument("--no-ohif", action="store_true")
     parser.add_argument(
+        "--waterfall", action="store_true",
+        help="print the last opening's requests and main-thread long tasks (Performance API)",
+    )  # fmt: skip
+    parser.add_argument(
         "--modes", nargs="+", choices=["cpu", "gpu"], default=["cpu", "gpu"],
         help="Cornerstone3D rendering (gpu = WebGL, emulated on the CPU in headless Chromium)",
     )  # fmt: skip
@@ -185,6 +218,7 @@ def main() -> None:
                 login, state = sign_in(browser, server)
                 login.close()
                 figures: dict[str, dict[str, object]] = {}
+                waterfalls: dict[str, dict[str, list[dict[str, object]]]] = {}
                 stalled: dict[str, int] = {}
                 for mode in args.modes:
                     marks: dict[str, list[float]] = {"metadata": [], "init": [], "lit": []}
@@ -198,6 +232,7 @@ def main() -> None:
                         )
                         page = context.new_page()
                         page.add_init_script(FIRST_LIT)
+                        page.add_init_script(LONG_TASKS)
                         page.goto(f"{server}/series/{series_id}/?rendering={mode}")
                         try:
                             page.wait_for_selector(
@@ -218,26 +253,25 @@ def main() -> None:
                                 )
                             )
                         if run == args.runs - 1:
-                            if mode == "gpu":  # no overlays on the CPU path
-                                page.wait_for_selector(
-                                    "#viewer[data-overlays-loaded='64']", timeout=300_000
-                                )
+                            if args.waterfall:
+                                waterfalls[mode] = page.evaluate(WATERFALL)
+                            page.wait_for_selector(
+                                "#viewer[data-overlays-loaded='64']", timeout=300_000
+                            )
                             n = 31
                             page.evaluate(
                                 SCROLL, {"steps": n, "limitMs": 120_000}
                             )  # warm-up: every slice loaded
-                            if mode == "gpu":
-                                scrolls["on"] = page.evaluate(
-                                    SCROLL, {"steps": n * args.passes, "limitMs": 120_000}
-                                )
-                                scrolls["on"]["overlays"] = page.get_attribute(
-                                    "#viewer", "data-overlays-visible"
-                                )
-                                page.keyboard.press("o")  # every overlay off
-                                page.wait_for_function(
-                                    "document.querySelector('#viewer').dataset.overlaysVisible"
-                                    " === ''"
-                                )
+                            scrolls["on"] = page.evaluate(
+                                SCROLL, {"steps": n * args.passes, "limitMs": 120_000}
+                            )
+                            scrolls["on"]["overlays"] = page.get_attribute(
+                                "#viewer", "data-overlays-visible"
+                            )
+                            page.keyboard.press("o")  # every overlay off
+                            page.wait_for_function(
+                                "document.querySelector('#viewer').dataset.overlaysVisible === ''"
+                            )
                             scrolls["off"] = page.evaluate(
                                 SCROLL, {"steps": n * args.passes, "limitMs": 120_000}
                             )
@@ -283,6 +317,14 @@ def main() -> None:
                 stall = f", stalled at slice {sc['stalled']}" if "stalled" in sc else ""
                 print(f"  scroll, {label}{extra}: {fps:.1f} frames/s "
                       f"({sc['steps']} slice steps in {sc['ms']:.0f} ms{stall})")  # fmt: skip
+    for mode, w in waterfalls.items():
+        print(f"\nwaterfall of the last {mode.upper()} opening (ms after navigation start):")
+        for r in w["resources"]:
+            print(f"  {r['start']:7.0f} -> {r['end']:7.0f}  {r['kb']:7.0f} kB  {r['name']}")
+        for m in w["marks"]:
+            print(f"  {m['start']:7.0f}             mark {m['name']}")
+        for t in w["long"]:
+            print(f"  {t['start']:7.0f} -> {t['end']:7.0f}  main thread busy (long task)")
     if with_ohif:
         print(f"OHIF {ohif_dir().name}, open -> first lit frame:             {summary(ohif_lit)}")
     else:

@@ -24,6 +24,8 @@ export default defineConfig({
         worklist: here("src/worklist/main.ts"),
         upload: here("src/upload/main.ts"),
         viewer: here("src/viewer/main.ts"),
+        // The viewer page loads this first; it draws the first image, then imports the viewer.
+        preview: here("src/viewer/preview.ts"),
         dashboard: here("src/dashboard/main.ts"),
         annotate: here("src/annotate/main.ts"),
       },

@@ -23,30 +23,30 @@ from tests.review.helpers import BOXES, scored_series
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.servers]
 
-# The viewport's canvas as RGB rows (CSS pixels = canvas pixels at devicePixelRatio 1).
-CANVAS_RGB = """() => {
-  const source = document.querySelector('#viewport canvas');
+# What the viewport shows, as RGB rows (CSS pixels = canvas pixels at devicePixelRatio 1): the
+# Cornerstone3D canvas with the viewer's mask overlay canvas over it, composited in page order.
+COMPOSITE = """
+  const layers = [...document.querySelectorAll('#viewport canvas')];
   const copy = document.createElement('canvas');
-  copy.width = source.width; copy.height = source.height;
+  copy.width = layers[0].width; copy.height = layers[0].height;
   const ctx = copy.getContext('2d');
-  ctx.drawImage(source, 0, 0);
+  for (const layer of layers) ctx.drawImage(layer, 0, 0, copy.width, copy.height);
   const data = ctx.getImageData(0, 0, copy.width, copy.height).data;
+"""
+
+CANVAS_RGB = f"""() => {{
+  {COMPOSITE}
   const out = [];
   for (let i = 0; i < data.length; i += 4) out.push(data[i], data[i + 1], data[i + 2]);
-  return {width: copy.width, height: copy.height, rgb: out};
-}"""
+  return {{width: copy.width, height: copy.height, rgb: out}};
+}}"""
 
-CANVAS_SUM = """() => {
-  const source = document.querySelector('#viewport canvas');
-  const copy = document.createElement('canvas');
-  copy.width = source.width; copy.height = source.height;
-  const ctx = copy.getContext('2d');
-  ctx.drawImage(source, 0, 0);
-  const data = ctx.getImageData(0, 0, copy.width, copy.height).data;
+CANVAS_SUM = f"""() => {{
+  {COMPOSITE}
   let sum = 0;
   for (let i = 0; i < data.length; i += 4) sum += data[i];
   return sum;
-}"""
+}}"""
 
 
 def _canvas(page) -> np.ndarray:

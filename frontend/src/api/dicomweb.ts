@@ -10,12 +10,22 @@ export function value<T = unknown>(item: DicomJson, tag: string): T | undefined 
   return values && values.length ? (values[0] as T) : undefined;
 }
 
+/** A request the page started before its scripts loaded (an inline script in the viewer's
+ * template: `window.artiscanPreload = {url: ..., response: fetch(url, ...)}`), taken once. */
+function preloaded(url: string): Promise<Response> | null {
+  const holder = window as { artiscanPreload?: { url: string; response: Promise<Response> } | null };
+  const early = holder.artiscanPreload;
+  if (!early || new URL(early.url, window.location.href).href !== url) return null;
+  holder.artiscanPreload = null;
+  return early.response;
+}
+
 export async function seriesMetadata(studyUid: string, seriesUid: string): Promise<DicomJson[]> {
   const url = `${DICOMWEB_ROOT}/studies/${studyUid}/series/${seriesUid}/metadata`;
-  const response = await fetch(url, {
+  const response = await (preloaded(url) ?? fetch(url, {
     credentials: "same-origin",
     headers: { Accept: "application/dicom+json" },
-  });
+  }));
   if (!response.ok) {
     const why: Record<number, string> = {
       401: "your session has ended; sign in again.",
@@ -33,4 +43,19 @@ export async function seriesMetadata(studyUid: string, seriesUid: string): Promi
 export function frameImageId(studyUid: string, seriesUid: string, item: DicomJson): string {
   const sop = value<string>(item, "00080018");
   return `wadors:${DICOMWEB_ROOT}/studies/${studyUid}/series/${seriesUid}/instances/${sop}/frames/1`;
+}
+
+const shared = new Map<string, Promise<DicomJson[]>>();
+
+/** The series' metadata, one request per page load for every module that asks (the first-image
+ * preview and the viewer); a failed request is not kept. */
+export function seriesMetadataShared(studyUid: string, seriesUid: string): Promise<DicomJson[]> {
+  const key = `${studyUid}/${seriesUid}`;
+  let pending = shared.get(key);
+  if (!pending) {
+    pending = seriesMetadata(studyUid, seriesUid);
+    shared.set(key, pending);
+    pending.catch(() => shared.delete(key));
+  }
+  return pending;
 }

@@ -8,6 +8,7 @@ import {
   RenderingEngine,
   eventTarget,
   getRenderingEngine,
+  imageLoader,
   init as coreInit,
   setUseCPURendering,
   utilities,
@@ -39,23 +40,13 @@ import {
   type SeriesResult,
   type SeriesReviewSummary,
 } from "../api/client";
-import { frameImageId, seriesMetadata, value, type DicomJson } from "../api/dicomweb";
+import { frameImageId, seriesMetadataShared, value, type DicomJson } from "../api/dicomweb";
 import { ARTIFACT_RGB, artifactLabel, type ArtifactType } from "../common/artifacts";
 import { helpInstall, typing } from "../common/help";
-import {
-  editModeSet,
-  editToolsAdd,
-  layerCreate,
-  layerGetSlice,
-  layerSetOpacity,
-  layerSetSlice,
-  layerSetVisible,
-  maskFetchPng,
-  maskToPngBlob,
-  type LabelmapLayer,
-} from "../common/segmentation";
+import { maskFetchPng, maskToPngBlob } from "../common/segmentation";
 import { coalesce, connectEvents, eventEffect } from "../realtime/events";
 import { renderHeaders } from "./headers";
+import { MaskOverlay } from "./maskOverlay";
 import { OverlayState } from "./overlays";
 import { band, markStrip, renderFindings, renderOverlayControls, renderStrip } from "./results";
 import { RoiLayer, type Point } from "./roi";
@@ -108,8 +99,16 @@ const SHORTCUTS: [string, string][] = [
   ["?", "this help"],
 ];
 
-/** "hardware" WebGL, "software" WebGL (SwiftShader, llvmpipe: a CPU emulating a GPU) or none. */
+let webglKind: "hardware" | "software" | "none" | undefined;
+
+/** "hardware" WebGL, "software" WebGL (SwiftShader, llvmpipe: a CPU emulating a GPU) or none
+ * (asked once: every probe creates a WebGL context). */
 function webgl(): "hardware" | "software" | "none" {
+  webglKind ??= probeWebgl();
+  return webglKind;
+}
+
+function probeWebgl(): "hardware" | "software" | "none" {
   try {
     const canvas = document.createElement("canvas");
     const gl = (canvas.getContext("webgl2") ?? canvas.getContext("webgl")) as WebGLRenderingContext | null;
@@ -122,14 +121,15 @@ function webgl(): "hardware" | "software" | "none" {
   }
 }
 
-/** GPU rendering wherever WebGL works, even emulated (headless Chromium's SwiftShader):
- * Cornerstone3D 5.14 draws labelmaps only there (its CPU path throws "getActors(...).filter is
- * not a function"). CPU rendering, without overlays, where there is no WebGL at all.
- * `?rendering=gpu|cpu` overrides, for benchmarks/viewer.py's comparison. */
+/** Cornerstone3D's GPU (WebGL) rendering on a real GPU, its CPU rendering where WebGL is
+ * missing or emulated on the CPU (SwiftShader, llvmpipe: headless Chromium, virtual desktops),
+ * where the CPU path draws a 1920×1080 stack ~10× faster than emulated WebGL. The overlays are
+ * ours (./maskOverlay) and work on both. `?rendering=gpu|cpu` overrides, for
+ * benchmarks/viewer.py's comparison. */
 function useGpu(): boolean {
   const asked = new URLSearchParams(window.location.search).get("rendering");
   if (asked === "gpu" || asked === "cpu") return asked === "gpu";
-  return webgl() !== "none";
+  return webgl() === "hardware";
 }
 
 function say(text: string, state: "loading" | "ready" | "error" | "busy"): void {
@@ -160,9 +160,13 @@ async function start(): Promise<void> {
   $("#help-button")?.addEventListener("click", help.toggle);
 
   say("Loading series…", "loading");
+  // The metadata (asked for by the page itself while this code loaded) and Cornerstone3D's
+  // initialisation, side by side.
+  const gpu = useGpu();
+  const initialised = coreInit();
   let items: DicomJson[];
   try {
-    items = await seriesMetadata(studyUid, seriesUid);
+    items = await seriesMetadataShared(studyUid, seriesUid);
   } catch (error) {
     say(`Could not load the series: ${(error as Error).message}`, "error");
     return;
@@ -171,10 +175,9 @@ async function start(): Promise<void> {
     say("This series has no images yet.", "error");
     return;
   }
-  performance.mark("artiscan:metadata");
+  if (!performance.getEntriesByName("artiscan:metadata").length) performance.mark("artiscan:metadata");
 
-  await coreInit();
-  const gpu = useGpu();
+  await initialised;
   if (!gpu) setUseCPURendering(true); // headless browsers, old workstations, software WebGL
   root.dataset.rendering = gpu ? "gpu" : "cpu";
   root.dataset.webgl = webgl();
@@ -203,7 +206,6 @@ async function start(): Promise<void> {
   group.setToolActive(PanTool.toolName, { bindings: [{ mouseButton: ToolEnums.MouseBindings.Auxiliary }] });
   group.setToolActive(ZoomTool.toolName, { bindings: [{ mouseButton: ToolEnums.MouseBindings.Secondary }] });
   group.setToolActive(StackScrollTool.toolName, { bindings: [{ mouseButton: ToolEnums.MouseBindings.Wheel }] });
-  editToolsAdd(group);
   group.addViewport(VIEWPORT_ID, ENGINE_ID);
 
   const failed = (event: Event): void => {
@@ -214,6 +216,8 @@ async function start(): Promise<void> {
   eventTarget.addEventListener(Enums.Events.IMAGE_LOAD_FAILED, failed);
 
   const middle = Math.floor(imageIds.length / 2);
+  // The slice shown first is asked for now, while the viewport is set up.
+  void imageLoader.loadAndCacheImage(imageIds[middle]).catch(() => undefined);
   try {
     await viewport.setStack(imageIds, middle);
   } catch (error) {
@@ -221,19 +225,31 @@ async function start(): Promise<void> {
     return;
   }
   viewport.render();
-  performance.mark("artiscan:first-image");
-  const firstImageMs = performance.now();
-  root.dataset.firstImageMs = firstImageMs.toFixed(0);
-  say(`${items.length} images · first image ${firstImageMs.toFixed(0)} ms after opening`, "ready");
+  // Drawn by the viewport from here on: the preview's canvas (./preview) goes.
+  document.querySelector("#viewport-preview")?.remove();
+  performance.mark("artiscan:interactive");
+  root.dataset.interactiveMs = performance.now().toFixed(0);
+  if (!root.dataset.firstImageMs) {
+    performance.mark("artiscan:first-image");
+    root.dataset.firstImageMs = root.dataset.interactiveMs;
+  }
+  say(`${items.length} images · first image ${root.dataset.firstImageMs} ms after opening`, "ready");
 
   // --- results, overlays, review -------------------------------------------------------------
   let result: SeriesResult | null = null;
   let review: SeriesReviewSummary | null = null;
   const overlays = new OverlayState();
-  const layers = new Map<ArtifactType, LabelmapLayer>();
+  const spacingOf = (i: number): [number, number] => {
+    const spacing = items[i]["00280030"]?.Value as number[] | undefined;
+    return spacing && spacing.length === 2 ? [Number(spacing[0]) || 1, Number(spacing[1]) || 1] : [1, 1];
+  };
+  const maskOverlay = new MaskOverlay(viewport, overlays, (i) => ({
+    columns: colsOf(i),
+    rows: rowsOf(i),
+    spacing: spacingOf(i),
+  }));
   const loadedMasks = new Map<string, string>(); // `${type}:${position}` -> URL drawn there
-  let editing: { finding: FindingResult; position: number; layer: LabelmapLayer } | null = null;
-  const render = (): void => viewport.render();
+  let editing: { finding: FindingResult; position: number; type: ArtifactType } | null = null;
 
   const historyOf = (findingId: number): FindingReview[] => review?.findings[String(findingId)] ?? [];
   const maskUrlOf = (finding: FindingResult): string | null => {
@@ -242,58 +258,46 @@ async function start(): Promise<void> {
   };
   const positionOfSop = new Map(sops.map((sop, i) => [sop, i]));
 
-  overlays.onChange((type, setting) => {
-    const layer = layers.get(type);
-    if (!layer) return;
-    layerSetVisible(layer, setting.visible);
-    layerSetOpacity(layer, setting.opacity);
+  overlays.onChange(() => {
     root.dataset.overlaysVisible = overlays.visibleTypes().join(",");
-    render();
+    maskOverlay.draw();
   });
 
   const loadMasks = async (): Promise<void> => {
     if (!result) return;
-    if (!gpu) {
-      if (overlaysPanel) overlaysPanel.textContent = "Overlays need WebGL, which this browser lacks; the findings are listed below.";
-      return;
-    }
     const added = overlays.setAvailable(result.instances.flatMap((i) => i.findings.map((f) => f.artifact_type)));
-    for (const type of added) {
-      const rgb = ARTIFACT_RGB[type];
-      layers.set(type, await layerCreate({
-        viewportId: VIEWPORT_ID,
-        layerId: `artiscan-${type}`,
-        imageIds,
-        segments: [{ index: 1, label: artifactLabel(type), rgb }],
-      }));
-    }
     if (added.length && overlaysPanel) renderOverlayControls(overlaysPanel, overlays);
     root.dataset.overlaysVisible = overlays.visibleTypes().join(",");
-    const jobs: (() => Promise<void>)[] = [];
+    const jobs: { position: number; run: () => Promise<void> }[] = [];
     for (const instance of result.instances) {
       const position = positionOfSop.get(instance.sop_uid);
       if (position === undefined) continue;
       for (const finding of instance.findings) {
         const url = maskUrlOf(finding);
-        const layer = layers.get(finding.artifact_type as ArtifactType);
-        const key = `${finding.artifact_type}:${position}`;
-        if (!url || !layer || loadedMasks.get(key) === url) continue;
-        if (editing && editing.layer === layer && editing.position === position) continue;
-        jobs.push(async () => {
-          const { mask, width, height } = await maskFetchPng(url);
-          if (width !== colsOf(position) || height !== rowsOf(position)) throw new Error(`mask ${width}×${height} is not on the image grid`);
-          layerSetSlice(layer, position, mask);
-          loadedMasks.set(key, url);
+        const type = finding.artifact_type as ArtifactType;
+        const key = `${type}:${position}`;
+        if (!url || !ARTIFACT_RGB[type] || loadedMasks.get(key) === url) continue;
+        if (editing && editing.type === type && editing.position === position) continue;
+        jobs.push({
+          position,
+          run: async () => {
+            const { mask, width, height } = await maskFetchPng(url);
+            if (width !== colsOf(position) || height !== rowsOf(position)) throw new Error(`mask ${width}×${height} is not on the image grid`);
+            maskOverlay.set(type, position, mask);
+            loadedMasks.set(key, url);
+            if (position === current()) maskOverlay.draw();
+          },
         });
       }
     }
-    // The slice on screen first, then the rest, a few at a time.
+    // The slice on screen first, then outwards, a few at a time.
+    const here = current();
+    const queue = jobs.sort((a, b) => Math.abs(a.position - here) - Math.abs(b.position - here));
     let failures = 0;
-    const queue = [...jobs];
     const worker = async (): Promise<void> => {
       for (let job = queue.shift(); job; job = queue.shift()) {
         try {
-          await job();
+          await job.run();
         } catch {
           failures++;
         }
@@ -302,7 +306,7 @@ async function start(): Promise<void> {
     await Promise.all([worker(), worker(), worker(), worker()]);
     root.dataset.overlaysLoaded = String(loadedMasks.size);
     if (failures) flash(`${failures} overlay mask(s) could not be loaded`, true);
-    render();
+    maskOverlay.draw();
   };
 
   const showIndex = (): void => {
@@ -401,19 +405,18 @@ async function start(): Promise<void> {
 
   const setEditTool = (mode: "brush" | "eraser"): void => {
     if (!editing) return;
-    editModeSet(group, editing.layer, mode, {
-      fallbackTool: WindowLevelTool.toolName,
-      size: Number(brushSize?.value ?? 16),
-    });
+    group.setToolPassive(WindowLevelTool.toolName); // the primary button paints
+    maskOverlay.setBrush({ type: editing.type, position: editing.position, mode, radiusMm: Number(brushSize?.value ?? 16) });
     for (const b of document.querySelectorAll<HTMLElement>("#edit-bar .tool")) b.classList.toggle("active", b.dataset.tool === mode);
     root.dataset.editTool = mode;
   };
 
   const stopEditing = async (restore: boolean): Promise<void> => {
     if (!editing) return;
-    const { finding, position, layer } = editing;
+    const { finding, position, type } = editing;
     editing = null;
-    editModeSet(group, null, null, { fallbackTool: WindowLevelTool.toolName });
+    maskOverlay.setBrush(null);
+    group.setToolActive(WindowLevelTool.toolName, { bindings: [{ mouseButton: ToolEnums.MouseBindings.Primary }] });
     if (editBar) editBar.hidden = true;
     delete root.dataset.editing;
     delete root.dataset.editTool;
@@ -421,20 +424,20 @@ async function start(): Promise<void> {
       const url = maskUrlOf(finding);
       if (url) {
         const { mask } = await maskFetchPng(url);
-        layerSetSlice(layer, position, mask);
-        render();
+        maskOverlay.set(type, position, mask);
+        maskOverlay.draw();
       }
     }
   };
 
   const startCorrect = async (finding: FindingResult): Promise<void> => {
     await stopEditing(true);
-    const layer = layers.get(finding.artifact_type as ArtifactType);
-    if (!layer) return;
+    const type = finding.artifact_type as ArtifactType;
+    if (!overlays.get(type)) return;
     const position = positionOfFinding(finding);
     await viewport.setImageIdIndex(position);
-    overlays.setVisible(finding.artifact_type, true);
-    editing = { finding, position, layer };
+    overlays.setVisible(type, true);
+    editing = { finding, position, type };
     const title = $<HTMLElement>("#edit-title");
     if (title) title.textContent = `Correcting ${artifactLabel(finding.artifact_type)} on slice ${position + 1}`;
     if (editBar) editBar.hidden = false;
@@ -444,10 +447,10 @@ async function start(): Promise<void> {
 
   const saveCorrection = async (): Promise<void> => {
     if (!editing) return;
-    const { finding, position, layer } = editing;
+    const { finding, position, type } = editing;
     say("Saving the corrected mask…", "busy");
     try {
-      const mask = layerGetSlice(layer, position);
+      const mask = maskOverlay.get(type, position) ?? new Uint8Array(colsOf(position) * rowsOf(position));
       const png = await maskToPngBlob(mask, colsOf(position), rowsOf(position));
       const saved = await findingReview(finding.id, "correct", { maskPngBase64: await blobToBase64(png) });
       if (saved.mask_url) loadedMasks.set(`${finding.artifact_type}:${position}`, saved.mask_url);
@@ -564,6 +567,7 @@ async function start(): Promise<void> {
   // Where the image lies on the canvas (CSS pixels: left, top, right, bottom), for tests and the
   // benchmark to find a mask's pixels on screen.
   element.addEventListener(Enums.Events.IMAGE_RENDERED, () => {
+    maskOverlay.draw();
     const imageId = viewport.getCurrentImageId();
     const i = current();
     // Pixel (r, c) is centred on image coordinates (c, r): the image spans -0.5 .. size - 0.5.
