@@ -216,6 +216,12 @@ async def send_series(
     return sent, time.perf_counter() - start
 
 
+def peak_mb(pid: int) -> float:
+    """Peak RSS of ``pid`` (or of the largest of its processes) in MiB."""
+    value: Any = peak_rss_mb(pid)
+    return float(max(value)) if isinstance(value, list) else float(value)
+
+
 def load() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
@@ -244,8 +250,8 @@ def latency(args: argparse.Namespace) -> None:
             asyncio.run(
                 measure_latency(f"http://127.0.0.1:{port}", token, singles, series, sending)
             )
-            print(f"peak RSS: scoring worker {peak_rss_mb(worker.pid):.0f} MiB, "
-                  f"web {peak_rss_mb(web.pid):.0f} MiB")  # fmt: skip
+            print(f"peak RSS: scoring worker {peak_mb(worker.pid):.0f} MiB, "
+                  f"web {peak_mb(web.pid):.0f} MiB")  # fmt: skip
         finally:
             stop(procs)
 
@@ -323,7 +329,7 @@ def throughput(args: argparse.Namespace) -> None:
                     t=Max("created_at")
                 )["t"]
                 seconds = (end - start).total_seconds()
-                rss = [peak_rss_mb(w.pid) for w in workers]
+                rss = [peak_mb(w.pid) for w in workers]
                 results.append((n, threads, total / seconds, seconds, rss))
                 print(
                     f"{n} worker(s) x {threads} thread(s): {total / seconds:.2f} slices/s "

@@ -648,6 +648,10 @@ def _write(run: ScoringRun, scored: list[_Scored], failed: dict[uuid.UUID, str])
                 logger.error("slice %s quarantined: %s", instance_id, error)
         _series_summary(run, series)
         _publish(run, series, fresh)
+        if fresh:
+            # Only a write that scored something asks for the SEG: the tasks that find their
+            # slices already scored by an earlier one (a burst of requests) ask for nothing.
+            run_seg_schedule(run=run)
     return fresh
 
 

@@ -11,7 +11,6 @@ from backend.scoring.services import (
     SlicesPending,
     rescore_job_refresh,
     run_seg_refresh,
-    run_seg_schedule,
     scoring_attempt_budget,
     series_score,
 )
@@ -43,11 +42,8 @@ def series_score_task(
     run = series_score(series_id=series_id, model_version=version, claimant=self.request.id or "")
     if rescore_job_id:
         rescore_job_refresh(job_id=rescore_job_id)
-    if run is None:
-        return ""
-    # The DICOM SEG is derived: built by the cpu queue once the series has been quiet a while.
-    run_seg_schedule(run=run)
-    return str(run.pk)
+    # The DICOM SEG is derived: the write asked the cpu queue for it (run_seg_schedule).
+    return "" if run is None else str(run.pk)
 
 
 @shared_task(base=TrackedTask, bind=True, autoretry_for=(ConnectionError,), retry_backoff=1)
