@@ -17,6 +17,7 @@ out in every later version of the set. Files are made read-only once written.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -374,42 +375,29 @@ def _finetune_run_locked(job: FineTune) -> FineTune:
 
     base = model_version_deployed()
     out = Path(settings.VAR_DIR) / "finetune" / str(job.pk)
-    if out.exists():
-        shutil.rmtree(out)  # a redelivered task starts over
-    out.mkdir(parents=True)
+    command = _runner_command(job, base, out)
+    resuming = _resumable(out, command)
+    if not resuming:
+        if out.exists():
+            shutil.rmtree(out)  # another model or other parameters: start over
+        out.mkdir(parents=True)
+        (out / "command.json").write_text(json.dumps(command))
     FineTune.objects.filter(pk=job.pk).update(
         status=JobStatus.RUNNING,
         base_model=base,
         out_dir=str(out),
         progress=0.0,
-        message="starting",
+        message="resuming from the last epoch" if resuming else "starting",
     )
-    p = job.params
-    command = [
-        sys.executable,
-        "-m",
-        "annotation.ml_runner",
-        "--data",
-        job.training_set.path,
-        "--init",
-        str(_base_weights(base)),
-        "--out",
-        str(out),
-        "--epochs",
-        str(p["epochs"]),
-        "--steps",
-        str(p["steps"]),
-        "--crop",
-        str(p["crop"]),
-        "--batch",
-        str(p["batch"]),
-        "--lr",
-        str(p["learning_rate"]),
-    ]
     result: dict[str, Any] | None = None
-    with open(out / "runner.log", "wb") as log:
+    with open(out / "runner.log", "ab") as log:
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-            command, stdout=subprocess.PIPE, stderr=log, cwd=settings.BASE_DIR, text=True
+            command,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            cwd=settings.BASE_DIR,
+            text=True,
+            preexec_fn=functools.partial(_die_with_parent, os.getpid()),
         )
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -444,6 +432,60 @@ def _finetune_run_locked(job: FineTune) -> FineTune:
     )
     job.refresh_from_db()
     return job
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the training child, before exec: the kernel kills it when the worker that started it
+    dies (Linux ``PR_SET_PDEATHSIG``), so a killed worker leaves no orphan training into the
+    directory that the redelivered task resumes from."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+
+def _resumable(out: Path, command: list[str]) -> bool:
+    """Whether ``out`` holds an interrupted run of this very command (a worker that died
+    mid-training: its task is redelivered once the broker's visibility timeout passes, or at
+    once on a worker restart), so the training resumes from its last epoch (``ml train``
+    resumes from ``run/last.keras`` and ``run/history.csv``) instead of starting over."""
+    try:
+        previous = json.loads((out / "command.json").read_text())
+    except (OSError, ValueError):
+        return False
+    run = out / "run"
+    return bool(
+        previous == command and (run / "last.keras").is_file() and (run / "history.csv").is_file()
+    )
+
+
+def _runner_command(job: FineTune, base: Any, out: Path) -> list[str]:
+    p = job.params
+    return [
+        sys.executable,
+        "-m",
+        "annotation.ml_runner",
+        "--data",
+        job.training_set.path,
+        "--init",
+        str(_base_weights(base)),
+        "--out",
+        str(out),
+        "--epochs",
+        str(p["epochs"]),
+        "--steps",
+        str(p["steps"]),
+        "--crop",
+        str(p["crop"]),
+        "--batch",
+        str(p["batch"]),
+        "--lr",
+        str(p["learning_rate"]),
+    ]
 
 
 def _register_candidate(job: FineTune, base: Any, result: dict[str, Any]) -> Any:
