@@ -18,6 +18,9 @@ from channels.layers import BaseChannelLayer
 from django.db import transaction
 from django.utils import timezone
 
+SWEEP_S = 10
+"""Seconds between two sweeps of expired messages (of channels nobody reads any more)."""
+
 
 class DatabaseChannelLayer(BaseChannelLayer):
     extensions = ["groups", "flush"]
@@ -35,6 +38,7 @@ class DatabaseChannelLayer(BaseChannelLayer):
         # A verdict waits half of this on average before it reaches the browser.
         self.poll_interval = poll_interval
         self._received: dict[str, collections.deque[dict[str, Any]]] = {}
+        self._next_sweep = timezone.now()
 
     # -- channels ---------------------------------------------------------------------------
     async def new_channel(self, prefix: str = "specific") -> str:
@@ -111,26 +115,33 @@ class DatabaseChannelLayer(BaseChannelLayer):
         )
 
     def _pop(self, channel: str, limit: int = 200) -> list[dict[str, Any]]:
-        """The oldest ``limit`` messages of ``channel``, removed from the table, in order."""
+        """The oldest ``limit`` live messages of ``channel``, removed from the table, in order.
+
+        An empty poll only reads: on SQLite every transaction here begins IMMEDIATE (it takes
+        the write lock), and a poll that wrote each time would queue the worker's writes behind
+        the browsers' polls. Expired rows are swept now and then, not at every poll.
+        """
         from backend.realtime.models import LayerMessage
 
+        now = timezone.now()
+        if now >= self._next_sweep:
+            self._next_sweep = now + timedelta(seconds=SWEEP_S)
+            LayerMessage.objects.filter(expires_at__lt=now).delete()
+        rows = list(
+            LayerMessage.objects.filter(channel=channel)
+            .order_by("id")
+            .values_list("id", "payload", "expires_at")[:limit]
+        )
+        if not rows:
+            return []
         with transaction.atomic():
-            now = timezone.now()
-            LayerMessage.objects.filter(channel=channel, expires_at__lt=now).delete()
-            rows = list(
-                LayerMessage.objects.filter(channel=channel)
-                .order_by("id")
-                .values_list("id", "payload")[:limit]
-            )
-            if not rows:
-                return []
-            deleted, _ = LayerMessage.objects.filter(pk__in=[pk for pk, _ in rows]).delete()
-            if deleted != len(rows):
-                # A second receiver of this channel took some meanwhile. Channels name one
-                # consumer each (``new_channel``), so this does not happen; if it did, nothing
-                # is delivered twice.
-                return []
-            return [dict(payload) for _, payload in rows]
+            deleted, _ = LayerMessage.objects.filter(pk__in=[pk for pk, _, _ in rows]).delete()
+        if deleted != len(rows):
+            # A second receiver of this channel took some meanwhile. Channels name one
+            # consumer each (``new_channel``), so this does not happen; if it did, nothing
+            # is delivered twice.
+            return []
+        return [dict(payload) for _, payload, expires in rows if expires >= now]
 
     def _group_add(self, group: str, channel: str) -> None:
         from backend.realtime.models import LayerGroupMember

@@ -34,6 +34,9 @@ class ScoringTask(TrackedTask):
     retry_backoff=1,
     retry_backoff_max=30,
     max_retries=None,  # bounded by the attempt budget above
+    # Results live in the database (runs, JobRecord): no result-backend writes (STARTED and
+    # SUCCESS, two commits per slice on the embedded SQLite backend) on the verdict's path.
+    ignore_result=True,
 )
 def series_score_task(
     self: ScoringTask, series_id: str, model_version_id: int = 0, rescore_job_id: str = ""
@@ -46,7 +49,13 @@ def series_score_task(
     return "" if run is None else str(run.pk)
 
 
-@shared_task(base=TrackedTask, bind=True, autoretry_for=(ConnectionError,), retry_backoff=1)
+@shared_task(
+    base=TrackedTask,
+    bind=True,
+    autoretry_for=(ConnectionError,),
+    retry_backoff=1,
+    ignore_result=True,
+)
 def run_seg_task(self: TrackedTask, run_id: str, scored: int) -> str:
     try:
         instance = run_seg_refresh(run_id=run_id, scored=scored)
