@@ -9,7 +9,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import pytest
 from annotation import training
 from annotation.models import Campaign, FineTune, JobStatus, TrainingSet
 from ml.__main__ import main as ml_main
-from tests.conftest import ROOT, _server_env
+from tests.conftest import ROOT, _server_env, _wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,15 +28,6 @@ def _runner_pids(out: Path) -> list[int]:
         ["pgrep", "-f", f"{RUNNER} .*--out {out}"], capture_output=True, text=True
     )  # fmt: skip
     return [int(pid) for pid in found.stdout.split()]
-
-
-def _wait(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def _epochs(out: Path) -> list[str]:
@@ -73,9 +63,7 @@ def test_a_killed_fine_tune_resumes_from_its_last_epoch(
     )
     first = subprocess.Popen([sys.executable, "-c", code, str(job.pk)], cwd=ROOT, env=env)
     try:
-        assert _wait(lambda: len(_epochs(out)) >= 1 or first.poll() is not None, 300), (
-            "no epoch was written"
-        )
+        _wait_for(lambda: len(_epochs(out)) >= 1 or first.poll() is not None, 300, "an epoch")
         assert first.poll() is None, "the first delivery ended before it could be killed"
         assert _runner_pids(out), "the training child is not running"
         first.send_signal(signal.SIGKILL)  # the worker dies mid-training
@@ -86,7 +74,7 @@ def test_a_killed_fine_tune_resumes_from_its_last_epoch(
     done_before = _epochs(out)
     assert 1 <= len(done_before) < epochs
     # The kernel took the training child with its worker: nothing trains on unseen.
-    assert _wait(lambda: not _runner_pids(out), 30), "an orphan training process survived"
+    _wait_for(lambda: not _runner_pids(out), 30, "the training child to die with its worker")
     job.refresh_from_db()
     assert job.status == JobStatus.RUNNING  # as a dead worker leaves it
 
