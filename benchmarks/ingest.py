@@ -2,17 +2,27 @@
 Orthanc (REST upload, its own STOW-RS from Debian's orthanc-dicomweb plugin when installed, and
 C-STORE) on the same kind of files, same machine, same run.
 
-    .venv/bin/python benchmarks/ingest.py [--instances 500] [--clients 4] [--batch 50]
-                                          [--workers N] [--skip-cstore]
+    .venv/bin/python benchmarks/ingest.py [--instances 300] [--clients 4] [--batch 50]
+        [--workers N] [--scp-processes N] [--modes embedded,site] [--skip-cstore]
 
-Starts everything it measures itself: ArtiScan's web server twice (one daphne process, as before,
-and ``manage.py serve --workers N``, several daphne processes on one port) and its C-STORE SCP on
-a scratch embedded installation (or on DATABASE_URL/REDIS_URL if set), and Orthanc from Debian's
-packages with a temporary configuration. Every path gets a fresh series (new UIDs), so nothing is
-a duplicate. STOW-RS is measured with one instance per request and with ``--batch`` instances per
-multipart request (the natural DICOMweb way); Orthanc's REST API takes one instance per request.
-Prints instances/s for each path, serial and with concurrent clients, the ratio to Orthanc, and
-the peak resident memory of each server process.
+ArtiScan is measured as it is deployed, in each mode asked for:
+
+- ``embedded``: the defaults (SQLite, the broker that needs no server) on a scratch directory;
+- ``site``: PostgreSQL and Redis, from ``--database-url``/``--redis-url`` (default: the
+  ``DATABASE_URL``/``REDIS_URL`` of the environment; the mode is skipped when they are unset).
+
+Each mode runs ``manage.py serve --workers N`` (N daphne processes on one port) and
+``manage.py dicom_scp --processes N``; no scoring worker runs, so the scoring requests wait in
+the broker. Orthanc (Debian's, temporary configuration) is measured right before each mode's
+own rows, and each ratio is to those adjacent figures: the machine's load drifts within a run.
+Every path gets a fresh series (new UIDs), so nothing is a duplicate.
+
+Rows: STOW-RS with 1 instance per request (what the operator workstation sends) and with
+``--batch`` per request, by one client and by ``--clients`` concurrent ones; C-STORE by one
+association and by ``--clients`` concurrent ones. STOW-RS 1/request is compared with Orthanc's
+REST upload (one instance per request) and with Orthanc's STOW-RS at 1/request; batches with
+Orthanc's STOW-RS at the same batch size; C-STORE with Orthanc's C-STORE. Then the peak resident
+memory of every ingest process. The load average is printed with the figures.
 """
 
 from __future__ import annotations
@@ -37,10 +47,10 @@ import requests
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
-from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
 MR = "1.2.840.10008.5.1.4.1.1.4"
+Send = Callable[[int, list[bytes]], None]
 
 
 def make_series(n: int, rows: int = 384, columns: int = 512) -> list[bytes]:
@@ -81,7 +91,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 60) -> None:
+def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -93,19 +103,6 @@ def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 60)
     raise TimeoutError(what)
 
 
-def peak_rss_mb(pid: int) -> float:
-    """VmHWM of ``pid`` and its children (daphne runs Django in one process)."""
-    total = 0
-    for p in [pid, *_children(pid)]:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    total = max(total, int(line.split()[1]))
-        except OSError:
-            pass
-    return total / 1024
-
-
 def _children(pid: int) -> list[int]:
     try:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -113,9 +110,22 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def run_clients(
-    files: list[bytes], clients: int, send: Callable[[int, list[bytes]], None]
-) -> float:
+def _hwm_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def peak_rss_mb(pid: int) -> list[float]:
+    """VmHWM of ``pid`` and of each of its children (the serving processes)."""
+    return [_hwm_mb(p) for p in [pid, *_children(pid)] if _hwm_mb(p)]
+
+
+def run_clients(files: list[bytes], clients: int, send: Send) -> float:
     """Send ``files`` split among ``clients`` threads; returns instances per second. A failed
     request fails the run (a thread that died early would make the rate look better)."""
     shares = [files[i::clients] for i in range(clients)]
@@ -138,7 +148,7 @@ def run_clients(
     return len(files) / (time.perf_counter() - start)
 
 
-def cstore_sender(port: int, calling: str, called: str) -> Callable[[int, list[bytes]], None]:
+def cstore_sender(port: int, calling: str, called: str) -> Send:
     def send(_: int, share: list[bytes]) -> None:
         ae = AE(ae_title=calling)
         ae.add_requested_context(MR, ExplicitVRLittleEndian)
@@ -154,10 +164,9 @@ def cstore_sender(port: int, calling: str, called: str) -> Callable[[int, list[b
     return send
 
 
-def stow_sender(
-    url: str, batch: int, token: str | None, sessions: dict[str, requests.Session]
-) -> Callable[[int, list[bytes]], None]:
-    """Multipart/related STOW-RS requests of ``batch`` instances each to ``url``."""
+def stow_sender(url: str, batch: int, token: str | None) -> Send:
+    """Multipart/related STOW-RS requests of ``batch`` instances each to ``url``, one
+    keep-alive session per client."""
     boundary = "benchboundary"
     headers = {
         "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
@@ -166,57 +175,77 @@ def stow_sender(
     if token:
         headers["Authorization"] = f"Bearer {token}"
 
-    def send(i: int, share: list[bytes]) -> None:
-        http = sessions.setdefault(f"{url}/{i}", requests.Session())
-        for start in range(0, len(share), batch):
-            chunk = share[start : start + batch]
-            body = bytearray()
-            for data in chunk:
-                body += f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
-                body += data + b"\r\n"
-            body += f"--{boundary}--\r\n".encode()
-            r = http.post(url, data=bytes(body), headers=headers, timeout=300)
-            if r.status_code != 200:
-                raise RuntimeError(f"STOW answered {r.status_code}: {r.text[:200]}")
-            stored = r.json().get("00081199", {}).get("Value", [])
-            if len(stored) != len(chunk):
-                raise RuntimeError(f"STOW stored {len(stored)} of {len(chunk)}")
+    def send(_: int, share: list[bytes]) -> None:
+        with requests.Session() as http:
+            for start in range(0, len(share), batch):
+                chunk = share[start : start + batch]
+                body = bytearray()
+                for data in chunk:
+                    body += f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+                    body += data + b"\r\n"
+                body += f"--{boundary}--\r\n".encode()
+                r = http.post(url, data=bytes(body), headers=headers, timeout=300)
+                if r.status_code != 200:
+                    raise RuntimeError(f"STOW answered {r.status_code}: {r.text[:200]}")
+                stored = r.json().get("00081199", {}).get("Value", [])
+                if len(stored) != len(chunk):
+                    raise RuntimeError(f"STOW stored {len(stored)} of {len(chunk)}")
 
     return send
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--instances", type=int, default=500)
-    parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=50, help="instances per STOW-RS request")
-    parser.add_argument(
-        "--workers", type=int, default=os.cpu_count() or 1, help="daphne processes (serve)"
-    )
-    parser.add_argument("--skip-cstore", action="store_true")
-    args = parser.parse_args()
-    orthanc_bin = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
-    if not Path(orthanc_bin).exists():
-        print("Orthanc is not installed (apt-get install orthanc)", file=sys.stderr)
-        return 2
-    dicomweb_plugin = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+class Orthanc:
+    """Debian's Orthanc on free ports with a temporary configuration."""
 
-    print(f"generating {args.instances} instances of 384x512 16-bit MR ...", flush=True)
-    files = make_series(args.instances)
-    print(f"  {sum(map(len, files)) / 2**20:.0f} MiB per series", flush=True)
+    PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 
-    work = Path(tempfile.mkdtemp(prefix="artiscan-bench-"))
-    env = {k: v for k, v in os.environ.items()}
-    env.setdefault("ARTISCAN_VAR_DIR", str(work / "var"))
-    env["PYTHONPATH"] = str(ROOT)
-    database = "PostgreSQL (DATABASE_URL)" if env.get("DATABASE_URL") else "SQLite (embedded)"
-    print(f"ArtiScan database: {database}; {os.cpu_count()} CPUs", flush=True)
-    procs: list[subprocess.Popen] = []
-    try:
-        py = [sys.executable]
-        subprocess.run([*py, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-        token = subprocess.run(
-            [*py, "manage.py", "shell", "-v0", "-c",
+    def __init__(self, work: Path) -> None:
+        binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+        if not Path(binary).exists():
+            raise SystemExit("Orthanc is not installed (apt-get install orthanc)")
+        self.http, self.dicom = free_port(), free_port()
+        config = {
+            "Name": "bench", "HttpPort": self.http, "DicomPort": self.dicom,
+            "StorageDirectory": str(work / "orthanc"), "IndexDirectory": str(work / "orthanc"),
+            "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+            "DicomAlwaysAllowStore": True, "DicomAet": "ORTHANC",
+            "Plugins": [str(self.PLUGIN)] if self.PLUGIN.exists() else [],
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        }  # fmt: skip
+        (work / "orthanc.json").write_text(json.dumps(config))
+        self.proc = subprocess.Popen(
+            [binary, str(work / "orthanc.json")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_port(self.http, self.proc, "Orthanc")
+
+    def rest(self, _: int, share: list[bytes]) -> None:
+        with requests.Session() as http:
+            for data in share:
+                r = http.post(f"http://127.0.0.1:{self.http}/instances", data=data, timeout=120)
+                if r.status_code != 200:
+                    raise RuntimeError(f"Orthanc answered {r.status_code}")
+
+    def paths(self, batch: int, cstore: bool) -> dict[str, Send]:
+        paths: dict[str, Send] = {"REST 1/req": self.rest}
+        if self.PLUGIN.exists():
+            stow = f"http://127.0.0.1:{self.http}/dicom-web/studies"
+            paths["STOW 1/req"] = stow_sender(stow, 1, None)
+            paths[f"STOW {batch}/req"] = stow_sender(stow, batch, None)
+        if cstore:
+            paths["C-STORE"] = cstore_sender(self.dicom, "BENCH", "ORTHANC")
+        return paths
+
+
+class ArtiScan:
+    """``manage.py serve`` and ``manage.py dicom_scp`` of one mode on a scratch installation."""
+
+    def __init__(self, mode: str, env: dict[str, str], work: Path, args: argparse.Namespace):
+        self.mode, self.env, self.work = mode, env, work
+        py = [sys.executable, "manage.py"]
+        subprocess.run([*py, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+        self.token = subprocess.run(
+            [*py, "shell", "-v0", "-c",
              "from backend.accounts.models import Site, Role\n"
              "from backend.accounts.services import site_create, user_create, token_create\n"
              "from backend.ingest.models import DicomSender\n"
@@ -228,110 +257,158 @@ def main() -> int:
              "print(token_create(user=u, name='bench')[1])"],
             cwd=ROOT, env=env, check=True, capture_output=True, text=True,
         ).stdout.strip()  # fmt: skip
-        web_port, multi_port, scp_port = free_port(), free_port(), free_port()
-        logs = {name: open(work / f"{name}.log", "wb") for name in ("web", "serve")}
-        web = subprocess.Popen(
-            [*py, "-m", "daphne", "-p", str(web_port), "backend.config.asgi:application"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=logs["web"],
+        self.web_port, self.scp_port = free_port(), free_port()
+        self.log = work / f"{mode}-serve.log"
+        self.web = subprocess.Popen(
+            [*py, "serve", "--port", str(self.web_port), "--workers", str(args.workers)],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"),
         )  # fmt: skip
-        multi = subprocess.Popen(
-            [*py, "manage.py", "serve", "--port", str(multi_port), "--workers", str(args.workers)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=logs["serve"],
-        )  # fmt: skip
-        scp = subprocess.Popen(
-            [*py, "manage.py", "dicom_scp", "--host", "127.0.0.1", "--port", str(scp_port)],
+        self.scp = subprocess.Popen(
+            [*py, "dicom_scp", "--host", "127.0.0.1", "--port", str(self.scp_port),
+             "--processes", str(args.scp_processes)],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        procs += [web, multi, scp]
-        o_http, o_dicom = free_port(), free_port()
-        config = {
-            "Name": "bench", "HttpPort": o_http, "DicomPort": o_dicom,
-            "StorageDirectory": str(work / "orthanc"), "IndexDirectory": str(work / "orthanc"),
-            "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
-            "DicomAlwaysAllowStore": True, "DicomAet": "ORTHANC",
-            "Plugins": [str(dicomweb_plugin)] if dicomweb_plugin.exists() else [],
-            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-        }  # fmt: skip
-        (work / "orthanc.json").write_text(json.dumps(config))
-        orthanc = subprocess.Popen(
-            [orthanc_bin, str(work / "orthanc.json")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        procs.append(orthanc)
-        for port, proc, what in [(web_port, web, "daphne"), (multi_port, multi, "serve"),
-                                 (scp_port, scp, "scp"), (o_http, orthanc, "Orthanc")]:  # fmt: skip
-            wait_port(port, proc, what)
+        wait_port(self.web_port, self.web, f"{mode} serve")
+        wait_port(self.scp_port, self.scp, f"{mode} dicom_scp")
         time.sleep(2)  # every process of ``serve`` listening
+        # Each process pays its imports and first connections on its first request: not what
+        # is measured. New connections and associations reach every process in turn, likely.
+        warm = make_series(3 * (args.workers + args.scp_processes))
+        stow = stow_sender(f"http://127.0.0.1:{self.web_port}/dicomweb/studies", 1, self.token)
+        for i in range(3 * args.workers):
+            stow(0, warm[i : i + 1])
+        cstore = cstore_sender(self.scp_port, "BENCH", "ARTISCAN")
+        for i in range(3 * args.workers, len(warm)):
+            cstore(0, warm[i : i + 1])
 
-        sessions: dict[str, requests.Session] = {}
+    def paths(self, batch: int, cstore: bool) -> dict[str, Send]:
+        stow = f"http://127.0.0.1:{self.web_port}/dicomweb/studies"
+        paths = {
+            "STOW 1/req": stow_sender(stow, 1, self.token),
+            f"STOW {batch}/req": stow_sender(stow, batch, self.token),
+        }
+        if cstore:
+            paths["C-STORE"] = cstore_sender(self.scp_port, "BENCH", "ARTISCAN")
+        return paths
 
-        def orthanc_rest(i: int, share: list[bytes]) -> None:
-            http = sessions.setdefault(f"orthanc/{i}", requests.Session())
-            for data in share:
-                r = http.post(f"http://127.0.0.1:{o_http}/instances", data=data, timeout=120)
-                if r.status_code != 200:
-                    raise RuntimeError(f"Orthanc answered {r.status_code}")
+    def errors(self) -> list[str]:
+        return [
+            line
+            for line in self.log.read_text(errors="replace").splitlines()
+            if "Error" in line or "Traceback" in line or "ERROR" in line
+        ][-20:]
 
-        ours = f"http://127.0.0.1:{web_port}/dicomweb/studies"
-        ours_multi = f"http://127.0.0.1:{multi_port}/dicomweb/studies"
-        theirs = f"http://127.0.0.1:{o_http}/dicom-web/studies"
-        b, w = args.batch, args.workers
-        paths: list[tuple[str, Callable[[int, list[bytes]], None]]] = [
-            ("Orthanc REST 1/req", orthanc_rest),
-        ]
-        if dicomweb_plugin.exists():
-            paths.append((f"Orthanc STOW-RS {b}/req", stow_sender(theirs, b, None, sessions)))
-        paths += [
-            ("ArtiScan STOW-RS 1/req, 1 proc", stow_sender(ours, 1, token, sessions)),
-            (f"ArtiScan STOW-RS 1/req, {w} procs", stow_sender(ours_multi, 1, token, sessions)),
-            (f"ArtiScan STOW-RS {b}/req, 1 proc", stow_sender(ours, b, token, sessions)),
-            (f"ArtiScan STOW-RS {b}/req, {w} procs", stow_sender(ours_multi, b, token, sessions)),
-        ]
-        if not args.skip_cstore:
-            paths += [
-                ("Orthanc C-STORE", cstore_sender(o_dicom, "BENCH", "ORTHANC")),
-                ("ArtiScan C-STORE", cstore_sender(scp_port, "BENCH", "ARTISCAN")),
-            ]
-        results: dict[str, float] = {}
-        for clients in (1, args.clients):
-            for name, send in tqdm(paths, desc=f"x{clients} clients", unit="path"):
-                fresh = files if not results else make_series(args.instances)
-                try:
-                    results[f"{name} x{clients}"] = run_clients(fresh, clients, send)
-                except Exception:
-                    for log in ("web", "serve"):
-                        errors = [
-                            line for line in (work / f"{log}.log").read_text().splitlines()
-                            if "Error" in line or "Traceback" in line or "ERROR" in line
-                        ]  # fmt: skip
-                        print(f"--- {log} server errors:", *errors[-20:], sep="\n")
-                    raise
-
-        print(f"\n{'path':<40}{'instances/s':>12}{'vs Orthanc':>12}{'vs its STOW':>12}")
-        for name, rate in results.items():
-            clients = name.split()[-1]
-            line = f"{name:<40}{rate:>12.1f}"
-            if name.startswith("ArtiScan"):
-                kind = "C-STORE" if "C-STORE" in name else "REST 1/req"
-                line += f"{rate / results[f'Orthanc {kind} {clients}']:>11.2f}x"
-                stow = results.get(f"Orthanc STOW-RS {b}/req {clients}")
-                if "STOW" in name and stow:
-                    line += f"{rate / stow:>11.2f}x"
-            print(line)
-        print("\npeak resident memory (MiB):")
-        print(f"  ArtiScan web (1 daphne)        {peak_rss_mb(web.pid):8.0f}")
-        print(f"  ArtiScan serve (per process)   {peak_rss_mb(multi.pid):8.0f}")
-        print(f"  ArtiScan C-STORE SCP           {peak_rss_mb(scp.pid):8.0f}")
-        print(f"  Orthanc                        {peak_rss_mb(orthanc.pid):8.0f}")
-    finally:
-        for proc in procs:
+    def stop(self) -> None:
+        for proc in (self.web, self.scp):
             proc.terminate()
-        for proc in procs:
+        for proc in (self.web, self.scp):
             try:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def measure(paths: dict[str, Send], n: int, clients: int, label: str) -> dict[str, float]:
+    """Each path with one client, then with ``clients``: a fresh series each time."""
+    rates: dict[str, float] = {}
+    for c in (1, clients):
+        for name, send in paths.items():
+            rates[f"{name} x{c}"] = run_clients(make_series(n), c, send)
+            print(f"  {label} {name} x{c}: {rates[f'{name} x{c}']:.1f}/s", flush=True)
+    return rates
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--instances", type=int, default=300, help="instances per path")
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=50, help="instances per STOW-RS request")
+    cpus = os.cpu_count() or 1
+    parser.add_argument("--workers", type=int, default=cpus, help="daphne processes (serve)")
+    parser.add_argument("--scp-processes", type=int, default=cpus, help="dicom_scp processes")
+    parser.add_argument("--modes", default="embedded,site")
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
+    parser.add_argument("--skip-cstore", action="store_true")
+    args = parser.parse_args()
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if "site" in modes and not (args.database_url and args.redis_url):
+        print("site mode skipped: no DATABASE_URL/REDIS_URL (or --database-url/--redis-url)")
+        modes.remove("site")
+    b, cstore = args.batch, not args.skip_cstore
+
+    work = Path(tempfile.mkdtemp(prefix="artiscan-bench-"))
+    base_env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
+    }
+    base_env["PYTHONPATH"] = str(ROOT)
+    print(f"{args.instances} instances of 384x512 16-bit MR per path; {cpus} CPUs; {load()}")
+    print(f"ArtiScan: serve --workers {args.workers}, dicom_scp --processes {args.scp_processes}")
+    orthanc: Orthanc | None = None
+    running: list[ArtiScan] = []
+    table: list[tuple[str, dict[str, float], dict[str, float], str]] = []
+    rss: dict[str, list[float]] = {}
+    try:
+        orthanc = Orthanc(work)
+        for mode in modes:
+            env = {**base_env, "ARTISCAN_VAR_DIR": str(work / f"var-{mode}")}
+            if mode == "site":
+                env["DATABASE_URL"], env["REDIS_URL"] = args.database_url, args.redis_url
+            print(f"{mode}: starting ...", flush=True)
+            ours = ArtiScan(mode, env, work, args)
+            running.append(ours)
+            theirs = measure(orthanc.paths(b, cstore), args.instances, args.clients, "Orthanc")
+            try:
+                mine = measure(ours.paths(b, cstore), args.instances, args.clients, mode)
+            except Exception:
+                print(f"--- {mode} server errors:", *ours.errors(), sep="\n")
+                raise
+            table.append((mode, theirs, mine, load()))
+            rss[f"{mode} serve (parent, then each daphne)"] = peak_rss_mb(ours.web.pid)
+            rss[f"{mode} dicom_scp (each process)"] = peak_rss_mb(ours.scp.pid)
+            ours.stop()
+            running.remove(ours)
+        rss["Orthanc"] = peak_rss_mb(orthanc.proc.pid)
+    finally:
+        for ours in running:
+            ours.stop()
+        if orthanc is not None:
+            orthanc.proc.terminate()
+            orthanc.proc.wait(timeout=15)
         shutil.rmtree(work, ignore_errors=True)
+
+    compare = [  # our row, Orthanc's rows it is compared with
+        ("STOW 1/req", ["REST 1/req", "STOW 1/req"]),
+        (f"STOW {b}/req", [f"STOW {b}/req", "REST 1/req"]),
+        ("C-STORE", ["C-STORE"]),
+    ]
+    print(f"\n{'ArtiScan path':<28}{'inst/s':>8}   {'Orthanc path':<16}{'inst/s':>8}{'ratio':>8}")
+    for mode, theirs, mine, when in table:
+        print(f"--- {mode} ({when} at its end)")
+        for c in (1, args.clients):
+            for ours_name, their_names in compare:
+                key = f"{ours_name} x{c}"
+                if key not in mine:
+                    continue
+                first = True
+                for their in their_names:
+                    their_key = f"{their} x{c}"
+                    if their_key not in theirs:
+                        continue
+                    left = f"{key:<28}{mine[key]:>8.1f}" if first else " " * 36
+                    ratio = mine[key] / theirs[their_key]
+                    print(f"{left}   {their_key:<16}{theirs[their_key]:>8.1f}{ratio:>7.2f}x")
+                    first = False
+    print("\npeak resident memory (MiB):")
+    for what, figures in rss.items():
+        print(f"  {what:<42}{' '.join(f'{x:.0f}' for x in figures)}")
+    print(load())
     return 0
 
 

@@ -37,7 +37,10 @@ class ClinicalAPIView(APIView):
     audit_action: AuditAction = AuditAction.VIEW
 
     def accessed(self, objects: Iterable[object], *, per_study: bool = False) -> None:
-        targets = [audit_target_for(o) for o in objects]
+        self.accessed_targets([audit_target_for(o) for o in objects], per_study=per_study)
+
+    def accessed_targets(self, targets: list[AuditTarget], *, per_study: bool = False) -> None:
+        """``accessed`` for a view that knows its targets without loading the objects."""
         if per_study:
             # A list touching ten series of one study is one access to that study.
             unique: dict[tuple[int | None, str], AuditTarget] = {}

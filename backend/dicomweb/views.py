@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import uuid
 from typing import Any
 
 import pydicom
@@ -23,6 +22,7 @@ from rest_framework.request import Request
 from backend.accounts.selectors import sending_site_for
 from backend.audit.mixins import ClinicalAPIView
 from backend.audit.models import AuditAction
+from backend.audit.services import AuditTarget
 from backend.dicomweb import multipart
 from backend.dicomweb.metadata import (
     StoredFileMissing,
@@ -392,11 +392,9 @@ class StowView(DicomWebView):
             return _json({"error": "no application/dicom parts"}, status=400)
         base = self.base(request)
         # One batch: each part is de-identified on its own, the accepted ones are stored with
-        # one durable sync and recorded in one transaction (series_ingest).
+        # one durable sync and recorded in one transaction (series_ingest). The answer and the
+        # audit come from the outcomes: no second look at the rows just written.
         outcomes = series_ingest(site=site, files=bodies, source="stow")
-        rows = Instance.objects.select_related("series__study").in_bulk(
-            [o.instance_id for o in outcomes if o.status != "rejected"]
-        )
         stored, failed, accessed = [], [], []
         for outcome in outcomes:
             if outcome.status == "rejected":
@@ -404,17 +402,21 @@ class StowView(DicomWebView):
                     {"00081197": _a("US", PROCESSING_FAILURE), "00000902": _a("LO", outcome.reason)}
                 )
                 continue
-            instance = rows[uuid.UUID(outcome.instance_id)]
-            accessed.append(instance)
-            item = _instance_json(instance, base)
+            accessed.append(
+                AuditTarget("instance", outcome.instance_id, site.pk, outcome.study_uid)
+            )
+            url = (
+                f"{base}/studies/{outcome.study_uid}/series/{outcome.series_uid}"
+                f"/instances/{outcome.sop_uid}"
+            )
             stored.append(
                 {
-                    "00081150": item["00080016"],
-                    "00081155": item["00080018"],
-                    "00081190": item["00081190"],
+                    "00081150": _a("UI", outcome.sop_class_uid),
+                    "00081155": _a("UI", outcome.sop_uid),
+                    "00081190": _a("UR", url),
                 }
             )
-        self.accessed(accessed, per_study=True)
+        self.accessed_targets(accessed, per_study=True)
         payload: dict[str, Any] = {}
         if stored:
             payload["00081199"] = {"vr": "SQ", "Value": stored}

@@ -7,10 +7,14 @@ rest are rejected with "calling AE title not recognised" before any data arrives
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
+import threading
 from typing import Any
 
-from django.db import close_old_connections
+from django.db import close_old_connections, connection, connections
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
 from pynetdicom import AE, evt
@@ -62,6 +66,22 @@ def _on_requested(event: Any) -> None:
     event.assoc.artiscan_site = sender.site
 
 
+def _usable_connection() -> None:
+    """Keep the association's database connection from one C-STORE to the next (opening one
+    per instance cost a connection set-up each, and on SQLite a WAL checkpoint at each close),
+    unless an error left it unusable."""
+    if connection.connection is not None and connection.errors_occurred:
+        if connection.is_usable():
+            connection.errors_occurred = False
+        else:
+            connection.close()
+
+
+def _on_association_end(event: Any) -> None:
+    # Runs on the association's own thread, whose connection this is.
+    connection.close()
+
+
 def _on_store(event: Any) -> int:
     site = getattr(event.assoc, "artiscan_site", None)
     if site is None:
@@ -70,7 +90,7 @@ def _on_store(event: Any) -> int:
     buffer.write(b"\x00" * 128 + b"DICM")
     write_file_meta_info(buffer, event.file_meta, enforce_standard=True)
     buffer.write(event.request.DataSet.getvalue())
-    close_old_connections()
+    _usable_connection()
     try:
         outcome = instance_ingest(site=site, data=buffer.getvalue(), source="cstore")
     except Exception:
@@ -91,10 +111,57 @@ def build_ae(ae_title: str = "ARTISCAN") -> AE:
     return ae
 
 
-HANDLERS: list[Any] = [(evt.EVT_REQUESTED, _on_requested), (evt.EVT_C_STORE, _on_store)]
+HANDLERS: list[Any] = [
+    (evt.EVT_REQUESTED, _on_requested),
+    (evt.EVT_C_STORE, _on_store),
+    (evt.EVT_RELEASED, _on_association_end),
+    (evt.EVT_ABORTED, _on_association_end),
+]
 
 
-def serve(*, host: str, port: int, ae_title: str, block: bool = True) -> Any:
-    """Listen for associations; returns the server when ``block`` is false."""
+def serve(*, host: str, port: int, ae_title: str, block: bool = True, processes: int = 1) -> Any:
+    """Listen for associations; returns the server when ``block`` is false.
+
+    With ``processes`` > 1 the listening socket is bound once and that many processes accept
+    on it (one Python process de-identifies on one core at a time, whatever its threads): the
+    kernel hands each association to one of them. If one dies, the others are stopped and the
+    call returns its exit status, so a supervisor sees the failure.
+    """
     ae = build_ae(ae_title)
-    return ae.start_server((host, port), block=block, evt_handlers=HANDLERS)
+    if processes <= 1:
+        return ae.start_server((host, port), block=block, evt_handlers=HANDLERS)
+    server = ae.make_server((host, port), ae_title=ae_title, evt_handlers=HANDLERS)
+    connections.close_all()  # nothing of the database crosses fork()
+    children = []
+    for _ in range(processes - 1):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child serves until it is stopped
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            try:
+                server.serve_forever()
+            finally:
+                os._exit(1)
+        children.append(pid)
+
+    def stop(*_: Any) -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def watch() -> None:
+        _, status = os.wait()  # any child: a dead acceptor stops them all
+        logger.error("a C-STORE SCP process exited (%s): stopping", status)
+        stop()
+        server.shutdown()
+
+    def terminate(*_: Any) -> None:
+        stop()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, terminate)
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        server.serve_forever()
+    finally:
+        stop()
+    return 1

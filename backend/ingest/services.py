@@ -50,6 +50,8 @@ class IngestOutcome:
     instance_id: str = ""
     series_id: str = ""
     study_id: str = ""
+    series_uid: str = ""  # pseudonymous too
+    study_uid: str = ""
 
 
 def _float(ds: Dataset, keyword: str) -> float | None:
@@ -239,10 +241,10 @@ def _duplicate_of(site: Site, clean: _Clean) -> IngestOutcome:
     existing = Instance.objects.select_related("series").get(
         series__study__site=site, series__series_uid=clean.series_uid, sop_uid=clean.sop_uid
     )
-    return _outcome("duplicate", existing, existing.series)
+    return _outcome("duplicate", existing, existing.series, clean)
 
 
-def _outcome(status: Status, instance: Instance, series: Series) -> IngestOutcome:
+def _outcome(status: Status, instance: Instance, series: Series, clean: _Clean) -> IngestOutcome:
     return IngestOutcome(
         status=status,
         sop_uid=instance.sop_uid,
@@ -250,10 +252,20 @@ def _outcome(status: Status, instance: Instance, series: Series) -> IngestOutcom
         instance_id=str(instance.pk),
         series_id=str(series.pk),
         study_id=str(series.study_id),
+        series_uid=clean.series_uid,
+        study_uid=str(clean.ds.StudyInstanceUID),
     )
 
 
 def _series_for(site: Site, ds: Dataset, scanner_pseudonym: str) -> Series:
+    # Every slice after a series' first finds it here, in one query instead of three.
+    known = Series.objects.filter(
+        study__site=site,
+        study__study_uid=str(ds.StudyInstanceUID),
+        series_uid=str(ds.SeriesInstanceUID),
+    ).first()
+    if known is not None:
+        return known
     study, _ = Study.objects.get_or_create(
         site=site,
         study_uid=str(ds.StudyInstanceUID),
@@ -366,9 +378,9 @@ def _record_batch(
         uid = (series.pk, r.sop_uid)
         if uid in new and uid not in accepted:
             accepted.add(uid)
-            outcomes.append(_outcome("accepted", new[uid][1], series))
+            outcomes.append(_outcome("accepted", new[uid][1], series, r))
         else:
-            outcomes.append(_outcome("duplicate", existing.get(uid) or new[uid][1], series))
+            outcomes.append(_outcome("duplicate", existing.get(uid) or new[uid][1], series, r))
     return outcomes
 
 

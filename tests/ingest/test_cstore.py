@@ -4,8 +4,13 @@ titles and hosts are rejected at association. Driven by pynetdicom's SCU and dcm
 from __future__ import annotations
 
 import io
+import os
+import signal
 import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 
 import pydicom
 import pytest
@@ -14,6 +19,7 @@ from pynetdicom.sop_class import MRImageStorage
 
 from backend.ingest.models import DicomSender
 from backend.studies.models import Instance
+from tests.conftest import _free_port, _listening_process, _server_env, _wait_for
 from tests.deid.builders import CANARIES, mr_dataset, to_bytes
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.servers]
@@ -88,3 +94,43 @@ def test_a_sender_is_registered_from_the_command_line(site_a):
     call_command("dicom_sender", site_a.slug, "MRI_ROOM_9", "--host", "192.0.2.7")
     sender = DicomSender.objects.get(ae_title="MRI_ROOM_9")
     assert (sender.site, sender.host) == (site_a, "192.0.2.7")
+
+
+def test_two_scp_processes_share_one_port_and_a_dead_one_stops_the_command(site_a, tmp_path):
+    """``dicom_scp --processes 2``: concurrent associations all land, whichever process takes
+    them; when one process dies the command exits with an error, so a supervisor notices."""
+    from django.conf import settings
+
+    def children(pid: int) -> list[int]:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+    DicomSender.objects.create(site=site_a, ae_title="MRI_ROOM_2", host="127.0.0.1")
+    port = _free_port()
+    env = _server_env(settings.DATABASES["default"]["NAME"])
+    command = [sys.executable, "manage.py", "dicom_scp", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--processes", "2"]
+    log = tmp_path / "scp.log"
+    with _listening_process(command, env=env, port=port, log=log, what="dicom_scp") as proc:
+        _wait_for(lambda: len(children(proc.pid)) == 1, 30, "a second SCP process")
+        statuses: list[int] = []
+
+        def send(first: int) -> None:
+            assoc = _scu("MRI_ROOM_2").associate("127.0.0.1", port, ae_title="ARTISCAN")
+            assert assoc.is_established
+            for i in (first, first + 1):
+                ds = pydicom.dcmread(io.BytesIO(to_bytes(mr_dataset(i))))
+                statuses.append(assoc.send_c_store(ds).Status)
+            assoc.release()
+
+        senders = [threading.Thread(target=send, args=(1 + 2 * k,)) for k in range(4)]
+        for t in senders:
+            t.start()
+        for t in senders:
+            t.join()
+        assert statuses == [0x0000] * 8
+        assert Instance.objects.filter(series__study__site=site_a).count() == 8
+
+        os.kill(children(proc.pid)[0], signal.SIGKILL)
+        _wait_for(lambda: proc.poll() is not None, 30, "the command to stop")
+        assert proc.returncode not in (None, 0)
+        assert "a C-STORE SCP process exited" in log.read_text()

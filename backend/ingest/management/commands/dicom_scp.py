@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from backend.ingest.scp import serve
 
@@ -16,8 +16,24 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a DICOM listener
         parser.add_argument("--port", type=int, default=11112)
         parser.add_argument("--ae-title", default="ARTISCAN")
+        parser.add_argument(
+            "--processes",
+            type=int,
+            default=1,
+            help="processes accepting associations on the one port (one per core: each "
+            "de-identifies on one core at a time)",
+        )
 
-    def handle(self, *args: Any, host: str, port: int, ae_title: str, **options: Any) -> None:
-        self.stdout.write(f"C-STORE SCP {ae_title} listening on {host}:{port}", ending="\n")
+    def handle(
+        self, *args: Any, host: str, port: int, ae_title: str, processes: int, **options: Any
+    ) -> None:
+        if processes < 1:
+            raise CommandError("--processes must be at least 1")
+        self.stdout.write(
+            f"C-STORE SCP {ae_title} listening on {host}:{port} ({processes} process(es))",
+            ending="\n",
+        )
         self.stdout.flush()
-        serve(host=host, port=port, ae_title=ae_title)
+        status = serve(host=host, port=port, ae_title=ae_title, processes=processes)
+        if status:
+            raise SystemExit(status)
