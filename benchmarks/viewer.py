@@ -12,7 +12,9 @@ API, on a 32-slice 384x512 series with two artifact types' masks on every slice:
 - both Cornerstone3D rendering paths (``?rendering=cpu|gpu``): headless Chromium has no GPU, so
   its WebGL is SwiftShader on the CPU (the viewer itself picks the CPU path there, the GPU path
   on a real GPU). The overlays are the viewer's own 2D canvas, drawn on both paths.
-- a breakdown of the first image (Performance API marks: metadata read, Cornerstone3D ready),
+- a breakdown of the first image (Performance API marks: metadata read, Cornerstone3D ready,
+  its first render, from which on scroll and the tools work: the first image itself is drawn
+  earlier by the viewer's small preview module, at full resolution, while Cornerstone3D loads),
   and with ``--waterfall`` the network waterfall of the last opening (Resource Timing) and the
   long tasks on the main thread before the first image.
 - OHIF: when its prebuilt viewer is installed (docs/ohif.md; ``deploy/install-ohif.sh``), the same
@@ -221,7 +223,9 @@ def main() -> None:
                 waterfalls: dict[str, dict[str, list[dict[str, object]]]] = {}
                 stalled: dict[str, int] = {}
                 for mode in args.modes:
-                    marks: dict[str, list[float]] = {"metadata": [], "init": [], "lit": []}
+                    marks: dict[str, list[float]] = {
+                        "metadata": [], "init": [], "interactive": [], "lit": []
+                    }  # fmt: skip
                     first: list[float] = []
                     scrolls: dict[str, dict[str, float]] = {}
                     for run in tqdm(
@@ -244,9 +248,12 @@ def main() -> None:
                             context.close()
                             continue
                         page.wait_for_function("window.__firstLit !== undefined", timeout=60_000)
+                        page.wait_for_selector(
+                            "#viewer[data-interactive-ms]", state="attached", timeout=60_000
+                        )
                         first.append(float(page.get_attribute("#viewer", "data-first-image-ms")))
                         marks["lit"].append(page.evaluate("window.__firstLit"))
-                        for name in ("metadata", "init"):
+                        for name in ("metadata", "init", "interactive"):
                             marks[name].append(
                                 page.evaluate(
                                     f"performance.getEntriesByName('artiscan:{name}')[0].startTime"
@@ -309,6 +316,8 @@ def main() -> None:
         print(f"  open -> Cornerstone3D initialised: {summary(marks['init'])}")
         print(f"  open -> first image (viewer mark): {summary(f['first'])}")
         print(f"  open -> first lit frame:           {summary(marks['lit'])}")
+        print(f"  open -> Cornerstone3D's first render (tools live): "
+              f"{summary(marks['interactive'])}")  # fmt: skip
         for key, label in (("on", "overlays on"), ("off", "overlays off")):
             sc = f["scrolls"].get(key)
             if sc:

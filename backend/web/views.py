@@ -64,4 +64,14 @@ def series_viewer(request: HttpRequest, series_id: uuid.UUID) -> HttpResponse:
     from backend.review.services import REVIEWER_ROLES
 
     can_review = user_has_role(user=request.user, site_id=series.site_id, roles=REVIEWER_ROLES)
-    return render(request, "web/viewer.html", {"series": series, "can_review": can_review})
+    # The slice the viewer opens on (the middle one in InstanceNumber order, as the viewer sorts
+    # the metadata): the page asks for its frame before any script has loaded.
+    sops = list(
+        series.instances.order_by("instance_number", "sop_uid").values_list("sop_uid", flat=True)
+    )
+    middle_sop = sops[len(sops) // 2] if sops else ""
+    return render(
+        request,
+        "web/viewer.html",
+        {"series": series, "can_review": can_review, "middle_sop": middle_sop},
+    )

@@ -581,6 +581,19 @@ async function start(): Promise<void> {
   });
   showSlice(middle);
   void loadResult();
+  // Every frame of the stack, outwards from the slice on screen, two at a time, so scrolling
+  // never waits for the network (Cornerstone3D loads a stack's frames only when shown).
+  const prefetch = imageIds
+    .map((id, i) => ({ id, distance: Math.abs(i - middle) }))
+    .sort((a, b) => a.distance - b.distance)
+    .map((p) => p.id);
+  const prefetchNext = async (): Promise<void> => {
+    for (let id = prefetch.shift(); id; id = prefetch.shift()) {
+      await imageLoader.loadAndCacheImage(id).catch(() => undefined);
+    }
+    root.dataset.framesLoaded = "true";
+  };
+  void Promise.all([prefetchNext(), prefetchNext()]);
 
   const reloadResult = coalesce(() => void loadResult(), 300);
   const reloadReview = coalesce(() => {

@@ -29,10 +29,10 @@ async function preview(): Promise<void> {
   const sop = value<string>(item, "00080018");
   if (!rows || !columns || !sop) return;
   const url = `${DICOMWEB_ROOT}/studies/${studyUid}/series/${seriesUid}/instances/${sop}/frames/1`;
-  const response = await fetch(url, {
-    credentials: "same-origin",
-    headers: { Accept: 'multipart/related; type="application/octet-stream"' },
-  });
+  const early = (window as { artiscanPreload?: { frame?: { sop: string; response: Promise<Response> } } }).artiscanPreload?.frame;
+  const response = await (early?.sop === sop
+    ? early.response
+    : fetch(url, { credentials: "same-origin", headers: { Accept: 'multipart/related; type="application/octet-stream"' } }));
   if (!response.ok) return;
   const bytes = frameFromMultipart(new Uint8Array(await response.arrayBuffer()), response.headers.get("Content-Type") ?? "");
   if (!bytes || bytes.byteLength < rows * columns * (bits / 8)) return;
