@@ -170,7 +170,7 @@ async def run(
     folder: Path | None,
     stop_below: int | None,
     *,
-    max_files: int = 16,
+    max_files: int = 8,
     in_flight: int = 2,
 ) -> int:
     pending: set[str] = set()
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token-file", type=Path, required=True)
     parser.add_argument("--stop-below", type=int, default=None, help="suitability index 0-100")
     parser.add_argument(
-        "--batch", type=int, default=16, help="most files in one STOW-RS request (default 16)"
+        "--batch", type=int, default=8, help="most files in one STOW-RS request (default 8)"
     )
     parser.add_argument(
         "--in-flight", type=int, default=2, help="requests under way at once (default 2)"
