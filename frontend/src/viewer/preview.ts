@@ -10,6 +10,9 @@ import { DICOMWEB_ROOT, seriesMetadataShared, value, type DicomJson } from "../a
 import { frameFromMultipart, grayscaleRgba, voiWindow } from "./pixels";
 
 const root = document.querySelector<HTMLElement>("#viewer");
+// Exactly what Cornerstone3D's WADO-RS loader sends, so a frame the browser may keep (private,
+// max-age) is found again under the same Vary: Accept.
+const FRAME_ACCEPT = "multipart/related; type=application/octet-stream; transfer-syntax=*";
 
 async function preview(): Promise<void> {
   if (!root) return;
@@ -32,7 +35,7 @@ async function preview(): Promise<void> {
   const early = (window as { artiscanPreload?: { frame?: { sop: string; response: Promise<Response> } } }).artiscanPreload?.frame;
   const response = await (early?.sop === sop
     ? early.response
-    : fetch(url, { credentials: "same-origin", headers: { Accept: 'multipart/related; type="application/octet-stream"' } }));
+    : fetch(url, { credentials: "same-origin", headers: { Accept: FRAME_ACCEPT } }));
   if (!response.ok) return;
   const bytes = frameFromMultipart(new Uint8Array(await response.arrayBuffer()), response.headers.get("Content-Type") ?? "");
   if (!bytes || bytes.byteLength < rows * columns * (bits / 8)) return;
