@@ -263,11 +263,12 @@ class ArtiScan:
             [*py, "serve", "--port", str(self.web_port), "--workers", str(args.workers)],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"),
         )  # fmt: skip
+        scp = [*py, "dicom_scp", "--host", "127.0.0.1", "--port", str(self.scp_port)]
+        if args.scp_processes > 1:
+            scp += ["--processes", str(args.scp_processes)]
         self.scp = subprocess.Popen(
-            [*py, "dicom_scp", "--host", "127.0.0.1", "--port", str(self.scp_port),
-             "--processes", str(args.scp_processes)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            scp, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         wait_port(self.web_port, self.web, f"{mode} serve")
         wait_port(self.scp_port, self.scp, f"{mode} dicom_scp")
         time.sleep(2)  # every process of ``serve`` listening

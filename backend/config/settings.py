@@ -185,6 +185,21 @@ if _database_url:
         }
     except ValueError as exc:
         raise ImproperlyConfigured(f"DATABASE_URL: {exc}") from exc
+    # A pool of this many connections per process (psycopg_pool), shared by every request
+    # thread: a request then borrows a connection instead of opening one (~6 ms here). Only for
+    # processes that do not fork after connecting (a pool's sockets must not cross fork()):
+    # ``manage.py serve`` sets it for its daphne processes; 0 (default) opens one per request.
+    _pool_size = env_int("ARTISCAN_DB_POOL_SIZE", 0, minimum=0)
+    if _pool_size:
+        if DATABASES["default"].get("CONN_MAX_AGE"):
+            raise ImproperlyConfigured(
+                "ARTISCAN_DB_POOL_SIZE and ARTISCAN_DB_CONN_MAX_AGE: set one or the other."
+            )
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": 1,
+            "max_size": _pool_size,
+            "timeout": 30,
+        }
 else:
     # NORMAL (default): a commit survives the crash of any process, not a power loss (WAL is
     # synced at checkpoints). FULL syncs the WAL at every commit: power-loss durable, one more

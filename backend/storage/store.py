@@ -51,7 +51,11 @@ class LocalBackend:
         self.root = root
 
     def write(self, key: str, blob: bytes) -> None:
+        """Write one file durably: its bytes synced, then renamed into place and the rename
+        synced too (its directory; the whole filesystem when directories were made for it, as
+        their own entries must last as well)."""
         path = self.root / key
+        made_directories = not path.parent.is_dir()
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
@@ -63,6 +67,10 @@ class LocalBackend:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        if made_directories:
+            _sync_files([str(path)], self.root)
+        else:
+            _fsync_directory(str(path.parent))
 
     def write_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         """Write every file, make them all durable with one filesystem sync, then rename them
@@ -221,11 +229,15 @@ def _sync_files(paths: Sequence[str], root: Path) -> None:
         finally:
             os.close(fd)
     for directory in {os.path.dirname(p) for p in paths}:
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_directory(directory)
+
+
+def _fsync_directory(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @lru_cache(maxsize=4)

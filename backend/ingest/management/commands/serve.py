@@ -10,6 +10,7 @@ dies takes the others down with it, so a supervisor (systemd, ``make demo``) see
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -65,9 +66,14 @@ class Command(BaseCommand):
         domain = "INET6" if family == socket.AF_INET6 else "INET"
         command = [sys.executable, "-c", _CHILD, str(fd), "-e", f"systemd:domain={domain}:index=0"]
         command.append(options["application"])
+        # On PostgreSQL each daphne process borrows connections from a pool of its own rather
+        # than opening one per request (daphne never forks, so the pool is safe there).
+        env = dict(os.environ)
+        if env.get("DATABASE_URL") and importlib.util.find_spec("psycopg_pool") is not None:
+            env.setdefault("ARTISCAN_DB_POOL_SIZE", "8")
         # The command is this interpreter and our own constant code: no untrusted input.
         children = [
-            subprocess.Popen(command, pass_fds=(fd,))  # noqa: S603
+            subprocess.Popen(command, pass_fds=(fd,), env=env)  # noqa: S603
             for _ in range(workers)
         ]
         listener.close()  # the children hold it now
