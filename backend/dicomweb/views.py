@@ -314,7 +314,13 @@ class WadoFramesView(DicomWebView):
         payloads = [_frame_bytes(ds, n) for n in _frame_numbers(frames)]
         body, content_type = multipart.encode(payloads, "application/octet-stream")
         self.accessed([instance])
-        return HttpResponse(body, content_type=content_type)
+        response = HttpResponse(body, content_type=content_type)
+        # A stored instance's pixels never change under its URL: this browser may keep them for
+        # the session (the audit mixin adds Vary on the credentials), so the viewer's preview
+        # and Cornerstone3D fetch the opening frame once. The first fetch is audited.
+        response["Cache-Control"] = "private, max-age=3600"
+        patch_vary_headers(response, ("Accept",))
+        return response
 
 
 class WadoRenderedView(DicomWebView):

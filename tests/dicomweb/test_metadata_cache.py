@@ -130,3 +130,27 @@ def test_a_series_whose_files_are_gone_is_an_error_not_a_list(api, radiologist_a
     response = api.as_(radiologist_a).get(_url(series))
     assert response.status_code == 500
     assert response["Cache-Control"] == "no-store"
+
+
+def test_frames_are_kept_by_this_browser_only_and_each_fetch_is_audited(
+    api, radiologist_a, radiologist_b, site_a
+):
+    from backend.audit.models import AuditEvent
+
+    series = _ingest(site_a)
+    sop_uid = series.instances.get(instance_number=2).sop_uid
+    url = f"{_url(series).rsplit('/', 1)[0]}/instances/{sop_uid}/frames/1"
+    before = AuditEvent.objects.count()
+    served = api.as_(radiologist_a).get(
+        url, HTTP_ACCEPT='multipart/related; type="application/octet-stream"'
+    )
+    assert served.status_code == 200
+    # A stored instance's pixels never change under their URL: private, for this session only,
+    # and per Accept (the same URL may answer in another transfer syntax).
+    assert served["Cache-Control"] == "private, max-age=3600"
+    assert {"Accept", "Authorization", "Cookie"} <= {v.strip() for v in served["Vary"].split(",")}
+    assert AuditEvent.objects.count() == before + 1
+    refused = api.as_(radiologist_b).get(url)
+    assert refused.status_code == 404 and refused["Cache-Control"] == "no-store"
+    missing = api.as_(radiologist_a).get(url.replace("/frames/1", "/frames/9"))
+    assert missing.status_code == 404 and missing["Cache-Control"] == "no-store"
