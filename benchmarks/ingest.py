@@ -71,6 +71,10 @@ def make_series(n: int, rows: int = 384, columns: int = 512) -> list[bytes]:
             "ROW",
         )
         ds.EchoTime, ds.RepetitionTime, ds.PixelSpacing = 90, 4000, [0.5, 0.5]
+        # Axial slices 5 mm apart, as a scanner writes them (the DICOM SEG needs the geometry).
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [-96.0, -128.0, 5.0 * i]
+        ds.SliceThickness, ds.SpacingBetweenSlices = 5, 5
         ds.Rows, ds.Columns, ds.SamplesPerPixel = rows, columns, 1
         ds.PhotometricInterpretation = "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
