@@ -17,7 +17,9 @@ def finetune_task(finetune_id: str) -> str:
     return str(finetune_run(finetune_id=finetune_id).status)
 
 
-@shared_task(base=TrackedTask, autoretry_for=(ConnectionError,), max_retries=3)
+# The one task whose caller waits for its result (the annotate page's AI assist): results are
+# ignored by default (CELERY_TASK_IGNORE_RESULT), so this one keeps its own.
+@shared_task(base=TrackedTask, autoretry_for=(ConnectionError,), max_retries=3, ignore_result=False)
 def slice_assist_task(instance_id: str) -> dict[str, list[int]]:
     from annotation.assist import slice_model_masks
     from annotation.rle import rle_encode
