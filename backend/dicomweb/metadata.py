@@ -25,9 +25,7 @@ logger = logging.getLogger(__name__)
 
 def metadata_json_of(data: bytes) -> str:
     """The DICOM JSON of one Part 10 file, pixel data left out (fetched through ``/frames``)."""
-    ds = pydicom.dcmread(io.BytesIO(data))
-    if "PixelData" in ds:
-        del ds.PixelData
+    ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
     return json.dumps(ds.to_json_dict(bulk_data_threshold=2**20))
 
 
