@@ -6,9 +6,21 @@ from __future__ import annotations
 import base64
 import os
 
+import numpy as np
 import pytest
 
+from annotation.rle import rle_encode
 from tests.conftest import _persona
+
+SIZE = 32
+"""Rows and columns of the series that :func:`ingest_series` makes by default."""
+
+
+def square(r0: int, r1: int, c0: int, c1: int) -> list[int]:
+    """The RLE of a ``SIZE``² mask with one filled rectangle."""
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[r0:r1, c0:c1] = 1
+    return rle_encode(mask)
 
 
 @pytest.fixture
@@ -33,7 +45,7 @@ def private_store(settings, tmp_path):
     settings.STORAGE_KEYS = "s1:" + base64.urlsafe_b64encode(os.urandom(32)).decode()
 
 
-def ingest_series(site, number: int, slices: int = 3, size: int = 32):
+def ingest_series(site, number: int, slices: int = 3, size: int = SIZE):
     """One MR series of ``slices`` images (``size``²), ingested as an upload; returns it."""
     from backend.ingest.services import series_ingest
     from backend.studies.models import Series

@@ -8,19 +8,11 @@ import numpy as np
 import pytest
 
 from annotation.models import Adjudication, Annotation, Assignment
-from annotation.rle import rle_decode, rle_encode
+from annotation.rle import rle_decode
 from backend.audit.models import AuditEvent
-from tests.annotation.conftest import ingest_series
+from tests.annotation.conftest import SIZE, ingest_series, square
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("private_store")]
-
-SIZE = 32
-
-
-def square(r0: int, r1: int, c0: int, c1: int) -> list[int]:
-    mask = np.zeros((SIZE, SIZE), np.uint8)
-    mask[r0:r1, c0:c1] = 1
-    return rle_encode(mask)
 
 
 @pytest.fixture

@@ -14,11 +14,9 @@ from annotation import services, training
 from annotation.models import Assignment, FineTune
 from annotation.rle import rle_decode
 from backend.scoring.models import ModelPromotion, ModelVersion
-from tests.annotation.conftest import ingest_series
+from tests.annotation.conftest import SIZE, ingest_series
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.servers]
-
-SIZE = 32
 
 
 def _series_covering_every_split(site):
