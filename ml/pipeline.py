@@ -6,12 +6,15 @@ series:
 
 - preprocess: ``pixel_array`` × RescaleSlope + RescaleIntercept, the acquisition header
   (:meth:`ml.simulate.AcquisitionHeader.from_dataset`), phase-encode put on array axis 1
-  (a ``COL`` slice is transposed), intensities normalised (head p99 = 1), zero-padded to a
-  multiple of 16;
+  (a ``COL`` slice is transposed), intensities normalised (head p99 = 1), then either resampled
+  to the model's working grid (a model trained at a working size: long side of that many
+  pixels, :func:`ml.model.preprocess.working_shape`) or zero-padded to a multiple of 16 (a model
+  without one: native resolution);
 - infer: the Keras model (or an ONNX Runtime session for ``.onnx`` files, a LiteRT interpreter for
   ``.tflite`` ones) in batches of
   :attr:`ScoringPipeline.batch_size`;
-- postprocess: crop the padding, transpose ``COL`` slices back, threshold masks per type
+- postprocess: mask probabilities resampled back to the slice's grid (bilinear) or the padding
+  cropped, ``COL`` slices transposed back, masks thresholded per type
   (``ScoringPipeline.thresholds``: 0.5, or the values tuned on the validation split and stored
   beside the weights as ``NAME.thresholds.json``).
 
@@ -36,9 +39,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gpu_ops import cupy_available, optional_import, to_numpy
-from gpu_ops.scoring import canonical_batch, normalise_batch, pad_batch, threshold_masks
+from gpu_ops.scoring import canonical_batch, normalise_batch, threshold_masks
 from ml import ARTIFACT_TYPES
-from ml.model.preprocess import STRIDE, header_vector_from
+from ml.model.preprocess import from_model_grid, header_vector_from, to_model_grid
 from ml.simulate.header import AcquisitionHeader
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -113,6 +116,21 @@ def _uid(ds: Any) -> str:
     return str(getattr(ds, "SOPInstanceUID", "") or "")
 
 
+WORKING_SIZE_KEY = "artiscan_working_size"
+"""ONNX metadata key (and LiteRT/Keras-independent sidecar key ``working_size``) of a model's
+working size."""
+
+
+def model_working_size(model: Any) -> int | None:
+    """The working size a loaded model carries (Keras graph marker, ONNX metadata), or None."""
+    if hasattr(model, "working_size"):
+        return model.working_size  # type: ignore[no-any-return]
+    if hasattr(model, "layers"):
+        network = importlib.import_module("ml.model.network")
+        return network.working_size(model)  # type: ignore[no-any-return]
+    return None
+
+
 class OnnxModel:
     """An ONNX Runtime session behind the one call the pipeline makes (``predict_on_batch``).
 
@@ -131,6 +149,8 @@ class OnnxModel:
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.outputs = [o.name for o in self.session.get_outputs()]
+        size = self.session.get_modelmeta().custom_metadata_map.get(WORKING_SIZE_KEY)
+        self.working_size = int(size) if size else None
 
     def predict_on_batch(self, inputs: dict[str, Any]) -> dict[str, Any]:
         values = self.session.run(self.outputs, {k: np.asarray(v) for k, v in inputs.items()})
@@ -154,12 +174,17 @@ class ScoringPipeline:
             device = "cupy" if cupy_available() else "numpy"
         self.xp: Any = optional_import("cupy")[0] if device == "cupy" else np
         self.thresholds = np.full(len(ARTIFACT_TYPES), self.threshold, np.float32)
+        self.working_size: int | None = model_working_size(model)
+        """Long side of the working grid the model runs at; None = native resolution."""
         if weights is not None:
             # Per-type thresholds tuned on the validation split, when the weights have them.
             sidecar = weights.with_name(weights.name.rsplit(".", 1)[0] + ".thresholds.json")
             if sidecar.is_file():
-                values = json.loads(sidecar.read_text())["thresholds"]
+                content = json.loads(sidecar.read_text())
+                values = content["thresholds"]
                 self.thresholds = np.array([values[n] for n in ARTIFACT_TYPES], np.float32)
+                if content.get("working_size") is not None:
+                    self.working_size = int(content["working_size"])
 
     @classmethod
     def load(cls, weights: str | Path | None = None) -> ScoringPipeline:
@@ -247,9 +272,11 @@ class ScoringPipeline:
             vectors = np.stack([header_vector_from(headers[i]) for i in picked])
             # Thresholded batch by batch: the float masks of a whole series (S x H x W x K) are
             # never held at once.
-            for part, out in self._batches(to_numpy(pad_batch(batch, STRIDE)), vectors):
+            net_input = to_numpy(to_model_grid(batch, self.working_size))
+            for part, out in self._batches(net_input, vectors):
                 rows_of = picked[part]
-                binary = threshold_masks(xp.asarray(out["masks"]), crows, ccols, self.thresholds)
+                probs = from_model_grid(xp.asarray(out["masks"]), crows, ccols, self.working_size)
+                binary = threshold_masks(probs, crows, ccols, self.thresholds)
                 masks[rows_of] = to_numpy(canonical_batch(binary, pe))  # (s, K, rows, cols)
                 presence[rows_of] = out["presence"]
                 suitability[rows_of] = out["suitability"]

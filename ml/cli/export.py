@@ -43,9 +43,22 @@ def _copy_thresholds(model: Path, out: Path) -> None:
     under the export's own name (``MODEL.int8.tflite`` → ``MODEL.int8.thresholds.json``)."""
     from ml.model.evaluate import thresholds_path
 
+    import json
+
+    from ml import ARTIFACT_TYPES
+    from ml.model import network
+
     source, target = thresholds_path(model), thresholds_path(out)
     if source.is_file() and source.resolve() != target.resolve():
         target.write_bytes(source.read_bytes())
+    elif not source.is_file():
+        size = network.working_size(network.load(model))
+        if size is not None:
+            # An untuned model at a working size: the sidecar still carries the size (a LiteRT
+            # file has no other place for it), with the default thresholds.
+            target.write_text(json.dumps({
+                "thresholds": {name: 0.5 for name in ARTIFACT_TYPES}, "working_size": size,
+            }, indent=2) + "\n")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:

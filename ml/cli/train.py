@@ -24,6 +24,14 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--steps", type=int, default=100, help="steps per epoch")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--crop", type=int, default=128, help="square training crop, pixels")
+    parser.add_argument(
+        "--working",
+        type=int,
+        default=None,
+        help="working size: train on whole slices resampled to this long side (multiple of 16; "
+        "the models carry it and every consumer resamples there and back); default: native "
+        "resolution, --crop crops",
+    )
     parser.add_argument("--base", type=int, default=8, help="channels of the first level")
     parser.add_argument("--depth", type=int, default=4, help="pooling levels")
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -54,6 +62,9 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ml.model.train import TrainConfig, train
 
+    if args.working is not None and (args.working < 16 or args.working % 16):
+        print(f"train: --working {args.working}: must be a positive multiple of 16", file=sys.stderr)
+        return 2
     if args.init is not None and not args.init.is_file():
         print(f"train: --init {args.init}: no such model file", file=sys.stderr)
         return 2
@@ -72,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         foreground=args.foreground,
         balance=args.balance,
         init=str(args.init) if args.init else None,
+        working=args.working,
     )
     started = time.perf_counter()
     best = train(config, args.out, progress=not args.quiet)

@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ml import ARTIFACT_TYPES
-from ml.model.preprocess import canonical, header_vector, normalise
+from ml.model.preprocess import canonical, header_vector, normalise, resample, working_shape
 
 
 @dataclass
@@ -24,7 +24,14 @@ class Split:
 
     ``images[i]`` float32 ``(H, W)`` canonical and normalised; ``masks[i]`` uint8 ``(K, H, W)``
     canonical; ``headers`` float32 ``(N, 8)``; ``nondiagnostic`` bool ``(N,)``; ``meta`` per-slice
-    strings (source, sequence, field, matrix, phase_encode) for the evaluation breakdowns.
+    strings (source, sequence, field, matrix, phase_encode) for the evaluation breakdowns;
+    ``present`` bool ``(N, K)``: the slice's ground truth has the type (whole slice).
+
+    With ``working`` (a working size, see :func:`ml.model.preprocess.working_shape`) the images
+    and masks are stored on each slice's working grid instead: images area-averaged (linear
+    where the slice is smaller), masks as the area fraction of each working pixel that the
+    ground truth covers, in 1/255 steps (uint8 0–255). ``present`` always comes from the
+    original masks.
     """
 
     images: list[NDArray[np.float32]] = field(default_factory=list)
@@ -32,19 +39,27 @@ class Split:
     headers: NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 8), np.float32))
     nondiagnostic: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, bool))
     meta: list[dict[str, str]] = field(default_factory=list)
+    present: NDArray[np.bool_] = field(
+        default_factory=lambda: np.zeros((0, len(ARTIFACT_TYPES)), bool)
+    )
+    working: int | None = None
 
     def __len__(self) -> int:
         return len(self.images)
 
 
-def load_split(data_dir: Path, split: str, limit: int | None = None) -> Split:
-    """Read the shards of ``split`` listed in ``data_dir/manifest.json`` (at most ``limit``)."""
+def load_split(
+    data_dir: Path, split: str, limit: int | None = None, working: int | None = None
+) -> Split:
+    """Read the shards of ``split`` listed in ``data_dir/manifest.json`` (at most ``limit``);
+    with ``working``, on the working grid of that size (see :class:`Split`)."""
     manifest = json.loads((data_dir / "manifest.json").read_text())
     if list(manifest["artifact_types"]) != list(ARTIFACT_TYPES):
         raise ValueError("the data set's artifact types differ from ml.ARTIFACT_TYPES")
-    out = Split()
+    out = Split(working=working)
     headers: list[NDArray[np.float32]] = []
     labels: list[bool] = []
+    present: list[NDArray[np.bool_]] = []
     for shard in manifest["shards"]:
         if shard["split"] != split:
             continue
@@ -54,8 +69,17 @@ def load_split(data_dir: Path, split: str, limit: int | None = None) -> Split:
             if limit is not None and len(out.images) >= limit:
                 break
             pe = str(arrays["phase_encode"][i])
-            out.images.append(normalise(canonical(arrays["images"][i], pe)).copy())
-            out.masks.append(np.ascontiguousarray(canonical(arrays["masks"][i], pe)))
+            image = normalise(canonical(arrays["images"][i], pe))
+            mask = canonical(arrays["masks"][i], pe)
+            present.append(mask.reshape(mask.shape[0], -1).any(axis=1))
+            if working is None:
+                out.images.append(image.copy())
+                out.masks.append(np.ascontiguousarray(mask))
+            else:
+                grid = working_shape(*image.shape, working)
+                out.images.append(resample(image, grid))
+                fraction = resample(mask.astype(np.float32), grid)
+                out.masks.append(np.rint(np.clip(fraction, 0, 1) * 255).astype(np.uint8))
             headers.append(
                 header_vector(
                     field_strength_t=float(arrays["field_strength_t"][i]),
@@ -83,15 +107,21 @@ def load_split(data_dir: Path, split: str, limit: int | None = None) -> Split:
             )
     out.headers = np.stack(headers) if headers else np.zeros((0, 8), np.float32)
     out.nondiagnostic = np.array(labels, dtype=bool)
+    out.present = np.stack(present) if present else np.zeros((0, len(ARTIFACT_TYPES)), bool)
     return out
+
+
+def _present(split: Split) -> NDArray[np.bool_]:
+    if len(split.present) == len(split):
+        return split.present
+    return np.stack([m.reshape(m.shape[0], -1).any(axis=1) for m in split.masks])
 
 
 def type_frequencies(split: Split) -> NDArray[np.float64]:
     """float64 ``(K,)``: share of slices whose ground truth contains each type."""
     if not len(split):
         return np.zeros(len(ARTIFACT_TYPES))
-    present = np.stack([m.reshape(m.shape[0], -1).any(axis=1) for m in split.masks])
-    return np.asarray(present.mean(axis=0), dtype=np.float64)
+    return np.asarray(_present(split).mean(axis=0), dtype=np.float64)
 
 
 def class_weights(split: Split) -> list[float]:
@@ -110,7 +140,7 @@ def slice_weights(split: Split) -> NDArray[np.float64]:
     """
     if not len(split):
         return np.zeros(0)
-    present = np.stack([m.reshape(m.shape[0], -1).any(axis=1) for m in split.masks])
+    present = _present(split)
     freq = np.maximum(present.mean(axis=0), 0.01)
     clean = max(float((~present.any(axis=1)).mean()), 0.01)
     per_type = np.where(present, 1.0 / np.sqrt(freq), 0.0).max(axis=1)
@@ -177,4 +207,66 @@ def crop_batch(
     suitability = (~split.nondiagnostic[indices]).astype(np.float32)[:, None]
     x = {"image": images, "header": split.headers[indices]}
     y = {"masks": masks, "presence": presence, "suitability": suitability}
+    return x, y
+
+
+def shape_groups(split: Split) -> dict[tuple[int, int], NDArray[np.int64]]:
+    """Slice indices by image shape (a whole-slice batch holds one shape)."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, image in enumerate(split.images):
+        groups.setdefault(tuple(image.shape), []).append(i)  # type: ignore[arg-type]
+    return {k: np.array(v, np.int64) for k, v in groups.items()}
+
+
+def draw_whole_batch(
+    split: Split,
+    groups: dict[tuple[int, int], NDArray[np.int64]],
+    size: int,
+    rng: np.random.Generator,
+    p: NDArray[np.float64] | None = None,
+) -> NDArray[np.int64]:
+    """``size`` slice indices of one working shape: the first drawn from the whole split (with
+    probabilities ``p`` or uniformly), the others from the slices of its shape (same weights),
+    so every slice keeps its chance of being seen whatever the shape mix."""
+    first = int(rng.choice(len(split), p=p))
+    group = groups[tuple(split.images[first].shape)]  # type: ignore[index]
+    weights = None if p is None else p[group] / p[group].sum()
+    rest = rng.choice(group, size=size - 1, p=weights)
+    return np.concatenate([[first], rest]).astype(np.int64)
+
+
+def whole_batch(
+    split: Split, indices: NDArray[np.int64], rng: np.random.Generator, augment: bool
+) -> tuple[dict[str, NDArray[np.float32]], dict[str, NDArray[np.float32]]]:
+    """Whole slices of a working-grid split (all of one shape, :func:`draw_whole_batch`).
+
+    Returns ``(x, y)`` like :func:`crop_batch`, with the soft masks (area fractions) as mask
+    targets and the whole slice's ``present`` labels as presence targets. Augmentation: flips
+    along either axis, a mild intensity gamma (0.8–1.25).
+    """
+    if split.working is None:
+        raise ValueError("whole_batch needs a split loaded at a working size")
+    n_types = len(ARTIFACT_TYPES)
+    rows, cols = split.images[int(indices[0])].shape
+    images = np.zeros((len(indices), rows, cols, 1), np.float32)
+    masks = np.zeros((len(indices), rows, cols, n_types), np.float32)
+    for b, i in enumerate(indices):
+        im, mk = split.images[i], split.masks[i]
+        if im.shape != (rows, cols):
+            raise ValueError(f"slices of different working shapes in one batch: {im.shape}")
+        if augment:
+            if rng.random() < 0.5:
+                im, mk = im[::-1], mk[:, ::-1]
+            if rng.random() < 0.5:
+                im, mk = im[:, ::-1], mk[:, :, ::-1]
+            if rng.random() < 0.5:
+                im = np.maximum(im, 0) ** np.float32(rng.uniform(0.8, 1.25))
+        images[b, :, :, 0] = im
+        masks[b] = np.moveaxis(mk, 0, -1) * np.float32(1 / 255)
+    x = {"image": images, "header": split.headers[indices]}
+    y = {
+        "masks": masks,
+        "presence": split.present[indices].astype(np.float32),
+        "suitability": (~split.nondiagnostic[indices]).astype(np.float32)[:, None],
+    }
     return x, y

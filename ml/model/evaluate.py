@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from ml import ARTIFACT_TYPES
 from ml.model.data import Split, load_split
-from ml.model.preprocess import pad_to_stride
+from ml.model.preprocess import from_model_grid, to_model_grid
 
 
 def roc_auc(labels: NDArray[Any], scores: NDArray[Any]) -> float | None:
@@ -101,8 +101,14 @@ def predict_split(
     batch_size: int = 4,
     threshold: float | NDArray[Any] = 0.5,
     grid: NDArray[Any] | None = None,
+    working: int | None = None,
 ) -> dict[str, Any]:
     """Run ``model`` on every slice of ``split`` at full size; per-slice counts and scores.
+
+    ``split`` holds the slices on their original grid. ``working``: the model's working size
+    (:func:`ml.model.network.working_size`): slices are resampled there and the mask
+    probabilities back to the original grid before thresholding, so IoU is always counted on the
+    original pixels against the original ground truth.
 
     ``threshold``: one value or float ``(K,)`` per type. Returns ``intersection``/``union``
     int64 ``(N, K)``, ``present`` bool ``(N, K)`` (ground truth has the type), ``presence``
@@ -129,11 +135,11 @@ def predict_split(
     for (rows, cols), indices in by_shape.items():
         for start in range(0, len(indices), batch_size):
             idx = indices[start : start + batch_size]
-            images = pad_to_stride(np.stack([split.images[i] for i in idx]))
+            images = to_model_grid(np.stack([split.images[i] for i in idx]), working)
             result = model.predict_on_batch(
                 {"image": images[..., None], "header": split.headers[idx]}
             )
-            probs = np.asarray(result["masks"])[:, :rows, :cols]
+            probs = from_model_grid(np.asarray(result["masks"]), rows, cols, working)
             presence = np.asarray(result["presence"])
             pred = probs >= thresholds
             for j, i in enumerate(idx):
@@ -269,7 +275,11 @@ def tune_thresholds(
 
     model = network.with_mask_modes(network.load(model_path), None)
     split = load_split(data_dir, split_name)
-    predictions = predict_split(model, split, grid=THRESHOLD_GRID)
+    if split.working is not None:
+        raise ValueError("tune on the original grid (a split loaded without a working size)")
+    predictions = predict_split(
+        model, split, grid=THRESHOLD_GRID, working=network.working_size(model)
+    )
     inter, union = predictions["grid_intersection"], predictions["grid_union"]
     iou = inter / np.maximum(union, 1)  # (modes, thresholds, types)
     if not modes:
@@ -291,6 +301,8 @@ def tune_thresholds(
         "iou_at_threshold": {n: float(flat[best[k], k]) for k, n in enumerate(ARTIFACT_TYPES)},
         "iou_pixel_mode": {n: float(iou[0, :, k].max()) for k, n in enumerate(ARTIFACT_TYPES)},
     }
+    if network.working_size(model) is not None:
+        sidecar["working_size"] = network.working_size(model)
     network.with_mask_modes(model, chosen).save(str(model_path))
     thresholds_path(model_path).write_text(json.dumps(sidecar, indent=2) + "\n")
     return sidecar
@@ -307,9 +319,11 @@ def evaluate(
     if not len(split):
         raise ValueError(f"{data_dir} has no {split_name} slices")
     thresholds = read_thresholds(model_path)
-    predictions = predict_split(model, split, threshold=thresholds)
+    working = network.working_size(model)
+    predictions = predict_split(model, split, threshold=thresholds, working=working)
     result = {
         "model": str(model_path),
+        "working_size": working,
         "thresholds": {n: round(float(thresholds[k]), 4) for k, n in enumerate(ARTIFACT_TYPES)},
         "modes": dict(zip(ARTIFACT_TYPES, network.mask_modes(model), strict=True)),
         "parameters": int(model.count_params()),

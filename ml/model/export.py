@@ -49,6 +49,18 @@ def export_onnx(model_path: Path, out: Path) -> float:
     model.predict_on_batch(check_inputs())  # Keras exports only a model that has been called
     out.parent.mkdir(parents=True, exist_ok=True)
     model.export(str(out), format="onnx", verbose=False)
+    size = network.working_size(model)
+    if size is not None:
+        # The working size travels inside the file too (ScoringPipeline reads it from there when
+        # no thresholds sidecar names it).
+        import onnx
+
+        from ml.pipeline import WORKING_SIZE_KEY
+
+        proto = onnx.load(str(out))
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = WORKING_SIZE_KEY, str(size)
+        onnx.save(proto, str(out))
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     difference = max_difference(model, session)
     if difference > TOLERANCE:

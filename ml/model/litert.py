@@ -109,15 +109,18 @@ def serving_copy(model: Any) -> Any:
     return copy
 
 
-def representative_slices(data_dir: Path | None, count: int = 32, seed: int = 0) -> list[Batch]:
-    """``count`` single-slice batches (``image`` ``(1, H, W, 1)`` padded, ``header`` ``(1, 8)``).
+def representative_slices(
+    data_dir: Path | None, count: int = 32, seed: int = 0, working: int | None = None
+) -> list[Batch]:
+    """``count`` single-slice batches (``image`` ``(1, H, W, 1)`` padded, or on the working grid
+    of size ``working``; ``header`` ``(1, 8)``).
 
     From the ``train`` split of ``data_dir`` (every ``k``-th slice, so all matrices appear), or,
     when ``data_dir`` is None, from a small data set simulated into a temporary directory
     (``python -m ml dataset``'s builder, seeded).
     """
     from ml.model.data import load_split
-    from ml.model.preprocess import pad_to_stride
+    from ml.model.preprocess import to_model_grid
 
     if data_dir is None:
         from ml.data.dataset import build_dataset
@@ -125,14 +128,14 @@ def representative_slices(data_dir: Path | None, count: int = 32, seed: int = 0)
         with tempfile.TemporaryDirectory() as tmp:
             # train gets 80 %: ask for enough slices that it holds ``count``.
             build_dataset(Path(tmp), slices_total=int(count / 0.8) + 3, seed=seed, progress=False)
-            return representative_slices(Path(tmp), count, seed)
+            return representative_slices(Path(tmp), count, seed, working)
     split = load_split(data_dir, "train")
     if not len(split):
         raise ValueError(f"{data_dir} has no train slices for int8 calibration")
     picks = np.linspace(0, len(split) - 1, min(count, len(split))).round().astype(int)
     return [
         {
-            "image": pad_to_stride(split.images[i][None])[..., None],
+            "image": to_model_grid(split.images[i][None], working)[..., None],
             "header": split.headers[i : i + 1],
         }
         for i in picks
@@ -165,7 +168,9 @@ def export_litert(
     }
     samples: list[Batch] = []
     if int8:
-        samples = representative_slices(data_dir, calibration_slices)
+        samples = representative_slices(
+            data_dir, calibration_slices, working=network.working_size(model)
+        )
 
         def representative() -> Iterator[Batch]:
             yield from samples

@@ -198,15 +198,41 @@ class MaskMode(keras.layers.Layer):  # type: ignore[misc,name-defined]
         return config
 
 
-def mask_modes(model: Any) -> list[str]:
-    """The model's per-type mask modes (all ``pixel`` when it has no :class:`MaskMode`)."""
-    layer = next((x for x in model.layers if isinstance(x, MaskMode)), None)
-    return list(layer.modes) if layer is not None else ["pixel"] * N_TYPES
+WORKING_LAYER = "working_size"
 
 
-def with_mask_modes(model: Any, modes: list[str] | None) -> Any:
-    """The same network (shared layers and weights) serving ``modes``; None or all ``pixel``:
-    the plain network, which is what training and pruning start from."""
+@keras.saving.register_keras_serializable(package="artiscan")
+class WorkingSize(keras.layers.Layer):  # type: ignore[misc,name-defined]
+    """The identity on ``suitability``, carrying the model's working size in its config.
+
+    A model with this layer was trained on whole slices resampled to a working grid whose long
+    side is ``size`` pixels (:func:`ml.model.preprocess.working_shape`); every consumer resamples
+    its input there and the mask probabilities back (:func:`working_size`). No weights.
+    """
+
+    def __init__(self, size: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.size = int(size)
+
+    def call(self, inputs: Any) -> Any:
+        return inputs
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = super().get_config()
+        config.update({"size": self.size})
+        return config
+
+
+def working_size(model: Any) -> int | None:
+    """The model's working size (long side in pixels), or None: it runs at native resolution."""
+    layer = next((x for x in model.layers if isinstance(x, WorkingSize)), None)
+    return None if layer is None else int(layer.size)
+
+
+def _outputs(model: Any, modes: list[str] | None, size: int | None) -> dict[str, Any]:
     outputs = {
         "masks": model.get_layer("masks").output,
         "presence": model.get_layer("presence").output,
@@ -216,6 +242,31 @@ def with_mask_modes(model: Any, modes: list[str] | None) -> Any:
         outputs["masks"] = MaskMode(list(modes), name="mask_mode")(
             [outputs["masks"], outputs["presence"]]
         )
+    if size is not None:
+        outputs["suitability"] = WorkingSize(size, name=WORKING_LAYER)(outputs["suitability"])
+    return outputs
+
+
+def with_working_size(model: Any, size: int | None) -> Any:
+    """The same network (shared layers and weights, same mask modes) marked with working size
+    ``size`` (None: native resolution, no marker)."""
+    if size == working_size(model):
+        return model
+    outputs = _outputs(model, mask_modes(model), size)
+    return keras.Model(inputs=model.input, outputs=outputs, name=model.name)
+
+
+def mask_modes(model: Any) -> list[str]:
+    """The model's per-type mask modes (all ``pixel`` when it has no :class:`MaskMode`)."""
+    layer = next((x for x in model.layers if isinstance(x, MaskMode)), None)
+    return list(layer.modes) if layer is not None else ["pixel"] * N_TYPES
+
+
+def with_mask_modes(model: Any, modes: list[str] | None) -> Any:
+    """The same network (shared layers and weights) serving ``modes``; None or all ``pixel``:
+    the plain network, which is what training and pruning start from. The working size (if
+    any) is kept."""
+    outputs = _outputs(model, modes, working_size(model))
     return keras.Model(inputs=model.input, outputs=outputs, name=model.name)
 
 

@@ -122,3 +122,114 @@ def pad_to_stride(batch: NDArray[np.float32], stride: int = STRIDE) -> NDArray[n
     out = np.zeros((*batch.shape[:-2], prow, pcol), dtype=np.float32)
     out[..., :rows, :cols] = batch
     return out
+
+
+# --- Working resolution -------------------------------------------------------------------------
+# A model trained at a working resolution sees every slice resampled so that its long side is
+# ``working_size`` pixels (each side rounded to a multiple of STRIDE, so no padding is needed);
+# its mask probabilities are resampled back to the slice's own grid before thresholding.
+
+
+def working_shape(rows: int, cols: int, long_side: int, stride: int = STRIDE) -> tuple[int, int]:
+    """The working grid of a ``rows`` × ``cols`` canonical slice: the long side ``long_side``,
+    the aspect kept up to rounding each side to the nearest multiple of ``stride`` (≥ stride)."""
+    if rows < 1 or cols < 1:
+        raise ValueError(f"cannot resample an empty slice ({rows}x{cols})")
+    if long_side < stride or long_side % stride:
+        raise ValueError(f"working size must be a positive multiple of {stride}, not {long_side}")
+    scale = long_side / max(rows, cols)
+    return tuple(  # type: ignore[return-value]
+        max(stride, int(round(n * scale / stride)) * stride) for n in (rows, cols)
+    )
+
+
+def _array_module(array: Any) -> Any:
+    """CuPy for a CuPy array (imported only then), NumPy otherwise."""
+    if type(array).__module__.split(".")[0] == "cupy":
+        import cupy  # type: ignore[import-not-found]
+
+        return cupy
+    return np
+
+
+def _area_axis(x: Any, size: int, axis: int) -> Any:
+    """Area (box) average along ``axis`` to ``size`` samples: exact overlap weights for any
+    ratio, from the running integral of the signal (one cumulative sum, two gathers)."""
+    xp = _array_module(x)
+    n = x.shape[axis]
+    # float64 running sums: in float32 the integral's rounding shows up as 1e-5 errors.
+    x = xp.moveaxis(x, axis, 0).astype(xp.float64)
+    integral = xp.concatenate([xp.zeros((1, *x.shape[1:]), x.dtype), xp.cumsum(x, axis=0)])
+    edges = np.linspace(0.0, n, size + 1)
+    lo = np.minimum(np.floor(edges).astype(np.int64), n - 1)
+    frac = (edges - lo).reshape(-1, *([1] * (x.ndim - 1)))
+    # The integral at a fractional position: the whole pixels below it plus a part of the next.
+    at = integral[xp.asarray(lo)] + xp.asarray(frac) * x[xp.asarray(lo)]
+    out = (at[1:] - at[:-1]) * (size / n)
+    return xp.moveaxis(out.astype(xp.float32), 0, axis)
+
+
+def _linear_axis(x: Any, size: int, axis: int) -> Any:
+    """Linear interpolation along ``axis`` to ``size`` samples (pixel centres aligned, as
+    OpenCV's and TensorFlow's ``half_pixel_centers`` bilinear resize)."""
+    xp = _array_module(x)
+    n = x.shape[axis]
+    src = np.clip((np.arange(size) + 0.5) * (n / size) - 0.5, 0, n - 1)
+    i0 = np.floor(src).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n - 1)
+    shape = [1] * x.ndim
+    shape[axis] = size
+    f = xp.asarray((src - i0).astype(np.float32).reshape(shape))
+    a, b = xp.take(x, xp.asarray(i0), axis=axis), xp.take(x, xp.asarray(i1), axis=axis)
+    return (a + (b - a) * f).astype(xp.float32)
+
+
+def resample(x: Any, shape: tuple[int, int], axes: tuple[int, int] = (-2, -1)) -> Any:
+    """float32 ``x`` resampled along ``axes`` to ``shape``: area averaging along an axis that
+    shrinks (so a 0/1 mask becomes its area fraction), linear interpolation along one that
+    grows; NumPy or CuPy, same kind as ``x``."""
+    xp = _array_module(x)
+    x = xp.asarray(x, dtype=xp.float32)
+    for axis, size in zip(axes, shape, strict=True):
+        n = x.shape[axis]
+        if size == n:
+            continue
+        x = _area_axis(x, size, axis) if size < n else _linear_axis(x, size, axis)
+    return x
+
+
+def upsample_probabilities(x: Any, shape: tuple[int, int], axes: tuple[int, int] = (1, 2)) -> Any:
+    """Mask probabilities from the working grid back to the slice's grid ``shape``: bilinear
+    (linear along each axis, also where the slice is smaller than the working grid)."""
+    xp = _array_module(x)
+    x = xp.asarray(x, dtype=xp.float32)
+    for axis, size in zip(axes, shape, strict=True):
+        if x.shape[axis] != size:
+            x = _linear_axis(x, size, axis)
+    return x
+
+
+def to_model_grid(batch: Any, working: int | None) -> Any:
+    """Canonical, normalised slices ``(S, H, W)`` → the network's input grid: the working grid
+    of size ``working`` (:func:`working_shape`, :func:`resample`), or, with None, zero-padded to
+    multiples of :data:`STRIDE` (native resolution)."""
+    if working is None:
+        return pad_to_stride(batch) if _array_module(batch) is np else _pad_xp(batch)
+    return resample(batch, working_shape(*batch.shape[-2:], working))
+
+
+def _pad_xp(batch: Any) -> Any:
+    xp = _array_module(batch)
+    rows, cols = batch.shape[-2:]
+    prow, pcol = padded_shape(rows, cols)
+    out = xp.zeros((*batch.shape[:-2], prow, pcol), dtype=xp.float32)
+    out[..., :rows, :cols] = batch
+    return out
+
+
+def from_model_grid(probabilities: Any, rows: int, cols: int, working: int | None) -> Any:
+    """The network's mask probabilities ``(B, h, w, K)`` → the canonical slice grid
+    ``(B, rows, cols, K)``: bilinear from the working grid, or the padding cropped (native)."""
+    if working is None:
+        return probabilities[:, :rows, :cols]
+    return upsample_probabilities(probabilities, (rows, cols))

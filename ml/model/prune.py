@@ -214,8 +214,8 @@ def prune_run(
     floors = {k: int(np.ceil(min_fraction * len(v))) for k, v in kept.items()}
     data_dir = Path(config.data)
     splits = (
-        load_split(data_dir, "train", config.limit),
-        load_split(data_dir, "val", config.limit),
+        load_split(data_dir, "train", config.limit, config.working),
+        load_split(data_dir, "val", config.limit, config.working),
     )
     current, report_rounds = full, []
     for r in range(1, rounds + 1):

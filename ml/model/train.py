@@ -1,4 +1,11 @@
-"""Training loop: random crops, mixed losses, checkpoints, resumable, seeded.
+"""Training loop: random crops or whole slices at a working size, mixed losses, checkpoints,
+resumable, seeded.
+
+With ``working`` set (``--working 256``) every slice is resampled to its working grid (long side
+``working``, :func:`ml.model.preprocess.working_shape`) and the network trains on whole slices
+there (batches of one working shape; mask targets = area fractions; presence = the whole slice's
+labels); the saved models carry the working size (:func:`ml.model.network.working_size`), which
+every consumer honours. Without it: random ``crop``² crops at the native resolution.
 
 A run directory holds ``config.json`` (the arguments), ``last.keras`` (model + optimizer after
 the latest epoch), ``best.keras`` (lowest validation loss), ``rewind.weights.h5`` (weights after
@@ -18,7 +25,16 @@ from typing import Any
 
 import numpy as np
 
-from ml.model.data import Split, class_weights, crop_batch, load_split, slice_weights
+from ml.model.data import (
+    Split,
+    class_weights,
+    crop_batch,
+    draw_whole_batch,
+    load_split,
+    shape_groups,
+    slice_weights,
+    whole_batch,
+)
 
 
 @dataclass
@@ -45,12 +61,20 @@ class TrainConfig:
     init: str | None = None
     """A ``.keras`` model to start from (fine-tuning): its architecture and weights, not its
     optimizer state; ``base``/``depth`` are then ignored."""
+    working: int | None = None
+    """Working size (long side, pixels): whole-slice training on the working grid; None =
+    native-resolution crops of ``crop``²."""
 
 
 def _val_batches(split: Split, config: TrainConfig) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     rng = np.random.default_rng([config.seed, 10_000])
     batches = []
+    groups = shape_groups(split) if config.working else {}
     for _ in range(config.val_batches):
+        if config.working:
+            idx = draw_whole_batch(split, groups, config.batch_size, rng)
+            batches.append(whole_batch(split, idx, rng, augment=False))
+            continue
         idx = rng.integers(0, len(split), size=config.batch_size)
         batches.append(crop_batch(split, idx, config.crop, rng, augment=False))
     return batches
@@ -108,8 +132,10 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
     data_dir = Path(config.data)
-    train_split = train_split or load_split(data_dir, "train", config.limit)
-    val_split = val_split or load_split(data_dir, "val", config.limit)
+    train_split = train_split or load_split(data_dir, "train", config.limit, config.working)
+    val_split = val_split or load_split(data_dir, "val", config.limit, config.working)
+    if train_split.working != config.working or val_split.working != config.working:
+        raise ValueError("the splits passed in were loaded at another working size")
     if not len(train_split) or not len(val_split):
         raise ValueError(f"{data_dir} has no train or no val slices")
     weights = class_weights(train_split)
@@ -128,10 +154,12 @@ def train(
             model = network.build_model(
                 network.default_widths(config.base, config.depth), config.depth
             )
+        model = network.with_working_size(model, config.working)
         network.compile_model(model, weights, config.learning_rate)
     sampling = slice_weights(train_split) if config.balance else None
     val = _val_batches(val_split, config)
     best = min((h["val_loss"] for h in history), default=float("inf"))
+    groups = shape_groups(train_split) if config.working else {}
     for epoch in range(start_epoch, config.epochs):
         rng = np.random.default_rng([config.seed, epoch])
         # Cosine decay over the run, so a resumed run follows the same schedule.
@@ -141,10 +169,14 @@ def train(
         losses = []
         bar = tqdm(range(config.steps_per_epoch), disable=not progress, desc=f"epoch {epoch + 1}")
         for _ in bar:
-            idx = rng.choice(len(train_split), size=config.batch_size, p=sampling)
-            x, y = crop_batch(
-                train_split, idx, config.crop, rng, augment=True, foreground=config.foreground
-            )
+            if config.working:
+                idx = draw_whole_batch(train_split, groups, config.batch_size, rng, sampling)
+                x, y = whole_batch(train_split, idx, rng, augment=True)
+            else:
+                idx = rng.choice(len(train_split), size=config.batch_size, p=sampling)
+                x, y = crop_batch(
+                    train_split, idx, config.crop, rng, augment=True, foreground=config.foreground
+                )
             result = model.train_on_batch(x, y, return_dict=True)
             losses.append(float(result["loss"]))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")

@@ -1,0 +1,204 @@
+"""Working resolution: slices resampled to a working grid for the network and the mask
+probabilities back to the original grid; the size travels with the model (Keras graph, ONNX
+metadata, thresholds sidecar); a model without one still runs at native resolution."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ml import ARTIFACT_TYPES
+from ml.model.preprocess import (
+    normalise,
+    resample,
+    upsample_probabilities,
+    working_shape,
+)
+from ml.simulate.header import AcquisitionHeader
+
+K = len(ARTIFACT_TYPES)
+
+
+class RecordingThresholdModel:
+    """A stand-in network at a working size: every mask channel is the canonical input image
+    itself (a probability), and it records the input shapes it was given."""
+
+    def __init__(self, working_size):
+        self.working_size = working_size
+        self.shapes = []
+
+    def predict_on_batch(self, inputs):
+        image = inputs["image"]
+        self.shapes.append(image.shape[1:3])
+        n = len(image)
+        return {
+            "masks": np.repeat(np.clip(image, 0, 1), K, axis=-1).astype(np.float32),
+            "presence": np.full((n, K), 0.25, np.float32),
+            "suitability": np.full((n, 1), 0.75, np.float32),
+        }
+
+
+def _blocky(rows, cols):
+    """A slice of large constant blocks (so resampling there and back keeps most pixels):
+    a bright off-centre rectangle marks the orientation."""
+    image = np.full((rows, cols), 0.2, np.float32)
+    image[rows // 8 : rows // 2, cols // 10 : cols // 3] = 1.0
+    return image
+
+
+def test_the_working_grid_keeps_the_aspect_in_multiples_of_sixteen():
+    assert working_shape(384, 512, 256) == (192, 256)
+    assert working_shape(512, 384, 256) == (256, 192)
+    assert working_shape(256, 320, 256) == (208, 256)  # 204.8 rounded to a multiple of 16
+    assert working_shape(128, 128, 256) == (256, 256)  # a small slice is interpolated up
+    assert working_shape(130, 97, 256) == (256, 192)
+    assert working_shape(2, 500, 64) == (16, 64)  # never below one stride
+    with pytest.raises(ValueError):
+        working_shape(100, 100, 250)
+    with pytest.raises(ValueError):
+        working_shape(0, 100, 256)
+
+
+def test_area_resampling_averages_blocks_and_keeps_a_mask_area():
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0, 1, (64, 96)).astype(np.float32)
+    halved = resample(image, (32, 48))
+    np.testing.assert_allclose(halved, image.reshape(32, 2, 48, 2).mean(axis=(1, 3)), atol=1e-5)
+    # Any ratio: the mask's area fraction is kept (soft targets), values stay in [0, 1].
+    mask = (rng.uniform(0, 1, (3, 300, 203)) > 0.7).astype(np.uint8)
+    fraction = resample(mask, (256, 176))
+    assert fraction.shape == (3, 256, 176)
+    assert fraction.min() >= -1e-6 and fraction.max() <= 1 + 1e-6
+    np.testing.assert_allclose(fraction.mean(axis=(1, 2)), mask.mean(axis=(1, 2)), atol=1e-4)
+    # Growing axes interpolate linearly: a constant stays constant.
+    np.testing.assert_allclose(resample(np.full((13, 7), 0.4, np.float32), (32, 16)), 0.4, atol=1e-6)
+
+
+def test_probabilities_go_back_bilinearly_to_any_grid():
+    probs = np.zeros((1, 4, 4, 2), np.float32)
+    probs[0, :, 2:, 0] = 1.0
+    back = upsample_probabilities(probs, (8, 8))
+    assert back.shape == (1, 8, 8, 2)
+    np.testing.assert_array_equal(back[0, :, :3, 0], 0.0)
+    np.testing.assert_array_equal(back[0, :, 5:, 0], 1.0)
+    np.testing.assert_allclose(back[0, 0, 3:5, 0], [0.25, 0.75])  # half-pixel centres
+    assert upsample_probabilities(probs, (3, 5)).shape == (1, 3, 5, 2)
+
+
+@pytest.mark.parametrize("rows, cols", [(130, 97), (384, 512)])
+@pytest.mark.parametrize("phase_encode", ["ROW", "COL"])
+def test_masks_come_back_on_the_original_grid_from_the_working_grid(rows, cols, phase_encode):
+    from ml.pipeline import ScoringPipeline
+
+    model = RecordingThresholdModel(64)
+    pipeline = ScoringPipeline(model, weights=None)
+    assert pipeline.working_size == 64
+    image = _blocky(rows, cols)
+    header = AcquisitionHeader(rows=rows, columns=cols, phase_encode=phase_encode)
+    masks, presence, suitability = pipeline.score_arrays(
+        [image, image * 3], [header, header]
+    )
+    assert masks.shape == (2, K, rows, cols) and masks.dtype == np.uint8
+    canonical_shape = (rows, cols) if phase_encode == "ROW" else (cols, rows)
+    assert model.shapes == [working_shape(*canonical_shape, 64)]  # the network saw the grid
+    expected = normalise(image) >= 0.5  # the stand-in marks bright pixels of the slice
+    for k in (0, K - 1):
+        agree = (masks[0, k].astype(bool) == expected).mean()
+        assert agree > 0.97, agree  # only the resampled block edges may differ
+        np.testing.assert_array_equal(masks[1, k], masks[0, k])
+    np.testing.assert_allclose(suitability, [0.75, 0.75])
+    assert presence.shape == (2, K)
+
+
+def test_a_model_without_a_working_size_still_runs_at_native_resolution():
+    from ml.model import network
+    from ml.pipeline import ScoringPipeline
+
+    model = network.build_model(network.default_widths(base=2, depth=2), depth=2)
+    assert network.working_size(model) is None
+    pipeline = ScoringPipeline(model, weights=None)
+    assert pipeline.working_size is None
+    header = AcquisitionHeader(rows=130, columns=97, phase_encode="COL")
+    image = _blocky(130, 97)
+    masks, _, _ = pipeline.score_arrays([image], [header])
+    assert masks.shape == (1, K, 130, 97)
+    # Native: the network's own probabilities on the padded canonical slice, thresholded.
+    canon = normalise(image.T)
+    padded = np.zeros((1, 112, 144, 1), np.float32)
+    padded[0, :97, :130, 0] = canon
+    probs = np.asarray(model.predict_on_batch({"image": padded, "header": np.asarray(
+        [pipeline_header(header)])})["masks"])[0, :97, :130]  # fmt: skip
+    np.testing.assert_array_equal(masks[0], np.moveaxis(probs >= 0.5, -1, 0).transpose(0, 2, 1))
+
+
+def pipeline_header(header):
+    from ml.model.preprocess import header_vector_from
+
+    return header_vector_from(header)
+
+
+def test_the_working_size_travels_with_the_keras_file_the_onnx_export_and_the_sidecar(tmp_path):
+    from ml.__main__ import main
+    from ml.model import network
+    from ml.pipeline import ScoringPipeline
+
+    plain = network.build_model(network.default_widths(base=2, depth=2), depth=2)
+    marked = network.with_working_size(plain, 32)
+    assert network.working_size(marked) == 32
+    # Mask modes keep the working size, and a save/load keeps both.
+    served = network.with_mask_modes(marked, ["whole"] + ["pixel"] * (K - 1))
+    path = tmp_path / "m.keras"
+    served.save(path)
+    loaded = network.load(path)
+    assert network.working_size(loaded) == 32 and network.mask_modes(loaded)[0] == "whole"
+    assert network.working_size(network.with_working_size(loaded, None)) is None
+    # The Keras file alone: the pipeline reads the size from the graph.
+    assert ScoringPipeline.load(path).working_size == 32
+    # ONNX: from the file's metadata (no sidecar), the same masks as Keras.
+    assert main(["export", str(path), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 0
+    onnx = ScoringPipeline.load(tmp_path / "m.onnx")
+    assert onnx.working_size == 32
+    image = _blocky(70, 45)
+    header = AcquisitionHeader(rows=70, columns=45, phase_encode="ROW")
+    a = ScoringPipeline.load(path).score_arrays([image], [header])
+    b = onnx.score_arrays([image], [header])
+    assert a[0].shape == b[0].shape == (1, K, 70, 45)
+    assert (a[0] == b[0]).mean() > 0.999
+    np.testing.assert_allclose(a[2], b[2], atol=1e-4)
+    # The sidecar names the size for runtimes without another place for it (LiteRT).
+    sidecar = {"thresholds": {n: 0.5 for n in ARTIFACT_TYPES}, "working_size": 48}
+    (tmp_path / "m.thresholds.json").write_text(json.dumps(sidecar))
+    assert ScoringPipeline.load(tmp_path / "m.onnx").working_size == 48
+
+
+def test_whole_slice_batches_hold_one_working_shape_with_soft_targets_and_slice_labels(
+    tmp_path_factory,
+):
+    from ml.__main__ import main
+    from ml.model.data import draw_whole_batch, load_split, shape_groups, whole_batch
+
+    data = tmp_path_factory.mktemp("data")
+    assert main(["dataset", "--out", str(data), "--slices", "12", "--seed", "5", "--quiet"]) == 0
+    native = load_split(data, "train")
+    split = load_split(data, "train", working=32)
+    assert split.working == 32 and len(split) == len(native)
+    np.testing.assert_array_equal(split.present, native.present)
+    for image, mask, original in zip(split.images, split.masks, native.masks, strict=True):
+        assert image.shape == working_shape(*original.shape[1:], 32)
+        assert mask.shape == (K, *image.shape) and mask.dtype == np.uint8
+        # The soft target keeps each type's area share of the slice (1/255 steps).
+        np.testing.assert_allclose(mask.mean(axis=(1, 2)) / 255, original.mean(axis=(1, 2)),
+                                   atol=0.01)  # fmt: skip
+    groups = shape_groups(split)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        idx = draw_whole_batch(split, groups, 4, rng)
+        x, y = whole_batch(split, idx, rng, augment=True)
+        assert len({split.images[i].shape for i in idx}) == 1
+        assert x["image"].shape[1:3] == split.images[idx[0]].shape
+        assert 0 <= y["masks"].min() and y["masks"].max() <= 1
+        np.testing.assert_array_equal(y["presence"], split.present[idx].astype(np.float32))
+    with pytest.raises(ValueError):
+        whole_batch(native, idx, rng, augment=False)
