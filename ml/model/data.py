@@ -7,7 +7,9 @@ random crops from it, evaluation runs whole slices.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +58,16 @@ def load_split(
     manifest = json.loads((data_dir / "manifest.json").read_text())
     if list(manifest["artifact_types"]) != list(ARTIFACT_TYPES):
         raise ValueError("the data set's artifact types differ from ml.ARTIFACT_TYPES")
+    cache = None
+    if working is not None:
+        # Resampling thousands of slices takes minutes: the working-grid split is kept beside the
+        # shards, named by what it was made from (shard list, limit, size), and read back next time.
+        key = json.dumps([CACHE_VERSION, split, limit, working,
+                          [s for s in manifest["shards"] if s["split"] == split]], sort_keys=True)
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        cache = data_dir / f".working-{working}-{split}-{digest}.npz"
+        if cache.is_file():
+            return _read_cache(cache, working)
     out = Split(working=working)
     headers: list[NDArray[np.float32]] = []
     labels: list[bool] = []
@@ -108,6 +120,56 @@ def load_split(
     out.headers = np.stack(headers) if headers else np.zeros((0, 8), np.float32)
     out.nondiagnostic = np.array(labels, dtype=bool)
     out.present = np.stack(present) if present else np.zeros((0, len(ARTIFACT_TYPES)), bool)
+    if cache is not None:
+        _write_cache(cache, out)
+    return out
+
+
+CACHE_VERSION = 1
+
+
+def _write_cache(path: Path, split: Split) -> None:
+    """An uncompressed ``.npz`` whose flat ``images``/``masks`` are streamed slice by slice (a
+    concatenated copy of thousands of slices would double the loader's memory)."""
+    shapes = np.array([im.shape for im in split.images], np.int64).reshape(-1, 2)
+    small = {
+        "shapes": shapes,
+        "headers": split.headers,
+        "nondiagnostic": split.nondiagnostic,
+        "present": split.present,
+        "meta": np.array(json.dumps(split.meta)),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
+        for key, value in small.items():
+            with archive.open(f"{key}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
+        for key, parts, dtype in (("images", split.images, "<f4"), ("masks", split.masks, "|u1")):
+            total = sum(int(p.size) for p in parts)
+            with archive.open(f"{key}.npy", "w", force_zip64=True) as f:
+                header = {"descr": dtype, "fortran_order": False, "shape": (total,)}
+                np.lib.format.write_array_header_2_0(f, header)
+                for part in parts:
+                    f.write(np.ascontiguousarray(part, dtype=np.dtype(dtype)).tobytes())
+    tmp.replace(path)
+
+
+def _read_cache(path: Path, working: int) -> Split:
+    with np.load(path) as z:
+        shapes, images, masks = z["shapes"], z["images"], z["masks"]
+        out = Split(
+            headers=z["headers"],
+            nondiagnostic=z["nondiagnostic"],
+            present=z["present"],
+            meta=json.loads(str(z["meta"])),
+            working=working,
+        )
+    k, i = len(ARTIFACT_TYPES), 0
+    for rows, cols in shapes:
+        n = int(rows * cols)
+        out.images.append(images[i : i + n].reshape(rows, cols))
+        out.masks.append(masks[k * i : k * (i + n)].reshape(k, rows, cols))
+        i += n
     return out
 
 

@@ -202,3 +202,23 @@ def test_whole_slice_batches_hold_one_working_shape_with_soft_targets_and_slice_
         np.testing.assert_array_equal(y["presence"], split.present[idx].astype(np.float32))
     with pytest.raises(ValueError):
         whole_batch(native, idx, rng, augment=False)
+
+
+def test_a_working_grid_split_is_read_back_from_its_cache_unchanged(tmp_path):
+    from ml.__main__ import main
+    from ml.model.data import load_split
+
+    data = tmp_path / "data"
+    assert main(["dataset", "--out", str(data), "--slices", "8", "--seed", "6", "--quiet"]) == 0
+    first = load_split(data, "train", working=48)
+    caches = list(data.glob(".working-48-train-*.npz"))
+    assert len(caches) == 1
+    again = load_split(data, "train", working=48)
+    assert len(again) == len(first) and again.working == 48
+    for a, b in zip(first.images + first.masks, again.images + again.masks, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(first.present, again.present)
+    np.testing.assert_array_equal(first.headers, again.headers)
+    assert first.meta == again.meta
+    load_split(data, "train", working=32)  # another size: another cache
+    assert len(list(data.glob(".working-*-train-*.npz"))) == 2
