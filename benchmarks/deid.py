@@ -40,12 +40,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import pydicom  # noqa: E402
+from ingest import make_series  # noqa: E402 - the same slices as the ingest benchmark
 from pydicom.dataset import Dataset  # noqa: E402
 from pydicom.sequence import Sequence  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian  # noqa: E402
 
 from backend.deid import profile  # noqa: E402
-from ingest import make_series  # noqa: E402 - the same slices as the ingest benchmark
 from tests.deid.builders import enhanced_mr_dataset, mr_dataset, to_bytes, with_more_phi  # noqa: E402
 
 KEY = b"b" * 32
@@ -79,7 +79,10 @@ def files(frames: int, items: int, syntaxes: list[str]) -> dict[str, bytes]:
     enhanced = to_bytes(enhanced_mr_dataset(frames=frames, rows=384, columns=512))
     nested = to_bytes(nested_heavy(items))
     out = {}
-    for name, syntax in (("explicit", ExplicitVRLittleEndian), ("implicit", ImplicitVRLittleEndian)):
+    for name, syntax in (
+        ("explicit", ExplicitVRLittleEndian),
+        ("implicit", ImplicitVRLittleEndian),
+    ):
         if name not in syntaxes:
             continue
         for kind, data in (("mr", mr), ("enhanced", enhanced), ("nested", nested)):
