@@ -68,10 +68,18 @@ SENDING_ROLES = (Role.OPERATOR, Role.RADIOLOGIST, Role.SITE_ADMIN)
 
 def sending_site_for(*, user: AnyUser, requested: str | None) -> Site | None:
     """The site a sender's images go to: the one named (id or slug) if the caller may send there,
-    else the caller's only sending site; None when that is ambiguous or not allowed."""
-    allowed = site_ids_with_role(user=user, roles=SENDING_ROLES)
-    sites = Site.objects.filter(id__in=allowed)
+    else the caller's only sending site; None when that is ambiguous or not allowed.
+
+    One query (it runs on every STOW-RS request): the sites the caller may send to, filtered."""
+    if not user.is_authenticated or not user.is_active:
+        return None
+    sites = Site.objects.all()
+    if not user.is_superuser:
+        sites = sites.filter(
+            memberships__user=user, memberships__role__in=[str(r) for r in SENDING_ROLES]
+        ).distinct()
     if requested:
         lookup = {"id": int(requested)} if requested.isdigit() else {"slug": requested}
         return sites.filter(**lookup).first()
-    return sites.first() if len(allowed) == 1 else None
+    found = list(sites.order_by("id")[:2])
+    return found[0] if len(found) == 1 else None

@@ -49,6 +49,20 @@ class ClinicalAPIView(APIView):
             targets = list(unique.values())
         self._audit_targets = targets
 
+    def audit_now(self, targets: list[AuditTarget], *, per_study: bool = False) -> None:
+        """Write the success rows of ``targets`` now, in the caller's transaction, instead of
+        after the response: for a write whose answer is a success once it commits (STOW-RS).
+        The rows then commit, or roll back, with the writes they record, and the request pays
+        one commit instead of two."""
+        self.accessed_targets(targets, per_study=per_study)
+        audit_record(
+            user=self.request.user,
+            action=self.audit_action,
+            targets=self._audit_targets,
+            request=self.request,
+        )
+        self._audit_targets = []
+
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, NotInScope):
             if self.request.user.is_authenticated:

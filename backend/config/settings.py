@@ -112,7 +112,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "backend.config.middleware.AsyncWhiteNoiseMiddleware",  # WhiteNoise, async-capable
     "backend.audit.middleware.RequestIdMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -379,8 +379,19 @@ CELERY_BEAT_SCHEDULE = {
     "dashboards-refresh": {
         "task": "backend.dashboards.tasks.dashboards_refresh_task",
         "schedule": float(env_int("ARTISCAN_ROLLUP_EVERY_S", 300, minimum=10)),
-    }
+    },
+    # Accepted slices whose scoring request was lost after the commit (broker down, process
+    # died before publishing: backend/ingest/dispatch.py) are asked for again.
+    "unscored-sweep": {
+        "task": "backend.ingest.tasks.unscored_sweep_task",
+        "schedule": float(env_int("ARTISCAN_SCORE_SWEEP_EVERY_S", 60, minimum=5)),
+    },
 }
+# A slice unscored this long after it arrived counts as lost by the sweep above.
+ARTISCAN_SCORE_SWEEP_AGE_S = env_int("ARTISCAN_SCORE_SWEEP_AGE_S", 120, minimum=1)
+# Ingest publishes a series' event and scoring request at once, then at most once per this many
+# seconds while its slices keep arriving (everything that came meanwhile in one).
+ARTISCAN_INGEST_COALESCE_S = env_int("ARTISCAN_INGEST_COALESCE_MS", 100, minimum=0) / 1000
 ARTISCAN_ALERT_ALPHA = env_int("ARTISCAN_ALERT_FWER_PERMILLE", 10, minimum=1) / 1000
 ARTISCAN_PUBLIC_URL = env_str("ARTISCAN_PUBLIC_URL", "http://127.0.0.1:8000")
 # Alert webhooks go to public addresses only; intranet relays (host names or CIDR networks) must

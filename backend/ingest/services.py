@@ -15,13 +15,15 @@ from typing import Any, Literal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 from pydicom import Dataset
 from pydicom.multival import MultiValue
 
 from backend.accounts.models import Site
 from backend.deid.profile import (
+    ENHANCED_MR_IMAGE,
+    MR_IMAGE,
     Rejected,
     deidentify,
     read_dicom,
@@ -29,10 +31,9 @@ from backend.deid.profile import (
     write_dicom,
 )
 from backend.dicomweb.metadata import instance_metadata_create
+from backend.ingest.dispatch import ingest_announce
 from backend.ingest.models import OrthancSource, QuarantinedFile
 from backend.ingest.orthanc import OrthancClient, OrthancError
-from backend.realtime.services import event_publish
-from backend.scoring.services import series_score_enqueue
 from backend.storage.store import store_delete, store_put, store_put_many
 from backend.studies.models import Instance, Scanner, Series, Study
 
@@ -361,12 +362,8 @@ def _record_batch(
         Series.objects.filter(pk=series_id).update(
             instance_count=F("instance_count") + len(instance_ids)
         )
-        _announce(
-            site_id=site.pk, series_id=str(series_id), instance_ids=instance_ids, source=source
-        )
-        # A task scores whatever is waiting in the series, so one request per series and batch
-        # is enough, and a lone slice is not held back.
-        series_score_enqueue(series_id=series_id)
+    if per_series:
+        _announce(site_id=site.pk, per_series=per_series, source=source)
 
     outcomes: list[IngestOutcome] = []
     accepted: set[tuple[Any, str]] = set()
@@ -384,19 +381,72 @@ def _record_batch(
     return outcomes
 
 
-def _announce(*, site_id: int, series_id: str, instance_ids: list[str], source: str) -> None:
-    """One ``instance.received`` event per series and batch, after the commit: ``instance_id``
-    is the last one received, ``instance_ids`` all of them."""
-    data = {
-        "series_id": series_id,
-        "instance_id": instance_ids[-1],
-        "instance_ids": instance_ids,
-        "count": len(instance_ids),
-        "source": source,
-    }
-    transaction.on_commit(
-        lambda: event_publish(site_id=site_id, kind="instance.received", data=data)
+def _announce(*, site_id: int, per_series: dict[Any, list[str]], source: str) -> None:
+    """After the commit, hand each series' news to this process' dispatcher: it publishes one
+    ``instance.received`` event (``instance_id`` the last one received, ``instance_ids`` all of
+    them) and one scoring request per series, coalesced with the requests that follow closely,
+    off the request's path (``backend.ingest.dispatch``; a periodic sweep covers a lost one).
+    A task scores whatever is waiting in its series, so a lone slice is not held back."""
+    news = [(str(series_id), ids) for series_id, ids in per_series.items()]
+
+    def hand_over() -> None:
+        for series_id, instance_ids in news:
+            ingest_announce(
+                site_id=site_id, series_id=series_id, instance_ids=instance_ids, source=source
+            )
+
+    transaction.on_commit(hand_over)
+
+
+def _scoring_queue_size() -> int:
+    """Messages waiting in the scoring queue (0 when the broker cannot say)."""
+    from backend.config.celery import app
+    from backend.scoring.tasks import series_score_task
+
+    queue = app.amqp.router.route({}, series_score_task.name)["queue"].name
+    with app.connection_for_write() as conn:
+        return int(conn.default_channel.queue_declare(queue=queue).message_count)
+
+
+def unscored_sweep(*, older_than_s: float | None = None, limit: int = 1000) -> list[str]:
+    """Ask again for the scoring of every series with an MR slice that the deployed model has
+    neither scored nor quarantined, though it arrived more than ``older_than_s`` seconds ago
+    (default ``ARTISCAN_SCORE_SWEEP_AGE_S``); returns those series' ids.
+
+    What it covers: a scoring request lost after the commit (the broker was down, the process
+    died before it published; ``backend.ingest.dispatch``). It does nothing while the scoring
+    queue has requests waiting: the worker is behind, and the series it has not reached yet
+    would only be asked for twice; the next sweep after the queue drains finds what is left.
+    A request for a series being scored right now costs a task that finds nothing to claim.
+    """
+    from backend.scoring.models import InstanceScore, SliceAttempt
+    from backend.scoring.services import model_version_deployed, series_score_publish
+
+    if older_than_s is None:
+        older_than_s = float(settings.ARTISCAN_SCORE_SWEEP_AGE_S)
+    if _scoring_queue_size():
+        return []
+    version = model_version_deployed()
+    scored = InstanceScore.objects.filter(instance=OuterRef("pk"), run__model_version=version)
+    quarantined = SliceAttempt.objects.filter(
+        instance=OuterRef("pk"), model_version=version, quarantined=True
     )
+    series_ids = [
+        str(s)
+        for s in Instance.objects.filter(
+            received_at__lt=timezone.now() - timedelta(seconds=older_than_s),
+            sop_class_uid__in=(MR_IMAGE, ENHANCED_MR_IMAGE),
+        )
+        .exclude(Exists(scored))
+        .exclude(Exists(quarantined))
+        .values_list("series_id", flat=True)
+        .distinct()[:limit]
+    ]
+    for series_id in series_ids:
+        series_score_publish(series_id=series_id)
+    if series_ids:
+        logger.warning("asked again for the scoring of %d series left unscored", len(series_ids))
+    return series_ids
 
 
 def quarantine_purge(*, now: datetime | None = None) -> int:

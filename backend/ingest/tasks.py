@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from backend.ingest.services import unscored_sweep
 from backend.ingest.uploads import upload_process
 from backend.jobs.tasks import TrackedTask
 
@@ -9,3 +10,10 @@ from backend.jobs.tasks import TrackedTask
 @shared_task(base=TrackedTask, autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=5)
 def upload_process_task(upload_id: str) -> str:
     return str(upload_process(upload_id=upload_id).status)
+
+
+@shared_task(ignore_result=True)
+def unscored_sweep_task() -> int:
+    """Periodic (Celery beat, ``CELERY_BEAT_SCHEDULE``): re-ask for the scoring of series whose
+    slices were accepted but not scored (a request lost after the commit)."""
+    return len(unscored_sweep())

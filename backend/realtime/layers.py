@@ -87,6 +87,16 @@ class DatabaseChannelLayer(BaseChannelLayer):
             assert isinstance(message, dict), "message is not a dict"
         await database_sync_to_async(self._group_send)(group, messages)
 
+    def group_send_many_sync(self, group: str, messages: list[dict[str, Any]]) -> None:
+        """``group_send_many`` from sync code, with the calling thread's connection and, when it
+        is in a transaction, in that transaction: no trip through an event loop, and no
+        ``close_old_connections`` closing the caller's connection (``database_sync_to_async``
+        does that before and after, on the caller's own thread)."""
+        self.require_valid_group_name(group)
+        for message in messages:
+            assert isinstance(message, dict), "message is not a dict"
+        self._group_send(group, messages)
+
     async def flush(self) -> None:
         from backend.realtime.models import LayerGroupMember, LayerMessage
 

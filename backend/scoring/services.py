@@ -326,10 +326,20 @@ def model_version_find(*, label: str, name: str | None = None) -> ModelVersion:
 
 
 def series_score_enqueue(*, series_id: uuid.UUID | str) -> None:
+    """Ask for the scoring of ``series_id``'s waiting slices once the current transaction
+    commits. (Ingest hands its requests to ``backend.ingest.dispatch`` instead, which publishes
+    them off the request's path, coalesced per series.)"""
+    sid = str(series_id)
+    transaction.on_commit(lambda: series_score_publish(series_id=sid))
+
+
+def series_score_publish(*, series_id: uuid.UUID | str) -> None:
+    """Publish one scoring request for ``series_id`` now (call it after the commit of the
+    slices it is for). The task scores whatever the series has waiting, so one request covers
+    every slice committed before it; a request that finds nothing to do is cheap."""
     from backend.scoring.tasks import series_score_task
 
-    sid = str(series_id)
-    transaction.on_commit(lambda: series_score_task.delay(sid))
+    series_score_task.delay(str(series_id))
 
 
 def series_rescore(

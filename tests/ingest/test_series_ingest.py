@@ -118,16 +118,29 @@ def _second_series(i: int) -> bytes:
 def test_a_batch_of_two_series_is_recorded_with_one_scoring_request_and_event_per_series(
     site_a, django_capture_on_commit_callbacks
 ):
+    from tests.ingest.test_dispatch import SiteEvents, published
+
     files = [to_bytes(mr_dataset(i)) for i in (1, 2, 3)] + [_second_series(i) for i in (1, 2)]
-    with django_capture_on_commit_callbacks() as callbacks:
-        outcomes = series_ingest(site=site_a, files=files, source="stow")
-    assert [o.status for o in outcomes] == ["accepted"] * 5
-    counts = sorted(Series.objects.filter(site=site_a).values_list("instance_count", flat=True))
-    assert counts == [2, 3]
-    assert Instance.objects.count() == 5
-    assert len({o.series_id for o in outcomes}) == 2
-    # One instance.received event and one scoring request per series, not one per file.
-    assert len(callbacks) == 4
+    before = published()
+    with SiteEvents(site_a.pk) as events:
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            outcomes = series_ingest(site=site_a, files=files, source="stow")
+        assert [o.status for o in outcomes] == ["accepted"] * 5
+        counts = sorted(Series.objects.filter(site=site_a).values_list("instance_count", flat=True))
+        assert counts == [2, 3]
+        assert Instance.objects.count() == 5
+        assert len({o.series_id for o in outcomes}) == 2
+        # One hand-over after the commit; then one instance.received event and one scoring
+        # request per series, not one per file.
+        assert len(callbacks) == 1
+        received = events.take(2)
+    assert published() - before == 2
+    by_series = {e["data"]["series_id"]: e["data"] for e in received}
+    assert {k: v["count"] for k, v in by_series.items()} == {
+        o.series_id: sum(p.series_id == o.series_id for p in outcomes) for o in outcomes
+    }
+    for outcome in outcomes:
+        assert outcome.instance_id in by_series[outcome.series_id]["instance_ids"]
 
 
 def test_a_batch_larger_than_the_ingest_batch_is_split_and_every_file_lands(

@@ -1,0 +1,148 @@
+"""After the commit, ingest's news leaves through one thread per process: events and scoring
+requests coalesced per series, and a lost scoring request is made good by the sweep."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from backend.ingest.dispatch import dispatcher, ingest_flush
+from backend.ingest.services import series_ingest
+from tests.deid.builders import mr_dataset, to_bytes
+
+
+def published() -> int:
+    return dispatcher().published
+
+
+class SiteEvents:
+    """A receiver in a site's group of the configured channel layer (Redis in site mode)."""
+
+    def __init__(self, site_id: int) -> None:
+        self.group = f"site.{site_id}"
+        self.layer = get_channel_layer()
+
+    def __enter__(self) -> SiteEvents:
+        self.channel = async_to_sync(self.layer.new_channel)()
+        async_to_sync(self.layer.group_add)(self.group, self.channel)
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        async_to_sync(self.layer.group_discard)(self.group, self.channel)
+
+    def take(self, n: int, timeout: float = 20) -> list[dict[str, Any]]:
+        """The next ``n`` events (fails if they do not come)."""
+        assert ingest_flush(timeout)
+
+        async def receive() -> list[dict[str, Any]]:
+            return [
+                (await asyncio.wait_for(self.layer.receive(self.channel), timeout))["event"]
+                for _ in range(n)
+            ]
+
+        return async_to_sync(receive)()
+
+
+def _ingest_one(site: Any, i: int, callbacks: Any) -> Any:
+    with callbacks(execute=True):
+        [outcome] = series_ingest(site=site, files=[to_bytes(mr_dataset(i))], source="stow")
+    assert outcome.status == "accepted"
+    return outcome
+
+
+@pytest.mark.django_db
+def test_slices_arriving_close_together_make_one_request_and_one_event_after_the_first(
+    site_a, settings, django_capture_on_commit_callbacks
+):
+    settings.ARTISCAN_INGEST_COALESCE_S = 30.0  # no window ends by itself in this test
+    ingest_flush()
+    before = published()
+    with SiteEvents(site_a.pk) as events:
+        first = _ingest_one(site_a, 1, django_capture_on_commit_callbacks)
+        # The first slice of a quiet series goes out at once, alone.
+        [lone] = events.take(1)
+        rest = [_ingest_one(site_a, i, django_capture_on_commit_callbacks) for i in range(2, 7)]
+        # The next five wait for the window (flushed here) and go out together.
+        [together] = events.take(1)
+    assert lone["kind"] == "instance.received"
+    assert (lone["data"]["count"], lone["data"]["instance_ids"]) == (1, [first.instance_id])
+    assert together["data"]["count"] == 5
+    assert together["data"]["instance_ids"] == [o.instance_id for o in rest]
+    assert together["data"]["instance_id"] == rest[-1].instance_id
+    assert published() - before == 2
+
+
+@pytest.mark.django_db
+def test_the_request_held_for_the_window_goes_out_when_the_window_ends(
+    site_a, settings, django_capture_on_commit_callbacks
+):
+    settings.ARTISCAN_INGEST_COALESCE_S = 0.3
+    ingest_flush()
+    before = published()
+    _ingest_one(site_a, 1, django_capture_on_commit_callbacks)
+    _ingest_one(site_a, 2, django_capture_on_commit_callbacks)
+    # No flush: the thread sends the second on its own once the window is over.
+    deadline = time.monotonic() + 30
+    while published() - before < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert published() - before == 2
+
+
+CHILD = """
+import sys
+from pathlib import Path
+from backend.accounts.models import Site
+from backend.ingest.dispatch import dispatcher, ingest_flush
+from backend.ingest.services import series_ingest
+[outcome] = series_ingest(
+    site=Site.objects.get(pk=int(sys.argv[1])), files=[Path(sys.argv[2]).read_bytes()],
+    source="stow",
+)
+assert outcome.status == "accepted", outcome
+assert ingest_flush(120)
+assert dispatcher().published == 0, "the broker was not dead"
+print(outcome.instance_id)
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.servers
+def test_a_slice_whose_scoring_request_was_lost_is_scored_after_the_sweep(
+    site_a, celery_worker_process, tmp_path
+):
+    """The fault for real: a process whose broker is a dead port accepts and commits a slice,
+    and its scoring request fails. The sweep asks again; the real worker scores it."""
+    from django.conf import settings
+
+    from backend.ingest.services import unscored_sweep
+    from backend.scoring.models import InstanceScore
+    from backend.studies.models import Instance
+    from tests.conftest import _free_port, _server_env, _wait_for
+
+    env = _server_env(settings.DATABASES["default"]["NAME"])
+    env["CELERY_BROKER_URL"] = f"redis://127.0.0.1:{_free_port()}/0"  # nothing listens there
+    path = tmp_path / "slice.dcm"
+    path.write_bytes(to_bytes(mr_dataset(3)))
+    code = "import django; django.setup()\n" + CHILD
+    child = subprocess.run(
+        [sys.executable, "-c", code, str(site_a.pk), str(path)],
+        env={**env, "DJANGO_SETTINGS_MODULE": "backend.config.settings"},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert child.returncode == 0, child.stderr[-3000:]
+    assert "not sent" in child.stderr  # the publish did fail, and said so
+    instance = Instance.objects.get(pk=child.stdout.split()[-1])
+    assert not InstanceScore.objects.filter(instance=instance).exists()
+    # Too recent for the default age; any age at all with 0.
+    assert str(instance.series_id) not in unscored_sweep(older_than_s=3600)
+    assert unscored_sweep(older_than_s=0) == [str(instance.series_id)]
+    _wait_for(
+        lambda: InstanceScore.objects.filter(instance=instance).exists(), 180, "the sweep's score"
+    )
