@@ -596,52 +596,190 @@ def _forbidden(sources: list[tuple[str, str, bytes, list[str]]]) -> list[re.Patt
 def deidentify_fast(data: bytes, *, key: bytes, max_bytes: int) -> DeidentifiedFile:
     """The fast path alone: raises ``Rejected`` for what ``profile._open`` refuses, ``Fallback``
     for anything else it does not answer for (tests call it to see that it does answer)."""
-    _meta, syntax, body, start = P._open(data, max_bytes)
+    syntax, body, start = _open(data, max_bytes)
     if syntax == ExplicitVRBigEndian:
         raise Fallback("big endian")
-    explicit = syntax != ImplicitVRLittleEndian
-    parser = _Parser(body, explicit)
+    parser = _Parser(body, syntax != ImplicitVRLittleEndian)
     elements, end, encodings = parser.dataset(start, len(body), 0, _DEFAULT_ENCODINGS, False)
     if end != len(body):
         raise Fallback("trailing bytes")
 
-    # The original's top-level attributes the checks and pseudonyms read, decoded by pydicom.
-    top = Dataset(
-        {
-            BaseTag(e[0]): RawDataElement(
-                BaseTag(e[0]), e[1], e[4] - e[3], body[e[3] : e[4]], 0, False, True
-            )
-            for e in elements
-            if e[0] in _TOP_TAGS
-        }
-    )  # fmt: skip
+    top = _Top(body, elements, encodings)
     if parser.us_or_ss:
         _settle_us_or_ss(elements, parser.us_or_ss, top)
-    pixel = next((e for e in reversed(elements) if e[0] == _PIXEL_DATA), None)
-    try:
-        _check_image(top, syntax, pixel, body)
-        days = P.date_shift_days(top, key=key)
-        pseudonym = P.patient_pseudonym(top, key=key)
-        scanner = P.scanner_pseudonym_from(top, key=key)
-        enhanced = str(top.get("SOPClassUID", "")) == P.ENHANCED_MR_IMAGE
-        sop_class = str(top.SOPClassUID)
-    except P.Rejected:
-        raise Fallback("refused by the image checks") from None
+    sop_class, sop_instance = _check_image(top, syntax, elements)
+    source = top.text(_PATIENT_ID).strip() or top.text(_PATIENT_NAME).strip()
+    scanner = P._scanner_of([top.text(tag).strip() for tag in _SCANNER_TAGS], key)
     if any(e[0] in _WRITTEN and e[1] != _WRITTEN_VR[e[0]] for e in elements):
         raise Fallback("a replaced attribute with another VR")
 
-    writer = _Writer(parser, key, days, enhanced)
+    writer = _Writer(parser, key, P._days_of(source, key), sop_class == P.ENHANCED_MR_IMAGE)
     pieces: list[Any] = []
-    writer.dataset(
-        elements, _DEFAULT_ENCODINGS, pieces, sorted(_added(pseudonym, encodings).items())
-    )
-    sop_instance = writer.uid(str(top.SOPInstanceUID))
+    added = _added(P._pseudonym_of(source, key), encodings)
+    writer.dataset(elements, _DEFAULT_ENCODINGS, pieces, added)
+    new_instance = writer.uid(sop_instance)
     compressed = syntax.is_compressed and syntax != DeflatedExplicitVRLittleEndian
     out_syntax = syntax if compressed else ExplicitVRLittleEndian
-    head = bytes(128) + b"DICM" + _file_meta(sop_class, sop_instance, out_syntax)
+    head = bytes(128) + b"DICM" + _file_meta(sop_class, new_instance, out_syntax)
     clean = b"".join([head, *pieces])
-    ds = _dataset_of(clean, len(head), out_syntax, sop_class, sop_instance)
-    return DeidentifiedFile(data=clean, ds=ds, scanner=scanner)
+    return DeidentifiedFile(
+        data=clean, ds=_dataset_of(clean, len(head), encodings), scanner=scanner
+    )
+
+
+def _open(data: bytes, max_bytes: int) -> tuple[UID, bytes, int]:
+    """profile._open, with the file meta read here when it is the usual explicit VR little
+    endian group (pydicom reads it otherwise): the same checks, in the same order."""
+    P._check_envelope(data, max_bytes)
+    try:
+        syntax, media_class, start = _read_meta(data)
+    except Fallback:
+        _meta, syntax, media_class, start = P._read_meta(data)
+    body, start = P._open_body(data, syntax, media_class, start, max_bytes)
+    return syntax, body, start
+
+
+def _read_meta(data: bytes) -> tuple[UID, str, int]:
+    """The transfer syntax and media storage class of a plain file meta group, and where the
+    data set starts; ``Fallback`` for anything pydicom would read differently."""
+    unpack = struct.unpack_from
+    pos, end, last = 132, len(data), -1
+    values: dict[int, str] = {}
+    while pos + 8 <= end:
+        group, elem, vr_bytes = unpack("<HH2s", data, pos)
+        if group != 0x0002:
+            break
+        tag = 0x00020000 | elem
+        vr = _VR_OF_BYTES.get(vr_bytes)
+        if vr is None or vr in ("UN", "SQ") or tag <= last:
+            raise Fallback("file meta")
+        last = tag
+        if vr in _LONG_VRS:
+            if pos + 12 > end:
+                raise Fallback("file meta")
+            (length,) = unpack("<I", data, pos + 8)
+            pos += 12
+        else:
+            (length,) = unpack("<H", data, pos + 6)
+            pos += 8
+        size = _NUMBER_SIZE.get(vr)
+        if length == _UNDEFINED or pos + length > end or (size is not None and length % size):
+            raise Fallback("file meta")
+        if tag in (0x00020002, 0x00020010):
+            if vr != "UI":
+                raise Fallback("file meta")
+            text = data[pos : pos + length].decode("latin-1").rstrip("\x00 ")
+            if "\\" in text:
+                raise Fallback("file meta")
+            values[tag] = text
+        pos += length
+    else:
+        raise Fallback("file meta")
+    return UID(values.get(0x00020010, "").strip()), values.get(0x00020002, "").strip(), pos
+
+
+_SCANNER_TAGS = tuple(
+    tag for keyword in P.SCANNER_KEYWORDS for tag, entry in DicomDictionary.items()
+    if entry[4] == keyword
+)  # fmt: skip
+_TAG = {entry[4]: tag for tag, entry in DicomDictionary.items() if entry[4] in _TOP_KEYWORDS}
+_IS = re.compile(r"^ *[0-9]+ *$")
+
+
+class _Top:
+    """The original's top-level attributes the checks and the pseudonyms read, decoded as pydicom
+    decodes them for ``ds.get(keyword)``: simply where the value is plain (one value, the
+    default character set), by pydicom's converters otherwise; ``Fallback`` where a check would
+    need more."""
+
+    def __init__(self, body: bytes, elements: list[Element], encodings: list[str]) -> None:
+        self.body = body
+        self.encodings = encodings
+        self.plain = encodings == _DEFAULT_ENCODINGS
+        self.elements = {e[0]: e for e in elements if e[0] in _TOP_TAGS}
+
+    def raw(self, tag: int) -> tuple[str, bytes] | None:
+        element = self.elements.get(tag)
+        if element is None:
+            return None
+        return element[1], self.body[element[3] : element[4]]
+
+    def text(self, tag: int) -> str:
+        """``str(ds.get(keyword, ""))``"""
+        found = self.raw(tag)
+        if found is None:
+            return ""
+        vr, raw = found
+        plain = self.plain and b"\\" not in raw and b"\x1b" not in raw  # no escape sequence
+        if plain and vr in ("LO", "SH", "CS", "UI", "PN"):
+            if vr == "PN":
+                return raw.rstrip(b"\x00 ").decode("latin-1")
+            return raw.decode("latin-1").rstrip("\x00 ")
+        return str(convert_value(vr, _raw(tag, vr, raw), self.encodings))
+
+    def count(self, tag: int, default: int) -> int:
+        """``int(ds.get(keyword, default) or default)`` for one US or IS value, else Fallback."""
+        found = self.raw(tag)
+        if found is None:
+            return default
+        vr, raw = found
+        if vr == "US" and len(raw) == 2:
+            return struct.unpack("<H", raw)[0] or default
+        if vr == "IS" and (not raw or _IS.match(raw.decode("latin-1"))):
+            return int(raw or b"0") or default
+        raise Fallback("an image attribute of an unusual form")
+
+
+def _settle_us_or_ss(elements: list[Element], tags: list[int], top: _Top) -> None:
+    """pydicom's correct_ambiguous_vr for a top-level "US or SS": US when PixelRepresentation
+    is 0, else SS; without PixelRepresentation, left to the dataset path."""
+    if _TAG["PixelRepresentation"] not in top.elements:
+        raise Fallback("US or SS without PixelRepresentation")
+    vr = "US" if top.count(_TAG["PixelRepresentation"], 0) == 0 else "SS"
+    for index, element in enumerate(elements):
+        if element[0] in tags:
+            elements[index] = (element[0], vr, *element[2:])
+
+
+def _check_image(top: _Top, syntax: UID, elements: list[Element]) -> tuple[str, str]:
+    """profile._check_image (the UID characters are checked in the walk): ``Fallback`` wherever
+    it would refuse (the dataset path then refuses with its reason). The SOP class and the
+    original SOP instance UID."""
+    sop_class = top.text(_TAG["SOPClassUID"]).strip()
+    if sop_class not in P.ACCEPTED_SOP_CLASSES or _TAG["DirectoryRecordSequence"] in top.elements:
+        raise Fallback("not an accepted image")
+    if top.text(_TAG["BurnedInAnnotation"]).strip().upper() == "YES":
+        raise Fallback("burned-in annotation")
+    uids = []
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        value = top.text(_TAG[keyword])
+        if not value or len(value) > 64 or not P._UID.match(value):
+            raise Fallback("a malformed UID")
+        uids.append(value)
+    rows, columns = top.count(_TAG["Rows"], 0), top.count(_TAG["Columns"], 0)
+    frames = top.count(_TAG["NumberOfFrames"], 1)
+    samples = top.count(_TAG["SamplesPerPixel"], 1)
+    bits = top.count(_TAG["BitsAllocated"], 0)
+    if not (0 < rows <= P.MAX_MATRIX and 0 < columns <= P.MAX_MATRIX):
+        raise Fallback("matrix")
+    if not 0 < frames <= P.MAX_FRAMES or bits not in (8, 16, 32) or samples not in (1, 3):
+        raise Fallback("format")
+    pixel = next((e for e in reversed(elements) if e[0] == _PIXEL_DATA), None)
+    if pixel is None:
+        raise Fallback("no pixel data")
+    if syntax.is_compressed and syntax != DeflatedExplicitVRLittleEndian:
+        if not pixel[5]:
+            raise Fallback("not encapsulated")
+        try:
+            P._check_encapsulated(top.body[pixel[3] : pixel[4]], frames)
+        except P.Rejected:
+            raise Fallback("encapsulation") from None
+    elif pixel[5] or pixel[4] - pixel[3] - rows * columns * samples * frames * bits // 8 not in (
+        0,
+        1,
+    ):
+        raise Fallback("pixel data length")
+    return sop_class, uids[2]
 
 
 _WRITTEN_VR = {
@@ -650,85 +788,43 @@ _WRITTEN_VR = {
 }  # fmt: skip
 
 
-def _settle_us_or_ss(elements: list[Element], tags: list[int], top: Dataset) -> None:
-    """pydicom's correct_ambiguous_vr for a top-level "US or SS": US when PixelRepresentation
-    is 0, else SS; without PixelRepresentation, left to the dataset path."""
-    try:
-        representation = top["PixelRepresentation"].value
-        vr = "US" if int(representation) == 0 else "SS"
-    except Exception:
-        raise Fallback("US or SS without PixelRepresentation") from None
-    for index, element in enumerate(elements):
-        if element[0] in tags:
-            elements[index] = (element[0], vr, *element[2:])
+_ADDED: dict[tuple[str, ...], list[tuple[int, bytes]]] = {}
 
 
-def _check_image(top: Dataset, syntax: Any, pixel: Element | None, body: bytes) -> None:
-    """profile._check_image, but for the UID characters (checked in the walk) and the pixel
-    length (from the walk)."""
-    sop_class = str(top.get("SOPClassUID", "")).strip()
-    if sop_class == P.DICOMDIR_CLASS or "DirectoryRecordSequence" in top:
-        raise P.Rejected("dicomdir")
-    if sop_class not in P.ACCEPTED_SOP_CLASSES:
-        raise P.Rejected("class")
-    if str(top.get("BurnedInAnnotation", "")).strip().upper() == "YES":
-        raise P.Rejected("burned in")
-    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
-        value = str(top.get(keyword, ""))
-        if not value or len(value) > 64 or not P._UID.match(value):
-            raise P.Rejected("uid")
-    try:
-        rows, columns = int(top.get("Rows", 0)), int(top.get("Columns", 0))
-        frames = int(top.get("NumberOfFrames", 1) or 1)
-        samples = int(top.get("SamplesPerPixel", 1) or 1)
-        bits = int(top.get("BitsAllocated", 0))
-    except Exception:
-        raise P.Rejected("attributes") from None
-    if not (
-        0 < rows <= P.MAX_MATRIX and 0 < columns <= P.MAX_MATRIX and 0 < frames <= P.MAX_FRAMES
-    ):
-        raise P.Rejected("matrix")
-    if bits not in (8, 16, 32) or samples not in (1, 3):
-        raise P.Rejected("format")
-    if pixel is None:
-        raise P.Rejected("no pixel data")
-    if syntax.is_compressed and syntax != DeflatedExplicitVRLittleEndian:
-        if not pixel[5]:
-            raise P.Rejected("not encapsulated")
-        P._check_encapsulated(body[pixel[3] : pixel[4]], frames)
-        return
-    if pixel[5]:
-        raise P.Rejected("encapsulated in a native syntax")
-    expected = rows * columns * samples * frames * bits // 8
-    if pixel[4] - pixel[3] not in (expected, expected + 1):
-        raise P.Rejected("pixel length")
-
-
-def _added(pseudonym: str, encodings: list[str]) -> dict[int, bytes]:
-    """The top-level elements ``profile._deidentify`` sets, encoded."""
-    codes = []
-    for code, meaning in P.METHOD_CODES:
-        encoded = b"".join(
-            _header(t, vr, len(v)) + v
-            for t, vr, v in (
-                (0x00080100, "SH", _encode("SH", [code], encodings)),
-                (0x00080102, "SH", _encode("SH", ["DCM"], encodings)),
-                (0x00080104, "LO", _encode("LO", [meaning], encodings)),
+def _added(pseudonym: str, encodings: list[str]) -> list[tuple[int, bytes]]:
+    """The top-level elements ``profile._deidentify`` sets, encoded, in tag order (all but the
+    pseudonyms are the same for every file of a character set: kept per character set)."""
+    fixed = _ADDED.get(tuple(encodings))
+    if fixed is None:
+        codes = []
+        for code, meaning in P.METHOD_CODES:
+            encoded = b"".join(
+                _header(t, vr, len(v)) + v
+                for t, vr, v in (
+                    (0x00080100, "SH", _encode("SH", [code], encodings)),
+                    (0x00080102, "SH", _encode("SH", ["DCM"], encodings)),
+                    (0x00080104, "LO", _encode("LO", [meaning], encodings)),
+                )
             )
-        )
-        codes.append(_pack_item(0xFFFE, 0xE000, len(encoded)) + encoded)
-    sequence = b"".join(codes)
-    out = {}
-    for tag, vr, value in (
-        (_PATIENT_NAME, "PN", _encode("PN", [pseudonym], encodings)),
-        (_PATIENT_ID, "LO", _encode("LO", [pseudonym], encodings)),
-        (_IDENTITY_REMOVED, "CS", _encode("CS", ["YES"], encodings)),
-        (_METHOD, "LO", _encode("LO", [P.DEIDENTIFICATION_METHOD], encodings)),
-        (_METHOD_CODES, "SQ", sequence),
-        (_LONGITUDINAL, "CS", _encode("CS", ["MODIFIED"], encodings)),
-    ):
-        out[tag] = _header(tag, vr, len(value)) + value
-    return out
+            codes.append(_pack_item(0xFFFE, 0xE000, len(encoded)) + encoded)
+        fixed = [
+            (tag, _header(tag, vr, len(value)) + value)
+            for tag, vr, value in (
+                (_IDENTITY_REMOVED, "CS", _encode("CS", ["YES"], encodings)),
+                (_METHOD, "LO", _encode("LO", [P.DEIDENTIFICATION_METHOD], encodings)),
+                (_METHOD_CODES, "SQ", b"".join(codes)),
+                (_LONGITUDINAL, "CS", _encode("CS", ["MODIFIED"], encodings)),
+            )
+        ]
+        if len(_ADDED) < 64:
+            _ADDED[tuple(encodings)] = fixed
+    name = _encode("PN", [pseudonym], encodings)
+    patient_id = _encode("LO", [pseudonym], encodings)
+    return [
+        (_PATIENT_NAME, _header(_PATIENT_NAME, "PN", len(name)) + name),
+        (_PATIENT_ID, _header(_PATIENT_ID, "LO", len(patient_id)) + patient_id),
+        *fixed,
+    ]
 
 
 def _file_meta(sop_class: str, sop_instance: str, syntax: str) -> bytes:
@@ -750,22 +846,18 @@ def _file_meta(sop_class: str, sop_instance: str, syntax: str) -> bytes:
     return _header(0x00020000, "UL", 4) + struct.pack("<I", len(group)) + group
 
 
-def _dataset_of(
-    clean: bytes, start: int, syntax: Any, sop_class: str, sop_instance: str
-) -> Dataset:
-    """The clean file's data set as ``read_dicom`` would give it (values decoded lazily)."""
+def _dataset_of(clean: bytes, start: int, encodings: list[str]) -> Dataset:
+    """The clean file's data set as ``read_dicom`` of it gives it (values decoded lazily)."""
     stream = io.BytesIO(clean)
+    stream.seek(132)
+    meta = FileMetaDataset(read_dataset(stream, False, True, stop_when=_not_meta))
     stream.seek(start)
     ds = read_dataset(stream, is_implicit_VR=False, is_little_endian=True)
-    meta = FileMetaDataset()
-    meta.FileMetaInformationGroupLength = start - 132 - 12
-    meta.FileMetaInformationVersion = b"\x00\x01"
-    meta.MediaStorageSOPClassUID = UID(sop_class)
-    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
-    meta.TransferSyntaxUID = UID(syntax)
-    meta.ImplementationClassUID = P.IMPLEMENTATION_UID
-    meta.ImplementationVersionName = P.IMPLEMENTATION_VERSION
     ds.file_meta = meta
-    ds.set_original_encoding(False, True, ds._character_set)
+    ds.set_original_encoding(False, True, encodings)
     ds.preamble = b"\x00" * 128
     return ds
+
+
+def _not_meta(tag: BaseTag, vr: str | None, length: int) -> bool:
+    return tag >> 16 != 2

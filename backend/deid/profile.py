@@ -191,6 +191,13 @@ def _open(data: bytes, max_bytes: int) -> tuple[FileMetaDataset, UID, bytes, int
     bounded inflation, ``safety.prescan``): the file meta, the transfer syntax, the data set's
     bytes (inflated if they were deflated) and where the data set starts in them. Shared by the
     dataset path and the fast path (``backend.deid.fast``), so both refuse alike."""
+    _check_envelope(data, max_bytes)
+    meta, syntax, media_class, start = _read_meta(data)
+    body, start = _open_body(data, syntax, media_class, start, max_bytes)
+    return meta, syntax, body, start
+
+
+def _check_envelope(data: bytes, max_bytes: int) -> None:
     if not data:
         raise Rejected("empty file")
     if len(data) > max_bytes:
@@ -199,6 +206,10 @@ def _open(data: bytes, max_bytes: int) -> tuple[FileMetaDataset, UID, bytes, int
         raise Rejected("not a DICOM Part 10 file (no DICM marker)")
     if data.startswith(POLYGLOT_MAGIC):
         raise Rejected("executable or archive code in the preamble (polyglot file)")
+
+
+def _read_meta(data: bytes) -> tuple[FileMetaDataset, UID, str, int]:
+    """The file meta, its transfer syntax and media storage class, and where the data set starts."""
     fp = io.BytesIO(data)
     try:
         read_preamble(fp, force=False)
@@ -209,11 +220,16 @@ def _open(data: bytes, max_bytes: int) -> tuple[FileMetaDataset, UID, bytes, int
         media_class = str(meta.get("MediaStorageSOPClassUID", "")).strip()
     except Exception:
         raise Rejected("unreadable file meta information") from None
+    return meta, syntax, media_class, fp.tell()
+
+
+def _open_body(
+    data: bytes, syntax: UID, media_class: str, start: int, max_bytes: int
+) -> tuple[bytes, int]:
     if media_class == DICOMDIR_CLASS:
         raise Rejected("a DICOMDIR (its paths are never followed)")
     if not _syntax_supported(syntax):
         raise Rejected("unsupported transfer syntax")
-    start = fp.tell()
     body = data
     explicit, little = syntax != ImplicitVRLittleEndian, syntax != ExplicitVRBigEndian
     try:
@@ -223,7 +239,7 @@ def _open(data: bytes, max_bytes: int) -> tuple[FileMetaDataset, UID, bytes, int
         prescan(body, start, explicit=explicit, little=little)
     except UnsafeFile as unsafe:
         raise Rejected(unsafe.reason) from None
-    return meta, syntax, body, start
+    return body, start
 
 
 def inflate_budget(compressed_size: int, max_bytes: int) -> int:
@@ -331,24 +347,32 @@ def _patient_source(ds: Dataset) -> str:
 def patient_pseudonym(ds: Dataset, *, key: bytes) -> str:
     """``ANON-`` and 12 hex digits of a keyed HMAC of the original PatientID (PatientName if
     there is no ID), so one patient's series still group and nobody without the key can link."""
-    return (
-        PSEUDONYM_PREFIX + _mac(key, "patient", _patient_source(ds) or "unknown").hex()[:12].upper()
-    )
+    return _pseudonym_of(_patient_source(ds), key)
+
+
+def _pseudonym_of(source: str, key: bytes) -> str:
+    return PSEUDONYM_PREFIX + _mac(key, "patient", source or "unknown").hex()[:12].upper()
 
 
 def date_shift_days(ds: Dataset, *, key: bytes) -> int:
     """A keyed per-patient shift of 1 to 3650 days into the past (from the original PatientID)."""
-    source = _patient_source(ds) or "unknown"
-    return 1 + int.from_bytes(_mac(key, "dates", source)[:4], "big") % 3650
+    return _days_of(_patient_source(ds), key)
+
+
+def _days_of(source: str, key: bytes) -> int:
+    return 1 + int.from_bytes(_mac(key, "dates", source or "unknown")[:4], "big") % 3650
+
+
+SCANNER_KEYWORDS = ("StationName", "DeviceSerialNumber", "Manufacturer", "ManufacturerModelName")
 
 
 def scanner_pseudonym_from(ds: Dataset, *, key: bytes) -> str:
     """A keyed pseudonym of the scanner (station name, serial number, model), taken from the
     original before de-identification removes them; empty if nothing names the scanner."""
-    parts = [
-        str(ds.get(k, "")).strip()
-        for k in ("StationName", "DeviceSerialNumber", "Manufacturer", "ManufacturerModelName")
-    ]
+    return _scanner_of([str(ds.get(k, "")).strip() for k in SCANNER_KEYWORDS], key)
+
+
+def _scanner_of(parts: list[str], key: bytes) -> str:
     if not any(parts[:2]):
         return ""
     return _mac(key, "scanner", "|".join(parts)).hex()[:16]

@@ -198,6 +198,31 @@ def test_an_item_with_its_own_character_set_gets_the_oracles_outcome():
         assert_same(to_bytes(ds, syntax))
 
 
+@pytest.mark.parametrize(
+    "patient_id, patient_name",
+    [
+        (b"", b"DOE^JOHN=\x1b$B%d%^%@\x1b(B"),  # an escape sequence, no character set
+        (b"PID\x00 ", b"DOE^JOHN^^ "),  # trailing padding of both kinds
+        (b"  PID  ", b"DOE\\ROE"),  # spaces around; two names
+        (b"A\\B", b""),  # two IDs
+        (b"", b""),  # nobody
+    ],
+)
+def test_the_patient_pseudonym_and_date_shift_come_from_the_same_decoded_source(
+    patient_id, patient_name
+):
+    ds = mr_dataset()
+    ds.StudyDescription = "DOE PID study"
+    data = to_bytes(ds)
+    for keyword, raw in (("PatientID", patient_id), ("PatientName", patient_name)):
+        old = b"PID-CANARY-77 " if keyword == "PatientID" else b"ZQXCANARYFAMILY^QZGIVENCANARY "
+        vr = b"LO" if keyword == "PatientID" else b"PN"
+        before = vr + struct.pack("<H", len(old)) + old
+        assert before in data
+        data = data.replace(before, vr + struct.pack("<H", len(raw)) + raw, 1)
+    assert_same(data)
+
+
 def test_multi_valued_uids_and_dates_get_the_oracles_outcome():
     ds = with_more_phi(mr_dataset())
     ds.FailedSOPInstanceUIDList = ["1.2.826.0.1.3680043.8.498.7", "1.2.826.0.1.3680043.8.498.8"]
