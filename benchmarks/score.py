@@ -8,7 +8,13 @@ K80 GPUs. Figures only; nothing is asserted. Usage: ``python benchmarks/score.py
 
 The LiteRT rows (``-litert``, ``-litert-int8``) are exported from the shipped ``.keras`` files into
 a temporary directory first (``python -m ml export --format litert [--int8]``; int8 calibrated on
-simulated slices) and served by the ``ai-edge-litert`` interpreter (XNNPACK, 2 threads).
+simulated slices) and served by the ``ai-edge-litert`` interpreter (XNNPACK, 2 threads), with the
+``.keras`` file's thresholds sidecar beside them (mask thresholds, and the working size of a model
+trained at one: the LiteRT file has no other place for it).
+
+``--baseline DIR``: a folder of other ``artiscan-{full,pruned}.{keras,onnx}`` files (with their
+sidecars), e.g. the previous round's weights from git; every model then runs from there too, in
+the same run, as ``NAME@baseline``, and the warm-time ratio shipped/baseline is printed.
 """
 
 from __future__ import annotations
@@ -93,20 +99,31 @@ def run_child(model: str, series: Path) -> dict[str, Any]:
     return figures
 
 
-def export_litert(name: str, folder: Path) -> Path:
-    """Export the shipped ``.keras`` of ``name`` (e.g. ``pruned-litert-int8``) into ``folder``."""
-    from ml.model.litert import export_litert as export
+def weight_files(baseline: Path | None) -> dict[str, Path]:
+    """The model files by name: the shipped ones, or those of the ``baseline`` folder."""
     from ml.pipeline import SHIPPED
 
+    if baseline is None:
+        return dict(SHIPPED)
+    return {name: baseline / path.name for name, path in SHIPPED.items()}
+
+
+def export_litert(name: str, folder: Path, files: dict[str, Path], tag: str = "") -> Path:
+    """Export the ``.keras`` of ``name`` (e.g. ``pruned-litert-int8``) into ``folder``, with its
+    thresholds sidecar (thresholds, working size) under the export's name."""
+    from ml.model.evaluate import thresholds_path
+    from ml.model.litert import export_litert as export
+
     base, int8 = name.split("-")[0], name.endswith("-int8")
-    out = folder / f"{name}.tflite"
-    export(SHIPPED[base], out, int8=int8)
+    out = folder / f"{name}{tag}.tflite"
+    export(files[base], out, int8=int8)
+    sidecar = thresholds_path(files[base])
+    if sidecar.is_file():
+        thresholds_path(out).write_bytes(sidecar.read_bytes())
     return out
 
 
 def main() -> int:
-    from ml.pipeline import SHIPPED
-
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--slices", type=int, default=32)
     parser.add_argument(
@@ -114,20 +131,33 @@ def main() -> int:
         nargs="*",
         default=["full", "pruned", "full-onnx", "pruned-onnx", *LITERT],
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="a folder of other artiscan-*.keras/.onnx weights to run beside the shipped ones",
+    )
     args = parser.parse_args()
+    sets = [("", weight_files(None))]
+    if args.baseline is not None:
+        sets.append(("@baseline", weight_files(args.baseline)))
     with tempfile.TemporaryDirectory() as tmp:
         series = Path(tmp) / "series"
         series.mkdir()
         write_series(series, args.slices)
         rows: dict[str, dict[str, Any]] = {}
         for name in args.models:
-            model = name
-            if name in LITERT:
-                model = str(export_litert(name, Path(tmp)))
-            elif name in SHIPPED and not SHIPPED[name].is_file():
-                print(f"{name}: no weight file at {SHIPPED[name]}, skipped")
-                continue
-            rows[name] = run_child(model, series)
+            for tag, files in sets:
+                if name in LITERT:
+                    model = str(export_litert(name, Path(tmp), files, tag))
+                elif name in files:
+                    if not files[name].is_file():
+                        print(f"{name}{tag}: no weight file at {files[name]}, skipped")
+                        continue
+                    model = str(files[name])
+                else:
+                    model = name
+                rows[name + tag] = run_child(model, series)
     print(f"{args.slices} slices of 384x512, 2 threads (intra-op), one process per model")
     print("| model | cold total s | load s | cold score s | warm score s | peak RSS MB |")
     print("|---|---|---|---|---|---|")
@@ -144,6 +174,14 @@ def main() -> int:
                 f"{pruned['warm_score_s'] / full['warm_score_s']:.2f}; "
                 f"case study 45 s / pruned{suffix} cold total "
                 f"{CASE_STUDY_SECONDS / pruned['cold_total_s']:.0f}x"
+            )
+    for name in args.models:
+        new, old = rows.get(name), rows.get(f"{name}@baseline")
+        if new and old:
+            print(
+                f"{name}: warm {new['warm_score_s']:.2f} s vs baseline {old['warm_score_s']:.2f} s "
+                f"(ratio {new['warm_score_s'] / old['warm_score_s']:.2f}), cold total "
+                f"{new['cold_total_s']:.2f} s vs {old['cold_total_s']:.2f} s"
             )
     return 0
 

@@ -41,12 +41,11 @@ def register(subparsers: Any) -> None:
 def _copy_thresholds(model: Path, out: Path) -> None:
     """The export serves the model's tuned thresholds: its ``.thresholds.json`` goes beside it
     under the export's own name (``MODEL.int8.tflite`` → ``MODEL.int8.thresholds.json``)."""
-    from ml.model.evaluate import thresholds_path
-
     import json
 
     from ml import ARTIFACT_TYPES
     from ml.model import network
+    from ml.model.evaluate import thresholds_path
 
     source, target = thresholds_path(model), thresholds_path(out)
     if source.is_file() and source.resolve() != target.resolve():

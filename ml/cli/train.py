@@ -63,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
     from ml.model.train import TrainConfig, train
 
     if args.working is not None and (args.working < 16 or args.working % 16):
-        print(f"train: --working {args.working}: must be a positive multiple of 16", file=sys.stderr)
+        print(
+            f"train: --working {args.working}: must be a positive multiple of 16", file=sys.stderr
+        )
         return 2
     if args.init is not None and not args.init.is_file():
         print(f"train: --init {args.init}: no such model file", file=sys.stderr)

@@ -62,8 +62,16 @@ def load_split(
     if working is not None:
         # Resampling thousands of slices takes minutes: the working-grid split is kept beside the
         # shards, named by what it was made from (shard list, limit, size), and read back next time.
-        key = json.dumps([CACHE_VERSION, split, limit, working,
-                          [s for s in manifest["shards"] if s["split"] == split]], sort_keys=True)
+        key = json.dumps(
+            [
+                CACHE_VERSION,
+                split,
+                limit,
+                working,
+                [s for s in manifest["shards"] if s["split"] == split],
+            ],
+            sort_keys=True,
+        )
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         cache = data_dir / f".working-{working}-{split}-{digest}.npz"
         if cache.is_file():
@@ -83,12 +91,12 @@ def load_split(
             pe = str(arrays["phase_encode"][i])
             image = normalise(canonical(arrays["images"][i], pe))
             mask = canonical(arrays["masks"][i], pe)
-            present.append(mask.reshape(mask.shape[0], -1).any(axis=1))
+            present.append(np.asarray(mask.reshape(mask.shape[0], -1).any(axis=1)))
             if working is None:
                 out.images.append(image.copy())
                 out.masks.append(np.ascontiguousarray(mask))
             else:
-                grid = working_shape(*image.shape, working)
+                grid = working_shape(image.shape[0], image.shape[1], working)
                 out.images.append(resample(image, grid))
                 fraction = resample(mask.astype(np.float32), grid)
                 out.masks.append(np.rint(np.clip(fraction, 0, 1) * 255).astype(np.uint8))
@@ -276,7 +284,7 @@ def shape_groups(split: Split) -> dict[tuple[int, int], NDArray[np.int64]]:
     """Slice indices by image shape (a whole-slice batch holds one shape)."""
     groups: dict[tuple[int, int], list[int]] = {}
     for i, image in enumerate(split.images):
-        groups.setdefault(tuple(image.shape), []).append(i)  # type: ignore[arg-type]
+        groups.setdefault((image.shape[0], image.shape[1]), []).append(i)
     return {k: np.array(v, np.int64) for k, v in groups.items()}
 
 
@@ -291,7 +299,7 @@ def draw_whole_batch(
     probabilities ``p`` or uniformly), the others from the slices of its shape (same weights),
     so every slice keeps its chance of being seen whatever the shape mix."""
     first = int(rng.choice(len(split), p=p))
-    group = groups[tuple(split.images[first].shape)]  # type: ignore[index]
+    group = groups[(split.images[first].shape[0], split.images[first].shape[1])]
     weights = None if p is None else p[group] / p[group].sum()
     rest = rng.choice(group, size=size - 1, p=weights)
     return np.concatenate([[first], rest]).astype(np.int64)

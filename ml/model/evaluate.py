@@ -294,7 +294,7 @@ def tune_thresholds(
     best = np.where(keep_pixel, pixel_best, best)
     best_mode, best_t = np.divmod(best, len(THRESHOLD_GRID))
     chosen = [network.MASK_MODES[int(m)] for m in best_mode]
-    sidecar = {
+    sidecar: dict[str, Any] = {
         "tuned_on": f"{data_dir} ({split_name} split, {len(split)} slices)",
         "thresholds": {n: float(THRESHOLD_GRID[best_t[k]]) for k, n in enumerate(ARTIFACT_TYPES)},
         "modes": dict(zip(ARTIFACT_TYPES, chosen, strict=True)),

@@ -73,7 +73,9 @@ def test_area_resampling_averages_blocks_and_keeps_a_mask_area():
     assert fraction.min() >= -1e-6 and fraction.max() <= 1 + 1e-6
     np.testing.assert_allclose(fraction.mean(axis=(1, 2)), mask.mean(axis=(1, 2)), atol=1e-4)
     # Growing axes interpolate linearly: a constant stays constant.
-    np.testing.assert_allclose(resample(np.full((13, 7), 0.4, np.float32), (32, 16)), 0.4, atol=1e-6)
+    np.testing.assert_allclose(
+        resample(np.full((13, 7), 0.4, np.float32), (32, 16)), 0.4, atol=1e-6
+    )
 
 
 def test_probabilities_go_back_bilinearly_to_any_grid():
@@ -97,9 +99,7 @@ def test_masks_come_back_on_the_original_grid_from_the_working_grid(rows, cols, 
     assert pipeline.working_size == 64
     image = _blocky(rows, cols)
     header = AcquisitionHeader(rows=rows, columns=cols, phase_encode=phase_encode)
-    masks, presence, suitability = pipeline.score_arrays(
-        [image, image * 3], [header, header]
-    )
+    masks, presence, suitability = pipeline.score_arrays([image, image * 3], [header, header])
     assert masks.shape == (2, K, rows, cols) and masks.dtype == np.uint8
     canonical_shape = (rows, cols) if phase_encode == "ROW" else (cols, rows)
     assert model.shapes == [working_shape(*canonical_shape, 64)]  # the network saw the grid
