@@ -24,12 +24,12 @@ builders' files and mutated files).
 
 from __future__ import annotations
 
-import io
 import re
 import struct
 from dataclasses import dataclass
 from typing import Any
 
+from pydicom import config as pydicom_config
 from pydicom._dicom_dict import DicomDictionary
 from pydicom._uid_dict import UID_dictionary
 from pydicom.charset import convert_encodings, encode_string
@@ -39,9 +39,8 @@ from pydicom.datadict import (
     dictionary_VR,
     private_dictionary_VR,
 )
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filereader import read_dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.uid import (
@@ -440,8 +439,8 @@ def _encode(vr: str, values: list[str], encodings: list[str]) -> bytes:
     names in the data set's character set, the others in the default one; padded to even."""
     if len(values) == 1 and not values[0]:
         return b""  # pydicom writes nothing for an empty value
-    if vr in _STRING_VRS_LATIN1:
-        data = "\\".join(values).encode("latin-1")
+    if vr in _STRING_VRS_LATIN1 or encodings == _DEFAULT_ENCODINGS:
+        data = "\\".join(values).encode("latin-1")  # what encode_string does for iso8859
     else:
         data = b"\\".join(encode_string(v, encodings) for v in values)
     if len(data) % 2:
@@ -459,6 +458,7 @@ class _Writer:
         self.enhanced = enhanced
         self.forbidden: list[re.Pattern[str]] | None = None
         self.uids: dict[bytes, str] = {}
+        self.marks: list[int] = []  # where each top-level element starts in the output
 
     def dataset(
         self, elements: list[Element], encodings: list[str], pieces: list[Any],
@@ -470,17 +470,24 @@ class _Writer:
         enhanced = self.enhanced
         mv = self.mv
         pending = added[::-1] if added else []
+        marks = self.marks if added else None
         for tag, vr, _hstart, vstart, vend, undefined, items in elements:
             while pending and pending[-1][0] <= tag:
                 encoded = pending.pop()[1]
+                if marks is not None:
+                    marks.append(total)
                 pieces.append(encoded)
                 total += len(encoded)
             if added and tag in _WRITTEN:
                 continue
+            if marks is not None:
+                marks.append(total)  # taken off again if the element is dropped
             if tag == _CHARSET:
                 encodings = self.parser._charset(self.buf[vstart:vend])
             action, constant = _action(tag, vr, enhanced)
             if action == _DROP:
+                if marks is not None:
+                    marks.pop()
                 continue
             if vr == "SQ":
                 if action != _RECURSE and action != _EMPTY:
@@ -520,6 +527,8 @@ class _Writer:
             total += len(head) + len(value)
         while pending:
             encoded = pending.pop()[1]
+            if marks is not None:
+                marks.append(total)
             pieces.append(encoded)
             total += len(encoded)
         return total
@@ -557,8 +566,14 @@ class _Writer:
             return b""  # profile: an empty value stays empty
         if (action == _UIDS or action == _UIDS_UNLESS_STANDARD) and vr != "UI":
             raise Fallback("UIDs in another VR")
-        value = convert_value(vr, _raw(tag, vr, raw), encodings)
-        values = list(value) if isinstance(value, (list, MultiValue)) else [value]
+        value: Any
+        if vr in ("UI", "DA", "DT") and not pydicom_config.datetime_conversion:
+            # convert_UI / convert_string: the default character set, padding off, split
+            values = raw.decode("latin-1").rstrip("\x00 ").split("\\")
+            value = values[0] if len(values) == 1 else values
+        else:
+            value = convert_value(vr, _raw(tag, vr, raw), encodings)
+            values = list(value) if isinstance(value, (list, MultiValue)) else [value]
         if action == _UIDS or action == _UIDS_UNLESS_STANDARD:
             if not value:
                 return b""
@@ -623,7 +638,7 @@ def deidentify_fast(data: bytes, *, key: bytes, max_bytes: int) -> DeidentifiedF
     head = bytes(128) + b"DICM" + _file_meta(sop_class, new_instance, out_syntax)
     clean = b"".join([head, *pieces])
     return DeidentifiedFile(
-        data=clean, ds=_dataset_of(clean, len(head), encodings), scanner=scanner
+        data=clean, ds=_dataset_of(clean, len(head), writer.marks, encodings), scanner=scanner
     )
 
 
@@ -846,18 +861,45 @@ def _file_meta(sop_class: str, sop_instance: str, syntax: str) -> bytes:
     return _header(0x00020000, "UL", 4) + struct.pack("<I", len(group)) + group
 
 
-def _dataset_of(clean: bytes, start: int, encodings: list[str]) -> Dataset:
-    """The clean file's data set as ``read_dicom`` of it gives it (values decoded lazily)."""
-    stream = io.BytesIO(clean)
-    stream.seek(132)
-    meta = FileMetaDataset(read_dataset(stream, False, True, stop_when=_not_meta))
-    stream.seek(start)
-    ds = read_dataset(stream, is_implicit_VR=False, is_little_endian=True)
+def _dataset_of(clean: bytes, start: int, marks: list[int], encodings: list[str]) -> Dataset:
+    """The clean file's data set as ``read_dicom`` of it gives it: pydicom's raw elements
+    (decoded on first use), cut at the writer's marks instead of parsing the file again."""
+    meta_marks, pos = [], 132
+    while pos < start:
+        meta_marks.append(pos)
+        pos = _element_end(clean, pos)
+    meta = FileMetaDataset(_raw_elements(clean, meta_marks, start))
+    ds = Dataset(_raw_elements(clean, [start + m for m in marks], len(clean)))
     ds.file_meta = meta
     ds.set_original_encoding(False, True, encodings)
     ds.preamble = b"\x00" * 128
     return ds
 
 
-def _not_meta(tag: BaseTag, vr: str | None, length: int) -> bool:
-    return tag >> 16 != 2
+def _element_end(clean: bytes, at: int) -> int:
+    if clean[at + 4 : at + 6].decode() in _LONG_VRS:
+        return at + 12 + int(struct.unpack_from("<I", clean, at + 8)[0])
+    return at + 8 + int(struct.unpack_from("<H", clean, at + 6)[0])
+
+
+def _raw_elements(
+    clean: bytes, marks: list[int], end: int
+) -> dict[BaseTag, DataElement | RawDataElement]:
+    """The elements written at ``marks`` (the last one ending at ``end``), as pydicom's reader
+    yields them."""
+    out: dict[BaseTag, DataElement | RawDataElement] = {}
+    for index, at in enumerate(marks):
+        group, elem, vr_bytes = struct.unpack_from("<HH2s", clean, at)
+        vr = vr_bytes.decode()
+        if vr in _LONG_VRS:
+            (length,) = struct.unpack_from("<I", clean, at + 8)
+            value_at = at + 12
+        else:
+            (length,) = struct.unpack_from("<H", clean, at + 6)
+            value_at = at + 8
+        # An undefined length ends with a sequence delimiter, which the reader does not keep.
+        following = marks[index + 1] if index + 1 < len(marks) else end
+        value_end = following - 8 if length == _UNDEFINED else value_at + length
+        tag = BaseTag((group << 16) | elem)
+        out[tag] = RawDataElement(tag, vr, length, clean[value_at:value_end], value_at, False, True)
+    return out
