@@ -54,6 +54,8 @@ class ClinicalAPIView(APIView):
         after the response: for a write whose answer is a success once it commits (STOW-RS).
         The rows then commit, or roll back, with the writes they record, and the request pays
         one commit instead of two."""
+        if not targets:
+            return
         self.accessed_targets(targets, per_study=per_study)
         audit_record(
             user=self.request.user,

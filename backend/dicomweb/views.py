@@ -6,13 +6,11 @@ study of another site is a 404 exactly like a study that does not exist.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 from typing import Any
 
 import pydicom
-from django.db import transaction
 from django.db.models import Count
 from django.http import HttpResponse
 from django.utils.cache import patch_vary_headers
@@ -32,7 +30,7 @@ from backend.dicomweb.metadata import (
     metadata_texts,
 )
 from backend.dicomweb.render import render_png
-from backend.ingest.services import INGEST_BATCH, series_ingest
+from backend.ingest.services import INGEST_BATCH, IngestOutcome, series_ingest
 from backend.storage.store import store_get
 from backend.studies import selectors
 from backend.studies.models import Instance, Series, Study
@@ -399,43 +397,49 @@ class StowView(DicomWebView):
         if not bodies:
             return _json({"error": "no application/dicom parts"}, status=400)
         base = self.base(request)
+
+        def audit(batch: list[IngestOutcome]) -> None:
+            self.audit_now(
+                [
+                    AuditTarget("instance", o.instance_id, site.pk, o.study_uid)
+                    for o in batch
+                    if o.status != "rejected"
+                ],
+                per_study=True,
+            )
+
         # One batch: each part is de-identified on its own, the accepted ones are stored with
         # one durable sync and recorded in one transaction (series_ingest). The answer and the
         # audit come from the outcomes: no second look at the rows just written. A request of
-        # one batch (the usual: one slice, or a few dozen) writes its audit rows in that same
-        # transaction; a longer one after it, so a series' row is not held locked while its
-        # next batch is de-identified.
+        # one batch (the usual: one slice, or a few dozen) writes its audit rows in that
+        # transaction (one commit, not two); a longer one once, after the last batch.
         one_batch = len(bodies) <= INGEST_BATCH
-        with transaction.atomic() if one_batch else contextlib.nullcontext():
-            outcomes = series_ingest(site=site, files=bodies, source="stow")
-            stored, failed, accessed = [], [], []
-            for outcome in outcomes:
-                if outcome.status == "rejected":
-                    failed.append(
-                        {
-                            "00081197": _a("US", PROCESSING_FAILURE),
-                            "00000902": _a("LO", outcome.reason),
-                        }
-                    )
-                    continue
-                accessed.append(
-                    AuditTarget("instance", outcome.instance_id, site.pk, outcome.study_uid)
+        outcomes = series_ingest(
+            site=site, files=bodies, source="stow", recorded=audit if one_batch else None
+        )
+        stored, failed, accessed = [], [], []
+        for outcome in outcomes:
+            if outcome.status == "rejected":
+                failed.append(
+                    {"00081197": _a("US", PROCESSING_FAILURE), "00000902": _a("LO", outcome.reason)}
                 )
-                url = (
-                    f"{base}/studies/{outcome.study_uid}/series/{outcome.series_uid}"
-                    f"/instances/{outcome.sop_uid}"
-                )
-                stored.append(
-                    {
-                        "00081150": _a("UI", outcome.sop_class_uid),
-                        "00081155": _a("UI", outcome.sop_uid),
-                        "00081190": _a("UR", url),
-                    }
-                )
-            if one_batch and accessed:
-                self.audit_now(accessed, per_study=True)
-            else:
-                self.accessed_targets(accessed, per_study=True)
+                continue
+            accessed.append(
+                AuditTarget("instance", outcome.instance_id, site.pk, outcome.study_uid)
+            )
+            url = (
+                f"{base}/studies/{outcome.study_uid}/series/{outcome.series_uid}"
+                f"/instances/{outcome.sop_uid}"
+            )
+            stored.append(
+                {
+                    "00081150": _a("UI", outcome.sop_class_uid),
+                    "00081155": _a("UI", outcome.sop_uid),
+                    "00081190": _a("UR", url),
+                }
+            )
+        if not one_batch:
+            self.accessed_targets(accessed, per_study=True)
         payload: dict[str, Any] = {}
         if stored:
             payload["00081199"] = {"vr": "SQ", "Value": stored}

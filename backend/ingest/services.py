@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -193,35 +193,52 @@ def instance_ingest(*, site: Site, data: bytes, source: str) -> IngestOutcome:
 INGEST_BATCH = 64
 
 
-def series_ingest(*, site: Site, files: Iterable[bytes], source: str) -> list[IngestOutcome]:
+Recorded = Callable[[list[IngestOutcome]], None]
+
+
+def series_ingest(
+    *, site: Site, files: Iterable[bytes], source: str, recorded: Recorded | None = None
+) -> list[IngestOutcome]:
     """Ingest many files (one series or several); each file stands or falls on its own.
 
     Every file is de-identified on its own; the accepted ones of each batch of
     ``INGEST_BATCH`` are stored with one durable sync and recorded in one transaction, with one
     scoring request and one event per series. Nothing is answered before the files are durable
     and the rows committed.
+
+    ``recorded`` is called with each batch's outcomes inside the transaction that records it
+    (what it writes commits or rolls back with the batch, in the same commit: the audit rows of
+    a STOW-RS); for a batch with nothing to record, outside any transaction.
     """
     outcomes: list[IngestOutcome] = []
     batch: list[bytes] = []
     for data in files:
         batch.append(data)
         if len(batch) == INGEST_BATCH:
-            outcomes += _batch_ingest(site=site, files=batch, source=source)
+            outcomes += _batch_ingest(site=site, files=batch, source=source, recorded=recorded)
             batch = []
     if batch:
-        outcomes += _batch_ingest(site=site, files=batch, source=source)
+        outcomes += _batch_ingest(site=site, files=batch, source=source, recorded=recorded)
     return outcomes
 
 
-def _batch_ingest(*, site: Site, files: list[bytes], source: str) -> list[IngestOutcome]:
+def _batch_ingest(
+    *, site: Site, files: list[bytes], source: str, recorded: Recorded | None = None
+) -> list[IngestOutcome]:
     results: list[_Clean | IngestOutcome] = [
         _door(site=site, data=data, source=source) for data in files
     ]
     if not any(isinstance(r, _Clean) for r in results):
-        return [r for r in results if isinstance(r, IngestOutcome)]
+        refused = [r for r in results if isinstance(r, IngestOutcome)]
+        if recorded is not None:
+            recorded(refused)
+        return refused
     try:
         with transaction.atomic():
-            return _record_batch(site, results, source)
+            outcomes = _record_batch(site, results, source)
+            if recorded is not None:
+                recorded(outcomes)
+            return outcomes
     except IntegrityError:
         # A concurrent copy of one of these instances won the race (the unique constraint saw
         # it): record them one by one, where a lost race reads as a duplicate.
@@ -235,6 +252,9 @@ def _batch_ingest(*, site: Site, files: list[bytes], source: str) -> list[Ingest
                     outcomes += _record_batch(site, [result], source)
             except IntegrityError:
                 outcomes.append(_duplicate_of(site, result))
+        if recorded is not None:
+            with transaction.atomic():
+                recorded(outcomes)
         return outcomes
 
 

@@ -165,10 +165,15 @@ class DatabaseChannelLayer(BaseChannelLayer):
     def _group_send(self, group: str, messages: list[dict[str, Any]]) -> None:
         from backend.realtime.models import LayerGroupMember
 
+        # Read first: a group with no live member (no page open) costs one read, not a write.
+        # On SQLite every write takes the database's one write lock, and ingest's transactions
+        # would queue behind these.
         now = timezone.now()
-        LayerGroupMember.objects.filter(group=group, expires_at__lt=now).delete()
-        channels = list(
-            LayerGroupMember.objects.filter(group=group).values_list("channel", flat=True)
+        members = list(
+            LayerGroupMember.objects.filter(group=group).values_list("channel", "expires_at")
         )
+        if any(expires < now for _, expires in members):
+            LayerGroupMember.objects.filter(group=group, expires_at__lt=now).delete()
+        channels = [channel for channel, expires in members if expires >= now]
         if channels:
             self._insert_many(channels, messages)

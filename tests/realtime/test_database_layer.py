@@ -45,3 +45,29 @@ def test_the_events_of_one_publish_go_out_with_one_insert(django_assert_max_num_
         events_publish(site_id=7, events=events)
     kinds = [async_to_sync(layer.receive)(channel)["event"]["kind"] for _ in range(33)]
     assert kinds == ["instance.scored"] * 32 + ["series.scored"]
+
+
+def test_a_send_to_a_group_nobody_listens_to_only_reads_and_expired_members_are_dropped():
+    from datetime import timedelta
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    from backend.realtime.models import LayerGroupMember
+
+    layer = DatabaseChannelLayer(poll_interval=0.01)
+    with CaptureQueriesContext(connection) as queries:
+        layer.group_send_many_sync("site.9", [{"type": "e", "n": 1}])
+    # No page open: one read, no write (on SQLite a write takes the one write lock ingest needs).
+    assert [q["sql"].split()[0].upper() for q in queries.captured_queries] == ["SELECT"]
+    gone, live = async_to_sync(layer.new_channel)(), async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)("site.9", gone)
+    async_to_sync(layer.group_add)("site.9", live)
+    LayerGroupMember.objects.filter(channel=gone).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    layer.group_send_many_sync("site.9", [{"type": "e", "n": 2}])
+    assert async_to_sync(layer.receive)(live)["n"] == 2
+    assert list(LayerGroupMember.objects.values_list("channel", flat=True)) == [live]
+    assert not LayerMessage.objects.filter(channel=gone).exists()
