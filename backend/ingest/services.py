@@ -6,6 +6,7 @@ original bytes are never stored except encrypted in the quarantine when they are
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Callable, Iterable
@@ -34,7 +35,7 @@ from backend.dicomweb.metadata import instance_metadata_create
 from backend.ingest.dispatch import ingest_announce
 from backend.ingest.models import OrthancSource, QuarantinedFile
 from backend.ingest.orthanc import OrthancClient, OrthancError
-from backend.storage.store import store_delete, store_put, store_put_many
+from backend.storage.store import store_delete, store_put, store_put_many_started
 from backend.studies.models import Instance, Scanner, Series, Study
 
 logger = logging.getLogger(__name__)
@@ -235,10 +236,10 @@ def _batch_ingest(
         return refused
     try:
         with transaction.atomic():
-            outcomes = _record_batch(site, results, source)
+            batch = _record_batch(site, results, source)
             if recorded is not None:
-                recorded(outcomes)
-            return outcomes
+                recorded(batch)
+            return batch
     except IntegrityError:
         # A concurrent copy of one of these instances won the race (the unique constraint saw
         # it): record them one by one, where a lost race reads as a duplicate.
@@ -360,28 +361,34 @@ def _record_batch(
         )
         new[uid] = (r, row)
     written = [(clean.storage_key, clean.data) for clean, _ in new.values()]
-    sizes = store_put_many(written)
-    for (_, row), size in zip(new.values(), sizes, strict=True):
-        row.size_bytes = size
+    # The files are written and synced on a thread while the rows are made here; the commit
+    # waits for them (below), so no row commits before its file is durable.
+    pending = store_put_many_started(written)
     try:
+        for (_, row), size in zip(new.values(), pending.sizes, strict=True):
+            row.size_bytes = size
         Instance.objects.bulk_create([row for _, row in new.values()])
+        # The WADO-RS metadata of each file, made now that its bytes are at hand (no decrypting).
+        instance_metadata_create(files=[(row, clean.data) for clean, row in new.values()])
+        per_series: dict[Any, list[str]] = {}
+        for _, row in new.values():
+            per_series.setdefault(row.series_id, []).append(str(row.pk))
+        for series_id, instance_ids in per_series.items():
+            # Counted here, in the same transaction, rather than by a task per instance.
+            Series.objects.filter(pk=series_id).update(
+                instance_count=F("instance_count") + len(instance_ids)
+            )
+        pending.wait()
     except Exception as exc:
+        with contextlib.suppress(Exception):
+            pending.wait()  # nothing of it may still be writing when the files are judged
         # On a unique-constraint race a concurrent writer stored the same instances under the
         # same keys: those files are its files now, so they stay. Otherwise no orphan files.
         if not isinstance(exc, IntegrityError):
             for key, _ in written:
-                store_delete(key)
+                with contextlib.suppress(OSError):
+                    store_delete(key)
         raise
-    # The WADO-RS metadata of each file, made now that its bytes are at hand (no decrypting).
-    instance_metadata_create(files=[(row, clean.data) for clean, row in new.values()])
-    per_series: dict[Any, list[str]] = {}
-    for _, row in new.values():
-        per_series.setdefault(row.series_id, []).append(str(row.pk))
-    for series_id, instance_ids in per_series.items():
-        # Counted here, in the same transaction, rather than by a task per instance.
-        Series.objects.filter(pk=series_id).update(
-            instance_count=F("instance_count") + len(instance_ids)
-        )
     if per_series:
         _announce(site_id=site.pk, per_series=per_series, source=source)
 

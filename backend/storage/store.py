@@ -16,8 +16,9 @@ import ctypes
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -296,6 +297,49 @@ def store_put_many(items: Sequence[tuple[str, bytes]]) -> list[int]:
     else:
         backend().write_many(sealed)
     return [len(blob) for _, blob in sealed]
+
+
+class PendingWrites:
+    """Files being written and synced on a thread (:func:`store_put_many_started`)."""
+
+    def __init__(self, sizes: list[int], future: Future[None]) -> None:
+        self.sizes = sizes
+        self._future = future
+
+    def wait(self) -> None:
+        """Return once every file is durable; raise the write's error if it failed."""
+        self._future.result()
+
+
+_writers: tuple[int, ThreadPoolExecutor] | None = None
+_writers_lock = threading.Lock()
+
+
+def _writer_pool() -> ThreadPoolExecutor:
+    global _writers
+    with _writers_lock:
+        if _writers is None or _writers[0] != os.getpid():  # none of a parent's threads
+            _writers = (os.getpid(), ThreadPoolExecutor(4, thread_name_prefix="artiscan-store"))
+        return _writers[1]
+
+
+def store_put_many_started(items: Sequence[tuple[str, bytes]]) -> PendingWrites:
+    """:func:`store_put_many` with the writing and the disk syncs on a thread: the files are
+    encrypted when this returns (``sizes`` known), durable when ``wait()`` returns. The caller
+    does its other work (its database rows) while the disk syncs, and waits before it commits."""
+    ring = keyring()
+    sealed = [
+        (key, encrypt(data, keyring=ring, associated=_checked(key).encode())) for key, data in items
+    ]
+    target = backend()
+
+    def write() -> None:
+        if len(sealed) == 1:
+            target.write(*sealed[0])
+        elif sealed:
+            target.write_many(sealed)
+
+    return PendingWrites([len(blob) for _, blob in sealed], _writer_pool().submit(write))
 
 
 def store_get(key: str) -> bytes:

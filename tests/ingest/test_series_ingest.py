@@ -171,3 +171,15 @@ def test_the_same_instance_in_one_batch_twice_is_stored_once(site_a):
     assert [o.status for o in outcomes] == ["accepted", "accepted", "duplicate"]
     assert outcomes[2].instance_id == outcomes[0].instance_id
     assert Series.objects.get().instance_count == 2
+
+
+def test_a_file_that_cannot_be_written_leaves_no_row(site_a, settings):
+    """The files are written on a thread while the rows are made: a write that fails (here a
+    file stands where the store's directory must go) fails the ingest and rolls the rows back,
+    so no row ever points at a file that is not there."""
+    settings.MEDIA_ROOT.mkdir(parents=True)
+    (settings.MEDIA_ROOT / "instances").write_bytes(b"in the way")
+    with pytest.raises(OSError):
+        series_ingest(site=site_a, files=[to_bytes(mr_dataset(i)) for i in (1, 2)], source="stow")
+    assert not Instance.objects.exists()
+    assert not Series.objects.exists()
