@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,8 @@ class TrainConfig:
     uniformly."""
     init: str | None = None
     """A ``.keras`` model to start from (fine-tuning): its architecture and weights, not its
-    optimizer state; ``base``/``depth`` are then ignored."""
+    optimizer state; ``base``/``depth`` are then ignored, and ``working`` defaults to the
+    model's own working size."""
     working: int | None = None
     """Working size (long side, pixels): whole-slice training on the working grid; None =
     native-resolution crops of ``crop``²."""
@@ -129,6 +130,10 @@ def train(
     from ml.model.backend import keras as get_keras
 
     keras = get_keras()
+    if model is None and config.init is not None and config.working is None:
+        # Fine-tuning keeps the starting model's working size (the annotation loop fine-tunes
+        # the deployed model without naming one): its weights were learnt on that grid.
+        config = replace(config, working=network.working_size(network.load(config.init)))
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
     data_dir = Path(config.data)

@@ -21,6 +21,15 @@ from ml.simulate.header import AcquisitionHeader
 K = len(ARTIFACT_TYPES)
 
 
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    from ml.__main__ import main
+
+    out = tmp_path_factory.mktemp("data")
+    assert main(["dataset", "--out", str(out), "--slices", "12", "--seed", "5", "--quiet"]) == 0
+    return out
+
+
 class RecordingThresholdModel:
     """A stand-in network at a working size: every mask channel is the canonical input image
     itself (a probability), and it records the input shapes it was given."""
@@ -174,13 +183,11 @@ def test_the_working_size_travels_with_the_keras_file_the_onnx_export_and_the_si
 
 
 def test_whole_slice_batches_hold_one_working_shape_with_soft_targets_and_slice_labels(
-    tmp_path_factory,
+    data_dir,
 ):
-    from ml.__main__ import main
     from ml.model.data import draw_whole_batch, load_split, shape_groups, whole_batch
 
-    data = tmp_path_factory.mktemp("data")
-    assert main(["dataset", "--out", str(data), "--slices", "12", "--seed", "5", "--quiet"]) == 0
+    data = data_dir
     native = load_split(data, "train")
     split = load_split(data, "train", working=32)
     assert split.working == 32 and len(split) == len(native)
@@ -204,12 +211,10 @@ def test_whole_slice_batches_hold_one_working_shape_with_soft_targets_and_slice_
         whole_batch(native, idx, rng, augment=False)
 
 
-def test_a_working_grid_split_is_read_back_from_its_cache_unchanged(tmp_path):
-    from ml.__main__ import main
+def test_a_working_grid_split_is_read_back_from_its_cache_unchanged(data_dir):
     from ml.model.data import load_split
 
-    data = tmp_path / "data"
-    assert main(["dataset", "--out", str(data), "--slices", "8", "--seed", "6", "--quiet"]) == 0
+    data = data_dir
     first = load_split(data, "train", working=48)
     caches = list(data.glob(".working-48-train-*.npz"))
     assert len(caches) == 1
@@ -222,3 +227,28 @@ def test_a_working_grid_split_is_read_back_from_its_cache_unchanged(tmp_path):
     assert first.meta == again.meta
     load_split(data, "train", working=32)  # another size: another cache
     assert len(list(data.glob(".working-*-train-*.npz"))) == 2
+
+
+def test_training_at_a_working_size_marks_the_model_and_fine_tuning_keeps_the_size(
+    data_dir, tmp_path
+):
+    from ml.__main__ import main
+    from ml.model import network
+    from ml.pipeline import ScoringPipeline
+
+    args = ["train", "--data", str(data_dir), "--steps", "2", "--batch", "2", "--epochs", "1",
+            "--base", "2", "--depth", "2", "--quiet"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "run"), "--working", "32"]) == 0
+    best = tmp_path / "run" / "best.keras"
+    assert network.working_size(network.load(best)) == 32
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["working"] == 32
+    # Fine-tuning without naming a size (what the annotation loop does) keeps the model's.
+    assert main([*args, "--out", str(tmp_path / "tuned"), "--init", str(best)]) == 0
+    assert json.loads((tmp_path / "tuned" / "config.json").read_text())["working"] == 32
+    tuned = tmp_path / "tuned" / "best.keras"
+    assert network.working_size(network.load(tuned)) == 32
+    masks, _, _ = ScoringPipeline.load(tuned).score_arrays(
+        [_blocky(90, 61)], [AcquisitionHeader(rows=90, columns=61, phase_encode="COL")]
+    )
+    assert masks.shape == (1, K, 90, 61)
+    assert main([*args, "--out", str(tmp_path / "bad"), "--working", "40"]) == 2
