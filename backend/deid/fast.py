@@ -24,6 +24,7 @@ builders' files and mutated files).
 
 from __future__ import annotations
 
+import bisect
 import re
 import struct
 from dataclasses import dataclass
@@ -126,6 +127,7 @@ class _Parser:
         self.word_sources: list[tuple[str, str, bytes, list[str]]] = []
         # Implicit VR "US or SS" elements at the top level, settled by PixelRepresentation.
         self.us_or_ss: list[int] = []
+        self.creators: dict[int, str] = {}
 
     def dataset(
         self, pos: int, end: int, depth: int, encodings: list[str], delimited: bool
@@ -264,20 +266,28 @@ class _Parser:
             return "LO"
         if element & 0xFF00:
             creator_tag = (tag & 0xFFFF0000) | (element >> 8)
-            for candidate in elements:
-                if candidate[0] == creator_tag:
-                    raw = self.buf[candidate[3] : candidate[4]]
-                    creator = convert_value(candidate[1], _raw(creator_tag, candidate[1], raw),
-                                            encodings)  # fmt: skip
-                    if creator and not isinstance(creator, str):
-                        raise Fallback("a multi-valued private creator")
-                    if creator:
-                        try:
-                            return str(private_dictionary_VR(tag, str(creator)))
-                        except KeyError:
-                            pass
-                    break
+            # The level's elements are in tag order (else Fallback): the creator by bisection.
+            at = bisect.bisect_left(elements, creator_tag, key=_tag_of)
+            if at < len(elements) and elements[at][0] == creator_tag:
+                creator = self._creator(elements[at], encodings)
+                if creator:
+                    try:
+                        return str(private_dictionary_VR(tag, creator))
+                    except KeyError:
+                        pass
         return "UN"
+
+    def _creator(self, element: Element, encodings: list[str]) -> str:
+        """A private creator's value as pydicom decodes it (kept per element: a level may hold
+        thousands of private elements)."""
+        found = self.creators.get(element[3])
+        if found is None:
+            raw = self.buf[element[3] : element[4]]
+            value = convert_value(element[1], _raw(element[0], element[1], raw), encodings)
+            if value and not isinstance(value, str):
+                raise Fallback("a multi-valued private creator")
+            found = self.creators[element[3]] = str(value or "")
+        return found
 
     def _un(self, tag: int, length: int, elements: list[Element], encodings: list[str]) -> str:
         """An explicit UN: pydicom re-reads it with the VR it knows for the tag, if any."""
@@ -333,6 +343,10 @@ class _Parser:
         raise Fallback("ambiguous VR")
 
 
+def _tag_of(element: Element) -> int:
+    return element[0]
+
+
 def _raw(tag: int, vr: str | None, value: bytes, implicit: bool = False) -> RawDataElement:
     return RawDataElement(BaseTag(tag), vr, len(value), value, 0, implicit, True)
 
@@ -346,13 +360,19 @@ _MEMO = ({}, {})
 
 def _action(tag: int, vr: str, enhanced: bool) -> tuple[int, str]:
     """profile._apply for one element, as (action, constant value): computed once per
-    (tag, VR, Enhanced MR or not) and kept."""
+    (tag, VR, Enhanced MR or not) and kept, up to a bound (a stream of made-up tags must not
+    grow the memo without end)."""
     memo = _MEMO[enhanced]
     key = (tag, vr)
     found = memo.get(key)
     if found is None:
-        found = memo[key] = _decide(tag, vr, enhanced)
+        found = _decide(tag, vr, enhanced)
+        if len(memo) < _MEMO_SIZE:
+            memo[key] = found
     return found
+
+
+_MEMO_SIZE = 50_000
 
 
 def _decide(tag: int, vr: str, enhanced: bool) -> tuple[int, str]:
