@@ -4,7 +4,10 @@
 ``read_dicom`` refuses hostile or unsupported files; ``deidentify`` applies PS3.15 Table E.1-1
 (``table_e11``) with the Clean Descriptors and Retain Longitudinal Temporal Information with
 Modified Dates options, and our rules by VR for everything the table does not list
-(``table``); ``write_dicom`` serialises with a zeroed preamble and a rebuilt file meta.
+(``table``); ``write_dicom`` serialises with a zeroed preamble and a rebuilt file meta. That
+dataset path is the reference; the door calls ``deidentify_file``, which applies the same profile
+to the encoded bytes (``backend.deid.fast``, ~6x cheaper) and hands any file that path does not
+answer for to the dataset path (``deidentify_reference``), so both always give the same result.
 
 UIDs are replaced by a keyed HMAC of the original (``2.25.<128-bit integer>``), so the same
 original gets the same new UID in every process on every day with no mapping table, and

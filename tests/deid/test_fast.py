@@ -276,6 +276,27 @@ def test_us_or_ss_attributes_of_an_implicit_file_are_settled_as_pydicom_settles_
         assert_fast_and_identical(data)
 
 
+def test_private_groups_of_known_creators_in_an_implicit_file_are_read_as_pydicom_reads_them():
+    # Implicit VR: a private element's VR comes from pydicom's private dictionary, through its
+    # creator; a PN there feeds Clean Descriptors, a number of the wrong length is refused.
+    ds = mr_dataset()
+    ds.StudyDescription = "MR brain of Privatename"
+    block = ds.private_block(0x0019, "SIEMENS MR HEADER", create=True)
+    block.add_new(0x08, "CS", "IMAGE NUM 4")
+    block.add_new(0x0A, "US", 32)
+    block.add_new(0x0B, "DS", "2.5")
+    block.add_new(0x0E, "FD", [1.0, 0.0, 0.0])
+    other = ds.private_block(0x0029, "ACME 1", create=True)
+    other.add_new(0x01, "PN", "PRIVATENAME^PAT")  # no dictionary entry: UN, not a name
+    data = to_bytes(ds, ImplicitVRLittleEndian)
+    assert_fast_and_identical(data)
+    short = bytearray(data)
+    at = short.index(struct.pack("<HHI", 0x0019, 0x100E, 24))  # the FD triple: 20 bytes now
+    short[at + 4 : at + 8] = struct.pack("<I", 20)
+    del short[at + 8 : at + 12]
+    assert_same(bytes(short))
+
+
 def _raw_body_file(ds: Dataset, body: bytes) -> bytes:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
