@@ -226,7 +226,9 @@ class ScoringPipeline:
     def infer(
         self, images: NDArray[np.float32], headers: NDArray[np.float32]
     ) -> dict[str, NDArray[np.float32]]:
-        """Run the model on canonical, normalised, padded ``images`` float32 ``(S, H, W)``.
+        """Run the model on canonical, normalised ``images`` float32 ``(S, H, W)`` already on
+        its input grid (padded to multiples of 16, or the working grid of a model that has a
+        :attr:`working_size`; :meth:`score_arrays` does both ways).
 
         ``headers`` float32 ``(S, 8)``. Returns ``masks`` ``(S, H, W, K)``, ``presence``
         ``(S, K)``, ``suitability`` ``(S,)``, float32 probabilities.
