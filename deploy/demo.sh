@@ -18,13 +18,15 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
-# -B: the embedded beat runs the periodic dashboards refresh (CELERY_BEAT_SCHEDULE).
+# -B: the embedded beat runs the periodic dashboards refresh and the sweep that re-asks for the
+# scoring of slices whose request was lost (CELERY_BEAT_SCHEDULE).
 $BIN/celery -A backend.config worker -B -s "${ARTISCAN_VAR_DIR:-var}/celerybeat-schedule" -Q cpu,gpu --concurrency 1 --loglevel INFO &
 pids+=($!)
 # Several daphne processes on one port (manage.py serve), so ingest uses more than one core.
 $BIN/python manage.py serve --host "$HOST" --port "$PORT" --workers "${ARTISCAN_WEB_WORKERS:-2}" &
 pids+=($!)
-$BIN/python manage.py dicom_scp --host "$HOST" --port "$SCP_PORT" &
+# Several C-STORE receivers on one port, likewise (one de-identifies on one core at a time).
+$BIN/python manage.py dicom_scp --host "$HOST" --port "$SCP_PORT" --processes "${ARTISCAN_SCP_PROCESSES:-2}" &
 pids+=($!)
 
 echo
