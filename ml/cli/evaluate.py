@@ -43,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
         print("  " + ", ".join(
             f"{k} {tuned['modes'][k]} {v:.2f}" for k, v in tuned["thresholds"].items()
         ))  # fmt: skip
+        if "suitability_platt" in tuned:
+            platt = tuned["suitability_platt"]
+            print(f"  suitability Platt scaling a {platt['a']:.3f}, b {platt['b']:.3f}")
     out = args.out or args.model.parent / f"eval-{args.split}"
     result = evaluate(args.model, args.data, out, args.split)
     print(format_table(result))

@@ -260,8 +260,33 @@ def read_thresholds(model_path: Path) -> NDArray[np.float32]:
     return np.array([float(values[name]) for name in ARTIFACT_TYPES], np.float32)
 
 
+def fit_platt(diagnostic: NDArray[Any], suitability: NDArray[Any]) -> tuple[float, float]:
+    """Platt scaling ``(a, b)``: the ``sigmoid(a · logit(p) + b)`` of least log loss against the
+    labels (Newton's method on the two parameters; ``a`` kept positive so the ranking holds)."""
+    y = np.asarray(diagnostic, np.float64)
+    p = np.clip(np.asarray(suitability, np.float64), 1e-6, 1 - 1e-6)
+    z = np.log(p) - np.log1p(-p)
+    if y.min() == y.max():
+        return 1.0, 0.0  # one class only: nothing to fit
+    a, b = 1.0, 0.0
+    for _ in range(100):
+        q = 1.0 / (1.0 + np.exp(-(a * z + b)))
+        gradient = np.array([np.sum((q - y) * z), np.sum(q - y)])
+        w = q * (1 - q) + 1e-9
+        hessian = np.array([[np.sum(w * z * z), np.sum(w * z)], [np.sum(w * z), np.sum(w)]])
+        step = np.linalg.solve(hessian + 1e-6 * np.eye(2), gradient)
+        a, b = a - step[0], b - step[1]
+        if np.abs(step).max() < 1e-10:
+            break
+    return max(float(a), 1e-3), float(b)
+
+
 def tune_thresholds(
-    model_path: Path, data_dir: Path, split_name: str = "val", modes: bool = True
+    model_path: Path,
+    data_dir: Path,
+    split_name: str = "val",
+    modes: bool = True,
+    calibrate: bool = True,
 ) -> dict[str, Any]:
     """Pick each type's mask mode and threshold maximising its dataset-level IoU on ``split_name``.
 
@@ -269,11 +294,14 @@ def tune_thresholds(
     :func:`evaluate` read. With ``modes``, each type also gets the best of
     :data:`ml.model.network.MASK_MODES` and the model file is saved again with those modes in
     its graph (:class:`ml.model.network.MaskMode`), so every runtime serves the same masks;
-    without, every type stays ``pixel``. Tuned on the validation split, never on the test split.
+    without, every type stays ``pixel``. With ``calibrate``, suitability is also Platt-scaled
+    (:func:`fit_platt`, :class:`ml.model.network.SuitabilityCalibration` in the saved graph:
+    the ranking and so the ROC AUC are unchanged, the probabilities match the split's
+    frequencies). Tuned on the validation split, never on the test split.
     """
     from ml.model import network
 
-    model = network.with_mask_modes(network.load(model_path), None)
+    model = network.with_calibration(network.with_mask_modes(network.load(model_path), None), None)
     split = load_split(data_dir, split_name)
     if split.working is not None:
         raise ValueError("tune on the original grid (a split loaded without a working size)")
@@ -303,7 +331,12 @@ def tune_thresholds(
     }
     if network.working_size(model) is not None:
         sidecar["working_size"] = network.working_size(model)
-    network.with_mask_modes(model, chosen).save(str(model_path))
+    served = network.with_mask_modes(model, chosen)
+    if calibrate:
+        a, b = fit_platt(~split.nondiagnostic, predictions["suitability"])
+        sidecar["suitability_platt"] = {"a": a, "b": b}
+        served = network.with_calibration(served, (a, b))
+    served.save(str(model_path))
     thresholds_path(model_path).write_text(json.dumps(sidecar, indent=2) + "\n")
     return sidecar
 

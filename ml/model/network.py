@@ -232,7 +232,43 @@ def working_size(model: Any) -> int | None:
     return None if layer is None else int(layer.size)
 
 
-def _outputs(model: Any, modes: list[str] | None, size: int | None) -> dict[str, Any]:
+@keras.saving.register_keras_serializable(package="artiscan")
+class SuitabilityCalibration(keras.layers.Layer):  # type: ignore[misc,name-defined]
+    """Platt scaling of ``suitability``: ``sigmoid(a · logit(p) + b)``, ``a > 0``, so the ranking
+    (ROC AUC) is unchanged and only the probabilities move. No weights: ``a`` and ``b`` are
+    configuration fitted on the validation split (:func:`ml.model.evaluate.fit_platt`)."""
+
+    def __init__(self, a: float, b: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not float(a) > 0:
+            raise ValueError(f"Platt scale must be positive, got {a}")
+        self.a, self.b = float(a), float(b)
+
+    def call(self, inputs: Any) -> Any:
+        p = ops.clip(inputs, 1e-6, 1.0 - 1e-6)
+        return ops.sigmoid(self.a * (ops.log(p) - ops.log(1.0 - p)) + self.b)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = super().get_config()
+        config.update({"a": self.a, "b": self.b})
+        return config
+
+
+def suitability_calibration(model: Any) -> tuple[float, float] | None:
+    """The model's Platt ``(a, b)`` for suitability, or None (the raw output is served)."""
+    layer = next((x for x in model.layers if isinstance(x, SuitabilityCalibration)), None)
+    return None if layer is None else (layer.a, layer.b)
+
+
+def _outputs(
+    model: Any,
+    modes: list[str] | None,
+    size: int | None,
+    calibration: tuple[float, float] | None,
+) -> dict[str, Any]:
     outputs = {
         "masks": model.get_layer("masks").output,
         "presence": model.get_layer("presence").output,
@@ -242,18 +278,32 @@ def _outputs(model: Any, modes: list[str] | None, size: int | None) -> dict[str,
         outputs["masks"] = MaskMode(list(modes), name="mask_mode")(
             [outputs["masks"], outputs["presence"]]
         )
+    if calibration is not None:
+        outputs["suitability"] = SuitabilityCalibration(*calibration, name="suitability_platt")(
+            outputs["suitability"]
+        )
     if size is not None:
         outputs["suitability"] = WorkingSize(size, name=WORKING_LAYER)(outputs["suitability"])
     return outputs
 
 
+def _rebuilt(model: Any, outputs: dict[str, Any]) -> Any:
+    return keras.Model(inputs=model.input, outputs=outputs, name=model.name)
+
+
 def with_working_size(model: Any, size: int | None) -> Any:
-    """The same network (shared layers and weights, same mask modes) marked with working size
-    ``size`` (None: native resolution, no marker)."""
+    """The same network (shared layers and weights, same mask modes and calibration) marked
+    with working size ``size`` (None: native resolution, no marker)."""
     if size == working_size(model):
         return model
-    outputs = _outputs(model, mask_modes(model), size)
-    return keras.Model(inputs=model.input, outputs=outputs, name=model.name)
+    calibration = suitability_calibration(model)
+    return _rebuilt(model, _outputs(model, mask_modes(model), size, calibration))
+
+
+def with_calibration(model: Any, calibration: tuple[float, float] | None) -> Any:
+    """The same network serving suitability through Platt ``(a, b)`` (None: the raw output)."""
+    outputs = _outputs(model, mask_modes(model), working_size(model), calibration)
+    return _rebuilt(model, outputs)
 
 
 def mask_modes(model: Any) -> list[str]:
@@ -264,10 +314,10 @@ def mask_modes(model: Any) -> list[str]:
 
 def with_mask_modes(model: Any, modes: list[str] | None) -> Any:
     """The same network (shared layers and weights) serving ``modes``; None or all ``pixel``:
-    the plain network, which is what training and pruning start from. The working size (if
-    any) is kept."""
-    outputs = _outputs(model, modes, working_size(model))
-    return keras.Model(inputs=model.input, outputs=outputs, name=model.name)
+    the plain network, which is what training and pruning start from. The working size and
+    the suitability calibration (if any) are kept."""
+    outputs = _outputs(model, modes, working_size(model), suitability_calibration(model))
+    return _rebuilt(model, outputs)
 
 
 def model_widths(model: Any) -> dict[str, int]:

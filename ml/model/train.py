@@ -154,7 +154,10 @@ def train(
         history, start_epoch = [], 0
         if model is None and config.init is not None:
             # Shipped models serve tuned mask modes; training needs the plain per-pixel masks.
-            model = network.with_mask_modes(network.load(config.init), None)
+            # Nor the suitability calibration fitted for serving.
+            model = network.with_calibration(
+                network.with_mask_modes(network.load(config.init), None), None
+            )
         elif model is None:
             model = network.build_model(
                 network.default_widths(config.base, config.depth), config.depth

@@ -63,3 +63,42 @@ def test_the_mode_grid_counts_equal_brute_force_masks():
             inter, union = (pred & truth).sum((0, 1)), (pred | truth).sum((0, 1))
             np.testing.assert_array_equal(out["grid_intersection"][m, t], inter)
             np.testing.assert_array_equal(out["grid_union"][m, t], union)
+
+
+def test_platt_scaling_recovers_a_known_calibration_and_keeps_the_ranking():
+    from ml.model.evaluate import fit_platt, roc_auc
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 2, 4000)
+    truth_a, truth_b = 0.5, 1.0  # an over-confident score shifted towards "non-diagnostic"
+    diagnostic = rng.uniform(size=z.size) < 1 / (1 + np.exp(-(truth_a * z + truth_b)))
+    p = 1 / (1 + np.exp(-z))
+    a, b = fit_platt(diagnostic, p)
+    assert abs(a - truth_a) < 0.1 and abs(b - truth_b) < 0.15
+    q = 1 / (1 + np.exp(-(a * z + b)))
+    assert roc_auc(~diagnostic, 1 - q) == roc_auc(~diagnostic, 1 - p)
+    assert fit_platt(np.ones(5, bool), np.full(5, 0.3)) == (1.0, 0.0)  # one class: unchanged
+
+
+def test_the_calibration_layer_serves_platt_scaled_suitability_and_survives_a_save(tmp_path):
+    from ml.model import network
+
+    plain = network.build_model(network.default_widths(base=2, depth=2), depth=2)
+    served = network.with_calibration(network.with_working_size(plain, 32), (0.5, -0.25))
+    assert network.suitability_calibration(served) == (0.5, -0.25)
+    x = {"image": np.random.default_rng(1).uniform(0, 1, (2, 32, 48, 1)).astype(np.float32),
+         "header": np.zeros((2, 8), np.float32)}  # fmt: skip
+    raw = np.asarray(plain.predict_on_batch(x)["suitability"], np.float64)
+    expected = 1 / (1 + np.exp(-(0.5 * np.log(raw / (1 - raw)) - 0.25)))
+    np.testing.assert_allclose(served.predict_on_batch(x)["suitability"], expected, atol=1e-5)
+    # Mask modes and the working size keep the calibration; a save/load keeps all three.
+    moded = network.with_mask_modes(served, ["gated"] * network.N_TYPES)
+    moded.save(tmp_path / "m.keras")
+    loaded = network.load(tmp_path / "m.keras")
+    assert network.suitability_calibration(loaded) == (0.5, -0.25)
+    assert network.working_size(loaded) == 32 and network.mask_modes(loaded)[0] == "gated"
+    np.testing.assert_allclose(loaded.predict_on_batch(x)["suitability"], expected, atol=1e-5)
+    stripped = network.with_calibration(loaded, None)
+    np.testing.assert_allclose(stripped.predict_on_batch(x)["suitability"], raw, atol=1e-6)
+    with pytest.raises(ValueError):
+        network.SuitabilityCalibration(-1.0, 0.0)
