@@ -2,12 +2,13 @@
 
 The dataset path (``read_dicom`` -> ``deidentify`` -> ``write_dicom``) builds a pydicom element
 for every attribute, decodes every value, copies the header and writes every value back through
-pydicom's writer: ~2-3 ms per 384 x 512 MR slice, most of it spent on values that leave
-unchanged. Here (~0.4 ms, ``benchmarks/deid.py``) the file is walked once into a light tree of (tag, VR, byte range) records, the profile's
-action for each (tag, VR) is looked up in a memo, and the output is assembled from slices of the
-input (kept values, the pixel data included, are never decoded nor copied before the final join)
-and the few values the profile changes (UIDs, dates, dummies, cleaned descriptors), which are
-decoded and encoded with pydicom's own converters, so they come out as the dataset path's do.
+pydicom's writer: ~2-3 ms per 384 x 512 MR slice, most of it spent on values that stay
+unchanged. Here (~0.4 ms, ``benchmarks/deid.py``) the file is walked once into a light tree of
+(tag, VR, byte range) records, the profile's action for each (tag, VR) is looked up in a memo,
+and the output is assembled from slices of the input (kept values, the pixel data included, are
+never decoded nor copied before the final join) and the few values the profile changes (UIDs,
+dates, dummies, cleaned descriptors), decoded and encoded as pydicom's converters do, so they
+come out as the dataset path's do.
 
 Every check of the dataset path is kept, in the same order: the same size, DICM, preamble,
 file meta, DICOMDIR, syntax, bounded inflation and ``safety.prescan`` checks (``profile``'s
@@ -26,6 +27,7 @@ the builders' files, character sets, odd encodings and mutated files.
 from __future__ import annotations
 
 import bisect
+import io
 import re
 import struct
 from dataclasses import dataclass
@@ -42,7 +44,7 @@ from pydicom.datadict import (
     private_dictionary_VR,
 )
 from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.uid import (
@@ -108,7 +110,7 @@ class DeidentifiedFile:
     """What the door needs from one de-identified file."""
 
     data: bytes  # the Part 10 file to store
-    ds: Dataset  # its data set (pixel data included), as ``read_dicom`` of ``data`` would give
+    ds: Dataset  # its data set, as ``read_dicom`` of ``data`` gives it (pixel data read on use)
     scanner: str  # ``profile.scanner_pseudonym_from`` the original
 
 
@@ -890,10 +892,15 @@ def _dataset_of(clean: bytes, start: int, marks: list[int], encodings: list[str]
         meta_marks.append(pos)
         pos = _element_end(clean, pos)
     meta = FileMetaDataset(_raw_elements(clean, meta_marks, start))
-    ds = Dataset(_raw_elements(clean, [start + m for m in marks], len(clean)))
-    ds.file_meta = meta
+    elements = _raw_elements(clean, [start + m for m in marks], len(clean))
+    pixels = elements.get(BaseTag(_PIXEL_DATA))
+    if isinstance(pixels, RawDataElement) and pixels.length != _UNDEFINED:
+        # Read from the clean bytes when asked for, as dcmread's defer_size does: the pixels
+        # are not copied a second time (the door never reads them; a 24-frame Enhanced MR
+        # holds 9 MiB of them).
+        elements[pixels.tag] = pixels._replace(value=None)
+    ds = FileDataset(io.BytesIO(clean), elements, b"\x00" * 128, meta, False, True)
     ds.set_original_encoding(False, True, encodings)
-    ds.preamble = b"\x00" * 128
     return ds
 
 
