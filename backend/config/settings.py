@@ -218,6 +218,10 @@ else:
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 20,
             },
+            # A thread keeps its connection between requests (the web server lends each request
+            # a pooled thread: backend/config/asgi.py), instead of opening the file and running
+            # the PRAGMAs above for every request; a connection in error is still replaced.
+            "CONN_MAX_AGE": env_int("ARTISCAN_SQLITE_CONN_MAX_AGE", 600, minimum=0),
         }
     }
     _sqlite_hold_open(VAR_DIR / "artiscan.sqlite3")
