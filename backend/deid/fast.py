@@ -892,13 +892,9 @@ def _dataset_of(clean: bytes, start: int, marks: list[int], encodings: list[str]
         meta_marks.append(pos)
         pos = _element_end(clean, pos)
     meta = FileMetaDataset(_raw_elements(clean, meta_marks, start))
-    elements = _raw_elements(clean, [start + m for m in marks], len(clean))
-    pixels = elements.get(BaseTag(_PIXEL_DATA))
-    if isinstance(pixels, RawDataElement) and pixels.length != _UNDEFINED:
-        # Read from the clean bytes when asked for, as dcmread's defer_size does: the pixels
-        # are not copied a second time (the door never reads them; a 24-frame Enhanced MR
-        # holds 9 MiB of them).
-        elements[pixels.tag] = pixels._replace(value=None)
+    # The pixel data is read from the clean bytes when asked for, as dcmread's defer_size does:
+    # not copied a second time (the door never reads it; a 24-frame Enhanced MR holds 9 MiB).
+    elements = _raw_elements(clean, [start + m for m in marks], len(clean), defer=_PIXEL_DATA)
     ds = FileDataset(io.BytesIO(clean), elements, b"\x00" * 128, meta, False, True)
     ds.set_original_encoding(False, True, encodings)
     return ds
@@ -911,10 +907,10 @@ def _element_end(clean: bytes, at: int) -> int:
 
 
 def _raw_elements(
-    clean: bytes, marks: list[int], end: int
+    clean: bytes, marks: list[int], end: int, defer: int = -1
 ) -> dict[BaseTag, DataElement | RawDataElement]:
     """The elements written at ``marks`` (the last one ending at ``end``), as pydicom's reader
-    yields them."""
+    yields them; the value of ``defer`` (if of defined length) left to be read on use."""
     out: dict[BaseTag, DataElement | RawDataElement] = {}
     for index, at in enumerate(marks):
         group, elem, vr_bytes = struct.unpack_from("<HH2s", clean, at)
@@ -929,5 +925,6 @@ def _raw_elements(
         following = marks[index + 1] if index + 1 < len(marks) else end
         value_end = following - 8 if length == _UNDEFINED else value_at + length
         tag = BaseTag((group << 16) | elem)
-        out[tag] = RawDataElement(tag, vr, length, clean[value_at:value_end], value_at, False, True)
+        value = None if tag == defer and length != _UNDEFINED else clean[value_at:value_end]
+        out[tag] = RawDataElement(tag, vr, length, value, value_at, False, True)
     return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import struct
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -391,3 +392,19 @@ def test_mutated_files_get_the_oracles_outcome(seed, mutations):
         elif kind == "overwrite":
             data[at : at + len(payload)] = payload
     assert_same(bytes(data))
+
+
+def test_the_door_holds_the_pixels_once_and_reads_them_back_on_use():
+    # The clean file is the one copy of the pixels; the data set reads them from it when asked
+    # (the dataset path held three: the original's, the data set's and the file's).
+    original = enhanced_mr_dataset(frames=8, rows=256, columns=256)
+    data = to_bytes(original)
+    tracemalloc.start()
+    try:
+        result = deidentify_file(data, key=KEY)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.3 * len(data)
+    assert result.ds.PixelData == original.PixelData
+    assert result.ds.pixel_array.shape == (8, 256, 256)
