@@ -15,8 +15,10 @@ Three kinds of file, each Explicit VR Little Endian and (``--syntaxes``) Implici
 Paths, timed warm and interleaved (one call of each per round, so drift hits them alike):
 
 - ``reference``: ``read_dicom`` -> ``deidentify(in_place=True)`` -> ``write_dicom``, the
-  dataset path (what the door ran before; kept as the tests' oracle);
-- ``fast``: ``deidentify_bytes`` (the door's path now);
+  dataset path (what ``backend/ingest/services.py`` ran when this was written; kept as the
+  tests' oracle);
+- ``fast``: ``deidentify_bytes``, i.e. ``deidentify_file`` (``backend/deid/fast.py``, falling
+  back to the dataset path for what it does not cover);
 - ``floor``: ``pydicom.dcmread`` + ``dcmwrite`` to memory, no profile at all.
 
 Prints, per kind and path: median and p90 ms per instance, instances/s, the ratio to the
