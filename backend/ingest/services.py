@@ -22,15 +22,7 @@ from pydicom import Dataset
 from pydicom.multival import MultiValue
 
 from backend.accounts.models import Site
-from backend.deid.profile import (
-    ENHANCED_MR_IMAGE,
-    MR_IMAGE,
-    Rejected,
-    deidentify,
-    read_dicom,
-    scanner_pseudonym_from,
-    write_dicom,
-)
+from backend.deid.profile import ENHANCED_MR_IMAGE, MR_IMAGE, Rejected, deidentify_file
 from backend.dicomweb.metadata import instance_metadata_create
 from backend.ingest.dispatch import ingest_announce
 from backend.ingest.models import OrthancSource, QuarantinedFile
@@ -163,21 +155,21 @@ class _Clean:
 
 def _door(*, site: Site, data: bytes, source: str) -> _Clean | IngestOutcome:
     """De-identify one file, or quarantine it and say why."""
-    key = settings.DEID_KEY
     try:
-        original = read_dicom(data, max_bytes=settings.ARTISCAN_MAX_INSTANCE_BYTES)
-        scanner = scanner_pseudonym_from(original, key=key)
-        ds = deidentify(original, key=key, in_place=True)
-        clean = write_dicom(ds)
+        # The profile on the encoded bytes where it can, the dataset path where it cannot (the
+        # same profile and refusals either way: backend.deid.profile.deidentify_file).
+        result = deidentify_file(
+            data, key=settings.DEID_KEY, max_bytes=settings.ARTISCAN_MAX_INSTANCE_BYTES
+        )
     except Rejected as refusal:
         _quarantine(site=site, data=data, source=source, reason=refusal.reason)
         logger.info("refused a %s file: %s", source, refusal.reason)
         return IngestOutcome(status="rejected", reason=refusal.reason)
-    del original  # de-identified in place: the same object as ``ds`` now
+    ds = result.ds
     storage_key = (
         f"instances/{site.pk}/{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
     )
-    return _Clean(ds=ds, scanner=scanner, storage_key=storage_key, data=clean)
+    return _Clean(ds=ds, scanner=result.scanner, storage_key=storage_key, data=result.data)
 
 
 def instance_ingest(*, site: Site, data: bytes, source: str) -> IngestOutcome:
