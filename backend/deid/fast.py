@@ -96,7 +96,9 @@ _TOP_KEYWORDS = (
 )  # fmt: skip
 _TOP_TAGS = frozenset(tag for tag, entry in DicomDictionary.items() if entry[4] in _TOP_KEYWORDS)
 _IDENTIFYING_TAGS = frozenset(
-    tag for tag, entry in DicomDictionary.items() if entry[4] in P._IDENTIFYING_KEYWORDS
+    tag
+    for tag, entry in DicomDictionary.items()
+    if entry[4] in P._IDENTIFYING_KEYWORDS or entry[4] in P._PN_KEYWORDS
 )
 
 # Element records: (tag, VR, header start, value start, value end, undefined length, items).

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydicom._uid_dict import UID_dictionary
+from pydicom.datadict import DicomDictionary
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import generate_fragments
@@ -119,6 +120,8 @@ _IDENTIFYING_KEYWORDS = (
     "ScheduledProcedureStepID",
     "PerformedProcedureStepID",
 )
+_PN_KEYWORDS = frozenset(entry[4] for entry in DicomDictionary.values() if entry[0] == "PN")
+"""Attributes that hold a person's name by definition, whatever VR a file gives them."""
 
 logger = logging.getLogger(__name__)
 _quiet = contextvars.ContextVar("artiscan_deid_quiet", default=False)
@@ -606,7 +609,8 @@ def _add_words(words: set[str], vr: str, keyword: str, value: Any) -> None:
         values = list(value)
     else:
         values = [value]
-    if vr == "PN":
+    if vr == "PN" or keyword in _PN_KEYWORDS:
+        # A person's name even when a sender wrote it with another VR (LO, SH, UN read as text).
         for v in values:
             if v:
                 words.update(w for w in re.split(r"[\^\s,=.]+", str(v)) if len(w) >= 2)

@@ -16,7 +16,14 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from backend.deid.profile import Rejected, deidentify_bytes, read_dicom
+from backend.deid.fast import deidentify_fast
+from backend.deid.profile import (
+    DEFAULT_MAX_BYTES,
+    Rejected,
+    deidentify_bytes,
+    deidentify_reference,
+    read_dicom,
+)
 from tests.deid.builders import (
     CANARIES,
     MORE_CANARIES,
@@ -107,3 +114,29 @@ def test_the_output_reads_back_as_a_standard_file():
     assert reread.SOPInstanceUID == ds.SOPInstanceUID
     assert reread.PatientIdentityRemoved == "YES"
     assert "SourceApplicationEntityTitle" not in reread.file_meta
+
+
+@pytest.mark.parametrize("vr", ["LO", "SH", "UN"])
+@pytest.mark.parametrize("keyword", ["PatientName", "OtherPatientNames", "PerformingPhysicianName"])
+def test_a_name_written_with_another_vr_is_still_cut_out_of_descriptions(keyword, vr):
+    # A sender that writes a person's name with a VR other than PN: it is still a name, and
+    # Clean Descriptors must find it in free text, on the fast path and on the dataset path.
+    ds = mr_dataset()
+    name = "ZQXCANARYFAMILY^QZGIVENCANARY"
+    if keyword != "PatientName":
+        ds.PatientName = "Other^Person"
+    ds.add_new(pydicom.datadict.tag_for_keyword(keyword), vr, name.encode() if vr == "UN" else name)
+    ds.StudyDescription = "MR BRAIN ZQXCANARYFAMILY"
+    ds.ImageComments = "seen with qzgivencanary awake"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom: 29 characters are too long for SH
+        data = to_bytes(ds)
+    assert b"ZQXCANARYFAMILY" in data and b"QZGIVENCANARY" in data  # planted for real
+    outputs = [deidentify_bytes(data, key=KEY)[0], deidentify_reference(data, key=KEY)[0]]
+    if keyword == "OtherPatientNames" and vr != "UN":
+        # Not one of the attributes the profile writes: the fast path answers it itself.
+        outputs.append(deidentify_fast(data, key=KEY, max_bytes=DEFAULT_MAX_BYTES).data)
+    for out in outputs:
+        assert _leaks(out) == []
+        clean = pydicom.dcmread(io.BytesIO(out))
+        assert clean.StudyDescription.startswith("MR BRAIN")  # cleaned, not dropped
