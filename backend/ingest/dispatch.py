@@ -123,6 +123,8 @@ class Dispatcher:
                 due = self._take_due()
             try:
                 self._send(due)
+            except Exception:  # the thread must outlive any one round (the sweep covers it)
+                logger.exception("ingest news of %d series not sent", len(due))
             finally:
                 with self._cond:
                     self._busy -= 1
