@@ -396,6 +396,8 @@ CELERY_BEAT_SCHEDULE = {
 }
 # A slice unscored this long after it arrived counts as lost by the sweep above.
 ARTISCAN_SCORE_SWEEP_AGE_S = env_int("ARTISCAN_SCORE_SWEEP_AGE_S", 120, minimum=1)
+# ... and looks back this many hours at most (a slice left longer needs `manage.py rescore`).
+ARTISCAN_SCORE_SWEEP_WINDOW_H = env_int("ARTISCAN_SCORE_SWEEP_WINDOW_H", 24, minimum=1)
 # Ingest publishes a series' event and scoring request at once, then at most once per this many
 # seconds while its slices keep arriving (everything that came meanwhile in one).
 ARTISCAN_INGEST_COALESCE_S = env_int("ARTISCAN_INGEST_COALESCE_MS", 100, minimum=0) / 1000

@@ -34,8 +34,8 @@ from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydicom._dicom_dict import DicomDictionary
 from pydicom._uid_dict import UID_dictionary
-from pydicom.datadict import DicomDictionary
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import generate_fragments

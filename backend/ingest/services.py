@@ -430,7 +430,8 @@ def _scoring_queue_size() -> int:
 def unscored_sweep(*, older_than_s: float | None = None, limit: int = 1000) -> list[str]:
     """Ask again for the scoring of every series with an MR slice that the deployed model has
     neither scored nor quarantined, though it arrived more than ``older_than_s`` seconds ago
-    (default ``ARTISCAN_SCORE_SWEEP_AGE_S``); returns those series' ids.
+    (default ``ARTISCAN_SCORE_SWEEP_AGE_S``), within the last ``ARTISCAN_SCORE_SWEEP_WINDOW_H``
+    hours and after the version's promotion (or rollback); returns those series' ids.
 
     What it covers: a scoring request lost after the commit (the broker was down, the process
     died before it published; ``backend.ingest.dispatch``). It does nothing while the scoring
@@ -438,7 +439,7 @@ def unscored_sweep(*, older_than_s: float | None = None, limit: int = 1000) -> l
     would only be asked for twice; the next sweep after the queue drains finds what is left.
     A request for a series being scored right now costs a task that finds nothing to claim.
     """
-    from backend.scoring.models import InstanceScore, SliceAttempt
+    from backend.scoring.models import InstanceScore, ModelPromotion, PromotionKind, SliceAttempt
     from backend.scoring.services import model_version_deployed, series_score_publish
 
     if older_than_s is None:
@@ -446,6 +447,21 @@ def unscored_sweep(*, older_than_s: float | None = None, limit: int = 1000) -> l
     if _scoring_queue_size():
         return []
     version = model_version_deployed()
+    now = timezone.now()
+    # Only slices that arrived while this version was deployed, and recently: older ones were
+    # scored (or not) by another version, and scoring them again is `rescore`'s decision, not
+    # the sweep's (after a promotion it would otherwise re-score the whole archive). The window
+    # also keeps each minute's scan to a day of rows (index on received_at).
+    since = now - timedelta(hours=float(settings.ARTISCAN_SCORE_SWEEP_WINDOW_H))
+    deployed_at = (
+        ModelPromotion.objects.filter(model_version=version)
+        .exclude(kind=PromotionKind.INITIAL)
+        .order_by("-created_at", "-id")
+        .values_list("created_at", flat=True)
+        .first()
+    )
+    if deployed_at is not None:
+        since = max(since, deployed_at)
     scored = InstanceScore.objects.filter(instance=OuterRef("pk"), run__model_version=version)
     quarantined = SliceAttempt.objects.filter(
         instance=OuterRef("pk"), model_version=version, quarantined=True
@@ -453,7 +469,8 @@ def unscored_sweep(*, older_than_s: float | None = None, limit: int = 1000) -> l
     series_ids = [
         str(s)
         for s in Instance.objects.filter(
-            received_at__lt=timezone.now() - timedelta(seconds=older_than_s),
+            received_at__gte=since,
+            received_at__lt=now - timedelta(seconds=older_than_s),
             sop_class_uid__in=(MR_IMAGE, ENHANCED_MR_IMAGE),
         )
         .exclude(Exists(scored))

@@ -140,7 +140,11 @@ class Instance(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["series", "sop_uid"], name="instance_unique_uid")
         ]
-        indexes = [models.Index(fields=["series", "instance_number"], name="instance_order")]
+        indexes = [
+            models.Index(fields=["series", "instance_number"], name="instance_order"),
+            # The unscored sweep looks at the last day's arrivals every minute.
+            models.Index(fields=["received_at"], name="instance_received"),
+        ]
 
     def __str__(self) -> str:
         return f"instance {self.sop_uid}"

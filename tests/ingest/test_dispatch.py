@@ -148,3 +148,50 @@ def test_a_slice_whose_scoring_request_was_lost_is_scored_after_the_sweep(
     _wait_for(
         lambda: InstanceScore.objects.filter(instance=instance).exists(), 180, "the sweep's score"
     )
+
+
+@pytest.mark.django_db
+def test_the_sweep_leaves_slices_from_before_a_promotion_and_older_than_its_window(
+    settings, tmp_path, admin_a
+):
+    """Scoring slices again under a new model is `rescore`'s decision: the sweep asks only for
+    slices that arrived while the deployed version was deployed, within its window."""
+    import datetime as dt
+    import shutil
+
+    from django.utils import timezone
+
+    from backend.config.celery import app
+    from backend.ingest.services import unscored_sweep
+    from backend.scoring.models import ModelPromotion
+    from backend.scoring.services import model_promote, model_version_register
+    from backend.studies.models import Instance
+    from ml.pipeline import SHIPPED
+    from tests.factories import InstanceFactory
+
+    app.control.purge()  # an empty scoring queue, or the sweep waits
+    weights = tmp_path / "candidate.onnx"
+    shutil.copy(SHIPPED["pruned-onnx"], weights)
+    candidate = model_version_register(
+        weights_path=weights, name="candidate", version="1", metrics={}
+    )
+    now = timezone.now()
+    promotion = model_promote(model_version=candidate, user=admin_a.user, reason="sweep test")
+    ModelPromotion.objects.filter(pk=promotion.pk).update(created_at=now - dt.timedelta(hours=2))
+    before_promotion = InstanceFactory()
+    after_promotion = InstanceFactory()
+    too_old = InstanceFactory()
+    for instance, hours in ((before_promotion, 3), (after_promotion, 1), (too_old, 30)):
+        Instance.objects.filter(pk=instance.pk).update(received_at=now - dt.timedelta(hours=hours))
+    # The candidate was promoted 2 h ago: only the slice of 1 h ago is this version's to score.
+    assert unscored_sweep(older_than_s=60) == [str(after_promotion.series_id)]
+    app.control.purge()
+    # Without a promotion (the initial default) the window alone bounds it: 24 h by default.
+    ModelPromotion.objects.filter(pk=promotion.pk).delete()
+    ModelPromotion.objects.filter(model_version=candidate).delete()
+    got = unscored_sweep(older_than_s=60)
+    assert sorted(got) == sorted([str(before_promotion.series_id), str(after_promotion.series_id)])
+    app.control.purge()
+    settings.ARTISCAN_SCORE_SWEEP_WINDOW_H = 48
+    assert str(too_old.series_id) in unscored_sweep(older_than_s=60)
+    app.control.purge()
