@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+from hypothesis import strategies as st
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -220,3 +221,33 @@ def enhanced_mr_dataset(frames: int = 3, rows: int = 16, columns: int = 16) -> D
     pixels = np.arange(frames * rows * columns, dtype=np.uint16).reshape(frames, rows, columns)
     ds.PixelData = pixels.tobytes()
     return ds
+
+
+# Byte-level mutations for the fuzz tests: (kind, where as a fraction of the length, payload).
+MUTATIONS = st.lists(
+    st.tuples(
+        st.sampled_from(["flip", "truncate", "insert", "delete", "overwrite"]),
+        st.floats(min_value=0, max_value=1, exclude_max=True),
+        st.binary(min_size=1, max_size=8),
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+def mutate(original: bytes, mutations: list[tuple[str, float, bytes]]) -> bytes:
+    """Apply :data:`MUTATIONS`' draws to a copy of ``original``."""
+    data = bytearray(original)
+    for kind, where, payload in mutations:
+        at = int(where * len(data)) if data else 0
+        if kind == "flip" and data:
+            data[at] ^= payload[0] or 1
+        elif kind == "truncate":
+            data = data[:at]
+        elif kind == "insert":
+            data[at:at] = payload
+        elif kind == "delete":
+            del data[at : at + len(payload)]
+        elif kind == "overwrite":
+            data[at : at + len(payload)] = payload
+    return bytes(data)

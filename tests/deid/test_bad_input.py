@@ -28,7 +28,7 @@ from pydicom.uid import (
 
 from backend.deid.profile import Rejected, deidentify_bytes, read_dicom
 from backend.deid.safety import MAX_ELEMENTS
-from tests.deid.builders import enhanced_mr_dataset, mr_dataset, to_bytes
+from tests.deid.builders import MUTATIONS, enhanced_mr_dataset, mr_dataset, mutate, to_bytes
 
 KEY = b"k" * 32
 ROOT = Path(__file__).resolve().parents[2]
@@ -163,33 +163,13 @@ SEEDS = [
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.sampled_from(range(len(SEEDS))),
-    st.lists(
-        st.tuples(
-            st.sampled_from(["flip", "truncate", "insert", "delete", "overwrite"]),
-            st.floats(min_value=0, max_value=1, exclude_max=True),
-            st.binary(min_size=1, max_size=8),
-        ),
-        min_size=1,
-        max_size=4,
-    ),
+    MUTATIONS,
 )
 def test_mutated_files_are_either_refused_or_de_identified_never_a_crash(seed, mutations):
-    data = bytearray(SEEDS[seed])
-    for kind, where, payload in mutations:
-        at = int(where * len(data)) if data else 0
-        if kind == "flip" and data:
-            data[at] ^= payload[0] or 1
-        elif kind == "truncate":
-            data = data[:at]
-        elif kind == "insert":
-            data[at:at] = payload
-        elif kind == "delete":
-            del data[at : at + len(payload)]
-        elif kind == "overwrite":
-            data[at : at + len(payload)] = payload
+    data = mutate(SEEDS[seed], mutations)
     tracemalloc.start()
     try:
-        out, _ = deidentify_bytes(bytes(data), key=KEY, max_bytes=4 * 2**20)
+        out, _ = deidentify_bytes(data, key=KEY, max_bytes=4 * 2**20)
     except Rejected as refused:
         assert refused.reason and "CANARY" not in refused.reason
     else:

@@ -38,7 +38,14 @@ from backend.deid.profile import (
     read_dicom,
     scanner_pseudonym_from,
 )
-from tests.deid.builders import enhanced_mr_dataset, mr_dataset, to_bytes, with_more_phi
+from tests.deid.builders import (
+    MUTATIONS,
+    enhanced_mr_dataset,
+    mr_dataset,
+    mutate,
+    to_bytes,
+    with_more_phi,
+)
 
 KEY = b"k" * 32
 CORPUS = Path(pydicom.__file__).parent / "data" / "test_files"
@@ -367,31 +374,11 @@ SEEDS = [
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.sampled_from(range(len(SEEDS))),
-    st.lists(
-        st.tuples(
-            st.sampled_from(["flip", "truncate", "insert", "delete", "overwrite"]),
-            st.floats(min_value=0, max_value=1, exclude_max=True),
-            st.binary(min_size=1, max_size=8),
-        ),
-        min_size=1,
-        max_size=4,
-    ),
+    MUTATIONS,
 )
 def test_mutated_files_get_the_oracles_outcome(seed, mutations):
-    data = bytearray(SEEDS[seed])
-    for kind, where, payload in mutations:
-        at = int(where * len(data)) if data else 0
-        if kind == "flip" and data:
-            data[at] ^= payload[0] or 1
-        elif kind == "truncate":
-            data = data[:at]
-        elif kind == "insert":
-            data[at:at] = payload
-        elif kind == "delete":
-            del data[at : at + len(payload)]
-        elif kind == "overwrite":
-            data[at : at + len(payload)] = payload
-    assert_same(bytes(data))
+    data = mutate(SEEDS[seed], mutations)
+    assert_same(data)
 
 
 def test_the_door_holds_the_pixels_once_and_reads_them_back_on_use():
