@@ -119,6 +119,10 @@ HANDLERS: list[Any] = [
 ]
 
 
+STOP_DEADLINE_S = 20.0
+"""Seconds a multi-process SCP may take to stop once one of its processes died."""
+
+
 def serve(*, host: str, port: int, ae_title: str, block: bool = True, processes: int = 1) -> Any:
     """Listen for associations; returns the server when ``block`` is false.
 
@@ -152,6 +156,11 @@ def serve(*, host: str, port: int, ae_title: str, block: bool = True, processes:
         _, status = os.wait()  # any child: a dead acceptor stops them all
         logger.error("a C-STORE SCP process exited (%s): stopping", status)
         stop()
+        # Whatever might hang from here on (the server's shutdown, the interpreter's), this
+        # process is gone within the deadline, so a supervisor sees the failure.
+        deadline = threading.Timer(STOP_DEADLINE_S, os._exit, (1,))
+        deadline.daemon = True
+        deadline.start()
         server.shutdown()
 
     def terminate(*_: Any) -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from backend.ingest.dispatch import ingest_flush
 from backend.ingest.scp import serve
 
 
@@ -36,4 +40,13 @@ class Command(BaseCommand):
         self.stdout.flush()
         status = serve(host=host, port=port, ae_title=ae_title, processes=processes)
         if status:
-            raise SystemExit(status)
+            # An acceptor died and the others were stopped: leave at once, so a supervisor sees
+            # it. What was accepted is committed; its pending announcements are handed over first
+            # (bounded; the unscored sweep covers the rest). Not SystemExit: the interpreter's
+            # shutdown joins library threads (associations, writer pools) and was seen to hang
+            # past 30 s on a loaded machine.
+            ingest_flush(timeout=5.0)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            logging.shutdown()
+            os._exit(status)
