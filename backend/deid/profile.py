@@ -593,6 +593,12 @@ def _clean_values(element: DataElement, forbidden: list[re.Pattern[str]]) -> str
     return cleaned if element.VM > 1 else cleaned[0]
 
 
+_UNREADABLE = "\ufffd"
+"""What pydicom puts for bytes it could not decode in the declared character set."""
+
+_EVERYTHING = re.compile(r"(?s).+")
+
+
 def _identifying_words(ds: Dataset) -> list[re.Pattern[str]]:
     """Every name part, ID and site name anywhere in the original (nested ones included), as
     case-insensitive whole-word patterns, longest first: what Clean Descriptors cuts out."""
@@ -609,6 +615,9 @@ def _add_words(words: set[str], vr: str, keyword: str, value: Any) -> None:
         values = list(value)
     else:
         values = [value]
+    if vr == "PN" or keyword in _PN_KEYWORDS or keyword in _IDENTIFYING_KEYWORDS:
+        if any(_UNREADABLE in str(v or "") for v in values):
+            words.add(_UNREADABLE)  # see _word_patterns
     if vr == "PN" or keyword in _PN_KEYWORDS:
         # A person's name even when a sender wrote it with another VR (LO, SH, UN read as text).
         for v in values:
@@ -623,6 +632,10 @@ def _add_words(words: set[str], vr: str, keyword: str, value: Any) -> None:
 
 
 def _word_patterns(words: set[str]) -> list[re.Pattern[str]]:
+    if any(_UNREADABLE in w for w in words):
+        # A name or ID that did not decode cleanly (a character set the sender misdeclared or
+        # misused) cannot be searched for reliably: the descriptors lose all their text instead.
+        return [_EVERYTHING]
     return [
         re.compile(r"(?<!\w)" + re.escape(w) + r"(?!\w)", re.IGNORECASE)
         for w in sorted(words, key=len, reverse=True)

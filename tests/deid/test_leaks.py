@@ -140,3 +140,31 @@ def test_a_name_written_with_another_vr_is_still_cut_out_of_descriptions(keyword
         assert _leaks(out) == []
         clean = pydicom.dcmread(io.BytesIO(out))
         assert clean.StudyDescription.startswith("MR BRAIN")  # cleaned, not dropped
+
+
+def test_a_name_that_does_not_decode_in_its_declared_character_set_empties_the_descriptions():
+    # UTF-8 declared, Latin-1 written: pydicom reads the name with replacement characters, so its
+    # words cannot be searched for in free text; every cleaned descriptor loses its text instead.
+    ds = mr_dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.add_new(0x00100010, "PN", "Zoë^Müllerqx".encode("latin-1"))
+    ds.StudyDescription = "IRM crâne Müllerqx".encode("latin-1")
+    ds.ImageComments = "Zoë calme".encode("latin-1")
+    data = to_bytes(ds)
+    assert "Müllerqx".encode("latin-1") in data  # planted for real
+    outputs = [deidentify_bytes(data, key=KEY)[0], deidentify_reference(data, key=KEY)[0]]
+    assert outputs[0] == outputs[1]
+    for out in outputs:
+        assert b"Zo\xeb" not in out and b"M\xfcllerqx" not in out and b"llerqx" not in out
+        clean = pydicom.dcmread(io.BytesIO(out))
+        assert clean.get("StudyDescription", "") == ""
+        assert clean.get("ImageComments", "") == ""
+
+
+def test_a_readable_name_keeps_the_rest_of_the_description():
+    ds = mr_dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName = "Zoë^Müllerqx"
+    ds.StudyDescription = "IRM crâne Müllerqx"
+    out = deidentify_bytes(to_bytes(ds), key=KEY)[0]
+    assert pydicom.dcmread(io.BytesIO(out)).StudyDescription == "IRM crâne"
