@@ -9,7 +9,7 @@ from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.config.settings")
 
-from asgiref.sync import ThreadSensitiveContext
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.core.asgi import get_asgi_application
 
 django_asgi_app = get_asgi_application()
@@ -17,6 +17,12 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.core import signals  # noqa: E402
+from django.core.exceptions import RequestAborted  # noqa: E402
+from django.core.handlers import base  # noqa: E402
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix  # noqa: E402
+from django.http import HttpResponseBase  # noqa: E402
+from django.urls import set_script_prefix  # noqa: E402
 
 from backend.realtime.routing import websocket_urlpatterns  # noqa: E402
 
@@ -56,9 +62,76 @@ class RequestThreads:
                 executor.shutdown(wait=False)
 
 
+class OneHopHandler(ASGIHandler):
+    """Django's own request handling — every middleware, the URL conf, the view, the
+    ``request_started``/``request_finished`` signals — with the middleware chain in sync mode,
+    run in one hop to the request's thread.
+
+    Django's ASGI handler runs the chain in async mode: each middleware that is not async-native
+    (session, CSRF, auth, security, messages, clickjacking: Django's own) runs its request and
+    response halves through ``sync_to_async``, a dozen thread switches per request before the
+    sync view's own. For a request whose view is sync anyway and whose answer is small, that is
+    most of what the request costs apart from its work (STOW-RS of one slice).
+    The same code runs in the same order; only the switching is gone. The body is read as
+    Django reads it (same in-memory limit); the response is sent as Django sends it."""
+
+    def __init__(self) -> None:
+        base.BaseHandler.__init__(self)
+        self.load_middleware(is_async=False)
+
+    async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        response = await sync_to_async(self._respond, thread_sensitive=True)(scope, body_file)
+        try:
+            await self.send_response(response, send)
+        finally:
+            if response.streaming:  # not closed yet: its content is produced while it is sent
+                await sync_to_async(response.close, thread_sensitive=True)()
+
+    def _respond(self, scope: dict[str, Any], body_file: Any) -> HttpResponseBase:
+        try:
+            set_script_prefix(get_script_prefix(scope))
+            signals.request_started.send(sender=ASGIHandler, scope=scope)
+            request, error_response = self.create_request(scope, body_file)
+            response: Any = error_response if request is None else self.get_response(request)
+            response._handler_class = self.__class__
+            if not response.streaming:
+                # Its content is in memory: close it here (``request_finished``, which gives
+                # the thread's database connection back) rather than in one more hop.
+                response.close()
+            return response
+        finally:
+            body_file.close()
+
+
+STOW_PATH = "/dicomweb/studies"
+
+
+def _is_stow(scope: dict[str, Any]) -> bool:
+    return scope.get("method") == "POST" and scope.get("path") == STOW_PATH
+
+
+class HttpRoutes:
+    """STOW-RS (``POST /dicomweb/studies``) through :class:`OneHopHandler`, the rest through
+    Django's ASGI handler; both the same Django (settings, middleware, URL conf, views)."""
+
+    def __init__(self, default: Any, one_hop: Any) -> None:
+        self.default = default
+        self.one_hop = one_hop
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if _is_stow(scope):
+            await self.one_hop.handle(scope, receive, send)
+        else:
+            await self.default(scope, receive, send)
+
+
 application = ProtocolTypeRouter(
     {
-        "http": RequestThreads(django_asgi_app),
+        "http": RequestThreads(HttpRoutes(django_asgi_app, OneHopHandler())),
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),
