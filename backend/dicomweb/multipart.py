@@ -27,25 +27,39 @@ def root_type_of(content_type: str) -> str:
 
 
 def parts(body: bytes, boundary: str) -> Iterator[tuple[dict[str, str], bytes]]:
-    """(headers, payload) of each part; headers lower-cased."""
+    """(headers, payload) of each part; headers lower-cased.
+
+    Each payload is copied out of ``body`` once (a STOW-RS of fifty slices is 20 MB: splitting
+    it and trimming each piece copied every payload four times)."""
     delimiter = b"--" + boundary.encode()
-    chunks = body.split(delimiter)
-    if len(chunks) < 3:
+    view = memoryview(body)
+    start = body.find(delimiter)
+    if start < 0 or body.find(delimiter, start + len(delimiter)) < 0:
         raise MultipartError("no parts in the multipart body")
-    for chunk in chunks[1:]:
-        if chunk.startswith(b"--"):
+    while True:
+        start += len(delimiter)
+        end = body.find(delimiter, start)
+        stop = end if end >= 0 else len(body)
+        if body.startswith(b"--", start, stop):
             return  # closing delimiter
-        chunk = chunk.removeprefix(b"\r\n")
-        head, sep, payload = chunk.partition(b"\r\n\r\n")
-        if not sep:
+        if body.startswith(b"\r\n", start, stop):
+            start += 2
+        separator = body.find(b"\r\n\r\n", start, stop)
+        if separator < 0:
             raise MultipartError("a part has no header block")
         headers: dict[str, str] = {}
-        for line in head.split(b"\r\n"):
+        for line in body[start:separator].split(b"\r\n"):
             name, _, value = line.decode("latin-1").partition(":")
             if name:
                 headers[name.strip().lower()] = value.strip()
-        yield headers, payload.removesuffix(b"\r\n")
-    raise MultipartError("the multipart body is not closed")
+        payload_start = separator + 4
+        payload_end = (
+            stop - 2 if body.startswith(b"\r\n", max(stop - 2, payload_start), stop) else stop
+        )
+        yield headers, bytes(view[payload_start:payload_end])
+        if end < 0:
+            raise MultipartError("the multipart body is not closed")
+        start = end
 
 
 def encode(payloads: Iterable[bytes], content_type: str) -> tuple[bytes, str]:
