@@ -27,7 +27,7 @@ from backend.dicomweb.metadata import instance_metadata_create
 from backend.ingest.dispatch import ingest_announce
 from backend.ingest.models import OrthancSource, QuarantinedFile
 from backend.ingest.orthanc import OrthancClient, OrthancError
-from backend.storage.store import store_delete, store_put, store_put_many_started
+from backend.storage.store import store_delete, store_put, store_seal
 from backend.studies.models import Instance, Scanner, Series, Study
 
 logger = logging.getLogger(__name__)
@@ -352,14 +352,18 @@ def _record_batch(
             **acquisition_values(ds),
         )
         new[uid] = (r, row)
-    written = [(clean.storage_key, clean.data) for clean, _ in new.values()]
-    # The files are written and synced on a thread while the rows are made here; the commit
-    # waits for them (below), so no row commits before its file is durable.
-    pending = store_put_many_started(written)
+    sealed = store_seal([(clean.storage_key, clean.data) for clean, _ in new.values()])
+    for (_, row), size in zip(new.values(), sealed.sizes, strict=True):
+        row.size_bytes = size
+    # The rows first: once inserted (uncommitted), this transaction owns their keys. Another
+    # request with the same instances waits at its own insert until this one ends and then
+    # finds them (IntegrityError, a duplicate) without writing: a committed file is never
+    # written again, and nothing points at a file before the commit. So the files go straight
+    # to their keys with one shared sync (``write_owned``), written while the metadata and
+    # counts are made here; the commit waits for them.
+    Instance.objects.bulk_create([row for _, row in new.values()])
+    pending = sealed.write_owned_started() if sealed.items else None
     try:
-        for (_, row), size in zip(new.values(), pending.sizes, strict=True):
-            row.size_bytes = size
-        Instance.objects.bulk_create([row for _, row in new.values()])
         # The WADO-RS metadata of each file, made now that its bytes are at hand (no decrypting).
         instance_metadata_create(files=[(row, clean.data) for clean, row in new.values()])
         per_series: dict[Any, list[str]] = {}
@@ -370,14 +374,14 @@ def _record_batch(
             Series.objects.filter(pk=series_id).update(
                 instance_count=F("instance_count") + len(instance_ids)
             )
-        pending.wait()
-    except Exception as exc:
-        with contextlib.suppress(Exception):
-            pending.wait()  # nothing of it may still be writing when the files are judged
-        # On a unique-constraint race a concurrent writer stored the same instances under the
-        # same keys: those files are its files now, so they stay. Otherwise no orphan files.
-        if not isinstance(exc, IntegrityError):
-            for key, _ in written:
+        if pending is not None:
+            pending.wait()
+    except Exception:
+        if pending is not None:
+            with contextlib.suppress(Exception):
+                pending.wait()  # nothing of it may still be writing when the files go
+            # The keys are still this transaction's (it rolls back after this): no orphans.
+            for key, _ in sealed.items:
                 with contextlib.suppress(OSError):
                     store_delete(key)
         raise

@@ -13,6 +13,7 @@ data, and keys are checked so that nothing from a DICOM header can walk out of t
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import re
 import tempfile
@@ -40,6 +41,7 @@ class StorageKeyError(ValueError):
 class Backend(Protocol):
     def write(self, key: str, blob: bytes) -> None: ...
     def write_many(self, items: Sequence[tuple[str, bytes]]) -> None: ...
+    def write_owned(self, items: Sequence[tuple[str, bytes]]) -> None: ...
     def read(self, key: str) -> bytes: ...
     def head(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
@@ -76,7 +78,8 @@ class LocalBackend:
     def write_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         """Write every file, make them all durable with one filesystem sync, then rename them
         into place and sync again so the renames are durable too: two journal commits per batch
-        instead of one per file, and still nothing returns before the bytes are on disk."""
+        instead of one per file, and still nothing returns before the bytes are on disk. For
+        keys no one else may be writing, :meth:`write_owned` needs one sync instead of two."""
         pending: list[tuple[str, Path]] = []
         try:
             for key, blob in items:
@@ -94,6 +97,26 @@ class LocalBackend:
             for tmp, _ in pending:
                 Path(tmp).unlink(missing_ok=True)
             raise
+
+    def write_owned(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Write every file straight at its key and make them all durable with one sync (shared
+        with the other writers of this process that sync at the same time: :class:`GroupSync`).
+
+        Only for keys the caller owns: no other writer writes them meanwhile, and nothing reads
+        them, nor points at them durably, before this returns (the ingest door holds the row of
+        each instance, uncommitted, while it writes its file; ``backend.ingest.services``). A
+        crash before the sync may leave a key with partial bytes, which nothing points at and
+        the next writer of that key replaces, so there is no temporary file to rename and the
+        data need not be durable before a rename: one sync instead of two."""
+        written: list[str] = []
+        for key, blob in items:
+            path = self.root / key
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            written.append(str(path))
+            with os.fdopen(fd, "wb") as out:
+                out.write(blob)
+        _sync_files(written, self.root)
 
     def read(self, key: str) -> bytes:
         return (self.root / key).read_bytes()
@@ -163,6 +186,9 @@ class S3Backend:
             for future in [pool.submit(self.write, key, blob) for key, blob in items]:
                 future.result()
 
+    def write_owned(self, items: Sequence[tuple[str, bytes]]) -> None:
+        self.write_many(items)  # an object exists only once its PUT is answered
+
     def read(self, key: str) -> bytes:
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self._name(key))
@@ -213,16 +239,94 @@ def _syncfs() -> Any:
 _SYNCFS = _syncfs()
 
 
-def _sync_files(paths: Sequence[str], root: Path) -> None:
-    """Make ``paths`` (files under ``root``, renames included) durable: one ``syncfs`` of the
-    store's filesystem where the C library has it, else an fsync of each file and directory."""
-    if _SYNCFS is not None:
-        fd = os.open(root, os.O_RDONLY)
+class GroupSync:
+    """One ``syncfs`` shared by every thread of this process that needs the store's filesystem
+    synced at the same time (group commit).
+
+    A caller's files are written before it calls :meth:`sync`, so any sync that *starts* after
+    the call covers them; one already running may have started before they were written and
+    covers nothing of theirs. So a caller that finds a sync running waits for it to end, then
+    for the next one, which the first of the waiters starts for them all: N concurrent batches
+    pay about two syncs' time and one sync's disk work instead of N. A failed sync fails
+    everyone waiting while it ran (each raises ``OSError``); nobody returns on a sync that
+    did not succeed."""
+
+    def __init__(self, root: Path, syncfs: Any) -> None:
+        self.root = root
+        self._syncfs = syncfs
+        self._cond = threading.Condition()
+        self._started = 0  # syncs started so far
+        self._done = 0  # the last sync that succeeded, by its number
+        self._failures = 0  # syncs that failed
+        self._errno = 0  # the last failure's
+        self._running = False
+        self.syncs = 0  # syncs run (tests read it)
+
+    def sync(self) -> None:
+        with self._cond:
+            wanted = self._started + 1  # the first sync that starts after this call
+            failures = self._failures
+            while self._done < wanted:
+                if self._failures != failures:
+                    # A sync failed while these files waited: their pages may have been among
+                    # those it could not write, and a later sync would not report it.
+                    raise OSError(self._errno, "syncfs of the store failed")
+                if self._running:
+                    self._cond.wait()
+                    continue
+                self._running = True
+                self._started += 1
+                number = self._started
+                self._cond.release()
+                error = errno.EIO  # unless the sync answers
+                try:
+                    error = self._run()
+                finally:
+                    self._cond.acquire()
+                    self._running = False
+                    self.syncs += 1
+                    if error:
+                        self._failures += 1
+                        self._errno = error
+                    else:
+                        self._done = number
+                    self._cond.notify_all()
+
+    def _run(self) -> int:
+        fd = os.open(self.root, os.O_RDONLY)
         try:
-            if _SYNCFS(fd) == 0:
-                return
+            return 0 if self._syncfs(fd) == 0 else (ctypes.get_errno() or errno.EIO)
         finally:
             os.close(fd)
+
+
+_group_syncs: dict[tuple[int, str], GroupSync] = {}
+_group_syncs_lock = threading.Lock()
+
+
+def group_sync(root: Path) -> GroupSync | None:
+    """This process' :class:`GroupSync` of ``root`` (None where there is no ``syncfs``)."""
+    if _SYNCFS is None:
+        return None
+    key = (os.getpid(), str(root))
+    with _group_syncs_lock:
+        found = _group_syncs.get(key)
+        if found is None:
+            found = _group_syncs[key] = GroupSync(root, _SYNCFS)
+        return found
+
+
+def _sync_files(paths: Sequence[str], root: Path) -> None:
+    """Make ``paths`` (files under ``root``, renames included) durable: one ``syncfs`` of the
+    store's filesystem where the C library has it (shared with this process' concurrent
+    writers), else an fsync of each file and directory."""
+    shared = group_sync(root)
+    if shared is not None:
+        try:
+            shared.sync()
+            return
+        except OSError:
+            pass  # fall back to syncing each file, as where there is no syncfs
     for path in paths:
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -300,7 +404,7 @@ def store_put_many(items: Sequence[tuple[str, bytes]]) -> list[int]:
 
 
 class PendingWrites:
-    """Files being written and synced on a thread (:func:`store_put_many_started`)."""
+    """Files being written and synced on a thread (:meth:`Sealed.write_owned_started`)."""
 
     def __init__(self, sizes: list[int], future: Future[None]) -> None:
         self.sizes = sizes
@@ -323,23 +427,33 @@ def _writer_pool() -> ThreadPoolExecutor:
         return _writers[1]
 
 
-def store_put_many_started(items: Sequence[tuple[str, bytes]]) -> PendingWrites:
-    """:func:`store_put_many` with the writing and the disk syncs on a thread: the files are
-    encrypted when this returns (``sizes`` known), durable when ``wait()`` returns. The caller
-    does its other work (its database rows) while the disk syncs, and waits before it commits."""
+class Sealed:
+    """Files encrypted for their keys, not written yet (:func:`store_seal`)."""
+
+    def __init__(self, items: list[tuple[str, bytes]]) -> None:
+        self.items = items
+        self.sizes = [len(blob) for _, blob in items]
+
+    def write_owned_started(self) -> PendingWrites:
+        """Write the files on a thread, straight at their keys, with one sync shared with this
+        process' other writers (``Backend.write_owned``); durable when ``wait()`` returns.
+
+        Only for keys the caller owns until then: nobody else writes them and nothing points
+        at them durably (the ingest door holds their uncommitted rows while this runs)."""
+        target = backend()
+        items = self.items
+        return PendingWrites(self.sizes, _writer_pool().submit(target.write_owned, items))
+
+
+def store_seal(items: Sequence[tuple[str, bytes]]) -> Sealed:
+    """Encrypt ``items`` for their keys (checked); nothing is written yet."""
     ring = keyring()
-    sealed = [
-        (key, encrypt(data, keyring=ring, associated=_checked(key).encode())) for key, data in items
-    ]
-    target = backend()
-
-    def write() -> None:
-        if len(sealed) == 1:
-            target.write(*sealed[0])
-        elif sealed:
-            target.write_many(sealed)
-
-    return PendingWrites([len(blob) for _, blob in sealed], _writer_pool().submit(write))
+    return Sealed(
+        [
+            (key, encrypt(data, keyring=ring, associated=_checked(key).encode()))
+            for key, data in items
+        ]
+    )
 
 
 def store_get(key: str) -> bytes:
