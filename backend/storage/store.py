@@ -261,6 +261,7 @@ class GroupSync:
         self._errno = 0  # the last failure's
         self._running = False
         self.syncs = 0  # syncs run (tests read it)
+        self.waiting = 0  # callers waiting for a sync to end (tests read it)
 
     def sync(self) -> None:
         with self._cond:
@@ -272,7 +273,11 @@ class GroupSync:
                     # those it could not write, and a later sync would not report it.
                     raise OSError(self._errno, "syncfs of the store failed")
                 if self._running:
-                    self._cond.wait()
+                    self.waiting += 1
+                    try:
+                        self._cond.wait()
+                    finally:
+                        self.waiting -= 1
                     continue
                 self._running = True
                 self._started += 1
