@@ -1,0 +1,176 @@
+"""STOW-RS through the served ASGI application (``OneHopHandler``: Django's handler with its
+middleware in sync mode, in one hop to the request's thread) answers exactly as Django's own
+ASGI handler does: the same status, headers and body for a stored series, a duplicate, a wrong
+or missing token, another site, a malformed body and a refused file, and the same audit rows."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from asgiref.testing import ApplicationCommunicator
+
+from backend.audit.models import AuditEvent
+from backend.config import asgi
+from backend.studies.models import Instance
+from tests.deid.builders import mr_dataset, to_bytes
+
+pytestmark = pytest.mark.django_db(transaction=True)  # the handler's thread commits
+
+BOUNDARY = "onehop"
+MULTIPART = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
+
+
+@pytest.fixture(autouse=True)
+def _store(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "store"
+    settings.STORAGE_KEYS = "t1:" + base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
+def _body(*parts: bytes, content_type: str = "application/dicom") -> bytes:
+    return b"".join(
+        f"--{BOUNDARY}\r\nContent-Type: {content_type}\r\n\r\n".encode() + p + b"\r\n"
+        for p in parts
+    ) + f"--{BOUNDARY}--\r\n".encode()  # fmt: skip
+
+
+def _post(
+    app: Any,
+    body: bytes,
+    *,
+    token: str | None,
+    content_type: str = MULTIPART,
+    query: str = "",
+    cookie: str | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    headers = [(b"content-type", content_type.encode()), (b"host", b"testserver")]
+    if cookie is not None:
+        headers.append((b"cookie", cookie.encode()))
+    headers.append((b"content-length", str(len(body)).encode()))
+    if token is not None:
+        headers.append((b"authorization", f"Bearer {token}".encode()))
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/dicomweb/studies",
+        "raw_path": b"/dicomweb/studies",
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 40000),
+        "server": ("testserver", 80),
+    }
+
+    async def exchange() -> tuple[int, dict[str, str], bytes]:
+        communicator = ApplicationCommunicator(app, scope)
+        await communicator.send_input({"type": "http.request", "body": body, "more_body": False})
+        start = await communicator.receive_output(60)
+        content = b""
+        while True:
+            message = await communicator.receive_output(60)
+            content += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        await communicator.wait(60)
+        answer = {k.decode().lower(): v.decode() for k, v in start["headers"]}
+        return start["status"], answer, content
+
+    return async_to_sync(exchange)()
+
+
+def _alike(one_hop: tuple[int, dict[str, str], bytes], django: tuple[int, dict[str, str], bytes]):
+    (status_a, headers_a, body_a), (status_b, headers_b, body_b) = one_hop, django
+    assert status_a == status_b
+    # Each request has an id of its own; everything else is the same.
+    assert headers_a.pop("x-request-id") and headers_b.pop("x-request-id")
+    assert headers_a == headers_b
+    assert json.loads(body_a or b"null") == json.loads(body_b or b"null")
+
+
+SERVED = asgi.application  # what daphne serves: STOW-RS goes through OneHopHandler
+DJANGO = asgi.django_asgi_app  # Django's own ASGI handler, async middleware chain
+
+
+def test_a_stored_series_and_its_duplicate_are_answered_alike_and_audited_once_each(
+    operator_a,
+):
+    body = _body(to_bytes(mr_dataset(1)), to_bytes(mr_dataset(2)))
+    first = _post(SERVED, body, token=operator_a.token)
+    assert first[0] == 200, first[2][:300]
+    again = _post(DJANGO, body, token=operator_a.token)  # duplicates: the same answer
+    request_id = first[1]["x-request-id"]
+    _alike(first, again)
+    assert Instance.objects.count() == 2
+    audit = list(AuditEvent.objects.filter(action="create").order_by("id"))
+    assert len(audit) == 2
+    assert audit[0].request_id == request_id
+    assert [
+        (a.object_type, a.site_id, a.username, a.roles, a.source_ip, a.outcome) for a in audit
+    ] == [("instance", operator_a.site.pk, "operator_a", "operator", "127.0.0.1", "success")] * 2
+    assert audit[0].study_uid == audit[1].study_uid
+
+
+def test_refusals_are_answered_alike(operator_a, radiologist_b, site_b, client):
+    from tests.conftest import PASSWORD
+
+    assert client.login(username="operator_a", password=PASSWORD)
+    session = f"sessionid={client.cookies['sessionid'].value}"
+    good = _body(to_bytes(mr_dataset(3)))
+    cases = [
+        ("no token", good, {"token": None}),
+        ("a wrong token", good, {"token": "not-a-token"}),
+        ("another site", good, {"token": operator_a.token, "query": f"site={site_b.slug}"}),
+        ("a session without its CSRF token", good, {"token": None, "cookie": session}),
+        ("not multipart", to_bytes(mr_dataset(3)), {"content_type": "application/dicom"}),
+        ("no boundary", good, {"content_type": "multipart/related"}),
+        ("unclosed", good[: -len(f"--{BOUNDARY}--\r\n")], {}),
+        ("no DICOM part", _body(b"hello", content_type="text/plain"), {}),
+        ("a refused file", _body(b"not a DICOM file at all" * 10), {}),
+    ]
+    for what, body, options in cases:
+        options.setdefault("token", operator_a.token)
+        one_hop = _post(SERVED, body, **options)
+        django = _post(DJANGO, body, **options)
+        assert one_hop[0] >= 400, what
+        _alike(one_hop, django)
+    assert not Instance.objects.exists()
+    # A token of site B's radiologist cannot store into site A either.
+    refused = _post(SERVED, good, token=radiologist_b.token, query="site=site-a")
+    assert refused[0] == 403
+    assert not Instance.objects.exists()
+
+
+def test_only_stow_takes_the_one_hop_route():
+    taken: list[str] = []
+
+    class Recorder:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            taken.append(f"{self.name} {scope['method']} {scope['path']}")
+
+        async def handle(self, scope: Any, receive: Any, send: Any) -> None:
+            await self(scope, receive, send)
+
+    routes = asgi.HttpRoutes(Recorder("django"), Recorder("one-hop"))
+    for method, path in [
+        ("POST", "/dicomweb/studies"),
+        ("GET", "/dicomweb/studies"),
+        ("POST", "/dicomweb/studies/1.2.3"),
+        ("POST", "/api/uploads/"),
+    ]:
+        async_to_sync(routes)({"type": "http", "method": method, "path": path}, None, None)
+    assert taken == [
+        "one-hop POST /dicomweb/studies",
+        "django GET /dicomweb/studies",
+        "django POST /dicomweb/studies/1.2.3",
+        "django POST /api/uploads/",
+    ]
