@@ -9,9 +9,10 @@ every case on both).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from gpu_ops import array_module
+from gpu_ops import array_module, to_numpy
 
 
 def normalise_batch(images: Any) -> Any:
@@ -69,3 +70,63 @@ def threshold_masks(probabilities: Any, rows: int, cols: int, thresholds: Any) -
     cropped = probabilities[:, :rows, :cols]
     binary = (cropped >= xp.asarray(thresholds, dtype=xp.float32)).astype(xp.uint8)
     return xp.ascontiguousarray(xp.moveaxis(binary, -1, 1))
+
+
+def apply_mask_modes(probabilities: Any, presence: Any, modes: Sequence[str]) -> Any:
+    """The served masks of ``ml.model.network.MaskMode``: per type ``k``, ``pixel`` keeps the
+    per-pixel probability, ``gated`` multiplies it by ``presence[:, k]``, ``whole`` puts
+    ``presence[:, k]`` on every pixel — the same float32 values the exported graph computes.
+
+    ``probabilities`` float32 ``(S, K, H, W)`` (channel-first), ``presence`` float32 ``(S, K)``;
+    ``modes`` K names. Returns ``(S, K, H, W)``: ``probabilities`` itself when every mode is
+    ``pixel``, else a new array; same array kind.
+    """
+    if all(mode == "pixel" for mode in modes):
+        return probabilities
+    xp = array_module(probabilities)
+    out = xp.array(probabilities, dtype=xp.float32, copy=True)
+    for k, mode in enumerate(modes):
+        p = presence[:, k, None, None]
+        if mode == "gated":
+            out[:, k] = probabilities[:, k] * p
+        elif mode == "whole":
+            out[:, k] = p
+    return out
+
+
+def serve_masks(
+    probabilities: Any,
+    presence: Any,
+    modes: Sequence[str],
+    thresholds: Any,
+    rows: int,
+    cols: int,
+    resize: Callable[[Any], Any] | None = None,
+) -> Any:
+    """Binary masks from the network's per-pixel probabilities, type by type.
+
+    ``probabilities`` float32 ``(S, K, H', W')`` per pixel before the mask modes, channel-first
+    (a strided view is fine) on the network's grid; ``presence`` float32 ``(S, K)``; ``modes`` K
+    names (:func:`apply_mask_modes`); ``thresholds`` float32 ``(K,)``; ``resize`` maps one
+    ``(H', W')`` plane to ``(rows, cols)`` (the working grid's way back), None = crop the padding.
+    Returns uint8 ``(S, K, rows, cols)``, 1 where the served probability ≥ the type's threshold:
+    equal to :func:`threshold_masks` of the served masks (a ``whole`` type is one comparison per
+    slice, since a constant plane resizes to itself), same array kind as ``probabilities``.
+    Plane by plane, so the temporaries stay cache-sized.
+    """
+    xp = array_module(probabilities)
+    s, k_count = probabilities.shape[:2]
+    out = xp.empty((s, k_count, rows, cols), dtype=xp.uint8)
+    flags = out.view(xp.bool_)
+    limits = [xp.float32(t) for t in to_numpy(thresholds).tolist()]
+    for k, mode in enumerate(modes):
+        if mode == "whole":
+            out[:, k] = (presence[:, k] >= limits[k]).astype(xp.uint8)[:, None, None]
+            continue
+        for i in range(s):
+            plane = probabilities[i, k]
+            if mode == "gated":
+                plane = plane * presence[i, k]
+            plane = plane[:rows, :cols] if resize is None else resize(plane)
+            xp.greater_equal(plane, limits[k], out=flags[i, k])
+    return out

@@ -13,10 +13,12 @@ series:
 - infer: the Keras model (or an ONNX Runtime session for ``.onnx`` files, a LiteRT interpreter for
   ``.tflite`` ones) in batches of
   :attr:`ScoringPipeline.batch_size`;
-- postprocess: mask probabilities resampled back to the slice's grid (bilinear) or the padding
-  cropped, ``COL`` slices transposed back, masks thresholded per type
-  (``ScoringPipeline.thresholds``: 0.5, or the values tuned on the validation split and stored
-  beside the weights as ``NAME.thresholds.json``).
+- postprocess: the per-type mask modes applied (``pixel``, ``gated``, ``whole``: in the graph, or
+  here for an ONNX file served up to its per-pixel probabilities, see :class:`OnnxModel`), mask
+  probabilities resampled back to the slice's grid (bilinear) or the padding cropped, masks
+  thresholded per type (``ScoringPipeline.thresholds``: 0.5, or the values tuned on the
+  validation split and stored beside the weights as ``NAME.thresholds.json``), ``COL`` slices
+  transposed back.
 
 Pre- and post-processing run on the GPU with CuPy where CuPy sees a device (``gpu_ops.scoring``,
 the same outputs as NumPy), on NumPy otherwise; ``ScoringPipeline.xp`` says which.
@@ -29,19 +31,21 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import threading
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
 from gpu_ops import cupy_available, optional_import, to_numpy
-from gpu_ops.scoring import canonical_batch, normalise_batch, threshold_masks
+from gpu_ops.scoring import apply_mask_modes, canonical_batch, normalise_batch, serve_masks
 from ml import ARTIFACT_TYPES
-from ml.model.preprocess import from_model_grid, header_vector_from, to_model_grid
+from ml.model.preprocess import header_vector_from, to_model_grid, upsample_probabilities
 from ml.simulate.header import AcquisitionHeader
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -53,11 +57,29 @@ SHIPPED: dict[str, Path] = {
 }
 """The shipped weight files by name; ``None`` or ``"full"`` loads the full Keras model. The
 ``-onnx`` files are the same weights exported (``python -m ml export``), served by ONNX Runtime
-without importing TensorFlow."""
+without importing TensorFlow (``python -m ml score`` serves ``full`` and ``pruned`` that way
+where ONNX Runtime is installed, see :func:`fast_runtime`)."""
+
+
+def fast_runtime(weights: str) -> str:
+    """The shipped name that serves ``weights`` fastest here: ``full``/``pruned`` → their ONNX
+    export where ONNX Runtime is installed (a cold process starts without TensorFlow, whose
+    import alone takes ~3 s on 2 cores); anything else, or without ONNX Runtime, unchanged."""
+    onnx_name = f"{weights}-onnx"
+    if onnx_name not in SHIPPED or not SHIPPED[onnx_name].is_file():
+        return weights
+    import importlib.util
+
+    return onnx_name if importlib.util.find_spec("onnxruntime") is not None else weights
 
 
 class ScoringError(ValueError):
     """The input cannot be scored (no images, mixed sizes, undecodable pixels)."""
+
+
+NPZ_COMPRESSLEVEL = 1
+"""zlib level of ``OUT.npz``: binary masks are mostly runs of zeros, which level 1 packs nearly
+as well as the default 6 at about half the CPU time (measured on 32 × 10 × 384 × 512)."""
 
 
 @dataclass(frozen=True)
@@ -79,15 +101,24 @@ class ScoreResult:
     series_suitability: float
 
     def to_npz(self, path: str | Path) -> None:
-        """Write the MISSION.md ``OUT.npz`` keys (str arrays, uint8 masks, float32 scores)."""
-        np.savez_compressed(
-            path,
-            sop_instance_uid=np.array(self.sop_instance_uid, dtype=str),
-            classes=np.array(self.classes, dtype=str),
-            masks=self.masks,
-            suitability=self.suitability.astype(np.float32),
-            series_suitability=np.float32(self.series_suitability),
-        )
+        """Write the MISSION.md ``OUT.npz`` keys (str arrays, uint8 masks, float32 scores).
+
+        The file is what ``numpy.savez_compressed`` writes (one deflated ``.npy`` member per
+        key, read back by ``numpy.load``), at zlib level :data:`NPZ_COMPRESSLEVEL`.
+        """
+        arrays = {
+            "sop_instance_uid": np.array(self.sop_instance_uid, dtype=str),
+            "classes": np.array(self.classes, dtype=str),
+            "masks": self.masks,
+            "suitability": self.suitability.astype(np.float32),
+            "series_suitability": np.asarray(np.float32(self.series_suitability)),
+        }
+        with zipfile.ZipFile(
+            path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=NPZ_COMPRESSLEVEL
+        ) as archive:
+            for key, value in arrays.items():
+                with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
 
 
 def resolve_weights(weights: str | Path | None) -> Path:
@@ -131,14 +162,263 @@ def model_working_size(model: Any) -> int | None:
     return None
 
 
+def sidecar_path(weights: Path) -> Path:
+    """``NAME.thresholds.json`` beside ``NAME.keras``/``.onnx``/``.tflite``."""
+    return weights.with_name(weights.name.rsplit(".", 1)[0] + ".thresholds.json")
+
+
+def _sidecar(weights: Path | None) -> dict[str, Any]:
+    if weights is None:
+        return {}
+    path = sidecar_path(weights)
+    content: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    return content
+
+
+# --- ONNX: the scoring graph ---------------------------------------------------------------------
+# An exported graph ends with the mask modes (ml.model.network.MaskMode) and the transpose back to
+# channels-last, all at full resolution: for the native-resolution pruned model that tail cost as
+# much as the convolutions (ONNX Runtime profile, 32 slices of 384 x 512). The pipeline serves
+# instead the graph cut at the per-pixel mask probabilities (the ``masks`` layer's Sigmoid, whose
+# input is an ONNX Conv, so channel-first) and applies the modes itself, per type: a ``whole``
+# type is one comparison per slice, a ``gated`` one a multiplication by a scalar. The graph is
+# edited on the protobuf wire format (field numbers of onnx.proto), so a scoring process never
+# imports the onnx package (0.1-0.3 s of a cold start).
+
+_MASK_SIGMOID = re.compile(r"(^|/)masks(_\d+)?/Sigmoid$")
+_MODE_TAIL_OPS = frozenset(
+    {"Add", "Cast", "ConstantOfShape", "Gather", "Identity", "Mul", "Reshape", "Shape",
+     "Squeeze", "Transpose", "Unsqueeze"}
+)  # fmt: skip
+"""The ONNX ops that the exported mask-mode tail is made of; a graph whose tail holds any other
+op is served as it is."""
+
+
+class _Field(NamedTuple):
+    number: int
+    value: int | memoryview
+    raw: memoryview
+
+
+def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _fields(buf: memoryview) -> list[_Field]:
+    """The fields of one protobuf message, in order (nested messages left as bytes)."""
+    out = []
+    pos = 0
+    while pos < len(buf):
+        start = pos
+        key, pos = _read_varint(buf, pos)
+        wire = key & 7
+        value: int | memoryview
+        if wire == 0:
+            value, pos = _read_varint(buf, pos)
+        elif wire == 2:
+            size, pos = _read_varint(buf, pos)
+            value, pos = buf[pos : pos + size], pos + size
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            value, pos = buf[pos : pos + size], pos + size
+        else:
+            raise ValueError(f"protobuf wire type {wire} does not occur in ONNX files")
+        if pos > len(buf):
+            raise ValueError("truncated protobuf message")
+        out.append(_Field(key >> 3, value, buf[start:pos]))
+    return out
+
+
+def _message(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _strings(fields: list[_Field], number: int) -> list[str]:
+    return [bytes(f.value).decode() for f in fields if f.number == number and _is_bytes(f)]
+
+
+def _is_bytes(field: _Field) -> bool:
+    return not isinstance(field.value, int)
+
+
+def _ints(fields: list[_Field], number: int) -> list[int]:
+    """A repeated integer field, packed or not."""
+    out: list[int] = []
+    for f in fields:
+        if f.number != number:
+            continue
+        if isinstance(f.value, int):
+            out.append(f.value)
+            continue
+        pos = 0
+        while pos < len(f.value):
+            value, pos = _read_varint(f.value, pos)
+            out.append(value)
+    return out
+
+
+class _Node(NamedTuple):
+    field: _Field
+    inputs: list[str]
+    outputs: list[str]
+    name: str
+    op: str
+
+
+class _Graph(NamedTuple):
+    top: list[_Field]
+    """The ModelProto's fields."""
+    graph: _Field
+    """Its ``graph`` field."""
+    fields: list[_Field]
+    """The GraphProto's fields."""
+    nodes: list[_Node]
+    outputs: dict[str, _Field]
+    initializers: dict[str, tuple[_Field, list[int]]]
+    """Name → (field, dims)."""
+
+
+def _parse_onnx(model: bytes) -> _Graph | None:
+    """The parts of a serialised ONNX ModelProto that the scoring graph needs (field numbers
+    of onnx.proto: ModelProto.graph 7; GraphProto node 1, initializer 5, output 12; NodeProto
+    input 1, output 2, name 3, op_type 4; TensorProto dims 1, name 8; ValueInfoProto name 1);
+    None for a graph with control flow (subgraphs are not walked) or without one graph."""
+    top = _fields(memoryview(model))
+    graphs = [f for f in top if f.number == 7 and _is_bytes(f)]
+    if len(graphs) != 1 or isinstance(graphs[0].value, int):
+        return None
+    fields = _fields(graphs[0].value)
+    nodes, outputs, initializers = [], {}, {}
+    for f in fields:
+        if isinstance(f.value, int):
+            continue
+        if f.number == 1:
+            parts = _fields(f.value)
+            op = (_strings(parts, 4) or [""])[0]
+            if op in ("If", "Loop", "Scan"):
+                return None
+            name = (_strings(parts, 3) or [""])[0]
+            nodes.append(_Node(f, _strings(parts, 1), _strings(parts, 2), name, op))
+        elif f.number == 5:
+            parts = _fields(f.value)
+            initializers[(_strings(parts, 8) or [""])[0]] = (f, _ints(parts, 1))
+        elif f.number == 12:
+            outputs[(_strings(_fields(f.value), 1) or [""])[0]] = f
+    return _Graph(top, graphs[0], fields, nodes, outputs, initializers)
+
+
+def onnx_conv_widths(model: bytes) -> list[int]:
+    """Output channels of every Conv of a serialised ONNX model, in graph order (from the
+    weights' first dimension; a Conv whose weights are not an initializer is left out)."""
+    graph = _parse_onnx(model)
+    if graph is None:
+        return []
+    dims = [graph.initializers.get(n.inputs[1], (None, []))[1] for n in graph.nodes
+            if n.op == "Conv" and len(n.inputs) > 1]  # fmt: skip
+    return [d[0] for d in dims if d]
+
+
+class ScoringGraph(NamedTuple):
+    """An ONNX model cut at its per-pixel mask probabilities (see :func:`onnx_scoring_graph`)."""
+
+    model: bytes
+    """The edited ModelProto (serialised)."""
+    output: str
+    """Name of its float32 ``(B, K, h, w)`` output that replaces ``masks``."""
+    applies_modes: bool
+    """Whether the part cut off applied mask modes (a MaskMode layer), i.e. whether the modes
+    must come from elsewhere (the sidecar) for the served masks to stay the same."""
+
+
+def onnx_scoring_graph(model: bytes) -> ScoringGraph | None:
+    """``model`` (a serialised ONNX ModelProto exported from Keras) with its ``masks`` output
+    replaced by the per-pixel mask probabilities, channel-first, and every node and initializer
+    that only served ``masks`` removed; the other outputs, inputs and metadata unchanged.
+
+    None when the graph is not the expected shape (no ``masks`` output, not exactly one
+    ``.../masks/Sigmoid`` node fed by a Conv, control flow, or ops in the removed tail other than
+    :data:`_MODE_TAIL_OPS`): the file is then served as it is.
+    """
+    graph = _parse_onnx(model)
+    if graph is None or "masks" not in graph.outputs:
+        return None
+    producer = {out: node for node in graph.nodes for out in node.outputs}
+    sigmoids = [n for n in graph.nodes if n.op == "Sigmoid" and _MASK_SIGMOID.search(n.name)]
+    if len(sigmoids) != 1 or not sigmoids[0].inputs or not sigmoids[0].outputs:
+        return None
+    feeding = producer.get(sigmoids[0].inputs[0])
+    if feeding is None or feeding.op != "Conv":
+        return None  # only an ONNX Conv output is known to be channel-first
+    probabilities = sigmoids[0].outputs[0]
+    needed = {name for name in graph.outputs if name != "masks"} | {probabilities}
+    alive: set[int] = set()
+    for index in range(len(graph.nodes) - 1, -1, -1):
+        node = graph.nodes[index]
+        if any(o in needed for o in node.outputs):
+            alive.add(index)
+            needed.update(node.inputs)
+    dead = [n for i, n in enumerate(graph.nodes) if i not in alive]
+    if any(n.op not in _MODE_TAIL_OPS for n in dead):
+        return None
+    unused = {id(f) for name, (f, _) in graph.initializers.items() if name not in needed}
+    dropped = {id(n.field) for n in dead} | unused
+    # ValueInfoProto{name, type: TypeProto{tensor_type: Tensor{elem_type: FLOAT}}}, no shape.
+    info = _message(1, probabilities.encode()) + _message(2, _message(1, b"\x08\x01"))
+    edited = bytearray()
+    for f in graph.fields:
+        if id(f) in dropped:
+            continue
+        edited += _message(12, info) if f is graph.outputs["masks"] else f.raw
+    out = bytearray()
+    for f in graph.top:
+        out += _message(7, bytes(edited)) if f is graph.graph else f.raw
+    return ScoringGraph(bytes(out), probabilities, any("mask_mode" in n.name for n in dead))
+
+
+NCHWC_MIN_WIDTH = 8
+"""ONNX Runtime's blocked channel layout (NCHWc: channels in blocks of 8 or 16 floats) pays
+off for convolutions of at least a block of channels; for a graph whose convolutions are
+mostly narrower (the pruned model: 2 channels at full resolution) it pads every pixel to a
+block and reorders at each step, and is slower (32 slices, 2 threads, CPU time: pruned 0.92 s
+without vs 1.46 s with it; the full model 1.16 s without vs 0.79 s with it)."""
+
+
+def onnx_blocked_layout_pays(model: bytes) -> bool:
+    """Whether most of the model's convolutions have at least :data:`NCHWC_MIN_WIDTH` output
+    channels (then the session keeps ONNX Runtime's NCHWc layout optimisation)."""
+    widths = onnx_conv_widths(model)
+    return not widths or sum(w >= NCHWC_MIN_WIDTH for w in widths) * 2 >= len(widths)
+
+
 class OnnxModel:
-    """An ONNX Runtime session behind the one call the pipeline makes (``predict_on_batch``).
+    """An ONNX Runtime session behind the calls the pipeline makes (``predict_on_batch``, and
+    ``predict_probabilities`` where the graph could be cut, see :func:`onnx_scoring_graph`).
 
     Loads without TensorFlow: a scoring process that serves an ``.onnx`` file starts in well
-    under a second.
+    under a second. ``modes``: the model's per-type mask modes (the sidecar's, in
+    :data:`ml.ARTIFACT_TYPES` order), needed to cut a graph that applies them; without them such
+    a graph is served whole (:attr:`modes` None).
     """
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
+    def __init__(
+        self, path: Path, threads: int | None = None, modes: tuple[str, ...] | None = None
+    ) -> None:
         import onnxruntime as ort
 
         if threads is None:
@@ -147,14 +427,61 @@ class OnnxModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        # Idle worker threads sleep instead of spinning: between two runs the pipeline's own
+        # NumPy post-processing needs the same cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        data = path.read_bytes()
+        level = ort.GraphOptimizationLevel
+        blocked = onnx_blocked_layout_pays(data)
+        options.graph_optimization_level = (
+            level.ORT_ENABLE_ALL if blocked else level.ORT_ENABLE_EXTENDED
+        )
+        cut = onnx_scoring_graph(data)
+        self.modes: tuple[str, ...] | None = None
+        """Mask modes the pipeline applies to :meth:`predict_probabilities`; None = the session
+        serves the file's own ``masks`` (modes applied in the graph)."""
+        self._probabilities = ""
+        if cut is not None and not cut.applies_modes:
+            self.modes, data, self._probabilities = (
+                ("pixel",) * len(ARTIFACT_TYPES),
+                cut.model,
+                cut.output,
+            )
+        elif cut is not None and modes is not None and len(modes) == len(ARTIFACT_TYPES):
+            self.modes, data, self._probabilities = tuple(modes), cut.model, cut.output
+        self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         self.outputs = [o.name for o in self.session.get_outputs()]
         size = self.session.get_modelmeta().custom_metadata_map.get(WORKING_SIZE_KEY)
         self.working_size = int(size) if size else None
 
-    def predict_on_batch(self, inputs: dict[str, Any]) -> dict[str, Any]:
+    def _run(self, inputs: dict[str, Any]) -> dict[str, NDArray[np.float32]]:
         values = self.session.run(self.outputs, {k: np.asarray(v) for k, v in inputs.items()})
         return dict(zip(self.outputs, values, strict=True))
+
+    def predict_probabilities(self, inputs: dict[str, Any]) -> dict[str, NDArray[np.float32]]:
+        """``probabilities`` float32 ``(B, K, h, w)`` per pixel before the mask modes,
+        ``presence`` ``(B, K)``, ``suitability`` ``(B, 1)``; only where :attr:`modes` is set."""
+        if self.modes is None:
+            raise ValueError("this ONNX graph serves its masks with the modes applied")
+        out = self._run(inputs)
+        return {
+            "probabilities": out[self._probabilities],
+            "presence": out["presence"],
+            "suitability": out["suitability"],
+        }
+
+    def predict_on_batch(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The Keras model's outputs: ``masks`` ``(B, h, w, K)`` served (modes applied),
+        ``presence`` ``(B, K)``, ``suitability`` ``(B, 1)``."""
+        if self.modes is None:
+            return self._run(inputs)
+        out = self.predict_probabilities(inputs)
+        served = apply_mask_modes(out["probabilities"], out["presence"], self.modes)
+        return {
+            "masks": np.ascontiguousarray(np.moveaxis(served, 1, -1)),
+            "presence": out["presence"],
+            "suitability": out["suitability"],
+        }
 
 
 class ScoringPipeline:
@@ -176,15 +503,21 @@ class ScoringPipeline:
         self.thresholds = np.full(len(ARTIFACT_TYPES), self.threshold, np.float32)
         self.working_size: int | None = model_working_size(model)
         """Long side of the working grid the model runs at; None = native resolution."""
-        if weights is not None:
-            # Per-type thresholds tuned on the validation split, when the weights have them.
-            sidecar = weights.with_name(weights.name.rsplit(".", 1)[0] + ".thresholds.json")
-            if sidecar.is_file():
-                content = json.loads(sidecar.read_text())
-                values = content["thresholds"]
-                self.thresholds = np.array([values[n] for n in ARTIFACT_TYPES], np.float32)
-                if content.get("working_size") is not None:
-                    self.working_size = int(content["working_size"])
+        # Per-type thresholds tuned on the validation split, when the weights have them.
+        content = _sidecar(weights)
+        if "thresholds" in content:
+            values = content["thresholds"]
+            self.thresholds = np.array([values[n] for n in ARTIFACT_TYPES], np.float32)
+        if content.get("working_size") is not None:
+            self.working_size = int(content["working_size"])
+        model_modes = getattr(model, "modes", None)
+        self.modes: tuple[str, ...] = ("pixel",) * len(ARTIFACT_TYPES)
+        """Mask modes this pipeline applies to the model's outputs: those of a model that
+        serves its per-pixel probabilities (``predict_probabilities``: a cut ONNX graph); all
+        ``pixel`` for every other model, which applies its own modes."""
+        self._raw = False
+        if model_modes is not None and hasattr(model, "predict_probabilities"):
+            self._raw, self.modes = True, tuple(model_modes)
 
     @classmethod
     def load(cls, weights: str | Path | None = None) -> ScoringPipeline:
@@ -194,7 +527,9 @@ class ScoringPipeline:
         if not path.is_file():
             raise FileNotFoundError(f"no model weights at {path}")
         if path.suffix == ".onnx":
-            return cls(OnnxModel(path), path)
+            modes = _sidecar(path).get("modes")
+            order = tuple(modes[n] for n in ARTIFACT_TYPES) if isinstance(modes, dict) else None
+            return cls(OnnxModel(path, modes=order), path)
         if path.suffix == ".tflite":  # python -m ml export MODEL --format litert [--int8]
             litert = importlib.import_module("ml.model.litert")
             threads = int(os.environ.get("ARTISCAN_INFERENCE_THREADS", "2"))
@@ -207,17 +542,23 @@ class ScoringPipeline:
     def _batches(
         self, images: NDArray[np.float32], headers: NDArray[np.float32]
     ) -> Iterator[tuple[slice, dict[str, NDArray[np.float32]]]]:
-        """The model's outputs batch by batch: ``(slice of the input, {masks, presence,
-        suitability})`` with the shapes of :meth:`infer`."""
+        """The model's outputs batch by batch: ``(slice of the input, {probabilities,
+        presence, suitability})``: ``probabilities`` float32 ``(b, K, h, w)`` per pixel before
+        :attr:`modes` (channel-first; a view of the channels-last masks of a model that applies
+        its own modes), ``presence`` ``(b, K)``, ``suitability`` ``(b,)``."""
         for start in range(0, len(images), self.batch_size):
             stop = min(start + self.batch_size, len(images))
-            out = self.model.predict_on_batch(
-                {"image": images[start:stop, :, :, None], "header": headers[start:stop]}
-            )
+            inputs = {"image": images[start:stop, :, :, None], "header": headers[start:stop]}
+            if self._raw:
+                out = self.model.predict_probabilities(inputs)
+                probabilities = np.asarray(out["probabilities"], np.float32)
+            else:
+                out = self.model.predict_on_batch(inputs)
+                probabilities = np.moveaxis(np.asarray(out["masks"], np.float32), -1, 1)
             yield (
                 slice(start, stop),
                 {
-                    "masks": np.asarray(out["masks"], np.float32),
+                    "probabilities": probabilities,
                     "presence": np.asarray(out["presence"], np.float32),
                     "suitability": np.asarray(out["suitability"], np.float32)[:, 0],
                 },
@@ -230,12 +571,13 @@ class ScoringPipeline:
         its input grid (padded to multiples of 16, or the working grid of a model that has a
         :attr:`working_size`; :meth:`score_arrays` does both ways).
 
-        ``headers`` float32 ``(S, 8)``. Returns ``masks`` ``(S, H, W, K)``, ``presence``
-        ``(S, K)``, ``suitability`` ``(S,)``, float32 probabilities.
+        ``headers`` float32 ``(S, 8)``. Returns ``masks`` ``(S, H, W, K)`` (the mask modes
+        applied), ``presence`` ``(S, K)``, ``suitability`` ``(S,)``, float32 probabilities.
         """
         parts: dict[str, list[NDArray[np.float32]]] = {"masks": [], "presence": [], "suit": []}
         for _, out in self._batches(images, headers):
-            parts["masks"].append(out["masks"])
+            served = apply_mask_modes(out["probabilities"], out["presence"], self.modes)
+            parts["masks"].append(np.moveaxis(served, 1, -1))
             parts["presence"].append(out["presence"])
             parts["suit"].append(out["suitability"])
         return {
@@ -272,13 +614,26 @@ class ScoringPipeline:
             batch = normalise_batch(canonical_batch(stack, pe))
             crows, ccols = batch.shape[1:]
             vectors = np.stack([header_vector_from(headers[i]) for i in picked])
-            # Thresholded batch by batch: the float masks of a whole series (S x H x W x K) are
-            # never held at once.
+            resize = None
+            if self.working_size is not None:
+
+                def resize(plane: Any, shape: tuple[int, int] = (crows, ccols)) -> Any:
+                    return upsample_probabilities(plane, shape, axes=(0, 1))
+
+            # Thresholded batch by batch, type by type: the float masks of a whole series
+            # (S x K x H x W) are never held at once.
             net_input = to_numpy(to_model_grid(batch, self.working_size))
             for part, out in self._batches(net_input, vectors):
                 rows_of = picked[part]
-                probs = from_model_grid(xp.asarray(out["masks"]), crows, ccols, self.working_size)
-                binary = threshold_masks(probs, crows, ccols, self.thresholds)
+                binary = serve_masks(
+                    xp.asarray(out["probabilities"]),
+                    xp.asarray(out["presence"]),
+                    self.modes,
+                    self.thresholds,
+                    crows,
+                    ccols,
+                    resize=resize,
+                )
                 masks[rows_of] = to_numpy(canonical_batch(binary, pe))  # (s, K, rows, cols)
                 presence[rows_of] = out["presence"]
                 suitability[rows_of] = out["suitability"]

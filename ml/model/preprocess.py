@@ -178,6 +178,8 @@ def _linear_axis(x: Any, size: int, axis: int) -> Any:
     OpenCV's and TensorFlow's ``half_pixel_centers`` bilinear resize)."""
     xp = _array_module(x)
     n = x.shape[axis]
+    if size == 2 * n:
+        return _double_axis(x, axis)
     src = np.clip((np.arange(size) + 0.5) * (n / size) - 0.5, 0, n - 1)
     i0 = np.floor(src).astype(np.int64)
     i1 = np.minimum(i0 + 1, n - 1)
@@ -186,6 +188,32 @@ def _linear_axis(x: Any, size: int, axis: int) -> Any:
     f = xp.asarray((src - i0).astype(np.float32).reshape(shape))
     a, b = xp.take(x, xp.asarray(i0), axis=axis), xp.take(x, xp.asarray(i1), axis=axis)
     return (a + (b - a) * f).astype(xp.float32)
+
+
+def _double_axis(x: Any, axis: int) -> Any:
+    """:func:`_linear_axis` to twice the samples, bit for bit: the source positions are
+    ``i - 1/4`` and ``i + 1/4``, so every output is ``a + (b - a) * f`` with ``f`` 3/4 or 1/4
+    of one neighbour difference (shared by two outputs; the two ends copy the edge samples,
+    where the clipped positions give ``f = 0``) — slices instead of two gathers."""
+    xp = _array_module(x)
+    axis %= x.ndim
+    n = x.shape[axis]
+    x = x.astype(xp.float32, copy=False)
+
+    def at(index: slice | int) -> tuple[slice | int, ...]:
+        return (slice(None),) * axis + (index,)
+
+    out = xp.empty((*x.shape[:axis], 2 * n, *x.shape[axis + 1 :]), dtype=xp.float32)
+    out[at(0)] = x[at(0)]
+    out[at(2 * n - 1)] = x[at(n - 1)]
+    if n > 1:
+        low = x[at(slice(0, n - 1))]
+        step = x[at(slice(1, n))] - low
+        for first, weight in ((2, 0.75), (1, 0.25)):
+            part = out[at(slice(first, 2 * n - 1, 2))]
+            xp.multiply(step, xp.float32(weight), out=part)
+            xp.add(low, part, out=part)
+    return out
 
 
 def resample(x: Any, shape: tuple[int, int], axes: tuple[int, int] = (-2, -1)) -> Any:
