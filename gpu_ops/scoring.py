@@ -102,13 +102,15 @@ def serve_masks(
     rows: int,
     cols: int,
     resize: Callable[[Any], Any] | None = None,
+    out: Any = None,
 ) -> Any:
     """Binary masks from the network's per-pixel probabilities, type by type.
 
     ``probabilities`` float32 ``(S, K, H', W')`` per pixel before the mask modes, channel-first
     (a strided view is fine) on the network's grid; ``presence`` float32 ``(S, K)``; ``modes`` K
     names (:func:`apply_mask_modes`); ``thresholds`` float32 ``(K,)``; ``resize`` maps one
-    ``(H', W')`` plane to ``(rows, cols)`` (the working grid's way back), None = crop the padding.
+    ``(H', W')`` plane to ``(rows, cols)`` (the working grid's way back), None = crop the padding;
+    ``out``: a uint8 ``(S, K, rows, cols)`` array (a strided view is fine) to write into.
     Returns uint8 ``(S, K, rows, cols)``, 1 where the served probability ≥ the type's threshold:
     equal to :func:`threshold_masks` of the served masks (a ``whole`` type is one comparison per
     slice, since a constant plane resizes to itself), same array kind as ``probabilities``.
@@ -116,7 +118,8 @@ def serve_masks(
     """
     xp = array_module(probabilities)
     s, k_count = probabilities.shape[:2]
-    out = xp.empty((s, k_count, rows, cols), dtype=xp.uint8)
+    if out is None:
+        out = xp.empty((s, k_count, rows, cols), dtype=xp.uint8)
     flags = out.view(xp.bool_)
     limits = [xp.float32(t) for t in to_numpy(thresholds).tolist()]
     for k, mode in enumerate(modes):

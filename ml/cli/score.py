@@ -3,6 +3,11 @@
 OUT.npz keys (MISSION.md): ``sop_instance_uid`` str [S], ``classes`` str [K], ``masks`` uint8
 [S, K, Rows, Columns], ``suitability`` float32 [S] (1 = fully diagnostic), ``series_suitability``
 float32.
+
+``--model full`` and ``--model pruned`` are served by ONNX Runtime from the shipped ``.onnx``
+export of the same weights where ONNX Runtime is installed (a cold process then starts without
+TensorFlow; the export is checked within 1e-4 of Keras), by Keras otherwise;
+``full-keras``/``pruned-keras`` always load the ``.keras`` file.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+KERAS_NAMES = {"full-keras": "full", "pruned-keras": "pruned"}
 
 
 def register(subparsers: Any) -> None:
@@ -23,9 +30,21 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--model",
         default="full",
-        help="full, pruned, full-onnx, pruned-onnx (shipped weights) or a .keras/.onnx path",
+        help="full, pruned (ONNX Runtime where installed, else Keras), full-keras, pruned-keras, "
+        "full-onnx, pruned-onnx (shipped weights) or a .keras/.onnx/.tflite path",
     )
     parser.set_defaults(func=run)
+
+
+def model_weights(name: str) -> str:
+    """The weights ``--model name`` loads: a shipped name (:data:`ml.pipeline.SHIPPED`) or a
+    path; ``full``/``pruned`` on the fastest installed runtime
+    (:func:`ml.pipeline.fast_runtime`)."""
+    from ml.pipeline import fast_runtime
+
+    if name in KERAS_NAMES:
+        return KERAS_NAMES[name]
+    return fast_runtime(name) if name in ("full", "pruned") else name
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     try:
-        pipeline = ScoringPipeline.load(args.model)
+        pipeline = ScoringPipeline.load(model_weights(args.model))
         result = pipeline.score_series_dir(args.series_dir)
     except (ScoringError, FileNotFoundError) as exc:
         print(f"score: {exc}", file=sys.stderr)
@@ -45,9 +64,10 @@ def run(args: argparse.Namespace) -> int:
         for k, name in enumerate(result.classes)
         if result.masks[:, k].any()
     ]
+    served = pipeline.weights.name if pipeline.weights is not None else args.model
     print(
         f"score: {len(result.sop_instance_uid)} slices, series suitability "
         f"{result.series_suitability:.3f}, slices with a finding: {', '.join(found) or 'none'}; "
-        f"{time.perf_counter() - started:.1f} s -> {args.out}"
+        f"{served}, {time.perf_counter() - started:.1f} s -> {args.out}"
     )
     return 0

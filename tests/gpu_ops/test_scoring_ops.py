@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from gpu_ops import array_module, to_numpy
-from gpu_ops.scoring import canonical_batch, normalise_batch, pad_batch, threshold_masks
+from gpu_ops.scoring import (
+    apply_mask_modes,
+    canonical_batch,
+    normalise_batch,
+    pad_batch,
+    serve_masks,
+    threshold_masks,
+)
 from ml.model.preprocess import canonical, normalise, pad_to_stride
 from tests.gpu_ops.phantoms import BACKEND_PARAMS, backend, head_phantom
 
@@ -55,3 +62,78 @@ def test_thresholding_crops_the_padding_and_puts_types_first(name):
     assert array_module(out) is xp and out.dtype == xp.uint8 and out.shape == (2, 10, 40, 90)
     expected = np.moveaxis((probabilities[:, :40, :90] >= thresholds).astype(np.uint8), -1, 1)
     np.testing.assert_array_equal(to_numpy(out), expected)
+
+
+@pytest.mark.parametrize("name", BACKEND_PARAMS)
+@pytest.mark.parametrize("grid", ["padded", "working"])
+def test_serving_masks_type_by_type_equals_thresholding_the_served_masks(name, grid):
+    """serve_masks (modes, crop or resize, thresholds, plane by plane) = threshold_masks of
+    the masks that apply_mask_modes serves, resized as a whole: the same bytes."""
+    from ml.model.preprocess import upsample_probabilities
+
+    xp = backend(name)
+    rng = np.random.default_rng(3)
+    probabilities = rng.random((3, 10, 48, 64), dtype=np.float32)
+    presence = rng.random((3, 10), dtype=np.float32)
+    modes = [
+        "pixel",
+        "gated",
+        "whole",
+        "pixel",
+        "gated",
+        "whole",
+        "pixel",
+        "pixel",
+        "whole",
+        "gated",
+    ]
+    thresholds = np.linspace(0.05, 0.9, 10, dtype=np.float32)
+    served = apply_mask_modes(xp.asarray(probabilities), xp.asarray(presence), modes)
+    assert array_module(served) is xp
+    channels_last = xp.moveaxis(served, 1, -1)
+    if grid == "padded":
+        rows, cols, resize = 40, 50, None
+        expected = threshold_masks(channels_last, rows, cols, thresholds)
+    else:
+        rows, cols = 96, 100
+
+        def resize(plane):
+            return upsample_probabilities(plane, (rows, cols), axes=(0, 1))
+
+        whole = upsample_probabilities(channels_last, (rows, cols))
+        expected = threshold_masks(whole, rows, cols, thresholds)
+    got = serve_masks(
+        xp.asarray(probabilities), xp.asarray(presence), modes, thresholds, rows, cols, resize
+    )
+    assert array_module(got) is xp and got.dtype == xp.uint8 and got.shape == (3, 10, rows, cols)
+    np.testing.assert_array_equal(to_numpy(got), to_numpy(expected))
+    # Written into a strided view (the transposed masks of a COL series) just the same.
+    target = xp.zeros((3, 10, cols, rows), dtype=xp.uint8)
+    serve_masks(
+        xp.asarray(probabilities), xp.asarray(presence), modes, thresholds, rows, cols, resize,
+        out=xp.swapaxes(target, -1, -2),
+    )  # fmt: skip
+    np.testing.assert_array_equal(to_numpy(xp.swapaxes(target, -1, -2)), to_numpy(expected))
+
+
+@pytest.mark.parametrize("name", BACKEND_PARAMS)
+def test_mask_modes_are_the_exported_layer_s_arithmetic(name):
+    xp = backend(name)
+    rng = np.random.default_rng(4)
+    m = rng.random((2, 10, 5, 7), dtype=np.float32)
+    p = rng.random((2, 10), dtype=np.float32)
+    modes = ["pixel", "gated", "whole"] * 3 + ["pixel"]
+    served = to_numpy(apply_mask_modes(xp.asarray(m), xp.asarray(p), modes))
+    pick = {
+        key: np.array([v == key for v in modes], np.float32) for key in ("pixel", "gated", "whole")
+    }
+    # MaskMode.call: masks * pixel + masks * p * gated + ones * p * whole (channels-last there).
+    m_last, q = np.moveaxis(m, 1, -1), p[:, None, None, :]
+    layer = (
+        m_last * pick["pixel"]
+        + m_last * q * pick["gated"]
+        + np.ones_like(m_last) * q * pick["whole"]
+    )
+    np.testing.assert_array_equal(np.moveaxis(served, 1, -1), layer)
+    plain = xp.asarray(m)
+    assert apply_mask_modes(plain, xp.asarray(p), ["pixel"] * 10) is plain  # nothing to do

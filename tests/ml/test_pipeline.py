@@ -135,3 +135,158 @@ def test_the_pre_and_post_processing_device_does_not_change_the_result(device, p
     for a, b in zip(expected, got, strict=True):
         np.testing.assert_array_equal(a, b)
     assert isinstance(got[0], np.ndarray)  # results come back to the host
+
+
+# --- The ONNX scoring graph and the type-by-type post-processing (scoring speed, issue 5) -------
+# The previous implementation, kept as the reference: the exported graph served whole (mask
+# modes and the transpose to channels-last inside it), the probabilities brought back with
+# per-axis gathers (the former ml.model.preprocess._linear_axis) and thresholded at once.
+
+
+def _reference_linear_axis(x, size, axis):
+    n = x.shape[axis]
+    src = np.clip((np.arange(size) + 0.5) * (n / size) - 0.5, 0, n - 1)
+    i0 = np.floor(src).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n - 1)
+    shape = [1] * x.ndim
+    shape[axis] = size
+    f = (src - i0).astype(np.float32).reshape(shape)
+    a, b = np.take(x, i0, axis=axis), np.take(x, i1, axis=axis)
+    return (a + (b - a) * f).astype(np.float32)
+
+
+def _reference_score(model, thresholds, working, images, header):
+    """The former ``ScoringPipeline.score_arrays`` for slices of one phase-encode direction:
+    masks uint8 (S, K, rows, cols) and the served probabilities on the slice grid."""
+    from gpu_ops.scoring import canonical_batch, normalise_batch, threshold_masks
+    from ml.model.preprocess import header_vector_from, to_model_grid
+
+    pe = header.phase_encode
+    batch = normalise_batch(canonical_batch(np.stack(images).astype(np.float32), pe))
+    crows, ccols = batch.shape[1:]
+    net = to_model_grid(batch, working)
+    vectors = np.stack([header_vector_from(header)] * len(images))
+    out = model.predict_on_batch({"image": net[..., None], "header": vectors})
+    probs = np.asarray(out["masks"], np.float32)
+    if working is None:
+        probs = probs[:, :crows, :ccols]
+    else:
+        for axis, size in ((1, crows), (2, ccols)):
+            if probs.shape[axis] != size:
+                probs = _reference_linear_axis(probs, size, axis)
+    masks = threshold_masks(probs, crows, ccols, thresholds)
+    served = np.moveaxis(probs, -1, 1)
+    return (
+        canonical_batch(masks, pe),
+        canonical_batch(served, pe),
+        np.asarray(out["presence"]),
+        np.asarray(out["suitability"])[:, 0],
+    )
+
+
+def _artifact_slices(rows=192, cols=256):
+    """Phantom slices with simulated artifacts of several kinds, so that the shipped models'
+    probabilities spread over their thresholds."""
+    from ml.simulate import simulate
+
+    image, _ = head_phantom(max(rows, cols))
+    image = np.ascontiguousarray(image[:rows, :cols] * 900)
+    header = AcquisitionHeader(rows=rows, columns=cols, phase_encode="ROW")
+    kinds = ["motion", "ghosting", "spike", "noise", "aliasing", "bias_field"]
+    return [simulate(image, kind, 0.8, header, seed=i) for i, kind in enumerate(kinds)]
+
+
+TIE = 1e-5
+"""Probability tolerance of the speed work: served probabilities within this of the previous
+implementation's, masks identical except where the previous probability lay within this of
+the type's threshold (a tie that float rounding may tip either way)."""
+
+
+@pytest.mark.parametrize("name", ["pruned-onnx", "full-onnx"])
+@pytest.mark.parametrize("phase_encode", ["ROW", "COL"])
+def test_the_shipped_onnx_models_score_as_before_the_speed_work(name, phase_encode):
+    from ml.pipeline import SHIPPED, OnnxModel, ScoringPipeline
+
+    pipeline = ScoringPipeline.load(name)
+    assert pipeline.model.modes is not None  # served up to the per-pixel probabilities
+    whole_graph = OnnxModel(SHIPPED[name], modes=None)  # the file as exported
+    assert whole_graph.modes is None
+    slices = _artifact_slices()
+    if phase_encode == "COL":
+        slices = [s.T.copy() for s in slices]
+    rows, cols = slices[0].shape
+    header = AcquisitionHeader(rows=rows, columns=cols, phase_encode=phase_encode)
+    masks, presence, suitability = pipeline.score_arrays(slices, [header] * len(slices))
+    ref_masks, ref_probs, ref_presence, ref_suitability = _reference_score(
+        whole_graph, pipeline.thresholds, pipeline.working_size, slices, header
+    )
+    np.testing.assert_allclose(presence, ref_presence, atol=TIE)
+    np.testing.assert_allclose(suitability, ref_suitability, atol=TIE)
+    differ = masks != ref_masks
+    margin = np.abs(ref_probs - pipeline.thresholds[None, :, None, None])
+    assert not (differ & (margin >= TIE)).any(), int(differ.sum())
+    assert 0.001 < ref_masks.mean() < 0.999  # the comparison is not a trivial one
+    # infer() still returns the served masks (channels-last, modes applied).
+    from gpu_ops.scoring import canonical_batch, normalise_batch
+    from ml.model.preprocess import header_vector_from, to_model_grid
+
+    batch = normalise_batch(canonical_batch(np.stack(slices), phase_encode))
+    net = to_model_grid(batch, pipeline.working_size)
+    vectors = np.stack([header_vector_from(header)] * len(slices))
+    got = pipeline.infer(net, vectors)["masks"]
+    expected = whole_graph.predict_on_batch({"image": net[..., None], "header": vectors})["masks"]
+    np.testing.assert_allclose(got, expected, atol=TIE)
+
+
+def test_the_scoring_graph_is_a_valid_onnx_model_with_the_other_outputs_unchanged():
+    import onnx
+
+    from ml.pipeline import SHIPPED, onnx_scoring_graph
+
+    for name in ("pruned-onnx", "full-onnx"):
+        original = onnx.load(str(SHIPPED[name]))
+        cut = onnx_scoring_graph(SHIPPED[name].read_bytes())
+        assert cut is not None and cut.applies_modes
+        model = onnx.load_from_string(cut.model)
+        onnx.checker.check_model(model)
+        outputs = [o.name for o in model.graph.output]
+        assert outputs == [cut.output, "presence", "suitability"]
+        assert [o.name for o in original.graph.output] == ["masks", "presence", "suitability"]
+        assert not [n for n in model.graph.node if "mask_mode" in n.name]
+        assert [i.name for i in model.graph.input] == [i.name for i in original.graph.input]
+        assert model.metadata_props == original.metadata_props  # the working size travels
+        kept = {n.name for n in model.graph.node}
+        assert kept <= {n.name for n in original.graph.node}
+
+
+def test_a_graph_that_applies_modes_is_served_whole_without_the_modes(tmp_path):
+    """Without the sidecar's modes the pipeline cannot apply them itself: the exported graph
+    is served as it is, and gives the same masks as when the modes come from the sidecar."""
+    import json
+    import shutil
+
+    from ml.pipeline import SHIPPED, ScoringPipeline
+
+    bare = tmp_path / "m.onnx"
+    shutil.copy(SHIPPED["pruned-onnx"], bare)
+    whole = ScoringPipeline.load(bare)
+    assert whole.model.modes is None and whole.modes == ("pixel",) * len(ARTIFACT_TYPES)
+    sidecar = json.loads(SHIPPED["pruned"].with_name("artiscan-pruned.thresholds.json").read_text())
+    (tmp_path / "m.thresholds.json").write_text(json.dumps(sidecar))
+    cut = ScoringPipeline.load(bare)
+    assert cut.modes == tuple(sidecar["modes"][n] for n in ARTIFACT_TYPES)
+    whole.thresholds = cut.thresholds
+    slices = _artifact_slices(64, 96)
+    header = AcquisitionHeader(rows=64, columns=96, phase_encode="ROW")
+    a = whole.score_arrays(slices, [header] * len(slices))
+    b = cut.score_arrays(slices, [header] * len(slices))
+    assert (a[0] != b[0]).mean() < 1e-4
+    np.testing.assert_allclose(a[1], b[1], atol=TIE)
+
+
+def test_a_graph_not_shaped_as_expected_is_not_cut():
+    from ml.pipeline import SHIPPED, onnx_scoring_graph
+
+    data = SHIPPED["pruned-onnx"].read_bytes()
+    assert onnx_scoring_graph(data.replace(b"masks_1/Sigmoid", b"other_1/Sigmoid")) is None
+    assert onnx_scoring_graph(b"") is None

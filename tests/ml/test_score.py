@@ -139,3 +139,34 @@ def test_score_series_dir_reads_the_rescaled_pixels_in_series_order(tmp_path, ti
     assert result.classes == ARTIFACT_TYPES
     assert result.masks.shape == (2, 10, 48, 48)
     assert result.series_suitability == pytest.approx(float(result.suitability.mean()))
+
+
+def test_full_and_pruned_are_served_by_onnx_runtime_and_keras_stays_available():
+    from ml.cli.score import model_weights
+    from ml.pipeline import SHIPPED
+
+    assert model_weights("pruned") == "pruned-onnx" and model_weights("full") == "full-onnx"
+    assert model_weights("pruned-keras") == "pruned" and SHIPPED["pruned"].suffix == ".keras"
+    assert model_weights("full-keras") == "full"
+    assert model_weights("/some/model.onnx") == "/some/model.onnx"
+
+
+@pytest.mark.parametrize("name", ["pruned", "full"])
+def test_the_shipped_onnx_files_hold_the_shipped_keras_weights(name):
+    """``--model pruned``/``full`` serve the ``.onnx`` export: it must be of the same weights."""
+    from ml.model.export import TOLERANCE
+    from ml.pipeline import ScoringPipeline
+    from ml.simulate.header import AcquisitionHeader
+
+    keras_pipe, onnx_pipe = ScoringPipeline.load(name), ScoringPipeline.load(f"{name}-onnx")
+    assert keras_pipe.working_size == onnx_pipe.working_size
+    image, _ = head_phantom(128)
+    images = np.stack([image[:, :96], image[:, 16:112] * 0.7]).astype(np.float32)
+    headers = np.stack([np.linspace(-1, 1, 8, dtype=np.float32)] * 2)
+    a, b = keras_pipe.infer(images, headers), onnx_pipe.infer(images, headers)
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], atol=TOLERANCE)
+    header = AcquisitionHeader(rows=128, columns=96, phase_encode="ROW")
+    m_keras = keras_pipe.score_arrays(list(images), [header, header])[0]
+    m_onnx = onnx_pipe.score_arrays(list(images), [header, header])[0]
+    assert (m_keras != m_onnx).mean() < 1e-3
