@@ -21,6 +21,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--to", type=float, default=0.25, help="parameter fraction to keep")
     parser.add_argument("--rounds", type=int, default=2, help="prune/rewind/retrain rounds")
     parser.add_argument("--epochs", type=int, default=6, help="retraining epochs per round")
+    parser.add_argument(
+        "--final-epochs",
+        type=int,
+        default=None,
+        help="retraining epochs of the last round (default --epochs)",
+    )
     parser.add_argument("--steps", type=int, default=None, help="steps per epoch (run's default)")
     parser.add_argument(
         "--min-fraction", type=float, default=0.0, help="share of channels every layer keeps"
@@ -45,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         to=args.to,
         rounds=args.rounds,
         epochs=args.epochs,
+        final_epochs=args.final_epochs,
         steps=args.steps,
         min_fraction=args.min_fraction,
         out=args.out,

@@ -188,6 +188,7 @@ def prune_run(
     to: float = 0.25,
     rounds: int = 2,
     epochs: int = 6,
+    final_epochs: int | None = None,
     steps: int | None = None,
     min_fraction: float = 0.0,
     out: Path | None = None,
@@ -197,6 +198,9 @@ def prune_run(
 
     Writes ``out`` (default ``run_dir/pruned``): ``round{r}/`` training runs, ``best.keras`` (the
     final pruned model) and ``prune.json`` (widths, parameter counts, per-round figures).
+    ``epochs`` retrains each round; ``final_epochs`` (default ``epochs``) the last one, whose
+    network is the one shipped and so deserves the longest retraining (its cosine schedule then
+    spans all of them, unlike resuming a finished round with more epochs).
     """
     from ml.model.backend import keras as get_keras
     from ml.model.data import load_split
@@ -226,7 +230,7 @@ def prune_run(
         ticket = thin_copy(rewind, kept)
         round_config = replace(
             config,
-            epochs=epochs,
+            epochs=final_epochs if r == rounds and final_epochs else epochs,
             steps_per_epoch=steps or config.steps_per_epoch,
             rewind_epoch=0,
         )
@@ -241,6 +245,7 @@ def prune_run(
                 "target_params": target,
                 "params": int(current.count_params()),
                 "fraction": int(current.count_params()) / full_params,
+                "epochs": round_config.epochs,
                 "seconds": time.perf_counter() - started,
             }
         )
@@ -255,7 +260,7 @@ def prune_run(
         "widths_full": network.model_widths(full),
         "widths_pruned": network.model_widths(current),
         "rewind": f"rewind.weights.h5 (weights after epoch {config.rewind_epoch})",
-        "retrain_epochs_per_round": epochs,
+        "retrain_epochs_per_round": [r["epochs"] for r in report_rounds],
         "min_fraction_per_layer": min_fraction,
     }
     (out / "prune.json").write_text(json.dumps(report, indent=2) + "\n")

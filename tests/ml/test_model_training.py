@@ -92,9 +92,13 @@ def test_energy_counts_the_full_resolution_layers_as_the_dearest_per_channel():
 def test_pruning_keeps_at_most_a_quarter_of_the_parameters_and_the_result_runs(run_dir):
     from ml.model import network
 
-    assert main(["prune", str(run_dir), "--to", "0.25", "--epochs", "1", "--steps", "2",
-                 "--min-fraction", "0.25", "--quiet"]) == 0  # fmt: skip
+    assert main(["prune", str(run_dir), "--to", "0.25", "--epochs", "1", "--final-epochs", "2",
+                 "--steps", "2", "--min-fraction", "0.25", "--quiet"]) == 0  # fmt: skip
     report = json.loads((run_dir / "pruned" / "prune.json").read_text())
+    # The last round (the network that is kept) retrains longer than the first.
+    assert report["retrain_epochs_per_round"] == [1, 2]
+    history = (run_dir / "pruned" / "round2" / "history.csv").read_text().splitlines()
+    assert len(history) == 3  # header + two epochs
     full = network.load(run_dir / "best.keras")
     pruned = network.load(run_dir / "pruned" / "best.keras")
     assert pruned.count_params() <= 0.25 * full.count_params()
