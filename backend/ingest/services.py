@@ -369,13 +369,15 @@ def _record_batch(
         per_series: dict[Any, list[str]] = {}
         for _, row in new.values():
             per_series.setdefault(row.series_id, []).append(str(row.pk))
+        if pending is not None:
+            pending.wait()
         for series_id, instance_ids in per_series.items():
-            # Counted here, in the same transaction, rather than by a task per instance.
+            # Counted here, in the same transaction, rather than by a task per instance; last,
+            # after the sync: the update locks the series row until the commit, and concurrent
+            # senders of one series queue on that lock.
             Series.objects.filter(pk=series_id).update(
                 instance_count=F("instance_count") + len(instance_ids)
             )
-        if pending is not None:
-            pending.wait()
     except Exception:
         if pending is not None:
             with contextlib.suppress(Exception):
