@@ -4,6 +4,7 @@ C-STORE) on the same kind of files, same machine, same run.
 
     .venv/bin/python benchmarks/ingest.py [--instances 300] [--clients 4] [--batch 50]
         [--workers N] [--scp-processes N] [--modes embedded,site] [--skip-cstore]
+        [--rounds N]
 
 ArtiScan is measured as it is deployed, in each mode asked for:
 
@@ -15,6 +16,8 @@ Each mode runs ``manage.py serve --workers N`` (N daphne processes on one port) 
 ``manage.py dicom_scp --processes N``; no scoring worker runs, so the scoring requests wait in
 the broker. Orthanc (Debian's, temporary configuration) is measured right before each mode's
 own rows, and each ratio is to those adjacent figures: the machine's load drifts within a run.
+With ``--rounds N`` both are measured N times, alternating which goes first, and the table shows
+each path's median.
 Every path gets a fresh series (new UIDs), so nothing is a duplicate.
 
 Rows: STOW-RS with 1 instance per request (what the operator workstation sends) and with
@@ -33,6 +36,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -323,6 +327,11 @@ def measure(paths: dict[str, Send], n: int, clients: int, label: str) -> dict[st
     return rates
 
 
+def median_rates(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each path's median over the rounds."""
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
 def load() -> str:
     return "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -339,6 +348,13 @@ def main() -> int:
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
     parser.add_argument("--skip-cstore", action="store_true")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure Orthanc and ArtiScan this many times, alternating who goes first; "
+        "the table shows each path's median (the load of a shared machine drifts)",
+    )
     args = parser.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if "site" in modes and not (args.database_url and args.redis_url):
@@ -368,12 +384,26 @@ def main() -> int:
             print(f"{mode}: starting ...", flush=True)
             ours = ArtiScan(mode, env, work, args)
             running.append(ours)
-            theirs = measure(orthanc.paths(b, cstore), args.instances, args.clients, "Orthanc")
-            try:
-                mine = measure(ours.paths(b, cstore), args.instances, args.clients, mode)
-            except Exception:
-                print(f"--- {mode} server errors:", *ours.errors(), sep="\n")
-                raise
+            theirs_runs: list[dict[str, float]] = []
+            mine_runs: list[dict[str, float]] = []
+            for r in range(args.rounds):
+                # Rounds alternate who goes first, so a drift of the load favours neither.
+                for who in ("orthanc", "ours") if r % 2 == 0 else ("ours", "orthanc"):
+                    if who == "orthanc":
+                        theirs_runs.append(
+                            measure(
+                                orthanc.paths(b, cstore), args.instances, args.clients, "Orthanc"
+                            )
+                        )
+                        continue
+                    try:
+                        mine_runs.append(
+                            measure(ours.paths(b, cstore), args.instances, args.clients, mode)
+                        )
+                    except Exception:
+                        print(f"--- {mode} server errors:", *ours.errors(), sep="\n")
+                        raise
+            theirs, mine = median_rates(theirs_runs), median_rates(mine_runs)
             table.append((mode, theirs, mine, load()))
             rss[f"{mode} serve (parent, then each daphne)"] = peak_rss_mb(ours.web.pid)
             rss[f"{mode} dicom_scp (each process)"] = peak_rss_mb(ours.scp.pid)
