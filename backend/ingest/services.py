@@ -228,10 +228,7 @@ def _batch_ingest(
         return refused
     try:
         with transaction.atomic():
-            batch = _record_batch(site, results, source)
-            if recorded is not None:
-                recorded(batch)
-            return batch
+            return _record_batch(site, results, source, recorded=recorded)
     except IntegrityError:
         # A concurrent copy of one of these instances won the race (the unique constraint saw
         # it): record them one by one, where a lost race reads as a duplicate.
@@ -313,10 +310,15 @@ def _series_for(site: Site, ds: Dataset, scanner_pseudonym: str) -> Series:
 
 
 def _record_batch(
-    site: Site, results: list[_Clean | IngestOutcome], source: str
+    site: Site,
+    results: list[_Clean | IngestOutcome],
+    source: str,
+    *,
+    recorded: Recorded | None = None,
 ) -> list[IngestOutcome]:
     """Store and record the clean files of ``results`` (inside the caller's transaction);
-    returns an outcome per item, in order."""
+    returns an outcome per item, in order, after handing them to ``recorded`` (in the same
+    transaction)."""
     series_by_uid: dict[tuple[str, str], Series] = {}
     for r in results:
         if isinstance(r, _Clean):
@@ -359,8 +361,8 @@ def _record_batch(
     # request with the same instances waits at its own insert until this one ends and then
     # finds them (IntegrityError, a duplicate) without writing: a committed file is never
     # written again, and nothing points at a file before the commit. So the files go straight
-    # to their keys with one shared sync (``write_owned``), written while the metadata and
-    # counts are made here; the commit waits for them.
+    # to their keys with one shared sync (``write_owned``), written while the metadata is made
+    # here; the commit waits for them.
     Instance.objects.bulk_create([row for _, row in new.values()])
     pending = sealed.write_owned_started() if sealed.items else None
     try:
@@ -371,10 +373,13 @@ def _record_batch(
             per_series.setdefault(row.series_id, []).append(str(row.pk))
         if pending is not None:
             pending.wait()
+        outcomes = _outcomes(results, series_by_uid, existing, new)
+        if recorded is not None:
+            recorded(outcomes)
         for series_id, instance_ids in per_series.items():
             # Counted here, in the same transaction, rather than by a task per instance; last,
-            # after the sync: the update locks the series row until the commit, and concurrent
-            # senders of one series queue on that lock.
+            # right before the commit: the update locks the series row until then, and
+            # concurrent senders of one series queue on that lock.
             Series.objects.filter(pk=series_id).update(
                 instance_count=F("instance_count") + len(instance_ids)
             )
@@ -389,7 +394,15 @@ def _record_batch(
         raise
     if per_series:
         _announce(site_id=site.pk, per_series=per_series, source=source)
+    return outcomes
 
+
+def _outcomes(
+    results: list[_Clean | IngestOutcome],
+    series_by_uid: dict[tuple[str, str], Series],
+    existing: dict[tuple[Any, str], Instance],
+    new: dict[tuple[Any, str], tuple[_Clean, Instance]],
+) -> list[IngestOutcome]:
     outcomes: list[IngestOutcome] = []
     accepted: set[tuple[Any, str]] = set()
     for r in results:
