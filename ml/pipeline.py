@@ -104,8 +104,12 @@ class ScoreResult:
         """Write the MISSION.md ``OUT.npz`` keys (str arrays, uint8 masks, float32 scores).
 
         The file is what ``numpy.savez_compressed`` writes (one deflated ``.npy`` member per
-        key, read back by ``numpy.load``), at zlib level :data:`NPZ_COMPRESSLEVEL`.
+        key, read back by ``numpy.load``; ``.npz`` appended to a path without it), at zlib
+        level :data:`NPZ_COMPRESSLEVEL`.
         """
+        path = os.fspath(path)
+        if not path.endswith(".npz"):
+            path += ".npz"
         arrays = {
             "sop_instance_uid": np.array(self.sop_instance_uid, dtype=str),
             "classes": np.array(self.classes, dtype=str),

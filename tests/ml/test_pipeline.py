@@ -290,3 +290,33 @@ def test_a_graph_not_shaped_as_expected_is_not_cut():
     data = SHIPPED["pruned-onnx"].read_bytes()
     assert onnx_scoring_graph(data.replace(b"masks_1/Sigmoid", b"other_1/Sigmoid")) is None
     assert onnx_scoring_graph(b"") is None
+
+
+def test_the_npz_holds_what_numpy_savez_compressed_held(tmp_path):
+    """OUT.npz is written at zlib level 1 instead of numpy's default: the same members, dtypes
+    and values, and a path without ``.npz`` still gets the suffix."""
+    from ml.pipeline import ScoreResult
+
+    rng = np.random.default_rng(5)
+    result = ScoreResult(
+        sop_instance_uid=["1.2.3", "1.2.4"],
+        classes=ARTIFACT_TYPES,
+        masks=(rng.random((2, len(ARTIFACT_TYPES), 6, 7)) > 0.8).astype(np.uint8),
+        presence=rng.random((2, len(ARTIFACT_TYPES)), dtype=np.float32),
+        suitability=np.array([0.25, 0.75], np.float32),
+        series_suitability=0.5,
+    )
+    result.to_npz(tmp_path / "new")
+    np.savez_compressed(
+        tmp_path / "old.npz",
+        sop_instance_uid=np.array(result.sop_instance_uid, dtype=str),
+        classes=np.array(result.classes, dtype=str),
+        masks=result.masks,
+        suitability=result.suitability,
+        series_suitability=np.float32(result.series_suitability),
+    )
+    with np.load(tmp_path / "new.npz") as new, np.load(tmp_path / "old.npz") as old:
+        assert sorted(new.files) == sorted(old.files)
+        for key in old.files:
+            assert new[key].dtype == old[key].dtype and new[key].shape == old[key].shape
+            np.testing.assert_array_equal(new[key], old[key])
