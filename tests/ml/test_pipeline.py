@@ -140,19 +140,8 @@ def test_the_pre_and_post_processing_device_does_not_change_the_result(device, p
 # --- The ONNX scoring graph and the type-by-type post-processing (scoring speed, issue 5) -------
 # The previous implementation, kept as the reference: the exported graph served whole (mask
 # modes and the transpose to channels-last inside it), the probabilities brought back with
-# per-axis gathers (the former ml.model.preprocess._linear_axis) and thresholded at once.
-
-
-def _reference_linear_axis(x, size, axis):
-    n = x.shape[axis]
-    src = np.clip((np.arange(size) + 0.5) * (n / size) - 0.5, 0, n - 1)
-    i0 = np.floor(src).astype(np.int64)
-    i1 = np.minimum(i0 + 1, n - 1)
-    shape = [1] * x.ndim
-    shape[axis] = size
-    f = (src - i0).astype(np.float32).reshape(shape)
-    a, b = np.take(x, i0, axis=axis), np.take(x, i1, axis=axis)
-    return (a + (b - a) * f).astype(np.float32)
+# per-axis gathers (the former ml.model.preprocess._linear_axis, kept in
+# tests/ml/test_working_resolution.py) and thresholded at once.
 
 
 def _reference_score(model, thresholds, working, images, header):
@@ -160,6 +149,7 @@ def _reference_score(model, thresholds, working, images, header):
     masks uint8 (S, K, rows, cols) and the served probabilities on the slice grid."""
     from gpu_ops.scoring import canonical_batch, normalise_batch, threshold_masks
     from ml.model.preprocess import header_vector_from, to_model_grid
+    from tests.ml.test_working_resolution import gathering_linear_axis
 
     pe = header.phase_encode
     batch = normalise_batch(canonical_batch(np.stack(images).astype(np.float32), pe))
@@ -173,7 +163,7 @@ def _reference_score(model, thresholds, working, images, header):
     else:
         for axis, size in ((1, crows), (2, ccols)):
             if probs.shape[axis] != size:
-                probs = _reference_linear_axis(probs, size, axis)
+                probs = gathering_linear_axis(probs, size, axis)
     masks = threshold_masks(probs, crows, ccols, thresholds)
     served = np.moveaxis(probs, -1, 1)
     return (

@@ -254,22 +254,27 @@ def test_training_at_a_working_size_marks_the_model_and_fine_tuning_keeps_the_si
     assert main([*args, "--out", str(tmp_path / "bad"), "--working", "40"]) == 2
 
 
+def gathering_linear_axis(x, size, axis):
+    """The former ``ml.model.preprocess._linear_axis`` (two gathers per axis), kept as the
+    reference of the faster upsampling: linear interpolation along ``axis`` to ``size``
+    samples, pixel centres aligned."""
+    n = x.shape[axis]
+    src = np.clip((np.arange(size) + 0.5) * (n / size) - 0.5, 0, n - 1)
+    i0 = np.floor(src).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n - 1)
+    shape = [1] * x.ndim
+    shape[axis] = size
+    f = (src - i0).astype(np.float32).reshape(shape)
+    a, b = np.take(x, i0, axis=axis), np.take(x, i1, axis=axis)
+    return (a + (b - a) * f).astype(np.float32)
+
+
 def test_doubling_an_axis_gives_the_bytes_of_the_gathering_interpolation():
     """The exact-2x path of the upsampling (slices, one shared neighbour difference) against
     the gathering implementation it replaced (kept here as the reference): bit for bit, along
     any axis, for one or many samples, and through resample and upsample_probabilities."""
 
-    def reference(x, size, axis):  # the former ml.model.preprocess._linear_axis
-        n = x.shape[axis]
-        src = np.clip((np.arange(size) + 0.5) * (n / size) - 0.5, 0, n - 1)
-        i0 = np.floor(src).astype(np.int64)
-        i1 = np.minimum(i0 + 1, n - 1)
-        shape = [1] * x.ndim
-        shape[axis] = size
-        f = (src - i0).astype(np.float32).reshape(shape)
-        a, b = np.take(x, i0, axis=axis), np.take(x, i1, axis=axis)
-        return (a + (b - a) * f).astype(np.float32)
-
+    reference = gathering_linear_axis
     rng = np.random.default_rng(7)
     for shape in [(2, 96, 128, 10), (3, 1, 5, 2), (1, 7, 1, 3), (4, 33, 17, 1)]:
         x = rng.random(shape, dtype=np.float32) * 3 - 1
