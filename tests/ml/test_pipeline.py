@@ -310,3 +310,18 @@ def test_the_npz_holds_what_numpy_savez_compressed_held(tmp_path):
         for key in old.files:
             assert new[key].dtype == old[key].dtype and new[key].shape == old[key].shape
             np.testing.assert_array_equal(new[key], old[key])
+
+
+def test_onnx_and_litert_files_run_two_slices_a_call_and_give_the_same_masks(tmp_path):
+    from ml.pipeline import OnnxModel, ScoringPipeline
+
+    assert OnnxModel.batch_size == 2
+    assert ScoringPipeline(ThresholdModel(), weights=tmp_path / "m.tflite").batch_size == 2
+    eight = ScoringPipeline(ThresholdModel(), weights=tmp_path / "m.keras")
+    assert eight.batch_size == 8
+    two = ScoringPipeline(ThresholdModel(), weights=tmp_path / "m.tflite")
+    images = [_asymmetric() * (1 + i) for i in range(5)]
+    headers = [AcquisitionHeader(rows=40, columns=72)] * 5
+    expected, got = eight.score_arrays(images, headers), two.score_arrays(images, headers)
+    for a, b in zip(expected, got, strict=True):
+        np.testing.assert_array_equal(a, b)
