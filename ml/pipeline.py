@@ -302,7 +302,15 @@ def _parse_onnx(model: bytes) -> _Graph | None:
     """The parts of a serialised ONNX ModelProto that the scoring graph needs (field numbers
     of onnx.proto: ModelProto.graph 7; GraphProto node 1, initializer 5, output 12; NodeProto
     input 1, output 2, name 3, op_type 4; TensorProto dims 1, name 8; ValueInfoProto name 1);
-    None for a graph with control flow (subgraphs are not walked) or without one graph."""
+    None for a graph with control flow (subgraphs are not walked), without one graph, or that
+    does not parse (ONNX Runtime then says what is wrong with the file)."""
+    try:
+        return _parse_onnx_fields(model)
+    except (ValueError, IndexError, UnicodeDecodeError):
+        return None
+
+
+def _parse_onnx_fields(model: bytes) -> _Graph | None:
     top = _fields(memoryview(model))
     graphs = [f for f in top if f.number == 7 and _is_bytes(f)]
     if len(graphs) != 1 or isinstance(graphs[0].value, int):
@@ -346,8 +354,11 @@ class ScoringGraph(NamedTuple):
     output: str
     """Name of its float32 ``(B, K, h, w)`` output that replaces ``masks``."""
     applies_modes: bool
-    """Whether the part cut off applied mask modes (a MaskMode layer), i.e. whether the modes
-    must come from elsewhere (the sidecar) for the served masks to stay the same."""
+    """Whether the part cut off applied mask modes (a MaskMode layer)."""
+    modes: tuple[str, ...] | None
+    """The modes the cut-off part applied, read from the graph (:func:`_graph_mask_modes`): all
+    ``pixel`` without a MaskMode; None where they could not be read (then the pipeline serves
+    the file whole)."""
 
 
 def onnx_scoring_graph(model: bytes) -> ScoringGraph | None:
@@ -403,7 +414,40 @@ def onnx_scoring_graph(model: bytes) -> ScoringGraph | None:
     out = bytearray()
     for f in graph.top:
         out += _message(7, bytes(edited)) if f is graph.graph else f.raw
-    return ScoringGraph(bytes(out), probabilities, any("mask_mode" in n.name for n in dead))
+    applies_modes = any("mask_mode" in n.name for n in dead)
+    modes = _graph_mask_modes(graph) if applies_modes else ("pixel",) * len(ARTIFACT_TYPES)
+    return ScoringGraph(bytes(out), probabilities, applies_modes, modes)
+
+
+_MODE_SELECTOR = re.compile(r"mask_mode[^/]*/Const(_(\d+))?:0$")
+
+
+def _graph_mask_modes(graph: _Graph) -> tuple[str, ...] | None:
+    """The per-type modes baked into an exported MaskMode layer: its three 0/1 selector
+    constants, created in the order of ``MaskMode.call`` (pixel, gated, whole) and so named
+    ``Const``, ``Const_1``, ``Const_2`` by the TensorFlow graph (TensorProto fields: name 8,
+    float_data 4, raw_data 9). None unless there are exactly those three, of K float32 values
+    each, one 1 per type: then the file is served whole, with the modes it carries itself (a
+    sidecar's modes may describe a newer ``.keras`` file than the ``.onnx``)."""
+    selectors: dict[int, Any] = {}
+    for name, (field, _) in graph.initializers.items():
+        match = _MODE_SELECTOR.search(name)
+        if match is None or isinstance(field.value, int):
+            continue
+        parts = _fields(field.value)
+        raw = [bytes(f.value) for f in parts if f.number == 9 and not isinstance(f.value, int)]
+        packed = [bytes(f.value) for f in parts if f.number == 4 and not isinstance(f.value, int)]
+        data = raw[0] if raw else packed[0] if packed else b""
+        if len(data) != 4 * len(ARTIFACT_TYPES):
+            return None
+        selectors[int(match.group(2) or 0)] = np.frombuffer(data, dtype="<f4")
+    if sorted(selectors) != [0, 1, 2]:
+        return None
+    picks = np.stack([selectors[i] for i in range(3)])  # (pixel, gated, whole) x K
+    if not (np.isin(picks, (0.0, 1.0)).all() and (picks.sum(axis=0) == 1).all()):
+        return None
+    names = ("pixel", "gated", "whole")
+    return tuple(names[int(i)] for i in picks.argmax(axis=0))
 
 
 NCHWC_MIN_WIDTH = 8
@@ -426,9 +470,8 @@ class OnnxModel:
     ``predict_probabilities`` where the graph could be cut, see :func:`onnx_scoring_graph`).
 
     Loads without TensorFlow: a scoring process that serves an ``.onnx`` file starts in well
-    under a second. ``modes``: the model's per-type mask modes (the sidecar's, in
-    :data:`ml.ARTIFACT_TYPES` order), needed to cut a graph that applies them; without them such
-    a graph is served whole (:attr:`modes` None).
+    under a second. The mask modes come from the graph itself (:func:`_graph_mask_modes`); a
+    graph whose modes cannot be read is served whole (:attr:`modes` None).
     """
 
     batch_size = 2
@@ -437,9 +480,8 @@ class OnnxModel:
     more faults (0.5-1.2 s of system time on this shared 2-core machine) than at batch 2, whose
     warm speed is the same (pruned model, 32 slices of 384 x 512)."""
 
-    def __init__(
-        self, path: Path, threads: int | None = None, modes: tuple[str, ...] | None = None
-    ) -> None:
+    def __init__(self, path: Path, threads: int | None = None, cut: bool = True) -> None:
+        """``cut`` False: serve the file whole (its own ``masks``), as before the cut."""
         import onnxruntime as ort
 
         if threads is None:
@@ -457,19 +499,13 @@ class OnnxModel:
         options.graph_optimization_level = (
             level.ORT_ENABLE_ALL if blocked else level.ORT_ENABLE_EXTENDED
         )
-        cut = onnx_scoring_graph(data)
+        scoring = onnx_scoring_graph(data) if cut else None
         self.modes: tuple[str, ...] | None = None
         """Mask modes the pipeline applies to :meth:`predict_probabilities`; None = the session
         serves the file's own ``masks`` (modes applied in the graph)."""
         self._probabilities = ""
-        if cut is not None and not cut.applies_modes:
-            self.modes, data, self._probabilities = (
-                ("pixel",) * len(ARTIFACT_TYPES),
-                cut.model,
-                cut.output,
-            )
-        elif cut is not None and modes is not None and len(modes) == len(ARTIFACT_TYPES):
-            self.modes, data, self._probabilities = tuple(modes), cut.model, cut.output
+        if scoring is not None and scoring.modes is not None:
+            self.modes, data, self._probabilities = scoring.modes, scoring.model, scoring.output
         self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         self.outputs = [o.name for o in self.session.get_outputs()]
         size = self.session.get_modelmeta().custom_metadata_map.get(WORKING_SIZE_KEY)
@@ -556,9 +592,7 @@ class ScoringPipeline:
         if not path.is_file():
             raise FileNotFoundError(f"no model weights at {path}")
         if path.suffix == ".onnx":
-            modes = _sidecar(path).get("modes")
-            order = tuple(modes[n] for n in ARTIFACT_TYPES) if isinstance(modes, dict) else None
-            return cls(OnnxModel(path, modes=order), path)
+            return cls(OnnxModel(path), path)
         if path.suffix == ".tflite":  # python -m ml export MODEL --format litert [--int8]
             litert = importlib.import_module("ml.model.litert")
             threads = int(os.environ.get("ARTISCAN_INFERENCE_THREADS", "2"))

@@ -199,7 +199,7 @@ def test_the_shipped_onnx_models_score_as_before_the_speed_work(name, phase_enco
 
     pipeline = ScoringPipeline.load(name)
     assert pipeline.model.modes is not None  # served up to the per-pixel probabilities
-    whole_graph = OnnxModel(SHIPPED[name], modes=None)  # the file as exported
+    whole_graph = OnnxModel(SHIPPED[name], cut=False)  # the file as exported
     assert whole_graph.modes is None
     slices = _artifact_slices()
     if phase_encode == "COL":
@@ -249,27 +249,48 @@ def test_the_scoring_graph_is_a_valid_onnx_model_with_the_other_outputs_unchange
         assert kept <= {n.name for n in original.graph.node}
 
 
-def test_a_graph_that_applies_modes_is_served_whole_without_the_modes(tmp_path):
-    """Without the sidecar's modes the pipeline cannot apply them itself: the exported graph
-    is served as it is, and gives the same masks as when the modes come from the sidecar."""
+def test_the_modes_come_from_the_onnx_file_itself_not_from_its_sidecar(tmp_path):
+    """The cut graph is served with the modes its own MaskMode constants hold (as the whole
+    graph applied them): a sidecar describing a newer ``.keras`` file changes nothing, and a
+    graph whose constants cannot be read is served whole, with the same masks."""
     import json
     import shutil
 
-    from ml.pipeline import SHIPPED, ScoringPipeline
+    import onnx
+    from onnx import numpy_helper
 
+    from ml.pipeline import SHIPPED, ScoringPipeline, onnx_scoring_graph
+
+    for name in ("pruned-onnx", "full-onnx"):
+        graph = onnx.load(str(SHIPPED[name])).graph
+        consts = {i.name.rsplit("/", 1)[-1]: numpy_helper.to_array(i) for i in graph.initializer
+                  if "mask_mode" in i.name}  # fmt: skip
+        picks = np.stack([consts[f"{c}:0"].ravel() for c in ("Const", "Const_1", "Const_2")])
+        expected = tuple(("pixel", "gated", "whole")[i] for i in picks.argmax(axis=0))
+        assert onnx_scoring_graph(SHIPPED[name].read_bytes()).modes == expected
     bare = tmp_path / "m.onnx"
     shutil.copy(SHIPPED["pruned-onnx"], bare)
-    whole = ScoringPipeline.load(bare)
-    assert whole.model.modes is None and whole.modes == ("pixel",) * len(ARTIFACT_TYPES)
-    sidecar = json.loads(SHIPPED["pruned"].with_name("artiscan-pruned.thresholds.json").read_text())
+    own = ScoringPipeline.load(bare)
+    assert own.modes == onnx_scoring_graph(bare.read_bytes()).modes
+    sidecar = {
+        "thresholds": {n: 0.3 for n in ARTIFACT_TYPES},
+        "modes": dict.fromkeys(ARTIFACT_TYPES, "gated"),
+    }
     (tmp_path / "m.thresholds.json").write_text(json.dumps(sidecar))
-    cut = ScoringPipeline.load(bare)
-    assert cut.modes == tuple(sidecar["modes"][n] for n in ARTIFACT_TYPES)
-    whole.thresholds = cut.thresholds
+    stale = ScoringPipeline.load(bare)
+    assert stale.modes == own.modes
+    # Selector constants renamed (same length: the file stays valid): unreadable modes, so the
+    # file is served whole.
+    (tmp_path / "w.onnx").write_bytes(
+        bare.read_bytes().replace(b"mask_mode_1/Const", b"mask_mode_1/Konst")
+    )
+    (tmp_path / "w.thresholds.json").write_text(json.dumps(sidecar))
+    whole = ScoringPipeline.load(tmp_path / "w.onnx")
+    assert whole.model.modes is None and whole.modes == ("pixel",) * len(ARTIFACT_TYPES)
     slices = _artifact_slices(64, 96)
     header = AcquisitionHeader(rows=64, columns=96, phase_encode="ROW")
     a = whole.score_arrays(slices, [header] * len(slices))
-    b = cut.score_arrays(slices, [header] * len(slices))
+    b = stale.score_arrays(slices, [header] * len(slices))
     assert (a[0] != b[0]).mean() < 1e-4
     np.testing.assert_allclose(a[1], b[1], atol=TIE)
 
@@ -280,6 +301,7 @@ def test_a_graph_not_shaped_as_expected_is_not_cut():
     data = SHIPPED["pruned-onnx"].read_bytes()
     assert onnx_scoring_graph(data.replace(b"masks_1/Sigmoid", b"other_1/Sigmoid")) is None
     assert onnx_scoring_graph(b"") is None
+    assert onnx_scoring_graph(data[: len(data) // 2]) is None  # truncated: no exception
 
 
 def test_the_npz_holds_what_numpy_savez_compressed_held(tmp_path):
