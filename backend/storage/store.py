@@ -330,8 +330,12 @@ def _sync_files(paths: Sequence[str], root: Path) -> None:
         try:
             shared.sync()
             return
-        except OSError:
-            pass  # fall back to syncing each file, as where there is no syncfs
+        except OSError as exc:
+            # A kernel without syncfs: fsync file by file. A write error stands: an fsync on a
+            # descriptor opened after it would no longer report it, and the batch must fail
+            # (its rows roll back) rather than commit on pages that may be lost.
+            if exc.errno not in (errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
     for path in paths:
         fd = os.open(path, os.O_RDONLY)
         try:

@@ -8,6 +8,7 @@ writes and the commit is a real child process killed at that point."""
 from __future__ import annotations
 
 import base64
+import errno
 import os
 import subprocess
 import sys
@@ -215,3 +216,19 @@ def test_a_process_killed_between_its_writes_and_its_commit_leaves_nothing_that_
     row = Instance.objects.get()
     assert var / "store" / row.storage_key == leftovers[0]
     assert store_get(row.storage_key)[128:132] == b"DICM"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_sync_fails_the_batch_and_leaves_no_row_and_no_file(
+    site_a, settings, tmp_path, monkeypatch
+):
+    """A disk error reported by the sync (injected: a test cannot cause one for real) is not
+    papered over by syncing file by file afterwards: the ingest fails, its rows roll back and
+    its files go."""
+    settings.MEDIA_ROOT = tmp_path / "store"
+    settings.STORAGE_KEYS = "t1:" + base64.urlsafe_b64encode(os.urandom(32)).decode()
+    monkeypatch.setattr(GroupSync, "_run", lambda self: errno.EIO)
+    with pytest.raises(OSError):
+        series_ingest(site=site_a, files=[to_bytes(mr_dataset(i)) for i in (1, 2)], source="stow")
+    assert not Instance.objects.exists()
+    assert not list((tmp_path / "store").rglob("*.dcm"))
