@@ -45,8 +45,8 @@ from numpy.typing import NDArray
 from gpu_ops import cupy_available, optional_import, to_numpy
 from gpu_ops.scoring import apply_mask_modes, canonical_batch, normalise_batch, serve_masks
 from ml import ARTIFACT_TYPES
+from ml.header import AcquisitionHeader
 from ml.model.preprocess import header_vector_from, to_model_grid, upsample_probabilities
-from ml.simulate.header import AcquisitionHeader
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED: dict[str, Path] = {

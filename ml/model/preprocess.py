@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ml.simulate.header import AcquisitionHeader
+from ml.header import AcquisitionHeader
 
 STRIDE = 16
 """Spatial size multiple the network needs (four 2x poolings)."""
