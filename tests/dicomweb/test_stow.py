@@ -12,6 +12,7 @@ import pytest
 from backend.audit.models import AuditEvent
 from backend.studies.models import Instance
 from tests.deid.builders import CANARIES, mr_dataset, to_bytes
+from tests.dicomweb.multipart import multipart_body
 
 pytestmark = pytest.mark.django_db
 
@@ -26,10 +27,7 @@ def _store(settings, tmp_path):
 
 
 def _body(*parts: bytes) -> bytes:
-    return b"".join(
-        f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + p + b"\r\n"
-        for p in parts
-    ) + f"--{BOUNDARY}--\r\n".encode()  # fmt: skip
+    return multipart_body(*parts, boundary=BOUNDARY)
 
 
 def _stow(api, persona, *parts: bytes):

@@ -18,6 +18,7 @@ from backend.audit.models import AuditEvent
 from backend.config import asgi
 from backend.studies.models import Instance
 from tests.deid.builders import mr_dataset, to_bytes
+from tests.dicomweb.multipart import multipart_body
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the handler's thread commits
 
@@ -32,10 +33,7 @@ def _store(settings, tmp_path):
 
 
 def _body(*parts: bytes, content_type: str = "application/dicom") -> bytes:
-    return b"".join(
-        f"--{BOUNDARY}\r\nContent-Type: {content_type}\r\n\r\n".encode() + p + b"\r\n"
-        for p in parts
-    ) + f"--{BOUNDARY}--\r\n".encode()  # fmt: skip
+    return multipart_body(*parts, boundary=BOUNDARY, content_type=content_type)
 
 
 def _post(
