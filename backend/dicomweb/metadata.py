@@ -11,10 +11,15 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import pydicom
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.tag import BaseTag
+from pydicom.valuerep import AMBIGUOUS_VR, VR
 
 from backend.storage.conf import storage_config
 from backend.storage.store import store_exists, store_get
@@ -23,10 +28,112 @@ from backend.studies.models import Instance, InstanceMetadata
 logger = logging.getLogger(__name__)
 
 
-def metadata_json_of(data: bytes) -> str:
-    """The DICOM JSON of one Part 10 file, pixel data left out (fetched through ``/frames``)."""
+# Inline binary values up to this size (base64) rather than bulk data URIs: no handler is given,
+# so every value is inline; the threshold is passed as it always was.
+_BULK_THRESHOLD = 2**20
+
+
+def metadata_json_reference(data: bytes) -> str:
+    """The DICOM JSON of one Part 10 file as pydicom makes it: what ``metadata_json_of`` must
+    equal byte for byte (the tests compare the two)."""
     ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-    return json.dumps(ds.to_json_dict(bulk_data_threshold=2**20))
+    return json.dumps(ds.to_json_dict(bulk_data_threshold=_BULK_THRESHOLD))
+
+
+# The instances of a series share most of their header: converting each element to its JSON
+# (decode, validate, build a dict, dump it) was most of the ingest cost of the metadata, so the
+# text of each top-level element is kept per process, keyed by everything its conversion reads:
+# tag, VR as written, value bytes (a sequence's: all its items), byte order, implicitness and
+# the data set's character set. An element whose conversion may read other elements of the data
+# set is converted every time, as before, and not kept: an ambiguous VR (US or SS... resolved
+# from the pixel representation), a private tag (its VR may come from the private creator), a
+# sequence with either in its items. json.dumps of a dict is "{" + ", ".join('"key": ' +
+# json.dumps(value)) + "}" (no indent), so joining the texts gives the same string. Bounded: the
+# least recently used text goes first, and long values are not kept.
+_MEMO_ENTRIES = 8192
+_MEMO_MAX_VALUE = 1024  # bytes of raw value: UIDs, dates, positions, text, small sequences
+_memo: OrderedDict[tuple[object, ...], str] = OrderedDict()
+
+
+def _stands_alone(tag: BaseTag, vr: str | None) -> bool:
+    """Whether an element's conversion reads nothing but its own bytes (and the memo key)."""
+    if tag.is_private:
+        return False  # an implicit or UN private VR comes from the private creator
+    if vr is None or vr == VR.UN:
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            return False
+    return vr not in AMBIGUOUS_VR and " or " not in vr
+
+
+def _items_stand_alone(element: DataElement) -> bool:
+    """Whether a converted sequence read nothing from its parent but the character set: no
+    ambiguous VR (US or SS... resolved from the parent's pixel representation) or private tag
+    anywhere in its items."""
+    for item in element.value:
+        for child in item.values():
+            if isinstance(child, RawDataElement) or not _stands_alone(child.tag, None):
+                return False
+            if child.VR == VR.SQ and not _items_stand_alone(child):
+                return False
+    return True
+
+
+def _element_text(ds: pydicom.Dataset, tag: int) -> tuple[DataElement, str]:
+    element = ds[tag]  # converted as Dataset.to_json_dict converts it (charset, VR correction)
+    value = element.to_json_dict(
+        bulk_data_element_handler=None, bulk_data_threshold=_BULK_THRESHOLD
+    )
+    return element, f'"{tag:08X}": {json.dumps(value)}'
+
+
+def metadata_json_of(data: bytes) -> str:
+    """The DICOM JSON of one Part 10 file, pixel data left out (fetched through ``/frames``).
+
+    The same string as ``metadata_json_reference``; elements met before (in this process) are
+    not converted again."""
+    ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    encoding = ds.original_character_set or ds._character_set
+    charset = encoding if isinstance(encoding, str) else tuple(encoding)
+    memo = _memo
+    parts = []
+    for tag, raw in list(ds._dict.items()):
+        if (
+            not isinstance(raw, RawDataElement)
+            or raw.value is None
+            or len(raw.value) > _MEMO_MAX_VALUE
+        ):
+            parts.append(_element_text(ds, tag)[1])
+            continue
+        key = (
+            tag,
+            raw.VR,
+            raw.value,
+            raw.is_little_endian,
+            raw.is_implicit_VR,
+            raw.length,  # 0xFFFFFFFF: undefined
+            charset,
+        )
+        text = memo.get(key)
+        if text is not None:
+            try:
+                memo.move_to_end(key)
+            except KeyError:  # another thread dropped it meanwhile
+                pass
+        else:
+            element, text = _element_text(ds, tag)
+            if _stands_alone(raw.tag, raw.VR) and (
+                element.VR != VR.SQ or _items_stand_alone(element)
+            ):
+                memo[key] = text
+                if len(memo) > _MEMO_ENTRIES:
+                    try:
+                        memo.popitem(last=False)
+                    except KeyError:
+                        pass
+        parts.append(text)
+    return "{" + ", ".join(parts) + "}"
 
 
 def instance_metadata_create(*, files: Iterable[tuple[Instance, bytes]]) -> None:
