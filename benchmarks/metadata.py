@@ -13,7 +13,7 @@ Django's test client (scope check, audit row and all), as a signed-in radiologis
   * kept: served from the kept JSON.
 Both bodies are checked to be byte-identical. Also prints what keeping the JSON adds to ingest
 (making it from the clean bytes, per file): pydicom converting every element (the reference)
-and the memo of element texts (``metadata_json_of``, memo emptied before each run), same texts.
+and ``metadata_json_of`` (memo of element texts, emptied before each run), same texts.
 Scoring and realtime events are switched off: they are not what is measured. Prints median and
 min of ``--repeat`` runs of each.
 """
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> None:
     assert [metadata_json_of(c) for c in clean] == [metadata_json_reference(c) for c in clean]
     for name, make, setup in (
         ("reference (pydicom)", metadata_json_reference, None),
-        ("memo of element texts", metadata_json_of, metadata_memo._memo.clear),
+        ("metadata_json_of (memo)", metadata_json_of, metadata_memo._memo.clear),
     ):
         making = timed(lambda make=make: [make(c) for c in clean], args.repeat, setup)
         print(

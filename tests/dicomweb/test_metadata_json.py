@@ -5,13 +5,14 @@ per-process memo of element texts, and the memo stays bounded."""
 from __future__ import annotations
 
 import io
+import json
 import warnings
 from pathlib import Path
 
 import pydicom
 import pydicom.data
 import pytest
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
@@ -30,7 +31,7 @@ def _empty_memo():
     metadata._memo.clear()
 
 
-def _outcome(fn, data: bytes) -> str | type[BaseException]:
+def _outcome(fn, data) -> str | type[BaseException]:
     """The text, or the type of what was raised (an unreadable file fails the same way)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -38,6 +39,10 @@ def _outcome(fn, data: bytes) -> str | type[BaseException]:
             return fn(data)
         except Exception as exc:
             return type(exc)
+
+
+def _dict_of(ds: Dataset) -> str:
+    return json.dumps(ds.to_json_dict(bulk_data_threshold=2**20))
 
 
 def _corpus() -> list[tuple[str, bytes]]:
@@ -98,6 +103,41 @@ def test_a_de_identified_series_is_the_reference_text_and_shares_its_element_tex
     per_instance = (len(metadata._memo) - first) / (len(files) - 1)
     assert per_instance < first / 4
     assert [metadata_json_of(f) for f in files] == expected
+
+
+def test_plain_explicit_little_endian_files_skip_dcmread_and_read_the_same_data_set():
+    fast = 0
+    for name, data in _corpus():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                expected = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+            except Exception:
+                continue
+            ds = metadata._read(data)
+            fast += not isinstance(ds, FileDataset)
+            assert ds.original_encoding == expected.original_encoding, name
+            assert ds.original_character_set == expected.original_character_set, name
+            assert _outcome(_dict_of, ds) == _outcome(_dict_of, expected), name
+    assert fast > 50
+    data = deidentify_file(to_bytes(mr_dataset(1)), key=DEID_KEY).data
+    assert not isinstance(metadata._read(data), FileDataset)
+
+
+def test_a_truncated_or_altered_file_fails_or_reads_as_pydicom_reads_it():
+    data = deidentify_file(to_bytes(mr_dataset(1)), key=DEID_KEY).data
+    variants = [data[:n] for n in range(0, 700, 7)]
+    variants.append(data[:128] + b"DICN" + data[132:])
+    variants.append(data[:132] + data[132:144].replace(b"UL", b"XX"))
+    implicit = b"1.2.840.10008.1.2\x00\x00\x00"  # as long: the data set read as implicit
+    variants.append(data.replace(b"1.2.840.10008.1.2.1\x00", implicit, 1))
+    assert variants[-1] != data and len(variants[-1]) == len(data)
+    for variant in variants:
+        expected = _outcome(metadata_json_reference, variant)
+        metadata._memo.clear()
+        assert _outcome(metadata_json_of, variant) == expected
+        metadata.metadata_json_of(data)
+        assert _outcome(metadata_json_of, variant) == expected
 
 
 def test_the_same_bytes_under_another_character_set_are_converted_again():
