@@ -373,7 +373,7 @@ class StowView(DicomWebView):
 
     audit_action = AuditAction.CREATE
 
-    def post(self, request: Request) -> HttpResponse:
+    def post(self, request: Request, study_uid: str | None = None) -> HttpResponse:
         site = sending_site_for(
             user=request.user,
             requested=request.query_params.get("site") or request.headers.get("X-ArtiScan-Site"),
@@ -415,7 +415,11 @@ class StowView(DicomWebView):
         # transaction (one commit, not two); a longer one once, after the last batch.
         one_batch = len(bodies) <= INGEST_BATCH
         outcomes = series_ingest(
-            site=site, files=bodies, source="stow", recorded=audit if one_batch else None
+            site=site,
+            files=bodies,
+            source="stow",
+            recorded=audit if one_batch else None,
+            study_uid=study_uid,
         )
         stored, failed, accessed = [], [], []
         for outcome in outcomes:
@@ -447,6 +451,12 @@ class StowView(DicomWebView):
             payload["00081198"] = {"vr": "SQ", "Value": failed}
         status = 200 if not failed else (202 if stored else 409)
         return _json(payload, status=status)
+
+
+class StowStudyView(StowView):
+    """``POST /dicomweb/studies/{study}``: STOW-RS restricted to one study. ``{study}`` is the
+    sender's StudyInstanceUID (the one in its files); a part of another study is refused
+    (FailedSOPSequence, with the reason) and not stored."""
 
 
 class StudiesRootView(QidoStudiesView, StowView):

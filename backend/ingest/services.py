@@ -22,7 +22,13 @@ from pydicom import Dataset
 from pydicom.multival import MultiValue
 
 from backend.accounts.models import Site
-from backend.deid.profile import ENHANCED_MR_IMAGE, MR_IMAGE, Rejected, deidentify_file
+from backend.deid.profile import (
+    ENHANCED_MR_IMAGE,
+    MR_IMAGE,
+    Rejected,
+    deidentify_file,
+    pseudonymous_uid,
+)
 from backend.dicomweb.metadata import instance_metadata_create
 from backend.ingest.dispatch import ingest_announce
 from backend.ingest.models import OrthancSource, QuarantinedFile
@@ -153,8 +159,15 @@ class _Clean:
         return str(self.ds.SOPInstanceUID)
 
 
-def _door(*, site: Site, data: bytes, source: str) -> _Clean | IngestOutcome:
-    """De-identify one file, or quarantine it and say why."""
+NOT_OF_THE_STUDY = "not an instance of the study named in the request"
+
+
+def _door(
+    *, site: Site, data: bytes, source: str, study: str | None = None
+) -> _Clean | IngestOutcome:
+    """De-identify one file, or quarantine it and say why. ``study``: the pseudonymous
+    StudyInstanceUID the file must have (a STOW-RS to ``/studies/{study}``); a file of another
+    study is refused without being stored or quarantined (the sender still has it)."""
     try:
         # The profile on the encoded bytes where it can, the dataset path where it cannot (the
         # same profile and refusals either way: backend.deid.profile.deidentify_file).
@@ -166,6 +179,8 @@ def _door(*, site: Site, data: bytes, source: str) -> _Clean | IngestOutcome:
         logger.info("refused a %s file: %s", source, refusal.reason)
         return IngestOutcome(status="rejected", reason=refusal.reason)
     ds = result.ds
+    if study is not None and str(ds.StudyInstanceUID) != study:
+        return IngestOutcome(status="rejected", reason=NOT_OF_THE_STUDY)
     storage_key = (
         f"instances/{site.pk}/{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
     )
@@ -190,7 +205,12 @@ Recorded = Callable[[list[IngestOutcome]], None]
 
 
 def series_ingest(
-    *, site: Site, files: Iterable[bytes], source: str, recorded: Recorded | None = None
+    *,
+    site: Site,
+    files: Iterable[bytes],
+    source: str,
+    recorded: Recorded | None = None,
+    study_uid: str | None = None,
 ) -> list[IngestOutcome]:
     """Ingest many files (one series or several); each file stands or falls on its own.
 
@@ -202,24 +222,37 @@ def series_ingest(
     ``recorded`` is called with each batch's outcomes inside the transaction that records it
     (what it writes commits or rolls back with the batch, in the same commit: the audit rows of
     a STOW-RS); for a batch with nothing to record, outside any transaction.
+
+    ``study_uid``: the sender's (original) StudyInstanceUID every file must belong to, as a
+    STOW-RS to ``/studies/{study}`` names it; files of other studies are refused.
     """
+    study = None if study_uid is None else pseudonymous_uid(study_uid, key=settings.DEID_KEY)
     outcomes: list[IngestOutcome] = []
     batch: list[bytes] = []
     for data in files:
         batch.append(data)
         if len(batch) == INGEST_BATCH:
-            outcomes += _batch_ingest(site=site, files=batch, source=source, recorded=recorded)
+            outcomes += _batch_ingest(
+                site=site, files=batch, source=source, recorded=recorded, study=study
+            )
             batch = []
     if batch:
-        outcomes += _batch_ingest(site=site, files=batch, source=source, recorded=recorded)
+        outcomes += _batch_ingest(
+            site=site, files=batch, source=source, recorded=recorded, study=study
+        )
     return outcomes
 
 
 def _batch_ingest(
-    *, site: Site, files: list[bytes], source: str, recorded: Recorded | None = None
+    *,
+    site: Site,
+    files: list[bytes],
+    source: str,
+    recorded: Recorded | None = None,
+    study: str | None = None,
 ) -> list[IngestOutcome]:
     results: list[_Clean | IngestOutcome] = [
-        _door(site=site, data=data, source=source) for data in files
+        _door(site=site, data=data, source=source, study=study) for data in files
     ]
     if not any(isinstance(r, _Clean) for r in results):
         refused = [r for r in results if isinstance(r, IngestOutcome)]

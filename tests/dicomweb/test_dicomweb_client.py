@@ -129,3 +129,12 @@ def test_anonymous_callers_get_401(asgi_server):
     with pytest.raises(requests.HTTPError) as refused:
         _client(asgi_server, None).search_for_studies()
     assert refused.value.response.status_code == 401
+
+
+def test_the_reference_client_stores_into_a_named_study(asgi_server, radiologist_a):
+    # dicomweb-client's store_instances(..., study_instance_uid=...) posts to /studies/{study}.
+    client = _client(asgi_server, radiologist_a.token)
+    receipt = client.store_instances(_datasets(2), study_instance_uid=STUDY_UID)
+    assert len(receipt.ReferencedSOPSequence) == 2
+    assert "FailedSOPSequence" not in receipt
+    assert len(client.search_for_studies()) == 1

@@ -8,10 +8,16 @@ import base64
 import os
 
 import pytest
+from django.conf import settings
+from pydicom.uid import generate_uid
 
 from backend.audit.models import AuditEvent
+from backend.deid.profile import pseudonymous_uid
+from backend.dicomweb.views import PROCESSING_FAILURE
+from backend.ingest.models import QuarantinedFile
+from backend.ingest.services import NOT_OF_THE_STUDY
 from backend.studies.models import Instance
-from tests.deid.builders import CANARIES, mr_dataset, to_bytes
+from tests.deid.builders import CANARIES, STUDY_UID, mr_dataset, to_bytes
 from tests.dicomweb.multipart import multipart_body
 
 pytestmark = pytest.mark.django_db
@@ -65,3 +71,45 @@ def test_a_duplicate_is_answered_like_the_first_copy_and_each_request_is_audited
         ("instance", study_uid, operator_a.site.pk)
     ] * 2
     assert {a.object_id for a in audit} <= {str(i.pk) for i in Instance.objects.all()}
+
+
+def test_a_stow_to_one_study_stores_its_instances_and_refuses_those_of_another(api, operator_a):
+    # POST /studies/{study} names the study by the sender's own UID (what its files carry).
+    other = mr_dataset(3)
+    other.StudyInstanceUID = generate_uid()
+    other.SeriesInstanceUID = generate_uid()
+    parts = [to_bytes(mr_dataset(1)), to_bytes(other), to_bytes(mr_dataset(2))]
+    response = api.as_(operator_a).post(
+        f"/dicomweb/studies/{STUDY_UID}", data=_body(*parts), content_type=CONTENT_TYPE
+    )
+    assert response.status_code == 202, response.content[:300]
+    answer = response.json()
+    assert len(answer["00081199"]["Value"]) == 2
+    (failed,) = answer["00081198"]["Value"]
+    assert failed["00081197"]["Value"] == [PROCESSING_FAILURE]
+    assert failed["00000902"]["Value"] == [NOT_OF_THE_STUDY]
+    assert Instance.objects.count() == 2  # the other study's file was not stored
+    assert {i.series.study.study_uid for i in Instance.objects.select_related("series__study")} == {
+        pseudonymous_uid(STUDY_UID, key=settings.DEID_KEY)
+    }
+    assert not QuarantinedFile.objects.exists()  # not bad input: the sender still has it
+
+
+def test_a_stow_to_a_study_none_of_the_files_belong_to_is_a_conflict(api, operator_a):
+    response = api.as_(operator_a).post(
+        f"/dicomweb/studies/{generate_uid()}",
+        data=_body(to_bytes(mr_dataset(1))),
+        content_type=CONTENT_TYPE,
+    )
+    assert response.status_code == 409
+    assert not Instance.objects.exists()
+
+
+def test_a_stow_to_one_study_is_refused_to_a_user_who_may_not_send(api, annotator_a):
+    response = api.as_(annotator_a).post(
+        f"/dicomweb/studies/{STUDY_UID}",
+        data=_body(to_bytes(mr_dataset(1))),
+        content_type=CONTENT_TYPE,
+    )
+    assert response.status_code == 403
+    assert not Instance.objects.exists()
