@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import io
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -13,6 +15,13 @@ from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.core.asgi import get_asgi_application
 
 django_asgi_app = get_asgi_application()
+
+if "daphne.server" in sys.modules:  # served by daphne: bodies in memory, in one message
+    from django.conf import settings
+
+    from backend.config.daphne_body import install
+
+    install(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
@@ -90,6 +99,21 @@ class OneHopHandler(ASGIHandler):
         finally:
             if response.streaming:  # not closed yet: its content is produced while it is sent
                 await sync_to_async(response.close, thread_sensitive=True)()
+
+    async def read_body(self, receive: Any) -> Any:
+        """As Django reads it, except that a body that comes in one message (daphne's, see
+        ``backend.config.daphne_body``) is read where it is instead of copied into a spool."""
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise RequestAborted()
+        if not message.get("more_body", False):
+            return io.BytesIO(message.get("body", b""))
+        pieces = [message]
+
+        async def replay() -> Any:
+            return pieces.pop() if pieces else await receive()
+
+        return await super().read_body(replay)
 
     def _respond(self, scope: dict[str, Any], body_file: Any) -> HttpResponseBase:
         try:

@@ -57,11 +57,27 @@ class Keyring:
         return cls(keys=keys, current_id=order[0])
 
 
-def encrypt(plaintext: bytes, *, keyring: Keyring, associated: bytes) -> bytes:
+_NONCE = 12
+_TAG = 16
+
+
+def sealed_size(plaintext_size: int, *, keyring: Keyring) -> int:
+    """The size of ``encrypt``'s blob for a plaintext of ``plaintext_size`` bytes."""
+    return len(MAGIC) + 1 + len(keyring.current_id) + _NONCE + plaintext_size + _TAG
+
+
+def encrypt(plaintext: bytes, *, keyring: Keyring, associated: bytes) -> bytearray:
+    """The blob of ``plaintext`` (one buffer: the header, then the ciphertext written after it
+    by ``encrypt_into``, no concatenation copying a whole file again)."""
     key_id = keyring.current_id.encode()
-    nonce = os.urandom(12)
-    sealed = AESGCM(keyring.keys[keyring.current_id]).encrypt(nonce, plaintext, associated)
-    return MAGIC + bytes([len(key_id)]) + key_id + nonce + sealed
+    nonce = os.urandom(_NONCE)
+    head = MAGIC + bytes([len(key_id)]) + key_id + nonce
+    blob = bytearray(len(head) + len(plaintext) + _TAG)
+    blob[: len(head)] = head
+    AESGCM(keyring.keys[keyring.current_id]).encrypt_into(
+        nonce, plaintext, associated, memoryview(blob)[len(head) :]
+    )
+    return blob
 
 
 def key_id_of(blob: bytes) -> str:
@@ -77,7 +93,8 @@ def decrypt(blob: bytes, *, keyring: Keyring, associated: bytes) -> bytes:
     if key is None:
         raise DecryptionError(f"encrypted with key {key_id!r}, which is not configured")
     start = len(MAGIC) + 1 + len(key_id)
-    nonce, sealed = blob[start : start + 12], blob[start + 12 :]
+    # A view: the ciphertext is not copied before it is decrypted.
+    nonce, sealed = blob[start : start + _NONCE], memoryview(blob)[start + _NONCE :]
     try:
         return AESGCM(key).decrypt(nonce, sealed, associated)
     except InvalidTag:

@@ -28,10 +28,21 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from backend.storage.conf import S3Config, storage_config
-from backend.storage.crypto import Keyring, KeyringError, decrypt, encrypt, key_id_of
+from backend.storage.crypto import (
+    Keyring,
+    KeyringError,
+    decrypt,
+    encrypt,
+    key_id_of,
+    sealed_size,
+)
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 _HEADER_BYTES = 64  # enough for the envelope's magic and key id
+
+
+# What a backend writes: an encrypted file (``crypto.encrypt`` makes it in a bytearray).
+Blob = bytes | bytearray
 
 
 class StorageKeyError(ValueError):
@@ -39,9 +50,9 @@ class StorageKeyError(ValueError):
 
 
 class Backend(Protocol):
-    def write(self, key: str, blob: bytes) -> None: ...
-    def write_many(self, items: Sequence[tuple[str, bytes]]) -> None: ...
-    def write_owned(self, items: Sequence[tuple[str, bytes]]) -> None: ...
+    def write(self, key: str, blob: Blob) -> None: ...
+    def write_many(self, items: Sequence[tuple[str, Blob]]) -> None: ...
+    def write_owned(self, items: Sequence[tuple[str, Blob]]) -> None: ...
     def read(self, key: str) -> bytes: ...
     def head(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
@@ -53,7 +64,7 @@ class LocalBackend:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def write(self, key: str, blob: bytes) -> None:
+    def write(self, key: str, blob: Blob) -> None:
         """Write one file durably: its bytes synced, then renamed into place and the rename
         synced too (its directory; the whole filesystem when directories were made for it, as
         their own entries must last as well)."""
@@ -75,7 +86,7 @@ class LocalBackend:
         else:
             _fsync_directory(str(path.parent))
 
-    def write_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+    def write_many(self, items: Sequence[tuple[str, Blob]]) -> None:
         """Write every file, make them all durable with one filesystem sync, then rename them
         into place and sync again so the renames are durable too: two journal commits per batch
         instead of one per file, and still nothing returns before the bytes are on disk. For
@@ -98,7 +109,7 @@ class LocalBackend:
                 Path(tmp).unlink(missing_ok=True)
             raise
 
-    def write_owned(self, items: Sequence[tuple[str, bytes]]) -> None:
+    def write_owned(self, items: Sequence[tuple[str, Blob]]) -> None:
         """Write every file straight at its key and make them all durable with one sync (shared
         with the other writers of this process that sync at the same time: :class:`GroupSync`).
 
@@ -173,10 +184,10 @@ class S3Backend:
         error = getattr(exc, "response", {}).get("Error", {})
         return str(error.get("Code")) in {"404", "NoSuchKey", "NotFound"}
 
-    def write(self, key: str, blob: bytes) -> None:
+    def write(self, key: str, blob: Blob) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._name(key), Body=blob)
 
-    def write_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+    def write_many(self, items: Sequence[tuple[str, Blob]]) -> None:
         """Concurrent PUTs (the pool size of the client); returns when every one succeeded."""
         if len(items) <= 1:
             for key, blob in items:
@@ -186,7 +197,7 @@ class S3Backend:
             for future in [pool.submit(self.write, key, blob) for key, blob in items]:
                 future.result()
 
-    def write_owned(self, items: Sequence[tuple[str, bytes]]) -> None:
+    def write_owned(self, items: Sequence[tuple[str, Blob]]) -> None:
         self.write_many(items)  # an object exists only once its PUT is answered
 
     def read(self, key: str) -> bytes:
@@ -437,32 +448,43 @@ def _writer_pool() -> ThreadPoolExecutor:
 
 
 class Sealed:
-    """Files encrypted for their keys, not written yet (:func:`store_seal`)."""
+    """Files to be encrypted for their keys and written (:func:`store_seal`): their sizes are
+    known now, their encryption happens with their writing, on the writer's thread."""
 
-    def __init__(self, items: list[tuple[str, bytes]]) -> None:
+    def __init__(self, items: list[tuple[str, bytes]], ring: Keyring) -> None:
         self.items = items
-        self.sizes = [len(blob) for _, blob in items]
+        self._ring = ring
+        self.sizes = [sealed_size(len(data), keyring=ring) for _, data in items]
+
+    def _encrypted(self) -> list[tuple[str, Blob]]:
+        blobs: list[tuple[str, Blob]] = [
+            (key, encrypt(data, keyring=self._ring, associated=key.encode()))
+            for key, data in self.items
+        ]
+        if [len(blob) for _, blob in blobs] != self.sizes:  # never: the layout is fixed
+            raise RuntimeError("an encrypted file's size differs from the one announced")
+        return blobs
 
     def write_owned_started(self) -> PendingWrites:
-        """Write the files on a thread, straight at their keys, with one sync shared with this
-        process' other writers (``Backend.write_owned``); durable when ``wait()`` returns.
+        """Encrypt and write the files on a thread, straight at their keys, with one sync
+        shared with this process' other writers (``Backend.write_owned``); durable when
+        ``wait()`` returns. AES-GCM and the writes leave the interpreter lock, so this runs
+        beside the caller's own work (the ingest door makes the WADO-RS metadata meanwhile).
 
         Only for keys the caller owns until then: nobody else writes them and nothing points
         at them durably (the ingest door holds their uncommitted rows while this runs)."""
         target = backend()
-        items = self.items
-        return PendingWrites(self.sizes, _writer_pool().submit(target.write_owned, items))
+
+        def run() -> None:
+            target.write_owned(self._encrypted())
+
+        return PendingWrites(self.sizes, _writer_pool().submit(run))
 
 
 def store_seal(items: Sequence[tuple[str, bytes]]) -> Sealed:
-    """Encrypt ``items`` for their keys (checked); nothing is written yet."""
-    ring = keyring()
-    return Sealed(
-        [
-            (key, encrypt(data, keyring=ring, associated=_checked(key).encode()))
-            for key, data in items
-        ]
-    )
+    """Check ``items``' keys and size their encrypted files; nothing is encrypted or written
+    yet (:meth:`Sealed.write_owned_started` does both)."""
+    return Sealed([(_checked(key), data) for key, data in items], keyring())
 
 
 def store_get(key: str) -> bytes:

@@ -27,6 +27,7 @@ from backend.storage.store import (
     store_keys,
     store_put,
     store_put_many,
+    store_seal,
 )
 from tests.conftest import _free_port, _listening_process
 
@@ -163,6 +164,23 @@ def test_a_batch_is_written_encrypted_and_reads_back(store):
         assert store_get(key) == data
         assert b"MR slice" not in store.raw.read(key)
     assert sorted(store_keys("instances/")) == sorted(key for key, _ in items)
+
+
+def test_a_sealed_batch_announces_its_sizes_then_encrypts_and_writes_on_the_writer(store):
+    """The ingest door's path: sizes known before anything is encrypted (they go into the rows
+    first), then encryption and writing on the writer's thread; the announced sizes are the
+    files' own, on either backend, and the files read back."""
+    items = [(f"instances/1/s{i}.dcm", os.urandom(1000 * i + 7)) for i in range(4)]
+    sealed = store_seal(items)
+    assert list(store_keys("instances/")) == []  # nothing written yet
+    pending = sealed.write_owned_started()
+    pending.wait()
+    assert pending.sizes == sealed.sizes
+    for (key, data), size in zip(items, sealed.sizes, strict=True):
+        assert len(store.raw.read(key)) == size
+        assert store_get(key) == data
+    with pytest.raises(StorageKeyError):
+        store_seal([("../escape.dcm", b"x")])
 
 
 def test_a_local_batch_leaves_no_temporary_files_and_private_modes(local_store):

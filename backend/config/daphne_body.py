@@ -1,0 +1,75 @@
+"""Request bodies in memory under daphne, up to the request limit, handed over in one piece.
+
+Daphne's requests are Twisted's, and Twisted writes every body of 100 kB or more to an anonymous
+temporary file before the application sees it: each STOW-RS and each upload chunk — original
+DICOM files, the patient's name in them — would sit on disk, unencrypted, before the door
+de-identifies it (MISSION: nothing with a patient identifier is written before that). Daphne then
+reads that file back in 8 KiB pieces, each one a message through the event loop's queue (2,500
+of them for a STOW-RS of fifty 384×512 slices).
+
+:func:`install` (done by ``backend.config.asgi`` when daphne serves it) makes each request keep
+its body in memory, up to ``limit`` bytes (``ARTISCAN_MAX_REQUEST_MB``, Django's own limit for a
+request body); a body declared or found longer is not kept at all (what arrives is dropped, so
+memory stays bounded however much a client sends) and is answered 413 once it has arrived. A
+kept body reaches the application as one ``http.request`` message.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+_INSTALLED = "_artiscan_body_in_memory"
+
+
+class Body(io.BytesIO):
+    """A request body kept in memory until it passes ``limit`` bytes; from then on nothing."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.too_large = False
+
+    def write(self, data: Any) -> int:
+        size = len(data)
+        if self.too_large:
+            return size
+        if self.tell() + size > self.limit:
+            self.too_large = True
+            self.seek(0)
+            self.truncate()
+            return size
+        return super().write(data)
+
+
+def install(limit: int) -> None:
+    """Make daphne's requests keep their bodies as :class:`Body` (idempotent)."""
+    from daphne.http_protocol import WebRequest
+
+    if getattr(WebRequest, _INSTALLED, None) == limit:
+        return
+    original = getattr(WebRequest, "_artiscan_original_process", None) or WebRequest.process
+
+    def gotLength(self: Any, length: int | None) -> None:  # Twisted names it so
+        self.content = Body(limit)
+        if length is not None and length > limit:
+            self.content.too_large = True
+
+    def process(self: Any) -> Any:
+        content = self.content
+        if isinstance(content, Body) and content.too_large:
+            megabytes = limit / (1024 * 1024)
+            self.basic_error(
+                413, b"Payload Too Large", f"The request body is over {megabytes:g} MB."
+            )
+            return None
+        # The whole body in one ``http.request`` message (daphne reads the body in pieces of
+        # this size; the body is already in memory, so a piece as large as it costs nothing).
+        if self.server.request_buffer_size <= limit:
+            self.server.request_buffer_size = limit + 1
+        return original(self)
+
+    WebRequest._artiscan_original_process = original
+    WebRequest.gotLength = gotLength
+    WebRequest.process = process
+    setattr(WebRequest, _INSTALLED, limit)
