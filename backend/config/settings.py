@@ -264,6 +264,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("ARTISCAN_MAX_REQUEST_MB", 64, minimum=1) 
 # A request body up to the limit above stays in memory while Django reads it: above this size
 # Django's ASGI handler spools it to a temporary file, i.e. wrote a STOW-RS of original
 # (identifiable, not yet de-identified) files to disk and read it back (~1 ms a 400 KB file).
+# Under daphne, Twisted spooled it even before Django saw it: backend/config/daphne_body.py.
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 DATA_UPLOAD_MAX_NUMBER_FILES = env_int("ARTISCAN_MAX_FILES_PER_REQUEST", 100, minimum=1)
 # One DICOM instance is never read past this, whatever lengths it declares.
