@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -71,3 +72,55 @@ def _zombie(pid: int) -> bool:
         return " Z " in Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return True
+
+
+def _accepted_by(pid: int, port: int) -> int:
+    """How many connections to ``port`` process ``pid`` has accepted (its open sockets that
+    are the server side of an established connection to that port)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].split(":")[1], 16)
+        if local_port == port and fields[3] == "01" and fields[9] != "0":  # ESTABLISHED
+            inodes.add(f"socket:[{fields[9]}]")
+    held = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            held += os.readlink(fd) in inodes
+        except OSError:
+            continue
+    return held
+
+
+def test_clients_connecting_together_are_shared_among_the_processes(tmp_path):
+    """Four clients that connect while both processes are asleep: Twisted accepted up to a
+    hundred connections per wake-up, so the first process awake took all four and the other
+    core idled through a four-client STOW-RS; each process now accepts one per wake-up."""
+    from django.conf import settings
+
+    port = _free_port()
+    env = _server_env(settings.DATABASES["default"]["NAME"])
+    command = [sys.executable, "manage.py", "serve", "--port", str(port), "--workers", "2"]
+    log = tmp_path / "serve.log"
+    with _listening_process(command, env=env, port=port, log=log, what="serve") as proc:
+        _wait_for(lambda: len(_children(proc.pid)) == 2, 30, "two daphne processes")
+        _wait_for(lambda: log.read_text().count("Listening on TCP address") == 2, 60, "both up")
+        workers = _children(proc.pid)
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        clients = []
+        try:
+            for _ in range(4):  # all four wait in the backlog
+                clients.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        finally:
+            for pid in workers:
+                os.kill(pid, signal.SIGCONT)
+        try:
+            _wait_for(
+                lambda: sum(_accepted_by(pid, port) for pid in workers) == 4, 30, "all accepted"
+            )
+            held = sorted(_accepted_by(pid, port) for pid in workers)
+            assert held[0] >= 1, held  # not all four in one process
+        finally:
+            for client in clients:
+                client.close()

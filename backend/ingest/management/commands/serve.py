@@ -3,7 +3,10 @@
 One daphne process runs Django's sync views one at a time on one thread, so ingest (STOW-RS,
 uploads) uses one core however many clients send. This command binds the listening socket
 once and starts ``--workers`` daphne processes that all accept on it (``daphne --fd``); the
-kernel hands each new connection to one of them. Everything else is plain daphne: the same
+kernel hands each new connection to one of them, and a process that holds connections lets
+an idle one take it first (``backend.config.daphne_accept``: Twisted accepted up to a hundred
+at once, so four clients connecting together all went to the process that woke first, and the
+other core idled). Everything else is plain daphne: the same
 ASGI application, websockets included (the channel layer joins the processes). A worker that
 dies takes the others down with it, so a supervisor (systemd, ``make demo``) sees the failure.
 """
@@ -29,6 +32,10 @@ _CHILD = (
     "    os.dup2(fd, 3)\n"
     "    os.close(fd)\n"
     "os.environ.update(LISTEN_FDS='1', LISTEN_FDNAMES='web', LISTEN_PID=str(os.getpid()))\n"
+    "import daphne.server\n"  # installs Twisted's asyncio reactor first
+    "from twisted.internet import reactor\n"
+    "from backend.config.daphne_accept import install\n"
+    "install(reactor)\n"
     "from daphne.cli import CommandLineInterface\n"
     "CommandLineInterface().run(sys.argv[2:])\n"
 )
