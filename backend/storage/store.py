@@ -18,7 +18,7 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -52,7 +52,7 @@ class StorageKeyError(ValueError):
 class Backend(Protocol):
     def write(self, key: str, blob: Blob) -> None: ...
     def write_many(self, items: Sequence[tuple[str, Blob]]) -> None: ...
-    def write_owned(self, items: Sequence[tuple[str, Blob]]) -> None: ...
+    def write_owned(self, items: Iterable[tuple[str, Blob]]) -> None: ...
     def read(self, key: str) -> bytes: ...
     def head(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
@@ -109,7 +109,7 @@ class LocalBackend:
                 Path(tmp).unlink(missing_ok=True)
             raise
 
-    def write_owned(self, items: Sequence[tuple[str, Blob]]) -> None:
+    def write_owned(self, items: Iterable[tuple[str, Blob]]) -> None:
         """Write every file straight at its key and make them all durable with one sync (shared
         with the other writers of this process that sync at the same time: :class:`GroupSync`).
 
@@ -197,8 +197,8 @@ class S3Backend:
             for future in [pool.submit(self.write, key, blob) for key, blob in items]:
                 future.result()
 
-    def write_owned(self, items: Sequence[tuple[str, Blob]]) -> None:
-        self.write_many(items)  # an object exists only once its PUT is answered
+    def write_owned(self, items: Iterable[tuple[str, Blob]]) -> None:
+        self.write_many(list(items))  # an object exists only once its PUT is answered
 
     def read(self, key: str) -> bytes:
         try:
@@ -456,14 +456,14 @@ class Sealed:
         self._ring = ring
         self.sizes = [sealed_size(len(data), keyring=ring) for _, data in items]
 
-    def _encrypted(self) -> list[tuple[str, Blob]]:
-        blobs: list[tuple[str, Blob]] = [
-            (key, encrypt(data, keyring=self._ring, associated=key.encode()))
-            for key, data in self.items
-        ]
-        if [len(blob) for _, blob in blobs] != self.sizes:  # never: the layout is fixed
-            raise RuntimeError("an encrypted file's size differs from the one announced")
-        return blobs
+    def _encrypted(self) -> Iterator[tuple[str, Blob]]:
+        """Each file encrypted as it is asked for: a local write takes one at a time, so only
+        the file being written is held encrypted."""
+        for (key, data), size in zip(self.items, self.sizes, strict=True):
+            blob = encrypt(data, keyring=self._ring, associated=key.encode())
+            if len(blob) != size:  # never: the layout is fixed
+                raise RuntimeError("an encrypted file's size differs from the one announced")
+            yield key, blob
 
     def write_owned_started(self) -> PendingWrites:
         """Encrypt and write the files on a thread, straight at their keys, with one sync
