@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 from pydicom import Dataset
@@ -33,7 +33,7 @@ from backend.dicomweb.metadata import instance_metadata_create
 from backend.ingest.dispatch import ingest_announce
 from backend.ingest.models import OrthancSource, QuarantinedFile
 from backend.ingest.orthanc import OrthancClient, OrthancError
-from backend.storage.store import store_delete, store_put, store_seal
+from backend.storage.store import OwnedWrites, store_delete, store_put, store_sealed_size
 from backend.studies.models import Instance, Scanner, Series, Study
 
 logger = logging.getLogger(__name__)
@@ -384,20 +384,25 @@ def _record_batch(
             frame_count=_int(ds, "NumberOfFrames") or 1,
             rows=int(ds.Rows),
             columns=int(ds.Columns),
+            size_bytes=store_sealed_size(len(r.data)),
             **acquisition_values(ds),
         )
         new[uid] = (r, row)
-    sealed = store_seal([(clean.storage_key, clean.data) for clean, _ in new.values()])
-    for (_, row), size in zip(new.values(), sealed.sizes, strict=True):
-        row.size_bytes = size
     # The rows first: once inserted (uncommitted), this transaction owns their keys. Another
     # request with the same instances waits at its own insert until this one ends and then
     # finds them (IntegrityError, a duplicate) without writing: a committed file is never
     # written again, and nothing points at a file before the commit. So the files go straight
-    # to their keys with one shared sync (``write_owned``), written while the metadata is made
-    # here; the commit waits for them.
-    Instance.objects.bulk_create([row for _, row in new.values()])
-    pending = sealed.write_owned_started() if sealed.items else None
+    # to their keys with one shared sync, encrypted and written on the writer's thread while the
+    # metadata is made here (``OwnedWrites``); the commit waits for them. The rows go in one
+    # order (series, SOP UID) whatever the sender's, so two senders of the same instances in
+    # different orders do not each wait at the other's rows.
+    Instance.objects.bulk_create(
+        sorted((row for _, row in new.values()), key=lambda r: (str(r.series_id), r.sop_uid))
+    )
+    pending: OwnedWrites | None = None
+    if new:
+        pending = OwnedWrites()
+        pending.add([(clean.storage_key, clean.data) for clean, _ in new.values()])
     try:
         # The WADO-RS metadata of each file, made now that its bytes are at hand (no decrypting).
         instance_metadata_create(files=[(row, clean.data) for clean, row in new.values()])
@@ -416,14 +421,19 @@ def _record_batch(
             Series.objects.filter(pk=series_id).update(
                 instance_count=F("instance_count") + len(instance_ids)
             )
-    except Exception:
+    except Exception as exc:
         if pending is not None:
             with contextlib.suppress(Exception):
                 pending.wait()  # nothing of it may still be writing when the files go
             # The keys are still this transaction's (it rolls back after this): no orphans.
-            for key, _ in sealed.items:
-                with contextlib.suppress(OSError):
-                    store_delete(key)
+            # Not after a database error: PostgreSQL has then already ended the transaction and
+            # let go of its rows, so a concurrent sender of the same instances may own those
+            # keys now and have written its own files there. The files stay, unreferenced (as
+            # after a crash): the next copy of each instance replaces its file.
+            if not isinstance(exc, DatabaseError):
+                for key in pending.keys:
+                    with contextlib.suppress(OSError):
+                        store_delete(key)
         raise
     if per_series:
         _announce(site_id=site.pk, per_series=per_series, source=source)

@@ -15,11 +15,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import queue
 import re
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -127,7 +128,8 @@ class LocalBackend:
             written.append(str(path))
             with os.fdopen(fd, "wb") as out:
                 out.write(blob)
-        _sync_files(written, self.root)
+        if written:
+            _sync_files(written, self.root)
 
     def read(self, key: str) -> bytes:
         return (self.root / key).read_bytes()
@@ -423,18 +425,6 @@ def store_put_many(items: Sequence[tuple[str, bytes]]) -> list[int]:
     return [len(blob) for _, blob in sealed]
 
 
-class PendingWrites:
-    """Files being written and synced on a thread (:meth:`Sealed.write_owned_started`)."""
-
-    def __init__(self, sizes: list[int], future: Future[None]) -> None:
-        self.sizes = sizes
-        self._future = future
-
-    def wait(self) -> None:
-        """Return once every file is durable; raise the write's error if it failed."""
-        self._future.result()
-
-
 _writers: tuple[int, ThreadPoolExecutor] | None = None
 _writers_lock = threading.Lock()
 
@@ -443,48 +433,66 @@ def _writer_pool() -> ThreadPoolExecutor:
     global _writers
     with _writers_lock:
         if _writers is None or _writers[0] != os.getpid():  # none of a parent's threads
-            _writers = (os.getpid(), ThreadPoolExecutor(4, thread_name_prefix="artiscan-store"))
+            _writers = (os.getpid(), ThreadPoolExecutor(8, thread_name_prefix="artiscan-store"))
         return _writers[1]
 
 
-class Sealed:
-    """Files to be encrypted for their keys and written (:func:`store_seal`): their sizes are
-    known now, their encryption happens with their writing, on the writer's thread."""
+class OwnedWrites:
+    """Files encrypted and written on a writer thread as they are handed over (:meth:`add`),
+    straight at their keys, then made durable together by one sync shared with this process'
+    other writers (``Backend.write_owned``); durable when :meth:`wait` returns.
 
-    def __init__(self, items: list[tuple[str, bytes]], ring: Keyring) -> None:
-        self.items = items
-        self._ring = ring
-        self.sizes = [sealed_size(len(data), keyring=ring) for _, data in items]
+    So a caller can hand over a batch in parts and go on with its own work (de-identifying the
+    next part, making metadata) while the earlier parts are encrypted and written: AES-GCM and
+    the writes leave the interpreter lock. Only for keys the caller owns until then: nobody else
+    writes them and nothing points at them durably (the ingest door holds their uncommitted
+    rows meanwhile). :meth:`wait` must be called once every part is handed over, also when the
+    caller gives up (the writer thread waits for parts until then)."""
+
+    _END = None
+
+    def __init__(self) -> None:
+        self._ring = keyring()
+        self._parts: queue.SimpleQueue[list[tuple[str, bytes]] | None] = queue.SimpleQueue()
+        self.keys: list[str] = []
+        self.sizes: list[int] = []
+        self._closed = False
+        target = backend()
+        self._future = _writer_pool().submit(lambda: target.write_owned(self._encrypted()))
+
+    def add(self, items: Sequence[tuple[str, bytes]]) -> list[int]:
+        """Hand over files (keys checked now); returns the size each will have encrypted."""
+        if self._closed:
+            raise RuntimeError("files handed over after wait()")
+        checked = [(_checked(key), data) for key, data in items]
+        sizes = [sealed_size(len(data), keyring=self._ring) for _, data in checked]
+        self.keys += [key for key, _ in checked]
+        self.sizes += sizes
+        self._parts.put(checked)
+        return sizes
 
     def _encrypted(self) -> Iterator[tuple[str, Blob]]:
-        """Each file encrypted as it is asked for: a local write takes one at a time, so only
-        the file being written is held encrypted."""
-        for (key, data), size in zip(self.items, self.sizes, strict=True):
-            blob = encrypt(data, keyring=self._ring, associated=key.encode())
-            if len(blob) != size:  # never: the layout is fixed
-                raise RuntimeError("an encrypted file's size differs from the one announced")
-            yield key, blob
+        """Each file encrypted as the writer asks for it: a local write takes one at a time, so
+        only the file being written is held encrypted."""
+        while (part := self._parts.get()) is not self._END:
+            for key, data in part:
+                blob = encrypt(data, keyring=self._ring, associated=key.encode())
+                if len(blob) != sealed_size(len(data), keyring=self._ring):  # never
+                    raise RuntimeError("an encrypted file's size differs from the one announced")
+                yield key, blob
 
-    def write_owned_started(self) -> PendingWrites:
-        """Encrypt and write the files on a thread, straight at their keys, with one sync
-        shared with this process' other writers (``Backend.write_owned``); durable when
-        ``wait()`` returns. AES-GCM and the writes leave the interpreter lock, so this runs
-        beside the caller's own work (the ingest door makes the WADO-RS metadata meanwhile).
-
-        Only for keys the caller owns until then: nobody else writes them and nothing points
-        at them durably (the ingest door holds their uncommitted rows while this runs)."""
-        target = backend()
-
-        def run() -> None:
-            target.write_owned(self._encrypted())
-
-        return PendingWrites(self.sizes, _writer_pool().submit(run))
+    def wait(self) -> None:
+        """No more files: return once every one handed over is durable; raise the write's
+        error if it failed."""
+        if not self._closed:
+            self._closed = True
+            self._parts.put(self._END)
+        self._future.result()
 
 
-def store_seal(items: Sequence[tuple[str, bytes]]) -> Sealed:
-    """Check ``items``' keys and size their encrypted files; nothing is encrypted or written
-    yet (:meth:`Sealed.write_owned_started` does both)."""
-    return Sealed([(_checked(key), data) for key, data in items], keyring())
+def store_sealed_size(plaintext_size: int) -> int:
+    """The size a file of ``plaintext_size`` bytes has once stored (encrypted)."""
+    return sealed_size(plaintext_size, keyring=keyring())
 
 
 def store_get(key: str) -> bytes:

@@ -18,6 +18,7 @@ from django.core.management import call_command
 from backend.storage.conf import storage_config
 from backend.storage.crypto import DecryptionError
 from backend.storage.store import (
+    OwnedWrites,
     S3Backend,
     StorageKeyError,
     backend,
@@ -27,7 +28,7 @@ from backend.storage.store import (
     store_keys,
     store_put,
     store_put_many,
-    store_seal,
+    store_sealed_size,
 )
 from tests.conftest import _free_port, _listening_process
 
@@ -166,21 +167,35 @@ def test_a_batch_is_written_encrypted_and_reads_back(store):
     assert sorted(store_keys("instances/")) == sorted(key for key, _ in items)
 
 
-def test_a_sealed_batch_announces_its_sizes_then_encrypts_and_writes_on_the_writer(store):
-    """The ingest door's path: sizes known before anything is encrypted (they go into the rows
-    first), then encryption and writing on the writer's thread; the announced sizes are the
-    files' own, on either backend, and the files read back."""
+def test_owned_writes_take_parts_announce_their_sizes_and_write_them_encrypted(store):
+    """The ingest door's path: the sizes are known before anything is written (they go into the
+    rows first), the files are encrypted and written on the writer's thread as parts are handed
+    over, and are all there, at the announced sizes, when ``wait`` returns (either backend)."""
     items = [(f"instances/1/s{i}.dcm", os.urandom(1000 * i + 7)) for i in range(4)]
-    sealed = store_seal(items)
-    assert list(store_keys("instances/")) == []  # nothing written yet
-    pending = sealed.write_owned_started()
-    pending.wait()
-    assert pending.sizes == sealed.sizes
-    for (key, data), size in zip(items, sealed.sizes, strict=True):
+    assert [store_sealed_size(len(d)) for _, d in items] == [
+        len(d) + store_sealed_size(0) for _, d in items
+    ]
+    writes = OwnedWrites()
+    first = writes.add(items[:1])
+    rest = writes.add(items[1:])
+    writes.wait()
+    assert first + rest == writes.sizes == [store_sealed_size(len(d)) for _, d in items]
+    assert writes.keys == [key for key, _ in items]
+    for (key, data), size in zip(items, writes.sizes, strict=True):
         assert len(store.raw.read(key)) == size
         assert store_get(key) == data
-    with pytest.raises(StorageKeyError):
-        store_seal([("../escape.dcm", b"x")])
+    with pytest.raises(RuntimeError):
+        writes.add(items[:1])  # after wait(): nothing more
+
+
+def test_owned_writes_refuse_an_unsafe_key_before_anything_is_written(store):
+    writes = OwnedWrites()
+    try:
+        with pytest.raises(StorageKeyError):
+            writes.add([("a/ok.bin", b"x"), ("../escape.dcm", b"y")])
+    finally:
+        writes.wait()
+    assert list(store_keys()) == []
 
 
 def test_a_local_batch_leaves_no_temporary_files_and_private_modes(local_store):

@@ -183,3 +183,20 @@ def test_a_file_that_cannot_be_written_leaves_no_row(site_a, settings):
         series_ingest(site=site_a, files=[to_bytes(mr_dataset(i)) for i in (1, 2)], source="stow")
     assert not Instance.objects.exists()
     assert not Series.objects.exists()
+
+
+def test_the_rows_of_a_batch_go_in_in_one_order_whatever_the_order_sent(site_a):
+    """Two senders of the same instances in opposite orders must not each hold rows the other
+    waits for (on PostgreSQL one of them would fail with a deadlock): the rows of a batch are
+    inserted in SOP Instance UID order, whatever order the files came in."""
+    from django.db import connection
+
+    files = [to_bytes(mr_dataset(i)) for i in range(1, 13)]
+    outcomes = series_ingest(site=site_a, files=files[::-1], source="stow")
+    assert [o.status for o in outcomes] == ["accepted"] * 12
+    physical = "ctid" if connection.vendor == "postgresql" else "rowid"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT sop_uid FROM {Instance._meta.db_table} ORDER BY {physical}")
+        inserted = [row[0] for row in cursor.fetchall()]
+    assert sorted(inserted) == sorted(o.sop_uid for o in outcomes)
+    assert inserted == sorted(inserted)

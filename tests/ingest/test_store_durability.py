@@ -232,3 +232,50 @@ def test_a_failed_sync_fails_the_batch_and_leaves_no_row_and_no_file(
         series_ingest(site=site_a, files=[to_bytes(mr_dataset(i)) for i in (1, 2)], source="stow")
     assert not Instance.objects.exists()
     assert not list((tmp_path / "store").rglob("*.dcm"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_after_a_database_error_past_the_writes_the_files_stay_and_a_resend_lands(
+    site_a, settings, tmp_path
+):
+    """A database error once the files are written (here: the series row is locked by another
+    session past ``lock_timeout``) has already ended the transaction on PostgreSQL and freed its
+    rows, so a concurrent sender may own those keys now: the failed batch leaves its files
+    (unreferenced, as after a crash) instead of deleting what may be the other's. No row
+    stays, and the next copy of each instance lands over them and reads back."""
+    requires_servers()
+    import psycopg
+    from django.db import DatabaseError
+
+    settings.MEDIA_ROOT = tmp_path / "store"
+    settings.STORAGE_KEYS = "t1:" + base64.urlsafe_b64encode(os.urandom(32)).decode()
+    series_ingest(site=site_a, files=[to_bytes(mr_dataset(1))], source="stow")
+    series = Instance.objects.get().series
+    files = [to_bytes(mr_dataset(i)) for i in (2, 3, 4)]
+    db = settings.DATABASES["default"]
+    other = psycopg.connect(
+        host=db.get("HOST") or "127.0.0.1",
+        port=db.get("PORT") or 5432,
+        user=db.get("USER") or "postgres",
+        dbname=connection.settings_dict["NAME"],
+    )
+    try:
+        other.execute(
+            f"SELECT 1 FROM {series._meta.db_table} WHERE id = %s FOR UPDATE", [series.pk]
+        )
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '300ms'")
+        with pytest.raises(DatabaseError):
+            series_ingest(site=site_a, files=files, source="stow")
+    finally:
+        other.rollback()
+        other.close()
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = 0")
+    assert Instance.objects.count() == 1
+    left = sorted(p for p in settings.MEDIA_ROOT.rglob("*.dcm"))
+    assert len(left) == 4  # the first instance's file and the three unreferenced ones
+    outcomes = series_ingest(site=site_a, files=files, source="stow")
+    assert [o.status for o in outcomes] == ["accepted"] * 3
+    for instance in Instance.objects.all():
+        assert store_get(instance.storage_key)[128:132] == b"DICM"
