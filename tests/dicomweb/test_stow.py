@@ -36,8 +36,10 @@ def _body(*parts: bytes) -> bytes:
     return multipart_body(*parts, boundary=BOUNDARY)
 
 
-def _stow(api, persona, *parts: bytes):
-    return api.as_(persona).post("/dicomweb/studies", data=_body(*parts), content_type=CONTENT_TYPE)
+def _stow(api, persona, *parts: bytes, study: str | None = None):
+    """STOW-RS of ``parts``; ``study``: to ``/studies/{study}`` (the sender's StudyInstanceUID)."""
+    url = "/dicomweb/studies" + (f"/{study}" if study else "")
+    return api.as_(persona).post(url, data=_body(*parts), content_type=CONTENT_TYPE)
 
 
 def test_the_answer_names_every_stored_instance_by_its_pseudonymous_uids(api, operator_a):
@@ -79,9 +81,7 @@ def test_a_stow_to_one_study_stores_its_instances_and_refuses_those_of_another(a
     other.StudyInstanceUID = generate_uid()
     other.SeriesInstanceUID = generate_uid()
     parts = [to_bytes(mr_dataset(1)), to_bytes(other), to_bytes(mr_dataset(2))]
-    response = api.as_(operator_a).post(
-        f"/dicomweb/studies/{STUDY_UID}", data=_body(*parts), content_type=CONTENT_TYPE
-    )
+    response = _stow(api, operator_a, *parts, study=STUDY_UID)
     assert response.status_code == 202, response.content[:300]
     answer = response.json()
     assert len(answer["00081199"]["Value"]) == 2
@@ -96,20 +96,12 @@ def test_a_stow_to_one_study_stores_its_instances_and_refuses_those_of_another(a
 
 
 def test_a_stow_to_a_study_none_of_the_files_belong_to_is_a_conflict(api, operator_a):
-    response = api.as_(operator_a).post(
-        f"/dicomweb/studies/{generate_uid()}",
-        data=_body(to_bytes(mr_dataset(1))),
-        content_type=CONTENT_TYPE,
-    )
+    response = _stow(api, operator_a, to_bytes(mr_dataset(1)), study=generate_uid())
     assert response.status_code == 409
     assert not Instance.objects.exists()
 
 
 def test_a_stow_to_one_study_is_refused_to_a_user_who_may_not_send(api, annotator_a):
-    response = api.as_(annotator_a).post(
-        f"/dicomweb/studies/{STUDY_UID}",
-        data=_body(to_bytes(mr_dataset(1))),
-        content_type=CONTENT_TYPE,
-    )
+    response = _stow(api, annotator_a, to_bytes(mr_dataset(1)), study=STUDY_UID)
     assert response.status_code == 403
     assert not Instance.objects.exists()

@@ -3,11 +3,14 @@ one of them dies the command exits with an error, so a supervisor notices."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +26,9 @@ def _children(pid: int) -> list[int]:
     return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-def test_two_daphne_processes_serve_one_port_and_a_dead_one_stops_the_command(operator_a, tmp_path):
+@contextlib.contextmanager
+def _serve_two(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, int, Path]]:
+    """``manage.py serve --workers 2`` on a free port, both daphne processes listening."""
     from django.conf import settings
 
     port = _free_port()
@@ -33,6 +38,13 @@ def test_two_daphne_processes_serve_one_port_and_a_dead_one_stops_the_command(op
     with _listening_process(command, env=env, port=port, log=log, what="serve") as proc:
         _wait_for(lambda: len(_children(proc.pid)) == 2, 30, "two daphne processes")
         _wait_for(lambda: log.read_text().count("Listening on TCP address") == 2, 60, "both up")
+        yield proc, port, log
+
+
+def test_two_daphne_processes_serve_one_port_and_a_dead_one_stops_the_command(operator_a, tmp_path):
+    from django.conf import settings
+
+    with _serve_two(tmp_path) as (proc, port, log):
         workers = _children(proc.pid)
 
         boundary = "servetest"
@@ -96,15 +108,7 @@ def test_clients_connecting_together_are_shared_among_the_processes(tmp_path):
     """Four clients that connect while both processes are asleep: Twisted accepted up to a
     hundred connections per wake-up, so the first process awake took all four and the other
     core idled through a four-client STOW-RS; each process now accepts one per wake-up."""
-    from django.conf import settings
-
-    port = _free_port()
-    env = _server_env(settings.DATABASES["default"]["NAME"])
-    command = [sys.executable, "manage.py", "serve", "--port", str(port), "--workers", "2"]
-    log = tmp_path / "serve.log"
-    with _listening_process(command, env=env, port=port, log=log, what="serve") as proc:
-        _wait_for(lambda: len(_children(proc.pid)) == 2, 30, "two daphne processes")
-        _wait_for(lambda: log.read_text().count("Listening on TCP address") == 2, 60, "both up")
+    with _serve_two(tmp_path) as (proc, port, _log):
         workers = _children(proc.pid)
         for pid in workers:
             os.kill(pid, signal.SIGSTOP)
