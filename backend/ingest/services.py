@@ -400,10 +400,10 @@ def _record_batch(
         sorted((row for _, row in new.values()), key=lambda r: (str(r.series_id), r.sop_uid))
     )
     pending: OwnedWrites | None = None
-    if new:
-        pending = OwnedWrites()
-        pending.add([(clean.storage_key, clean.data) for clean, _ in new.values()])
     try:
+        if new:
+            pending = OwnedWrites()
+            pending.add([(clean.storage_key, clean.data) for clean, _ in new.values()])
         # The WADO-RS metadata of each file, made now that its bytes are at hand (no decrypting).
         instance_metadata_create(files=[(row, clean.data) for clean, row in new.values()])
         per_series: dict[Any, list[str]] = {}

@@ -72,7 +72,7 @@ def encrypt(plaintext: bytes, *, keyring: Keyring, associated: bytes) -> bytearr
     key_id = keyring.current_id.encode()
     nonce = os.urandom(_NONCE)
     head = MAGIC + bytes([len(key_id)]) + key_id + nonce
-    blob = bytearray(len(head) + len(plaintext) + _TAG)
+    blob = bytearray(sealed_size(len(plaintext), keyring=keyring))
     blob[: len(head)] = head
     AESGCM(keyring.keys[keyring.current_id]).encrypt_into(
         nonce, plaintext, associated, memoryview(blob)[len(head) :]

@@ -442,12 +442,13 @@ class OwnedWrites:
     straight at their keys, then made durable together by one sync shared with this process'
     other writers (``Backend.write_owned``); durable when :meth:`wait` returns.
 
-    So a caller can hand over a batch in parts and go on with its own work (de-identifying the
-    next part, making metadata) while the earlier parts are encrypted and written: AES-GCM and
-    the writes leave the interpreter lock. Only for keys the caller owns until then: nobody else
-    writes them and nothing points at them durably (the ingest door holds their uncommitted
-    rows meanwhile). :meth:`wait` must be called once every part is handed over, also when the
-    caller gives up (the writer thread waits for parts until then)."""
+    So the caller goes on with its own work (the ingest door makes the WADO-RS metadata) while
+    the files are encrypted and written: AES-GCM and the writes leave the interpreter lock. The
+    sizes (``crypto.sealed_size``) are known before anything is encrypted. Only for keys the
+    caller owns until ``wait`` returns: nobody else writes them and nothing points at them
+    durably (the ingest door holds their uncommitted rows, all inserted before it hands any
+    file over). :meth:`wait` must be called once everything is handed over, also when the
+    caller gives up (the writer thread waits for files until then)."""
 
     _END = None
 
@@ -476,10 +477,7 @@ class OwnedWrites:
         only the file being written is held encrypted."""
         while (part := self._parts.get()) is not self._END:
             for key, data in part:
-                blob = encrypt(data, keyring=self._ring, associated=key.encode())
-                if len(blob) != sealed_size(len(data), keyring=self._ring):  # never
-                    raise RuntimeError("an encrypted file's size differs from the one announced")
-                yield key, blob
+                yield key, encrypt(data, keyring=self._ring, associated=key.encode())
 
     def wait(self) -> None:
         """No more files: return once every one handed over is durable; raise the write's
