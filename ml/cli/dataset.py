@@ -1,4 +1,6 @@
-"""``python -m ml dataset --out DIR [--slices N] [--seed N] [--workers N]``: build the data set."""
+"""``python -m ml dataset --out DIR [--slices N] [--seed N] [--workers N] [--splits ...]``: build
+the data set. ``--pack FILE`` instead writes the sources of those splits to one file that a machine
+without their packages (a GPU box) builds from with ``--sources FILE``."""
 
 from __future__ import annotations
 
@@ -15,18 +17,58 @@ def register(subparsers: Any) -> None:
         help="build the simulated train/val/test set from packaged brain MR",
         description="Build sharded .npz train/val/test sets and manifest.json.",
     )
-    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--out", type=Path, default=None, help="output directory")
     parser.add_argument("--slices", type=int, default=2000, help="slices in all splits together")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="worker processes (same bytes)")
+    parser.add_argument(
+        "--splits",
+        nargs="+",
+        choices=("train", "val", "test"),
+        default=None,
+        help="build only these splits (default all); the slices are those a full build makes",
+    )
+    parser.add_argument(
+        "--sources",
+        type=Path,
+        default=None,
+        help="read the source volumes from this pack (see --pack) instead of their packages",
+    )
+    parser.add_argument(
+        "--pack",
+        type=Path,
+        default=None,
+        help="write the sources of --splits to this file (float16, deflated) and exit",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ml.data.dataset import build_dataset
-    from ml.data.sources import SourceMissing
+    import os
 
+    from ml.data.dataset import SPLIT_SOURCES, build_dataset
+    from ml.data.sources import PACK_ENV, SourceMissing, pack_sources
+
+    if args.sources is not None:
+        if not args.sources.is_file():
+            print(f"dataset: --sources {args.sources}: no such file", file=sys.stderr)
+            return 2
+        os.environ[PACK_ENV] = str(args.sources)  # the worker processes inherit it
+    if args.pack is not None:
+        names = [n for split in args.splits or SPLIT_SOURCES for n in SPLIT_SOURCES[split]]
+        try:
+            sizes = pack_sources(names, args.pack)
+        except SourceMissing as exc:
+            print(f"dataset: {exc}", file=sys.stderr)
+            return 1
+        for name, size in sizes.items():
+            print(f"dataset: packed {name} ({size / 1e6:.1f} MB)")
+        print(f"dataset: {len(sizes)} sources -> {args.pack}")
+        return 0
+    if args.out is None:
+        print("dataset: --out is required (unless --pack)", file=sys.stderr)
+        return 2
     if args.slices < 3:
         print("dataset: --slices must be at least 3 (one per split)", file=sys.stderr)
         return 2
@@ -38,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             workers=args.workers,
             progress=not args.quiet,
+            splits=tuple(args.splits) if args.splits else None,
         )
     except SourceMissing as exc:
         print(f"dataset: {exc}", file=sys.stderr)

@@ -32,6 +32,13 @@ def register(subparsers: Any) -> None:
         "--min-fraction", type=float, default=0.0, help="share of channels every layer keeps"
     )
     parser.add_argument("--out", type=Path, default=None, help="default RUN_DIR/pruned")
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="end within this many seconds (each round's epochs cut to its share)",
+    )
     parser.add_argument("--quiet", action="store_true")
     parser.set_defaults(func=run)
 
@@ -56,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         min_fraction=args.min_fraction,
         out=args.out,
         progress=not args.quiet,
+        time_budget=args.time_budget,
     )
     print(
         f"prune: {report['full_params']} -> {report['pruned_params']} parameters "

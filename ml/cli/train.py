@@ -55,6 +55,21 @@ def register(subparsers: Any) -> None:
         help="fine-tune: start from this .keras model (its architecture; --base/--depth ignored)",
     )
     parser.add_argument("--limit", type=int, default=None, help="at most N slices per split")
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="end within this many seconds: after each epoch --epochs is cut to what the time "
+        "left holds (the cosine schedule follows; config.json records the number)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes that load the shards and threads that assemble batches ahead (same "
+        "batches whatever the number; a GPU needs several)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -86,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         balance=args.balance,
         init=str(args.init) if args.init else None,
         working=args.working,
+        workers=args.workers,
+        time_budget=args.time_budget,
     )
     started = time.perf_counter()
     best = train(config, args.out, progress=not args.quiet)

@@ -46,7 +46,7 @@ from numpy.typing import NDArray
 
 from ml import ARTIFACT_TYPES
 from ml.data import contrast, slices
-from ml.data.sources import LOADERS, SourceMissing, SourceVolume
+from ml.data.sources import SourceMissing, SourceVolume, load_source
 
 SPLIT_SOURCES: dict[str, tuple[str, ...]] = {
     "train": ("icbm152_2009a", "spm_tpm", "nimare_mni152"),
@@ -357,7 +357,7 @@ def load_volumes(names: list[str]) -> tuple[dict[str, SourceVolume], dict[str, s
     missing: dict[str, str] = {}
     for name in names:
         try:
-            loaded[name] = LOADERS[name]()
+            loaded[name] = load_source(name)
         except SourceMissing as exc:
             missing[name] = str(exc)
     return loaded, missing
@@ -370,18 +370,26 @@ def build_dataset(
     seed: int = 0,
     workers: int = 1,
     progress: bool = True,
+    splits: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """Build ``slices_total`` slices into ``out`` (see the module docstring); returns the manifest.
 
     Deterministic for a seed whatever ``workers`` is: every slice draws from its own generator
-    seeded by (seed, split, index), and shards are written in index order.
+    seeded by (seed, split, index), and shards are written in index order. ``splits``: build only
+    these (the others get no slice and their sources are not loaded); a split's slices are the
+    same ones a build of every split makes.
     """
     from tqdm import tqdm
 
+    unknown = sorted(set(splits or ()) - set(SPLIT_SOURCES))
+    if unknown:
+        known = ", ".join(SPLIT_SOURCES)
+        raise ValueError(f"unknown split(s) {', '.join(unknown)}; known: {known}")
     out.mkdir(parents=True, exist_ok=True)
-    names = [n for split in SPLIT_SOURCES.values() for n in split]
+    wanted = tuple(SPLIT_SOURCES) if splits is None else splits
+    names = [n for split in wanted for n in SPLIT_SOURCES[split]]
     volumes, missing = load_volumes(names)
-    counts = split_counts(slices_total)
+    counts = {s: n if s in wanted else 0 for s, n in split_counts(slices_total).items()}
     _VOLUMES.clear()
     for name, volume in volumes.items():
         _VOLUMES[name] = (volume, presence_map(volume))
@@ -451,7 +459,8 @@ def build_dataset(
 
     manifest: dict[str, Any] = {
         "format": "artiscan-simulated-slices/1",
-        "command": f"python -m ml dataset --out DIR --slices {slices_total} --seed {seed}",
+        "command": f"python -m ml dataset --out DIR --slices {slices_total} --seed {seed}"
+        + ("" if splits is None else " --splits " + " ".join(wanted)),
         "seed": seed,
         "slices": slices_total,
         "artifact_types": list(ARTIFACT_TYPES),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,10 +52,15 @@ class Split:
 
 
 def load_split(
-    data_dir: Path, split: str, limit: int | None = None, working: int | None = None
+    data_dir: Path,
+    split: str,
+    limit: int | None = None,
+    working: int | None = None,
+    workers: int = 1,
 ) -> Split:
     """Read the shards of ``split`` listed in ``data_dir/manifest.json`` (at most ``limit``);
-    with ``working``, on the working grid of that size (see :class:`Split`)."""
+    with ``working``, on the working grid of that size (see :class:`Split`). ``workers`` > 1
+    reads and resamples the shards in that many processes (same result, in shard order)."""
     manifest = json.loads((data_dir / "manifest.json").read_text())
     if list(manifest["artifact_types"]) != list(ARTIFACT_TYPES):
         raise ValueError("the data set's artifact types differ from ml.ARTIFACT_TYPES")
@@ -76,60 +82,96 @@ def load_split(
         cache = data_dir / f".working-{working}-{split}-{digest}.npz"
         if cache.is_file():
             return _read_cache(cache, working)
+    jobs, remaining = [], limit
+    for shard in manifest["shards"]:
+        if shard["split"] != split or remaining == 0:
+            continue
+        take = shard["slices"] if remaining is None else min(int(shard["slices"]), remaining)
+        remaining = None if remaining is None else remaining - take
+        jobs.append((str(data_dir / shard["path"]), int(take), working))
     out = Split(working=working)
     headers: list[NDArray[np.float32]] = []
     labels: list[bool] = []
     present: list[NDArray[np.bool_]] = []
-    for shard in manifest["shards"]:
-        if shard["split"] != split:
-            continue
-        with np.load(data_dir / shard["path"]) as z:
-            arrays = {k: z[k] for k in z.files}
-        for i in range(len(arrays["images"])):
-            if limit is not None and len(out.images) >= limit:
-                break
-            pe = str(arrays["phase_encode"][i])
-            image = normalise(canonical(arrays["images"][i], pe))
-            mask = canonical(arrays["masks"][i], pe)
-            present.append(np.asarray(mask.reshape(mask.shape[0], -1).any(axis=1)))
-            if working is None:
-                out.images.append(image.copy())
-                out.masks.append(np.ascontiguousarray(mask))
-            else:
-                grid = working_shape(image.shape[0], image.shape[1], working)
-                out.images.append(resample(image, grid))
-                fraction = resample(mask.astype(np.float32), grid)
-                out.masks.append(np.rint(np.clip(fraction, 0, 1) * 255).astype(np.uint8))
-            headers.append(
-                header_vector(
-                    field_strength_t=float(arrays["field_strength_t"][i]),
-                    pixel_bandwidth_hz=float(arrays["pixel_bandwidth_hz"][i]),
-                    te_ms=float(arrays["te_ms"][i]),
-                    tr_ms=float(arrays["tr_ms"][i]),
-                    ti_ms=float(arrays["ti_ms"][i]),
-                    pixel_spacing_mm=(
-                        float(arrays["pixel_spacing_mm"][i][0]),
-                        float(arrays["pixel_spacing_mm"][i][1]),
-                    ),
-                    phase_encode=pe,
-                )
+    for part in _map_shards(jobs, workers):
+        out.images += part.images
+        out.masks += part.masks
+        out.meta += part.meta
+        headers.append(part.headers)
+        labels += list(part.nondiagnostic)
+        present.append(part.present)
+    out.headers = np.concatenate(headers) if headers else np.zeros((0, 8), np.float32)
+    out.nondiagnostic = np.array(labels, dtype=bool)
+    out.present = np.concatenate(present) if present else np.zeros((0, len(ARTIFACT_TYPES)), bool)
+    if cache is not None:
+        _write_cache(cache, out)
+    return out
+
+
+def _map_shards(jobs: list[tuple[str, int, int | None]], workers: int) -> Iterator[Split]:
+    """:func:`_load_shard` over ``jobs`` in order, in ``workers`` processes when > 1."""
+    if workers <= 1 or len(jobs) <= 1:
+        yield from (_load_shard(*job) for job in jobs)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # Spawned, not forked: the caller may already run a Keras backend's thread pools.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        yield from pool.map(_load_shard, *zip(*jobs, strict=True))
+
+
+def _load_shard(path: str, take: int, working: int | None) -> Split:
+    """The first ``take`` slices of one shard, canonical and normalised (on the working grid
+    when ``working`` is set); ``headers``/``nondiagnostic``/``present`` hold this shard's rows."""
+    out = Split(working=working)
+    headers: list[NDArray[np.float32]] = []
+    labels: list[bool] = []
+    present: list[NDArray[np.bool_]] = []
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    for i in range(min(take, len(arrays["images"]))):
+        pe = str(arrays["phase_encode"][i])
+        image = normalise(canonical(arrays["images"][i], pe))
+        mask = canonical(arrays["masks"][i], pe)
+        present.append(np.asarray(mask.reshape(mask.shape[0], -1).any(axis=1)))
+        if working is None:
+            out.images.append(image.copy())
+            out.masks.append(np.ascontiguousarray(mask))
+        else:
+            grid = working_shape(image.shape[0], image.shape[1], working)
+            out.images.append(resample(image, grid))
+            fraction = resample(mask.astype(np.float32), grid)
+            out.masks.append(np.rint(np.clip(fraction, 0, 1) * 255).astype(np.uint8))
+        headers.append(
+            header_vector(
+                field_strength_t=float(arrays["field_strength_t"][i]),
+                pixel_bandwidth_hz=float(arrays["pixel_bandwidth_hz"][i]),
+                te_ms=float(arrays["te_ms"][i]),
+                tr_ms=float(arrays["tr_ms"][i]),
+                ti_ms=float(arrays["ti_ms"][i]),
+                pixel_spacing_mm=(
+                    float(arrays["pixel_spacing_mm"][i][0]),
+                    float(arrays["pixel_spacing_mm"][i][1]),
+                ),
+                phase_encode=pe,
             )
-            labels.append(bool(arrays["nondiagnostic"][i]))
-            rows, cols = arrays["images"].shape[1:]
-            out.meta.append(
-                {
-                    "source": str(arrays["source"][i]),
-                    "sequence": str(arrays["sequence"][i]),
-                    "field": f"{float(arrays['field_strength_t'][i]):g}T",
-                    "matrix": f"{rows}x{cols}",
-                    "phase_encode": pe,
-                }
-            )
+        )
+        labels.append(bool(arrays["nondiagnostic"][i]))
+        rows, cols = arrays["images"].shape[1:]
+        out.meta.append(
+            {
+                "source": str(arrays["source"][i]),
+                "sequence": str(arrays["sequence"][i]),
+                "field": f"{float(arrays['field_strength_t'][i]):g}T",
+                "matrix": f"{rows}x{cols}",
+                "phase_encode": pe,
+            }
+        )
     out.headers = np.stack(headers) if headers else np.zeros((0, 8), np.float32)
     out.nondiagnostic = np.array(labels, dtype=bool)
     out.present = np.stack(present) if present else np.zeros((0, len(ARTIFACT_TYPES)), bool)
-    if cache is not None:
-        _write_cache(cache, out)
     return out
 
 

@@ -193,6 +193,7 @@ def prune_run(
     min_fraction: float = 0.0,
     out: Path | None = None,
     progress: bool = True,
+    time_budget: float | None = None,
 ) -> dict[str, Any]:
     """Prune the run in ``run_dir`` to at most ``to`` of its parameters; returns the report.
 
@@ -200,8 +201,11 @@ def prune_run(
     final pruned model) and ``prune.json`` (widths, parameter counts, per-round figures).
     ``epochs`` retrains each round; ``final_epochs`` (default ``epochs``) the last one, whose
     network is the one shipped and so deserves the longest retraining (its cosine schedule then
-    spans all of them, unlike resuming a finished round with more epochs).
+    spans all of them, unlike resuming a finished round with more epochs). ``time_budget``:
+    seconds for the whole pruning; each round's retraining gets the share of what is left that
+    its epochs are of the remaining rounds' (:attr:`TrainConfig.time_budget` then cuts its epochs).
     """
+    started = time.perf_counter()
     from ml.model.backend import keras as get_keras
     from ml.model.data import load_split
     from ml.model.train import TrainConfig, train
@@ -218,21 +222,27 @@ def prune_run(
     floors = {k: int(np.ceil(min_fraction * len(v))) for k, v in kept.items()}
     data_dir = Path(config.data)
     splits = (
-        load_split(data_dir, "train", config.limit, config.working),
-        load_split(data_dir, "val", config.limit, config.working),
+        load_split(data_dir, "train", config.limit, config.working, config.workers),
+        load_split(data_dir, "val", config.limit, config.working, config.workers),
     )
     current, report_rounds = full, []
+    plan = [final_epochs if r == rounds and final_epochs else epochs for r in range(1, rounds + 1)]
     for r in range(1, rounds + 1):
-        started = time.perf_counter()
+        round_started = time.perf_counter()
+        budget = None
+        if time_budget is not None:
+            left = time_budget - (round_started - started)
+            budget = max(left, 0.0) * plan[r - 1] / sum(plan[r - 1 :])
         target = int(full_params * to ** (r / rounds))
         local = select_channels(current, target, floors)
         kept = {name: kept[name][local[name]] for name in kept}
         ticket = thin_copy(rewind, kept)
         round_config = replace(
             config,
-            epochs=final_epochs if r == rounds and final_epochs else epochs,
+            epochs=plan[r - 1],
             steps_per_epoch=steps or config.steps_per_epoch,
             rewind_epoch=0,
+            time_budget=budget,
         )
         best = train(
             round_config, out / f"round{r}", model=ticket, progress=progress,
@@ -245,8 +255,8 @@ def prune_run(
                 "target_params": target,
                 "params": int(current.count_params()),
                 "fraction": int(current.count_params()) / full_params,
-                "epochs": round_config.epochs,
-                "seconds": time.perf_counter() - started,
+                "epochs": len((out / f"round{r}" / "history.csv").read_text().splitlines()) - 1,
+                "seconds": time.perf_counter() - round_started,
             }
         )
     network.save_for_serving(current, out / "best.keras")

@@ -19,6 +19,9 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -65,6 +68,15 @@ class TrainConfig:
     working: int | None = None
     """Working size (long side, pixels): whole-slice training on the working grid; None =
     native-resolution crops of ``crop``²."""
+    time_budget: float | None = None
+    """Seconds the run may take (loading included): after each epoch the number of epochs is cut
+    to what the time left holds at the last epoch's pace (never raised above ``epochs``), and
+    ``config.json`` records it; the cosine schedule follows the new length. For a GPU lent for
+    minutes; None = exactly ``epochs``."""
+    workers: int = 1
+    """Processes that read and resample the shards, and threads that assemble the next batches
+    while the network trains on this one (a GPU otherwise waits on NumPy). The batches are the
+    same whatever the number."""
 
 
 def _val_batches(split: Split, config: TrainConfig) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -79,6 +91,75 @@ def _val_batches(split: Split, config: TrainConfig) -> list[tuple[dict[str, Any]
         idx = rng.integers(0, len(split), size=config.batch_size)
         batches.append(crop_batch(split, idx, config.crop, rng, augment=False))
     return batches
+
+
+Batch = tuple[dict[str, Any], dict[str, Any]]
+
+
+def _fit_to_budget(
+    config: TrainConfig,
+    ceiling: int,
+    done: int,
+    run_started: float,
+    epoch_started: float,
+    out: Path,
+) -> TrainConfig:
+    """``config`` with ``epochs`` set to what ``time_budget`` still holds after ``done`` epochs
+    at the pace of the epoch that began at ``epoch_started`` (its saves included), at most
+    ``ceiling``. The first epoch's pace includes the compilation of every batch shape, so the
+    estimate may rise again after the second."""
+    assert config.time_budget is not None
+    now = time.perf_counter()
+    left = config.time_budget - (now - run_started)
+    fits = min(ceiling, done + max(int(left // max(now - epoch_started, 1e-6)), 0))
+    if fits == config.epochs:
+        return config
+    config = replace(config, epochs=fits)
+    (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    return config
+
+
+def _training_batches(
+    config: TrainConfig,
+    split: Split,
+    groups: dict[tuple[int, int], Any],
+    sampling: Any,
+    rng: np.random.Generator,
+) -> Iterator[Batch]:
+    """One epoch's ``steps_per_epoch`` training batches, in order.
+
+    The slices of each batch and a seed for its augmentation are drawn here from ``rng``; the
+    batches themselves are assembled ``config.workers`` at a time ahead in threads (NumPy's
+    copies and arithmetic leave the GIL), so the stream is the same whatever the number.
+    """
+
+    def make(idx: Any, seed: int) -> Batch:
+        batch_rng = np.random.default_rng(seed)
+        if config.working:
+            return whole_batch(split, idx, batch_rng, augment=True)
+        return crop_batch(
+            split, idx, config.crop, batch_rng, augment=True, foreground=config.foreground
+        )
+
+    def draw() -> tuple[Any, int]:
+        if config.working:
+            idx = draw_whole_batch(split, groups, config.batch_size, rng, sampling)
+        else:
+            idx = rng.choice(len(split), size=config.batch_size, p=sampling)
+        return idx, int(rng.integers(2**63))
+
+    steps = config.steps_per_epoch
+    if config.workers <= 1:
+        for _ in range(steps):
+            yield make(*draw())
+        return
+    ahead = max(2, config.workers)
+    with ThreadPoolExecutor(max_workers=config.workers) as pool:
+        pending: deque[Future[Batch]] = deque()
+        for step in range(steps):
+            while len(pending) < ahead and step + len(pending) < steps:
+                pending.append(pool.submit(make, *draw()))
+            yield pending.popleft().result()
 
 
 def write_curve(history: list[dict[str, float]], path: Path) -> None:
@@ -129,6 +210,7 @@ def train(
     from ml.model import network
     from ml.model.backend import keras as get_keras
 
+    run_started = time.perf_counter()
     keras = get_keras()
     if model is None and config.init is not None and config.working is None:
         # Fine-tuning keeps the starting model's working size (the annotation loop fine-tunes
@@ -137,8 +219,12 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
     data_dir = Path(config.data)
-    train_split = train_split or load_split(data_dir, "train", config.limit, config.working)
-    val_split = val_split or load_split(data_dir, "val", config.limit, config.working)
+    train_split = train_split or load_split(
+        data_dir, "train", config.limit, config.working, config.workers
+    )
+    val_split = val_split or load_split(
+        data_dir, "val", config.limit, config.working, config.workers
+    )
     if train_split.working != config.working or val_split.working != config.working:
         raise ValueError("the splits passed in were loaded at another working size")
     if not len(train_split) or not len(val_split):
@@ -168,23 +254,18 @@ def train(
     val = _val_batches(val_split, config)
     best = min((h["val_loss"] for h in history), default=float("inf"))
     groups = shape_groups(train_split) if config.working else {}
-    for epoch in range(start_epoch, config.epochs):
+    epoch, ceiling = start_epoch, config.epochs
+    while epoch < config.epochs:
         rng = np.random.default_rng([config.seed, epoch])
         # Cosine decay over the run, so a resumed run follows the same schedule.
         lr = 0.5 * config.learning_rate * (1 + np.cos(np.pi * epoch / max(config.epochs, 1)))
         model.optimizer.learning_rate.assign(float(lr))
         started = time.perf_counter()
         losses = []
-        bar = tqdm(range(config.steps_per_epoch), disable=not progress, desc=f"epoch {epoch + 1}")
-        for _ in bar:
-            if config.working:
-                idx = draw_whole_batch(train_split, groups, config.batch_size, rng, sampling)
-                x, y = whole_batch(train_split, idx, rng, augment=True)
-            else:
-                idx = rng.choice(len(train_split), size=config.batch_size, p=sampling)
-                x, y = crop_batch(
-                    train_split, idx, config.crop, rng, augment=True, foreground=config.foreground
-                )
+        batches = _training_batches(config, train_split, groups, sampling, rng)
+        bar = tqdm(batches, total=config.steps_per_epoch, disable=not progress,
+                   desc=f"epoch {epoch + 1}")  # fmt: skip
+        for x, y in bar:
             result = model.train_on_batch(x, y, return_dict=True)
             losses.append(float(result["loss"]))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
@@ -212,4 +293,7 @@ def train(
         write_curve(history, out / "curve.png")
         if progress:
             print(f"epoch {epoch + 1}: loss {row['loss']:.4f} val {val_loss:.4f}", flush=True)
+        epoch += 1
+        if config.time_budget is not None and epoch < config.epochs:
+            config = _fit_to_budget(config, ceiling, epoch, run_started, started, out)
     return out / "best.keras"

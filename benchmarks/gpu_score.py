@@ -1,0 +1,115 @@
+"""Score a 32-slice 384 x 512 DICOM series on a GPU: full vs pruned Keras model, batch 32.
+
+Meant for the GPU box the device tool lends (Keras 3 on the JAX backend, CuPy for the pre- and
+post-processing); runs on a CPU too (JAX on the CPU, NumPy), where the GPU memory columns stay
+empty. Each model runs in a fresh Python process that does what ``python -m ml score`` does —
+imports the pipeline, loads the weights, reads and decodes the DICOM files, scores them — with
+``--batch`` slices per model call, then scores the same series ``--repeat`` times warm. Prints
+seconds (load, cold score = first series with the XLA compilation, warm score median), the
+peak device memory the JAX allocator handed out (``peak_bytes_in_use``; the allocator is told
+not to preallocate), CuPy's pool, the pruned/full ratio and the ratio to the case study's 45 s
+on two K80 GPUs. Figures only; nothing is asserted.
+
+    KERAS_BACKEND=jax python benchmarks/gpu_score.py [--models full pruned] [--batch 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from score import CASE_STUDY_SECONDS, write_series  # noqa: E402 - the score benchmark's series
+
+CHILD = r"""
+import json, statistics, sys, time
+t0 = time.perf_counter()
+from pathlib import Path
+from ml.pipeline import ScoringPipeline
+pipeline = ScoringPipeline.load(sys.argv[1])
+pipeline.batch_size = int(sys.argv[3])
+t1 = time.perf_counter()
+result = pipeline.score_series_dir(sys.argv[2])
+t2 = time.perf_counter()
+warm = []
+for _ in range(int(sys.argv[4])):
+    start = time.perf_counter()
+    pipeline.score_series_dir(sys.argv[2])
+    warm.append(time.perf_counter() - start)
+import keras
+out = {"backend": keras.backend.backend(), "load_s": t1 - t0, "cold_score_s": t2 - t1,
+       "warm_score_s": statistics.median(warm), "slices": len(result.sop_instance_uid),
+       "xp": pipeline.xp.__name__, "device": None, "gpu_peak_mb": None, "cupy_pool_mb": None}
+if out["backend"] == "jax":
+    import jax
+    device = jax.local_devices()[0]
+    out["device"] = f"{device.platform}:{getattr(device, 'device_kind', '')}"
+    stats = device.memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        out["gpu_peak_mb"] = stats["peak_bytes_in_use"] / 2**20
+if pipeline.xp.__name__ == "cupy":
+    out["cupy_pool_mb"] = pipeline.xp.get_default_memory_pool().total_bytes() / 2**20
+print(json.dumps(out))
+"""
+
+
+def run_model(weights: Path, series: Path, batch: int, repeat: int) -> dict[str, object]:
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false", PYTHONPATH=path)
+    env.setdefault("KERAS_BACKEND", "jax")
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(weights), str(series), str(batch), str(repeat)],
+        capture_output=True, text=True, env=env, cwd=ROOT, check=False,
+    )  # fmt: skip
+    if done.returncode:
+        raise RuntimeError(f"{weights.name}: {done.stderr[-2000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models", nargs="+", default=["full", "pruned"])
+    parser.add_argument("--weights-dir", type=Path, default=ROOT / "ml" / "weights")
+    parser.add_argument("--slices", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=32, help="slices per model call")
+    parser.add_argument("--repeat", type=int, default=5, help="warm runs (median reported)")
+    args = parser.parse_args()
+    rows: dict[str, dict[str, object]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        series = Path(tmp) / "series"
+        series.mkdir()
+        write_series(series, args.slices)
+        for name in args.models:
+            shipped = args.weights_dir / f"artiscan-{name}.keras"
+            path = Path(name) if name.endswith(".keras") else shipped
+            rows[name] = run_model(path, series, args.batch, args.repeat)
+            r = rows[name]
+            gpu = "-" if r["gpu_peak_mb"] is None else f"{r['gpu_peak_mb']:.0f} MB"
+            pool = "-" if r["cupy_pool_mb"] is None else f"{r['cupy_pool_mb']:.0f} MB"
+            warm = float(r["warm_score_s"])  # type: ignore[arg-type]
+            print(
+                f"{name:8s} {r['backend']}/{r['device']} xp={r['xp']} batch {args.batch}: "
+                f"load {r['load_s']:.2f} s, cold {r['cold_score_s']:.2f} s, "
+                f"warm {warm:.3f} s ({r['slices']} slices), JAX peak {gpu}, CuPy pool {pool}, "
+                f"case study 45 s / warm = {CASE_STUDY_SECONDS / warm:.0f}x",
+                flush=True,
+            )
+    if "full" in rows and "pruned" in rows:
+        ratio = statistics.fmean(
+            [float(rows["pruned"]["warm_score_s"]) / float(rows["full"]["warm_score_s"])]  # type: ignore[arg-type]
+        )
+        print(f"pruned/full warm: {ratio:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
