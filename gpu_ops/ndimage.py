@@ -41,8 +41,18 @@ def fill_holes2d(mask: Any) -> Any:
     """Fill the holes of each slice's boolean mask (4-connected background), bool same shape."""
     ndi = _ndi(mask)
     xp = array_module(mask)
-    structure = xp.asarray(_plane_structure(mask.ndim, 1))
-    return ndi.binary_fill_holes(mask, structure=structure)
+    if xp is np:
+        return ndi.binary_fill_holes(mask, structure=_plane_structure(mask.ndim, 1))
+    # cupyx fills by labelling the background of the whole array padded on every axis, with a
+    # structuring element 3 wide on every axis: a (1, 3, 3) element raises there, and a 3-D one
+    # that keeps slices apart leaves each slice's own background a "hole" (the first label is
+    # the padding before the first slice). So one 2-D call per slice, with its default element
+    # (4-connected, the same as SciPy's here).
+    flat = mask.reshape((-1, *mask.shape[-2:]))
+    out = xp.empty(flat.shape, dtype=bool)
+    for i in range(flat.shape[0]):
+        out[i] = ndi.binary_fill_holes(flat[i])
+    return out.reshape(mask.shape)
 
 
 def largest_component2d(mask: Any) -> Any:

@@ -282,7 +282,10 @@ def train(
         history.append(row)
         model.save(out / "last.keras")
         if epoch + 1 == config.rewind_epoch:
-            model.save_weights(out / "rewind.weights.h5")
+            # The network's weights alone, through an uncompiled view of the same layers: the
+            # compiled model's file would carry Adam's two moments as well (3x the size; a base-16
+            # model's then missed the 16 MiB a file that a lent GPU box sends back).
+            keras.Model(model.inputs, model.outputs).save_weights(out / "rewind.weights.h5")
         if val_loss < best:
             best = val_loss
             model.save(out / "best.keras")
@@ -294,6 +297,6 @@ def train(
         if progress:
             print(f"epoch {epoch + 1}: loss {row['loss']:.4f} val {val_loss:.4f}", flush=True)
         epoch += 1
-        if config.time_budget is not None and epoch < config.epochs:
+        if config.time_budget is not None:
             config = _fit_to_budget(config, ceiling, epoch, run_started, started, out)
     return out / "best.keras"
