@@ -30,3 +30,24 @@ def test_importing_ml_loads_no_tensorflow_keras_or_django():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+def test_the_web_process_loads_no_model_scipy_or_highdicom():
+    """MISSION: the web process never imports TensorFlow and stays ≤ 300 MB. What it loads to
+    serve (the ASGI application and every URL's view) leaves out the model and the libraries
+    only workers need: SciPy (~15 MB: the dashboards' alert test imports it when it runs) and
+    highdicom with pydicom's SR dictionaries (~25 MB: SEG objects are built by the workers)."""
+    code = (
+        "import os, sys;"
+        "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'backend.config.settings');"
+        "import django; django.setup(); from backend.config import asgi;"
+        "from django.urls import get_resolver; get_resolver().url_patterns;"
+        "bad = sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in "
+        "{'tensorflow', 'keras', 'jax', 'onnxruntime', 'scipy', 'highdicom'}} | "
+        "({'pydicom.sr.codedict'} & set(sys.modules))); print(','.join(bad))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == ""

@@ -22,24 +22,62 @@ from typing import Any
 _INSTALLED = "_artiscan_body_in_memory"
 
 
-class Body(io.BytesIO):
-    """A request body kept in memory until it passes ``limit`` bytes; from then on nothing."""
+class Body:
+    """A request body kept in memory until it passes ``limit`` bytes; from then on nothing.
+
+    The file-like object Twisted writes the body into and daphne reads it from. The pieces are
+    kept as they arrive and joined once, at the first read, which returns the whole body itself
+    (no copy): a growing buffer read out in one piece held each body twice for the whole request
+    (two 50-slice STOW-RS requests in one process: 75 MB of its peak).
+    """
 
     def __init__(self, limit: int) -> None:
-        super().__init__()
         self.limit = limit
         self.too_large = False
+        self.closed = False
+        self._pieces: list[bytes] = []
+        self._size = 0
+        self._pos = 0
 
     def write(self, data: Any) -> int:
         size = len(data)
-        if self.too_large:
+        if self.too_large or self.closed:
             return size
-        if self.tell() + size > self.limit:
+        if self._size + size > self.limit:
             self.too_large = True
-            self.seek(0)
-            self.truncate()
+            self._pieces, self._size, self._pos = [], 0, 0
             return size
-        return super().write(data)
+        self._pieces.append(bytes(data))
+        self._size += size
+        return size
+
+    def _whole(self) -> bytes:
+        if len(self._pieces) > 1:
+            self._pieces = [b"".join(self._pieces)]
+        return self._pieces[0] if self._pieces else b""
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self._whole()
+        end = len(data) if size is None or size < 0 else min(len(data), self._pos + size)
+        start, self._pos = self._pos, end
+        return data if start == 0 and end == len(data) else data[start:end]
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, min(self._size, base + offset))
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        self.closed = True
+        self._pieces, self._size, self._pos = [], 0, 0
+
+
+def _release(result: Any, body: Body) -> Any:
+    body.close()
+    return result
 
 
 def install(limit: int) -> None:
@@ -67,7 +105,13 @@ def install(limit: int) -> None:
         # this size; the body is already in memory, so a piece as large as it costs nothing).
         if self.server.request_buffer_size <= limit:
             self.server.request_buffer_size = limit + 1
-        return original(self)
+        done = original(self)
+        if isinstance(content, Body):
+            # By the time daphne's process() completes the body is in its message; the request
+            # object lives on (reference cycles with its channel) until a garbage collection,
+            # which bytes never trigger: without this, finished requests' bodies piled up.
+            done.addBoth(_release, content)
+        return done
 
     WebRequest._artiscan_original_process = original
     WebRequest.gotLength = gotLength

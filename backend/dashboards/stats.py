@@ -6,8 +6,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from scipy.special import betainc
-
 Z_95 = 1.959963984540054
 
 
@@ -63,6 +61,10 @@ def jump_test(count: int, total: int, trailing: list[tuple[int, int]]) -> JumpTe
     if count / total <= p_ref:
         p_value = 1.0
     else:
+        # Imported here: SciPy is ~15 MB of every web process's memory (MISSION: ≤ 300 MB), and
+        # only the alert sweep computes this.
+        from scipy.special import betainc
+
         x, n = count / dispersion, total / dispersion
         p_value = float(betainc(x, n - x + 1, p_ref)) if x > 0 else 1.0
     return JumpTest(count, total, base_count, base_total, len(weeks), dispersion, p_value)

@@ -163,11 +163,13 @@ NOT_OF_THE_STUDY = "not an instance of the study named in the request"
 
 
 def _door(
-    *, site: Site, data: bytes, source: str, study: str | None = None
+    *, site: Site, data: bytes | memoryview, source: str, study: str | None = None
 ) -> _Clean | IngestOutcome:
     """De-identify one file, or quarantine it and say why. ``study``: the pseudonymous
     StudyInstanceUID the file must have (a STOW-RS to ``/studies/{study}``); a file of another
-    study is refused without being stored or quarantined (the sender still has it)."""
+    study is refused without being stored or quarantined (the sender still has it). ``data``
+    may be a view into a request body: it is copied here, one file at a time."""
+    data = bytes(data)
     try:
         # The profile on the encoded bytes where it can, the dataset path where it cannot (the
         # same profile and refusals either way: backend.deid.profile.deidentify_file).
@@ -207,7 +209,7 @@ Recorded = Callable[[list[IngestOutcome]], None]
 def series_ingest(
     *,
     site: Site,
-    files: Iterable[bytes],
+    files: Iterable[bytes | memoryview],
     source: str,
     recorded: Recorded | None = None,
     study_uid: str | None = None,
@@ -228,7 +230,7 @@ def series_ingest(
     """
     study = None if study_uid is None else pseudonymous_uid(study_uid, key=settings.DEID_KEY)
     outcomes: list[IngestOutcome] = []
-    batch: list[bytes] = []
+    batch: list[bytes | memoryview] = []
     for data in files:
         batch.append(data)
         if len(batch) == INGEST_BATCH:
@@ -246,7 +248,7 @@ def series_ingest(
 def _batch_ingest(
     *,
     site: Site,
-    files: list[bytes],
+    files: list[bytes | memoryview],
     source: str,
     recorded: Recorded | None = None,
     study: str | None = None,

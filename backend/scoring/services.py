@@ -72,7 +72,6 @@ from backend.scoring.models import (
     SeriesRegionOfInterest,
     SliceAttempt,
 )
-from backend.scoring.seg import seg_store
 from backend.scoring.selectors import series_roi
 from backend.storage.store import store_exists, store_get, store_put, store_put_many
 from backend.studies.models import Instance, Series, SeriesStatus
@@ -739,6 +738,10 @@ def run_seg_refresh(*, run_id: uuid.UUID | str, scored: int) -> Instance | None:
         return None
     if series_unscored_count(series_id=run.series_id, run=run):
         return None
+    # Imported here: highdicom and pydicom's SR dictionaries are ~25 MB of every web process's
+    # memory (MISSION: ≤ 300 MB), and only the gpu workers build SEG objects.
+    from backend.scoring.seg import seg_store
+
     return seg_store(run)
 
 

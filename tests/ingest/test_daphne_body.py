@@ -127,3 +127,42 @@ def test_a_body_over_the_limit_is_refused_with_413_and_not_kept(daphne, operator
         status, rest = _answer(sock)
     assert status == 200, rest[-500:]
     _wait_for(lambda: proc.poll() is None, 1, "daphne still running")
+
+
+def test_the_body_is_held_once_read_whole_without_a_copy_and_released_when_handed_over():
+    """What Twisted and daphne do with a request's content object: write the pieces as they
+    arrive, seek to the start, read (Twisted parses a form body, seeks back, daphne reads it
+    again), close. The whole body comes back as one object, the same one each time; a closed
+    body holds nothing (daphne's request object outlives the request until a garbage
+    collection)."""
+    from backend.config.daphne_body import Body
+
+    body = Body(limit=100)
+    pieces = [b"a" * 30, bytearray(b"b" * 30), memoryview(b"c" * 30)]
+    for piece in pieces:
+        assert body.write(piece) == 30
+    body.seek(0)
+    whole = body.read()
+    assert whole == b"a" * 30 + b"b" * 30 + b"c" * 30
+    body.seek(0)
+    assert body.read(1000) is whole  # no second copy of the body
+    body.seek(10)
+    assert body.read(5) == b"aaaaa" and body.tell() == 15
+    assert body.read(200) == whole[15:] and body.read(10) == b""
+    body.close()
+    assert body.closed and body.read() == b"" and body.write(b"late") == 4
+    over = Body(limit=100)
+    over.write(b"x" * 60)
+    over.write(b"y" * 60)  # past the limit: nothing kept, from now on nothing
+    over.write(b"z")
+    assert over.too_large and over.read() == b""
+
+
+def test_multipart_payloads_are_views_of_the_body_not_copies():
+    from backend.dicomweb import multipart
+
+    body = b"--b\r\nContent-Type: application/dicom\r\n\r\nFIRST\r\n--b\r\n\r\nSECOND\r\n--b--\r\n"
+    parts = list(multipart.parts(body, "b"))
+    assert [bytes(p) for _, p in parts] == [b"FIRST", b"SECOND"]
+    assert all(isinstance(p, memoryview) and p.obj is body for _, p in parts)
+    assert parts[0][0] == {"content-type": "application/dicom"}
