@@ -7,7 +7,8 @@ imports the pipeline, loads the weights, reads and decodes the DICOM files, scor
 ``--batch`` slices per model call, then scores the same series ``--repeat`` times warm. Prints
 seconds (load, cold score = first series with the XLA compilation, warm score median), the
 peak device memory the JAX allocator handed out (``peak_bytes_in_use``; the allocator is told
-not to preallocate), CuPy's pool, the pruned/full ratio and the ratio to the case study's 45 s
+not to preallocate; compilation and autotuning scratch included), what XLA's compiled plan of one
+model call at that batch needs (temporaries, inputs and outputs; on the CPU too), CuPy's pool, the pruned/full ratio and the ratio to the case study's 45 s
 on two K80 GPUs. Figures only; nothing is asserted.
 
     KERAS_BACKEND=jax python benchmarks/gpu_score.py [--models full pruned] [--batch 32]
@@ -48,7 +49,8 @@ for _ in range(int(sys.argv[4])):
 import keras
 out = {"backend": keras.backend.backend(), "load_s": t1 - t0, "cold_score_s": t2 - t1,
        "warm_score_s": statistics.median(warm), "slices": len(result.sop_instance_uid),
-       "xp": pipeline.xp.__name__, "device": None, "gpu_peak_mb": None, "cupy_pool_mb": None}
+       "xp": pipeline.xp.__name__, "device": None, "gpu_peak_mb": None, "cupy_pool_mb": None,
+       "xla_temp_mb": None, "xla_io_mb": None}
 if out["backend"] == "jax":
     import jax
     device = jax.local_devices()[0]
@@ -56,6 +58,20 @@ if out["backend"] == "jax":
     stats = device.memory_stats() or {}
     if "peak_bytes_in_use" in stats:
         out["gpu_peak_mb"] = stats["peak_bytes_in_use"] / 2**20
+    # What XLA plans for one model call at this batch, apart from the allocator's peak (which
+    # also holds compilation and autotuning scratch): its temporaries, arguments and outputs.
+    import numpy as np
+    from ml.model.preprocess import working_shape
+    rows, cols = result.masks.shape[2:]
+    if pipeline.working_size:
+        rows, cols = working_shape(rows, cols, pipeline.working_size)
+    batch = {"image": np.zeros((pipeline.batch_size, rows, cols, 1), np.float32),
+             "header": np.zeros((pipeline.batch_size, 8), np.float32)}
+    model = pipeline.model
+    plan = jax.jit(lambda x: model(x, training=False)).lower(batch).compile().memory_analysis()
+    if plan is not None:
+        out["xla_temp_mb"] = plan.temp_size_in_bytes / 2**20
+        out["xla_io_mb"] = (plan.argument_size_in_bytes + plan.output_size_in_bytes) / 2**20
 if pipeline.xp.__name__ == "cupy":
     out["cupy_pool_mb"] = pipeline.xp.get_default_memory_pool().total_bytes() / 2**20
 print(json.dumps(out))
@@ -95,11 +111,17 @@ def main() -> int:
             r = rows[name]
             gpu = "-" if r["gpu_peak_mb"] is None else f"{r['gpu_peak_mb']:.0f} MB"
             pool = "-" if r["cupy_pool_mb"] is None else f"{r['cupy_pool_mb']:.0f} MB"
+            plan = (
+                "-"
+                if r["xla_temp_mb"] is None
+                else f"{r['xla_temp_mb']:.0f} MB temporaries + {r['xla_io_mb']:.0f} MB in/out"
+            )
             warm = float(r["warm_score_s"])  # type: ignore[arg-type]
             print(
                 f"{name:8s} {r['backend']}/{r['device']} xp={r['xp']} batch {args.batch}: "
                 f"load {r['load_s']:.2f} s, cold {r['cold_score_s']:.2f} s, "
-                f"warm {warm:.3f} s ({r['slices']} slices), JAX peak {gpu}, CuPy pool {pool}, "
+                f"warm {warm:.3f} s ({r['slices']} slices), JAX peak {gpu}, XLA's plan for one "
+                f"call {plan}, CuPy pool {pool}, "
                 f"case study 45 s / warm = {CASE_STUDY_SECONDS / warm:.0f}x",
                 flush=True,
             )
