@@ -8,8 +8,9 @@ imports the pipeline, loads the weights, reads and decodes the DICOM files, scor
 seconds (load, cold score = first series with the XLA compilation, warm score median), the
 peak device memory the JAX allocator handed out (``peak_bytes_in_use``; the allocator is told
 not to preallocate; compilation and autotuning scratch included), what XLA's compiled plan of one
-model call at that batch needs (temporaries, inputs and outputs; on the CPU too), CuPy's pool, the pruned/full ratio and the ratio to the case study's 45 s
-on two K80 GPUs. Figures only; nothing is asserted.
+model call at that batch needs (temporaries, inputs and outputs; on the CPU too), CuPy's pool,
+the pruned/full ratio and the ratio to the case study's 45 s on two K80 GPUs. Figures only;
+nothing is asserted.
 
     KERAS_BACKEND=jax python benchmarks/gpu_score.py [--models full pruned] [--batch 32]
 """
