@@ -69,8 +69,8 @@ class TrainConfig:
     """Working size (long side, pixels): whole-slice training on the working grid; None =
     native-resolution crops of ``crop``²."""
     time_budget: float | None = None
-    """Seconds the run may take (loading included): after each epoch the number of epochs is cut
-    to what the time left holds at the last epoch's pace (never raised above ``epochs``), and
+    """Seconds the run may take (loading included): after each epoch the number of epochs is set
+    to what the time left holds at the last epoch's pace, at most the ``epochs`` asked for, and
     ``config.json`` records it; the cosine schedule follows the new length. For a GPU lent for
     minutes; None = exactly ``epochs``."""
     workers: int = 1
