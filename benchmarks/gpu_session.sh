@@ -5,7 +5,7 @@
 #   OUT=DIR bash benchmarks/gpu_session.sh            # BUDGET=570 seconds in all by default
 #
 # Needs, prepared here first (both are git-ignored):
-#   .whl/      keras, namex, optree, pydicom wheels for the box's Python (see README "Training")
+#   .whl/      keras, namex, optree, pydicom wheels for the box's Python (README "On a lent GPU")
 #   .gpu/pack.npz   python -m ml dataset --pack .gpu/pack.npz --splits train val
 #
 # Steps, each under its own time limit, each logged to $OUT/log.txt, so a slow step costs the
