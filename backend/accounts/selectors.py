@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from django.contrib.auth.models import AnonymousUser
 from django.db.models import QuerySet
@@ -66,20 +67,48 @@ def token_get_active(*, raw_key: str) -> ApiToken | None:
 SENDING_ROLES = (Role.OPERATOR, Role.RADIOLOGIST, Role.SITE_ADMIN)
 
 
-def sending_site_for(*, user: AnyUser, requested: str | None) -> Site | None:
-    """The site a sender's images go to: the one named (id or slug) if the caller may send there,
-    else the caller's only sending site; None when that is ambiguous or not allowed.
+@dataclass(frozen=True)
+class Sender:
+    """Who sends images where: the site they go to (None when the caller may not send, or
+    sends for several sites and named none) and the caller's roles per site id, as the audit
+    records them."""
 
-    One query (it runs on every STOW-RS request): the sites the caller may send to, filtered."""
+    site: Site | None
+    roles_by_site: dict[int, list[str]] = field(default_factory=dict)
+
+
+def sender_for(*, user: AnyUser, requested: str | None) -> Sender:
+    """The site a sender's images go to: the one named (id or slug) if the caller may send there,
+    else the caller's only sending site; and the caller's roles, for the audit rows.
+
+    One query for a member (it runs on every STOW-RS request): the caller's memberships with
+    their sites; a superuser's sites need a second."""
     if not user.is_authenticated or not user.is_active:
-        return None
-    sites = Site.objects.all()
-    if not user.is_superuser:
-        sites = sites.filter(
-            memberships__user=user, memberships__role__in=[str(r) for r in SENDING_ROLES]
-        ).distinct()
+        return Sender(None)
+    roles_by_site: dict[int, list[str]] = {}
+    sending: dict[int, Site] = {}
+    sending_roles = {str(r) for r in SENDING_ROLES}
+    for membership in Membership.objects.filter(user=user).select_related("site"):
+        roles_by_site.setdefault(membership.site_id, []).append(membership.role)
+        if membership.role in sending_roles:
+            sending[membership.site_id] = membership.site
+    if user.is_superuser:
+        sites = Site.objects.all()
+        if requested:
+            lookup = {"id": int(requested)} if requested.isdigit() else {"slug": requested}
+            return Sender(sites.filter(**lookup).first(), roles_by_site)
+        found = list(sites.order_by("id")[:2])
+        return Sender(found[0] if len(found) == 1 else None, roles_by_site)
     if requested:
-        lookup = {"id": int(requested)} if requested.isdigit() else {"slug": requested}
-        return sites.filter(**lookup).first()
-    found = list(sites.order_by("id")[:2])
-    return found[0] if len(found) == 1 else None
+        chosen = [
+            site
+            for site in sending.values()
+            if (site.pk == int(requested) if requested.isdigit() else site.slug == requested)
+        ]
+        return Sender(chosen[0] if chosen else None, roles_by_site)
+    return Sender(next(iter(sending.values())) if len(sending) == 1 else None, roles_by_site)
+
+
+def sending_site_for(*, user: AnyUser, requested: str | None) -> Site | None:
+    """``sender_for``'s site."""
+    return sender_for(user=user, requested=requested).site

@@ -49,11 +49,18 @@ class ClinicalAPIView(APIView):
             targets = list(unique.values())
         self._audit_targets = targets
 
-    def audit_now(self, targets: list[AuditTarget], *, per_study: bool = False) -> None:
+    def audit_now(
+        self,
+        targets: list[AuditTarget],
+        *,
+        per_study: bool = False,
+        roles_by_site: dict[int, list[str]] | None = None,
+    ) -> None:
         """Write the success rows of ``targets`` now, in the caller's transaction, instead of
         after the response: for a write whose answer is a success once it commits (STOW-RS).
         The rows then commit, or roll back, with the writes they record, and the request pays
-        one commit instead of two."""
+        one commit instead of two. ``roles_by_site``: the user's roles, where the view has
+        just read them (``sender_for``)."""
         if not targets:
             return
         self.accessed_targets(targets, per_study=per_study)
@@ -62,6 +69,7 @@ class ClinicalAPIView(APIView):
             action=self.audit_action,
             targets=self._audit_targets,
             request=self.request,
+            roles_by_site=roles_by_site,
         )
         self._audit_targets = []
 

@@ -36,14 +36,19 @@ def audit_record(
     targets: Iterable[AuditTarget],
     outcome: AuditOutcome = AuditOutcome.SUCCESS,
     request: HttpRequest | None = None,
+    roles_by_site: dict[int, list[str]] | None = None,
 ) -> list[AuditEvent]:
-    """Append one audit row per target (one per study for a list)."""
+    """Append one audit row per target (one per study for a list). ``roles_by_site``: the
+    user's roles per site id when the caller has just read them (``sender_for``), else they
+    are read here."""
     targets = list(targets)
     if not targets:
         return []
     authenticated = isinstance(user, User)
-    roles_by_site: dict[int, list[str]] = {}
-    if isinstance(user, User):
+    if not isinstance(user, User):
+        roles_by_site = {}
+    elif roles_by_site is None:
+        roles_by_site = {}
         for site_id, role in Membership.objects.filter(user=user).values_list("site_id", "role"):
             roles_by_site.setdefault(site_id, []).append(role)
     rows = []

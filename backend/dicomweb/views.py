@@ -19,7 +19,7 @@ from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 
-from backend.accounts.selectors import sending_site_for
+from backend.accounts.selectors import sender_for
 from backend.audit.mixins import ClinicalAPIView
 from backend.audit.models import AuditAction
 from backend.audit.services import AuditTarget
@@ -374,10 +374,11 @@ class StowView(DicomWebView):
     audit_action = AuditAction.CREATE
 
     def post(self, request: Request, study_uid: str | None = None) -> HttpResponse:
-        site = sending_site_for(
+        sender = sender_for(
             user=request.user,
             requested=request.query_params.get("site") or request.headers.get("X-ArtiScan-Site"),
         )
+        site = sender.site
         if site is None:
             raise exceptions.PermissionDenied(
                 "You may not send images, or you send for several sites: name one with ?site="
@@ -406,6 +407,7 @@ class StowView(DicomWebView):
                     if o.status != "rejected"
                 ],
                 per_study=True,
+                roles_by_site=sender.roles_by_site,
             )
 
         # One batch: each part is de-identified on its own, the accepted ones are stored with

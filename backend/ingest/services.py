@@ -303,15 +303,26 @@ def _outcome(status: Status, instance: Instance, series: Series, clean: _Clean) 
     )
 
 
-def _series_for(site: Site, ds: Dataset, scanner_pseudonym: str) -> Series:
-    # Every slice after a series' first finds it here, in one query instead of three.
-    known = Series.objects.filter(
+def _series_for(
+    site: Site, ds: Dataset, scanner_pseudonym: str, sop_uids: list[str]
+) -> tuple[Series, bool]:
+    """The series of ``ds`` (made, with its study and scanner, for its first slice), and whether
+    it may already hold one of ``sop_uids`` (False: it holds none of them)."""
+    # Every slice after a series' first finds it here, in one query instead of three; a
+    # request of one slice (STOW-RS one instance at a time, C-STORE) learns in the same query
+    # whether that slice is stored already.
+    known_query = Series.objects.filter(
         study__site=site,
         study__study_uid=str(ds.StudyInstanceUID),
         series_uid=str(ds.SeriesInstanceUID),
-    ).first()
+    )
+    if len(sop_uids) == 1:
+        known_query = known_query.annotate(
+            holds=Exists(Instance.objects.filter(series=OuterRef("pk"), sop_uid=sop_uids[0]))
+        )
+    known = known_query.first()
     if known is not None:
-        return known
+        return known, bool(getattr(known, "holds", True))
     study, _ = Study.objects.get_or_create(
         site=site,
         study_uid=str(ds.StudyInstanceUID),
@@ -328,7 +339,7 @@ def _series_for(site: Site, ds: Dataset, scanner_pseudonym: str) -> Series:
                 "field_strength_t": _float(ds, "MagneticFieldStrength"),
             },
         )
-    series, _ = Series.objects.get_or_create(
+    series, created = Series.objects.get_or_create(
         study=study,
         series_uid=str(ds.SeriesInstanceUID),
         defaults={
@@ -341,7 +352,9 @@ def _series_for(site: Site, ds: Dataset, scanner_pseudonym: str) -> Series:
             "sequence_family": str(ds.get("ScanningSequence", ""))[:32],
         },
     )
-    return series
+    # Found rather than made: another sender made it since the query above, and may have
+    # stored instances in it.
+    return series, not created
 
 
 def _record_batch(
@@ -354,19 +367,31 @@ def _record_batch(
     """Store and record the clean files of ``results`` (inside the caller's transaction);
     returns an outcome per item, in order, after handing them to ``recorded`` (in the same
     transaction)."""
+    sops_by_series: dict[tuple[str, str], list[str]] = {}
+    for r in results:
+        if isinstance(r, _Clean):
+            sops_by_series.setdefault((str(r.ds.StudyInstanceUID), r.series_uid), []).append(
+                r.sop_uid
+            )
     series_by_uid: dict[tuple[str, str], Series] = {}
+    may_hold: list[Series] = []  # series that may hold some of these instances already
     for r in results:
         if isinstance(r, _Clean):
             series_key = (str(r.ds.StudyInstanceUID), r.series_uid)
             if series_key not in series_by_uid:
-                series_by_uid[series_key] = _series_for(site, r.ds, r.scanner)
-    existing: dict[tuple[Any, str], Instance] = {
-        (i.series_id, i.sop_uid): i
-        for i in Instance.objects.filter(
-            series__in=list(series_by_uid.values()),
-            sop_uid__in=[r.sop_uid for r in results if isinstance(r, _Clean)],
-        )
-    }
+                series, holds = _series_for(site, r.ds, r.scanner, sops_by_series[series_key])
+                series_by_uid[series_key] = series
+                if holds:
+                    may_hold.append(series)
+    existing: dict[tuple[Any, str], Instance] = {}
+    if may_hold:
+        existing = {
+            (i.series_id, i.sop_uid): i
+            for i in Instance.objects.filter(
+                series__in=may_hold,
+                sop_uid__in=[r.sop_uid for r in results if isinstance(r, _Clean)],
+            )
+        }
     new: dict[tuple[Any, str], tuple[_Clean, Instance]] = {}
     for r in results:
         if not isinstance(r, _Clean):

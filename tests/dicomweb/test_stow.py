@@ -105,3 +105,77 @@ def test_a_stow_to_one_study_is_refused_to_a_user_who_may_not_send(api, annotato
     response = _stow(api, annotator_a, to_bytes(mr_dataset(1)), study=STUDY_UID)
     assert response.status_code == 403
     assert not Instance.objects.exists()
+
+
+def test_one_slice_into_a_known_series_costs_seven_statements_and_audits_the_senders_roles(
+    api, site_a, site_b
+):
+    # The lean path of STOW-RS one instance at a time: the token, the caller's memberships (the
+    # sending site and the audit's roles in one read), the series (with whether it holds the
+    # slice already), the instance, its metadata, the audit row and the series count.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from backend.accounts.models import Membership, Role
+    from tests.conftest import _persona
+
+    sender = _persona("two_sites", site_a, "operator")
+    Membership.objects.create(user=sender.user, site=site_b, role=Role.RADIOLOGIST)
+    url = f"/dicomweb/studies?site={site_a.pk}"
+    client = api.as_(sender)
+    first = client.post(url, data=_body(to_bytes(mr_dataset(1))), content_type=CONTENT_TYPE)
+    assert first.status_code == 200, first.content[:300]
+    with CaptureQueriesContext(connection) as queries:
+        second = client.post(url, data=_body(to_bytes(mr_dataset(2))), content_type=CONTENT_TYPE)
+    assert second.status_code == 200, second.content[:300]
+    statements = [
+        " ".join(q["sql"].split()[:3])
+        for q in queries.captured_queries
+        if not q["sql"].startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE SAVEPOINT"))
+    ]
+    assert len(statements) == 7, statements
+    assert [s.split()[0] for s in statements] == [
+        "SELECT",
+        "SELECT",
+        "SELECT",
+        "INSERT",
+        "INSERT",
+        "INSERT",
+        "UPDATE",
+    ]
+    assert Instance.objects.filter(site=site_a).count() == 2
+    audit = AuditEvent.objects.filter(action="create").order_by("id")
+    assert [(a.site_id, a.roles) for a in audit] == [(site_a.pk, "operator")] * 2
+    # The same slice again: found by the series query, answered as a duplicate, stored once.
+    again = client.post(url, data=_body(to_bytes(mr_dataset(2))), content_type=CONTENT_TYPE)
+    assert again.json()["00081199"] == second.json()["00081199"]
+    assert Instance.objects.filter(site=site_a).count() == 2
+
+
+def test_a_sender_of_several_sites_names_one_by_slug_or_id_and_not_one_of_another_role(
+    api, site_a, site_b
+):
+    from backend.accounts.models import Membership, Role
+    from tests.conftest import _persona
+
+    sender = _persona("two_sites", site_a, "operator")
+    Membership.objects.create(user=sender.user, site=site_b, role=Role.ANNOTATOR)
+    client = api.as_(sender)
+    body = _body(to_bytes(mr_dataset(1)))
+    # Only one site to send to (annotators may not send), so none needs naming.
+    assert client.post("/dicomweb/studies", data=body, content_type=CONTENT_TYPE).status_code == 200
+    for named in (site_b.slug, str(site_b.pk)):
+        refused = client.post(
+            f"/dicomweb/studies?site={named}", data=body, content_type=CONTENT_TYPE
+        )
+        assert refused.status_code == 403
+    Membership.objects.create(user=sender.user, site=site_b, role=Role.OPERATOR)
+    # Two sending sites now: a request must name one.
+    assert client.post("/dicomweb/studies", data=body, content_type=CONTENT_TYPE).status_code == 403
+    for named in (site_b.slug, str(site_b.pk)):
+        stored = client.post(
+            f"/dicomweb/studies?site={named}", data=body, content_type=CONTENT_TYPE
+        )
+        assert stored.status_code == 200, stored.content[:200]
+    assert Instance.objects.filter(site=site_b).count() == 1
+    assert Instance.objects.filter(site=site_a).count() == 1
