@@ -353,8 +353,15 @@ class MaskLoss(keras.losses.Loss):  # type: ignore[misc,name-defined]
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         y_true = ops.cast(y_true, "float32")
-        y_pred = ops.clip(y_pred, 1e-6, 1.0 - 1e-6)
-        bce = -ops.mean(y_true * ops.log(y_pred) + (1.0 - y_true) * ops.log(1.0 - y_pred))
+        y_pred = ops.cast(y_pred, "float32")
+        # BCE in logit space, on the logits read back from the sigmoid's output: its gradient
+        # with respect to a logit stays sigmoid(z) - t however far the channel has saturated.
+        # A clipped probability (the loss until round 4 clipped at 1e-6) has no gradient once
+        # the output is below the clip, so a type whose channel fell there early never learnt
+        # again: the round-3 model's zipper channel is below 1e-3 on every validation slice.
+        # The floors only keep log() finite (float32 sigmoid(z) reaches 1e-37 at z = -85).
+        logits = ops.log(ops.maximum(y_pred, 1e-37)) - ops.log(ops.maximum(1.0 - y_pred, 1e-7))
+        bce = ops.mean(ops.softplus(logits) - y_true * logits)
         inter = ops.sum(y_true * y_pred, axis=(0, 1, 2))
         total = ops.sum(y_true, axis=(0, 1, 2)) + ops.sum(y_pred, axis=(0, 1, 2))
         dice = 1.0 - (2.0 * inter + 1.0) / (total + 1.0)

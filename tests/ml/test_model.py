@@ -68,6 +68,28 @@ def test_the_mask_loss_is_lower_for_the_right_mask_and_round_trips_its_config(ne
     assert again.class_weights == loss.class_weights and again.dice_weight == 0.5
 
 
+def test_the_mask_loss_keeps_its_gradient_on_a_saturated_channel(network):
+    # A channel far below any clip (logit -30: probability ~1e-13) on a pixel that has the
+    # type: the BCE term's gradient with respect to that logit is (sigmoid(z) - t) / N, as
+    # binary cross-entropy on logits gives, not zero (a clipped probability gave none, and a
+    # type whose channel fell there never learnt again).
+    import tensorflow as tf
+
+    loss = network.MaskLoss(dice_weight=0.0)
+    truth = np.zeros((1, 4, 4, 10), np.float32)
+    truth[0, 1, 1, 3] = 1.0
+    logits = tf.Variable(np.full(truth.shape, -30.0, np.float32))
+    with tf.GradientTape() as tape:
+        value = loss(truth, tf.sigmoid(logits))
+    grad = tape.gradient(value, logits).numpy()
+    n = truth.size
+    np.testing.assert_allclose(grad[0, 1, 1, 3], (1 / (1 + np.exp(30.0)) - 1.0) / n, rtol=1e-3)
+    np.testing.assert_allclose(grad[0, 0, 0, 3], 1 / (1 + np.exp(30.0)) / n, rtol=1e-2)
+    # and its value is the BCE of those logits (softplus(z) - t z, averaged)
+    expected = np.mean(np.logaddexp(0.0, -30.0) - truth * -30.0)
+    np.testing.assert_allclose(float(value), expected, rtol=1e-5)
+
+
 def test_conv_inputs_describe_the_graph_the_builder_makes(network):
     model = network.build_model(network.default_widths(base=4, depth=3), depth=3)
     for name in network.conv_names(3):
