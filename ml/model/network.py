@@ -18,6 +18,7 @@ pruner can build thinner copies (:mod:`ml.model.prune`).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ml import ARTIFACT_TYPES
@@ -139,7 +140,12 @@ def build_model(widths: dict[str, int] | None = None, depth: int = 4) -> Any:
         x = _block(x, f"dec{level}a", widths[f"dec{level}a"])
         x = _block(x, f"dec{level}b", widths[f"dec{level}b"])
         x = FiLM(widths[f"dec{level}b"], name=f"film_dec{level}b")([x, h])
-    logits = keras.layers.Conv2D(N_TYPES, 1, name="mask_logits")(x)
+    logits = keras.layers.Conv2D(
+        N_TYPES,
+        1,
+        name="mask_logits",
+        bias_initializer=keras.initializers.Constant(MASK_PRIOR_LOGIT),
+    )(x)
     masks = keras.layers.Activation("sigmoid", name="masks")(logits)
     pooled = keras.layers.Concatenate(name="pooled")(
         [
@@ -155,6 +161,13 @@ def build_model(widths: dict[str, int] | None = None, depth: int = 4) -> Any:
         outputs={"masks": masks, "presence": presence, "suitability": suitability},
         name="artiscan_unet",
     )
+
+
+MASK_PRIOR_LOGIT = math.log(0.01 / 0.99)
+"""Initial bias of every mask logit: a fresh network starts at probability 0.01 per pixel, near
+the pixel prevalence of the types, not 0.5 (Lin et al. 2017, "Focal loss for dense object
+detection": the prior keeps the flood of background pixels from driving the rare types' channels
+into saturation in the first steps)."""
 
 
 MASK_MODES = ("pixel", "gated", "whole")

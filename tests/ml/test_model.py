@@ -90,6 +90,14 @@ def test_the_mask_loss_keeps_its_gradient_on_a_saturated_channel(network):
     np.testing.assert_allclose(float(value), expected, rtol=1e-5)
 
 
+def test_a_fresh_network_starts_its_masks_at_the_prior_not_at_one_half(network):
+    model = network.build_model(network.default_widths(base=4, depth=2), depth=2)
+    bias = np.asarray(model.get_layer("mask_logits").get_weights()[1])
+    np.testing.assert_allclose(bias, network.MASK_PRIOR_LOGIT)
+    masks = np.asarray(model(_inputs())["masks"])
+    assert 0.001 < float(np.median(masks)) < 0.1  # ~0.01, not the 0.5 of a zero bias
+
+
 def test_conv_inputs_describe_the_graph_the_builder_makes(network):
     model = network.build_model(network.default_widths(base=4, depth=3), depth=3)
     for name in network.conv_names(3):
