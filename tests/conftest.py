@@ -38,6 +38,16 @@ def _persona(username: str, site: object | None, role: str | None, superuser: bo
 
 
 @pytest.fixture
+def scratch_store(settings, tmp_path) -> Path:
+    """An empty store of this test's own under ``tmp_path``, encrypted with a fresh key."""
+    import base64
+
+    settings.MEDIA_ROOT = tmp_path / "store"
+    settings.STORAGE_KEYS = "t1:" + base64.urlsafe_b64encode(os.urandom(32)).decode()
+    return Path(settings.MEDIA_ROOT)
+
+
+@pytest.fixture
 def site_a(db):
     from tests.factories import SiteFactory
 

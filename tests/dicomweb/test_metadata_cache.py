@@ -3,10 +3,8 @@ parsing the stored file, for series ingested before (filled at the first request
 
 from __future__ import annotations
 
-import base64
 import io
 import json
-import os
 
 import pydicom
 import pytest
@@ -16,13 +14,7 @@ from backend.storage.store import store_delete, store_get
 from backend.studies.models import Instance, InstanceMetadata, Series
 from tests.deid.builders import mr_dataset, to_bytes
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _store(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "store"
-    settings.STORAGE_KEYS = "t1:" + base64.urlsafe_b64encode(os.urandom(32)).decode()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("scratch_store")]
 
 
 def _parsed(instance: Instance) -> dict:

@@ -4,9 +4,6 @@ per study."""
 
 from __future__ import annotations
 
-import base64
-import os
-
 import pytest
 from django.conf import settings
 from pydicom.uid import generate_uid
@@ -20,16 +17,10 @@ from backend.studies.models import Instance
 from tests.deid.builders import CANARIES, STUDY_UID, mr_dataset, to_bytes
 from tests.dicomweb.multipart import multipart_body
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("scratch_store")]
 
 BOUNDARY = "stowtest"
 CONTENT_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
-
-
-@pytest.fixture(autouse=True)
-def _store(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "store"
-    settings.STORAGE_KEYS = "t1:" + base64.urlsafe_b64encode(os.urandom(32)).decode()
 
 
 def _body(*parts: bytes) -> bytes:

@@ -5,9 +5,7 @@ or missing token, another site, a malformed body and a refused file, and the sam
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 from typing import Any
 
 import pytest
@@ -20,16 +18,13 @@ from backend.studies.models import Instance
 from tests.deid.builders import mr_dataset, to_bytes
 from tests.dicomweb.multipart import multipart_body
 
-pytestmark = pytest.mark.django_db(transaction=True)  # the handler's thread commits
+pytestmark = [
+    pytest.mark.django_db(transaction=True),  # the handler's thread commits
+    pytest.mark.usefixtures("scratch_store"),
+]
 
 BOUNDARY = "onehop"
 MULTIPART = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
-
-
-@pytest.fixture(autouse=True)
-def _store(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "store"
-    settings.STORAGE_KEYS = "t1:" + base64.urlsafe_b64encode(os.urandom(32)).decode()
 
 
 def _body(*parts: bytes, content_type: str = "application/dicom") -> bytes:

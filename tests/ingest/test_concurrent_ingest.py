@@ -4,8 +4,6 @@ race must not delete the file the winner stored under the same key)."""
 
 from __future__ import annotations
 
-import base64
-import os
 import threading
 
 import pytest
@@ -16,13 +14,7 @@ from backend.storage.store import store_get
 from backend.studies.models import Instance, Series
 from tests.deid.builders import mr_dataset, to_bytes
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _store(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "store"
-    settings.STORAGE_KEYS = "t1:" + base64.urlsafe_b64encode(os.urandom(32)).decode()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("scratch_store")]
 
 
 def test_four_senders_of_the_same_series_leave_one_readable_copy_of_each_instance(site_a):

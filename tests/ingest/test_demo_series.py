@@ -3,9 +3,6 @@ the de-identifying door; running the demo set-up again stores nothing twice."""
 
 from __future__ import annotations
 
-import base64
-import os
-
 import pydicom
 import pytest
 
@@ -13,13 +10,7 @@ from backend.ingest.demo_series import DEMO_SERIES, SLICES, demo_series_ingest
 from backend.storage.store import store_get
 from backend.studies.models import Instance, Series
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _store(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "store"
-    settings.STORAGE_KEYS = "s1:" + base64.urlsafe_b64encode(os.urandom(32)).decode()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("scratch_store")]
 
 
 def test_the_demo_series_are_ingested_de_identified_and_once(site_a):

@@ -10,16 +10,7 @@ from backend.storage.store import store_get
 from backend.studies.models import Instance, Scanner, Series, Study
 from tests.deid.builders import CANARIES, STUDY_UID, mr_dataset, to_bytes
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _store(settings, tmp_path):
-    import base64
-    import os
-
-    settings.MEDIA_ROOT = tmp_path / "store"
-    settings.STORAGE_KEYS = "t1:" + base64.urlsafe_b64encode(os.urandom(32)).decode()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("scratch_store")]
 
 
 def test_a_series_lands_de_identified_and_encrypted(site_a, settings):

@@ -14,14 +14,7 @@ from backend.storage.store import store_keys
 from backend.studies.models import Instance
 from tests.deid.builders import mr_dataset, to_bytes
 
-
-@pytest.fixture(autouse=True)
-def _store(settings, tmp_path):
-    import base64
-    import os
-
-    settings.MEDIA_ROOT = tmp_path / "store"
-    settings.STORAGE_KEYS = "u1:" + base64.urlsafe_b64encode(os.urandom(32)).decode()
+pytestmark = pytest.mark.usefixtures("scratch_store")
 
 
 def _start(api, persona, data: bytes, name: str = "IM0001") -> dict:

@@ -4,9 +4,6 @@ closed, or for a series they do not read blind, they do."""
 
 from __future__ import annotations
 
-import base64
-import os
-
 import pytest
 
 from annotation.models import CampaignStatus
@@ -15,13 +12,7 @@ from backend.scoring.services import series_score
 from tests.annotation.conftest import ingest_series
 from tests.conftest import _persona
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _store(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "store"
-    settings.STORAGE_KEYS = "s1:" + base64.urlsafe_b64encode(os.urandom(32)).decode()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("scratch_store")]
 
 
 @pytest.mark.parametrize("blinded", [True, False])

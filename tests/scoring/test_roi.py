@@ -4,9 +4,7 @@ index (hand-built findings and masks, so the expected figures are known)."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
 
 import numpy as np
 import pytest
@@ -24,17 +22,11 @@ from backend.scoring.models import (
 from backend.scoring.services import _series_summary
 from tests.factories import InstanceFactory, SeriesFactory, StudyFactory
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("scratch_store")]
 
 ROWS, COLS = 64, 80
 TOP_LEFT = [[0, 0], [19, 0], [19, 19], [0, 19]]  # [col, row]
 BOTTOM_RIGHT = [[50, 40], [79, 40], [79, 63], [50, 63]]
-
-
-@pytest.fixture(autouse=True)
-def _store(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "store"
-    settings.STORAGE_KEYS = "s1:" + base64.urlsafe_b64encode(os.urandom(32)).decode()
 
 
 @pytest.fixture

@@ -3,9 +3,6 @@ late slices are scored incrementally, masks are stored compactly and read back e
 
 from __future__ import annotations
 
-import base64
-import os
-
 import numpy as np
 import pydicom
 import pytest
@@ -18,13 +15,7 @@ from backend.storage.store import store_get
 from backend.studies.models import Series
 from tests.deid.builders import mr_dataset, to_bytes
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _store(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "store"
-    settings.STORAGE_KEYS = "s1:" + base64.urlsafe_b64encode(os.urandom(32)).decode()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("scratch_store")]
 
 
 def _ingest(site, numbers):

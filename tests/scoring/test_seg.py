@@ -3,9 +3,7 @@ the source instances, and our DICOMweb serves it in the same study."""
 
 from __future__ import annotations
 
-import base64
 import io
-import os
 
 import highdicom as hd
 import numpy as np
@@ -21,13 +19,7 @@ from backend.storage.store import store_get
 from backend.studies.models import Series
 from tests.deid.builders import mr_dataset, to_bytes
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _store(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "store"
-    settings.STORAGE_KEYS = "g1:" + base64.urlsafe_b64encode(os.urandom(32)).decode()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("scratch_store")]
 
 
 def _scored_series(site):
