@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ml import ARTIFACT_TYPES
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -54,6 +56,15 @@ def register(subparsers: Any) -> None:
         default=None,
         help="fine-tune: start from this .keras model (its architecture; --base/--depth ignored)",
     )
+    parser.add_argument(
+        "--reset-masks",
+        nargs="+",
+        choices=ARTIFACT_TYPES,
+        default=None,
+        metavar="TYPE",
+        help="with --init: start these types' mask channels afresh (for channels that died in "
+        "the starting model)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="at most N slices per split")
     parser.add_argument(
         "--time-budget",
@@ -85,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
     if args.init is not None and not args.init.is_file():
         print(f"train: --init {args.init}: no such model file", file=sys.stderr)
         return 2
+    if args.reset_masks and args.init is None:
+        print("train: --reset-masks needs --init (a fresh network has no dead channels)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     config = TrainConfig(
         data=str(args.data),
         epochs=args.epochs,
@@ -100,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         foreground=args.foreground,
         balance=args.balance,
         init=str(args.init) if args.init else None,
+        reset_masks=list(args.reset_masks) if args.reset_masks else None,
         working=args.working,
         workers=args.workers,
         time_budget=args.time_budget,

@@ -333,6 +333,31 @@ def with_mask_modes(model: Any, modes: list[str] | None) -> Any:
     return _rebuilt(model, outputs)
 
 
+def reset_mask_channels(model: Any, types: list[str], seed: int = 0) -> None:
+    """Start the mask channels of ``types`` afresh, in place: their column of the ``mask_logits``
+    1x1 kernel drawn again (Glorot uniform, seeded) and their bias at :data:`MASK_PRIOR_LOGIT`.
+
+    For fine-tuning a model whose channel for a type died (logits tens below zero everywhere: no
+    gradient reaches it through a saturated sigmoid within any fine-tune's reach); the other
+    channels and every other layer keep their weights.
+    """
+    unknown = sorted(set(types) - set(ARTIFACT_TYPES))
+    if unknown:
+        raise ValueError(f"unknown artifact types {unknown}; known: {list(ARTIFACT_TYPES)}")
+    import numpy as np
+
+    layer = model.get_layer("mask_logits")
+    kernel, bias = (np.array(w) for w in layer.get_weights())
+    fan_in, fan_out = kernel.shape[-2], kernel.shape[-1]
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    rng = np.random.default_rng(seed)
+    for name in types:
+        k = ARTIFACT_TYPES.index(name)
+        kernel[..., k] = rng.uniform(-limit, limit, kernel[..., k].shape)
+        bias[k] = MASK_PRIOR_LOGIT
+    layer.set_weights([kernel, bias])
+
+
 def model_widths(model: Any) -> dict[str, int]:
     """The conv widths of a built model (the inverse of :func:`build_model`'s ``widths``)."""
     depth = model_depth(model)

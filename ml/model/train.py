@@ -65,6 +65,10 @@ class TrainConfig:
     """A ``.keras`` model to start from (fine-tuning): its architecture and weights, not its
     optimizer state; ``base``/``depth`` are then ignored, and ``working`` defaults to the
     model's own working size."""
+    reset_masks: list[str] | None = None
+    """With ``init``: the artifact types whose mask channels start afresh
+    (:func:`ml.model.network.reset_mask_channels`), for channels that died in the starting
+    model."""
     working: int | None = None
     """Working size (long side, pixels): whole-slice training on the working grid; None =
     native-resolution crops of ``crop``²."""
@@ -244,6 +248,8 @@ def train(
             model = network.with_calibration(
                 network.with_mask_modes(network.load(config.init), None), None
             )
+            if config.reset_masks:
+                network.reset_mask_channels(model, list(config.reset_masks), config.seed)
         elif model is None:
             model = network.build_model(
                 network.default_widths(config.base, config.depth), config.depth

@@ -174,3 +174,28 @@ def test_unknown_mask_modes_are_refused(network):
         network.MaskMode(["pixel"] * 9 + ["blurred"])
     with pytest.raises(ValueError, match="modes"):
         network.MaskMode(["pixel"] * 3)
+
+
+def test_resetting_a_dead_mask_channel_redraws_only_that_channel(network):
+    from ml import ARTIFACT_TYPES
+
+    model = network.build_model(network.default_widths(base=4, depth=2), depth=2)
+    layer = model.get_layer("mask_logits")
+    kernel, bias = (np.array(w) for w in layer.get_weights())
+    dead = ARTIFACT_TYPES.index("zipper")
+    kernel[..., dead], bias[dead] = 0.0, -27.0  # what a channel that died looks like
+    bias[0] = 1.5
+    layer.set_weights([kernel, bias])
+    network.reset_mask_channels(model, ["zipper"], seed=4)
+    new_kernel, new_bias = (np.array(w) for w in layer.get_weights())
+    np.testing.assert_allclose(new_bias[dead], network.MASK_PRIOR_LOGIT)
+    assert np.abs(new_kernel[..., dead]).max() > 0  # drawn again, not left at zero
+    others = [k for k in range(len(ARTIFACT_TYPES)) if k != dead]
+    np.testing.assert_array_equal(new_kernel[..., others], kernel[..., others])
+    np.testing.assert_array_equal(new_bias[others], bias[others])
+    again = network.build_model(network.default_widths(base=4, depth=2), depth=2)
+    again.get_layer("mask_logits").set_weights([kernel, bias])
+    network.reset_mask_channels(again, ["zipper"], seed=4)
+    np.testing.assert_array_equal(again.get_layer("mask_logits").get_weights()[0], new_kernel)
+    with pytest.raises(ValueError, match="unknown artifact types"):
+        network.reset_mask_channels(model, ["zippers"])

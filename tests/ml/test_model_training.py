@@ -186,6 +186,37 @@ def test_training_with_init_fine_tunes_the_given_model_keeping_its_architecture(
     assert np.abs(changed - kernel).max() < 0.05  # two small Adam steps away, not a fresh draw
 
 
+def test_reset_masks_starts_the_named_channels_afresh_and_keeps_the_rest(data_dir, tmp_path):
+    import ml
+    from ml import ARTIFACT_TYPES
+    from ml.model import network
+
+    init = Path(ml.__file__).parent / "weights" / "artiscan-pruned.keras"
+    kernel, bias = network.load(init).get_layer("mask_logits").get_weights()
+    args = ["train", "--data", str(data_dir), "--out", str(tmp_path / "run"), "--steps", "1",
+            "--batch", "2", "--crop", "64", "--epochs", "1", "--lr", "0", "--init", str(init),
+            "--reset-masks", "zipper", "gibbs", "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    new_kernel, new_bias = network.load(tmp_path / "run" / "best.keras").get_layer(
+        "mask_logits"
+    ).get_weights()
+    reset = [ARTIFACT_TYPES.index("zipper"), ARTIFACT_TYPES.index("gibbs")]
+    kept = [k for k in range(len(ARTIFACT_TYPES)) if k not in reset]
+    np.testing.assert_allclose(new_bias[reset], network.MASK_PRIOR_LOGIT)
+    assert not np.allclose(new_kernel[..., reset], kernel[..., reset])
+    np.testing.assert_array_equal(new_kernel[..., kept], kernel[..., kept])
+    np.testing.assert_array_equal(new_bias[kept], bias[kept])
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["reset_masks"] == ["zipper", "gibbs"]
+
+
+def test_reset_masks_without_init_is_refused(data_dir, tmp_path, capsys):
+    code = main(["train", "--data", str(data_dir), "--out", str(tmp_path / "run"),
+                 "--reset-masks", "zipper", "--quiet"])  # fmt: skip
+    assert code == 2
+    assert "--reset-masks needs --init" in capsys.readouterr().err
+
+
 def test_training_with_a_missing_init_model_fails_clearly(data_dir, tmp_path, capsys):
     code = main(["train", "--data", str(data_dir), "--out", str(tmp_path / "run"),
                  "--init", str(tmp_path / "absent.keras"), "--quiet"])  # fmt: skip
