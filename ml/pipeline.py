@@ -192,7 +192,10 @@ def _sidecar(weights: Path | None) -> dict[str, Any]:
 _MASK_SIGMOID = re.compile(r"(^|/)masks(_\d+)?/Sigmoid$")
 _MODE_TAIL_OPS = frozenset(
     {"Add", "Cast", "ConstantOfShape", "Gather", "Identity", "Mul", "Reshape", "Shape",
-     "Squeeze", "Transpose", "Unsqueeze"}
+     "Squeeze", "Transpose", "Unsqueeze",
+     # the line mode's map of the input image (ml.model.network.line_map_ops)
+     "Abs", "Concat", "Div", "GreaterOrEqual", "Max", "Min", "ReduceMax", "ReduceMean",
+     "ReduceSum", "Slice", "Sub", "Tile"}
 )  # fmt: skip
 """The ONNX ops that the exported mask-mode tail is made of; a graph whose tail holds any other
 op is served as it is."""
@@ -423,12 +426,13 @@ _MODE_SELECTOR = re.compile(r"mask_mode[^/]*/Const(_(\d+))?:0$")
 
 
 def _graph_mask_modes(graph: _Graph) -> tuple[str, ...] | None:
-    """The per-type modes baked into an exported MaskMode layer: its three 0/1 selector
-    constants, created in the order of ``MaskMode.call`` (pixel, gated, whole) and so named
-    ``Const``, ``Const_1``, ``Const_2`` by the TensorFlow graph (TensorProto fields: name 8,
-    float_data 4, raw_data 9). None unless there are exactly those three, of K float32 values
-    each, one 1 per type: then the file is served whole, with the modes it carries itself (a
-    sidecar's modes may describe a newer ``.keras`` file than the ``.onnx``)."""
+    """The per-type modes baked into an exported MaskMode layer: its 0/1 selector constants,
+    created in the order of ``MaskMode.call`` (pixel, gated, whole, and line where a type uses
+    it) and so named ``Const``, ``Const_1``, ``Const_2`` (``Const_3``) by the TensorFlow graph
+    (TensorProto fields: name 8, float_data 4, raw_data 9). None unless there are exactly those
+    three or four, of K float32 values each, one 1 per type: then the file is served whole, with
+    the modes it carries itself (a sidecar's modes may describe a newer ``.keras`` file than the
+    ``.onnx``)."""
     selectors: dict[int, Any] = {}
     for name, (field, _) in graph.initializers.items():
         match = _MODE_SELECTOR.search(name)
@@ -441,12 +445,12 @@ def _graph_mask_modes(graph: _Graph) -> tuple[str, ...] | None:
         if len(data) != 4 * len(ARTIFACT_TYPES):
             return None
         selectors[int(match.group(2) or 0)] = np.frombuffer(data, dtype="<f4")
-    if sorted(selectors) != [0, 1, 2]:
+    names = ("pixel", "gated", "whole", "line")
+    if sorted(selectors) not in ([0, 1, 2], [0, 1, 2, 3]):
         return None
-    picks = np.stack([selectors[i] for i in range(3)])  # (pixel, gated, whole) x K
+    picks = np.stack([selectors[i] for i in sorted(selectors)])  # (pixel, gated, whole...) x K
     if not (np.isin(picks, (0.0, 1.0)).all() and (picks.sum(axis=0) == 1).all()):
         return None
-    names = ("pixel", "gated", "whole")
     return tuple(names[int(i)] for i in picks.argmax(axis=0))
 
 
@@ -533,7 +537,8 @@ class OnnxModel:
         if self.modes is None:
             return self._run(inputs)
         out = self.predict_probabilities(inputs)
-        served = apply_mask_modes(out["probabilities"], out["presence"], self.modes)
+        images = np.asarray(inputs["image"])[..., 0]
+        served = apply_mask_modes(out["probabilities"], out["presence"], self.modes, images)
         return {
             "masks": np.ascontiguousarray(np.moveaxis(served, 1, -1)),
             "presence": out["presence"],
@@ -606,9 +611,10 @@ class ScoringPipeline:
         self, images: NDArray[np.float32], headers: NDArray[np.float32]
     ) -> Iterator[tuple[slice, dict[str, NDArray[np.float32]]]]:
         """The model's outputs batch by batch: ``(slice of the input, {probabilities,
-        presence, suitability})``: ``probabilities`` float32 ``(b, K, h, w)`` per pixel before
-        :attr:`modes` (channel-first; a view of the channels-last masks of a model that applies
-        its own modes), ``presence`` ``(b, K)``, ``suitability`` ``(b,)``."""
+        presence, suitability, images})``: ``probabilities`` float32 ``(b, K, h, w)`` per pixel
+        before :attr:`modes` (channel-first; a view of the channels-last masks of a model that
+        applies its own modes), ``presence`` ``(b, K)``, ``suitability`` ``(b,)``, ``images``
+        the batch's input ``(b, h, w)`` (for a ``line`` type)."""
         for start in range(0, len(images), self.batch_size):
             stop = min(start + self.batch_size, len(images))
             inputs = {"image": images[start:stop, :, :, None], "header": headers[start:stop]}
@@ -624,6 +630,7 @@ class ScoringPipeline:
                     "probabilities": probabilities,
                     "presence": np.asarray(out["presence"], np.float32),
                     "suitability": np.asarray(out["suitability"], np.float32)[:, 0],
+                    "images": images[start:stop],
                 },
             )
 
@@ -639,7 +646,9 @@ class ScoringPipeline:
         """
         parts: dict[str, list[NDArray[np.float32]]] = {"masks": [], "presence": [], "suit": []}
         for _, out in self._batches(images, headers):
-            served = apply_mask_modes(out["probabilities"], out["presence"], self.modes)
+            served = apply_mask_modes(
+                out["probabilities"], out["presence"], self.modes, out["images"]
+            )
             parts["masks"].append(np.moveaxis(served, 1, -1))
             parts["presence"].append(out["presence"])
             parts["suit"].append(out["suitability"])
@@ -700,6 +709,7 @@ class ScoringPipeline:
                     ccols,
                     resize=resize,
                     out=None if target is None else canonical_batch(target, pe),
+                    images=xp.asarray(out["images"]) if "line" in self.modes else None,
                 )
                 if target is None:
                     masks[rows_of] = to_numpy(canonical_batch(binary, pe))  # (s, K, rows, cols)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from gpu_ops.scoring import MASK_MODES, line_map
 from ml import ARTIFACT_TYPES
 from ml.model.data import Split, load_split
 from ml.model.preprocess import from_model_grid, to_model_grid
@@ -115,7 +116,8 @@ def predict_split(
     float32 ``(N, K)``, ``suitability`` float32 ``(N,)``; with ``grid`` (T thresholds) also
     ``grid_intersection``/``grid_union`` int64 ``(M, T, K)`` summed over slices, for each of the
     M mask modes of :data:`ml.model.network.MASK_MODES` (pixel, gated by presence, presence over
-    the whole slice) applied to the model's ``masks`` output.
+    the whole slice, presence on the standing-out line) applied to the model's ``masks``
+    output.
     """
     thresholds = np.broadcast_to(np.asarray(threshold, np.float32), (len(ARTIFACT_TYPES),))
     n, k = len(split), len(ARTIFACT_TYPES)
@@ -127,8 +129,8 @@ def predict_split(
         "suitability": np.zeros(n, np.float32),
     }
     if grid is not None:
-        out["grid_intersection"] = np.zeros((3, len(grid), k), np.int64)
-        out["grid_union"] = np.zeros((3, len(grid), k), np.int64)
+        out["grid_intersection"] = np.zeros((len(MASK_MODES), len(grid), k), np.int64)
+        out["grid_union"] = np.zeros((len(MASK_MODES), len(grid), k), np.int64)
     by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
     for i, image in enumerate(split.images):
         by_shape[image.shape].append(i)
@@ -141,11 +143,13 @@ def predict_split(
             )
             probs = from_model_grid(np.asarray(result["masks"]), rows, cols, working)
             presence = np.asarray(result["presence"])
+            if grid is not None:  # the line mode's map, on the original grid like the masks
+                line = from_model_grid(line_map(images)[..., None], rows, cols, working)[..., 0]
             pred = probs >= thresholds
             for j, i in enumerate(idx):
                 truth = np.moveaxis(split.masks[i].astype(bool), 0, -1)
                 if grid is not None:
-                    _grid_counts(out, probs[j], presence[j], truth, grid)
+                    _grid_counts(out, probs[j], presence[j], line[j], truth, grid)
                 out["intersection"][i] = (pred[j] & truth).sum(axis=(0, 1))
                 out["union"][i] = (pred[j] | truth).sum(axis=(0, 1))
                 out["present"][i] = truth.any(axis=(0, 1))
@@ -158,14 +162,17 @@ def _grid_counts(
     out: dict[str, Any],
     probs: NDArray[Any],
     presence: NDArray[Any],
+    line: NDArray[Any],
     truth: NDArray[np.bool_],
     grid: NDArray[Any],
 ) -> None:
-    """Add one slice's intersections and unions per (mode, threshold, type) to ``out``."""
+    """Add one slice's intersections and unions per (mode, threshold, type) to ``out``, in the
+    order of :data:`MASK_MODES`; ``line`` ``(H, W)`` is the slice's line map."""
     truth_px = truth.sum(axis=(0, 1))
     gated = probs * presence
+    lined = line[:, :, None] * presence
     for t, value in enumerate(grid):
-        for m, variant in enumerate((probs, gated)):
+        for m, variant in ((0, probs), (1, gated), (3, lined)):
             above = variant >= value
             out["grid_intersection"][m, t] += (above & truth).sum(axis=(0, 1))
             out["grid_union"][m, t] += (above | truth).sum(axis=(0, 1))

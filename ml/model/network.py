@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from gpu_ops.scoring import LINE_HALF_WIDTH, LINE_LEVEL, LINE_OFFSETS
+from gpu_ops.scoring import MASK_MODES as SERVED_MASK_MODES
 from ml import ARTIFACT_TYPES
 from ml.model.backend import keras as _keras
 from ml.model.preprocess import HEADER_FEATURES
@@ -170,15 +172,53 @@ detection": the prior keeps the flood of background pixels from driving the rare
 into saturation in the first steps)."""
 
 
-MASK_MODES = ("pixel", "gated", "whole")
-"""How a type's served mask is made: ``pixel`` the decoder's per-pixel probability, ``gated`` that
-times the type's presence, ``whole`` the presence over the whole slice (for types whose ground
-truth covers almost the whole slice by construction: a spike's stripes, noise)."""
+MASK_MODES = SERVED_MASK_MODES
+"""How a type's served mask is made (:data:`gpu_ops.scoring.MASK_MODES`)."""
+
+
+def _shifted_ops(x: Any, d: int, axis: int) -> Any:
+    """``x`` moved so that index ``i`` holds ``x[i + d]`` along ``axis`` (1 or 2), the edge
+    repeated: :func:`gpu_ops.scoring._shifted` in graph ops (slices and a concatenation)."""
+
+    def part(start: int | None, stop: int | None) -> Any:
+        index = [slice(None)] * len(x.shape)
+        index[axis] = slice(start, stop)
+        return x[tuple(index)]
+
+    if d > 0:
+        return ops.concatenate([part(d, None)] + [part(-1, None)] * d, axis=axis)
+    if d < 0:
+        return ops.concatenate([part(None, 1)] * -d + [part(None, d)], axis=axis)
+    return x
+
+
+def line_map_ops(image: Any) -> Any:
+    """:func:`gpu_ops.scoring.line_map` in graph ops: ``image (B, H, W, 1)`` → ``(B, H, W, 1)``."""
+    shifts = [d for o in LINE_OFFSETS for d in (-o, o)]
+    rows = ops.mean(image, axis=2, keepdims=True)  # (B, H, 1, 1)
+    total = _shifted_ops(rows, shifts[0], 1)
+    for d in shifts[1:]:
+        total = total + _shifted_ops(rows, d, 1)
+    standing = rows - total / float(len(shifts))
+    peak = ops.cast(
+        ops.greater_equal(standing, ops.max(standing, axis=1, keepdims=True)), image.dtype
+    )
+    total2d = _shifted_ops(image, shifts[0], 1)
+    for d in shifts[1:]:
+        total2d = total2d + _shifted_ops(image, d, 1)
+    residual = ops.abs(image - total2d / float(len(shifts)))
+    residual = (_shifted_ops(residual, -1, 2) + residual + _shifted_ops(residual, 1, 2)) / 3.0
+    along = ops.sum(peak * residual, axis=1, keepdims=True)  # (B, 1, W, 1)
+    band = peak
+    for d in range(1, LINE_HALF_WIDTH + 1):
+        band = ops.maximum(band, ops.maximum(_shifted_ops(peak, -d, 1), _shifted_ops(peak, d, 1)))
+    return band * ops.clip(along / LINE_LEVEL, 0.0, 1.0)
 
 
 @keras.saving.register_keras_serializable(package="artiscan")
 class MaskMode(keras.layers.Layer):  # type: ignore[misc,name-defined]
-    """Per-type choice of :data:`MASK_MODES`; inputs ``[masks (B, H, W, K), presence (B, K)]``.
+    """Per-type choice of :data:`MASK_MODES`; inputs ``[masks (B, H, W, K), presence (B, K)]``,
+    plus the network's input ``image (B, H, W, 1)`` when a type is ``line``.
 
     Output like ``masks``. No weights: the modes are configuration, tuned on the validation split
     (:func:`ml.model.evaluate.tune_thresholds`) and saved with the model, so every runtime
@@ -193,14 +233,21 @@ class MaskMode(keras.layers.Layer):  # type: ignore[misc,name-defined]
         self.modes = [str(m) for m in modes]
 
     def call(self, inputs: Any) -> Any:
-        masks, presence = inputs
+        masks, presence = inputs[0], inputs[1]
         pick = {m: [1.0 if mode == m else 0.0 for mode in self.modes] for m in MASK_MODES}
         p = ops.expand_dims(ops.expand_dims(presence, 1), 1)
-        return (
+        # The three selectors first, in this order (the ONNX reader finds them by name).
+        served = (
             masks * ops.convert_to_tensor(pick["pixel"], dtype=masks.dtype)
             + masks * p * ops.convert_to_tensor(pick["gated"], dtype=masks.dtype)
             + ops.ones_like(masks) * p * ops.convert_to_tensor(pick["whole"], dtype=masks.dtype)
         )
+        if "line" not in self.modes:
+            return served
+        if len(inputs) < 3:
+            raise ValueError("the line mask mode needs the network's input image")
+        line = line_map_ops(inputs[2])
+        return served + line * p * ops.convert_to_tensor(pick["line"], dtype=masks.dtype)
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape[0]
@@ -288,9 +335,10 @@ def _outputs(
         "suitability": model.get_layer("suitability").output,
     }
     if modes is not None and any(m != "pixel" for m in modes):
-        outputs["masks"] = MaskMode(list(modes), name="mask_mode")(
-            [outputs["masks"], outputs["presence"]]
-        )
+        inputs = [outputs["masks"], outputs["presence"]]
+        if "line" in modes:
+            inputs.append(model.input["image"])
+        outputs["masks"] = MaskMode(list(modes), name="mask_mode")(inputs)
     if calibration is not None:
         outputs["suitability"] = SuitabilityCalibration(*calibration, name="suitability_platt")(
             outputs["suitability"]

@@ -10,6 +10,7 @@ from gpu_ops import array_module, to_numpy
 from gpu_ops.scoring import (
     apply_mask_modes,
     canonical_batch,
+    line_map,
     normalise_batch,
     pad_batch,
     serve_masks,
@@ -75,20 +76,24 @@ def test_serving_masks_type_by_type_equals_thresholding_the_served_masks(name, g
     rng = np.random.default_rng(3)
     probabilities = rng.random((3, 10, 48, 64), dtype=np.float32)
     presence = rng.random((3, 10), dtype=np.float32)
+    images = rng.random((3, 48, 64), dtype=np.float32)
+    images[:, 20] += 1.0  # a line for the "line" type to find
     modes = [
         "pixel",
         "gated",
         "whole",
         "pixel",
         "gated",
-        "whole",
+        "line",
         "pixel",
         "pixel",
         "whole",
         "gated",
     ]
     thresholds = np.linspace(0.05, 0.9, 10, dtype=np.float32)
-    served = apply_mask_modes(xp.asarray(probabilities), xp.asarray(presence), modes)
+    served = apply_mask_modes(
+        xp.asarray(probabilities), xp.asarray(presence), modes, xp.asarray(images)
+    )
     assert array_module(served) is xp
     channels_last = xp.moveaxis(served, 1, -1)
     if grid == "padded":
@@ -103,15 +108,17 @@ def test_serving_masks_type_by_type_equals_thresholding_the_served_masks(name, g
         whole = upsample_probabilities(channels_last, (rows, cols))
         expected = threshold_masks(whole, rows, cols, thresholds)
     got = serve_masks(
-        xp.asarray(probabilities), xp.asarray(presence), modes, thresholds, rows, cols, resize
-    )
+        xp.asarray(probabilities), xp.asarray(presence), modes, thresholds, rows, cols, resize,
+        images=xp.asarray(images),
+    )  # fmt: skip
+    assert to_numpy(got)[:, 5].any()  # the line type marks pixels
     assert array_module(got) is xp and got.dtype == xp.uint8 and got.shape == (3, 10, rows, cols)
     np.testing.assert_array_equal(to_numpy(got), to_numpy(expected))
     # Written into a strided view (the transposed masks of a COL series) just the same.
     target = xp.zeros((3, 10, cols, rows), dtype=xp.uint8)
     serve_masks(
         xp.asarray(probabilities), xp.asarray(presence), modes, thresholds, rows, cols, resize,
-        out=xp.swapaxes(target, -1, -2),
+        out=xp.swapaxes(target, -1, -2), images=xp.asarray(images),
     )  # fmt: skip
     np.testing.assert_array_equal(to_numpy(xp.swapaxes(target, -1, -2)), to_numpy(expected))
 
@@ -137,3 +144,40 @@ def test_mask_modes_are_the_exported_layer_s_arithmetic(name):
     np.testing.assert_array_equal(np.moveaxis(served, 1, -1), layer)
     plain = xp.asarray(m)
     assert apply_mask_modes(plain, xp.asarray(p), ["pixel"] * 10) is plain  # nothing to do
+
+
+@pytest.mark.parametrize("name", BACKEND_PARAMS)
+def test_the_line_map_marks_the_row_of_a_zipper_and_nothing_else(name):
+    """A zipper after canonicalisation: one row along phase-encode (the last axis) whose
+    pixels carry interference of random phase; the map marks that row and its neighbours."""
+    xp = backend(name)
+    image, _ = head_phantom(96)
+    rng = np.random.default_rng(5)
+    slices = np.stack([image, image, image]).astype(np.float32)
+    slices += rng.normal(0, 0.02, slices.shape).astype(np.float32)
+    interference = np.abs(0.5 * np.exp(2j * np.pi * rng.random((2, 96)))
+                          + rng.normal(0, 0.2, (2, 96)))  # fmt: skip
+    slices[0, 30] += interference[0].astype(np.float32)
+    slices[1, 71] += interference[1].astype(np.float32)
+    out = line_map(xp.asarray(slices))
+    assert array_module(out) is xp and out.dtype == xp.float32 and out.shape == slices.shape
+    marked = to_numpy(out).max(axis=2) > 0
+    assert np.flatnonzero(marked[0]).tolist() == [29, 30, 31]
+    assert np.flatnonzero(marked[1]).tolist() == [70, 71, 72]
+    assert to_numpy(out)[0, 30].mean() > 0.9  # the interference is far above LINE_LEVEL
+    # No zipper: some row still stands out most (the presence gate is what turns it off), but
+    # only where the head's edges cross it, not along its whole length.
+    assert to_numpy(out)[2].sum() < 0.5 * to_numpy(out)[0].sum()
+    assert (to_numpy(out) >= 0).all() and (to_numpy(out) <= 1).all()
+
+
+@pytest.mark.parametrize("name", BACKEND_PARAMS)
+def test_the_line_mode_needs_the_input_images(name):
+    xp = backend(name)
+    m = xp.zeros((1, 10, 8, 8), dtype=xp.float32)
+    p = xp.ones((1, 10), dtype=xp.float32)
+    modes = ["line"] + ["pixel"] * 9
+    with pytest.raises(ValueError, match="needs the network's input images"):
+        apply_mask_modes(m, p, modes)
+    with pytest.raises(ValueError, match="needs the network's input images"):
+        serve_masks(m, p, modes, np.full(10, 0.5, np.float32), 8, 8)

@@ -169,6 +169,44 @@ def test_mask_modes_serve_pixel_gated_or_whole_slice_masks_and_survive_a_save(ne
     np.testing.assert_allclose(stripped.predict_on_batch(x)["masks"], plain["masks"], atol=1e-6)
 
 
+def test_the_line_mode_is_the_line_map_times_presence_in_keras_onnx_and_after_a_save(
+    network, tmp_path
+):
+    """The ``line`` mode in the graph equals gpu_ops' NumPy definition; it survives a save, an
+    ONNX export (cut at the probabilities, or served whole: the same masks) and stripping."""
+    from gpu_ops.scoring import apply_mask_modes, line_map
+    from ml.model.export import export_onnx
+    from ml.pipeline import OnnxModel, onnx_scoring_graph
+
+    model = network.build_model(network.default_widths(base=4, depth=2), depth=2)
+    modes = ["whole"] + ["pixel"] * 4 + ["line"] + ["pixel"] * 4
+    served = network.with_mask_modes(model, modes)
+    x = _inputs()
+    x["image"][0, 7] += 2.0  # a zipper row in the first slice
+    plain, out = model.predict_on_batch(x), served.predict_on_batch(x)
+    expected = apply_mask_modes(
+        np.moveaxis(plain["masks"], -1, 1), plain["presence"], modes, images=x["image"][..., 0]
+    )
+    np.testing.assert_allclose(np.moveaxis(out["masks"], -1, 1), expected, atol=1e-6)
+    line = line_map(x["image"][..., 0])
+    assert (line[0].max(axis=1) > 0).nonzero()[0].tolist() == [6, 7, 8]
+    np.testing.assert_allclose(out["masks"][0, 7, :, 5], plain["presence"][0, 5], atol=1e-6)
+    served.save(tmp_path / "line.keras")
+    loaded = network.load(tmp_path / "line.keras")
+    assert network.mask_modes(loaded) == modes
+    np.testing.assert_allclose(loaded.predict_on_batch(x)["masks"], out["masks"], atol=1e-6)
+    stripped = network.with_mask_modes(loaded, None)
+    np.testing.assert_allclose(stripped.predict_on_batch(x)["masks"], plain["masks"], atol=1e-6)
+    export_onnx(tmp_path / "line.keras", tmp_path / "line.onnx")
+    cut = onnx_scoring_graph((tmp_path / "line.onnx").read_bytes())
+    assert cut is not None and cut.modes == tuple(modes)  # read from the graph's selectors
+    onnx = OnnxModel(tmp_path / "line.onnx")
+    assert onnx.modes == tuple(modes)  # cut: the pipeline applies the modes, line included
+    np.testing.assert_allclose(onnx.predict_on_batch(x)["masks"], out["masks"], atol=1e-5)
+    whole = OnnxModel(tmp_path / "line.onnx", cut=False)  # the file as exported
+    np.testing.assert_allclose(whole.predict_on_batch(x)["masks"], out["masks"], atol=1e-5)
+
+
 def test_unknown_mask_modes_are_refused(network):
     with pytest.raises(ValueError, match="modes"):
         network.MaskMode(["pixel"] * 9 + ["blurred"])

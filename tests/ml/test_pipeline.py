@@ -265,8 +265,9 @@ def test_the_modes_come_from_the_onnx_file_itself_not_from_its_sidecar(tmp_path)
         graph = onnx.load(str(SHIPPED[name])).graph
         consts = {i.name.rsplit("/", 1)[-1]: numpy_helper.to_array(i) for i in graph.initializer
                   if "mask_mode" in i.name}  # fmt: skip
-        picks = np.stack([consts[f"{c}:0"].ravel() for c in ("Const", "Const_1", "Const_2")])
-        expected = tuple(("pixel", "gated", "whole")[i] for i in picks.argmax(axis=0))
+        names = [c for c in ("Const", "Const_1", "Const_2", "Const_3") if f"{c}:0" in consts]
+        picks = np.stack([consts[f"{c}:0"].ravel() for c in names])
+        expected = tuple(("pixel", "gated", "whole", "line")[i] for i in picks.argmax(axis=0))
         assert onnx_scoring_graph(SHIPPED[name].read_bytes()).modes == expected
     bare = tmp_path / "m.onnx"
     shutil.copy(SHIPPED["pruned-onnx"], bare)
