@@ -197,9 +197,9 @@ def test_reset_masks_starts_the_named_channels_afresh_and_keeps_the_rest(data_di
             "--batch", "2", "--crop", "64", "--epochs", "1", "--lr", "0", "--init", str(init),
             "--reset-masks", "zipper", "gibbs", "--quiet"]  # fmt: skip
     assert main(args) == 0
-    new_kernel, new_bias = network.load(tmp_path / "run" / "best.keras").get_layer(
-        "mask_logits"
-    ).get_weights()
+    new_kernel, new_bias = (
+        network.load(tmp_path / "run" / "best.keras").get_layer("mask_logits").get_weights()
+    )
     reset = [ARTIFACT_TYPES.index("zipper"), ARTIFACT_TYPES.index("gibbs")]
     kept = [k for k in range(len(ARTIFACT_TYPES)) if k not in reset]
     np.testing.assert_allclose(new_bias[reset], network.MASK_PRIOR_LOGIT)
