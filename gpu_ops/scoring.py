@@ -104,8 +104,9 @@ def line_map(images: Any) -> Any:
     :data:`LINE_HALF_WIDTH` rows either side of it, each pixel weighted by how far that row
     departs from its baseline there (absolute difference, averaged over three columns, reaching
     1 at :data:`LINE_LEVEL`); 0 elsewhere. The ``line`` mask mode multiplies it by the type's
-    presence (``ml.model.network.MaskMode`` computes the same in the graph). Measured on the
-    shipped full model's validation brain: zipper IoU 0 (its mask channel died) → 0.53.
+    presence (``ml.model.network.MaskMode`` computes the same in the graph). On the round-5 full
+    model, whose zipper mask channel had died: zipper IoU on its validation brain 0 → 0.53
+    (``ml/MODEL_CARD.md``, "Round 6").
     """
     xp = array_module(images)
     x = xp.asarray(images, dtype=xp.float32)

@@ -115,7 +115,7 @@ def predict_split(
     int64 ``(N, K)``, ``present`` bool ``(N, K)`` (ground truth has the type), ``presence``
     float32 ``(N, K)``, ``suitability`` float32 ``(N,)``; with ``grid`` (T thresholds) also
     ``grid_intersection``/``grid_union`` int64 ``(M, T, K)`` summed over slices, for each of the
-    M mask modes of :data:`ml.model.network.MASK_MODES` (pixel, gated by presence, presence over
+    M mask modes of :data:`gpu_ops.scoring.MASK_MODES` (pixel, gated by presence, presence over
     the whole slice, presence on the standing-out line) applied to the model's ``masks``
     output.
     """
@@ -299,7 +299,7 @@ def tune_thresholds(
 
     Writes and returns the sidecar (:func:`thresholds_path`) that the pipeline and
     :func:`evaluate` read. With ``modes``, each type also gets the best of
-    :data:`ml.model.network.MASK_MODES` and the model file is saved again with those modes in
+    :data:`gpu_ops.scoring.MASK_MODES` and the model file is saved again with those modes in
     its graph (:class:`ml.model.network.MaskMode`), so every runtime serves the same masks;
     without, every type stays ``pixel``. With ``calibrate``, suitability is also Platt-scaled
     (:func:`fit_platt`, :class:`ml.model.network.SuitabilityCalibration` in the saved graph:
@@ -328,7 +328,7 @@ def tune_thresholds(
     keep_pixel = flat.max(axis=0) < iou[0].max(axis=0) + MODE_MIN_GAIN
     best = np.where(keep_pixel, pixel_best, best)
     best_mode, best_t = np.divmod(best, len(THRESHOLD_GRID))
-    chosen = [network.MASK_MODES[int(m)] for m in best_mode]
+    chosen = [MASK_MODES[int(m)] for m in best_mode]
     sidecar: dict[str, Any] = {
         "tuned_on": f"{data_dir} ({split_name} split, {len(split)} slices)",
         "thresholds": {n: float(THRESHOLD_GRID[best_t[k]]) for k, n in enumerate(ARTIFACT_TYPES)},

@@ -21,8 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from gpu_ops.scoring import LINE_HALF_WIDTH, LINE_LEVEL, LINE_OFFSETS
-from gpu_ops.scoring import MASK_MODES as SERVED_MASK_MODES
+from gpu_ops.scoring import LINE_HALF_WIDTH, LINE_LEVEL, LINE_OFFSETS, MASK_MODES
 from ml import ARTIFACT_TYPES
 from ml.model.backend import keras as _keras
 from ml.model.preprocess import HEADER_FEATURES
@@ -170,10 +169,6 @@ MASK_PRIOR_LOGIT = math.log(0.01 / 0.99)
 the pixel prevalence of the types, not 0.5 (Lin et al. 2017, "Focal loss for dense object
 detection": the prior keeps the flood of background pixels from driving the rare types' channels
 into saturation in the first steps)."""
-
-
-MASK_MODES = SERVED_MASK_MODES
-"""How a type's served mask is made (:data:`gpu_ops.scoring.MASK_MODES`)."""
 
 
 def _shifted_ops(x: Any, d: int, axis: int) -> Any:
