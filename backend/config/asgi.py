@@ -30,7 +30,7 @@ from django.core import signals  # noqa: E402
 from django.core.exceptions import RequestAborted  # noqa: E402
 from django.core.handlers import base  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix  # noqa: E402
-from django.http import HttpResponseBase  # noqa: E402
+from django.http import HttpRequest, HttpResponseBase  # noqa: E402
 from django.urls import set_script_prefix  # noqa: E402
 
 from backend.realtime.routing import websocket_urlpatterns  # noqa: E402
@@ -116,6 +116,7 @@ class OneHopHandler(ASGIHandler):
         return await super().read_body(replay)
 
     def _respond(self, scope: dict[str, Any], body_file: Any) -> HttpResponseBase:
+        request = None
         try:
             set_script_prefix(get_script_prefix(scope))
             signals.request_started.send(sender=ASGIHandler, scope=scope)
@@ -129,6 +130,17 @@ class OneHopHandler(ASGIHandler):
             return response
         finally:
             body_file.close()
+            if request is not None:
+                release_body(request)
+
+
+def release_body(request: HttpRequest) -> None:
+    """Let go of a finished request's body. The request outlives its answer in reference
+    cycles (DRF's ``Request`` and view refer to each other and to it) until Python's next full
+    garbage collection, which the collector schedules by object counts, not bytes: a daphne
+    process serving 50-slice STOW-RS requests held 4-8 finished 20 MB bodies at a time."""
+    request.__dict__.pop("_body", None)
+    request._stream = io.BytesIO()  # type: ignore[attr-defined]
 
 
 STOW_PATH = "/dicomweb/studies"

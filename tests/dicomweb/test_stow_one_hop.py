@@ -5,7 +5,9 @@ or missing token, another site, a malformed body and a refused file, and the sam
 
 from __future__ import annotations
 
+import gc
 import json
+import sys
 from typing import Any
 
 import pytest
@@ -167,3 +169,19 @@ def test_only_stow_takes_the_one_hop_route():
         "django POST /dicomweb/studies/1.2.3",
         "django POST /api/uploads/",
     ]
+
+
+def test_a_finished_request_lets_go_of_its_body(operator_a):
+    """The request outlives its answer in reference cycles (DRF's request and view) until a
+    full garbage collection; its body (tens of MB for a series) must not live on with it."""
+    body = _body(*(to_bytes(mr_dataset(i)) for i in (21, 22, 23)))
+    held_before = sys.getrefcount(body)
+    gc.collect()
+    gc.disable()  # what a busy process is between its full collections
+    try:
+        answer = _post(SERVED, body, token=operator_a.token)
+        assert answer[0] == 200, answer[2][:300]
+        assert Instance.objects.count() == 3
+        assert sys.getrefcount(body) == held_before
+    finally:
+        gc.enable()
