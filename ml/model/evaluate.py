@@ -288,6 +288,49 @@ def fit_platt(diagnostic: NDArray[Any], suitability: NDArray[Any]) -> tuple[floa
     return max(float(a), 1e-3), float(b)
 
 
+def choose_modes(iou: NDArray[Any]) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """Each type's mask mode and threshold from its IoU ``(modes, thresholds, types)`` over
+    :data:`gpu_ops.scoring.MASK_MODES` and :data:`THRESHOLD_GRID`: the flat index
+    ``mode * thresholds + threshold`` of the choice and its IoU, ``(types,)`` each.
+
+    Ties go to the earlier entry: pixel before gated before whole before line, low threshold
+    first. A type leaves the per-pixel mask only for a real gain (:data:`MODE_MIN_GAIN`), so a
+    localised type whose masks are not learned is not painted over the whole slice for a few
+    pixels' worth of IoU."""
+    flat = iou.reshape(-1, iou.shape[-1])
+    best = flat.argmax(axis=0)
+    keep_pixel = flat.max(axis=0) < iou[0].max(axis=0) + MODE_MIN_GAIN
+    best = np.where(keep_pixel, iou[0].argmax(axis=0), best)
+    return best, flat[best, np.arange(flat.shape[1])]
+
+
+def tuned_batch_iou(model: Any, batches: list[tuple[dict[str, Any], dict[str, Any]]]) -> float:
+    """The frequency-weighted IoU that tuning (:func:`tune_thresholds`: each type's mode and
+    threshold chosen on these same slices) reaches on training-style ``(x, y)`` batches, counted
+    on the grid the model sees (the working grid, or crops), a mask pixel being the artifact's
+    where its target (an area fraction on the working grid) is at least one half.
+
+    The training loop keeps the epoch where this is highest: what a model is chosen by in the
+    end (``ml evaluate --tune`` on the validation split), where the validation loss is led by
+    the Dice of types the model has not learnt yet and picked other epochs."""
+    k = len(ARTIFACT_TYPES)
+    out = {
+        "grid_intersection": np.zeros((len(MASK_MODES), len(THRESHOLD_GRID), k), np.int64),
+        "grid_union": np.zeros((len(MASK_MODES), len(THRESHOLD_GRID), k), np.int64),
+    }
+    present = np.zeros(k, np.int64)
+    for x, y in batches:
+        result = model.predict_on_batch(x)
+        probs, presence = np.asarray(result["masks"]), np.asarray(result["presence"])
+        line = line_map(np.asarray(x["image"])[..., 0])
+        truth = np.asarray(y["masks"]) >= 0.5
+        for j in range(len(probs)):
+            _grid_counts(out, probs[j], presence[j], line[j], truth[j], THRESHOLD_GRID)
+        present += truth.any(axis=(1, 2)).sum(axis=0)
+    _, chosen = choose_modes(out["grid_intersection"] / np.maximum(out["grid_union"], 1))
+    return float((chosen * present).sum() / present.sum()) if present.sum() else 0.0
+
+
 def tune_thresholds(
     model_path: Path,
     data_dir: Path,
@@ -320,13 +363,7 @@ def tune_thresholds(
     if not modes:
         iou = iou[:1]
     flat = iou.reshape(-1, iou.shape[-1])
-    # Ties go to the earlier entry: pixel before gated before whole, low threshold first. A type
-    # leaves the per-pixel mask only for a real gain (MODE_MIN_GAIN), so a localised type whose
-    # masks are not learned is not painted over the whole slice for a few pixels' worth of IoU.
-    best = flat.argmax(axis=0)
-    pixel_best = iou[0].argmax(axis=0)
-    keep_pixel = flat.max(axis=0) < iou[0].max(axis=0) + MODE_MIN_GAIN
-    best = np.where(keep_pixel, pixel_best, best)
+    best, _ = choose_modes(iou)
     best_mode, best_t = np.divmod(best, len(THRESHOLD_GRID))
     chosen = [MASK_MODES[int(m)] for m in best_mode]
     sidecar: dict[str, Any] = {

@@ -8,8 +8,10 @@ labels); the saved models carry the working size (:func:`ml.model.network.workin
 every consumer honours. Without it: random ``crop``² crops at the native resolution.
 
 A run directory holds ``config.json`` (the arguments), ``last.keras`` (model + optimizer after
-the latest epoch), ``best.keras`` (lowest validation loss), ``rewind.weights.h5`` (weights after
-the rewind epoch, for lottery-ticket rewinding), ``history.csv`` and ``curve.png``. Running
+the latest epoch), ``best.keras`` (the epoch of the highest tuned validation IoU,
+:func:`ml.model.evaluate.tuned_batch_iou`; between equals the lower validation loss),
+``rewind.weights.h5`` (weights after the rewind epoch, for lottery-ticket rewinding),
+``history.csv`` and ``curve.png``. Running
 the same command again resumes from ``last.keras``; the data stream of epoch ``e`` comes from
 ``default_rng([seed, e])`` so a resumed run draws the same crops as an uninterrupted one.
 """
@@ -38,6 +40,7 @@ from ml.model.data import (
     slice_weights,
     whole_batch,
 )
+from ml.model.evaluate import tuned_batch_iou
 
 
 @dataclass
@@ -167,7 +170,7 @@ def _training_batches(
 
 
 def write_curve(history: list[dict[str, float]], path: Path) -> None:
-    """Training and validation loss per epoch as a PNG."""
+    """Training and validation loss per epoch, and the tuned validation IoU, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -179,18 +182,33 @@ def write_curve(history: list[dict[str, float]], path: Path) -> None:
     ax.plot(epochs, [h["val_loss"] for h in history], label="validation loss")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (mask BCE+Dice, presence, suitability)")
-    ax.legend()
     ax.grid(alpha=0.3)
+    iou = ax.twinx()
+    iou.plot(epochs, [h.get("val_iou", np.nan) for h in history], "g--",
+             label="validation IoU (tuned, right)")  # fmt: skip
+    iou.set_ylabel("frequency-weighted IoU")
+    iou.set_ylim(0, 1)
+    lines = ax.get_legend_handles_labels()
+    more = iou.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _merit(row: dict[str, float]) -> tuple[float, float]:
+    """What ``best.keras`` is kept by: the tuned validation IoU, then the lower validation loss
+    (a run's first epochs may all have IoU 0). An epoch of a run from before the IoU was
+    recorded counts as IoU 0."""
+    return row.get("val_iou", 0.0), -row["val_loss"]
 
 
 def _read_history(path: Path) -> list[dict[str, float]]:
     if not path.exists():
         return []
     with path.open() as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        # An epoch written before a column existed has it empty.
+        return [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(f)]
 
 
 def train(
@@ -258,7 +276,7 @@ def train(
         network.compile_model(model, weights, config.learning_rate)
     sampling = slice_weights(train_split) if config.balance else None
     val = _val_batches(val_split, config)
-    best = min((h["val_loss"] for h in history), default=float("inf"))
+    best = max((_merit(h) for h in history), default=(-np.inf, -np.inf))
     groups = shape_groups(train_split) if config.working else {}
     epoch, ceiling = start_epoch, config.epochs
     while epoch < config.epochs:
@@ -282,6 +300,7 @@ def train(
             "epoch": float(epoch + 1),
             "loss": float(np.mean(losses)),
             "val_loss": val_loss,
+            "val_iou": tuned_batch_iou(model, val),
             "lr": float(lr),
             "seconds": time.perf_counter() - started,
         }
@@ -292,8 +311,8 @@ def train(
             # compiled model's file would carry Adam's two moments as well (3x the size; a base-16
             # model's then missed the 16 MiB a file that a lent GPU box sends back).
             keras.Model(model.inputs, model.outputs).save_weights(out / "rewind.weights.h5")
-        if val_loss < best:
-            best = val_loss
+        if _merit(row) > best:
+            best = _merit(row)
             model.save(out / "best.keras")
         with (out / "history.csv").open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(row))
@@ -301,7 +320,8 @@ def train(
             writer.writerows(history)
         write_curve(history, out / "curve.png")
         if progress:
-            print(f"epoch {epoch + 1}: loss {row['loss']:.4f} val {val_loss:.4f}", flush=True)
+            print(f"epoch {epoch + 1}: loss {row['loss']:.4f} val {val_loss:.4f} "
+                  f"val IoU {row['val_iou']:.4f}", flush=True)  # fmt: skip
         epoch += 1
         if config.time_budget is not None:
             config = _fit_to_budget(config, ceiling, epoch, run_started, started, out)

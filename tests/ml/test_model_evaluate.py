@@ -105,3 +105,55 @@ def test_the_calibration_layer_serves_platt_scaled_suitability_and_survives_a_sa
     np.testing.assert_allclose(stripped.predict_on_batch(x)["suitability"], raw, atol=1e-6)
     with pytest.raises(ValueError):
         network.SuitabilityCalibration(-1.0, 0.0)
+
+
+class _Fixed:
+    """A model that answers the given outputs, batch after batch."""
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+
+    def predict_on_batch(self, x):
+        return self.answers.pop(0)
+
+
+def _batches(rng, n_batches=2, size=4, shape=(24, 32)):
+    from ml import ARTIFACT_TYPES
+
+    k = len(ARTIFACT_TYPES)
+    batches = []
+    for n in range(n_batches):
+        masks = np.zeros((size, *shape, k), np.float32)
+        for b in range(size):
+            t = (n * size + b) % 4  # types 0-3, each on a quarter of the slices
+            r, c = rng.integers(0, shape[0] - 8), rng.integers(0, shape[1] - 8)
+            masks[b, r : r + 8, c : c + 8, t] = rng.uniform(0.5, 1.0)  # soft, all >= 1/2
+            masks[b, r + 8 : r + 10, c : c + 8, t] = 0.3  # under one half: not the artifact's
+        x = {"image": rng.uniform(0, 1, (size, *shape, 1)).astype(np.float32)}
+        batches.append((x, {"masks": masks}))
+    return batches
+
+
+def test_the_tuned_batch_iou_is_one_for_exact_masks_and_weights_types_by_slices():
+    from ml.model.evaluate import tuned_batch_iou
+
+    batches = _batches(np.random.default_rng(0))
+    exact = [
+        {"masks": (y["masks"] >= 0.5).astype(np.float32), "presence": y["masks"].max(axis=(1, 2))}
+        for _, y in batches
+    ]
+    assert tuned_batch_iou(_Fixed(exact), batches) == pytest.approx(1.0)
+    # Only the first type found, exactly; every other type's masks and presence 0: the
+    # frequency-weighted mean is that type's share of the slices that hold a type.
+    truth = np.concatenate([y["masks"] >= 0.5 for _, y in batches]).any(axis=(1, 2))
+    first = truth[:, 0].sum() / truth.sum()
+    only_first = []
+    for answer in exact:
+        masks = answer["masks"].copy()
+        masks[..., 1:] = 0
+        only_first.append({"masks": masks, "presence": np.zeros_like(answer["presence"])})
+    assert first == 0.25
+    assert tuned_batch_iou(_Fixed(only_first), batches) == pytest.approx(first)
+    nothing = [{"masks": np.zeros_like(a["masks"]), "presence": np.zeros_like(a["presence"])}
+               for a in exact]  # fmt: skip
+    assert tuned_batch_iou(_Fixed(nothing), batches) == 0.0

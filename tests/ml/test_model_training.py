@@ -326,3 +326,31 @@ def test_int8_is_refused_for_onnx(run_dir, capsys):
     code = main(["export", str(run_dir / "best.keras"), "--format", "onnx", "--int8"])
     assert code == 2
     assert "--int8 needs --format litert" in capsys.readouterr().err
+
+
+def test_best_keras_is_the_epoch_of_the_highest_tuned_validation_iou(run_dir):
+    import csv
+
+    from ml.model import network
+
+    with (run_dir / "history.csv").open() as f:
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    assert all(0.0 <= r["val_iou"] <= 1.0 for r in rows)
+    merits = [(r["val_iou"], -r["val_loss"]) for r in rows]
+    kept = merits.index(max(merits))  # the first of equals: a later one must beat it
+    best = network.load(run_dir / "best.keras").get_layer("mask_logits").get_weights()[0]
+    last = network.load(run_dir / "last.keras").get_layer("mask_logits").get_weights()[0]
+    assert np.array_equal(best, last) == (kept == len(rows) - 1)
+
+
+def test_the_kept_epoch_is_chosen_by_iou_before_loss():
+    from ml.model.train import _merit
+
+    rows = [
+        {"val_iou": 0.30, "val_loss": 1.00},
+        {"val_iou": 0.35, "val_loss": 1.20},  # higher IoU, higher loss: kept
+        {"val_iou": 0.35, "val_loss": 1.30},  # equal IoU, higher loss
+        {"val_loss": 0.50},  # written before the IoU was recorded: counts as 0
+    ]
+    assert max(range(len(rows)), key=lambda i: _merit(rows[i])) == 1
+    assert _merit(rows[3]) < _merit(rows[0])
