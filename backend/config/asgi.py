@@ -140,7 +140,7 @@ def release_body(request: HttpRequest) -> None:
     garbage collection, which the collector schedules by object counts, not bytes: a daphne
     process serving 50-slice STOW-RS requests held 4-8 finished 20 MB bodies at a time."""
     request.__dict__.pop("_body", None)
-    request._stream = io.BytesIO()  # type: ignore[attr-defined]
+    request._stream = io.BytesIO()
 
 
 STOW_PATH = "/dicomweb/studies"
