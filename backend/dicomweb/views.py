@@ -30,7 +30,7 @@ from backend.dicomweb.metadata import (
     metadata_texts,
 )
 from backend.dicomweb.render import render_png
-from backend.ingest.services import INGEST_BATCH, IngestOutcome, series_ingest
+from backend.ingest.services import IngestOutcome, in_one_batch, series_ingest
 from backend.storage.store import store_get
 from backend.studies import selectors
 from backend.studies.models import Instance, Series, Study
@@ -415,7 +415,7 @@ class StowView(DicomWebView):
         # audit come from the outcomes: no second look at the rows just written. A request of
         # one batch (the usual: one slice, or a few dozen) writes its audit rows in that
         # transaction (one commit, not two); a longer one once, after the last batch.
-        one_batch = len(bodies) <= INGEST_BATCH
+        one_batch = in_one_batch(bodies)
         outcomes = series_ingest(
             site=site,
             files=bodies,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -22,6 +22,7 @@ from pydicom import Dataset
 from pydicom.multival import MultiValue
 
 from backend.accounts.models import Site
+from backend.config.connections import forget_handled_errors
 from backend.deid.profile import (
     ENHANCED_MR_IMAGE,
     MR_IMAGE,
@@ -198,9 +199,32 @@ def instance_ingest(*, site: Site, data: bytes, source: str) -> IngestOutcome:
     return series_ingest(site=site, files=[data], source=source)[0]
 
 
-# Files de-identified and committed together: bounds the memory a batch holds (de-identified
-# datasets and their bytes) while sharing one transaction and one disk sync among them.
+# Files de-identified and committed together: up to INGEST_BATCH files, and no more files once
+# the batch holds INGEST_BATCH_BYTES of them. A batch's de-identified files are all in memory at
+# once, beside the request body they came from (a 50-slice STOW-RS of 384x512 slices: 20 MB
+# of each), so the byte bound caps what a request holds beyond its body while large files still
+# share one transaction and one disk sync in batches of some twenty.
 INGEST_BATCH = 64
+INGEST_BATCH_BYTES = 8 * 1024 * 1024
+
+
+def _batches(files: Iterable[bytes | memoryview]) -> Iterator[list[bytes | memoryview]]:
+    """``files`` in ingest batches, in order (at least one file in each)."""
+    batch: list[bytes | memoryview] = []
+    size = 0
+    for data in files:
+        batch.append(data)
+        size += len(data)
+        if len(batch) == INGEST_BATCH or size >= INGEST_BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def in_one_batch(files: Sequence[bytes | memoryview]) -> bool:
+    """Whether ``series_ingest`` takes ``files`` in one batch (one transaction)."""
+    return len(list(_batches(files))) <= 1
 
 
 Recorded = Callable[[list[IngestOutcome]], None]
@@ -216,10 +240,10 @@ def series_ingest(
 ) -> list[IngestOutcome]:
     """Ingest many files (one series or several); each file stands or falls on its own.
 
-    Every file is de-identified on its own; the accepted ones of each batch of
-    ``INGEST_BATCH`` are stored with one durable sync and recorded in one transaction, with one
-    scoring request and one event per series. Nothing is answered before the files are durable
-    and the rows committed.
+    Every file is de-identified on its own; the accepted ones of each batch (``_batches``: up
+    to ``INGEST_BATCH`` files and ``INGEST_BATCH_BYTES``) are stored with one durable sync and
+    recorded in one transaction, with one scoring request and one event per series. Nothing is
+    answered before the files are durable and the rows committed.
 
     ``recorded`` is called with each batch's outcomes inside the transaction that records it
     (what it writes commits or rolls back with the batch, in the same commit: the audit rows of
@@ -230,18 +254,15 @@ def series_ingest(
     """
     study = None if study_uid is None else pseudonymous_uid(study_uid, key=settings.DEID_KEY)
     outcomes: list[IngestOutcome] = []
-    batch: list[bytes | memoryview] = []
-    for data in files:
-        batch.append(data)
-        if len(batch) == INGEST_BATCH:
+    try:
+        for batch in _batches(files):
             outcomes += _batch_ingest(
                 site=site, files=batch, source=source, recorded=recorded, study=study
             )
-            batch = []
-    if batch:
-        outcomes += _batch_ingest(
-            site=site, files=batch, source=source, recorded=recorded, study=study
-        )
+    finally:
+        # A lost race (two senders making one series) must not keep these files in memory
+        # through the connection (the C-STORE and Orthanc processes serve no requests).
+        forget_handled_errors()
     return outcomes
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import celery
 
+from backend.config.connections import forget_handled_errors
 from backend.jobs.models import JobState
 from backend.jobs.services import job_attempt_begin, job_attempt_fail, job_attempt_finish
 
@@ -22,6 +23,12 @@ class TrackedTask(celery.Task):
         for value in (*args, *kwargs.values()):
             if not isinstance(value, (str, int)):
                 raise TypeError(f"{self.name}: task arguments must be ids, got {type(value)}")
+        try:
+            return self._run_tracked(*args, **kwargs)
+        finally:
+            forget_handled_errors()
+
+    def _run_tracked(self, *args: Any, **kwargs: Any) -> Any:
         if self.request.called_directly:
             return super().__call__(*args, **kwargs)
         subject = str(args[0]) if args else ""

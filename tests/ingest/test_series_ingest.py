@@ -154,6 +154,23 @@ def test_a_batch_larger_than_the_ingest_batch_is_split_and_every_file_lands(
     assert leftovers == []
 
 
+def test_batches_close_at_a_byte_budget_as_well_as_a_file_count(monkeypatch):
+    """A batch's de-identified files are all in memory at once: it takes no more files once
+    it holds ``INGEST_BATCH_BYTES`` (large or multi-frame files), or ``INGEST_BATCH`` files."""
+    from backend.ingest import services
+
+    monkeypatch.setattr(services, "INGEST_BATCH", 4)
+    monkeypatch.setattr(services, "INGEST_BATCH_BYTES", 100)
+    files = [b"a" * 40, b"b" * 40, b"c" * 40, b"d" * 250, b"e" * 10, b"f", b"g", b"h", b"i"]
+    assert [[f[:1] for f in batch] for batch in services._batches(files)] == [
+        [b"a", b"b", b"c"], [b"d"], [b"e", b"f", b"g", b"h"], [b"i"]
+    ]  # fmt: skip
+    assert services.in_one_batch([b"a" * 40, b"b" * 40])
+    assert services.in_one_batch(files[:3]) and not services.in_one_batch(files[:4])
+    assert not services.in_one_batch([b"x"] * 5)
+    assert services.in_one_batch([])
+
+
 def test_the_same_instance_in_one_batch_twice_is_stored_once(site_a):
     data = to_bytes(mr_dataset(7))
     outcomes = series_ingest(
