@@ -201,11 +201,11 @@ def instance_ingest(*, site: Site, data: bytes, source: str) -> IngestOutcome:
 
 # Files de-identified and committed together: up to INGEST_BATCH files, and no more files once
 # the batch holds INGEST_BATCH_BYTES of them. A batch's de-identified files are all in memory at
-# once, beside the request body they came from (a 50-slice STOW-RS of 384x512 slices: 20 MB
-# of each), so the byte bound caps what a request holds beyond its body while large files still
-# share one transaction and one disk sync in batches of some twenty.
+# once, beside the request body they came from: 64 slices of 384x512 are 25 MB and stay one
+# batch (one transaction, one disk sync: at 8 MB a 50-slice STOW-RS went in three and ran
+# ~15 % slower), while 64 multi-frame Enhanced MR files (9 MB for 24 frames) would be 580 MB.
 INGEST_BATCH = 64
-INGEST_BATCH_BYTES = 8 * 1024 * 1024
+INGEST_BATCH_BYTES = 32 * 1024 * 1024
 
 
 def _batches(files: Iterable[bytes | memoryview]) -> Iterator[list[bytes | memoryview]]:
