@@ -25,13 +25,13 @@ _INSTALLED = "_artiscan_body_in_memory"
 class Body:
     """A request body kept in memory until it passes ``limit`` bytes; from then on nothing.
 
-    The file-like object Twisted writes the body into and daphne reads it from. The pieces go
-    into one buffer that grows in place (``io.BytesIO``: its buffer is a ``bytes`` object that
-    ``realloc`` — ``mremap`` for a large one — extends without copying what it holds), and the
-    first read of the whole body returns that buffer itself. So a body is held once: kept as
-    pieces and joined at the first read, it was held twice at that moment, and the pieces (a
-    network read each, under glibc's mmap threshold) left the heap fragmented — with several
-    50-slice STOW-RS requests at once, tens of MB of a web process' peak.
+    The file-like object Twisted writes the body into and daphne reads it from. The pieces are
+    written into one buffer (``io.BytesIO``), made at the declared length (Content-Length) at
+    once when there is one, and the first read of the whole body returns that buffer itself
+    (``getvalue`` of an exact-size buffer is no copy). So a body is held once: kept as pieces
+    and joined at the first read, it was held twice at that moment, and the pieces (a network
+    read each, under glibc's mmap threshold) fragmented the heap — with several 50-slice
+    STOW-RS requests at once, tens of MB of a web process' peak.
     """
 
     def __init__(self, limit: int, declared: int | None = None) -> None:
