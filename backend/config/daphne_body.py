@@ -29,8 +29,7 @@ class Body:
     written into one buffer (``io.BytesIO``), made at the declared length (Content-Length) at
     once when there is one, and the first read of the whole body returns that buffer itself
     (``getvalue`` of an exact-size buffer is no copy). So a body is held once: kept as pieces
-    and joined at the first read, it was held twice at that moment, and the pieces (a network
-    read each, under glibc's mmap threshold) fragmented the heap — with several 50-slice
+    and joined at the first read, it was held twice at that moment — with several 50-slice
     STOW-RS requests at once, tens of MB of a web process' peak.
     """
 
@@ -42,9 +41,9 @@ class Body:
         self._size = 0
         self._pos = 0
         if declared is not None and 0 < declared <= limit:
-            # The declared length at once: one allocation, which glibc maps on its own and
-            # gives back whole when the body goes. Grown piece by piece, the buffer stayed in
-            # the heap, and freed bodies kept a process at its highest since.
+            # The declared length at once: one allocation of the right size (a large one, which
+            # glibc maps on its own and gives back whole when the body goes), no reallocation
+            # as the pieces arrive.
             self._buffer.seek(declared - 1)
             self._buffer.write(b"\0")
             self._buffer.seek(0)

@@ -161,8 +161,8 @@ def test_the_body_is_held_once_read_whole_without_a_copy_and_released_when_hande
 def test_a_body_of_declared_length_is_held_once_while_it_arrives_and_once_read():
     """Twisted tells the body's length before it arrives (``gotLength``): the buffer is made
     that size at once and filled in place, so a 10 MB body arriving in 64 kB network reads
-    peaks at one copy (kept as pieces and joined, or grown piece by piece, it peaked at two and
-    left the pieces' heap behind). A body shorter than declared reads as what arrived."""
+    peaks at one copy (kept as pieces and joined, it peaked at two). A body shorter than
+    declared reads as what arrived."""
     import tracemalloc
 
     from backend.config.daphne_body import Body
