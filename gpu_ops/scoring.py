@@ -9,6 +9,7 @@ every case on both).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -72,12 +73,13 @@ def threshold_masks(probabilities: Any, rows: int, cols: int, thresholds: Any) -
     return xp.ascontiguousarray(xp.moveaxis(binary, -1, 1))
 
 
-MASK_MODES = ("pixel", "gated", "whole", "line")
+MASK_MODES = ("pixel", "gated", "whole", "line", "level")
 """How a type's served mask is made: ``pixel`` the decoder's per-pixel probability, ``gated`` that
 times the type's presence, ``whole`` the presence over the whole slice (for types whose ground
 truth covers almost the whole slice by construction: a spike's stripes, noise), ``line`` the
 presence on the line along phase-encode that stands out of the input image
-(:func:`line_map`: a zipper)."""
+(:func:`line_map`: a zipper), ``level`` the presence on where the noise level measured in the
+image's air passes the ground truth's rule (:func:`level_map`: noise)."""
 
 LINE_OFFSETS = (2, 3)
 """Rows either side whose mean is a row's local baseline in :func:`line_map`."""
@@ -85,6 +87,73 @@ LINE_HALF_WIDTH = 1
 """Rows either side of the standing-out row that :func:`line_map` marks too."""
 LINE_LEVEL = 0.1
 """Residual (in units of the slice's normalised p99) at which :func:`line_map` reaches 1."""
+
+
+LEVEL_BLOCK = 8
+"""Side of the blocks whose means :func:`level_map` reads the noise level and the head from."""
+LEVEL_HEAD = 0.1
+"""A block is the head's when its mean passes this (the normalised head's p99 is 1) and
+:data:`LEVEL_HEAD_OVER_AIR` times the air's level."""
+LEVEL_HEAD_OVER_AIR = 2.5
+LEVEL_INSIDE = 2.0 / math.pi
+"""Mean |n| inside tissue over mean |n| in air for the same complex Gaussian noise of standard
+deviation sigma: sqrt(2/pi) sigma (Gaussian) over sqrt(pi/2) sigma (Rayleigh)."""
+LEVEL_AIR_BIAS = 1.25
+"""The air's level is the least of many block means, which sits below their common mean: for
+Rayleigh pixels (standard deviation 0.52 of the mean) in blocks of 64 the least of a few hundred
+blocks is ~0.8 of the mean (measured: 0.79-0.81 on noise of sigma 0.01-0.05 over a 128² head
+phantom); this factor puts it back."""
+LEVEL_FULL = 0.1
+"""Mean |A - C| (units of the normalised p99) at which :func:`level_map` reaches 1: twice the
+ground truth's 0.05, so the map crosses 0.5 where the rule marks noise."""
+
+
+def level_map(images: Any) -> Any:
+    """Where the noise measured in each slice's air passes the ground truth's rule: float32
+    ``(S, H, W)`` in [0, 1].
+
+    ``images`` float32 ``(S, H, W)``: the network's input (normalised: the head's p99 is 1).
+    Thermal noise is the same complex Gaussian everywhere (sigma); the ground truth marks where
+    the smoothed |A - C| passes 0.05 of the reference, and the mean of |A - C| is
+    sqrt(pi/2) sigma in air (Rayleigh: C = 0) and sqrt(2/pi) sigma inside tissue. The air's
+    level is the lowest mean of the :data:`LEVEL_BLOCK`-pixel blocks (robust to ghosts and
+    folded anatomy over part of the air, which only raise some blocks); the head is the blocks
+    whose mean stands above it (:data:`LEVEL_HEAD`, :data:`LEVEL_HEAD_OVER_AIR`), filled along
+    rows and columns (the dark CSF inside the skull is the head's). The map is that level in
+    the air and :data:`LEVEL_INSIDE` of it in the head, over :data:`LEVEL_FULL`, clipped. It
+    does not tell noise from other artifacts that raise the air everywhere: the ``level`` mode
+    multiplies it by the type's presence (``ml.model.network.MaskMode`` computes the same in
+    the graph). On the validation brain (shipped full model): noise IoU 0.82 → 0.89
+    (``ml/MODEL_CARD.md``, "Round 8").
+    """
+    xp = array_module(images)
+    x = xp.asarray(images, dtype=xp.float32)
+    s, h, w = x.shape
+    b = LEVEL_BLOCK
+    hb, wb = max(h // b, 1), max(w // b, 1)
+    if h < b or w < b:  # smaller than a block: one block of what there is
+        blocks = x.reshape(s, 1, h * w).mean(axis=2, keepdims=True)
+    else:
+        blocks = x[:, : hb * b, : wb * b].reshape(s, hb, b, wb, b).mean(axis=(2, 4))
+    least = blocks.min(axis=(1, 2), keepdims=True)
+    above = (blocks > xp.maximum(xp.float32(LEVEL_HEAD), LEVEL_HEAD_OVER_AIR * least)).astype(
+        xp.float32
+    )
+    air = least * xp.float32(LEVEL_AIR_BIAS)
+    head = _filled(above, 1) * _filled(above, 2)
+    head = xp.repeat(xp.repeat(head, b, axis=1), b, axis=2)[:, :h, :w]
+    if head.shape[1:] != (h, w):  # the last partial blocks are their neighbours'
+        head = xp.pad(head, ((0, 0), (0, h - head.shape[1]), (0, w - head.shape[2])), mode="edge")
+    level = air * (1.0 - (1.0 - xp.float32(LEVEL_INSIDE)) * head)
+    return xp.clip(level / xp.float32(LEVEL_FULL), 0.0, 1.0).astype(xp.float32)
+
+
+def _filled(above: Any, axis: int) -> Any:
+    """1 between the first and the last 1 along ``axis`` (inclusive), else 0."""
+    xp = array_module(above)
+    before = xp.cumsum(above, axis=axis)
+    after = above.sum(axis=axis, keepdims=True) - before + above
+    return ((before > 0) & (after > 0)).astype(xp.float32)
 
 
 def _shifted(x: Any, d: int, axis: int) -> Any:
@@ -131,30 +200,43 @@ def apply_mask_modes(
 ) -> Any:
     """The served masks of ``ml.model.network.MaskMode``: per type ``k``, ``pixel`` keeps the
     per-pixel probability, ``gated`` multiplies it by ``presence[:, k]``, ``whole`` puts
-    ``presence[:, k]`` on every pixel, ``line`` puts it on :func:`line_map` of ``images`` — the
-    same float32 values the exported graph computes.
+    ``presence[:, k]`` on every pixel, ``line`` puts it on :func:`line_map` of ``images``,
+    ``level`` on :func:`level_map` of them — the same float32 values the exported graph
+    computes.
 
     ``probabilities`` float32 ``(S, K, H, W)`` (channel-first), ``presence`` float32 ``(S, K)``;
     ``modes`` K names; ``images`` float32 ``(S, H, W)``, the network's input (only for
-    ``line``). Returns ``(S, K, H, W)``: ``probabilities`` itself when every mode is ``pixel``,
-    else a new array; same array kind.
+    ``line`` and ``level``). Returns ``(S, K, H, W)``: ``probabilities`` itself when every mode
+    is ``pixel``, else a new array; same array kind.
     """
     if all(mode == "pixel" for mode in modes):
         return probabilities
-    if "line" in modes and images is None:
-        raise ValueError("the line mask mode needs the network's input images")
     xp = array_module(probabilities)
     out = xp.array(probabilities, dtype=xp.float32, copy=True)
-    line: Any = line_map(images) if "line" in modes else None
+    maps = image_maps(modes, images)
     for k, mode in enumerate(modes):
         p = presence[:, k, None, None]
         if mode == "gated":
             out[:, k] = probabilities[:, k] * p
         elif mode == "whole":
             out[:, k] = p
-        elif mode == "line":
-            out[:, k] = line * p
+        elif mode in maps:
+            out[:, k] = maps[mode] * p
     return out
+
+
+IMAGE_MAPS: dict[str, Callable[[Any], Any]] = {"line": line_map, "level": level_map}
+"""The mask modes made from the network's input image, and the map each one puts the type's
+presence on."""
+
+
+def image_maps(modes: Sequence[str], images: Any) -> dict[str, Any]:
+    """The maps (``(S, H, W)``) of :data:`IMAGE_MAPS` that ``modes`` use, made from ``images``
+    (the network's input); ValueError when one is needed and ``images`` is None."""
+    used = [m for m in IMAGE_MAPS if m in modes]
+    if used and images is None:
+        raise ValueError(f"the {used[0]} mask mode needs the network's input images")
+    return {m: IMAGE_MAPS[m](images) for m in used}
 
 
 def serve_masks(
@@ -175,7 +257,8 @@ def serve_masks(
     names (:func:`apply_mask_modes`); ``thresholds`` float32 ``(K,)``; ``resize`` maps one
     ``(H', W')`` plane to ``(rows, cols)`` (the working grid's way back), None = crop the padding;
     ``out``: a uint8 ``(S, K, rows, cols)`` array (a strided view is fine) to write into;
-    ``images`` float32 ``(S, H', W')``: the network's input (only for a ``line`` type).
+    ``images`` float32 ``(S, H', W')``: the network's input (only for a ``line`` or ``level``
+    type).
     Returns uint8 ``(S, K, rows, cols)``, 1 where the served probability ≥ the type's threshold:
     equal to :func:`threshold_masks` of the served masks (a ``whole`` type is one comparison per
     slice, since a constant plane resizes to itself), same array kind as ``probabilities``.
@@ -187,9 +270,7 @@ def serve_masks(
         out = xp.empty((s, k_count, rows, cols), dtype=xp.uint8)
     flags = out.view(xp.bool_)
     limits = [xp.float32(t) for t in to_numpy(thresholds).tolist()]
-    if "line" in modes and images is None:
-        raise ValueError("the line mask mode needs the network's input images")
-    line: Any = line_map(images) if "line" in modes else None
+    maps = image_maps(modes, images)
     for k, mode in enumerate(modes):
         if mode == "whole":
             out[:, k] = (presence[:, k] >= limits[k]).astype(xp.uint8)[:, None, None]
@@ -198,8 +279,8 @@ def serve_masks(
             plane = probabilities[i, k]
             if mode == "gated":
                 plane = plane * presence[i, k]
-            elif mode == "line":
-                plane = line[i] * presence[i, k]
+            elif mode in maps:
+                plane = maps[mode][i] * presence[i, k]
             plane = plane[:rows, :cols] if resize is None else resize(plane)
             xp.greater_equal(plane, limits[k], out=flags[i, k])
     return out

@@ -43,7 +43,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gpu_ops import cupy_available, optional_import, to_numpy
-from gpu_ops.scoring import apply_mask_modes, canonical_batch, normalise_batch, serve_masks
+from gpu_ops.scoring import (
+    IMAGE_MAPS,
+    MASK_MODES,
+    apply_mask_modes,
+    canonical_batch,
+    normalise_batch,
+    serve_masks,
+)
 from ml import ARTIFACT_TYPES
 from ml.header import AcquisitionHeader
 from ml.model.preprocess import header_vector_from, to_model_grid, upsample_probabilities
@@ -151,6 +158,10 @@ def _uid(ds: Any) -> str:
     return str(getattr(ds, "SOPInstanceUID", "") or "")
 
 
+MASK_MODES_KEY = "artiscan_mask_modes"
+"""ONNX metadata key of the mask modes a model's MaskMode layer applies (comma-separated, in
+the order of ``ml.ARTIFACT_TYPES``), written by ``ml export``."""
+
 WORKING_SIZE_KEY = "artiscan_working_size"
 """ONNX metadata key (and LiteRT/Keras-independent sidecar key ``working_size``) of a model's
 working size."""
@@ -195,7 +206,9 @@ _MODE_TAIL_OPS = frozenset(
      "Squeeze", "Transpose", "Unsqueeze",
      # the line mode's map of the input image (ml.model.network.line_map_ops)
      "Abs", "Concat", "Div", "GreaterOrEqual", "Max", "Min", "ReduceMax", "ReduceMean",
-     "ReduceSum", "Slice", "Sub", "Tile"}
+     "ReduceSum", "Slice", "Sub", "Tile",
+     # the level mode's (ml.model.network.level_map_ops)
+     "AveragePool", "CumSum", "Greater", "ReduceMin"}
 )  # fmt: skip
 """The ONNX ops that the exported mask-mode tail is made of; a graph whose tail holds any other
 op is served as it is."""
@@ -418,21 +431,42 @@ def onnx_scoring_graph(model: bytes) -> ScoringGraph | None:
     for f in graph.top:
         out += _message(7, bytes(edited)) if f is graph.graph else f.raw
     applies_modes = any("mask_mode" in n.name for n in dead)
-    modes = _graph_mask_modes(graph) if applies_modes else ("pixel",) * len(ARTIFACT_TYPES)
+    modes = (
+        (_metadata_mask_modes(graph) or _graph_mask_modes(graph))
+        if applies_modes
+        else ("pixel",) * len(ARTIFACT_TYPES)
+    )
     return ScoringGraph(bytes(out), probabilities, applies_modes, modes)
+
+
+def _metadata_mask_modes(graph: _Graph) -> tuple[str, ...] | None:
+    """The modes named in the file's metadata (:data:`MASK_MODES_KEY`; ModelProto
+    metadata_props 14, StringStringEntryProto key 1, value 2), or None: an older file, read
+    from its graph instead (:func:`_graph_mask_modes`)."""
+    for f in graph.top:
+        if f.number != 14 or not _is_bytes(f):
+            continue
+        entry = _fields(f.value)  # type: ignore[arg-type]
+        if _strings(entry, 1) == [MASK_MODES_KEY]:
+            modes = tuple((_strings(entry, 2) or [""])[0].split(","))
+            known = len(modes) == len(ARTIFACT_TYPES) and set(modes) <= set(MASK_MODES)
+            return modes if known else None
+    return None
 
 
 _MODE_SELECTOR = re.compile(r"mask_mode[^/]*/Const(_(\d+))?:0$")
 
 
 def _graph_mask_modes(graph: _Graph) -> tuple[str, ...] | None:
-    """The per-type modes baked into an exported MaskMode layer: its 0/1 selector constants,
+    """The per-type modes baked into an exported MaskMode layer of a file without
+    :data:`MASK_MODES_KEY` (exported before the level mode): its 0/1 selector constants,
     created in the order of ``MaskMode.call`` (pixel, gated, whole, and line where a type uses
     it) and so named ``Const``, ``Const_1``, ``Const_2`` (``Const_3``) by the TensorFlow graph
     (TensorProto fields: name 8, float_data 4, raw_data 9). None unless there are exactly those
     three or four, of K float32 values each, one 1 per type: then the file is served whole, with
     the modes it carries itself (a sidecar's modes may describe a newer ``.keras`` file than the
-    ``.onnx``)."""
+    ``.onnx``). The level mode's map has constants of its own that TensorFlow names the same
+    way, hence the metadata."""
     selectors: dict[int, Any] = {}
     for name, (field, _) in graph.initializers.items():
         match = _MODE_SELECTOR.search(name)
@@ -709,7 +743,11 @@ class ScoringPipeline:
                     ccols,
                     resize=resize,
                     out=None if target is None else canonical_batch(target, pe),
-                    images=xp.asarray(out["images"]) if "line" in self.modes else None,
+                    images=(
+                        xp.asarray(out["images"])
+                        if any(m in IMAGE_MAPS for m in self.modes)
+                        else None
+                    ),
                 )
                 if target is None:
                     masks[rows_of] = to_numpy(canonical_batch(binary, pe))  # (s, K, rows, cols)

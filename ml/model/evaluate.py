@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from gpu_ops.scoring import MASK_MODES, line_map
+from gpu_ops.scoring import IMAGE_MAPS, MASK_MODES
 from ml import ARTIFACT_TYPES
 from ml.model.data import Split, load_split
 from ml.model.preprocess import from_model_grid, to_model_grid
@@ -116,8 +116,8 @@ def predict_split(
     float32 ``(N, K)``, ``suitability`` float32 ``(N,)``; with ``grid`` (T thresholds) also
     ``grid_intersection``/``grid_union`` int64 ``(M, T, K)`` summed over slices, for each of the
     M mask modes of :data:`gpu_ops.scoring.MASK_MODES` (pixel, gated by presence, presence over
-    the whole slice, presence on the standing-out line) applied to the model's ``masks``
-    output.
+    the whole slice, presence on the standing-out line, presence on where the air's noise level
+    passes the rule) applied to the model's ``masks`` output.
     """
     thresholds = np.broadcast_to(np.asarray(threshold, np.float32), (len(ARTIFACT_TYPES),))
     n, k = len(split), len(ARTIFACT_TYPES)
@@ -143,13 +143,14 @@ def predict_split(
             )
             probs = from_model_grid(np.asarray(result["masks"]), rows, cols, working)
             presence = np.asarray(result["presence"])
-            if grid is not None:  # the line mode's map, on the original grid like the masks
-                line = from_model_grid(line_map(images)[..., None], rows, cols, working)[..., 0]
+            if grid is not None:  # the image modes' maps, on the original grid like the masks
+                maps = np.stack([IMAGE_MAPS[m](images) for m in IMAGE_MAPS], axis=-1)
+                maps = from_model_grid(maps, rows, cols, working)
             pred = probs >= thresholds
             for j, i in enumerate(idx):
                 truth = np.moveaxis(split.masks[i].astype(bool), 0, -1)
                 if grid is not None:
-                    _grid_counts(out, probs[j], presence[j], line[j], truth, grid)
+                    _grid_counts(out, probs[j], presence[j], maps[j], truth, grid)
                 out["intersection"][i] = (pred[j] & truth).sum(axis=(0, 1))
                 out["union"][i] = (pred[j] | truth).sum(axis=(0, 1))
                 out["present"][i] = truth.any(axis=(0, 1))
@@ -162,17 +163,20 @@ def _grid_counts(
     out: dict[str, Any],
     probs: NDArray[Any],
     presence: NDArray[Any],
-    line: NDArray[Any],
+    maps: NDArray[Any],
     truth: NDArray[np.bool_],
     grid: NDArray[Any],
 ) -> None:
     """Add one slice's intersections and unions per (mode, threshold, type) to ``out``, in the
-    order of :data:`MASK_MODES`; ``line`` ``(H, W)`` is the slice's line map."""
+    order of :data:`MASK_MODES`; ``maps`` ``(H, W, len(IMAGE_MAPS))`` are the slice's maps of
+    the image modes (line, level), in the order of :data:`gpu_ops.scoring.IMAGE_MAPS`."""
     truth_px = truth.sum(axis=(0, 1))
-    gated = probs * presence
-    lined = line[:, :, None] * presence
+    variants = [(0, probs), (1, probs * presence)] + [
+        (MASK_MODES.index(mode), maps[:, :, i, None] * presence)
+        for i, mode in enumerate(IMAGE_MAPS)
+    ]
     for t, value in enumerate(grid):
-        for m, variant in ((0, probs), (1, gated), (3, lined)):
+        for m, variant in variants:
             above = variant >= value
             out["grid_intersection"][m, t] += (above & truth).sum(axis=(0, 1))
             out["grid_union"][m, t] += (above | truth).sum(axis=(0, 1))
@@ -293,10 +297,10 @@ def choose_modes(iou: NDArray[Any]) -> tuple[NDArray[np.int64], NDArray[np.float
     :data:`gpu_ops.scoring.MASK_MODES` and :data:`THRESHOLD_GRID`: the flat index
     ``mode * thresholds + threshold`` of the choice and its IoU, ``(types,)`` each.
 
-    Ties go to the earlier entry: pixel before gated before whole before line, low threshold
-    first. A type leaves the per-pixel mask only for a real gain (:data:`MODE_MIN_GAIN`), so a
-    localised type whose masks are not learned is not painted over the whole slice for a few
-    pixels' worth of IoU."""
+    Ties go to the earlier entry: pixel before gated before whole before line before level, low
+    threshold first. A type leaves the per-pixel mask only for a real gain
+    (:data:`MODE_MIN_GAIN`), so a localised type whose masks are not learned is not painted over
+    the whole slice for a few pixels' worth of IoU."""
     flat = iou.reshape(-1, iou.shape[-1])
     best = flat.argmax(axis=0)
     keep_pixel = flat.max(axis=0) < iou[0].max(axis=0) + MODE_MIN_GAIN
@@ -322,10 +326,11 @@ def tuned_batch_iou(model: Any, batches: list[tuple[dict[str, Any], dict[str, An
     for x, y in batches:
         result = model.predict_on_batch(x)
         probs, presence = np.asarray(result["masks"]), np.asarray(result["presence"])
-        line = line_map(np.asarray(x["image"])[..., 0])
+        images = np.asarray(x["image"])[..., 0]
+        maps = np.stack([IMAGE_MAPS[m](images) for m in IMAGE_MAPS], axis=-1)
         truth = np.asarray(y["masks"]) >= 0.5
         for j in range(len(probs)):
-            _grid_counts(out, probs[j], presence[j], line[j], truth[j], THRESHOLD_GRID)
+            _grid_counts(out, probs[j], presence[j], maps[j], truth[j], THRESHOLD_GRID)
         present += truth.any(axis=(1, 2)).sum(axis=0)
     _, chosen = choose_modes(out["grid_intersection"] / np.maximum(out["grid_union"], 1))
     return float((chosen * present).sum() / present.sum()) if present.sum() else 0.0

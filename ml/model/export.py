@@ -44,22 +44,29 @@ def export_onnx(model_path: Path, out: Path) -> float:
     import onnxruntime as ort
 
     from ml.model import network
+    from ml.pipeline import MASK_MODES_KEY, WORKING_SIZE_KEY
 
     model = network.load(model_path)
     model.predict_on_batch(check_inputs())  # Keras exports only a model that has been called
     out.parent.mkdir(parents=True, exist_ok=True)
     model.export(str(out), format="onnx", verbose=False)
     size = network.working_size(model)
+    modes = network.mask_modes(model)
+    metadata: dict[str, str] = {}
     if size is not None:
         # The working size travels inside the file too (ScoringPipeline reads it from there when
         # no thresholds sidecar names it).
+        metadata[WORKING_SIZE_KEY] = str(size)
+    if any(m != "pixel" for m in modes):
+        # So do the mask modes: the pipeline cuts the graph before them and applies them itself.
+        metadata[MASK_MODES_KEY] = ",".join(modes)
+    if metadata:
         import onnx
 
-        from ml.pipeline import WORKING_SIZE_KEY
-
         proto = onnx.load(str(out))
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = WORKING_SIZE_KEY, str(size)
+        for key, value in metadata.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
         onnx.save(proto, str(out))
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     difference = max_difference(model, session)

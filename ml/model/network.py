@@ -21,7 +21,18 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from gpu_ops.scoring import LINE_HALF_WIDTH, LINE_LEVEL, LINE_OFFSETS, MASK_MODES
+from gpu_ops.scoring import (
+    LEVEL_AIR_BIAS,
+    LEVEL_BLOCK,
+    LEVEL_FULL,
+    LEVEL_HEAD,
+    LEVEL_HEAD_OVER_AIR,
+    LEVEL_INSIDE,
+    LINE_HALF_WIDTH,
+    LINE_LEVEL,
+    LINE_OFFSETS,
+    MASK_MODES,
+)
 from ml import ARTIFACT_TYPES
 from ml.model.backend import keras as _keras
 from ml.model.preprocess import HEADER_FEATURES
@@ -210,10 +221,36 @@ def line_map_ops(image: Any) -> Any:
     return band * ops.clip(along / LINE_LEVEL, 0.0, 1.0)
 
 
+def _filled_ops(above: Any, axis: int) -> Any:
+    """:func:`gpu_ops.scoring._filled` in graph ops (``above`` 0/1 float)."""
+    before = ops.cumsum(above, axis=axis)
+    after = ops.sum(above, axis=axis, keepdims=True) - before + above
+    return ops.cast(ops.greater(before, 0.0), above.dtype) * ops.cast(
+        ops.greater(after, 0.0), above.dtype
+    )
+
+
+def level_map_ops(image: Any) -> Any:
+    """:func:`gpu_ops.scoring.level_map` in graph ops: ``image (B, H, W, 1)`` → ``(B, H, W, 1)``.
+    H and W are multiples of :data:`~gpu_ops.scoring.LEVEL_BLOCK` on the network's grid (a
+    multiple of the stride, 16)."""
+    b = LEVEL_BLOCK
+    blocks = ops.average_pool(image, pool_size=b, strides=b, padding="valid")
+    least = ops.min(blocks, axis=(1, 2, 3), keepdims=True)
+    above = ops.cast(
+        ops.greater(blocks, ops.maximum(LEVEL_HEAD, LEVEL_HEAD_OVER_AIR * least)), image.dtype
+    )
+    air = least * LEVEL_AIR_BIAS
+    head = _filled_ops(above, 1) * _filled_ops(above, 2)
+    head = ops.repeat(ops.repeat(head, b, axis=1), b, axis=2)
+    level = air * (1.0 - (1.0 - LEVEL_INSIDE) * head)
+    return ops.clip(level / LEVEL_FULL, 0.0, 1.0)
+
+
 @keras.saving.register_keras_serializable(package="artiscan")
 class MaskMode(keras.layers.Layer):  # type: ignore[misc,name-defined]
     """Per-type choice of :data:`MASK_MODES`; inputs ``[masks (B, H, W, K), presence (B, K)]``,
-    plus the network's input ``image (B, H, W, 1)`` when a type is ``line``.
+    plus the network's input ``image (B, H, W, 1)`` when a type is ``line`` or ``level``.
 
     Output like ``masks``. No weights: the modes are configuration, tuned on the validation split
     (:func:`ml.model.evaluate.tune_thresholds`) and saved with the model, so every runtime
@@ -237,12 +274,19 @@ class MaskMode(keras.layers.Layer):  # type: ignore[misc,name-defined]
             + masks * p * ops.convert_to_tensor(pick["gated"], dtype=masks.dtype)
             + ops.ones_like(masks) * p * ops.convert_to_tensor(pick["whole"], dtype=masks.dtype)
         )
-        if "line" not in self.modes:
+        if "line" not in self.modes and "level" not in self.modes:
             return served
         if len(inputs) < 3:
-            raise ValueError("the line mask mode needs the network's input image")
-        line = line_map_ops(inputs[2])
-        return served + line * p * ops.convert_to_tensor(pick["line"], dtype=masks.dtype)
+            raise ValueError("the line and level mask modes need the network's input image")
+        # The line selector first, as before the level mode (files exported then have their
+        # modes read from these constants; newer ones name them in their metadata).
+        if "line" in self.modes:
+            line = line_map_ops(inputs[2])
+            served = served + line * p * ops.convert_to_tensor(pick["line"], dtype=masks.dtype)
+        if "level" in self.modes:
+            level = level_map_ops(inputs[2])
+            served = served + level * p * ops.convert_to_tensor(pick["level"], dtype=masks.dtype)
+        return served
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape[0]
@@ -331,7 +375,7 @@ def _outputs(
     }
     if modes is not None and any(m != "pixel" for m in modes):
         inputs = [outputs["masks"], outputs["presence"]]
-        if "line" in modes:
+        if "line" in modes or "level" in modes:
             inputs.append(model.input["image"])
         outputs["masks"] = MaskMode(list(modes), name="mask_mode")(inputs)
     if calibration is not None:

@@ -10,6 +10,7 @@ from gpu_ops import array_module, to_numpy
 from gpu_ops.scoring import (
     apply_mask_modes,
     canonical_batch,
+    level_map,
     line_map,
     normalise_batch,
     pad_batch,
@@ -86,7 +87,7 @@ def test_serving_masks_type_by_type_equals_thresholding_the_served_masks(name, g
         "gated",
         "line",
         "pixel",
-        "pixel",
+        "level",
         "whole",
         "gated",
     ]
@@ -172,11 +173,48 @@ def test_the_line_map_marks_the_row_of_a_zipper_and_nothing_else(name):
 
 
 @pytest.mark.parametrize("name", BACKEND_PARAMS)
+def test_the_level_map_marks_what_the_ground_truth_rule_marks_for_rician_noise(name):
+    """Noise of three levels on a head phantom, judged by the ground truth's own rule
+    (``ml.simulate.ground_truth``): noise everywhere, in the air only (Rayleigh's mean is
+    above Gaussian's), and none; something bright (folded anatomy, a ghost) covers part of the
+    air. The map, at 0.5, marks what the rule marks but for the head's edge."""
+    from ml.simulate._common import head_and_reference
+    from ml.simulate.ground_truth import ground_truth
+
+    xp = backend(name)
+    image, _ = head_phantom(128)
+    clean = image.astype(np.float32)
+    clean[:, :12] += 0.3 * clean[:, 64:76]  # something bright over part of the air
+    clean /= float(head_and_reference(clean[None])[1][0])  # normalised: the head's p99 is 1
+    rng = np.random.default_rng(7)
+    slices, truths = [], []
+    for sigma in (0.09, 0.05, 0.01):
+        noise = rng.normal(0, sigma, (2, *clean.shape))
+        noisy = np.hypot(clean + noise[0], noise[1]).astype(np.float32)
+        slices.append(noisy)
+        truths.append(ground_truth(clean, noisy)[0].astype(bool))
+    out = to_numpy(level_map(xp.asarray(np.stack(slices))))
+    assert out.dtype == np.float32 and out.shape == (3, 128, 128)
+    assert (out >= 0).all() and (out <= 1).all()
+    marked = out >= 0.5
+    head = head_and_reference(clean[None])[0][0]
+    # Everywhere: the map too.
+    assert (marked[0] == truths[0]).mean() > 0.95 and marked[0].mean() > 0.95
+    # The air only: the map marks air and never the head; it takes the head's edge (blocks of
+    # LEVEL_BLOCK pixels, filled between the bright band and the head) for the head's (the
+    # rule marks a few percent of the head: its dark CSF, where the noise is Rician too).
+    assert (marked[1] == truths[1]).mean() > 0.8 and 0.3 < marked[1].mean() < 0.7
+    assert (marked[1] & head).sum() < 0.01 * head.sum()
+    # None.
+    assert not marked[2].any() and not truths[2].any()
+
+
+@pytest.mark.parametrize("name", BACKEND_PARAMS)
 def test_the_line_mode_needs_the_input_images(name):
     xp = backend(name)
     m = xp.zeros((1, 10, 8, 8), dtype=xp.float32)
     p = xp.ones((1, 10), dtype=xp.float32)
-    modes = ["line"] + ["pixel"] * 9
+    modes = ["line"] + ["pixel"] * 8 + ["level"]
     with pytest.raises(ValueError, match="needs the network's input images"):
         apply_mask_modes(m, p, modes)
     with pytest.raises(ValueError, match="needs the network's input images"):

@@ -169,42 +169,91 @@ def test_mask_modes_serve_pixel_gated_or_whole_slice_masks_and_survive_a_save(ne
     np.testing.assert_allclose(stripped.predict_on_batch(x)["masks"], plain["masks"], atol=1e-6)
 
 
-def test_the_line_mode_is_the_line_map_times_presence_in_keras_onnx_and_after_a_save(
-    network, tmp_path
-):
-    """The ``line`` mode in the graph equals gpu_ops' NumPy definition; it survives a save, an
-    ONNX export (cut at the probabilities, or served whole: the same masks) and stripping."""
-    from gpu_ops.scoring import apply_mask_modes, line_map
+def _check_image_modes(network, model, modes, x, tmp_path):
+    """A model serving ``modes`` on ``x``: the graph equals gpu_ops' NumPy definition of the
+    modes; a save, stripping and an ONNX export (cut at the probabilities, with the modes read
+    from the file and applied by the pipeline; or served whole) give the same masks. Returns
+    the plain and the served outputs."""
+    from gpu_ops.scoring import apply_mask_modes
     from ml.model.export import export_onnx
     from ml.pipeline import OnnxModel, onnx_scoring_graph
 
-    model = network.build_model(network.default_widths(base=4, depth=2), depth=2)
-    modes = ["whole"] + ["pixel"] * 4 + ["line"] + ["pixel"] * 4
     served = network.with_mask_modes(model, modes)
-    x = _inputs()
-    x["image"][0, 7] += 2.0  # a zipper row in the first slice
     plain, out = model.predict_on_batch(x), served.predict_on_batch(x)
     expected = apply_mask_modes(
         np.moveaxis(plain["masks"], -1, 1), plain["presence"], modes, images=x["image"][..., 0]
     )
     np.testing.assert_allclose(np.moveaxis(out["masks"], -1, 1), expected, atol=1e-6)
-    line = line_map(x["image"][..., 0])
-    assert (line[0].max(axis=1) > 0).nonzero()[0].tolist() == [6, 7, 8]
-    np.testing.assert_allclose(out["masks"][0, 7, :, 5], plain["presence"][0, 5], atol=1e-6)
-    served.save(tmp_path / "line.keras")
-    loaded = network.load(tmp_path / "line.keras")
+    served.save(tmp_path / "moded.keras")
+    loaded = network.load(tmp_path / "moded.keras")
     assert network.mask_modes(loaded) == modes
     np.testing.assert_allclose(loaded.predict_on_batch(x)["masks"], out["masks"], atol=1e-6)
     stripped = network.with_mask_modes(loaded, None)
     np.testing.assert_allclose(stripped.predict_on_batch(x)["masks"], plain["masks"], atol=1e-6)
-    export_onnx(tmp_path / "line.keras", tmp_path / "line.onnx")
-    cut = onnx_scoring_graph((tmp_path / "line.onnx").read_bytes())
-    assert cut is not None and cut.modes == tuple(modes)  # read from the graph's selectors
-    onnx = OnnxModel(tmp_path / "line.onnx")
-    assert onnx.modes == tuple(modes)  # cut: the pipeline applies the modes, line included
+    export_onnx(tmp_path / "moded.keras", tmp_path / "moded.onnx")
+    cut = onnx_scoring_graph((tmp_path / "moded.onnx").read_bytes())
+    assert cut is not None and cut.modes == tuple(modes)  # read from the file
+    onnx = OnnxModel(tmp_path / "moded.onnx")
+    assert onnx.modes == tuple(modes)  # cut: the pipeline applies the modes
     np.testing.assert_allclose(onnx.predict_on_batch(x)["masks"], out["masks"], atol=1e-5)
-    whole = OnnxModel(tmp_path / "line.onnx", cut=False)  # the file as exported
+    whole = OnnxModel(tmp_path / "moded.onnx", cut=False)  # the file as exported
     np.testing.assert_allclose(whole.predict_on_batch(x)["masks"], out["masks"], atol=1e-5)
+    return plain, out
+
+
+def test_the_line_mode_is_the_line_map_times_presence_in_keras_onnx_and_after_a_save(
+    network, tmp_path
+):
+    """The ``line`` mode in the graph equals gpu_ops' NumPy definition; it survives a save, an
+    ONNX export (cut and whole: the same masks) and stripping."""
+    from gpu_ops.scoring import line_map
+
+    model = network.build_model(network.default_widths(base=4, depth=2), depth=2)
+    modes = ["whole"] + ["pixel"] * 4 + ["line"] + ["pixel"] * 4
+    x = _inputs()
+    x["image"][0, 7] += 2.0  # a zipper row in the first slice
+    plain, out = _check_image_modes(network, model, modes, x, tmp_path)
+    line = line_map(x["image"][..., 0])
+    assert (line[0].max(axis=1) > 0).nonzero()[0].tolist() == [6, 7, 8]
+    np.testing.assert_allclose(out["masks"][0, 7, :, 5], plain["presence"][0, 5], atol=1e-6)
+
+
+def _noisy_heads(batch=2, rows=48, cols=64, sigma=(0.06, 0.01), seed=0):
+    """Slices of a bright disc (the head, a dark hole inside: CSF) with Rician noise of
+    ``sigma`` per slice, the head's level near 1 as after normalisation."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:rows, :cols]
+    r = np.hypot((yy - rows / 2) / (rows * 0.35), (xx - cols / 2) / (cols * 0.35))
+    clean = np.where(r < 1, 0.9, 0.0) * np.where(r < 0.3, 0.1, 1.0)
+    out = []
+    for s in sigma[:batch]:
+        noise = rng.normal(0, s, (2, rows, cols))
+        out.append(np.hypot(clean + noise[0], noise[1]))
+    return np.asarray(out, np.float32)
+
+
+@pytest.mark.parametrize(
+    "modes",
+    [
+        ["pixel"] * 9 + ["level"],
+        ["whole"] + ["pixel"] * 4 + ["line"] + ["pixel"] * 3 + ["level"],
+    ],
+    ids=["level", "line-and-level"],
+)
+def test_the_level_mode_is_the_level_map_times_presence_in_keras_onnx_and_after_a_save(
+    network, tmp_path, modes
+):
+    """The ``level`` mode in the graph equals gpu_ops' NumPy definition (with or without a line
+    type beside it); it survives a save, an ONNX export (cut and whole) and stripping, and the
+    ONNX file names its modes (the line and level selectors alone would not tell them apart)."""
+    from gpu_ops.scoring import level_map
+
+    model = network.build_model(network.default_widths(base=4, depth=2), depth=2)
+    x = _inputs(rows=48, cols=64)
+    x["image"] = _noisy_heads()[..., None]
+    level = level_map(x["image"][..., 0])
+    assert level[0].max() > 0.5 and level[1].max() < 0.5  # noisy air; quiet
+    _check_image_modes(network, model, modes, x, tmp_path)
 
 
 def test_unknown_mask_modes_are_refused(network):

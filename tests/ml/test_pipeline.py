@@ -242,7 +242,13 @@ def test_the_scoring_graph_is_a_valid_onnx_model_with_the_other_outputs_unchange
         outputs = [o.name for o in model.graph.output]
         assert outputs == [cut.output, "presence", "suitability"]
         assert [o.name for o in original.graph.output] == ["masks", "presence", "suitability"]
-        assert not [n for n in model.graph.node if "mask_mode" in n.name]
+        # Nothing of the mask-mode tail is left but what the exporter merged with a node the
+        # other outputs need (the level mode's reshape of the input image, named for MaskMode).
+        assert all(
+            n.op_type in ("Reshape", "Unsqueeze", "Shape", "Cast")
+            for n in model.graph.node
+            if "mask_mode" in n.name
+        )
         assert [i.name for i in model.graph.input] == [i.name for i in original.graph.input]
         assert model.metadata_props == original.metadata_props  # the working size travels
         kept = {n.name for n in model.graph.node}
@@ -250,25 +256,33 @@ def test_the_scoring_graph_is_a_valid_onnx_model_with_the_other_outputs_unchange
 
 
 def test_the_modes_come_from_the_onnx_file_itself_not_from_its_sidecar(tmp_path):
-    """The cut graph is served with the modes its own MaskMode constants hold (as the whole
-    graph applied them): a sidecar describing a newer ``.keras`` file changes nothing, and a
-    graph whose constants cannot be read is served whole, with the same masks."""
+    """The cut graph is served with the modes the file names in its metadata, or (a file
+    exported before the level mode) that its own MaskMode constants hold (as the whole graph
+    applied them): a sidecar describing a newer ``.keras`` file changes nothing, and a graph
+    whose modes cannot be read is served whole, with the same masks."""
     import json
     import shutil
 
     import onnx
     from onnx import numpy_helper
 
-    from ml.pipeline import SHIPPED, ScoringPipeline, onnx_scoring_graph
+    from ml.pipeline import MASK_MODES_KEY, SHIPPED, ScoringPipeline, onnx_scoring_graph
 
     for name in ("pruned-onnx", "full-onnx"):
-        graph = onnx.load(str(SHIPPED[name])).graph
-        consts = {i.name.rsplit("/", 1)[-1]: numpy_helper.to_array(i) for i in graph.initializer
-                  if "mask_mode" in i.name}  # fmt: skip
-        names = [c for c in ("Const", "Const_1", "Const_2", "Const_3") if f"{c}:0" in consts]
-        picks = np.stack([consts[f"{c}:0"].ravel() for c in names])
-        expected = tuple(("pixel", "gated", "whole", "line")[i] for i in picks.argmax(axis=0))
+        proto = onnx.load(str(SHIPPED[name]))
+        named = {p.key: p.value for p in proto.metadata_props}.get(MASK_MODES_KEY)
+        if named is not None:
+            expected = tuple(named.split(","))
+        else:
+            consts = {i.name.rsplit("/", 1)[-1]: numpy_helper.to_array(i)
+                      for i in proto.graph.initializer if "mask_mode" in i.name}  # fmt: skip
+            names = [c for c in ("Const", "Const_1", "Const_2", "Const_3") if f"{c}:0" in consts]
+            picks = np.stack([consts[f"{c}:0"].ravel() for c in names])
+            expected = tuple(("pixel", "gated", "whole", "line")[i] for i in picks.argmax(axis=0))
         assert onnx_scoring_graph(SHIPPED[name].read_bytes()).modes == expected
+    # The shipped pruned file predates the metadata (its modes come from its constants), the
+    # full one names them (it serves the level mode).
+    assert "level" in onnx_scoring_graph(SHIPPED["full-onnx"].read_bytes()).modes
     bare = tmp_path / "m.onnx"
     shutil.copy(SHIPPED["pruned-onnx"], bare)
     own = ScoringPipeline.load(bare)
