@@ -207,7 +207,7 @@ _MODE_TAIL_OPS = frozenset(
      # the line mode's map of the input image (ml.model.network.line_map_ops)
      "Abs", "Concat", "Div", "GreaterOrEqual", "Max", "Min", "ReduceMax", "ReduceMean",
      "ReduceSum", "Slice", "Sub", "Tile",
-     # the level mode's (ml.model.network.level_map_ops)
+     # the level and head modes' (ml.model.network.level_map_ops, head_map_ops)
      "AveragePool", "CumSum", "Greater", "ReduceMin"}
 )  # fmt: skip
 """The ONNX ops that the exported mask-mode tail is made of; a graph whose tail holds any other
@@ -617,7 +617,8 @@ class ScoringPipeline:
         model_modes = getattr(model, "modes", None)
         self.modes: tuple[str, ...] = ("pixel",) * len(ARTIFACT_TYPES)
         """Mask modes this pipeline applies to the model's outputs: those of a model that
-        serves its per-pixel probabilities (``predict_probabilities``: a cut ONNX graph); all
+        serves its per-pixel probabilities (``predict_probabilities``: a cut ONNX graph, an int8
+        LiteRT file); all
         ``pixel`` for every other model, which applies its own modes."""
         self._raw = False
         if model_modes is not None and hasattr(model, "predict_probabilities"):
@@ -635,7 +636,8 @@ class ScoringPipeline:
         if path.suffix == ".tflite":  # python -m ml export MODEL --format litert [--int8]
             litert = importlib.import_module("ml.model.litert")
             threads = int(os.environ.get("ARTISCAN_INFERENCE_THREADS", "2"))
-            return cls(litert.LiteRTModel(path, threads=threads), path)
+            modes = litert.pipeline_modes(_sidecar(path))  # an int8 file's, applied here
+            return cls(litert.LiteRTModel(path, threads=threads, modes=modes), path)
         # Imported by name at call time: the web side imports this module for its types and
         # must never reach Keras (the import contract follows static imports, even lazy ones).
         network = importlib.import_module("ml.model.network")

@@ -117,7 +117,7 @@ def predict_split(
     ``grid_intersection``/``grid_union`` int64 ``(M, T, K)`` summed over slices, for each of the
     M mask modes of :data:`gpu_ops.scoring.MASK_MODES` (pixel, gated by presence, presence over
     the whole slice, presence on the standing-out line, presence on where the air's noise level
-    passes the rule) applied to the model's ``masks`` output.
+    passes the rule, presence on the head) applied to the model's ``masks`` output.
     """
     thresholds = np.broadcast_to(np.asarray(threshold, np.float32), (len(ARTIFACT_TYPES),))
     n, k = len(split), len(ARTIFACT_TYPES)
@@ -169,7 +169,7 @@ def _grid_counts(
 ) -> None:
     """Add one slice's intersections and unions per (mode, threshold, type) to ``out``, in the
     order of :data:`MASK_MODES`; ``maps`` ``(H, W, len(IMAGE_MAPS))`` are the slice's maps of
-    the image modes (line, level), in the order of :data:`gpu_ops.scoring.IMAGE_MAPS`."""
+    the image modes (line, level, head), in the order of :data:`gpu_ops.scoring.IMAGE_MAPS`."""
     truth_px = truth.sum(axis=(0, 1))
     variants = [(0, probs), (1, probs * presence)] + [
         (MASK_MODES.index(mode), maps[:, :, i, None] * presence)

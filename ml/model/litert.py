@@ -18,7 +18,13 @@ sizes (the interpreter is resized per call).
 and outputs; ``TFLITE_BUILTINS_INT8`` only, so any op that could not be quantised fails the
 export instead of silently staying float). Activation ranges are calibrated on a
 representative set: canonical, normalised slices of a ``python -m ml dataset`` directory, or,
-without one, slices simulated on the spot (:func:`representative_slices`).
+without one, slices simulated on the spot (:func:`representative_slices`). An int8 file holds
+the network only, without its mask modes (``ml.model.network.MaskMode``): the ``level`` and
+``head`` maps read the air's level, ~0.01-0.05 of the head's p99, below what an int8 image
+resolves, and a presence ~0.07 off moved a whole slice's noise mask across 0.5 (pruned model,
+round 9: 96 % of pixels agreed with the modes quantised). The export names the modes in the
+file's sidecar (:data:`PIPELINE_MODES_KEY`) and the pipeline applies them in float32, as it
+does for a cut ONNX graph.
 
 Checks after writing (:func:`compare`): float32 — every output within :data:`TOLERANCE` of Keras
 on :func:`ml.model.export.check_inputs`; int8 — on representative slices, mean absolute mask
@@ -46,6 +52,10 @@ INT8_MAX_TOLERANCE = 0.1
 INT8_AGREEMENT = 0.99
 """int8 export: share of mask pixels (thresholded at 0.5) that must agree with Keras."""
 
+PIPELINE_MODES_KEY = "pipeline_modes"
+"""Sidecar key (``MODEL.int8.thresholds.json``) of an int8 file: the K mask modes the pipeline
+applies to the per-pixel probabilities the file serves."""
+
 Batch = dict[str, NDArray[np.float32]]
 
 
@@ -54,9 +64,15 @@ class LiteRTModel:
 
     Uses the ``ai-edge-litert`` interpreter (no TensorFlow import), or TensorFlow's own
     ``tf.lite.Interpreter`` where that package is missing. ``threads``: CPU threads (XNNPACK).
+    ``modes``: the mask modes of a file that serves per-pixel probabilities (an int8 export,
+    whose sidecar names them under :data:`PIPELINE_MODES_KEY`): the pipeline applies them
+    (:meth:`predict_probabilities`); None for a file that applies its own.
     """
 
-    def __init__(self, path: str | Path, threads: int = 2) -> None:
+    def __init__(
+        self, path: str | Path, threads: int = 2, modes: tuple[str, ...] | None = None
+    ) -> None:
+        self.modes = modes
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:  # pragma: no cover - the pinned requirements install it
@@ -71,6 +87,28 @@ class LiteRTModel:
         values = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()}
         out = self.runner(**values)
         return {k: np.asarray(v, np.float32) for k, v in out.items()}
+
+    def predict_probabilities(self, inputs: dict[str, Any]) -> dict[str, NDArray[np.float32]]:
+        """The outputs with ``probabilities`` ``(B, K, H, W)`` (channel-first) for ``masks``:
+        the per-pixel probabilities before :attr:`modes`."""
+        out = self.predict_on_batch(inputs)
+        out["probabilities"] = np.moveaxis(out.pop("masks"), -1, 1)
+        return out
+
+
+def pipeline_modes(sidecar: dict[str, Any]) -> tuple[str, ...] | None:
+    """The modes a ``.tflite`` file's sidecar names for the pipeline to apply, or None (the file
+    applies its own); ValueError for a list that is not K known modes."""
+    from gpu_ops.scoring import MASK_MODES
+    from ml import ARTIFACT_TYPES
+
+    named = sidecar.get(PIPELINE_MODES_KEY)
+    if named is None:
+        return None
+    modes = tuple(str(m) for m in named)
+    if len(modes) != len(ARTIFACT_TYPES) or not set(modes) <= set(MASK_MODES):
+        raise ValueError(f"{PIPELINE_MODES_KEY} must be {len(ARTIFACT_TYPES)} of {MASK_MODES}")
+    return modes
 
 
 def _upsampling_class() -> Any:
@@ -160,7 +198,8 @@ def export_litert(
     from ml.model.export import check_inputs
 
     model = network.load(model_path)
-    copy = serving_copy(model)
+    modes = tuple(network.mask_modes(model)) if int8 else None
+    copy = serving_copy(network.with_mask_modes(model, None) if int8 else model)
     copy.predict_on_batch(check_inputs())  # Keras exports only a model that has been called
     out.parent.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = {
@@ -181,7 +220,7 @@ def export_litert(
             "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
         }
     copy.export(str(out), format="litert", verbose=False, **options)
-    return compare(model, LiteRTModel(out), samples[:8] if int8 else None)
+    return compare(model, LiteRTModel(out, modes=modes), samples[:8] if int8 else None)
 
 
 def compare(model: Any, lite: LiteRTModel, slices: list[Batch] | None = None) -> dict[str, float]:
@@ -191,8 +230,11 @@ def compare(model: Any, lite: LiteRTModel, slices: list[Batch] | None = None) ->
     ``slices`` None: the float32 check — largest absolute difference over all outputs on
     :func:`ml.model.export.check_inputs` (``max_abs``). Otherwise the int8 check on those
     batches: ``mask_mean_abs``, ``scores_max_abs`` (presence, suitability) and
-    ``mask_agreement`` (share of pixels whose 0.5-thresholded masks agree).
+    ``mask_agreement`` (share of pixels whose 0.5-thresholded masks agree). The masks compared
+    are the served ones: a file with :attr:`LiteRTModel.modes` has them applied as the
+    pipeline does.
     """
+    from gpu_ops.scoring import apply_mask_modes
     from ml.model.export import check_inputs
 
     if slices is None:
@@ -206,6 +248,11 @@ def compare(model: Any, lite: LiteRTModel, slices: list[Batch] | None = None) ->
     for batch in slices:
         expected, got = model.predict_on_batch(batch), lite.predict_on_batch(batch)
         a, b = np.asarray(expected["masks"]), got["masks"]
+        if lite.modes is not None:
+            served = apply_mask_modes(
+                np.moveaxis(b, -1, 1), got["presence"], lite.modes, batch["image"][..., 0]
+            )
+            b = np.moveaxis(served, 1, -1)
         mask_abs += float(np.abs(a - b).sum())
         agree += int(((a >= 0.5) == (b >= 0.5)).sum())
         pixels += a.size

@@ -22,6 +22,7 @@ import math
 from typing import Any
 
 from gpu_ops.scoring import (
+    IMAGE_MAPS,
     LEVEL_AIR_BIAS,
     LEVEL_BLOCK,
     LEVEL_FULL,
@@ -230,27 +231,42 @@ def _filled_ops(above: Any, axis: int) -> Any:
     )
 
 
-def level_map_ops(image: Any) -> Any:
-    """:func:`gpu_ops.scoring.level_map` in graph ops: ``image (B, H, W, 1)`` → ``(B, H, W, 1)``.
-    H and W are multiples of :data:`~gpu_ops.scoring.LEVEL_BLOCK` on the network's grid (a
-    multiple of the stride, 16)."""
+def _air_and_head_ops(image: Any) -> tuple[Any, Any]:
+    """:func:`gpu_ops.scoring._air_and_head` in graph ops: the least block mean ``(B, 1, 1, 1)``
+    and the filled head ``(B, H, W, 1)``. H and W are multiples of
+    :data:`~gpu_ops.scoring.LEVEL_BLOCK` on the network's grid (a multiple of the stride, 16)."""
     b = LEVEL_BLOCK
     blocks = ops.average_pool(image, pool_size=b, strides=b, padding="valid")
     least = ops.min(blocks, axis=(1, 2, 3), keepdims=True)
     above = ops.cast(
         ops.greater(blocks, ops.maximum(LEVEL_HEAD, LEVEL_HEAD_OVER_AIR * least)), image.dtype
     )
-    air = least * LEVEL_AIR_BIAS
     head = _filled_ops(above, 1) * _filled_ops(above, 2)
-    head = ops.repeat(ops.repeat(head, b, axis=1), b, axis=2)
-    level = air * (1.0 - (1.0 - LEVEL_INSIDE) * head)
+    return least, ops.repeat(ops.repeat(head, b, axis=1), b, axis=2)
+
+
+def level_map_ops(image: Any) -> Any:
+    """:func:`gpu_ops.scoring.level_map` in graph ops: ``image (B, H, W, 1)`` → ``(B, H, W, 1)``."""
+    least, head = _air_and_head_ops(image)
+    level = least * LEVEL_AIR_BIAS * (1.0 - (1.0 - LEVEL_INSIDE) * head)
     return ops.clip(level / LEVEL_FULL, 0.0, 1.0)
+
+
+def head_map_ops(image: Any) -> Any:
+    """:func:`gpu_ops.scoring.head_map` in graph ops: ``image (B, H, W, 1)`` → ``(B, H, W, 1)``."""
+    return _air_and_head_ops(image)[1]
+
+
+IMAGE_MAP_OPS = {"line": line_map_ops, "level": level_map_ops, "head": head_map_ops}
+""":data:`gpu_ops.scoring.IMAGE_MAPS` in graph ops, in the same order (line first: files exported
+before the level mode have their modes read from its selector constants)."""
 
 
 @keras.saving.register_keras_serializable(package="artiscan")
 class MaskMode(keras.layers.Layer):  # type: ignore[misc,name-defined]
     """Per-type choice of :data:`MASK_MODES`; inputs ``[masks (B, H, W, K), presence (B, K)]``,
-    plus the network's input ``image (B, H, W, 1)`` when a type is ``line`` or ``level``.
+    plus the network's input ``image (B, H, W, 1)`` when a type's mode is one of
+    :data:`gpu_ops.scoring.IMAGE_MAPS` (line, level, head).
 
     Output like ``masks``. No weights: the modes are configuration, tuned on the validation split
     (:func:`ml.model.evaluate.tune_thresholds`) and saved with the model, so every runtime
@@ -274,18 +290,14 @@ class MaskMode(keras.layers.Layer):  # type: ignore[misc,name-defined]
             + masks * p * ops.convert_to_tensor(pick["gated"], dtype=masks.dtype)
             + ops.ones_like(masks) * p * ops.convert_to_tensor(pick["whole"], dtype=masks.dtype)
         )
-        if "line" not in self.modes and "level" not in self.modes:
+        used = [m for m in IMAGE_MAP_OPS if m in self.modes]
+        if not used:
             return served
         if len(inputs) < 3:
-            raise ValueError("the line and level mask modes need the network's input image")
-        # The line selector first, as before the level mode (files exported then have their
-        # modes read from these constants; newer ones name them in their metadata).
-        if "line" in self.modes:
-            line = line_map_ops(inputs[2])
-            served = served + line * p * ops.convert_to_tensor(pick["line"], dtype=masks.dtype)
-        if "level" in self.modes:
-            level = level_map_ops(inputs[2])
-            served = served + level * p * ops.convert_to_tensor(pick["level"], dtype=masks.dtype)
+            raise ValueError(f"the {', '.join(used)} mask modes need the network's input image")
+        for m in used:
+            image_map = IMAGE_MAP_OPS[m](inputs[2])
+            served = served + image_map * p * ops.convert_to_tensor(pick[m], dtype=masks.dtype)
         return served
 
     def compute_output_shape(self, input_shape: Any) -> Any:
@@ -375,7 +387,7 @@ def _outputs(
     }
     if modes is not None and any(m != "pixel" for m in modes):
         inputs = [outputs["masks"], outputs["presence"]]
-        if "line" in modes or "level" in modes:
+        if any(m in IMAGE_MAPS for m in modes):
             inputs.append(model.input["image"])
         outputs["masks"] = MaskMode(list(modes), name="mask_mode")(inputs)
     if calibration is not None:

@@ -8,8 +8,11 @@ import pytest
 
 from gpu_ops import array_module, to_numpy
 from gpu_ops.scoring import (
+    IMAGE_MAPS,
+    LEVEL_BLOCK,
     apply_mask_modes,
     canonical_batch,
+    head_map,
     level_map,
     line_map,
     normalise_batch,
@@ -70,26 +73,28 @@ def test_thresholding_crops_the_padding_and_puts_types_first(name):
 @pytest.mark.parametrize("grid", ["padded", "working"])
 def test_serving_masks_type_by_type_equals_thresholding_the_served_masks(name, grid):
     """serve_masks (modes, crop or resize, thresholds, plane by plane) = threshold_masks of
-    the masks that apply_mask_modes serves, resized as a whole: the same bytes."""
+    the masks that apply_mask_modes serves, resized as a whole: the same bytes; an image
+    mode's type = its map resized, times the presence (what the evaluation tunes)."""
     from ml.model.preprocess import upsample_probabilities
 
     xp = backend(name)
     rng = np.random.default_rng(3)
     probabilities = rng.random((3, 10, 48, 64), dtype=np.float32)
     presence = rng.random((3, 10), dtype=np.float32)
-    images = rng.random((3, 48, 64), dtype=np.float32)
+    images = 0.1 * rng.random((3, 48, 64), dtype=np.float32)
+    images[:, 8:40, 8:56] += 0.8  # a head for the "head" types
     images[:, 20] += 1.0  # a line for the "line" type to find
     modes = [
         "pixel",
         "gated",
         "whole",
-        "pixel",
+        "head",
         "gated",
         "line",
         "pixel",
         "level",
         "whole",
-        "gated",
+        "head",
     ]
     thresholds = np.linspace(0.05, 0.9, 10, dtype=np.float32)
     served = apply_mask_modes(
@@ -108,11 +113,20 @@ def test_serving_masks_type_by_type_equals_thresholding_the_served_masks(name, g
 
         whole = upsample_probabilities(channels_last, (rows, cols))
         expected = threshold_masks(whole, rows, cols, thresholds)
+    for k, mode in enumerate(modes):
+        if mode in IMAGE_MAPS:
+            image_map = IMAGE_MAPS[mode](xp.asarray(images))[:, :rows, :cols]
+            if grid == "working":
+                image_map = upsample_probabilities(IMAGE_MAPS[mode](xp.asarray(images)),
+                                                   (rows, cols), axes=(1, 2))  # fmt: skip
+            served_k = image_map * xp.asarray(presence)[:, k, None, None]
+            expected[:, k] = (served_k >= thresholds[k]).astype(xp.uint8)
     got = serve_masks(
         xp.asarray(probabilities), xp.asarray(presence), modes, thresholds, rows, cols, resize,
         images=xp.asarray(images),
     )  # fmt: skip
     assert to_numpy(got)[:, 5].any()  # the line type marks pixels
+    assert 0 < to_numpy(got)[:, [3, 9]].mean() < 1  # the head types mark the head
     assert array_module(got) is xp and got.dtype == xp.uint8 and got.shape == (3, 10, rows, cols)
     np.testing.assert_array_equal(to_numpy(got), to_numpy(expected))
     # Written into a strided view (the transposed masks of a COL series) just the same.
@@ -210,11 +224,44 @@ def test_the_level_map_marks_what_the_ground_truth_rule_marks_for_rician_noise(n
 
 
 @pytest.mark.parametrize("name", BACKEND_PARAMS)
+def test_the_head_map_is_the_whole_head_and_none_of_the_air(name):
+    """The head of a phantom (dark skull and sinus inside it: filled) under quiet and strong
+    Rician noise, the scale of the network's input: the map holds all of it, and of the air
+    only what the head's edge blocks (:data:`~gpu_ops.scoring.LEVEL_BLOCK` pixels) reach."""
+    from scipy.ndimage import binary_dilation
+
+    xp = backend(name)
+    image, maps = head_phantom(128)
+    rng = np.random.default_rng(9)
+    slices = []
+    for sigma in (0.01, 0.08):
+        noise = rng.normal(0, sigma, (2, *image.shape))
+        slices.append(np.hypot(image + noise[0], noise[1]).astype(np.float32))
+    out = head_map(xp.asarray(np.stack(slices)))
+    assert array_module(out) is xp and out.dtype == xp.float32 and out.shape == (2, 128, 128)
+    got = to_numpy(out)
+    assert set(np.unique(got).tolist()) <= {0.0, 1.0}
+    head = maps["head"].astype(bool)
+    near = binary_dilation(head, np.ones((3, 3), bool), iterations=LEVEL_BLOCK - 1)
+    for marked in got.astype(bool):
+        assert marked[head].mean() > 0.97
+        assert not marked[~near].any()
+    # Served by the head mode: the presence on the map.
+    p = np.array([[0.3] * 10, [0.8] * 10], np.float32)
+    served = to_numpy(
+        apply_mask_modes(
+            xp.zeros((2, 10, 128, 128), dtype=xp.float32), xp.asarray(p), ["head"] * 10, out
+        )
+    )
+    np.testing.assert_allclose(served, got[:, None] * p[:, :, None, None])
+
+
+@pytest.mark.parametrize("name", BACKEND_PARAMS)
 def test_the_line_mode_needs_the_input_images(name):
     xp = backend(name)
     m = xp.zeros((1, 10, 8, 8), dtype=xp.float32)
     p = xp.ones((1, 10), dtype=xp.float32)
-    modes = ["line"] + ["pixel"] * 8 + ["level"]
+    modes = ["line"] + ["pixel"] * 7 + ["head", "level"]
     with pytest.raises(ValueError, match="needs the network's input images"):
         apply_mask_modes(m, p, modes)
     with pytest.raises(ValueError, match="needs the network's input images"):

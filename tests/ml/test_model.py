@@ -215,17 +215,18 @@ def _noisy_heads(batch=2, rows=48, cols=64, sigma=(0.06, 0.01), seed=0):
     return np.asarray(out, np.float32)
 
 
-def test_the_line_and_level_modes_are_their_maps_times_presence_in_keras_onnx_and_after_a_save(
+def test_the_image_modes_are_their_maps_times_presence_in_keras_onnx_and_after_a_save(
     network, tmp_path
 ):
-    """The ``line`` and ``level`` modes in the graph equal gpu_ops' NumPy definitions; they
-    survive a save, an ONNX export (cut and whole: the same masks) and stripping, and the ONNX
-    file names its modes (the level map's constants would confuse the older reading of the
-    line selector)."""
-    from gpu_ops.scoring import level_map, line_map
+    """The ``line``, ``level`` and ``head`` modes in the graph equal gpu_ops' NumPy
+    definitions; they survive a save, an ONNX export (cut and whole: the same masks) and
+    stripping, and the ONNX file names its modes (the level map's constants would confuse the
+    older reading of the line selector)."""
+    from gpu_ops.scoring import IMAGE_MAPS, head_map, level_map, line_map
 
+    assert tuple(network.IMAGE_MAP_OPS) == tuple(IMAGE_MAPS)  # one definition each, same order
     model = network.build_model(network.default_widths(base=4, depth=2), depth=2)
-    modes = ["whole"] + ["pixel"] * 4 + ["line"] + ["pixel"] * 3 + ["level"]
+    modes = ["whole", "head"] + ["pixel"] * 3 + ["line"] + ["pixel"] * 3 + ["level"]
     x = _inputs(rows=48, cols=64)
     x["image"] = _noisy_heads()[..., None]
     x["image"][1, 7] += 2.0  # a zipper row in the quiet slice
@@ -235,6 +236,10 @@ def test_the_line_and_level_modes_are_their_maps_times_presence_in_keras_onnx_an
     np.testing.assert_allclose(out["masks"][1, 7, :, 5], plain["presence"][1, 5], atol=1e-6)
     level = level_map(x["image"][..., 0])
     assert level[0].max() > 0.5 and level[1].max() < 0.5  # noisy air; quiet
+    head = head_map(x["image"][..., 0])
+    assert 0.2 < head.mean() < 0.8  # the disc, not the air
+    np.testing.assert_allclose(out["masks"][..., 1], head * plain["presence"][:, 1, None, None],
+                               atol=1e-6)  # fmt: skip
 
 
 def test_unknown_mask_modes_are_refused(network):

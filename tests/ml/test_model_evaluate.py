@@ -53,13 +53,15 @@ def test_the_mode_grid_counts_equal_brute_force_masks():
     presence = rng.uniform(0, 1, 10)
     truth = rng.uniform(0, 1, (6, 7, 10)) > 0.6
     line, level = rng.uniform(0, 1, (2, 6, 7))
+    head = (rng.uniform(0, 1, (6, 7)) > 0.5).astype(np.float64)
     grid = np.array([0.2, 0.5, 0.8])
-    out = {"grid_intersection": np.zeros((5, 3, 10), np.int64),
-           "grid_union": np.zeros((5, 3, 10), np.int64)}  # fmt: skip
-    _grid_counts(out, probs, presence, np.stack([line, level], axis=-1), truth, grid)
-    # In the order of MASK_MODES: pixel, gated, whole, line, level.
+    out = {"grid_intersection": np.zeros((6, 3, 10), np.int64),
+           "grid_union": np.zeros((6, 3, 10), np.int64)}  # fmt: skip
+    _grid_counts(out, probs, presence, np.stack([line, level, head], axis=-1), truth, grid)
+    # In the order of MASK_MODES: pixel, gated, whole, line, level, head.
     variants = [probs, probs * presence, np.broadcast_to(presence, probs.shape),
-                line[:, :, None] * presence, level[:, :, None] * presence]  # fmt: skip
+                line[:, :, None] * presence, level[:, :, None] * presence,
+                head[:, :, None] * presence]  # fmt: skip
     for m, variant in enumerate(variants):
         for t, value in enumerate(grid):
             pred = variant >= value

@@ -301,7 +301,15 @@ def test_the_int8_litert_export_stays_within_its_stated_tolerances_on_unseen_sli
         for s in unseen
         for i in range(len(s))
     ]
-    result = litert.compare(network.load(shipped), litert.LiteRTModel(int8_out), batches)
+    # The int8 file is the network only; its sidecar names the modes the pipeline applies in
+    # float32 (the shipped pruned model serves level and head maps, read from the air's level).
+    from ml.pipeline import ScoringPipeline
+
+    modes = tuple(network.mask_modes(network.load(shipped)))
+    assert {"level", "head"} <= set(modes)
+    int8_pipe = ScoringPipeline.load(int8_out)
+    assert int8_pipe.model.modes == modes and int8_pipe.modes == modes
+    result = litert.compare(network.load(shipped), int8_pipe.model, batches)
     assert result["mask_mean_abs"] <= litert.INT8_MEAN_TOLERANCE
     assert result["scores_max_abs"] <= litert.INT8_MAX_TOLERANCE
     assert result["mask_agreement"] >= litert.INT8_AGREEMENT
@@ -309,9 +317,9 @@ def test_the_int8_litert_export_stays_within_its_stated_tolerances_on_unseen_sli
     exact = litert.compare(network.load(shipped), litert.LiteRTModel(float_out), batches)
     assert exact["mask_mean_abs"] < result["mask_mean_abs"]
     # Served by the pipeline from its path, with the thresholds tuned for the model (the
-    # export wrote them beside each file under its own name).
-    from ml.pipeline import ScoringPipeline
-
+    # export wrote them beside each file under its own name); the float file applies its own
+    # modes.
+    assert ScoringPipeline.load(float_out).model.modes is None
     assert (tmp_path / "p.thresholds.json").is_file()
     assert (tmp_path / "p.int8.thresholds.json").is_file()
     expected = ScoringPipeline.load(shipped).thresholds

@@ -256,37 +256,30 @@ def test_the_scoring_graph_is_a_valid_onnx_model_with_the_other_outputs_unchange
 
 
 def test_the_modes_come_from_the_onnx_file_itself_not_from_its_sidecar(tmp_path):
-    """The cut graph is served with the modes the file names in its metadata, or (a file
-    exported before the level mode) that its own MaskMode constants hold (as the whole graph
-    applied them): a sidecar describing a newer ``.keras`` file changes nothing, and a graph
-    whose modes cannot be read is served whole, with the same masks."""
+    """The cut graph is served with the modes the file names in its metadata (the shipped
+    files: the modes their ``.keras`` files were tuned with): a sidecar describing a newer
+    ``.keras`` file changes nothing, and a graph whose modes cannot be read is served whole,
+    with the same masks."""
     import json
     import shutil
 
     import onnx
-    from onnx import numpy_helper
 
     from ml.pipeline import MASK_MODES_KEY, SHIPPED, ScoringPipeline, onnx_scoring_graph
 
-    for name in ("pruned-onnx", "full-onnx"):
-        proto = onnx.load(str(SHIPPED[name]))
-        named = {p.key: p.value for p in proto.metadata_props}.get(MASK_MODES_KEY)
-        if named is not None:
-            expected = tuple(named.split(","))
-        else:
-            consts = {i.name.rsplit("/", 1)[-1]: numpy_helper.to_array(i)
-                      for i in proto.graph.initializer if "mask_mode" in i.name}  # fmt: skip
-            names = [c for c in ("Const", "Const_1", "Const_2", "Const_3") if f"{c}:0" in consts]
-            picks = np.stack([consts[f"{c}:0"].ravel() for c in names])
-            expected = tuple(("pixel", "gated", "whole", "line")[i] for i in picks.argmax(axis=0))
-        assert onnx_scoring_graph(SHIPPED[name].read_bytes()).modes == expected
-    # The shipped pruned file predates the metadata (its modes come from its constants), the
-    # full one names them (it serves the level mode).
-    assert "level" in onnx_scoring_graph(SHIPPED["full-onnx"].read_bytes()).modes
+    for name in ("pruned", "full"):
+        proto = onnx.load(str(SHIPPED[f"{name}-onnx"]))
+        named = {p.key: p.value for p in proto.metadata_props}[MASK_MODES_KEY]
+        tuned = json.loads(SHIPPED[name].with_suffix(".thresholds.json").read_text())["modes"]
+        assert tuple(named.split(",")) == tuple(tuned[t] for t in ARTIFACT_TYPES)
+        assert onnx_scoring_graph(SHIPPED[f"{name}-onnx"].read_bytes()).modes == tuple(
+            named.split(",")
+        )
     bare = tmp_path / "m.onnx"
     shutil.copy(SHIPPED["pruned-onnx"], bare)
     own = ScoringPipeline.load(bare)
     assert own.modes == onnx_scoring_graph(bare.read_bytes()).modes
+    assert {"line", "level", "head"} <= set(own.modes)  # the image modes, read back
     sidecar = {
         "thresholds": {n: 0.3 for n in ARTIFACT_TYPES},
         "modes": dict.fromkeys(ARTIFACT_TYPES, "gated"),
@@ -294,11 +287,10 @@ def test_the_modes_come_from_the_onnx_file_itself_not_from_its_sidecar(tmp_path)
     (tmp_path / "m.thresholds.json").write_text(json.dumps(sidecar))
     stale = ScoringPipeline.load(bare)
     assert stale.modes == own.modes
-    # Selector constants renamed (same length: the file stays valid): unreadable modes, so the
-    # file is served whole.
-    (tmp_path / "w.onnx").write_bytes(
-        bare.read_bytes().replace(b"mask_mode_1/Const", b"mask_mode_1/Konst")
-    )
+    # The metadata's key renamed (same length: the file stays valid) and the selector
+    # constants not an older file's: unreadable modes, so the file is served whole.
+    unnamed = bare.read_bytes().replace(MASK_MODES_KEY.encode(), b"artiscan_mask_modez")
+    (tmp_path / "w.onnx").write_bytes(unnamed)
     (tmp_path / "w.thresholds.json").write_text(json.dumps(sidecar))
     whole = ScoringPipeline.load(tmp_path / "w.onnx")
     assert whole.model.modes is None and whole.modes == ("pixel",) * len(ARTIFACT_TYPES)
@@ -308,6 +300,48 @@ def test_the_modes_come_from_the_onnx_file_itself_not_from_its_sidecar(tmp_path)
     b = stale.score_arrays(slices, [header] * len(slices))
     assert (a[0] != b[0]).mean() < 1e-4
     np.testing.assert_allclose(a[1], b[1], atol=TIE)
+
+
+@pytest.mark.parametrize(
+    ("selectors", "expected"),
+    [
+        (3, ("pixel", "gated", "whole", "pixel", "gated", "whole", "pixel", "gated", "whole",
+             "pixel")),
+        (4, ("pixel", "gated", "whole", "line", "gated", "whole", "line", "gated", "whole",
+             "pixel")),
+        (5, None),  # a fifth constant: not an older file's selectors (the level map's)
+    ],
+)  # fmt: skip
+def test_a_file_without_the_metadata_has_its_modes_read_from_its_selector_constants(
+    selectors, expected
+):
+    """Files exported before the metadata key (round 6 and earlier) name their modes only in
+    their MaskMode layer's 0/1 selector constants ``Const``, ``Const_1``, ... (pixel, gated,
+    whole, line): read back from a graph holding just those."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from ml.pipeline import _graph_mask_modes, _parse_onnx
+
+    order = ("pixel", "gated", "whole", "line", "level")
+    modes = expected or ("pixel",) * 9 + ("level",)
+    inits = [
+        numpy_helper.from_array(
+            np.array([m == order[i] for m in modes], np.float32),
+            name=f"mask_mode_1/Const{'' if i == 0 else f'_{i}'}:0",
+        )
+        for i in range(selectors)
+    ]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"], name="id")],
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+        initializer=inits,
+    )
+    parsed = _parse_onnx(helper.make_model(graph).SerializeToString())
+    assert parsed is not None
+    assert _graph_mask_modes(parsed) == expected
 
 
 def test_a_graph_not_shaped_as_expected_is_not_cut():
@@ -362,3 +396,14 @@ def test_onnx_and_litert_files_run_two_slices_a_call_and_give_the_same_masks(tmp
     expected, got = eight.score_arrays(images, headers), two.score_arrays(images, headers)
     for a, b in zip(expected, got, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_an_int8_file_s_sidecar_names_k_known_modes_or_is_refused():
+    from ml.model.litert import PIPELINE_MODES_KEY, pipeline_modes
+
+    assert pipeline_modes({}) is None  # a file that applies its own modes
+    modes = ["head", "level"] + ["pixel"] * 8
+    assert pipeline_modes({PIPELINE_MODES_KEY: modes}) == tuple(modes)
+    for bad in (["pixel"] * 3, ["blurred"] * 10):
+        with pytest.raises(ValueError, match=PIPELINE_MODES_KEY):
+            pipeline_modes({PIPELINE_MODES_KEY: bad})
