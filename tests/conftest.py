@@ -338,11 +338,40 @@ def _drain_workers(request):
     app.control.purge()
 
     def quiet() -> bool:
-        # Idle for two seconds: no task running and none started (a worker may hold one message
-        # it fetched before the purge).
+        # Nothing queued, nothing held by a worker and no task running, twice in a row (late
+        # acks: a message stays in the broker's unacknowledged set from its fetch, prefetched
+        # or running, to the task's end); the first probe answers at once for most tests.
+        if _broker_idle(app) and not JobRecord.objects.filter(state="running").exists():
+            time.sleep(0.1)
+            if _broker_idle(app) and not JobRecord.objects.filter(state="running").exists():
+                return True
+        # A message left unacknowledged by a killed worker waits for the visibility timeout:
+        # then idle for two seconds (no task running and none started) is what counts.
         before = (JobRecord.objects.filter(state="running").count(), JobRecord.objects.count())
         time.sleep(2.0)
         after = (JobRecord.objects.filter(state="running").count(), JobRecord.objects.count())
         return before == after and after[0] == 0
 
     _wait_for(quiet, 180, "idle worker")
+
+
+def _broker_idle(app) -> bool:
+    """No message in the Redis broker's queues nor in its unacknowledged set (kombu's Redis
+    transport keeps every delivered message there until it is acknowledged); False for any
+    other transport."""
+    from amqp.exceptions import ChannelError
+
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        unacked = getattr(channel, "unacked_key", None)
+        if unacked is None or not hasattr(channel, "client"):
+            return False
+        if channel.client.hlen(unacked):
+            return False
+        for name in app.amqp.queues:
+            try:
+                if channel.queue_declare(queue=name, passive=True).message_count:
+                    return False
+            except ChannelError:  # never declared (no worker yet): nothing routed to it
+                continue
+        return True
