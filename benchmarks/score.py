@@ -50,11 +50,7 @@ import json, sys, time
 t0 = time.perf_counter()
 from pathlib import Path
 from ml.pipeline import ScoringPipeline
-if sys.argv[1].endswith(".tflite"):
-    from ml.model.litert import LiteRTModel
-    pipeline = ScoringPipeline(LiteRTModel(sys.argv[1]), Path(sys.argv[1]))
-else:
-    pipeline = ScoringPipeline.load(sys.argv[1])
+pipeline = ScoringPipeline.load(sys.argv[1])  # a .tflite file with its sidecar's modes
 t1 = time.perf_counter()
 result = pipeline.score_series_dir(sys.argv[2])
 t2 = time.perf_counter()
@@ -153,10 +149,10 @@ def export_litert(name: str, folder: Path, files: dict[str, Path], tag: str = ""
 
     base, int8 = name.split("-")[0], name.endswith("-int8")
     out = folder / f"{name}{tag}.tflite"
-    export(files[base], out, int8=int8)
     sidecar = thresholds_path(files[base])
-    if sidecar.is_file():
+    if sidecar.is_file():  # first: the export names an int8 file's modes in it
         thresholds_path(out).write_bytes(sidecar.read_bytes())
+    export(files[base], out, int8=int8)
     return out
 
 

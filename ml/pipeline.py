@@ -13,8 +13,9 @@ series:
 - infer: the Keras model (or an ONNX Runtime session for ``.onnx`` files, a LiteRT interpreter for
   ``.tflite`` ones) in batches of
   :attr:`ScoringPipeline.batch_size`;
-- postprocess: the per-type mask modes applied (``pixel``, ``gated``, ``whole``: in the graph, or
-  here for an ONNX file served up to its per-pixel probabilities, see :class:`OnnxModel`), mask
+- postprocess: the per-type mask modes applied (``gpu_ops.scoring.MASK_MODES``: in the graph,
+  or here for an ONNX file served up to its per-pixel probabilities, see :class:`OnnxModel`, and
+  for an int8 LiteRT file, ``ml.model.litert``), mask
   probabilities resampled back to the slice's grid (bilinear) or the padding cropped, masks
   thresholded per type (``ScoringPipeline.thresholds``: 0.5, or the values tuned on the
   validation split and stored beside the weights as ``NAME.thresholds.json``), ``COL`` slices
@@ -650,7 +651,7 @@ class ScoringPipeline:
         presence, suitability, images})``: ``probabilities`` float32 ``(b, K, h, w)`` per pixel
         before :attr:`modes` (channel-first; a view of the channels-last masks of a model that
         applies its own modes), ``presence`` ``(b, K)``, ``suitability`` ``(b,)``, ``images``
-        the batch's input ``(b, h, w)`` (for a ``line`` type)."""
+        the batch's input ``(b, h, w)`` (for the modes of ``IMAGE_MAPS``)."""
         for start in range(0, len(images), self.batch_size):
             stop = min(start + self.batch_size, len(images))
             inputs = {"image": images[start:stop, :, :, None], "header": headers[start:stop]}

@@ -357,21 +357,27 @@ def _drain_workers(request):
 
 def _broker_idle(app) -> bool:
     """No message in the Redis broker's queues nor in its unacknowledged set (kombu's Redis
-    transport keeps every delivered message there until it is acknowledged); False for any
-    other transport."""
+    transport, with its default ack emulation, keeps every delivered message there until it is
+    acknowledged; a message between its pop and that write is in neither for an instant, which
+    the caller's second probe covers); False for any other transport or a broker error."""
     from amqp.exceptions import ChannelError
+    from kombu.exceptions import OperationalError
 
-    with app.connection_for_write() as connection:
-        channel = connection.default_channel
-        unacked = getattr(channel, "unacked_key", None)
-        if unacked is None or not hasattr(channel, "client"):
-            return False
-        if channel.client.hlen(unacked):
-            return False
-        for name in app.amqp.queues:
-            try:
-                if channel.queue_declare(queue=name, passive=True).message_count:
-                    return False
-            except ChannelError:  # never declared (no worker yet): nothing routed to it
-                continue
-        return True
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1)
+            channel = connection.default_channel
+            unacked = getattr(channel, "unacked_key", None)
+            if unacked is None or not hasattr(channel, "client"):
+                return False
+            if channel.client.hlen(unacked):
+                return False
+            for name in app.amqp.queues:
+                try:
+                    if channel.queue_declare(queue=name, passive=True).message_count:
+                        return False
+                except ChannelError:  # Redis drops an empty list: the usual answer for "none"
+                    continue
+            return True
+    except (OperationalError, OSError):
+        return False

@@ -60,20 +60,6 @@ def _copy_thresholds(model: Path, out: Path) -> None:
             }, indent=2) + "\n")  # fmt: skip
 
 
-def _name_pipeline_modes(model: Path, out: Path) -> None:
-    """An int8 file serves per-pixel probabilities (``ml.model.litert``): its sidecar names the
-    model's mask modes for the pipeline to apply."""
-    import json
-
-    from ml.model import litert, network
-    from ml.model.evaluate import thresholds_path
-
-    target = thresholds_path(out)
-    content = json.loads(target.read_text()) if target.is_file() else {}
-    content[litert.PIPELINE_MODES_KEY] = network.mask_modes(network.load(model))
-    target.write_text(json.dumps(content, indent=2) + "\n")
-
-
 def run(args: argparse.Namespace) -> int:
     if args.int8 and args.format != "litert":
         print("export: --int8 needs --format litert", file=sys.stderr)
@@ -98,6 +84,7 @@ def _litert(args: argparse.Namespace) -> int:
     from ml.model import litert
 
     out = args.out or args.model.with_suffix(".int8.tflite" if args.int8 else ".tflite")
+    _copy_thresholds(args.model, out)  # first: the export names an int8 file's modes in it
     try:
         result = litert.export_litert(
             args.model,
@@ -109,9 +96,6 @@ def _litert(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"export: {exc}", file=sys.stderr)
         return 1
-    _copy_thresholds(args.model, out)
-    if args.int8:
-        _name_pipeline_modes(args.model, out)
     size = out.stat().st_size / 1e6
     if args.int8:
         print(

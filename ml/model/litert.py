@@ -65,8 +65,9 @@ class LiteRTModel:
     Uses the ``ai-edge-litert`` interpreter (no TensorFlow import), or TensorFlow's own
     ``tf.lite.Interpreter`` where that package is missing. ``threads``: CPU threads (XNNPACK).
     ``modes``: the mask modes of a file that serves per-pixel probabilities (an int8 export,
-    whose sidecar names them under :data:`PIPELINE_MODES_KEY`): the pipeline applies them
-    (:meth:`predict_probabilities`); None for a file that applies its own.
+    whose sidecar names them under :data:`PIPELINE_MODES_KEY`): :meth:`predict_on_batch`
+    applies them in float32 and :meth:`predict_probabilities` leaves them to the pipeline;
+    None for a file that applies its own.
     """
 
     def __init__(
@@ -83,17 +84,30 @@ class LiteRTModel:
         self.runner = self.interpreter.get_signature_runner()
 
     def predict_on_batch(self, inputs: dict[str, Any]) -> dict[str, NDArray[np.float32]]:
-        """``inputs``: ``image`` float32 ``(B, H, W, 1)``, ``header`` float32 ``(B, 8)``."""
-        values = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()}
-        out = self.runner(**values)
-        return {k: np.asarray(v, np.float32) for k, v in out.items()}
+        """``inputs``: ``image`` float32 ``(B, H, W, 1)``, ``header`` float32 ``(B, 8)``; the
+        served ``masks`` (:attr:`modes` applied), ``presence``, ``suitability``."""
+        out = self._run(inputs)
+        if self.modes is not None:
+            from gpu_ops.scoring import apply_mask_modes
+
+            image = np.asarray(inputs["image"], np.float32)[..., 0]
+            served = apply_mask_modes(
+                np.moveaxis(out["masks"], -1, 1), out["presence"], self.modes, image
+            )
+            out["masks"] = np.moveaxis(served, 1, -1)
+        return out
 
     def predict_probabilities(self, inputs: dict[str, Any]) -> dict[str, NDArray[np.float32]]:
         """The outputs with ``probabilities`` ``(B, K, H, W)`` (channel-first) for ``masks``:
-        the per-pixel probabilities before :attr:`modes`."""
-        out = self.predict_on_batch(inputs)
+        the per-pixel probabilities before :attr:`modes` (the pipeline applies them)."""
+        out = self._run(inputs)
         out["probabilities"] = np.moveaxis(out.pop("masks"), -1, 1)
         return out
+
+    def _run(self, inputs: dict[str, Any]) -> dict[str, NDArray[np.float32]]:
+        values = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()}
+        out = self.runner(**values)
+        return {k: np.asarray(v, np.float32) for k, v in out.items()}
 
 
 def pipeline_modes(sidecar: dict[str, Any]) -> tuple[str, ...] | None:
@@ -109,6 +123,25 @@ def pipeline_modes(sidecar: dict[str, Any]) -> tuple[str, ...] | None:
     if len(modes) != len(ARTIFACT_TYPES) or not set(modes) <= set(MASK_MODES):
         raise ValueError(f"{PIPELINE_MODES_KEY} must be {len(ARTIFACT_TYPES)} of {MASK_MODES}")
     return modes
+
+
+def name_pipeline_modes(out: Path, modes: tuple[str, ...] | None) -> None:
+    """Name ``modes`` in the sidecar of the ``.tflite`` file ``out`` (an int8 file's: the
+    pipeline applies them), or, None, take any such name out of it (a float file applies its
+    own modes: a name left by an earlier int8 export would apply them twice)."""
+    import json
+
+    from ml.pipeline import sidecar_path
+
+    path = sidecar_path(out)
+    content = json.loads(path.read_text()) if path.is_file() else {}
+    if modes is None and PIPELINE_MODES_KEY not in content:
+        return
+    if modes is None:
+        del content[PIPELINE_MODES_KEY]
+    else:
+        content[PIPELINE_MODES_KEY] = list(modes)
+    path.write_text(json.dumps(content, indent=2) + "\n")
 
 
 def _upsampling_class() -> Any:
@@ -192,6 +225,13 @@ def export_litert(
 
     Returns the measured differences. Raises ``ValueError`` when they exceed the tolerances.
     """
+    from ml.pipeline import sidecar_path
+
+    if int8 and sidecar_path(out).resolve() == sidecar_path(model_path).resolve():
+        raise ValueError(
+            f"an int8 file names its mask modes in a sidecar of its own; {out.name} would share "
+            f"{sidecar_path(out).name} with {model_path.name}: choose another --out name"
+        )
     import tensorflow as tf
 
     from ml.model import network
@@ -220,7 +260,9 @@ def export_litert(
             "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
         }
     copy.export(str(out), format="litert", verbose=False, **options)
-    return compare(model, LiteRTModel(out, modes=modes), samples[:8] if int8 else None)
+    result = compare(model, LiteRTModel(out, modes=modes), samples[:8] if int8 else None)
+    name_pipeline_modes(out, modes)
+    return result
 
 
 def compare(model: Any, lite: LiteRTModel, slices: list[Batch] | None = None) -> dict[str, float]:
@@ -231,10 +273,8 @@ def compare(model: Any, lite: LiteRTModel, slices: list[Batch] | None = None) ->
     :func:`ml.model.export.check_inputs` (``max_abs``). Otherwise the int8 check on those
     batches: ``mask_mean_abs``, ``scores_max_abs`` (presence, suitability) and
     ``mask_agreement`` (share of pixels whose 0.5-thresholded masks agree). The masks compared
-    are the served ones: a file with :attr:`LiteRTModel.modes` has them applied as the
-    pipeline does.
+    are the served ones (a file with :attr:`LiteRTModel.modes` has them applied in float32).
     """
-    from gpu_ops.scoring import apply_mask_modes
     from ml.model.export import check_inputs
 
     if slices is None:
@@ -248,11 +288,6 @@ def compare(model: Any, lite: LiteRTModel, slices: list[Batch] | None = None) ->
     for batch in slices:
         expected, got = model.predict_on_batch(batch), lite.predict_on_batch(batch)
         a, b = np.asarray(expected["masks"]), got["masks"]
-        if lite.modes is not None:
-            served = apply_mask_modes(
-                np.moveaxis(b, -1, 1), got["presence"], lite.modes, batch["image"][..., 0]
-            )
-            b = np.moveaxis(served, 1, -1)
         mask_abs += float(np.abs(a - b).sum())
         agree += int(((a >= 0.5) == (b >= 0.5)).sum())
         pixels += a.size

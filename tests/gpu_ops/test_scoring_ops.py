@@ -129,6 +129,14 @@ def test_serving_masks_type_by_type_equals_thresholding_the_served_masks(name, g
     assert 0 < to_numpy(got)[:, [3, 9]].mean() < 1  # the head types mark the head
     assert array_module(got) is xp and got.dtype == xp.uint8 and got.shape == (3, 10, rows, cols)
     np.testing.assert_array_equal(to_numpy(got), to_numpy(expected))
+    # Against the served masks resized type by type (map x presence, then resize): the same
+    # but for float rounding at the threshold.
+    whole_image_modes = threshold_masks(
+        channels_last if grid == "padded" else whole, rows, cols, thresholds
+    )
+    image_types = [k for k, m in enumerate(modes) if m in IMAGE_MAPS]
+    differ = to_numpy(got)[:, image_types] != to_numpy(whole_image_modes)[:, image_types]
+    assert differ.mean() < 1e-3
     # Written into a strided view (the transposed masks of a COL series) just the same.
     target = xp.zeros((3, 10, cols, rows), dtype=xp.uint8)
     serve_masks(
@@ -237,7 +245,8 @@ def test_the_head_map_is_the_whole_head_and_none_of_the_air(name):
     for sigma in (0.01, 0.08):
         noise = rng.normal(0, sigma, (2, *image.shape))
         slices.append(np.hypot(image + noise[0], noise[1]).astype(np.float32))
-    out = head_map(xp.asarray(np.stack(slices)))
+    images = xp.asarray(np.stack(slices))
+    out = head_map(images)
     assert array_module(out) is xp and out.dtype == xp.float32 and out.shape == (2, 128, 128)
     got = to_numpy(out)
     assert set(np.unique(got).tolist()) <= {0.0, 1.0}
@@ -250,7 +259,7 @@ def test_the_head_map_is_the_whole_head_and_none_of_the_air(name):
     p = np.array([[0.3] * 10, [0.8] * 10], np.float32)
     served = to_numpy(
         apply_mask_modes(
-            xp.zeros((2, 10, 128, 128), dtype=xp.float32), xp.asarray(p), ["head"] * 10, out
+            xp.zeros((2, 10, 128, 128), dtype=xp.float32), xp.asarray(p), ["head"] * 10, images
         )
     )
     np.testing.assert_allclose(served, got[:, None] * p[:, :, None, None])

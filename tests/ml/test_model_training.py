@@ -313,6 +313,16 @@ def test_the_int8_litert_export_stays_within_its_stated_tolerances_on_unseen_sli
     assert result["mask_mean_abs"] <= litert.INT8_MEAN_TOLERANCE
     assert result["scores_max_abs"] <= litert.INT8_MAX_TOLERANCE
     assert result["mask_agreement"] >= litert.INT8_AGREEMENT
+    # Through the pipelines (the int8 one applies the modes itself): the served masks at the
+    # tuned thresholds agree with the Keras file's as closely.
+    keras_pipe = ScoringPipeline.load(shipped)
+    agree = []
+    for batch in batches:
+        image, header = batch["image"][..., 0], batch["header"]
+        a, b = keras_pipe.infer(image, header), int8_pipe.infer(image, header)
+        agree.append(np.mean((a["masks"] >= keras_pipe.thresholds)
+                             == (b["masks"] >= int8_pipe.thresholds)))  # fmt: skip
+    assert np.mean(agree) >= litert.INT8_AGREEMENT
     # The float export is the tighter one: int8 really is quantised, not a float copy.
     exact = litert.compare(network.load(shipped), litert.LiteRTModel(float_out), batches)
     assert exact["mask_mean_abs"] < result["mask_mean_abs"]

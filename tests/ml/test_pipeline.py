@@ -407,3 +407,25 @@ def test_an_int8_file_s_sidecar_names_k_known_modes_or_is_refused():
     for bad in (["pixel"] * 3, ["blurred"] * 10):
         with pytest.raises(ValueError, match=PIPELINE_MODES_KEY):
             pipeline_modes({PIPELINE_MODES_KEY: bad})
+
+
+def test_an_int8_export_needs_a_sidecar_of_its_own_and_a_float_one_applies_its_own_modes(
+    tmp_path,
+):
+    import json
+
+    from ml.model.litert import PIPELINE_MODES_KEY, export_litert, name_pipeline_modes
+
+    model = tmp_path / "m.keras"  # never read: refused before
+    with pytest.raises(ValueError, match="sidecar of its own"):
+        export_litert(model, tmp_path / "m.tflite", int8=True)
+    # A float file's sidecar loses a name that an int8 export left there; an int8 file's gets it.
+    sidecar = tmp_path / "f.thresholds.json"
+    modes = ["head"] + ["pixel"] * 9
+    sidecar.write_text(json.dumps({"thresholds": {"noise": 0.4}, PIPELINE_MODES_KEY: modes}))
+    name_pipeline_modes(tmp_path / "f.tflite", None)
+    assert json.loads(sidecar.read_text()) == {"thresholds": {"noise": 0.4}}
+    name_pipeline_modes(tmp_path / "f.tflite", tuple(modes))
+    assert json.loads(sidecar.read_text())[PIPELINE_MODES_KEY] == modes
+    name_pipeline_modes(tmp_path / "g.tflite", None)  # no sidecar: none written
+    assert not (tmp_path / "g.thresholds.json").exists()
