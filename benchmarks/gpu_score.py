@@ -68,7 +68,7 @@ if out["backend"] == "jax":
         rows, cols = working_shape(rows, cols, pipeline.working_size)
     batch = {"image": np.zeros((pipeline.batch_size, rows, cols, 1), np.float32),
              "header": np.zeros((pipeline.batch_size, 8), np.float32)}
-    model = pipeline.model
+    model = getattr(pipeline.model, "model", pipeline.model)  # KerasProbabilities: the network
     plan = jax.jit(lambda x: model(x, training=False)).lower(batch).compile().memory_analysis()
     if plan is not None:
         out["xla_temp_mb"] = plan.temp_size_in_bytes / 2**20

@@ -317,3 +317,169 @@ def serve_masks(
             for k in types:
                 xp.greater_equal(plane * presence[i, k], limits[k], out=flags[i, k])
     return out
+
+
+# --- presence from the acquisition's k-space -----------------------------------------------
+
+KSPACE_FEATURES = ("kspace_step_rows", "kspace_step_columns")
+"""The per-slice measurements of :func:`kspace_features`, in order."""
+KSPACE_FLOOR = 1e-9
+"""Floor of a power profile, relative to its peak, before its logarithm (a noiseless slice's
+empty outer k-space would otherwise give an unbounded step)."""
+
+
+def kspace_features(images: Any) -> Any:
+    """How sharply each slice's k-space ends, along each axis: float32 ``(S, 2)`` in the order
+    of :data:`KSPACE_FEATURES`.
+
+    ``images`` float32 ``(S, H, W)``: canonical and normalised, **on the slice's own grid**
+    (not the network's working grid, whose resampling cuts the outer k-space off). A scanner
+    that acquires fewer k-space lines than the matrix it shows zero-fills the rest: Gibbs
+    ringing (``ml.simulate.gibbs``), a hard box in k-space that the image domain shows only as
+    faint rings the network does not learn (presence ROC AUC ~0.74 on the test brains).
+    Beyond the box there is nothing, not even the thermal noise that fills the rest of an
+    acquired k-space, so the power falls by orders of magnitude at its edge. Per
+    axis, the power profile is the image's power spectrum summed over the other axis
+    (fft-shifted); the measurement is the largest drop of its logarithm between two adjacent
+    windows of ``max(2, n // 64)`` frequencies, outward from ``n // 16`` beyond the centre, on
+    either side, and it is reported as ``log1p`` of that drop (≥ 0). The anatomy's own
+    spectrum and the noise floor roll off or stay flat from one window to the next; a
+    zero-filled box drops. On its own it ranks the Gibbs slices of the
+    test brains with ROC AUC ~0.95 (``ml/MODEL_CARD.md``, "Round 10").
+    """
+    xp = array_module(images)
+    images = xp.asarray(images, dtype=xp.float32)
+    if images.ndim != 3:
+        raise ValueError(f"images must be (S, H, W), not {images.shape}")
+    spectrum = xp.fft.fftshift(xp.fft.fft2(images), axes=(-2, -1))
+    power = (spectrum.real**2 + spectrum.imag**2).astype(xp.float32)
+    rows = _kspace_step(power.sum(axis=2))  # frequencies along the rows axis (H)
+    columns = _kspace_step(power.sum(axis=1))
+    return xp.stack([rows, columns], axis=1).astype(xp.float32)
+
+
+def _kspace_step(profile: Any) -> Any:
+    """``log1p`` of the largest drop of ``log(profile)`` between adjacent windows, outward
+    from the centre (:func:`kspace_features`); ``profile`` ``(S, n)`` fft-shifted, returns
+    ``(S,)``."""
+    xp = array_module(profile)
+    s, n = profile.shape
+    peak = profile.max(axis=1, keepdims=True)
+    logs = xp.log(profile + xp.maximum(peak, xp.float32(1e-30)) * xp.float32(KSPACE_FLOOR))
+    window, centre = max(2, n // 64), n // 2
+    best = xp.zeros(s, dtype=xp.float32)
+    for side in (logs[:, centre:], logs[:, centre::-1]):
+        length = side.shape[1]
+        at = xp.arange(window + n // 16, length - window + 1)
+        if at.size == 0:
+            continue
+        sums = xp.concatenate([xp.zeros((s, 1), side.dtype), xp.cumsum(side, axis=1)], axis=1)
+        inner = (sums[:, at] - sums[:, at - window]) / window
+        outer = (sums[:, at + window] - sums[:, at]) / window
+        best = xp.maximum(best, (inner - outer).max(axis=1))
+    return xp.log1p(xp.maximum(best, 0.0)).astype(xp.float32)
+
+
+PRESENCE_STACK_INPUTS = ("presence_logit", *KSPACE_FEATURES)
+"""What a :class:`PresenceStack` reads per slice: the network's presence logit, then
+:func:`kspace_features`."""
+PRESENCE_CLIP = 1e-4
+"""Presence is clipped to [this, 1 - this] before its logit."""
+
+
+class PresenceStack:
+    """A type's presence re-estimated from the network's and the k-space's evidence together.
+
+    For each stacked type ``k``: ``sigmoid(sum_j w_kj (x_j - mean_kj) / scale_kj + bias_k)``
+    with ``x`` = :data:`PRESENCE_STACK_INPUTS` (a logistic regression fitted on the validation
+    split by ``ml evaluate --tune``, kept for a type only where it ranks that split's slices
+    clearly better than the network alone); the other types keep the network's presence. The
+    mask modes that multiply by presence use the stacked value, so a type served on an image
+    map (``level``, ``head``, ...) is switched on by it. Written to and read from the weights'
+    sidecar (``MODEL.thresholds.json``, key ``presence_stack``) with :meth:`to_json` and
+    :meth:`from_json`.
+    """
+
+    def __init__(
+        self,
+        types: Sequence[int],
+        mean: Any,
+        scale: Any,
+        weights: Any,
+        bias: Any,
+    ) -> None:
+        import numpy as np
+
+        self.types = tuple(int(k) for k in types)
+        self.mean = np.asarray(mean, np.float32).reshape(len(self.types), -1)
+        self.scale = np.asarray(scale, np.float32).reshape(len(self.types), -1)
+        self.weights = np.asarray(weights, np.float32).reshape(len(self.types), -1)
+        self.bias = np.asarray(bias, np.float32).reshape(len(self.types))
+        width = len(PRESENCE_STACK_INPUTS)
+        if any(a.shape[1] != width for a in (self.mean, self.scale, self.weights)):
+            raise ValueError(f"a presence stack reads {width} inputs: {PRESENCE_STACK_INPUTS}")
+        if not np.all(np.isfinite(self.scale)) or np.any(self.scale <= 0):
+            raise ValueError("a presence stack's scales must be positive")
+
+    def __bool__(self) -> bool:
+        return bool(self.types)
+
+    def apply(self, presence: Any, features: Any) -> Any:
+        """``presence`` float32 ``(S, K)`` with the stacked types re-estimated from it and
+        ``features`` ``(S, 2)`` (:func:`kspace_features`); a new array, same kind."""
+        xp = array_module(presence)
+        out = xp.array(presence, dtype=xp.float32, copy=True)
+        if not self.types:
+            return out
+        clipped = xp.clip(out[:, list(self.types)], PRESENCE_CLIP, 1.0 - PRESENCE_CLIP)
+        logit = xp.log(clipped / (1.0 - clipped))  # (S, T)
+        features = xp.asarray(features, dtype=xp.float32)
+        for t, k in enumerate(self.types):
+            x = xp.concatenate([logit[:, t, None], features], axis=1)  # (S, F)
+            z = (x - xp.asarray(self.mean[t])) / xp.asarray(self.scale[t])
+            score = z @ xp.asarray(self.weights[t]) + xp.float32(self.bias[t])
+            out[:, k] = 1.0 / (1.0 + xp.exp(-score))
+        return out.astype(xp.float32)
+
+    def to_json(self, names: Sequence[str]) -> dict[str, Any]:
+        """The sidecar's ``presence_stack`` entry (types by name)."""
+        return {
+            "inputs": list(PRESENCE_STACK_INPUTS),
+            "types": {
+                names[k]: {
+                    "mean": [float(v) for v in self.mean[t]],
+                    "scale": [float(v) for v in self.scale[t]],
+                    "weights": [float(v) for v in self.weights[t]],
+                    "bias": float(self.bias[t]),
+                }
+                for t, k in enumerate(self.types)
+            },
+        }
+
+    @classmethod
+    def from_json(cls, content: Any, names: Sequence[str]) -> PresenceStack | None:
+        """The stack a sidecar's ``presence_stack`` entry describes; None when there is none
+        (or it stacks no type). ValueError on an entry this code cannot read (other inputs, an
+        unknown type, missing numbers): a stack read wrongly would serve wrong masks."""
+        if content is None:
+            return None
+        if not isinstance(content, dict) or not isinstance(content.get("types"), dict):
+            raise ValueError("presence_stack must be {'inputs': [...], 'types': {...}}")
+        if list(content.get("inputs", [])) != list(PRESENCE_STACK_INPUTS):
+            raise ValueError(
+                f"presence_stack reads {content.get('inputs')}, this code computes "
+                f"{list(PRESENCE_STACK_INPUTS)}"
+            )
+        types, rows = [], []
+        for name, entry in content["types"].items():
+            if name not in names:
+                raise ValueError(f"presence_stack names an unknown type {name!r}")
+            try:
+                rows.append((entry["mean"], entry["scale"], entry["weights"], entry["bias"]))
+            except (KeyError, TypeError) as exc:
+                raise ValueError(f"presence_stack entry for {name!r} is incomplete") from exc
+            types.append(list(names).index(name))
+        if not types:
+            return None
+        mean, scale, weights, bias = (list(col) for col in zip(*rows, strict=True))
+        return cls(types, mean, scale, weights, bias)

@@ -47,8 +47,10 @@ from gpu_ops import cupy_available, optional_import, to_numpy
 from gpu_ops.scoring import (
     IMAGE_MAPS,
     MASK_MODES,
+    PresenceStack,
     apply_mask_modes,
     canonical_batch,
+    kspace_features,
     normalise_batch,
     serve_masks,
 )
@@ -581,6 +583,41 @@ class OnnxModel:
         }
 
 
+class KerasProbabilities:
+    """A Keras model served by its per-pixel probabilities (its mask modes stripped from the
+    graph), the pipeline applying :attr:`modes` itself: how a ``.keras`` file whose sidecar
+    holds a presence stack is loaded (the modes must use the stacked presence, which the
+    graph does not compute). Same calls as :class:`OnnxModel`."""
+
+    def __init__(self, model: Any) -> None:
+        network = importlib.import_module("ml.model.network")
+        self.modes: tuple[str, ...] = tuple(network.mask_modes(model))
+        self.model = network.with_mask_modes(model, None)
+        self.working_size: int | None = network.working_size(model)
+
+    def predict_probabilities(self, inputs: dict[str, Any]) -> dict[str, NDArray[np.float32]]:
+        """``probabilities`` float32 ``(B, K, h, w)`` before the mask modes, ``presence``,
+        ``suitability``."""
+        out = self.model.predict_on_batch(inputs)
+        return {
+            "probabilities": np.moveaxis(np.asarray(out["masks"], np.float32), -1, 1),
+            "presence": np.asarray(out["presence"], np.float32),
+            "suitability": np.asarray(out["suitability"], np.float32),
+        }
+
+    def predict_on_batch(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The served ``masks`` ``(B, h, w, K)`` (:attr:`modes` on the network's own presence),
+        ``presence``, ``suitability``."""
+        out = self.predict_probabilities(inputs)
+        images = np.asarray(inputs["image"])[..., 0]
+        served = apply_mask_modes(out["probabilities"], out["presence"], self.modes, images)
+        return {
+            "masks": np.ascontiguousarray(np.moveaxis(served, 1, -1)),
+            "presence": out["presence"],
+            "suitability": out["suitability"],
+        }
+
+
 class ScoringPipeline:
     """A loaded model plus its pre- and post-processing (see the module docstring)."""
 
@@ -624,6 +661,21 @@ class ScoringPipeline:
         self._raw = False
         if model_modes is not None and hasattr(model, "predict_probabilities"):
             self._raw, self.modes = True, tuple(model_modes)
+        try:
+            self.stack: PresenceStack | None = PresenceStack.from_json(
+                content.get("presence_stack"), ARTIFACT_TYPES
+            )
+        except ValueError as exc:
+            raise ScoringError(f"{sidecar_path(weights or Path('?')).name}: {exc}") from exc
+        """Re-estimates the presence of some types with the slice's k-space (the sidecar's
+        ``presence_stack``, see :class:`gpu_ops.scoring.PresenceStack`), before the modes."""
+        if self.stack and not self._raw:
+            raise ScoringError(
+                f"{weights.name if weights else 'this model'}: its sidecar re-estimates presence "
+                "with the slice's k-space, which needs the network's per-pixel probabilities, "
+                "but this model applies its mask modes itself (load it with "
+                "ScoringPipeline.load, or export it again with `python -m ml export`)"
+            )
 
     @classmethod
     def load(cls, weights: str | Path | None = None) -> ScoringPipeline:
@@ -642,7 +694,10 @@ class ScoringPipeline:
         # Imported by name at call time: the web side imports this module for its types and
         # must never reach Keras (the import contract follows static imports, even lazy ones).
         network = importlib.import_module("ml.model.network")
-        return cls(network.load(path), path)
+        model = network.load(path)
+        if _sidecar(path).get("presence_stack"):
+            return cls(KerasProbabilities(model), path)
+        return cls(model, path)
 
     def _batches(
         self, images: NDArray[np.float32], headers: NDArray[np.float32]
@@ -672,7 +727,10 @@ class ScoringPipeline:
             )
 
     def infer(
-        self, images: NDArray[np.float32], headers: NDArray[np.float32]
+        self,
+        images: NDArray[np.float32],
+        headers: NDArray[np.float32],
+        kspace: NDArray[np.float32] | None = None,
     ) -> dict[str, NDArray[np.float32]]:
         """Run the model on canonical, normalised ``images`` float32 ``(S, H, W)`` already on
         its input grid (padded to multiples of 16, or the working grid of a model that has a
@@ -680,14 +738,20 @@ class ScoringPipeline:
 
         ``headers`` float32 ``(S, 8)``. Returns ``masks`` ``(S, H, W, K)`` (the mask modes
         applied), ``presence`` ``(S, K)``, ``suitability`` ``(S,)``, float32 probabilities.
+        ``kspace``: :func:`gpu_ops.scoring.kspace_features` of the slices on their own grid,
+        for a pipeline with a :attr:`stack` (:meth:`score_arrays` passes them); None = those
+        of ``images`` (the same only where they are on their own grid).
         """
         parts: dict[str, list[NDArray[np.float32]]] = {"masks": [], "presence": [], "suit": []}
-        for _, out in self._batches(images, headers):
-            served = apply_mask_modes(
-                out["probabilities"], out["presence"], self.modes, out["images"]
-            )
+        if self.stack and kspace is None:
+            kspace = to_numpy(kspace_features(images))
+        for part, out in self._batches(images, headers):
+            presence = out["presence"]
+            if self.stack and kspace is not None:
+                presence = self.stack.apply(presence, kspace[part])
+            served = apply_mask_modes(out["probabilities"], presence, self.modes, out["images"])
             parts["masks"].append(np.moveaxis(served, 1, -1))
-            parts["presence"].append(out["presence"])
+            parts["presence"].append(presence)
             parts["suit"].append(out["suitability"])
         return {
             "masks": np.concatenate(parts["masks"]),
@@ -732,8 +796,12 @@ class ScoringPipeline:
             # Thresholded batch by batch, type by type: the float masks of a whole series
             # (S x K x H x W) are never held at once.
             net_input = to_numpy(to_model_grid(batch, self.working_size))
+            # On the slices' own grid: the working grid's resampling cuts the outer k-space.
+            kspace = to_numpy(kspace_features(batch)) if self.stack else None
             for part, out in self._batches(net_input, vectors):
                 rows_of = picked[part]
+                if self.stack and kspace is not None:
+                    out["presence"] = self.stack.apply(out["presence"], kspace[part])
                 # Slices in input order (one phase-encode direction, NumPy): written in place.
                 contiguous = xp is np and rows_of == list(range(rows_of[0], rows_of[-1] + 1))
                 target = masks[rows_of[0] : rows_of[-1] + 1] if contiguous else None

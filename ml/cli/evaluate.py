@@ -31,6 +31,12 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="with --tune: keep every type's per-pixel mask (no gated/whole modes)",
     )
+    parser.add_argument(
+        "--no-stack",
+        action="store_true",
+        help="with --tune: serve the network's own presence (no presence stack with the "
+        "slice's k-space)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -38,11 +44,19 @@ def run(args: argparse.Namespace) -> int:
     from ml.model.evaluate import evaluate, thresholds_path, tune_thresholds
 
     if args.tune:
-        tuned = tune_thresholds(args.model, args.data, "val", modes=not args.pixel_only)
+        tuned = tune_thresholds(
+            args.model, args.data, "val", modes=not args.pixel_only, stack=not args.no_stack
+        )
         print(f"evaluate: modes and thresholds tuned on val -> {thresholds_path(args.model)}")
         print("  " + ", ".join(
             f"{k} {tuned['modes'][k]} {v:.2f}" for k, v in tuned["thresholds"].items()
         ))  # fmt: skip
+        for name, auc in (tuned.get("presence_stack_roc_auc") or {}).items():
+            if auc["kept"]:
+                print(
+                    f"  {name} presence stacked with the k-space: val ROC AUC "
+                    f"{auc['auc_network']:.3f} -> {auc['auc_stacked']:.3f}"
+                )
         if "suitability_platt" in tuned:
             platt = tuned["suitability_platt"]
             print(f"  suitability Platt scaling a {platt['a']:.3f}, b {platt['b']:.3f}")

@@ -16,13 +16,21 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from gpu_ops.scoring import IMAGE_MAPS, MASK_MODES
+from gpu_ops.scoring import (
+    IMAGE_MAPS,
+    MASK_MODES,
+    PRESENCE_CLIP,
+    PresenceStack,
+    apply_mask_modes,
+    kspace_features,
+)
 from ml import ARTIFACT_TYPES
 from ml.model.data import Split, load_split
 from ml.model.preprocess import from_model_grid, to_model_grid
@@ -103,6 +111,8 @@ def predict_split(
     threshold: float | NDArray[Any] = 0.5,
     grid: NDArray[Any] | None = None,
     working: int | None = None,
+    stack: PresenceStack | None = None,
+    modes: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Run ``model`` on every slice of ``split`` at full size; per-slice counts and scores.
 
@@ -118,6 +128,13 @@ def predict_split(
     M mask modes of :data:`gpu_ops.scoring.MASK_MODES` (pixel, gated by presence, presence over
     the whole slice, presence on the standing-out line, presence on where the air's noise level
     passes the rule, presence on the head) applied to the model's ``masks`` output.
+
+    Also ``kspace`` float32 ``(N, 2)``: :func:`gpu_ops.scoring.kspace_features` of each slice on
+    its own grid. ``stack``: the sidecar's :class:`gpu_ops.scoring.PresenceStack`, which
+    re-estimates ``presence`` from the network's and those (the grid's gated and image modes
+    use the stacked presence). ``modes``: a model that serves its per-pixel probabilities
+    (its mask modes stripped, as a stack needs) is served with these modes here, on the
+    stacked presence, before thresholding — what the scoring pipeline does.
     """
     thresholds = np.broadcast_to(np.asarray(threshold, np.float32), (len(ARTIFACT_TYPES),))
     n, k = len(split), len(ARTIFACT_TYPES)
@@ -127,6 +144,7 @@ def predict_split(
         "present": np.zeros((n, k), bool),
         "presence": np.zeros((n, k), np.float32),
         "suitability": np.zeros(n, np.float32),
+        "kspace": np.zeros((n, 2), np.float32),
     }
     if grid is not None:
         out["grid_intersection"] = np.zeros((len(MASK_MODES), len(grid), k), np.int64)
@@ -141,8 +159,16 @@ def predict_split(
             result = model.predict_on_batch(
                 {"image": images[..., None], "header": split.headers[idx]}
             )
-            probs = from_model_grid(np.asarray(result["masks"]), rows, cols, working)
-            presence = np.asarray(result["presence"])
+            presence = np.asarray(result["presence"], np.float32)
+            kspace = kspace_features(np.stack([split.images[i] for i in idx]))
+            out["kspace"][idx] = kspace
+            if stack:
+                presence = stack.apply(presence, kspace)
+            masks = np.asarray(result["masks"], np.float32)
+            if modes is not None:  # a model that serves per-pixel probabilities
+                served = apply_mask_modes(np.moveaxis(masks, -1, 1), presence, modes, images)
+                masks = np.moveaxis(served, 1, -1)
+            probs = from_model_grid(masks, rows, cols, working)
             if grid is not None:  # the image modes' maps, on the original grid like the masks
                 maps = np.stack([IMAGE_MAPS[m](images) for m in IMAGE_MAPS], axis=-1)
                 maps = from_model_grid(maps, rows, cols, working)
@@ -154,7 +180,7 @@ def predict_split(
                 out["intersection"][i] = (pred[j] & truth).sum(axis=(0, 1))
                 out["union"][i] = (pred[j] | truth).sum(axis=(0, 1))
                 out["present"][i] = truth.any(axis=(0, 1))
-            out["presence"][idx] = np.asarray(result["presence"])
+            out["presence"][idx] = presence
             out["suitability"][idx] = np.asarray(result["suitability"])[:, 0]
     return out
 
@@ -292,6 +318,81 @@ def fit_platt(diagnostic: NDArray[Any], suitability: NDArray[Any]) -> tuple[floa
     return max(float(a), 1e-3), float(b)
 
 
+STACK_MIN_GAIN = 0.03
+"""Validation presence ROC AUC a type's :class:`gpu_ops.scoring.PresenceStack` must gain over
+the network's presence alone to be kept."""
+STACK_MIN_POSITIVES = 5
+"""Slices with the type (and without) a validation split needs before a stack is fitted."""
+STACK_L2 = 1.0
+"""Ridge penalty of the stack's logistic regression (on standardised inputs)."""
+
+
+def fit_logistic(x: NDArray[Any], y: NDArray[Any], l2: float = STACK_L2) -> NDArray[np.float64]:
+    """Weights ``(F + 1,)`` (bias last) of the ridge-penalised logistic regression of ``y`` on
+    ``x`` ``(N, F)`` (standardise ``x`` first): Newton's method, the bias not penalised."""
+    a = np.column_stack([np.asarray(x, np.float64), np.ones(len(x))])
+    y = np.asarray(y, np.float64)
+    penalty = l2 * np.diag(np.r_[np.ones(a.shape[1] - 1), 0.0])
+    w = np.zeros(a.shape[1])
+    for _ in range(100):
+        q = 1.0 / (1.0 + np.exp(-(a @ w)))
+        gradient = a.T @ (q - y) + penalty @ w
+        hessian = a.T @ (a * (q * (1 - q) + 1e-9)[:, None]) + penalty
+        step = np.linalg.solve(hessian + 1e-9 * np.eye(len(w)), gradient)
+        w -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return w
+
+
+def fit_presence_stack(
+    present: NDArray[Any], presence: NDArray[Any], kspace: NDArray[Any]
+) -> tuple[PresenceStack | None, dict[str, dict[str, float | None]]]:
+    """Per type, a logistic regression of "the slice has the type" on the network's presence
+    logit and :func:`gpu_ops.scoring.kspace_features` (``present`` bool ``(N, K)``,
+    ``presence`` ``(N, K)``, ``kspace`` ``(N, 2)`` of one split), kept where it ranks the split
+    better than the network alone by :data:`STACK_MIN_GAIN` of ROC AUC. Returns the stack (None
+    when no type is kept) and, per type, both AUCs and whether it was kept."""
+    p = np.clip(np.asarray(presence, np.float64), PRESENCE_CLIP, 1 - PRESENCE_CLIP)
+    logits = np.log(p) - np.log1p(-p)
+    kept: list[tuple[int, NDArray[Any], NDArray[Any], NDArray[Any]]] = []
+    summary: dict[str, dict[str, float | None]] = {}
+    for k, name in enumerate(ARTIFACT_TYPES):
+        y = np.asarray(present[:, k], bool)
+        before = roc_auc(y, presence[:, k])
+        if min(y.sum(), (~y).sum()) < STACK_MIN_POSITIVES:
+            summary[name] = {"auc_network": before, "auc_stacked": None, "kept": 0.0}
+            continue
+        x = np.column_stack([logits[:, k], np.asarray(kspace, np.float64)])
+        mean, scale = x.mean(axis=0), x.std(axis=0)
+        scale = np.where(scale > 1e-6, scale, 1.0)
+        w = fit_logistic((x - mean) / scale, y)
+        after = roc_auc(y, ((x - mean) / scale) @ w[:-1] + w[-1])
+        keep = before is not None and after is not None and after >= before + STACK_MIN_GAIN
+        summary[name] = {"auc_network": before, "auc_stacked": after, "kept": float(keep)}
+        if keep:
+            kept.append((k, mean, scale, w))
+    if not kept:
+        return None, summary
+    stack = PresenceStack(
+        [k for k, *_ in kept],
+        [m for _, m, _, _ in kept],
+        [s for _, _, s, _ in kept],
+        [w[:-1] for *_, w in kept],
+        [w[-1] for *_, w in kept],
+    )
+    return stack, summary
+
+
+def read_presence_stack(model_path: Path) -> PresenceStack | None:
+    """The :class:`gpu_ops.scoring.PresenceStack` of ``model_path``'s sidecar, or None."""
+    path = thresholds_path(model_path)
+    if not path.is_file():
+        return None
+    content = json.loads(path.read_text()).get("presence_stack")
+    return PresenceStack.from_json(content, ARTIFACT_TYPES)
+
+
 def choose_modes(iou: NDArray[Any]) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
     """Each type's mask mode and threshold from its IoU ``(modes, thresholds, types)`` over
     :data:`gpu_ops.scoring.MASK_MODES` and :data:`THRESHOLD_GRID`: the flat index
@@ -342,6 +443,7 @@ def tune_thresholds(
     split_name: str = "val",
     modes: bool = True,
     calibrate: bool = True,
+    stack: bool = True,
 ) -> dict[str, Any]:
     """Pick each type's mask mode and threshold maximising its dataset-level IoU on ``split_name``.
 
@@ -352,7 +454,11 @@ def tune_thresholds(
     without, every type stays ``pixel``. With ``calibrate``, suitability is also Platt-scaled
     (:func:`fit_platt`, :class:`ml.model.network.SuitabilityCalibration` in the saved graph:
     the ranking and so the ROC AUC are unchanged, the probabilities match the split's
-    frequencies). Tuned on the validation split, never on the test split.
+    frequencies). With ``stack``, each type's presence may be re-estimated together with the
+    slice's k-space (:func:`fit_presence_stack`, fitted on the same split in a first pass)
+    before the modes and thresholds are chosen on it; the sidecar then holds the stack
+    (``presence_stack``), which the pipeline and :func:`evaluate` apply. Tuned on the
+    validation split, never on the test split.
     """
     from ml.model import network
 
@@ -360,8 +466,15 @@ def tune_thresholds(
     split = load_split(data_dir, split_name)
     if split.working is not None:
         raise ValueError("tune on the original grid (a split loaded without a working size)")
+    working = network.working_size(model)
+    presence_stack, stack_summary = None, None
+    if stack:
+        first = predict_split(model, split, working=working)
+        presence_stack, stack_summary = fit_presence_stack(
+            first["present"], first["presence"], first["kspace"]
+        )
     predictions = predict_split(
-        model, split, grid=THRESHOLD_GRID, working=network.working_size(model)
+        model, split, grid=THRESHOLD_GRID, working=working, stack=presence_stack
     )
     inter, union = predictions["grid_intersection"], predictions["grid_union"]
     iou = inter / np.maximum(union, 1)  # (modes, thresholds, types)
@@ -378,8 +491,12 @@ def tune_thresholds(
         "iou_at_threshold": {n: float(flat[best[k], k]) for k, n in enumerate(ARTIFACT_TYPES)},
         "iou_pixel_mode": {n: float(iou[0, :, k].max()) for k, n in enumerate(ARTIFACT_TYPES)},
     }
-    if network.working_size(model) is not None:
-        sidecar["working_size"] = network.working_size(model)
+    if working is not None:
+        sidecar["working_size"] = working
+    if presence_stack:
+        sidecar["presence_stack"] = presence_stack.to_json(ARTIFACT_TYPES)
+    if stack_summary is not None:
+        sidecar["presence_stack_roc_auc"] = stack_summary
     served = network.with_mask_modes(model, chosen)
     if calibrate:
         a, b = fit_platt(~split.nondiagnostic, predictions["suitability"])
@@ -402,12 +519,25 @@ def evaluate(
         raise ValueError(f"{data_dir} has no {split_name} slices")
     thresholds = read_thresholds(model_path)
     working = network.working_size(model)
-    predictions = predict_split(model, split, threshold=thresholds, working=working)
+    modes = network.mask_modes(model)
+    stack = read_presence_stack(model_path)
+    if stack:  # served as the pipeline serves it: the modes applied on the stacked presence
+        predictions = predict_split(
+            network.with_mask_modes(model, None),
+            split,
+            threshold=thresholds,
+            working=working,
+            stack=stack,
+            modes=modes,
+        )
+    else:
+        predictions = predict_split(model, split, threshold=thresholds, working=working)
     result = {
         "model": str(model_path),
         "working_size": working,
         "thresholds": {n: round(float(thresholds[k]), 4) for k, n in enumerate(ARTIFACT_TYPES)},
-        "modes": dict(zip(ARTIFACT_TYPES, network.mask_modes(model), strict=True)),
+        "modes": dict(zip(ARTIFACT_TYPES, modes, strict=True)),
+        "presence_stack": [ARTIFACT_TYPES[k] for k in stack.types] if stack else [],
         "parameters": int(model.count_params()),
         "data": str(data_dir),
         "split": split_name,

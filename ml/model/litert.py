@@ -24,7 +24,8 @@ the network only, without its mask modes (``ml.model.network.MaskMode``): the ``
 resolves, and a presence ~0.07 off moved a whole slice's noise mask across 0.5 (pruned model,
 round 9: 96 % of pixels agreed with the modes quantised). The export names the modes in the
 file's sidecar (:data:`PIPELINE_MODES_KEY`) and the pipeline applies them in float32, as it
-does for a cut ONNX graph.
+does for a cut ONNX graph. A float file is exported the same way when the model's sidecar holds
+a presence stack (``gpu_ops.scoring.PresenceStack``): the modes must use the stacked presence.
 
 Checks after writing (:func:`compare`): float32 — every output within :data:`TOLERANCE` of Keras
 on :func:`ml.model.export.check_inputs`; int8 — on representative slices, mean absolute mask
@@ -213,6 +214,12 @@ def representative_slices(
     ]
 
 
+def _sidecar_content(path: Path) -> dict[str, Any]:
+    import json
+
+    return dict(json.loads(path.read_text())) if path.is_file() else {}
+
+
 def export_litert(
     model_path: Path,
     out: Path,
@@ -238,8 +245,13 @@ def export_litert(
     from ml.model.export import check_inputs
 
     model = network.load(model_path)
-    modes = tuple(network.mask_modes(model)) if int8 else None
-    copy = serving_copy(network.with_mask_modes(model, None) if int8 else model)
+    # The pipeline applies the modes itself for an int8 file (see the module docstring) and
+    # for a model whose sidecar stacks presence with the k-space (the modes must see the
+    # stacked presence, which the graph does not compute).
+    stacked = bool(_sidecar_content(sidecar_path(model_path)).get("presence_stack"))
+    raw = int8 or stacked
+    modes = tuple(network.mask_modes(model)) if raw else None
+    copy = serving_copy(network.with_mask_modes(model, None) if raw else model)
     copy.predict_on_batch(check_inputs())  # Keras exports only a model that has been called
     out.parent.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = {

@@ -275,3 +275,119 @@ def test_the_line_mode_needs_the_input_images(name):
         apply_mask_modes(m, p, modes)
     with pytest.raises(ValueError, match="needs the network's input images"):
         serve_masks(m, p, modes, np.full(10, 0.5, np.float32), 8, 8)
+
+
+# --- presence from the acquisition's k-space ------------------------------------------------
+
+
+def _acquired(sigma, seed=3):
+    """A smooth head phantom with a scanner's Rician noise floor, as the data set's slices."""
+    from scipy.ndimage import gaussian_filter
+
+    from ml.data.slices import add_noise_floor
+
+    image, _ = head_phantom(128)
+    smooth = gaussian_filter(image[:, :112], 1.0).astype(np.float32)
+    return add_noise_floor(smooth, sigma, np.random.default_rng(seed))
+
+
+@pytest.mark.parametrize("name", BACKEND_PARAMS)
+def test_a_zero_filled_k_space_stands_out_of_the_other_artifacts(name):
+    from gpu_ops.scoring import kspace_features
+    from ml.simulate import simulate
+    from ml.simulate.header import AcquisitionHeader
+
+    xp = backend(name)
+    header = AcquisitionHeader(rows=128, columns=112, phase_encode="ROW")
+    truncated, others = [], []
+    for sigma in (0.005, 0.02):
+        base = _acquired(sigma)
+        truncated += [simulate(base, "gibbs", s, header, seed=1) for s in (0.2, 0.6)]
+        others += [base] + [
+            simulate(base, kind, 0.5, header, seed=1)
+            for kind in ("noise", "spike", "motion", "ghosting", "bias_field")
+        ]
+    batch = normalise_batch(xp.asarray(np.stack(truncated + others).astype(np.float32)))
+    features = kspace_features(batch)
+    assert array_module(features) is xp and features.shape == (len(batch), 2)
+    got = to_numpy(features)
+    expected = kspace_features(to_numpy(batch))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    n = len(truncated)
+    # Both axes were truncated: each one's step clears every other slice's by a margin.
+    assert got[:n].min(axis=0).min() > got[n:].max(axis=0).max() + 0.25, got
+    # Units do not matter (the floor is relative to the peak); transposing swaps the axes.
+    np.testing.assert_allclose(to_numpy(kspace_features(batch * 7.0)), got, atol=1e-4)
+    swapped = to_numpy(kspace_features(xp.ascontiguousarray(batch.swapaxes(1, 2))))
+    np.testing.assert_allclose(swapped, got[:, ::-1], atol=1e-4)
+
+
+def test_k_space_features_refuse_a_single_image_and_survive_an_empty_one():
+    from gpu_ops.scoring import kspace_features
+
+    with pytest.raises(ValueError, match="must be"):
+        kspace_features(np.zeros((32, 32), np.float32))
+    out = kspace_features(np.zeros((2, 32, 48), np.float32))
+    assert np.isfinite(out).all() and out.shape == (2, 2)
+
+
+def _stack():
+    from gpu_ops.scoring import PresenceStack
+
+    # gibbs (7) from both k-space steps, noise (9) mostly from the network.
+    return PresenceStack(
+        [7, 9],
+        mean=[[0.0, 1.0, 1.0], [0.5, 0.0, 0.0]],
+        scale=[[2.0, 0.5, 0.5], [1.0, 1.0, 1.0]],
+        weights=[[0.5, 1.5, 1.0], [2.0, 0.0, 0.1]],
+        bias=[-1.0, 0.25],
+    )
+
+
+@pytest.mark.parametrize("name", BACKEND_PARAMS)
+def test_a_presence_stack_is_a_logistic_regression_on_the_logit_and_the_k_space(name):
+    xp = backend(name)
+    rng = np.random.default_rng(0)
+    presence = rng.uniform(0, 1, (5, 10)).astype(np.float32)
+    presence[0, 7] = 0.0  # clipped before the logit, not -inf
+    features = rng.uniform(0, 3, (5, 2)).astype(np.float32)
+    stack = _stack()
+    got = to_numpy(stack.apply(xp.asarray(presence), xp.asarray(features)))
+    expected = presence.copy()
+    for t, k in enumerate(stack.types):
+        p = np.clip(presence[:, k].astype(np.float64), 1e-4, 1 - 1e-4)
+        x = np.column_stack([np.log(p / (1 - p)), features])
+        z = ((x - stack.mean[t]) / stack.scale[t]) @ stack.weights[t] + stack.bias[t]
+        expected[:, k] = 1 / (1 + np.exp(-z))
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    untouched = [k for k in range(10) if k not in stack.types]
+    np.testing.assert_array_equal(got[:, untouched], presence[:, untouched])
+
+
+def test_a_presence_stack_survives_its_json_and_refuses_what_it_cannot_read():
+    from gpu_ops.scoring import PRESENCE_STACK_INPUTS, PresenceStack
+    from ml import ARTIFACT_TYPES
+
+    stack = _stack()
+    content = stack.to_json(ARTIFACT_TYPES)
+    assert content["inputs"] == list(PRESENCE_STACK_INPUTS)
+    assert set(content["types"]) == {"gibbs", "noise"}
+    back = PresenceStack.from_json(content, ARTIFACT_TYPES)
+    assert back is not None and back.types == stack.types
+    rng = np.random.default_rng(1)
+    presence, features = rng.uniform(0, 1, (3, 10)), rng.uniform(0, 2, (3, 2))
+    np.testing.assert_allclose(back.apply(presence, features), stack.apply(presence, features))
+    assert PresenceStack.from_json(None, ARTIFACT_TYPES) is None
+    assert PresenceStack.from_json({**content, "types": {}}, ARTIFACT_TYPES) is None
+    for bad, match in (
+        ({**content, "inputs": ["presence_logit"]}, "reads"),
+        ({**content, "types": {"ringing": content["types"]["gibbs"]}}, "unknown type"),
+        ({**content, "types": {"gibbs": {"mean": [0, 0, 0]}}}, "incomplete"),
+        ({**content, "types": {"gibbs": {**content["types"]["gibbs"], "scale": [1, 0, 1]}}},
+         "positive"),
+        ({**content, "types": {"gibbs": {**content["types"]["gibbs"], "weights": [1, 2]}}},
+         "inputs"),
+        ([1, 2], "must be"),
+    ):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            PresenceStack.from_json(bad, ARTIFACT_TYPES)

@@ -159,3 +159,43 @@ def test_the_tuned_batch_iou_is_one_for_exact_masks_and_weights_types_by_slices(
     nothing = [{"masks": np.zeros_like(a["masks"]), "presence": np.zeros_like(a["presence"])}
                for a in exact]  # fmt: skip
     assert tuned_batch_iou(_Fixed(nothing), batches) == 0.0
+
+
+def test_a_presence_stack_is_kept_only_where_the_k_space_ranks_the_slices_better():
+    from ml import ARTIFACT_TYPES
+    from ml.model.evaluate import STACK_MIN_GAIN, fit_presence_stack
+
+    rng = np.random.default_rng(0)
+    n, k = 300, len(ARTIFACT_TYPES)
+    present = rng.uniform(0, 1, (n, k)) < 0.3
+    # The network: informative for every type but Gibbs, where it is at chance.
+    presence = np.clip(0.5 + 0.35 * (present - 0.5) + rng.normal(0, 0.15, (n, k)), 0, 1)
+    gibbs = ARTIFACT_TYPES.index("gibbs")
+    presence[:, gibbs] = rng.uniform(0, 1, n)
+    # The k-space: a zero-filled edge on the Gibbs slices, noise elsewhere.
+    kspace = rng.normal(0.8, 0.2, (n, 2)) + 1.5 * present[:, [gibbs]]
+    present[:4, ARTIFACT_TYPES.index("zipper")] = True  # too few of a type: never fitted
+    present[4:, ARTIFACT_TYPES.index("zipper")] = False
+    stack, summary = fit_presence_stack(present, presence.astype(np.float32), kspace)
+    assert stack is not None and stack.types == (gibbs,)
+    assert summary["gibbs"]["kept"] == 1.0
+    assert summary["gibbs"]["auc_stacked"] >= summary["gibbs"]["auc_network"] + STACK_MIN_GAIN
+    assert summary["gibbs"]["auc_stacked"] > 0.95
+    assert summary["zipper"]["auc_stacked"] is None and summary["zipper"]["kept"] == 0.0
+    assert all(summary[name]["kept"] == 0.0 for name in ARTIFACT_TYPES if name != "gibbs")
+    stacked = stack.apply(presence.astype(np.float32), kspace.astype(np.float32))
+    assert roc_auc(present[:, gibbs], stacked[:, gibbs]) == pytest.approx(
+        summary["gibbs"]["auc_stacked"], abs=1e-6
+    )
+    # Without any type to gain, no stack.
+    assert fit_presence_stack(present, presence, rng.normal(0, 1, (n, 2)))[0] is None
+
+
+def test_the_logistic_fit_recovers_known_weights():
+    from ml.model.evaluate import fit_logistic
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(0, 1, (20000, 2))
+    truth = np.array([1.5, -0.75, 0.3])
+    y = rng.uniform(0, 1, len(x)) < 1 / (1 + np.exp(-(x @ truth[:2] + truth[2])))
+    np.testing.assert_allclose(fit_logistic(x, y, l2=0.0), truth, atol=0.08)

@@ -129,8 +129,14 @@ def test_evaluate_tunes_thresholds_on_val_and_writes_the_report_and_the_plots(
         assert sidecar["iou_at_threshold"][name] >= pixel
         if sidecar["modes"][name] != "pixel":  # another mode only for a real gain
             assert sidecar["iou_at_threshold"][name] >= pixel + MODE_MIN_GAIN
+    # The presence stack is fitted per type where the split has enough slices with and
+    # without it: two validation slices have none to fit, so nothing is stacked.
+    assert set(sidecar["presence_stack_roc_auc"]) == set(sidecar["thresholds"])
+    assert all(v["kept"] == 0.0 for v in sidecar["presence_stack_roc_auc"].values())
+    assert "presence_stack" not in sidecar
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["thresholds"] == sidecar["thresholds"]
+    assert report["presence_stack"] == []
     assert report["modes"] == sidecar["modes"]  # the saved model serves the tuned modes
     assert set(report["iou"]) == {
         "motion", "ghosting", "aliasing", "chemical_shift", "susceptibility",
@@ -141,6 +147,54 @@ def test_evaluate_tunes_thresholds_on_val_and_writes_the_report_and_the_plots(
     assert set(report["by"]) == {"source", "sequence", "field", "matrix"}
     assert (tmp_path / "eval" / "roc.png").stat().st_size > 1000
     assert (tmp_path / "eval" / "iou.png").stat().st_size > 1000
+
+
+def test_evaluate_serves_a_stacked_presence_as_the_scoring_pipeline_does(
+    run_dir, data_dir, tmp_path
+):
+    from gpu_ops.scoring import PresenceStack, kspace_features
+    from ml import ARTIFACT_TYPES
+    from ml.model import network
+    from ml.model.data import load_split
+    from ml.model.evaluate import evaluate, predict_split
+    from ml.model.preprocess import pad_to_stride
+    from ml.pipeline import KerasProbabilities, ScoringPipeline
+
+    model = tmp_path / "model.keras"
+    network.with_mask_modes(network.load(run_dir / "best.keras"), ["whole"] * 10).save(model)
+    gibbs = ARTIFACT_TYPES.index("gibbs")
+    stack = PresenceStack([gibbs], [[0.0, 1.0, 1.0]], [[1.0, 0.5, 0.5]], [[0.5, 2.0, 2.0]], [0.0])
+    sidecar = {"thresholds": dict.fromkeys(ARTIFACT_TYPES, 0.5),
+               "presence_stack": stack.to_json(ARTIFACT_TYPES)}  # fmt: skip
+    (tmp_path / "model.thresholds.json").write_text(json.dumps(sidecar))
+    result = evaluate(model, data_dir, tmp_path / "eval", "val")
+    assert result["presence_stack"] == ["gibbs"] and result["modes"]["gibbs"] == "whole"
+    split = load_split(data_dir, "val")
+    plain = predict_split(network.load(model), split, threshold=0.5)
+    stacked = predict_split(
+        network.with_mask_modes(network.load(model), None),
+        split,
+        threshold=0.5,
+        stack=stack,
+        modes=["whole"] * 10,
+    )
+    np.testing.assert_allclose(
+        stacked["presence"], stack.apply(plain["presence"], plain["kspace"]), atol=1e-6
+    )
+    pipeline = ScoringPipeline.load(model)
+    assert isinstance(pipeline.model, KerasProbabilities)
+    for i, image in enumerate(split.images):
+        got = pipeline.infer(
+            pad_to_stride(image[None]), split.headers[i : i + 1], kspace_features(image[None])
+        )
+        np.testing.assert_allclose(got["presence"][0], stacked["presence"][i], atol=1e-5)
+        # "whole" on the stacked presence: the served Gibbs plane is that presence everywhere.
+        np.testing.assert_allclose(got["masks"][0, ..., gibbs], stacked["presence"][i, gibbs],
+                                   atol=1e-5)  # fmt: skip
+    # The report's Gibbs IoU is counted on the served (stacked) masks.
+    union = stacked["union"][:, gibbs].sum()
+    expected_iou = stacked["intersection"][:, gibbs].sum() / union if union else None
+    assert result["iou"]["gibbs"] == pytest.approx(expected_iou)
 
 
 def test_the_onnx_export_gives_the_keras_outputs(run_dir, tmp_path):

@@ -199,6 +199,9 @@ def test_the_shipped_onnx_models_score_as_before_the_speed_work(name, phase_enco
 
     pipeline = ScoringPipeline.load(name)
     assert pipeline.model.modes is not None  # served up to the per-pixel probabilities
+    # The graph serves the network's own presence; a presence stack in the sidecar has its
+    # own test (test_a_presence_stack_re_estimates_presence_from_each_slice_s_own_k_space).
+    pipeline.stack = None
     whole_graph = OnnxModel(SHIPPED[name], cut=False)  # the file as exported
     assert whole_graph.modes is None
     slices = _artifact_slices()
@@ -429,3 +432,130 @@ def test_an_int8_export_needs_a_sidecar_of_its_own_and_a_float_one_applies_its_o
     assert json.loads(sidecar.read_text())[PIPELINE_MODES_KEY] == modes
     name_pipeline_modes(tmp_path / "g.tflite", None)  # no sidecar: none written
     assert not (tmp_path / "g.thresholds.json").exists()
+
+
+# --- a presence stack with the slice's k-space (issue 5, round 10) ----------------------------
+
+
+def _stacked_copy(tmp_path, stem, stack_json):
+    """Copies of the shipped pruned files under ``tmp_path/stem.*`` whose sidecar holds
+    ``stack_json`` as its ``presence_stack`` (none: no stack)."""
+    import json
+
+    from ml.pipeline import WEIGHTS_DIR
+
+    for suffix in (".keras", ".onnx"):
+        (tmp_path / f"{stem}{suffix}").write_bytes(
+            (WEIGHTS_DIR / f"artiscan-pruned{suffix}").read_bytes()
+        )
+    content = json.loads((WEIGHTS_DIR / "artiscan-pruned.thresholds.json").read_text())
+    content.pop("presence_stack", None)
+    if stack_json is not None:
+        content["presence_stack"] = stack_json
+    (tmp_path / f"{stem}.thresholds.json").write_text(json.dumps(content))
+    return tmp_path / f"{stem}.onnx", tmp_path / f"{stem}.keras"
+
+
+def _slices_with_gibbs(phase_encode):
+    from ml.data.slices import add_noise_floor
+    from ml.simulate import simulate
+
+    slices = _artifact_slices()
+    header = AcquisitionHeader(rows=192, columns=256, phase_encode="ROW")
+    floor = add_noise_floor(slices[0] / 900, 0.01, np.random.default_rng(0)) * 900
+    slices += [floor, simulate(floor, "gibbs", 0.4, header, seed=3)]
+    if phase_encode == "COL":
+        slices = [s.T.copy() for s in slices]
+    rows, cols = slices[0].shape
+    return slices, AcquisitionHeader(rows=rows, columns=cols, phase_encode=phase_encode)
+
+
+@pytest.mark.parametrize("phase_encode", ["ROW", "COL"])
+def test_a_presence_stack_re_estimates_presence_from_each_slice_s_own_k_space(
+    tmp_path, phase_encode
+):
+    from gpu_ops.scoring import (
+        PresenceStack,
+        canonical_batch,
+        kspace_features,
+        normalise_batch,
+        serve_masks,
+    )
+    from ml import ARTIFACT_TYPES
+    from ml.model.preprocess import header_vector_from, to_model_grid, upsample_probabilities
+    from ml.pipeline import KerasProbabilities, ScoringPipeline
+
+    gibbs, ghosting = ARTIFACT_TYPES.index("gibbs"), ARTIFACT_TYPES.index("ghosting")
+    stack = PresenceStack(
+        [gibbs, ghosting],
+        mean=[[0.0, 1.5, 1.5], [0.0, 0.0, 0.0]],
+        scale=[[1.0, 0.2, 0.2], [1.0, 1.0, 1.0]],
+        weights=[[0.2, 3.0, 3.0], [-1.0, 0.0, 0.0]],  # ghosting: the network's, inverted
+        bias=[0.0, 0.5],
+    )
+    plain_onnx, _ = _stacked_copy(tmp_path, "plain", None)
+    onnx, keras = _stacked_copy(tmp_path, "stacked", stack.to_json(ARTIFACT_TYPES))
+    plain, stacked = ScoringPipeline.load(plain_onnx), ScoringPipeline.load(onnx)
+    assert plain.stack is None and stacked.stack is not None
+    assert stacked.modes == plain.modes and stacked.model.modes is not None
+    slices, header = _slices_with_gibbs(phase_encode)
+    masks, presence, suitability = stacked.score_arrays(slices, [header] * len(slices))
+    base_masks, base_presence, base_suitability = plain.score_arrays(slices, [header] * len(slices))
+    np.testing.assert_array_equal(suitability, base_suitability)
+    # The features of each slice on its own (canonical) grid, not the working grid.
+    batch = normalise_batch(canonical_batch(np.stack(slices).astype(np.float32), phase_encode))
+    features = kspace_features(batch)
+    np.testing.assert_allclose(presence, stack.apply(base_presence, features), atol=1e-6)
+    assert features[-1].sum() > features[:-1].sum(axis=1).max() + 0.5  # zero-filled
+    assert presence[-1, gibbs] > 0.9 > presence[:-1, gibbs].max()
+    others = [k for k in range(len(ARTIFACT_TYPES)) if k not in (gibbs, ghosting)]
+    np.testing.assert_array_equal(masks[:, others], base_masks[:, others])
+    # The stacked types' masks: the modes served on the stacked presence.
+    rows, cols = batch.shape[1:]
+    net = to_model_grid(batch, stacked.working_size)
+    vectors = np.stack([header_vector_from(header)] * len(slices))
+    raw = stacked.model.predict_probabilities({"image": net[..., None], "header": vectors})
+    expected = serve_masks(
+        raw["probabilities"],
+        stack.apply(raw["presence"], features),
+        stacked.modes,
+        stacked.thresholds,
+        rows,
+        cols,
+        resize=lambda plane: upsample_probabilities(plane, (rows, cols), axes=(0, 1)),
+        images=net,
+    )
+    np.testing.assert_array_equal(masks, canonical_batch(expected, phase_encode))
+    stacked_types = [gibbs, ghosting]
+    assert (masks[:, stacked_types] != base_masks[:, stacked_types]).any()  # not a no-op
+    # The .keras file with the same sidecar serves the same through its probabilities.
+    from_keras = ScoringPipeline.load(keras)
+    assert isinstance(from_keras.model, KerasProbabilities)
+    assert from_keras.modes == stacked.modes
+    k_masks, k_presence, _ = from_keras.score_arrays(slices, [header] * len(slices))
+    np.testing.assert_allclose(k_presence, presence, atol=1e-4)
+    assert (k_masks != masks).mean() < 1e-3
+    # infer() applies the stack too, from the features it is given.
+    inferred = stacked.infer(net, vectors, kspace=features)
+    np.testing.assert_allclose(inferred["presence"], stack.apply(raw["presence"], features))
+
+
+def test_a_model_that_applies_its_own_modes_refuses_a_stacked_sidecar(tmp_path):
+    import json
+
+    from ml.model import network
+    from ml.pipeline import ScoringError, ScoringPipeline
+
+    onnx, keras = _stacked_copy(tmp_path, "stacked", {"inputs": ["x"], "types": {}})
+    with pytest.raises(ScoringError, match="presence_stack reads"):
+        ScoringPipeline.load(onnx)
+    stack = {
+        "inputs": ["presence_logit", "kspace_step_rows", "kspace_step_columns"],
+        "types": {"gibbs": {"mean": [0, 0, 0], "scale": [1, 1, 1], "weights": [1, 1, 1],
+                            "bias": 0}},
+    }  # fmt: skip
+    onnx, keras = _stacked_copy(tmp_path, "stacked", stack)
+    with pytest.raises(ScoringError, match="applies its mask modes itself"):
+        ScoringPipeline(network.load(keras), keras)  # the graph serves its own modes
+    sidecar = json.loads(keras.with_name("stacked.thresholds.json").read_text())
+    assert ScoringPipeline.load(keras).stack is not None and sidecar["presence_stack"] == stack
