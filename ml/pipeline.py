@@ -506,6 +506,20 @@ def onnx_blocked_layout_pays(model: bytes) -> bool:
     return not widths or sum(w >= NCHWC_MIN_WIDTH for w in widths) * 2 >= len(widths)
 
 
+def served_outputs(
+    out: dict[str, NDArray[np.float32]], modes: tuple[str, ...], inputs: dict[str, Any]
+) -> dict[str, Any]:
+    """A Keras model's outputs from a ``predict_probabilities`` result: ``masks`` ``(B, h, w,
+    K)`` with ``modes`` applied on the network's presence, ``presence``, ``suitability``."""
+    images = np.asarray(inputs["image"])[..., 0]
+    served = apply_mask_modes(out["probabilities"], out["presence"], modes, images)
+    return {
+        "masks": np.ascontiguousarray(np.moveaxis(served, 1, -1)),
+        "presence": out["presence"],
+        "suitability": out["suitability"],
+    }
+
+
 class OnnxModel:
     """An ONNX Runtime session behind the calls the pipeline makes (``predict_on_batch``, and
     ``predict_probabilities`` where the graph could be cut, see :func:`onnx_scoring_graph`).
@@ -573,14 +587,7 @@ class OnnxModel:
         ``presence`` ``(B, K)``, ``suitability`` ``(B, 1)``."""
         if self.modes is None:
             return self._run(inputs)
-        out = self.predict_probabilities(inputs)
-        images = np.asarray(inputs["image"])[..., 0]
-        served = apply_mask_modes(out["probabilities"], out["presence"], self.modes, images)
-        return {
-            "masks": np.ascontiguousarray(np.moveaxis(served, 1, -1)),
-            "presence": out["presence"],
-            "suitability": out["suitability"],
-        }
+        return served_outputs(self.predict_probabilities(inputs), self.modes, inputs)
 
 
 class KerasProbabilities:
@@ -608,14 +615,7 @@ class KerasProbabilities:
     def predict_on_batch(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """The served ``masks`` ``(B, h, w, K)`` (:attr:`modes` on the network's own presence),
         ``presence``, ``suitability``."""
-        out = self.predict_probabilities(inputs)
-        images = np.asarray(inputs["image"])[..., 0]
-        served = apply_mask_modes(out["probabilities"], out["presence"], self.modes, images)
-        return {
-            "masks": np.ascontiguousarray(np.moveaxis(served, 1, -1)),
-            "presence": out["presence"],
-            "suitability": out["suitability"],
-        }
+        return served_outputs(self.predict_probabilities(inputs), self.modes, inputs)
 
 
 class ScoringPipeline:

@@ -30,6 +30,7 @@ from gpu_ops.scoring import (
     PresenceStack,
     apply_mask_modes,
     kspace_features,
+    stack_inputs,
 )
 from ml import ARTIFACT_TYPES
 from ml.model.data import Split, load_split
@@ -363,7 +364,7 @@ def fit_presence_stack(
         if min(y.sum(), (~y).sum()) < STACK_MIN_POSITIVES:
             summary[name] = {"auc_network": before, "auc_stacked": None, "kept": 0.0}
             continue
-        x = np.column_stack([logits[:, k], np.asarray(kspace, np.float64)])
+        x = np.column_stack([logits[:, k], stack_inputs(np.asarray(kspace, np.float64))])
         mean, scale = x.mean(axis=0), x.std(axis=0)
         scale = np.where(scale > 1e-6, scale, 1.0)
         w = fit_logistic((x - mean) / scale, y)

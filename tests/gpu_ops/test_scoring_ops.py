@@ -334,12 +334,12 @@ def test_k_space_features_refuse_a_single_image_and_survive_an_empty_one():
 def _stack():
     from gpu_ops.scoring import PresenceStack
 
-    # gibbs (7) from both k-space steps, noise (9) mostly from the network.
+    # gibbs (7) mostly from the k-space step, noise (9) mostly from the network.
     return PresenceStack(
         [7, 9],
-        mean=[[0.0, 1.0, 1.0], [0.5, 0.0, 0.0]],
-        scale=[[2.0, 0.5, 0.5], [1.0, 1.0, 1.0]],
-        weights=[[0.5, 1.5, 1.0], [2.0, 0.0, 0.1]],
+        mean=[[0.0, 1.0], [0.5, 0.0]],
+        scale=[[2.0, 0.5], [1.0, 1.0]],
+        weights=[[0.5, 1.5], [2.0, 0.1]],
         bias=[-1.0, 0.25],
     )
 
@@ -356,7 +356,7 @@ def test_a_presence_stack_is_a_logistic_regression_on_the_logit_and_the_k_space(
     expected = presence.copy()
     for t, k in enumerate(stack.types):
         p = np.clip(presence[:, k].astype(np.float64), 1e-4, 1 - 1e-4)
-        x = np.column_stack([np.log(p / (1 - p)), features])
+        x = np.column_stack([np.log(p / (1 - p)), features.mean(axis=1)])  # both axes' mean
         z = ((x - stack.mean[t]) / stack.scale[t]) @ stack.weights[t] + stack.bias[t]
         expected[:, k] = 1 / (1 + np.exp(-z))
     np.testing.assert_allclose(got, expected, atol=1e-5)
@@ -382,10 +382,10 @@ def test_a_presence_stack_survives_its_json_and_refuses_what_it_cannot_read():
     for bad, match in (
         ({**content, "inputs": ["presence_logit"]}, "reads"),
         ({**content, "types": {"ringing": content["types"]["gibbs"]}}, "unknown type"),
-        ({**content, "types": {"gibbs": {"mean": [0, 0, 0]}}}, "incomplete"),
-        ({**content, "types": {"gibbs": {**content["types"]["gibbs"], "scale": [1, 0, 1]}}},
+        ({**content, "types": {"gibbs": {"mean": [0, 0]}}}, "incomplete"),
+        ({**content, "types": {"gibbs": {**content["types"]["gibbs"], "scale": [1, 0]}}},
          "positive"),
-        ({**content, "types": {"gibbs": {**content["types"]["gibbs"], "weights": [1, 2]}}},
+        ({**content, "types": {"gibbs": {**content["types"]["gibbs"], "weights": [1, 2, 3]}}},
          "inputs"),
         ([1, 2], "must be"),
     ):  # fmt: skip

@@ -173,7 +173,7 @@ def test_a_presence_stack_is_kept_only_where_the_k_space_ranks_the_slices_better
     gibbs = ARTIFACT_TYPES.index("gibbs")
     presence[:, gibbs] = rng.uniform(0, 1, n)
     # The k-space: a zero-filled edge on the Gibbs slices, noise elsewhere.
-    kspace = rng.normal(0.8, 0.2, (n, 2)) + 1.5 * present[:, [gibbs]]
+    kspace = rng.normal(0.8, 0.2, (n, 2)) + 1.5 * present[:, [gibbs]]  # both axes
     present[:4, ARTIFACT_TYPES.index("zipper")] = True  # too few of a type: never fitted
     present[4:, ARTIFACT_TYPES.index("zipper")] = False
     stack, summary = fit_presence_stack(present, presence.astype(np.float32), kspace)

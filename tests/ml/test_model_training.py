@@ -163,7 +163,7 @@ def test_evaluate_serves_a_stacked_presence_as_the_scoring_pipeline_does(
     model = tmp_path / "model.keras"
     network.with_mask_modes(network.load(run_dir / "best.keras"), ["whole"] * 10).save(model)
     gibbs = ARTIFACT_TYPES.index("gibbs")
-    stack = PresenceStack([gibbs], [[0.0, 1.0, 1.0]], [[1.0, 0.5, 0.5]], [[0.5, 2.0, 2.0]], [0.0])
+    stack = PresenceStack([gibbs], [[0.0, 1.0]], [[1.0, 0.5]], [[0.5, 2.0]], [0.0])
     sidecar = {"thresholds": dict.fromkeys(ARTIFACT_TYPES, 0.5),
                "presence_stack": stack.to_json(ARTIFACT_TYPES)}  # fmt: skip
     (tmp_path / "model.thresholds.json").write_text(json.dumps(sidecar))

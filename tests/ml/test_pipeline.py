@@ -488,9 +488,9 @@ def test_a_presence_stack_re_estimates_presence_from_each_slice_s_own_k_space(
     gibbs, ghosting = ARTIFACT_TYPES.index("gibbs"), ARTIFACT_TYPES.index("ghosting")
     stack = PresenceStack(
         [gibbs, ghosting],
-        mean=[[0.0, 1.5, 1.5], [0.0, 0.0, 0.0]],
-        scale=[[1.0, 0.2, 0.2], [1.0, 1.0, 1.0]],
-        weights=[[0.2, 3.0, 3.0], [-1.0, 0.0, 0.0]],  # ghosting: the network's, inverted
+        mean=[[0.0, 1.5], [0.0, 0.0]],
+        scale=[[1.0, 0.1], [1.0, 1.0]],
+        weights=[[0.2, 3.0], [-1.0, 0.0]],  # ghosting: the network's, inverted
         bias=[0.0, 0.5],
     )
     plain_onnx, _ = _stacked_copy(tmp_path, "plain", None)
@@ -550,9 +550,8 @@ def test_a_model_that_applies_its_own_modes_refuses_a_stacked_sidecar(tmp_path):
     with pytest.raises(ScoringError, match="presence_stack reads"):
         ScoringPipeline.load(onnx)
     stack = {
-        "inputs": ["presence_logit", "kspace_step_rows", "kspace_step_columns"],
-        "types": {"gibbs": {"mean": [0, 0, 0], "scale": [1, 1, 1], "weights": [1, 1, 1],
-                            "bias": 0}},
+        "inputs": ["presence_logit", "kspace_step_mean"],
+        "types": {"gibbs": {"mean": [0, 0], "scale": [1, 1], "weights": [1, 1], "bias": 0}},
     }  # fmt: skip
     onnx, keras = _stacked_copy(tmp_path, "stacked", stack)
     with pytest.raises(ScoringError, match="applies its mask modes itself"):
