@@ -176,11 +176,18 @@ def test_a_presence_stack_is_kept_only_where_the_k_space_ranks_the_slices_better
     kspace = rng.normal(0.8, 0.2, (n, 2)) + 1.5 * present[:, [gibbs]]  # both axes
     present[:4, ARTIFACT_TYPES.index("zipper")] = True  # too few of a type: never fitted
     present[4:, ARTIFACT_TYPES.index("zipper")] = False
+    # The network's noise presence is at chance too, and the k-space would rank noise slices
+    # in this made-up split, but the measurement describes a zero-filled acquisition only:
+    # noise is not one of STACK_TYPES and is never fitted.
+    noise = ARTIFACT_TYPES.index("noise")
+    presence[:, noise] = rng.uniform(0, 1, n)
+    kspace = kspace + 3.0 * present[:, [noise]]
     stack, summary = fit_presence_stack(present, presence.astype(np.float32), kspace)
     assert stack is not None and stack.types == (gibbs,)
+    assert summary["noise"]["auc_stacked"] is None
     assert summary["gibbs"]["kept"] == 1.0
     assert summary["gibbs"]["auc_stacked"] >= summary["gibbs"]["auc_network"] + STACK_MIN_GAIN
-    assert summary["gibbs"]["auc_stacked"] > 0.95
+    assert summary["gibbs"]["auc_stacked"] > 0.8
     assert summary["zipper"]["auc_stacked"] is None and summary["zipper"]["kept"] == 0.0
     assert all(summary[name]["kept"] == 0.0 for name in ARTIFACT_TYPES if name != "gibbs")
     stacked = stack.apply(presence.astype(np.float32), kspace.astype(np.float32))

@@ -378,12 +378,18 @@ def test_the_int8_litert_export_stays_within_its_stated_tolerances_on_unseen_sli
                              == (b["masks"] >= int8_pipe.thresholds)))  # fmt: skip
     assert np.mean(agree) >= litert.INT8_AGREEMENT
     # The float export is the tighter one: int8 really is quantised, not a float copy.
-    exact = litert.compare(network.load(shipped), litert.LiteRTModel(float_out), batches)
+    # (Served with the modes: the shipped sidecar's presence stack has the float file
+    # exported without them too, see below.)
+    float_model = litert.LiteRTModel(float_out, modes=ScoringPipeline.load(float_out).modes)
+    exact = litert.compare(network.load(shipped), float_model, batches)
     assert exact["mask_mean_abs"] < result["mask_mean_abs"]
     # Served by the pipeline from its path, with the thresholds tuned for the model (the
-    # export wrote them beside each file under its own name); the float file applies its own
-    # modes.
-    assert ScoringPipeline.load(float_out).model.modes is None
+    # export wrote them beside each file under its own name). The shipped pruned model's
+    # sidecar stacks presence with the k-space, so the float file is exported without its
+    # modes too (they must use the stacked presence) and its sidecar names them.
+    assert ScoringPipeline.load(shipped).stack is not None
+    assert ScoringPipeline.load(float_out).model.modes == modes
+    assert ScoringPipeline.load(float_out).stack is not None
     assert (tmp_path / "p.thresholds.json").is_file()
     assert (tmp_path / "p.int8.thresholds.json").is_file()
     expected = ScoringPipeline.load(shipped).thresholds
