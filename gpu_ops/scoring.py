@@ -342,8 +342,9 @@ def kspace_features(images: Any) -> Any:
     Beyond the box there is nothing, not even the thermal noise that fills the rest of an
     acquired k-space, so the power falls by orders of magnitude at its edge. Per
     axis, the power profile is the image's power spectrum summed over the other axis
-    (fft-shifted); the measurement is the largest drop of its logarithm between two adjacent
-    windows of ``max(2, n // 64)`` frequencies, outward from ``n // 16`` beyond the centre, on
+    (a real slice's is symmetric about frequency 0); the measurement is the largest drop of its
+    logarithm between two adjacent windows of ``max(2, n // 64)`` frequencies, outward from
+    ``max(1, n // 16)`` beyond the centre, on
     either side, and it is reported as ``log1p`` of that drop (≥ 0). The anatomy's own
     spectrum and the noise floor roll off or stay flat from one window to the next; a
     zero-filled box drops. On its own it ranks the Gibbs slices of the
@@ -353,6 +354,8 @@ def kspace_features(images: Any) -> Any:
     images = xp.asarray(images, dtype=xp.float32)
     if images.ndim != 3:
         raise ValueError(f"images must be (S, H, W), not {images.shape}")
+    if images.shape[0] == 0:
+        return xp.zeros((0, 2), dtype=xp.float32)
     rows = _kspace_step(_power_profile(images, axis=1), images.shape[1])
     columns = _kspace_step(_power_profile(images, axis=2), images.shape[2])
     return xp.stack([rows, columns], axis=1).astype(xp.float32)
@@ -394,19 +397,21 @@ def _kspace_step(profile: Any, n: int) -> Any:
     xp = array_module(profile)
     s = profile.shape[0]
     peak = profile.max(axis=1, keepdims=True)
-    logs = xp.log(profile + xp.maximum(peak, xp.float32(1e-30)) * xp.float32(KSPACE_FLOOR))
+    # The floor stays a normal float32 even for a blank slice (no log(0) under flush-to-zero).
+    floor = xp.maximum(peak * xp.float32(KSPACE_FLOOR), xp.float32(1e-30))
+    logs = xp.log(profile + floor)
     window, centre = max(2, n // 64), n // 2
     best = xp.zeros(s, dtype=xp.float32)
     for side in (logs[:, : n - centre], logs[:, : centre + 1]):
         length = side.shape[1]
-        at = xp.arange(window + n // 16, length - window + 1)
+        at = xp.arange(window + max(1, n // 16), length - window + 1)  # never the DC bin
         if at.size == 0:
             continue
         sums = xp.concatenate([xp.zeros((s, 1), side.dtype), xp.cumsum(side, axis=1)], axis=1)
         inner = (sums[:, at] - sums[:, at - window]) / window
         outer = (sums[:, at + window] - sums[:, at]) / window
         best = xp.maximum(best, (inner - outer).max(axis=1))
-    return xp.log1p(xp.maximum(best, 0.0)).astype(xp.float32)
+    return xp.log1p(xp.nan_to_num(xp.maximum(best, 0.0))).astype(xp.float32)
 
 
 PRESENCE_STACK_INPUTS = ("presence_logit", "kspace_step_mean")
@@ -457,6 +462,8 @@ class PresenceStack:
             raise ValueError(f"a presence stack reads {width} inputs: {PRESENCE_STACK_INPUTS}")
         if not np.all(np.isfinite(self.scale)) or np.any(self.scale <= 0):
             raise ValueError("a presence stack's scales must be positive")
+        if not all(np.all(np.isfinite(a)) for a in (self.mean, self.weights, self.bias)):
+            raise ValueError("a presence stack's numbers must be finite")
 
     def __bool__(self) -> bool:
         return bool(self.types)

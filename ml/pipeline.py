@@ -673,8 +673,10 @@ class ScoringPipeline:
             raise ScoringError(
                 f"{weights.name if weights else 'this model'}: its sidecar re-estimates presence "
                 "with the slice's k-space, which needs the network's per-pixel probabilities, "
-                "but this model applies its mask modes itself (load it with "
-                "ScoringPipeline.load, or export it again with `python -m ml export`)"
+                "but this model applies its mask modes itself (an ONNX graph that could not "
+                "be cut, a LiteRT file exported before the stack, a Keras model passed in "
+                "directly: load the .keras file with ScoringPipeline.load, or export it again "
+                "with `python -m ml export`)"
             )
 
     @classmethod
@@ -738,9 +740,10 @@ class ScoringPipeline:
 
         ``headers`` float32 ``(S, 8)``. Returns ``masks`` ``(S, H, W, K)`` (the mask modes
         applied), ``presence`` ``(S, K)``, ``suitability`` ``(S,)``, float32 probabilities.
-        ``kspace``: :func:`gpu_ops.scoring.kspace_features` of the slices on their own grid,
-        for a pipeline with a :attr:`stack` (:meth:`score_arrays` passes them); None = those
-        of ``images`` (the same only where they are on their own grid).
+        ``kspace``: :func:`gpu_ops.scoring.kspace_features` of the slices on their own grid
+        (canonical, normalised), for a pipeline with a :attr:`stack`, as :meth:`score_arrays`
+        computes them; None = those of ``images`` themselves, which differ where ``images``
+        are on a working grid (the resampling cuts the outer k-space off).
         """
         parts: dict[str, list[NDArray[np.float32]]] = {"masks": [], "presence": [], "suit": []}
         if self.stack and kspace is None:

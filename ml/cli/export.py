@@ -9,6 +9,7 @@ tolerances — see :mod:`ml.model.litert`).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,6 @@ def register(subparsers: Any) -> None:
 def _copy_thresholds(model: Path, out: Path) -> None:
     """The export serves the model's tuned thresholds: its ``.thresholds.json`` goes beside it
     under the export's own name (``MODEL.int8.tflite`` → ``MODEL.int8.thresholds.json``)."""
-    import json
 
     from ml import ARTIFACT_TYPES
     from ml.model import network
@@ -80,10 +80,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _litert_suffix(model: Path, int8: bool) -> str:
+    """The default name's suffix: a file whose sidecar will name its mask modes (int8, or a
+    model with a presence stack) must not share the model's own sidecar."""
+    if int8:
+        return ".int8.tflite"
+    from ml.pipeline import sidecar_path
+
+    path = sidecar_path(model)
+    stacked = path.is_file() and bool(json.loads(path.read_text()).get("presence_stack"))
+    return ".float.tflite" if stacked else ".tflite"
+
+
 def _litert(args: argparse.Namespace) -> int:
     from ml.model import litert
 
-    out = args.out or args.model.with_suffix(".int8.tflite" if args.int8 else ".tflite")
+    out = args.out or args.model.with_suffix(_litert_suffix(args.model, args.int8))
     _copy_thresholds(args.model, out)  # first: the export names an int8 file's modes in it
     try:
         result = litert.export_litert(

@@ -234,9 +234,11 @@ def export_litert(
     """
     from ml.pipeline import sidecar_path
 
-    if int8 and sidecar_path(out).resolve() == sidecar_path(model_path).resolve():
+    stacked = bool(_sidecar_content(sidecar_path(model_path)).get("presence_stack"))
+    if (int8 or stacked) and sidecar_path(out).resolve() == sidecar_path(model_path).resolve():
+        kind = "an int8 file" if int8 else "a file of a model with a presence stack"
         raise ValueError(
-            f"an int8 file names its mask modes in a sidecar of its own; {out.name} would share "
+            f"{kind} names its mask modes in a sidecar of its own; {out.name} would share "
             f"{sidecar_path(out).name} with {model_path.name}: choose another --out name"
         )
     import tensorflow as tf
@@ -248,7 +250,6 @@ def export_litert(
     # The pipeline applies the modes itself for an int8 file (see the module docstring) and
     # for a model whose sidecar stacks presence with the k-space (the modes must see the
     # stacked presence, which the graph does not compute).
-    stacked = bool(_sidecar_content(sidecar_path(model_path)).get("presence_stack"))
     raw = int8 or stacked
     modes = tuple(network.mask_modes(model)) if raw else None
     copy = serving_copy(network.with_mask_modes(model, None) if raw else model)

@@ -329,6 +329,9 @@ def test_k_space_features_refuse_a_single_image_and_survive_an_empty_one():
         kspace_features(np.zeros((32, 32), np.float32))
     out = kspace_features(np.zeros((2, 32, 48), np.float32))
     assert np.isfinite(out).all() and out.shape == (2, 2)
+    assert kspace_features(np.zeros((0, 32, 48), np.float32)).shape == (0, 2)
+    # A tiny slice: the inner window never takes the DC bin (a constant has no step at all).
+    np.testing.assert_allclose(kspace_features(np.ones((1, 8, 12), np.float32)), 0.0, atol=1e-6)
 
 
 def _stack():
@@ -387,6 +390,8 @@ def test_a_presence_stack_survives_its_json_and_refuses_what_it_cannot_read():
          "positive"),
         ({**content, "types": {"gibbs": {**content["types"]["gibbs"], "weights": [1, 2, 3]}}},
          "inputs"),
+        ({**content, "types": {"gibbs": {**content["types"]["gibbs"], "bias": float("nan")}}},
+         "finite"),
         ([1, 2], "must be"),
     ):  # fmt: skip
         with pytest.raises(ValueError, match=match):

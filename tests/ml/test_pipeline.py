@@ -460,8 +460,10 @@ def _slices_with_gibbs(phase_encode):
     from ml.data.slices import add_noise_floor
     from ml.simulate import simulate
 
-    slices = _artifact_slices()
-    header = AcquisitionHeader(rows=192, columns=256, phase_encode="ROW")
+    # 288 x 384: not the shipped models' working grid (192 x 256), so features computed on the
+    # network's input instead of the slice's own grid would differ.
+    slices = _artifact_slices(288, 384)
+    header = AcquisitionHeader(rows=288, columns=384, phase_encode="ROW")
     floor = add_noise_floor(slices[0] / 900, 0.01, np.random.default_rng(0)) * 900
     slices += [floor, simulate(floor, "gibbs", 0.4, header, seed=3)]
     if phase_encode == "COL":
@@ -508,6 +510,12 @@ def test_a_presence_stack_re_estimates_presence_from_each_slice_s_own_k_space(
     np.testing.assert_allclose(presence, stack.apply(base_presence, features), atol=1e-6)
     assert features[-1].sum() > features[:-1].sum(axis=1).max() + 0.5  # zero-filled
     assert presence[-1, gibbs] > 0.9 > presence[:-1, gibbs].max()
+    on_working_grid = kspace_features(to_model_grid(batch, stacked.working_size))
+    assert np.abs(on_working_grid - features).max() > 0.1  # the own grid matters
+    # Stored DICOM pixels are integers: rounding fills the empty outer k-space a little, yet
+    # the zero-filled slice still stands out (its noise floor is ~9 units here).
+    _, rounded, _ = stacked.score_arrays([np.rint(s) for s in slices], [header] * len(slices))
+    assert rounded[-1, gibbs] > 0.9 > rounded[:-1, gibbs].max()
     others = [k for k in range(len(ARTIFACT_TYPES)) if k not in (gibbs, ghosting)]
     np.testing.assert_array_equal(masks[:, others], base_masks[:, others])
     # The stacked types' masks: the modes served on the stacked presence.
@@ -554,6 +562,15 @@ def test_a_model_that_applies_its_own_modes_refuses_a_stacked_sidecar(tmp_path):
         "types": {"gibbs": {"mean": [0, 0], "scale": [1, 1], "weights": [1, 1], "bias": 0}},
     }  # fmt: skip
     onnx, keras = _stacked_copy(tmp_path, "stacked", stack)
+    # A LiteRT export of it names the modes in its own sidecar: never the model's.
+    from ml.cli.export import _litert_suffix
+    from ml.model.litert import export_litert
+
+    with pytest.raises(ValueError, match="presence stack names its mask modes"):
+        export_litert(keras, keras.with_suffix(".tflite"))  # refused before any conversion
+    assert _litert_suffix(keras, int8=False) == ".float.tflite"
+    assert _litert_suffix(keras, int8=True) == ".int8.tflite"
+    assert _litert_suffix(tmp_path / "plain.keras", int8=False) == ".tflite"
     with pytest.raises(ScoringError, match="applies its mask modes itself"):
         ScoringPipeline(network.load(keras), keras)  # the graph serves its own modes
     sidecar = json.loads(keras.with_name("stacked.thresholds.json").read_text())
