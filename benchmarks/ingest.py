@@ -4,7 +4,7 @@ C-STORE) on the same kind of files, same machine, same run.
 
     .venv/bin/python benchmarks/ingest.py [--instances 300] [--clients 4] [--batch 50]
         [--workers N] [--scp-processes N] [--modes embedded,site] [--skip-cstore]
-        [--rounds N]
+        [--rounds N] [--paths '1/req,C-STORE']
 
 ArtiScan is measured as it is deployed, in each mode asked for:
 
@@ -209,6 +209,24 @@ def stow_sender(url: str, batch: int, token: str | None) -> Send:
     return send
 
 
+def operator_token(env: dict[str, str]) -> str:
+    """An API token of a new operator of the site ``bench`` (made if missing) on the
+    installation of ``env``, which also maps the calling AE title ``BENCH`` to that site."""
+    return subprocess.run(
+        [sys.executable, "manage.py", "shell", "-v0", "-c",
+         "from backend.accounts.models import Site, Role\n"
+         "from backend.accounts.services import site_create, user_create, token_create\n"
+         "from backend.ingest.models import DicomSender\n"
+         "site = Site.objects.filter(slug='bench').first() or "
+         "site_create(name='Bench', slug='bench')\n"
+         "import uuid; u = user_create(username='bench-' + uuid.uuid4().hex[:8], "
+         "password=None, memberships=[(site, Role.OPERATOR)])\n"
+         "DicomSender.objects.get_or_create(ae_title='BENCH', defaults={'site': site})\n"
+         "print(token_create(user=u, name='bench')[1])"],
+        cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+
+
 class Orthanc:
     """Debian's Orthanc on free ports with a temporary configuration."""
 
@@ -259,19 +277,7 @@ class ArtiScan:
         self.mode, self.env, self.work = mode, env, work
         py = [sys.executable, "manage.py"]
         subprocess.run([*py, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-        self.token = subprocess.run(
-            [*py, "shell", "-v0", "-c",
-             "from backend.accounts.models import Site, Role\n"
-             "from backend.accounts.services import site_create, user_create, token_create\n"
-             "from backend.ingest.models import DicomSender\n"
-             "site = Site.objects.filter(slug='bench').first() or "
-             "site_create(name='Bench', slug='bench')\n"
-             "import uuid; u = user_create(username='bench-' + uuid.uuid4().hex[:8], "
-             "password=None, memberships=[(site, Role.OPERATOR)])\n"
-             "DicomSender.objects.get_or_create(ae_title='BENCH', defaults={'site': site})\n"
-             "print(token_create(user=u, name='bench')[1])"],
-            cwd=ROOT, env=env, check=True, capture_output=True, text=True,
-        ).stdout.strip()  # fmt: skip
+        self.token = operator_token(env)
         self.web_port, self.scp_port = free_port(), free_port()
         self.log = work / f"{mode}-serve.log"
         self.web = subprocess.Popen(
@@ -324,11 +330,16 @@ class ArtiScan:
                 proc.kill()
 
 
-def measure(paths: dict[str, Send], n: int, clients: int, label: str) -> dict[str, float]:
-    """Each path with one client, then with ``clients``: a fresh series each time."""
+def measure(
+    paths: dict[str, Send], n: int, clients: int, label: str, only: list[str]
+) -> dict[str, float]:
+    """Each path with one client, then with ``clients``: a fresh series each time. ``only``:
+    the paths whose names contain one of these words (every path when empty)."""
     rates: dict[str, float] = {}
-    for c in (1, clients):
+    for c in sorted({1, clients}):
         for name, send in paths.items():
+            if only and not any(word in name for word in only):
+                continue
             rates[f"{name} x{c}"] = run_clients(make_series(n), c, send)
             print(f"  {label} {name} x{c}: {rates[f'{name} x{c}']:.1f}/s", flush=True)
     return rates
@@ -356,6 +367,12 @@ def main() -> int:
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
     parser.add_argument("--skip-cstore", action="store_true")
     parser.add_argument(
+        "--paths",
+        default="",
+        help="measure only the paths whose names contain one of these comma-separated words "
+        "(e.g. '1/req' for the one-instance-per-request rows); default: every path",
+    )
+    parser.add_argument(
         "--rounds",
         type=int,
         default=1,
@@ -368,6 +385,7 @@ def main() -> int:
         print("site mode skipped: no DATABASE_URL/REDIS_URL (or --database-url/--redis-url)")
         modes.remove("site")
     b, cstore = args.batch, not args.skip_cstore
+    only = [w.strip() for w in args.paths.split(",") if w.strip()]
 
     work = Path(tempfile.mkdtemp(prefix="artiscan-bench-"))
     base_env = {
@@ -399,13 +417,17 @@ def main() -> int:
                     if who == "orthanc":
                         theirs_runs.append(
                             measure(
-                                orthanc.paths(b, cstore), args.instances, args.clients, "Orthanc"
+                                orthanc.paths(b, cstore),
+                                args.instances,
+                                args.clients,
+                                "Orthanc",
+                                only,
                             )
                         )
                         continue
                     try:
                         mine_runs.append(
-                            measure(ours.paths(b, cstore), args.instances, args.clients, mode)
+                            measure(ours.paths(b, cstore), args.instances, args.clients, mode, only)
                         )
                     except Exception:
                         print(f"--- {mode} server errors:", *ours.errors(), sep="\n")
@@ -433,7 +455,7 @@ def main() -> int:
     print(f"\n{'ArtiScan path':<28}{'inst/s':>8}   {'Orthanc path':<16}{'inst/s':>8}{'ratio':>8}")
     for mode, theirs, mine, when in table:
         print(f"--- {mode} ({when} at its end)")
-        for c in (1, args.clients):
+        for c in sorted({1, args.clients}):
             for ours_name, their_names in compare:
                 key = f"{ours_name} x{c}"
                 if key not in mine:

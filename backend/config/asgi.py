@@ -143,31 +143,24 @@ def release_body(request: HttpRequest) -> None:
     request._stream = io.BytesIO()
 
 
-STOW_PATH = "/dicomweb/studies"
+class OneHopApp:
+    """Every HTTP request through :class:`OneHopHandler`.
 
+    First only STOW-RS took this route; over HTTP under daphne the async chain's thread switches
+    cost every other request as much (``benchmarks/http_latency.py``: a WADO-RS frame, the
+    viewer's most frequent request, ~0.7x the time this way; figures in the README). No view of
+    the project is async, so nothing needs the async chain."""
 
-def _is_stow(scope: dict[str, Any]) -> bool:
-    return scope.get("method") == "POST" and scope.get("path") == STOW_PATH
-
-
-class HttpRoutes:
-    """STOW-RS (``POST /dicomweb/studies``) through :class:`OneHopHandler`, the rest through
-    Django's ASGI handler; both the same Django (settings, middleware, URL conf, views)."""
-
-    def __init__(self, default: Any, one_hop: Any) -> None:
-        self.default = default
+    def __init__(self, one_hop: OneHopHandler) -> None:
         self.one_hop = one_hop
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if _is_stow(scope):
-            await self.one_hop.handle(scope, receive, send)
-        else:
-            await self.default(scope, receive, send)
+        await self.one_hop.handle(scope, receive, send)
 
 
 application = ProtocolTypeRouter(
     {
-        "http": RequestThreads(HttpRoutes(django_asgi_app, OneHopHandler())),
+        "http": RequestThreads(OneHopApp(OneHopHandler())),
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

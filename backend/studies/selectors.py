@@ -32,8 +32,24 @@ class NotInScope(Exception):
         self.site_id = site_id
 
 
-def _scoped(queryset: QuerySet[M], user: AnyUser) -> QuerySet[M]:
-    return queryset.filter(site_id__in=site_ids_for(user))
+def _scoped(
+    queryset: QuerySet[M], user: AnyUser, study: tuple[str, str] | None = None
+) -> QuerySet[M]:
+    """``queryset`` limited to the caller's sites; ``study``: the path to the objects' study and
+    its UID, to keep only that study's (series and instances).
+
+    The study's own site is constrained too (the same site as its series and instances): then a
+    lookup starts from the study's unique (site, UID) index, then the series' (study, UID), then
+    the instance's (series, UID), one row each. Constrained on the object's own site alone,
+    SQLite (which keeps no statistics unless told to) walked that site's index — every instance
+    of the site for each WADO-RS frame: 17 ms at 50,000 instances in the site, against 0.1 ms
+    (``tests/backend/test_embedded_mode.py`` reads the plans)."""
+    sites = site_ids_for(user)
+    queryset = queryset.filter(site_id__in=sites)
+    if study is None:
+        return queryset
+    path, study_uid = study
+    return queryset.filter(**{f"{path}__site_id__in": sites, f"{path}__study_uid": study_uid})
 
 
 def _get(queryset: QuerySet[M], object_type: str, object_id: uuid.UUID | str) -> M:
@@ -155,10 +171,17 @@ def instance_list(*, user: AnyUser, series_id: uuid.UUID | str) -> QuerySet[Inst
 
 
 def _first_by_uid(
-    queryset: QuerySet[M], user: AnyUser, object_type: str, uid: str, uid_field: str, **filters: str
+    queryset: QuerySet[M],
+    user: AnyUser,
+    object_type: str,
+    uid: str,
+    uid_field: str,
+    study: tuple[str, str] | None = None,
+    **filters: str,
 ) -> M:
-    """The caller's object with these UIDs, or NotInScope naming the owner for the audit."""
-    found = _scoped(queryset, user).filter(**{uid_field: uid}, **filters).first()
+    """The caller's object with these UIDs, or NotInScope naming the owner for the audit.
+    ``study``: the path to the object's study and its UID (series and instances)."""
+    found = _scoped(queryset, user, study).filter(**{uid_field: uid}, **filters).first()
     if found is None:
         raise NotInScope(object_type, uid[:64], _owner(queryset.model, **{uid_field: uid}))
     return found
@@ -174,7 +197,7 @@ def study_by_uid(*, user: AnyUser, study_uid: str) -> Study:
 def series_by_uid(*, user: AnyUser, study_uid: str, series_uid: str) -> Series:
     return _first_by_uid(
         Series.objects.select_related("study", "site"),
-        user, "series", series_uid, "series_uid", study__study_uid=study_uid,
+        user, "series", series_uid, "series_uid", study=("study", study_uid),
     )  # fmt: skip
 
 
@@ -182,7 +205,7 @@ def instance_by_uid(*, user: AnyUser, study_uid: str, series_uid: str, sop_uid: 
     return _first_by_uid(
         Instance.objects.select_related("series__study"),
         user, "instance", sop_uid, "sop_uid",
-        series__study__study_uid=study_uid, series__series_uid=series_uid,
+        study=("series__study", study_uid), series__series_uid=series_uid,
     )  # fmt: skip
 
 
@@ -199,9 +222,8 @@ def instance_search(
     series_uid: str | None = None,
     sop_uid: str | None = None,
 ) -> QuerySet[Instance]:
-    qs = _scoped(Instance.objects.select_related("series__study"), user)
-    if study_uid:
-        qs = qs.filter(series__study__study_uid=study_uid)
+    study = ("series__study", study_uid) if study_uid else None
+    qs = _scoped(Instance.objects.select_related("series__study"), user, study)
     if series_uid:
         qs = qs.filter(series__series_uid=series_uid)
     if sop_uid:
@@ -216,9 +238,9 @@ def series_search(
     series_uid: str | None = None,
     modality: str | None = None,
 ) -> QuerySet[Series]:
-    qs = _scoped(Series.objects.select_related("study"), user)
-    if study_uid:
-        qs = qs.filter(study__study_uid=study_uid)
+    qs = _scoped(
+        Series.objects.select_related("study"), user, ("study", study_uid) if study_uid else None
+    )
     if series_uid:
         qs = qs.filter(series_uid=series_uid)
     if modality:

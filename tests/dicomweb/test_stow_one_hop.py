@@ -48,14 +48,20 @@ def _post(
     headers.append((b"content-length", str(len(body)).encode()))
     if token is not None:
         headers.append((b"authorization", f"Bearer {token}".encode()))
+    return _exchange(app, "POST", "/dicomweb/studies", headers, body, query)
+
+
+def _exchange(
+    app: Any, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes, query: str
+) -> tuple[int, dict[str, str], bytes]:
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
-        "method": "POST",
+        "method": method,
         "scheme": "http",
-        "path": "/dicomweb/studies",
-        "raw_path": b"/dicomweb/studies",
+        "path": path,
+        "raw_path": path.encode(),
         "query_string": query.encode(),
         "root_path": "",
         "headers": headers,
@@ -89,7 +95,7 @@ def _alike(one_hop: tuple[int, dict[str, str], bytes], django: tuple[int, dict[s
     assert json.loads(body_a or b"null") == json.loads(body_b or b"null")
 
 
-SERVED = asgi.application  # what daphne serves: STOW-RS goes through OneHopHandler
+SERVED = asgi.application  # what daphne serves: every request through OneHopHandler
 DJANGO = asgi.django_asgi_app  # Django's own ASGI handler, async middleware chain
 
 
@@ -142,33 +148,66 @@ def test_refusals_are_answered_alike(operator_a, radiologist_b, site_b, client):
     assert not Instance.objects.exists()
 
 
-def test_only_stow_takes_the_one_hop_route():
+def _get(app: Any, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    encoded = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    return _exchange(app, "GET", path, [(b"host", b"testserver"), *encoded], b"", "")
+
+
+def test_every_request_takes_the_one_hop_route(monkeypatch):
     taken: list[str] = []
 
-    class Recorder:
-        def __init__(self, name: str) -> None:
-            self.name = name
+    async def recorded(self: Any, scope: Any, receive: Any, send: Any) -> None:
+        taken.append(f"{scope['method']} {scope['path']}")
 
-        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-            taken.append(f"{self.name} {scope['method']} {scope['path']}")
-
-        async def handle(self, scope: Any, receive: Any, send: Any) -> None:
-            await self(scope, receive, send)
-
-    routes = asgi.HttpRoutes(Recorder("django"), Recorder("one-hop"))
-    for method, path in [
+    monkeypatch.setattr(asgi.OneHopHandler, "handle", recorded)
+    requests = [
         ("POST", "/dicomweb/studies"),
         ("GET", "/dicomweb/studies"),
-        ("POST", "/dicomweb/studies/1.2.3"),
+        ("GET", "/health/"),
         ("POST", "/api/uploads/"),
-    ]:
-        async_to_sync(routes)({"type": "http", "method": method, "path": path}, None, None)
-    assert taken == [
-        "one-hop POST /dicomweb/studies",
-        "django GET /dicomweb/studies",
-        "django POST /dicomweb/studies/1.2.3",
-        "django POST /api/uploads/",
     ]
+    for method, path in requests:
+        scope = {"type": "http", "method": method, "path": path}
+        async_to_sync(SERVED)(scope, None, None)
+    assert taken == [f"{method} {path}" for method, path in requests]
+
+
+def test_reads_are_answered_alike(operator_a, radiologist_a):
+    """What the viewer and the API ask for most — WADO-RS metadata and frames, QIDO-RS, the
+    signed-in user, the health check — and the refusals (no token, another site's token, an
+    unknown path) answer the same through the one hop as through Django's own handler."""
+    ds = mr_dataset(31)
+    stored = _post(SERVED, _body(to_bytes(ds)), token=operator_a.token)
+    assert stored[0] == 200, stored[2][:300]
+    instance = Instance.objects.select_related("series__study").get()
+    base = (
+        f"/dicomweb/studies/{instance.series.study.study_uid}"
+        f"/series/{instance.series.series_uid}/instances/{instance.sop_uid}"
+    )
+    token = {"Authorization": f"Bearer {radiologist_a.token}"}
+    dicom_json = {**token, "Accept": "application/dicom+json"}
+    octets = {**token, "Accept": 'multipart/related; type="application/octet-stream"'}
+    cases = [
+        ("metadata", f"{base}/metadata", dicom_json, 200),
+        ("a frame", f"{base}/frames/1", octets, 200),
+        ("a missing frame", f"{base}/frames/9", octets, 404),
+        ("QIDO-RS", "/dicomweb/studies", dicom_json, 200),
+        ("me", "/api/me/", token, 200),
+        ("health", "/health/", {}, 200),
+        ("no token", f"{base}/metadata", {"Accept": "application/dicom+json"}, 401),
+        ("unknown path", "/no/such/page/", token, 404),
+    ]
+    for what, path, headers, status in cases:
+        one_hop, django = _get(SERVED, path, headers), _get(DJANGO, path, headers)
+        assert one_hop[0] == status, (what, one_hop[2][:300])
+        assert one_hop[1].pop("x-request-id") and django[1].pop("x-request-id")
+        if what == "a frame":  # each multipart answer draws its own boundary
+            boundary = one_hop[1]["content-type"].split("boundary=")[1].strip('"')
+            other = django[1]["content-type"].split("boundary=")[1].strip('"')
+            django = (django[0], django[1], django[2].replace(other.encode(), boundary.encode()))
+            django[1]["content-type"] = one_hop[1]["content-type"]
+            assert len(one_hop[2]) > ds.Rows * ds.Columns * 2  # the pixels, whole
+        assert one_hop == django, what
 
 
 def test_a_finished_request_lets_go_of_its_body(operator_a):
