@@ -1,7 +1,8 @@
 """Request latency over HTTP: the served ASGI application (every request through
 ``OneHopHandler``: Django's middleware chain in sync mode, one hop to the request's thread)
-against Django's own ASGI handler (its middleware chain in async mode), each under daphne on the
-same scratch installation, in the same run.
+against Django's own ASGI handler (its middleware chain in async mode) on the same pooled
+request threads (``django_pooled_app``: what served every request but STOW-RS before the one
+hop), each under daphne on the same scratch installation, in the same run.
 
     .venv/bin/python benchmarks/http_latency.py [--requests 100] [--rounds 2]
 
@@ -34,7 +35,7 @@ from ingest import ROOT, free_port, load, make_series, operator_token, wait_port
 
 APPS = {
     "served (one hop)": "backend.config.asgi:application",
-    "Django's ASGI handler": "backend.config.asgi:django_asgi_app",
+    "Django's handler, pooled": "backend.config.asgi:django_pooled_app",
 }
 MULTIPART = 'multipart/related; type="application/dicom"; boundary=b'
 
@@ -115,7 +116,11 @@ def main() -> int:
                     )
                 finally:
                     proc.terminate()
-                    proc.wait(timeout=15)
+                    try:
+                        proc.wait(timeout=15)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -337,20 +338,24 @@ def _drain_workers(request):
 
     app.control.purge()
 
+    unchanged: dict[str, Any] = {"jobs": None, "since": 0.0}
+
     def quiet() -> bool:
         # Nothing queued, nothing held by a worker and no task running, twice in a row (late
         # acks: a message stays in the broker's unacknowledged set from its fetch, prefetched
-        # or running, to the task's end); the first probe answers at once for most tests.
+        # or running, to the task's end); polled, so a test whose ingest is still being scored
+        # goes on as soon as the scoring ends.
         if _broker_idle(app) and not JobRecord.objects.filter(state="running").exists():
             time.sleep(0.1)
             if _broker_idle(app) and not JobRecord.objects.filter(state="running").exists():
                 return True
         # A message left unacknowledged by a killed worker waits for the visibility timeout:
         # then idle for two seconds (no task running and none started) is what counts.
-        before = (JobRecord.objects.filter(state="running").count(), JobRecord.objects.count())
-        time.sleep(2.0)
-        after = (JobRecord.objects.filter(state="running").count(), JobRecord.objects.count())
-        return before == after and after[0] == 0
+        jobs = (JobRecord.objects.filter(state="running").count(), JobRecord.objects.count())
+        if jobs != unchanged["jobs"]:
+            unchanged.update(jobs=jobs, since=time.monotonic())
+            return False
+        return jobs[0] == 0 and time.monotonic() - unchanged["since"] >= 2.0
 
     _wait_for(quiet, 180, "idle worker")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import io
+import logging
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -30,13 +31,16 @@ from django.core import signals  # noqa: E402
 from django.core.exceptions import RequestAborted  # noqa: E402
 from django.core.handlers import base  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix  # noqa: E402
-from django.http import HttpRequest, HttpResponseBase  # noqa: E402
+from django.http import FileResponse, HttpRequest, HttpResponseBase  # noqa: E402
 from django.urls import set_script_prefix  # noqa: E402
 
 from backend.realtime.routing import websocket_urlpatterns  # noqa: E402
 
-# ``ThreadSensitiveContext(executor=...)``: asgiref 3.13 on. Older ones get Django's default.
+# ``ThreadSensitiveContext(executor=...)``: asgiref 3.13 on. Older ones get a context of the
+# request's own (a thread started for it, as Django's handler arranges).
 _EXECUTOR_CONTEXTS = "executor" in inspect.signature(ThreadSensitiveContext.__init__).parameters
+
+logger = logging.getLogger(__name__)
 
 
 class RequestThreads:
@@ -53,8 +57,14 @@ class RequestThreads:
         self.idle: list[ThreadPoolExecutor] = []
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not _EXECUTOR_CONTEXTS:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if not _EXECUTOR_CONTEXTS:
+            # Without a context of its own, every request's sync code in the process would
+            # queue on asgiref's one global thread.
+            async with ThreadSensitiveContext():
+                await self.app(scope, receive, send)
             return
         executor = (
             self.idle.pop()
@@ -123,15 +133,31 @@ class OneHopHandler(ASGIHandler):
             request, error_response = self.create_request(scope, body_file)
             response: Any = error_response if request is None else self.get_response(request)
             response._handler_class = self.__class__
+            if isinstance(response, FileResponse):
+                # As Django's handler: the server splits the body into packets, so a file goes
+                # in 64 KiB messages, not FileResponse's 4 KiB blocks (OHIF's 17 MB bundle:
+                # 266 messages instead of 4,240, each a hop from asyncio to Twisted).
+                response.block_size = self.chunk_size
             if not response.streaming:
                 # Its content is in memory: close it here (``request_finished``, which gives
                 # the thread's database connection back) rather than in one more hop.
-                response.close()
+                _close(response)
             return response
         finally:
             body_file.close()
             if request is not None:
                 release_body(request)
+
+
+def _close(response: HttpResponseBase) -> None:
+    """Close ``response`` before it is sent; a failure there (a ``request_finished`` receiver
+    closing a broken database connection) is logged, and the answer still goes out, as under
+    Django's handler, which closes after sending: a STOW-RS whose files are committed must not
+    be answered 500."""
+    try:
+        response.close()
+    except Exception:
+        logger.exception("closing a finished response failed; the answer is sent anyway")
 
 
 def release_body(request: HttpRequest) -> None:
@@ -157,6 +183,10 @@ class OneHopApp:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         await self.one_hop.handle(scope, receive, send)
 
+
+# What served every request but STOW-RS before the one hop: Django's handler, its requests on
+# pooled threads. The baseline of ``benchmarks/http_latency.py``.
+django_pooled_app = RequestThreads(django_asgi_app)
 
 application = ProtocolTypeRouter(
     {

@@ -45,7 +45,12 @@ class Study(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["site", "study_uid"], name="study_unique_uid_per_site")
         ]
-        indexes = [models.Index(fields=["site", "-received_at"], name="study_worklist")]
+        indexes = [
+            models.Index(fields=["site", "-received_at"], name="study_worklist"),
+            # A UID the caller may not see is looked up in every site for the audit trail
+            # (``studies.selectors._owner``): from the study down, one unique index per level.
+            models.Index(fields=["study_uid"], name="study_uid"),
+        ]
         verbose_name_plural = "studies"
 
     def __str__(self) -> str:

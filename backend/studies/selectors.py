@@ -183,7 +183,12 @@ def _first_by_uid(
     ``study``: the path to the object's study and its UID (series and instances)."""
     found = _scoped(queryset, user, study).filter(**{uid_field: uid}, **filters).first()
     if found is None:
-        raise NotInScope(object_type, uid[:64], _owner(queryset.model, **{uid_field: uid}))
+        # The same object in any site: from its study's UID down, one index per level (on its
+        # SOP or series UID alone, every answer "not found" scanned the whole table).
+        path = {f"{study[0]}__study_uid": study[1]} if study else {}
+        raise NotInScope(
+            object_type, uid[:64], _owner(queryset.model, **{uid_field: uid}, **filters, **path)
+        )
     return found
 
 

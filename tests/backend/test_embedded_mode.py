@@ -134,11 +134,13 @@ PLANS = textwrap.dedent(
                 lookup()
             except selectors.NotInScope:
                 pass
-        sql = next(q["sql"] for q in queries.captured_queries if "study_uid" in q["sql"])
-        with connection.cursor() as cursor:
-            cursor.execute("EXPLAIN QUERY PLAN " + sql)
-            for row in cursor.fetchall():
-                print(name, "|", row[-1])
+        # The caller's lookup, then (not found) the audit's lookup of the owner in any site.
+        found = [q["sql"] for q in queries.captured_queries if "study_uid" in q["sql"]]
+        for which, sql in zip(("", "-owner"), found):
+            with connection.cursor() as cursor:
+                cursor.execute("EXPLAIN QUERY PLAN " + sql)
+                for row in cursor.fetchall():
+                    print(name + which, "|", row[-1])
     """
 )
 
@@ -146,7 +148,8 @@ PLANS = textwrap.dedent(
 def test_uid_lookups_walk_unique_indexes_not_a_whole_site(tmp_path):
     """SQLite keeps no statistics: constrained only on the object's own site, a WADO-RS frame's
     lookup walked every instance of the site (17 ms at 50,000). The plans now start from the
-    study's (site, UID) index and go down one unique index per level."""
+    study's (site, UID) index and go down one unique index per level; the audit's lookup of a
+    UID the caller may not see, from the study's UID index."""
     env = _env(tmp_path)
     _manage(env, "migrate", "--noinput", "-v0")
     out = _manage(env, "shell", "-v0", "-c", PLANS)
@@ -154,7 +157,13 @@ def test_uid_lookups_walk_unique_indexes_not_a_whole_site(tmp_path):
     for line in out.splitlines():
         name, _, step = line.partition(" | ")
         plans.setdefault(name, []).append(step)
-    assert set(plans) == {"instance", "series", "instances"}, out
+    assert set(plans) == {"instance", "series", "instances", "instance-owner", "series-owner"}, out
+    # Not found: the audit names the owner of the same UIDs in any site, from the study's UID
+    # down (on a SOP or series UID alone, each 404 scanned the whole table).
+    for name in ("instance-owner", "series-owner"):
+        steps = plans.pop(name)
+        assert steps[0].startswith("SEARCH studies_study USING INDEX study_uid"), (name, steps)
+        assert not any(s.startswith("SCAN") for s in steps), (name, steps)
     for name, steps in plans.items():
         assert steps[0].startswith("SEARCH studies_study USING") and (
             "(site_id=? AND study_uid=?)" in steps[0]

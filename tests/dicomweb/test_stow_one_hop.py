@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 from asgiref.testing import ApplicationCommunicator
+from django.core.signals import request_finished
 
 from backend.audit.models import AuditEvent
 from backend.config import asgi
@@ -41,6 +42,7 @@ def _post(
     content_type: str = MULTIPART,
     query: str = "",
     cookie: str | None = None,
+    split_body: int | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     headers = [(b"content-type", content_type.encode()), (b"host", b"testserver")]
     if cookie is not None:
@@ -48,12 +50,22 @@ def _post(
     headers.append((b"content-length", str(len(body)).encode()))
     if token is not None:
         headers.append((b"authorization", f"Bearer {token}".encode()))
-    return _exchange(app, "POST", "/dicomweb/studies", headers, body, query)
+    return _exchange(app, "POST", "/dicomweb/studies", headers, body, query, split_body=split_body)
 
 
 def _exchange(
-    app: Any, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes, query: str
+    app: Any,
+    method: str,
+    path: str,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    query: str,
+    *,
+    split_body: int | None = None,
+    messages: list[int] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
+    """One request through ``app``; ``split_body``: the body arrives in two messages, cut
+    there (as uvicorn sends it); ``messages``: gets the length of each body message sent."""
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -71,12 +83,20 @@ def _exchange(
 
     async def exchange() -> tuple[int, dict[str, str], bytes]:
         communicator = ApplicationCommunicator(app, scope)
-        await communicator.send_input({"type": "http.request", "body": body, "more_body": False})
+        if split_body is not None:
+            first = {"type": "http.request", "body": body[:split_body], "more_body": True}
+            await communicator.send_input(first)
+            body_left = body[split_body:]
+        else:
+            body_left = body
+        await communicator.send_input({"type": "http.request", "body": body_left})
         start = await communicator.receive_output(60)
         content = b""
         while True:
             message = await communicator.receive_output(60)
             content += message.get("body", b"")
+            if messages is not None:
+                messages.append(len(message.get("body", b"")))
             if not message.get("more_body"):
                 break
         await communicator.wait(60)
@@ -148,9 +168,11 @@ def test_refusals_are_answered_alike(operator_a, radiologist_b, site_b, client):
     assert not Instance.objects.exists()
 
 
-def _get(app: Any, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+def _get(
+    app: Any, path: str, headers: dict[str, str], method: str = "GET", **options: Any
+) -> tuple[int, dict[str, str], bytes]:
     encoded = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-    return _exchange(app, "GET", path, [(b"host", b"testserver"), *encoded], b"", "")
+    return _exchange(app, method, path, [(b"host", b"testserver"), *encoded], b"", "", **options)
 
 
 def test_every_request_takes_the_one_hop_route(monkeypatch):
@@ -172,7 +194,7 @@ def test_every_request_takes_the_one_hop_route(monkeypatch):
     assert taken == [f"{method} {path}" for method, path in requests]
 
 
-def test_reads_are_answered_alike(operator_a, radiologist_a):
+def test_reads_are_answered_alike(operator_a, radiologist_a, radiologist_b):
     """What the viewer and the API ask for most — WADO-RS metadata and frames, QIDO-RS, the
     signed-in user, the health check — and the refusals (no token, another site's token, an
     unknown path) answer the same through the one hop as through Django's own handler."""
@@ -187,6 +209,7 @@ def test_reads_are_answered_alike(operator_a, radiologist_a):
     token = {"Authorization": f"Bearer {radiologist_a.token}"}
     dicom_json = {**token, "Accept": "application/dicom+json"}
     octets = {**token, "Accept": 'multipart/related; type="application/octet-stream"'}
+    other_site = {"Authorization": f"Bearer {radiologist_b.token}"}
     cases = [
         ("metadata", f"{base}/metadata", dicom_json, 200),
         ("a frame", f"{base}/frames/1", octets, 200),
@@ -195,6 +218,8 @@ def test_reads_are_answered_alike(operator_a, radiologist_a):
         ("me", "/api/me/", token, 200),
         ("health", "/health/", {}, 200),
         ("no token", f"{base}/metadata", {"Accept": "application/dicom+json"}, 401),
+        ("another site's reader", f"{base}/metadata", {**dicom_json, **other_site}, 404),
+        ("another site's frame", f"{base}/frames/1", {**octets, **other_site}, 404),
         ("unknown path", "/no/such/page/", token, 404),
     ]
     for what, path, headers, status in cases:
@@ -224,3 +249,67 @@ def test_a_finished_request_lets_go_of_its_body(operator_a):
         assert sys.getrefcount(body) == held_before
     finally:
         gc.enable()
+
+
+def test_a_body_in_two_messages_and_a_head_request_are_answered_alike(operator_a):
+    """uvicorn sends a body in several messages (daphne, patched, in one): the one hop replays
+    them into Django's reader."""
+    body = _body(to_bytes(mr_dataset(41)))
+    stored = _post(SERVED, body, token=operator_a.token, split_body=len(body) // 3)
+    assert stored[0] == 200, stored[2][:300]
+    assert Instance.objects.count() == 1
+    again = _post(DJANGO, body, token=operator_a.token, split_body=len(body) // 3)
+    _alike(stored, again)  # the duplicate's answer is the first one's
+    head = _get(SERVED, "/health/", {}, method="HEAD"), _get(DJANGO, "/health/", {}, method="HEAD")
+    assert head[0][0] == 200
+    assert head[0][1].pop("x-request-id") and head[1][1].pop("x-request-id")
+    assert head[0] == head[1]
+
+
+@pytest.mark.urls("tests.dicomweb.handler_urls")
+def test_a_file_a_stream_and_a_failing_view_are_answered_alike():
+    """Static files and OHIF's bundles are file responses: sent in Django's 64 KiB messages,
+    not FileResponse's 4 KiB blocks. A stream and a view's failure answer the same, and each
+    request ends with ``request_finished`` (which gives its database connection back)."""
+    from tests.dicomweb.handler_urls import SERVED_FILE
+
+    finished: list[object] = []
+
+    def count(sender: object, **kwargs: Any) -> None:
+        finished.append(sender)
+
+    request_finished.connect(count)
+    try:
+        for path, status in (("/file/", 200), ("/stream/", 200), ("/fails/", 500)):
+            sent: dict[str, list[int]] = {"one hop": [], "django": []}
+            one_hop = _get(SERVED, path, {}, messages=sent["one hop"])
+            django = _get(DJANGO, path, {}, messages=sent["django"])
+            assert one_hop[0] == status, (path, one_hop[2][:300])
+            assert one_hop[1].pop("x-request-id") and django[1].pop("x-request-id")
+            assert one_hop == django, path
+            assert sent["one hop"] == sent["django"], path
+            if path == "/file/":
+                assert one_hop[2] == SERVED_FILE.read_bytes()
+                assert max(sent["one hop"]) == 2**16
+    finally:
+        request_finished.disconnect(count)
+    assert len(finished) == 6
+
+
+def test_the_answer_goes_out_when_a_request_finished_receiver_fails(operator_a, caplog):
+    """The one hop closes a response before sending it (Django's handler after): a receiver of
+    ``request_finished`` that fails (closing a broken database connection) must not turn a
+    STOW-RS whose files are committed into a 500. It is logged."""
+
+    def broken(sender: object, **kwargs: Any) -> None:
+        raise RuntimeError("the connection broke at close")
+
+    request_finished.connect(broken)
+    try:
+        stored = _post(SERVED, _body(to_bytes(mr_dataset(42))), token=operator_a.token)
+    finally:
+        request_finished.disconnect(broken)
+    assert stored[0] == 200, stored[2][:300]
+    assert json.loads(stored[2])["00081199"]["Value"]  # ReferencedSOPSequence: it was stored
+    assert Instance.objects.count() == 1
+    assert "closing a finished response failed" in caplog.text
