@@ -429,6 +429,10 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.request": {"level": "WARNING"}},
+    "loggers": {
+        "django.request": {"level": "WARNING"},
+        # Ten lines per DICOM SEG it builds ("copy attributes of module ..."), at INFO.
+        "highdicom": {"level": "WARNING"},
+    },
 }
 ADMINS: list[tuple[str, str]] = []  # error e-mails would carry request data off the premises

@@ -4,6 +4,7 @@ the source instances, and our DICOMweb serves it in the same study."""
 from __future__ import annotations
 
 import io
+import logging
 
 import highdicom as hd
 import numpy as np
@@ -69,6 +70,15 @@ def test_the_seg_round_trips_through_highdicom_with_our_masks(site_a):
             combine_segments=False,
         )[0, :, :, 0]
         assert np.array_equal(theirs > 0, ours > 0)
+
+
+def test_building_a_seg_logs_nothing_at_info(site_a, caplog):
+    """highdicom narrates every module it copies at INFO (ten lines per SEG in the worker's
+    log); the installation's logging keeps it to warnings."""
+    _, run = _scored_series(site_a)
+    with caplog.at_level(logging.INFO):
+        assert seg_store(run) is not None
+    assert not [r for r in caplog.records if r.name.startswith("highdicom")]
 
 
 def test_building_the_seg_twice_replaces_it(site_a):
