@@ -382,6 +382,8 @@ CELERY_RESULT_EXPIRES = 24 * 3600
 CELERY_TIMEZONE = "UTC"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_MAX_ATTEMPTS = env_int("ARTISCAN_TASK_MAX_ATTEMPTS", 3, minimum=1)
+# Beat gets a new broker connection after a failed publish (Celery's keeps a dead one forever).
+CELERY_BEAT_SCHEDULER = "backend.config.beat:ReconnectingScheduler"
 # Site-quality dashboards (backend/dashboards): rollups refreshed by beat, alerts by mail/webhook.
 CELERY_BEAT_SCHEDULE = {
     "dashboards-refresh": {
