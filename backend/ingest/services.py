@@ -583,6 +583,9 @@ def unscored_sweep(*, older_than_s: float | None = None, limit: int = 1000) -> l
             received_at__lt=now - timedelta(seconds=older_than_s),
             sop_class_uid__in=(MR_IMAGE, ENHANCED_MR_IMAGE),
         )
+        # A row without a stored file (the dashboards' synthetic demo history) has nothing to
+        # score: asked for, it failed, and its series showed "failed" in the demo's worklist.
+        .exclude(storage_key="")
         .exclude(Exists(scored))
         .exclude(Exists(quarantined))
         .values_list("series_id", flat=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import uuid
+import warnings
 
 import highdicom as hd
 import numpy as np
@@ -84,21 +85,25 @@ def seg_build(run: ScoringRun) -> tuple[bytes, pydicom.Dataset] | None:
         )
         for n, artifact in enumerate(types)
     ]
-    seg = hd.seg.Segmentation(
-        source_images=sources,
-        pixel_array=pixels,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions,
-        series_instance_uid=_uid(run, "series"),
-        series_number=9000 + (sources[0].get("SeriesNumber") or 0),
-        sop_instance_uid=_uid(run, "sop"),
-        instance_number=1,
-        manufacturer="ArtiScan",
-        manufacturer_model_name="artifact model",
-        software_versions=run.model_version.version,
-        device_serial_number="0",
-        series_description=f"ArtiScan artifacts ({run.model_version.name})"[:64],
-    )
+    with warnings.catch_warnings():
+        # The patient's name is our pseudonym ("ANON-..."), one component by design: highdicom
+        # warned about it once per SEG, a line in the worker's log for every scored series.
+        warnings.filterwarnings("ignore", "The string .* person name", UserWarning)
+        seg = hd.seg.Segmentation(
+            source_images=sources,
+            pixel_array=pixels,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descriptions,
+            series_instance_uid=_uid(run, "series"),
+            series_number=9000 + (sources[0].get("SeriesNumber") or 0),
+            sop_instance_uid=_uid(run, "sop"),
+            instance_number=1,
+            manufacturer="ArtiScan",
+            manufacturer_model_name="artifact model",
+            software_versions=run.model_version.version,
+            device_serial_number="0",
+            series_description=f"ArtiScan artifacts ({run.model_version.name})"[:64],
+        )
     out = io.BytesIO()
     seg.save_as(out)
     return out.getvalue(), seg

@@ -195,3 +195,28 @@ def test_the_sweep_leaves_slices_from_before_a_promotion_and_older_than_its_wind
     settings.ARTISCAN_SCORE_SWEEP_WINDOW_H = 48
     assert str(too_old.series_id) in unscored_sweep(older_than_s=60)
     app.control.purge()
+
+
+@pytest.mark.django_db
+def test_the_sweep_leaves_rows_without_a_file_such_as_the_demo_history(site_a, site_b):
+    """The dashboards' synthetic history has series and slices but no files: the sweep asked
+    for their scoring every minute of a demo, the scoring failed, and the series turned
+    "failed" in the worklist."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from backend.config.celery import app
+    from backend.dashboards.demo import demo_history_create
+    from backend.ingest.services import unscored_sweep
+    from backend.studies.models import Instance
+    from tests.factories import InstanceFactory
+
+    app.control.purge()  # an empty scoring queue, or the sweep waits
+    demo_history_create(site_a=site_a, site_b=site_b, weeks=1)
+    real = InstanceFactory()
+    an_hour_ago = timezone.now() - dt.timedelta(hours=1)
+    Instance.objects.update(received_at=an_hour_ago)
+    assert Instance.objects.filter(storage_key="").count() > 10
+    assert unscored_sweep(older_than_s=60) == [str(real.series_id)]
+    app.control.purge()

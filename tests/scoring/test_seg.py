@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import warnings
 
 import highdicom as hd
 import numpy as np
@@ -72,13 +73,16 @@ def test_the_seg_round_trips_through_highdicom_with_our_masks(site_a):
         assert np.array_equal(theirs > 0, ours > 0)
 
 
-def test_building_a_seg_logs_nothing_at_info(site_a, caplog):
+def test_building_a_seg_logs_nothing_at_info_and_warns_nothing(site_a, caplog):
     """highdicom narrates every module it copies at INFO (ten lines per SEG in the worker's
-    log); the installation's logging keeps it to warnings."""
+    log), and warned that our pseudonymous patient name has one component; the installation's
+    logging keeps highdicom to warnings, and the SEG builder expects that name."""
     _, run = _scored_series(site_a)
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         assert seg_store(run) is not None
     assert not [r for r in caplog.records if r.name.startswith("highdicom")]
+    assert not [w for w in caught if "person name" in str(w.message)]
 
 
 def test_building_the_seg_twice_replaces_it(site_a):
