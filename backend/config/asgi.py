@@ -12,7 +12,7 @@ from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.config.settings")
 
-from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from asgiref.sync import SyncToAsync, ThreadSensitiveContext, sync_to_async
 from django.core.asgi import get_asgi_application
 
 django_asgi_app = get_asgi_application()
@@ -184,6 +184,31 @@ class OneHopApp:
         await self.one_hop.handle(scope, receive, send)
 
 
+class OwnSyncContext:
+    """A WebSocket connection's sync calls (Channels' ``database_sync_to_async``: the session's
+    user, the consumer's queries) go to Channels' own thread, whatever context daphne created
+    the connection's task in.
+
+    Twisted's asyncio reactor runs its timers in the context of whichever task last scheduled
+    the soonest one (``call_at`` copies the caller's context), and that is often an HTTP
+    request's task, inside :class:`RequestThreads`' thread-sensitive context; the timers
+    schedule themselves again from there, so the context outlives its request. Under
+    ``manage.py serve``, a process holding connections resumes accepting from a timer
+    (``backend.config.daphne_accept``), so new connections' tasks inherited that finished
+    context, and asgiref refuses sync calls from it ("ThreadSensitiveContext has exited"):
+    every WebSocket handshake after the first page's requests answered 500, and the worklist
+    never went live (``tests/browser/test_live_under_serve.py``). An HTTP request enters a
+    context of its own anyway (:class:`RequestThreads`)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # This task's own copy of the context: no thread-sensitive context is current.
+        SyncToAsync.thread_sensitive_context.set(None)  # type: ignore[arg-type]
+        await self.app(scope, receive, send)
+
+
 # What served every request but STOW-RS before the one hop: Django's handler, its requests on
 # pooled threads. The baseline of ``benchmarks/http_latency.py``.
 django_pooled_app = RequestThreads(django_asgi_app)
@@ -191,8 +216,8 @@ django_pooled_app = RequestThreads(django_asgi_app)
 application = ProtocolTypeRouter(
     {
         "http": RequestThreads(OneHopApp(OneHopHandler())),
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        "websocket": OwnSyncContext(
+            AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
         ),
     }
 )
