@@ -39,10 +39,14 @@ test: setup
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
 	cd frontend && npm test
 
+# The worklist, viewer and dashboard pictures from the demo itself (deploy/screenshots.py); the
+# annotation and upload pictures from the browser tests that drive those pages.
 screenshots: setup
+	$(BIN)/python deploy/screenshots.py --out $(CURDIR)/docs/screenshots
 	bash deploy/ensure-services.sh >/dev/null
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
-		ARTISCAN_SCREENSHOT_DIR=$(CURDIR)/docs/screenshots $(BIN)/python -m pytest tests/browser
+		ARTISCAN_SCREENSHOT_DIR=$(CURDIR)/docs/screenshots $(BIN)/python -m pytest \
+		tests/browser/test_annotate_page.py tests/browser/test_upload_page.py
 
 lint: setup
 	$(BIN)/ruff check .

@@ -5,9 +5,7 @@ review still there after a reload; another site's series is not reachable by URL
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,12 +147,6 @@ def test_an_overlay_toggles_where_its_mask_is(page, asgi_server, radiologist_a, 
 
     page.keyboard.press("2")  # the second type's shortcut: ghosting off
     page.wait_for_function("document.querySelector('#viewer').dataset.overlaysVisible === 'motion'")
-    shots = os.environ.get("ARTISCAN_SCREENSHOT_DIR")
-    if shots:  # the README's picture, on a 1920x1080 reading screen, both overlays on
-        page.keyboard.press("2")
-        page.set_viewport_size({"width": 1920, "height": 1080})
-        page.wait_for_timeout(800)
-        page.screenshot(path=str(Path(shots) / "viewer.png"))
 
 
 def test_a_finding_is_accepted_and_a_mask_corrected_with_the_brush(

@@ -3,9 +3,7 @@ update from a live event."""
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
@@ -86,10 +84,6 @@ def test_a_radiologist_signs_in_and_sees_only_the_sites_series_update_live(
     colour = page.eval_on_selector("#worklist .badge", "b => getComputedStyle(b).backgroundColor")
     red, green, _ = (int(v) for v in colour[colour.index("(") + 1 : -1].split(",")[:3])
     assert red > green  # 42/100 is in the red-amber band
-
-    shots = os.environ.get("ARTISCAN_SCREENSHOT_DIR")
-    if shots:  # `make screenshots` refreshes the README's picture from this very page
-        page.screenshot(path=str(Path(shots) / "worklist.png"))
 
 
 def test_filters_search_sorting_and_paging(page, asgi_server, radiologist_a, site_a):
