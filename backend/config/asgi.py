@@ -36,8 +36,8 @@ from django.urls import set_script_prefix  # noqa: E402
 
 from backend.realtime.routing import websocket_urlpatterns  # noqa: E402
 
-# ``ThreadSensitiveContext(executor=...)``: asgiref 3.13 on. Older ones get a context of the
-# request's own (a thread started for it, as Django's handler arranges).
+# ``ThreadSensitiveContext(executor=...)``: asgiref 3.13 on (pinned). Older ones are left to
+# Django's handler's own arrangement.
 _EXECUTOR_CONTEXTS = "executor" in inspect.signature(ThreadSensitiveContext.__init__).parameters
 
 logger = logging.getLogger(__name__)
@@ -60,11 +60,8 @@ class RequestThreads:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if not _EXECUTOR_CONTEXTS:
-            # Without a context of its own, every request's sync code in the process would
-            # queue on asgiref's one global thread.
-            async with ThreadSensitiveContext():
-                await self.app(scope, receive, send)
+        if not _EXECUTOR_CONTEXTS:  # an older asgiref: its own handling, as Django's handler
+            await self.app(scope, receive, send)
             return
         executor = (
             self.idle.pop()
@@ -186,8 +183,8 @@ class OneHopApp:
 
 class OwnSyncContext:
     """A WebSocket connection's sync calls (Channels' ``database_sync_to_async``: the session's
-    user, the consumer's queries) go to Channels' own thread, whatever context daphne created
-    the connection's task in.
+    user, the consumer's queries) go to asgiref's one process-wide sync thread, as under plain
+    daphne, whatever context daphne created the connection's task in.
 
     Twisted's asyncio reactor runs its timers in the context of whichever task last scheduled
     the soonest one (``call_at`` copies the caller's context), and that is often an HTTP
