@@ -57,10 +57,7 @@ class RequestThreads:
         self.idle: list[ThreadPoolExecutor] = []
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if not _EXECUTOR_CONTEXTS:  # an older asgiref: its own handling, as Django's handler
+        if scope["type"] != "http" or not _EXECUTOR_CONTEXTS:
             await self.app(scope, receive, send)
             return
         executor = (

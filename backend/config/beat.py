@@ -6,10 +6,11 @@ restarted, a network blip, the embedded SQLite broker answering ``locking protoc
 channel stays closed and every later publish fails too ("channel disconnected", logged and
 skipped: celery/celery#3409, #8845): the dashboards were never refreshed again and the sweep
 that re-asks for lost scoring requests never ran again, until beat was restarted. Here a
-failed publish drops the connection and the producer and tries once more on new ones; when
-that fails too, or no connection can be made at all, the tick gives up quickly
-(``CONNECT_RETRIES``) and the next one, ``RETRY_S`` later, starts on a new connection — where
-Celery's own retries would block a tick for ~47 minutes and then end beat.
+failed publish drops the connection and the producer and tries once more on new ones (when
+that fails too, the next publish starts on new ones again); when no connection can be made at
+all, the tick gives up after ``CONNECT_RETRIES`` quick attempts and the next one comes
+``RETRY_S`` later — where Celery's own retries would hold a tick for ~47 minutes and then end
+beat.
 """
 
 from __future__ import annotations
