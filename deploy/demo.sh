@@ -18,9 +18,14 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
-# -B: the embedded beat runs the periodic dashboards refresh and the sweep that re-asks for the
-# scoring of slices whose request was lost (CELERY_BEAT_SCHEDULE).
-$BIN/celery -A backend.config worker -B -s "${ARTISCAN_VAR_DIR:-var}/celerybeat-schedule" -Q cpu,gpu --concurrency 1 --loglevel INFO &
+$BIN/celery -A backend.config worker -Q cpu,gpu --concurrency 1 --loglevel INFO &
+pids+=($!)
+# Beat runs the periodic dashboards refresh and the sweep that re-asks for the scoring of slices
+# whose request was lost (CELERY_BEAT_SCHEDULE), as a process of its own: embedded in the worker
+# (-B) it was a fork of the worker's main process, inheriting its open SQLite connections to the
+# embedded broker with their locks, which SQLite records per process, and its first publish of
+# every demo failed with "locking protocol" after ~20 s.
+$BIN/celery -A backend.config beat -s "${ARTISCAN_VAR_DIR:-var}/celerybeat-schedule" --loglevel INFO &
 pids+=($!)
 # Several daphne processes on one port (manage.py serve), so ingest uses more than one core.
 $BIN/python manage.py serve --host "$HOST" --port "$PORT" --workers "${ARTISCAN_WEB_WORKERS:-2}" &
