@@ -103,6 +103,9 @@ class Series(models.Model):
             models.Index(fields=["site", "-received_at"], name="series_worklist"),
             models.Index(fields=["site", "status"], name="series_status"),
             models.Index(fields=["site", "scanner", "protocol", "received_at"], name="series_qa"),
+            # QIDO-RS by SeriesInstanceUID without its study: the unique (study, series_uid)
+            # index cannot serve it.
+            models.Index(fields=["series_uid", "site"], name="series_uid_site"),
         ]
         verbose_name_plural = "series"
 
@@ -149,6 +152,11 @@ class Instance(models.Model):
             models.Index(fields=["series", "instance_number"], name="instance_order"),
             # The unscored sweep looks at the last day's arrivals every minute.
             models.Index(fields=["received_at"], name="instance_received"),
+            # QIDO-RS by SOPInstanceUID without its study or series (a viewer resolving a
+            # reference): the unique (series, sop_uid) index cannot serve it. With the site as
+            # its second column SQLite, which keeps no statistics, prefers it to the site's
+            # own index (one equality more).
+            models.Index(fields=["sop_uid", "site"], name="instance_sop_uid_site"),
         ]
 
     def __str__(self) -> str:

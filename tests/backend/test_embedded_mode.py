@@ -127,6 +127,8 @@ PLANS = textwrap.dedent(
         "instances": lambda: list(
             selectors.instance_search(user=user, study_uid="1.2", series_uid="1.2.3")
         ),
+        "qido-sop": lambda: list(selectors.instance_search(user=user, sop_uid="1.2.3.4")),
+        "qido-series": lambda: list(selectors.series_search(user=user, series_uid="1.2.3")),
     }
     for name, lookup in lookups.items():
         with CaptureQueriesContext(connection) as queries:
@@ -149,7 +151,8 @@ def test_uid_lookups_walk_unique_indexes_not_a_whole_site(tmp_path):
     """SQLite keeps no statistics: constrained only on the object's own site, a WADO-RS frame's
     lookup walked every instance of the site (17 ms at 50,000). The plans now start from the
     study's (site, UID) index and go down one unique index per level; the audit's lookup of a
-    UID the caller may not see, from the study's UID index."""
+    UID the caller may not see, from the study's UID index; QIDO-RS by a SOP or series UID
+    alone, from that UID's index."""
     env = _env(tmp_path)
     _manage(env, "migrate", "--noinput", "-v0")
     out = _manage(env, "shell", "-v0", "-c", PLANS)
@@ -157,12 +160,42 @@ def test_uid_lookups_walk_unique_indexes_not_a_whole_site(tmp_path):
     for line in out.splitlines():
         name, _, step = line.partition(" | ")
         plans.setdefault(name, []).append(step)
-    assert set(plans) == {"instance", "series", "instances", "instance-owner", "series-owner"}, out
+    assert set(plans) == {
+        "instance",
+        "series",
+        "instances",
+        "instance-owner",
+        "series-owner",
+        "qido-sop",
+        "qido-series",
+    }, out
+    # QIDO-RS by a SOP or series UID alone (a viewer resolving a reference) walked every
+    # instance or series of the caller's sites: now one UID index, then the site check.
+    for name, table, index in (
+        ("qido-sop", "studies_instance", "instance_sop_uid_site"),
+        ("qido-series", "studies_series", "series_uid_site"),
+    ):
+        steps = plans.pop(name)
+        assert any(s.startswith(f"SEARCH {table} USING INDEX {index} ") for s in steps), (
+            name,
+            steps,
+        )
+        assert not any(s.startswith("SCAN") for s in steps if "TEMP B-TREE" not in s), (
+            name,
+            steps,
+        )
     # Not found: the audit names the owner of the same UIDs in any site, from the study's UID
-    # down (on a SOP or series UID alone, each 404 scanned the whole table).
+    # down or from the object's own UID index (on a SOP or series UID alone without an index,
+    # each 404 scanned the whole table).
     for name in ("instance-owner", "series-owner"):
         steps = plans.pop(name)
-        assert steps[0].startswith("SEARCH studies_study USING INDEX study_uid"), (name, steps)
+        assert steps[0].startswith(
+            (
+                "SEARCH studies_study USING INDEX study_uid ",
+                "SEARCH studies_instance USING INDEX instance_sop_uid_site ",
+                "SEARCH studies_series USING INDEX series_uid_site ",
+            )
+        ), (name, steps)
         assert not any(s.startswith("SCAN") for s in steps), (name, steps)
     for name, steps in plans.items():
         assert steps[0].startswith("SEARCH studies_study USING") and (
