@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,17 +51,16 @@ class OrthancClient:
     def instance_file(self, instance_id: str) -> bytes:
         return self._get(f"/instances/{instance_id}/file").content
 
-    def iter_series_files(self, series_id: str) -> Iterator[bytes]:
-        for instance_id in self.series_instances(series_id):
-            yield self.instance_file(instance_id)
-
-    def delete_series(self, series_id: str) -> None:
+    def delete_instance(self, instance_id: str) -> None:
+        """Delete one instance (Orthanc drops its series with its last instance); gone is fine."""
         try:
-            response = self.session.delete(f"{self.url}/series/{series_id}", timeout=self.timeout)
+            response = self.session.delete(
+                f"{self.url}/instances/{instance_id}", timeout=self.timeout
+            )
         except requests.RequestException as exc:
             raise OrthancError(f"cannot reach Orthanc: {type(exc).__name__}") from None
         if response.status_code not in (200, 404):
-            raise OrthancError(f"Orthanc answered {response.status_code} to DELETE series")
+            raise OrthancError(f"Orthanc answered {response.status_code} to DELETE instance")
 
     def upload(self, data: bytes) -> dict[str, Any]:
         response = self.session.post(f"{self.url}/instances", data=data, timeout=self.timeout)

@@ -635,14 +635,22 @@ def orthanc_poll(
             changes, last, done = client.changes(since=source.last_change)
             for change in changes:
                 if change.change_type == "StableSeries":
-                    outcomes += series_ingest(
+                    # The instances as listed now: one that arrives while these are ingested
+                    # stays in Orthanc (deleting the whole series deleted it unseen) and comes
+                    # back with the series' next StableSeries change.
+                    listed = client.series_instances(change.resource_id)
+                    ingested = series_ingest(
                         site=source.site,
-                        files=client.iter_series_files(change.resource_id),
+                        files=(client.instance_file(i) for i in listed),
                         source="orthanc",
                     )
+                    outcomes += ingested
                     series_done += 1
                     if source.delete_after_ingest:
-                        client.delete_series(change.resource_id)
+                        # One outcome per file, in order: stored, a duplicate of a stored one,
+                        # or refused with its original kept in the quarantine.
+                        for instance_id, _ in zip(listed, ingested, strict=True):
+                            client.delete_instance(instance_id)
                 source.last_change = change.seq
                 source.save(update_fields=["last_change"])
             if not changes:

@@ -65,6 +65,37 @@ def test_series_are_deleted_from_orthanc_when_asked(orthanc, site_a):
     assert Instance.objects.count() == 1
 
 
+class _LateSlice(OrthancClient):
+    """A client that, as the follower fetches the first file of a stable series, lets the
+    scanner send one more slice of the same series to Orthanc (a real upload)."""
+
+    late = to_bytes(mr_dataset(2))
+
+    def instance_file(self, instance_id: str) -> bytes:
+        if self.late:
+            self.upload(self.late)
+            self.late = b""
+        return super().instance_file(instance_id)
+
+
+def test_a_slice_that_arrives_during_the_ingest_is_not_deleted_unseen(orthanc, site_a):
+    """With delete-after-ingest, only the instances ingested are deleted: a slice that reached
+    Orthanc while its series was read (deleting the whole series deleted it, and Orthanc drops
+    the change feed's entries of what it deletes) is ingested with the series' next change."""
+    client = _LateSlice(orthanc["url"], username=orthanc["username"], password=orthanc["password"])
+    client.upload(to_bytes(mr_dataset(1)))
+    _wait_for_stable(client, 1)
+    source = OrthancSource.objects.create(site=site_a, url=orthanc["url"], delete_after_ingest=True)
+    first = orthanc_poll(source=source, client=client)
+    assert [o.status for o in first.outcomes] == ["accepted"]
+    assert len(client._get("/instances").json()) == 1  # the late slice, kept
+    _wait_for_stable(client, 2)
+    second = orthanc_poll(source=OrthancSource.objects.get(pk=source.pk), client=client)
+    assert [o.status for o in second.outcomes] == ["accepted"]
+    assert Instance.objects.filter(site=site_a).count() == 2
+    assert client._get("/instances").json() == []
+
+
 def test_wrong_credentials_are_an_error_that_is_recorded(orthanc, site_a):
     source = OrthancSource.objects.create(site=site_a, url=orthanc["url"], username="artiscan")
     with pytest.raises(OrthancError, match="401"):
