@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from backend.jobs.tasks import TrackedTask
+from backend.jobs.tasks import TRANSIENT_ERRORS, TrackedTask
 
 QUEUE = "gpu"
 
@@ -19,7 +19,7 @@ def finetune_task(finetune_id: str) -> str:
 
 # The one task whose caller waits for its result (the annotate page's AI assist): results are
 # ignored by default (CELERY_TASK_IGNORE_RESULT), so this one keeps its own.
-@shared_task(base=TrackedTask, autoretry_for=(ConnectionError,), max_retries=3, ignore_result=False)
+@shared_task(base=TrackedTask, autoretry_for=TRANSIENT_ERRORS, max_retries=3, ignore_result=False)
 def slice_assist_task(instance_id: str) -> dict[str, list[int]]:
     from annotation.assist import slice_model_masks
     from annotation.rle import rle_encode

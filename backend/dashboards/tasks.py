@@ -4,15 +4,20 @@ from celery import shared_task
 
 from backend.dashboards.notify import NotifyError
 from backend.dashboards.services import alert_notify, rollups_refresh
-from backend.jobs.tasks import TrackedTask
+from backend.jobs.tasks import TRANSIENT_ERRORS, TrackedTask
 
 
-@shared_task(base=TrackedTask, autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=3)
+@shared_task(base=TrackedTask, autoretry_for=TRANSIENT_ERRORS, retry_backoff=True, max_retries=3)
 def dashboards_refresh_task() -> int:
     """Periodic (Celery beat, ``CELERY_BEAT_SCHEDULE``): roll up what was scored since last time."""
     return rollups_refresh().cells
 
 
-@shared_task(base=TrackedTask, autoretry_for=(NotifyError,), retry_backoff=30, max_retries=6)
+@shared_task(
+    base=TrackedTask,
+    autoretry_for=(NotifyError, *TRANSIENT_ERRORS),
+    retry_backoff=30,
+    max_retries=6,
+)
 def alert_notify_task(alert_id: int) -> None:
     alert_notify(alert_id=alert_id)

@@ -4,10 +4,10 @@ from celery import shared_task
 
 from backend.ingest.services import unscored_sweep
 from backend.ingest.uploads import upload_process
-from backend.jobs.tasks import TrackedTask
+from backend.jobs.tasks import TRANSIENT_ERRORS, TrackedTask
 
 
-@shared_task(base=TrackedTask, autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=5)
+@shared_task(base=TrackedTask, autoretry_for=TRANSIENT_ERRORS, retry_backoff=True, max_retries=5)
 def upload_process_task(upload_id: str) -> str:
     return str(upload_process(upload_id=upload_id).status)
 

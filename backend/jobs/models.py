@@ -24,6 +24,10 @@ class JobRecord(models.Model):
     subject = models.CharField(max_length=200, blank=True)
     state = models.CharField(max_length=16, choices=JobState.choices, default=JobState.RUNNING)
     attempts = models.IntegerField(default=0)
+    # Attempts that ended with an error the task raised (its process lived: a retry's, which
+    # Celery bounds by the task's max_retries): not counted against the attempt limit, which
+    # is for deliveries that never finished (a task that kills its worker).
+    failures = models.IntegerField(default=0)
     last_pid = models.IntegerField(null=True)
     last_hostname = models.CharField(max_length=200, blank=True)
     error = models.CharField(max_length=500, blank=True)

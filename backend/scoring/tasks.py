@@ -5,7 +5,7 @@ from typing import Any
 
 from celery import shared_task
 
-from backend.jobs.tasks import TrackedTask
+from backend.jobs.tasks import TRANSIENT_ERRORS, TrackedTask
 from backend.scoring.models import ModelVersion
 from backend.scoring.services import (
     SlicesPending,
@@ -30,7 +30,7 @@ class ScoringTask(TrackedTask):
 @shared_task(
     base=ScoringTask,
     bind=True,
-    autoretry_for=(ConnectionError, SlicesPending),
+    autoretry_for=(*TRANSIENT_ERRORS, SlicesPending),
     retry_backoff=1,
     retry_backoff_max=30,
     max_retries=None,  # bounded by the attempt budget above
@@ -52,7 +52,7 @@ def series_score_task(
 @shared_task(
     base=TrackedTask,
     bind=True,
-    autoretry_for=(ConnectionError,),
+    autoretry_for=TRANSIENT_ERRORS,
     retry_backoff=1,
     ignore_result=True,
 )

@@ -72,6 +72,79 @@ def test_a_job_that_never_finishes_is_quarantined_after_the_attempt_limit(settin
     assert JobRecord.objects.get(task_id="t-1").attempts == 3
 
 
+def test_retries_are_not_counted_as_deliveries_that_did_not_finish(settings):
+    """A Celery retry keeps its task id: each attempt that ended in an error the task raised
+    (a retry's) is Celery's max_retries to bound; only deliveries that never finished count
+    against the attempt limit (a webhook's six retries were cut off after three)."""
+    from backend.jobs.services import job_attempt_begin, job_attempt_fail
+
+    settings.CELERY_MAX_ATTEMPTS = 2
+    for _ in range(6):
+        record = job_attempt_begin(task_id="t-r", name="retrying", subject="s")
+        assert record.state == JobState.RUNNING
+        job_attempt_fail(record=record, error=TimeoutError())
+    states = [
+        job_attempt_begin(task_id="t-r", name="retrying", subject="s").state for _ in range(3)
+    ]
+    assert states == [JobState.RUNNING, JobState.RUNNING, JobState.QUARANTINED]
+    record = JobRecord.objects.get(task_id="t-r")
+    assert (record.attempts, record.failures) == (9, 6)
+    assert record.error == "gave up after 2 attempts that did not finish"
+
+
+def test_every_task_that_retries_on_an_outage_retries_on_the_database_and_redis():
+    """``autoretry_for=(ConnectionError,)`` named Python's own exception, which neither the
+    database's, psycopg's nor Redis' errors derive from: an outage failed the task for good."""
+    import redis.exceptions
+    from django import db
+
+    from backend.config.celery import app
+    from backend.jobs.tasks import TrackedTask
+
+    app.loader.import_default_modules()
+    tracked = [t for t in app.tasks.values() if isinstance(t, TrackedTask)]
+    assert len(tracked) >= 6
+    for task in tracked:
+        retried = tuple(getattr(task, "autoretry_for", ()))
+        if not retried:
+            continue
+        for error in (db.OperationalError, db.InterfaceError, redis.exceptions.ConnectionError):
+            assert issubclass(error, retried), (task.name, error)
+
+
+def test_a_task_that_meets_a_database_outage_runs_once_the_database_is_back(
+    celery_worker_process,
+):
+    """A real outage of the worker's database: new connections to it refused
+    (``ALLOW_CONNECTIONS false``, the test's own connection stays). The task cannot even record
+    its attempt; it used to fail and its message was acked and gone. Now it retries with a
+    backoff and runs once connections are allowed again."""
+    import psycopg
+    from django.db import connection
+
+    series = SeriesFactory()
+    InstanceFactory.create_batch(2, series=series)
+    params = connection.get_connection_params()
+    params["dbname"] = "postgres"  # a database cannot refuse connections from its own session
+    name = connection.ops.quote_name(connection.settings_dict["NAME"])
+
+    def allow(yes: bool) -> None:
+        with psycopg.connect(**params, autocommit=True) as admin:
+            admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS {str(yes).lower()}")
+
+    allow(False)
+    try:
+        with transaction.atomic():
+            series_summary_enqueue(series_id=series.pk)
+        # Long enough for the worker to have tried at least twice (1 s, then 2 s later).
+        time.sleep(4)
+        assert not JobRecord.objects.filter(subject=str(series.pk)).exists()
+    finally:
+        allow(True)
+    assert _wait(lambda: JobRecord.objects.filter(subject=str(series.pk), state="done").exists())
+    assert Series.objects.get(pk=series.pk).instance_count == 2
+
+
 def test_a_task_with_its_own_guards_may_take_more_deliveries(settings, site_a):
     """The scoring task counts attempts per slice: its task-level limit is the sum of its
     slices' budgets, so a series with a poison slice is not cut off with the rest unscored."""

@@ -4,20 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0001_initial'),
-        ('scoring', '0004_roi_registry_quarantine'),
-        ('studies', '0004_study_uid_index'),
+        ("accounts", "0001_initial"),
+        ("scoring", "0004_roi_registry_quarantine"),
+        ("studies", "0004_study_uid_index"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='instance',
-            index=models.Index(fields=['sop_uid', 'site'], name='instance_sop_uid_site'),
+            model_name="instance",
+            index=models.Index(fields=["sop_uid", "site"], name="instance_sop_uid_site"),
         ),
         migrations.AddIndex(
-            model_name='series',
-            index=models.Index(fields=['series_uid', 'site'], name='series_uid_site'),
+            model_name="series",
+            index=models.Index(fields=["series_uid", "site"], name="series_uid_site"),
         ),
     ]
