@@ -396,7 +396,14 @@ CELERY_BEAT_SCHEDULE = {
         "task": "backend.ingest.tasks.unscored_sweep_task",
         "schedule": float(env_int("ARTISCAN_SCORE_SWEEP_EVERY_S", 60, minimum=5)),
     },
+    # Refused originals past ARTISCAN_QUARANTINE_DAYS, abandoned and stuck uploads' chunks.
+    "ingest-purge": {
+        "task": "backend.ingest.tasks.ingest_purge_task",
+        "schedule": float(env_int("ARTISCAN_PURGE_EVERY_S", 3600, minimum=10)),
+    },
 }
+# An upload queued or in processing this long will not finish: it fails and its chunks go.
+ARTISCAN_UPLOAD_STUCK_H = env_int("ARTISCAN_UPLOAD_STUCK_H", 24, minimum=1)
 # A slice unscored this long after it arrived counts as lost by the sweep above.
 ARTISCAN_SCORE_SWEEP_AGE_S = env_int("ARTISCAN_SCORE_SWEEP_AGE_S", 120, minimum=1)
 # ... and looks back this many hours at most (a slice left longer needs `manage.py rescore`).

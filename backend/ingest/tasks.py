@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from backend.ingest.services import unscored_sweep
-from backend.ingest.uploads import upload_process
+from backend.ingest.services import quarantine_purge, unscored_sweep
+from backend.ingest.uploads import upload_fail_stuck, upload_process, upload_purge_stale
 from backend.jobs.tasks import TRANSIENT_ERRORS, TrackedTask
 
 
@@ -17,3 +17,11 @@ def unscored_sweep_task() -> int:
     """Periodic (Celery beat, ``CELERY_BEAT_SCHEDULE``): re-ask for the scoring of series whose
     slices were accepted but not scored (a request lost after the commit)."""
     return len(unscored_sweep())
+
+
+@shared_task(ignore_result=True)
+def ingest_purge_task() -> int:
+    """Periodic (Celery beat, ``CELERY_BEAT_SCHEDULE``): refused originals past
+    ``ARTISCAN_QUARANTINE_DAYS``, uploads abandoned half-way, and uploads whose processing will
+    not finish (their original chunks) are deleted; what ``manage.py quarantine_purge`` does."""
+    return quarantine_purge() + upload_purge_stale() + upload_fail_stuck()

@@ -12,17 +12,20 @@ import logging
 import re
 import tempfile
 import zipfile
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from backend.accounts.models import Site, User
 from backend.ingest.models import Upload, UploadStatus
 from backend.ingest.services import instance_ingest
+from backend.jobs.models import JobRecord, JobState
+from backend.jobs.tasks import TRANSIENT_ERRORS
 from backend.storage.store import store_delete, store_get, store_put
 
 MAX_UPLOAD_BYTES = 2 * 2**30
@@ -132,8 +135,8 @@ def _process_zip(upload: Upload, archive: zipfile.ZipFile) -> None:
 
 def upload_process(*, upload_id: str) -> Upload:
     upload = Upload.objects.select_related("site").get(pk=upload_id)
-    if upload.status == UploadStatus.DONE:
-        return upload
+    if upload.status in (UploadStatus.DONE, UploadStatus.FAILED):
+        return upload  # ended for good, its chunks gone (a late redelivery finds nothing to do)
     upload.status, upload.results, upload.files_done = UploadStatus.PROCESSING, [], 0
     upload.save(update_fields=["status", "results", "files_done"])
     scratch = Path(settings.VAR_DIR) / "scratch"
@@ -158,15 +161,56 @@ def upload_process(*, upload_id: str) -> Upload:
         upload.status = UploadStatus.DONE
     except UploadError as exc:
         upload.status, upload.error = UploadStatus.FAILED, exc.message[:300]
+    except TRANSIENT_ERRORS:
+        # The database or the broker went away: the chunks stay and the task's retry processes
+        # the upload again (its files already stored come back as duplicates). Deleting them
+        # here, then failing to record it, lost the upload.
+        raise
     except Exception:
         logger.exception("upload %s could not be processed", upload.pk)
         upload.status, upload.error = UploadStatus.FAILED, "internal error while processing"
-    finally:
-        for index in range(upload.chunks):
-            store_delete(_chunk_key(upload, index))
-        upload.finished_at = timezone.now()
-        upload.save(update_fields=["status", "error", "finished_at"])
+    _upload_end(upload)
     return upload
+
+
+def _upload_end(upload: Upload) -> None:
+    """Finished for good (done or failed): the original chunks go, the status is final."""
+    for index in range(upload.chunks):
+        store_delete(_chunk_key(upload, index))
+    upload.finished_at = timezone.now()
+    upload.save(update_fields=["status", "error", "finished_at"])
+
+
+UPLOAD_PROCESS_TASK = "backend.ingest.tasks.upload_process_task"
+
+
+def upload_fail_stuck(*, now: datetime | None = None) -> int:
+    """End uploads whose processing will not finish: their task was quarantined (it kept
+    killing its worker), or they have waited ``ARTISCAN_UPLOAD_STUCK_H`` hours queued or in
+    processing (the task's message lost: a worker killed on the embedded broker, which does
+    not deliver it again). They fail with a reason the page shows, and their chunks — the
+    original, identifiable bytes — are deleted instead of staying in the store for good."""
+    now = now or timezone.now()
+    waiting = Upload.objects.filter(status__in=(UploadStatus.QUEUED, UploadStatus.PROCESSING))
+    quarantined = set(
+        JobRecord.objects.filter(
+            name=UPLOAD_PROCESS_TASK,
+            state=JobState.QUARANTINED,
+            subject__in=[str(pk) for pk in waiting.values_list("pk", flat=True)],
+        ).values_list("subject", flat=True)
+    )
+    cutoff = now - timedelta(hours=settings.ARTISCAN_UPLOAD_STUCK_H)
+    ended = 0
+    for upload in waiting.filter(Q(pk__in=quarantined) | Q(created_at__lt=cutoff)):
+        if str(upload.pk) in quarantined:
+            upload.error = "processing kept failing and was stopped; upload the files again"
+        else:
+            upload.error = "processing did not finish; upload the files again"
+        upload.status = UploadStatus.FAILED
+        logger.warning("upload %s ended: %s", upload.pk, upload.error)
+        _upload_end(upload)
+        ended += 1
+    return ended
 
 
 def upload_purge_stale(*, older_than_hours: int = 48) -> int:

@@ -127,3 +127,93 @@ def test_an_annotator_may_not_upload(api, annotator_a):
         "/api/uploads/", {"filename": "x", "size": 10}, format="json"
     )
     assert response.status_code == 403
+
+
+@pytest.mark.django_db
+def test_an_outage_while_processing_keeps_the_chunks_for_the_retry(operator_a, site_a, monkeypatch):
+    """The database going away half-way (a fault caused here by raising the error Django
+    raises) must not delete the upload's chunks: the task retries and processes it whole."""
+    from django.db import OperationalError
+
+    import backend.ingest.uploads as uploads
+
+    data = _zip({"IM1": to_bytes(mr_dataset(1)), "IM2": to_bytes(mr_dataset(2))})
+    upload = Upload.objects.create(
+        user=operator_a.user, site=site_a, filename="s.zip", size=len(data)
+    )
+    uploads.upload_append(upload_id=str(upload.pk), offset=0, data=data)
+    real, calls = uploads.instance_ingest, []
+
+    def away_on_the_second(**kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real(**kwargs)
+
+    monkeypatch.setattr(uploads, "instance_ingest", away_on_the_second)
+    with pytest.raises(OperationalError):
+        upload_process(upload_id=str(upload.pk))
+    assert [k for k in store_keys() if k.startswith("uploads/")]  # the chunks wait
+    done = upload_process(upload_id=str(upload.pk))  # the retry
+    assert done.status == "done"
+    assert sorted((r["name"], r["status"]) for r in done.results) == [
+        ("IM1", "duplicate"),
+        ("IM2", "accepted"),
+    ]
+    assert not [k for k in store_keys() if k.startswith("uploads/")]
+
+
+@pytest.mark.django_db
+def test_uploads_whose_processing_will_not_finish_fail_and_lose_their_chunks(
+    operator_a, site_a, settings
+):
+    """An upload whose task was quarantined, or that waited ARTISCAN_UPLOAD_STUCK_H queued (its
+    message lost), stayed "queued" with its original chunks in the store for good."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from backend.ingest.tasks import ingest_purge_task
+    from backend.ingest.uploads import UPLOAD_PROCESS_TASK, upload_append
+    from backend.jobs.models import JobRecord, JobState
+
+    settings.ARTISCAN_UPLOAD_STUCK_H = 6
+    data = to_bytes(mr_dataset(1))
+    rows = {}
+    for name in ("poison", "lost", "recent"):
+        rows[name] = Upload.objects.create(
+            user=operator_a.user, site=site_a, filename=name, size=len(data)
+        )
+        upload_append(upload_id=str(rows[name].pk), offset=0, data=data)
+    Upload.objects.filter(pk__in=[r.pk for r in rows.values()]).update(status="queued")
+    Upload.objects.filter(pk=rows["lost"].pk).update(created_at=timezone.now() - timedelta(hours=7))
+    JobRecord.objects.create(
+        task_id="t-poison",
+        name=UPLOAD_PROCESS_TASK,
+        subject=str(rows["poison"].pk),
+        state=JobState.QUARANTINED,
+        attempts=4,
+    )
+    assert ingest_purge_task() == 2
+    ended = {name: Upload.objects.get(pk=row.pk) for name, row in rows.items()}
+    assert ended["poison"].status == ended["lost"].status == "failed"
+    assert "kept failing" in ended["poison"].error
+    assert "did not finish" in ended["lost"].error
+    assert ended["recent"].status == "queued"
+    assert [k for k in store_keys() if k.startswith("uploads/")] == [
+        f"uploads/{rows['recent'].pk}/000000.part"
+    ]
+    # A late delivery of an ended upload's task finds nothing to do.
+    assert upload_process(upload_id=str(rows["lost"].pk)).status == "failed"
+
+
+def test_beat_runs_the_purge():
+    """Refused originals past their expiry were deleted only by a command nobody scheduled."""
+    from django.conf import settings
+
+    from backend.config.celery import app
+    from backend.ingest.tasks import ingest_purge_task
+
+    app.loader.import_default_modules()
+    entry = settings.CELERY_BEAT_SCHEDULE["ingest-purge"]
+    assert app.tasks[entry["task"]].run is ingest_purge_task.run

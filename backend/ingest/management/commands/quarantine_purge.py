@@ -1,5 +1,6 @@
 """``python manage.py quarantine_purge``: delete refused originals older than
-``ARTISCAN_QUARANTINE_DAYS`` and uploads abandoned half-way (run it daily)."""
+``ARTISCAN_QUARANTINE_DAYS``, uploads abandoned half-way and uploads whose processing will not
+finish; Celery beat runs the same every ``ARTISCAN_PURGE_EVERY_S`` (``ingest-purge``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from backend.ingest.services import quarantine_purge
-from backend.ingest.uploads import upload_purge_stale
+from backend.ingest.uploads import upload_fail_stuck, upload_purge_stale
 
 
 class Command(BaseCommand):
@@ -17,3 +18,4 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         self.stdout.write(f"{quarantine_purge()} quarantined files deleted")
         self.stdout.write(f"{upload_purge_stale()} uploads abandoned for 48 h deleted")
+        self.stdout.write(f"{upload_fail_stuck()} uploads whose processing will not finish ended")
