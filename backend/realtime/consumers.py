@@ -8,6 +8,7 @@ where proxies log them). Until then it receives nothing; a bad token closes with
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -15,9 +16,14 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from backend.accounts.selectors import site_ids_for, token_get_active
 from backend.realtime.services import site_group
+from backend.scoring.selectors import blinded_series_ids
 
 AUTH_TIMEOUT_S = 10.0
 CLOSE_UNAUTHENTICATED = 4401
+RESULT_EVENTS = frozenset({"instance.scored", "series.scored", "series.roi"})
+"""Events that carry the model's results: not sent for a series the user reads blind."""
+BLINDED_REFRESH_S = 10.0
+"""How long a connection trusts its list of the user's blinded series before asking again."""
 
 
 class EventsConsumer(AsyncJsonWebsocketConsumer):
@@ -25,6 +31,9 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         self.groups_joined = []
+        self.user: Any = None
+        self._blinded: set[str] = set()
+        self._blinded_at = float("-inf")
         await self.accept()
         user = self.scope.get("user")
         if user is not None and user.is_authenticated:
@@ -46,6 +55,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         await self._subscribe(user)
 
     async def _subscribe(self, user: Any) -> None:
+        self.user = user
         site_ids = await database_sync_to_async(site_ids_for)(user)
         for site_id in sorted(site_ids):
             group = site_group(site_id)
@@ -61,4 +71,16 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(group, self.channel_name)
 
     async def artiscan_event(self, message: dict[str, Any]) -> None:
-        await self.send_json(message["event"])
+        event = message["event"]
+        if event.get("kind") in RESULT_EVENTS:
+            series_id = str((event.get("data") or {}).get("series_id", ""))
+            if series_id in await self._blinded_series():
+                return  # a blinded reading stays blind, live events included
+        await self.send_json(event)
+
+    async def _blinded_series(self) -> set[str]:
+        now = time.monotonic()
+        if now - self._blinded_at > BLINDED_REFRESH_S:
+            self._blinded = await database_sync_to_async(blinded_series_ids)(user=self.user)
+            self._blinded_at = now
+        return self._blinded

@@ -83,6 +83,21 @@ def finding_get(*, user: AnyUser, finding_id: int) -> Finding:
     return finding
 
 
+def blinded_series_ids(*, user: AnyUser) -> set[str]:
+    """The series ``user`` reads blind (see :func:`model_results_blinded`), as strings: the
+    worklist, the series and its instances, and live events leave the model's results out."""
+    if not getattr(user, "is_authenticated", False):
+        return set()
+    from annotation.models import Assignment, CampaignStatus
+
+    return {
+        str(series_id)
+        for series_id in Assignment.objects.filter(
+            reader_id=user.pk, campaign__blinded=True, campaign__status=CampaignStatus.ACTIVE
+        ).values_list("series_id", flat=True)
+    }
+
+
 def model_results_blinded(*, user: AnyUser, series_id: uuid.UUID | str) -> bool:
     """Whether ``user`` reads this series in an active blinded annotation campaign: the model's
     results (index, findings, masks) are then withheld from them everywhere, not only on the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
@@ -12,6 +13,7 @@ from rest_framework.response import Response
 
 from backend.audit.mixins import ClinicalAPIView
 from backend.audit.models import AuditAction
+from backend.scoring.selectors import blinded_series_ids
 from backend.studies import selectors
 from backend.studies.serializers import (
     InstanceOutputSerializer,
@@ -105,7 +107,10 @@ class SeriesListApi(ClinicalAPIView):
         paginator = LimitOffsetPagination()
         page = paginator.paginate_queryset(qs, request, view=self) or []
         self.accessed(page, per_study=True)
-        return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
+        data = self.OutputSerializer(page, many=True).data
+        fields = ("suitability", "suitability_index", "nondiagnostic", "dominant_artifact")
+        _blind(request, data, fields)
+        return paginator.get_paginated_response(data)
 
 
 class SeriesDetailApi(ClinicalAPIView):
@@ -115,7 +120,9 @@ class SeriesDetailApi(ClinicalAPIView):
     def get(self, request: Request, series_id: uuid.UUID) -> Response:
         series = selectors.series_get(user=request.user, series_id=series_id)
         self.accessed([series])
-        return Response(SeriesOutputSerializer(series).data)
+        data = SeriesOutputSerializer(series).data
+        _blind(request, [data], ("suitability",))
+        return Response(data)
 
 
 class SeriesInstancesApi(ClinicalAPIView):
@@ -126,4 +133,19 @@ class SeriesInstancesApi(ClinicalAPIView):
         series = selectors.series_get(user=request.user, series_id=series_id)
         instances = list(selectors.instance_list(user=request.user, series_id=series.pk))
         self.accessed([series])
-        return Response(InstanceOutputSerializer(instances, many=True).data)
+        data = InstanceOutputSerializer(instances, many=True).data
+        if str(series.pk) in blinded_series_ids(user=request.user):
+            for item in data:
+                item["suitability"] = None
+        return Response(data)
+
+
+def _blind(request: Request, items: Any, fields: tuple[str, ...]) -> None:
+    """Leave the model's results out of the series ``request.user`` reads blind (an active
+    blinded annotation campaign): the worklist showed them while the reading was blind."""
+    blinded = blinded_series_ids(user=request.user)
+    for item in items:
+        if str(item["id"]) in blinded:
+            for name in fields:
+                if name in item:
+                    item[name] = None

@@ -8,10 +8,22 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
-from django.db.models import F, Model, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import (
+    Case,
+    Exists,
+    F,
+    Model,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
 from django.db.models.expressions import OrderBy
 
 from backend.accounts.selectors import AnyUser, site_ids_for
@@ -46,10 +58,37 @@ def _scoped(
     (``tests/backend/test_embedded_mode.py`` reads the plans)."""
     sites = site_ids_for(user)
     queryset = queryset.filter(site_id__in=sites)
+    queryset = _without_blinded_results(queryset, user)
     if study is None:
         return queryset
     path, study_uid = study
     return queryset.filter(**{f"{path}__site_id__in": sites, f"{path}__study_uid": study_uid})
+
+
+def _without_blinded_results(queryset: QuerySet[M], user: AnyUser) -> QuerySet[M]:
+    """Series and instances without the model's DICOM SEG series of the studies ``user`` reads
+    blind (an active blinded annotation campaign): through QIDO-RS a viewer loaded the model's
+    masks over the series being read. One subquery in the same statement, no extra trip."""
+    if queryset.model not in (Series, Instance) or not getattr(user, "pk", None):
+        return queryset
+    blinded = _blinded_assignments(user).values("series__study_id")
+    if queryset.model is Series:
+        return queryset.exclude(modality=SEG_MODALITY, study_id__in=blinded)
+    return queryset.exclude(series__modality=SEG_MODALITY, series__study_id__in=blinded)
+
+
+SEG_MODALITY = "SEG"
+
+
+def _blinded_assignments(user: AnyUser) -> QuerySet[Any]:
+    """``user``'s assignments in active blinded annotation campaigns (none for anonymous)."""
+    from annotation.models import Assignment, CampaignStatus
+
+    return Assignment.objects.filter(
+        reader_id=getattr(user, "pk", None) or 0,
+        campaign__blinded=True,
+        campaign__status=CampaignStatus.ACTIVE,
+    )
 
 
 def _get(queryset: QuerySet[M], object_type: str, object_id: uuid.UUID | str) -> M:
@@ -78,8 +117,8 @@ def study_get(*, user: AnyUser, study_id: uuid.UUID | str) -> Study:
 SERIES_ORDERINGS: dict[str, tuple[str | OrderBy, ...]] = {
     "received": ("-received_at", "id"),
     "-received": ("received_at", "id"),
-    "suitability": (F("suitability").asc(nulls_last=True), "-received_at"),
-    "-suitability": (F("suitability").desc(nulls_last=True), "-received_at"),
+    "suitability": (F("shown_suitability").asc(nulls_last=True), "-received_at"),
+    "-suitability": (F("shown_suitability").desc(nulls_last=True), "-received_at"),
     "description": ("description", "-received_at"),
     "-description": ("-description", "-received_at"),
     "protocol": ("protocol", "-received_at"),
@@ -123,10 +162,17 @@ def series_list(
         .order_by("-total", "artifact_type")
         .values("artifact_type")[:1]
     )
+    # A series the caller reads blind (an active blinded annotation campaign) is neither found
+    # nor ordered by what the model said about it: the filter and the order would tell.
+    blind = _blinded_assignments(user).filter(series_id=OuterRef("pk"))
     qs = _scoped(Series.objects.select_related("study", "site", "scanner"), user).annotate(
         verdict=Subquery(verdict),
         dominant_artifact=Subquery(dominant),
         run_nondiagnostic=F("current_run__nondiagnostic"),
+        blind=Exists(blind),
+    )
+    qs = qs.annotate(
+        shown_suitability=Case(When(blind=True, then=Value(None)), default=F("suitability"))
     )
     if study_id is not None:
         qs = qs.filter(study_id=study_id)
@@ -150,7 +196,8 @@ def series_list(
         )
     if nondiagnostic:
         qs = qs.filter(
-            Q(verdict="nondiagnostic") | Q(verdict__isnull=True, current_run__nondiagnostic=True)
+            Q(verdict="nondiagnostic")
+            | Q(verdict__isnull=True, current_run__nondiagnostic=True, blind=False)
         )
     if unreviewed:
         qs = qs.filter(verdict__isnull=True)

@@ -110,3 +110,54 @@ def test_a_connection_idle_longer_than_the_redis_read_timeout_still_gets_events(
         return got
 
     assert async_to_sync(scenario)()["data"] == {"series_id": "late"}
+
+
+@pytest.mark.usefixtures("scratch_store")
+def test_a_blinded_reader_hears_no_model_results_for_the_series_read_blind(
+    asgi_server, annotator_a, site_a
+):
+    """Live events carried the model's index to a reader of an active blinded campaign."""
+    from annotation.services import campaign_create
+    from tests.annotation.conftest import ingest_series
+    from tests.conftest import _persona
+
+    lead = _persona("lead_ws_blind", site_a, "annotation_lead")
+    read = ingest_series(site_a, 5)
+    campaign_create(
+        user=lead.user,
+        site_id=site_a.pk,
+        name="blind live",
+        artifact_types=["motion"],
+        readers_per_image=1,
+        blinded=True,
+        reader_ids=[annotator_a.user.pk],
+        series_ids=[read.pk],
+    )
+
+    async def scenario():
+        ws, _ = await _open(asgi_server, token=annotator_a.token)
+        for kind, series_id in (
+            ("series.scored", str(read.pk)),
+            ("instance.scored", str(read.pk)),
+            ("series.roi", str(read.pk)),
+            ("review.changed", str(read.pk)),
+            ("series.scored", "another"),
+        ):
+            await asyncio.to_thread(
+                event_publish, site_id=site_a.pk, kind=kind, data={"series_id": series_id}
+            )
+        got = []
+        while True:
+            try:
+                got.append(await _next(ws, timeout=2.0))
+            except asyncio.TimeoutError:
+                break
+        await ws.close()
+        # The ingest's own "instance.received" news may arrive while this connects.
+        return [g for g in got if g["kind"] != "instance.received"]
+
+    got = async_to_sync(scenario)()
+    assert [(g["kind"], g["data"]["series_id"]) for g in got] == [
+        ("review.changed", str(read.pk)),
+        ("series.scored", "another"),
+    ]

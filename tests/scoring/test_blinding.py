@@ -49,3 +49,68 @@ def test_a_blinded_reader_gets_no_model_results_for_the_series(
     campaign.save(update_fields=["status"])
     assert api.as_(annotator_a).get(f"/api/series/{read.pk}/result/").status_code == 200
     assert api.as_(annotator_a).get(masks[0]).status_code == 200
+
+
+def test_a_blinded_reader_gets_no_model_results_anywhere_else_either(
+    api, site_a, annotator_a, radiologist_a
+):
+    """Not only /result/: the worklist, the series, its instances, and the model's DICOM SEG
+    series through QIDO-RS (a viewer loaded the masks over the series being read) showed them."""
+    from backend.scoring.seg import seg_store
+
+    lead = _persona("lead_blind_b", site_a, "annotation_lead")
+    read = ingest_series(site_a, 3)
+    run = series_score(series_id=read.pk)
+    assert seg_store(run) is not None
+    study = read.study.study_uid
+    campaign = campaign_create(
+        user=lead.user,
+        site_id=site_a.pk,
+        name="blind everywhere",
+        artifact_types=["motion"],
+        readers_per_image=1,
+        blinded=True,
+        reader_ids=[annotator_a.user.pk],
+        series_ids=[read.pk],
+    )
+
+    def seen(persona):
+        client = api.as_(persona)
+        rows = client.get("/api/series/", {"study": str(read.study_id)}).json()["results"]
+        worklist = next(r for r in rows if r["id"] == str(read.pk))
+        detail = client.get(f"/api/series/{read.pk}/").json()
+        instances = client.get(f"/api/series/{read.pk}/instances/").json()
+        modalities = {
+            s["00080060"]["Value"][0]
+            for s in client.get(f"/dicomweb/studies/{study}/series").json()
+        }
+        segs = [
+            i
+            for i in client.get(f"/dicomweb/studies/{study}/instances").json()
+            if i["00080016"]["Value"][0] != read.instances.first().sop_class_uid
+        ]
+        return (
+            worklist["suitability_index"],
+            worklist["dominant_artifact"],
+            detail["suitability"],
+            {i["suitability"] is None for i in instances},
+            modalities,
+            len(segs),
+        )
+
+    # The worklist's filter must not tell either: the model judged the series non-diagnostic.
+    type(run).objects.filter(pk=run.pk).update(nondiagnostic=True)
+
+    def found_nondiagnostic(persona):
+        rows = api.as_(persona).get("/api/series/", {"nondiagnostic": "true"}).json()["results"]
+        return str(read.pk) in {r["id"] for r in rows}
+
+    assert found_nondiagnostic(radiologist_a) and not found_nondiagnostic(annotator_a)
+    blind = seen(annotator_a)
+    assert blind == (None, None, None, {True}, {"MR"}, 0)
+    colleague = seen(radiologist_a)
+    assert colleague[0] is not None and colleague[2] is not None
+    assert colleague[3] == {False} and colleague[4] == {"MR", "SEG"} and colleague[5] == 1
+    campaign.status = CampaignStatus.CLOSED
+    campaign.save(update_fields=["status"])
+    assert seen(annotator_a) == colleague
