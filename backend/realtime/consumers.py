@@ -9,21 +9,54 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
+from importlib import import_module
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from django.contrib.auth import SESSION_KEY
+from django.utils import timezone
 
+from backend.accounts.models import ApiToken, User
 from backend.accounts.selectors import site_ids_for, token_get_active
 from backend.realtime.services import site_group
 from backend.scoring.selectors import blinded_series_ids
 
 AUTH_TIMEOUT_S = 10.0
 CLOSE_UNAUTHENTICATED = 4401
+CLOSE_ACCESS_CHANGED = 4403
 RESULT_EVENTS = frozenset({"instance.scored", "series.scored", "series.roi"})
 """Events that carry the model's results: not sent for a series the user reads blind."""
-BLINDED_REFRESH_S = 10.0
-"""How long a connection trusts its list of the user's blinded series before asking again."""
+RECHECK_S = 5.0
+"""How long a connection trusts what it knows of its user — still allowed in (the token not
+revoked or expired, the session not ended, the account active), the same sites, the series
+read blind — before it asks the database again, as the next event arrives."""
+
+
+@dataclass(frozen=True)
+class Access:
+    allowed: bool
+    site_ids: frozenset[int]
+    blinded: frozenset[str]
+
+
+def access_now(*, user_id: int, token_id: int | None, session_key: str | None) -> Access:
+    """What a connection of this user (by this token, or this browser session) may hear now."""
+    user = User.objects.filter(pk=user_id, is_active=True).first()
+    allowed = user is not None
+    if allowed and token_id is not None:
+        token = ApiToken.objects.filter(pk=token_id, revoked_at__isnull=True).first()
+        allowed = token is not None and (
+            token.expires_at is None or token.expires_at > timezone.now()
+        )
+    if allowed and session_key is not None:
+        store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+        allowed = str(store.get(SESSION_KEY, "")) == str(user_id)
+    if not allowed or user is None:
+        return Access(False, frozenset(), frozenset())
+    return Access(True, frozenset(site_ids_for(user)), frozenset(blinded_series_ids(user=user)))
 
 
 class EventsConsumer(AsyncJsonWebsocketConsumer):
@@ -32,8 +65,9 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         self.groups_joined = []
         self.user: Any = None
-        self._blinded: set[str] = set()
-        self._blinded_at = float("-inf")
+        self._token_id: int | None = None
+        self._access: Access | None = None
+        self._checked_at = float("-inf")
         await self.accept()
         user = self.scope.get("user")
         if user is not None and user.is_authenticated:
@@ -51,6 +85,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             await self.close(CLOSE_UNAUTHENTICATED)
             return
         self._auth_timer.cancel()
+        self._token_id = token.pk
         user = await database_sync_to_async(lambda: token.user)()
         await self._subscribe(user)
 
@@ -61,6 +96,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             group = site_group(site_id)
             await self.channel_layer.group_add(group, self.channel_name)
             self.groups_joined.append(group)
+        self._site_ids = frozenset(site_ids)
         await self.send_json({"kind": "subscribed", "site_ids": sorted(site_ids)})
 
     async def disconnect(self, code: int) -> None:
@@ -71,16 +107,28 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(group, self.channel_name)
 
     async def artiscan_event(self, message: dict[str, Any]) -> None:
+        access = await self._access_now()
+        if not access.allowed or access.site_ids != self._site_ids:
+            # The token was revoked, the session ended, the account was deactivated, or a
+            # membership changed: the groups joined at connect no longer hold. The client
+            # connects again (and is refused, or subscribed to what it may hear now).
+            await self.close(CLOSE_ACCESS_CHANGED)
+            return
         event = message["event"]
         if event.get("kind") in RESULT_EVENTS:
             series_id = str((event.get("data") or {}).get("series_id", ""))
-            if series_id in await self._blinded_series():
+            if series_id in access.blinded:
                 return  # a blinded reading stays blind, live events included
         await self.send_json(event)
 
-    async def _blinded_series(self) -> set[str]:
+    async def _access_now(self) -> Access:
         now = time.monotonic()
-        if now - self._blinded_at > BLINDED_REFRESH_S:
-            self._blinded = await database_sync_to_async(blinded_series_ids)(user=self.user)
-            self._blinded_at = now
-        return self._blinded
+        if self._access is None or now - self._checked_at > RECHECK_S:
+            session = None if self._token_id is not None else self.scope.get("session")
+            self._access = await database_sync_to_async(access_now)(
+                user_id=self.user.pk,
+                token_id=self._token_id,
+                session_key=getattr(session, "session_key", None),
+            )
+            self._checked_at = now
+        return self._access

@@ -150,7 +150,7 @@ def test_a_blinded_reader_hears_no_model_results_for_the_series_read_blind(
         while True:
             try:
                 got.append(await _next(ws, timeout=2.0))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
         await ws.close()
         # The ingest's own "instance.received" news may arrive while this connects.
@@ -161,3 +161,49 @@ def test_a_blinded_reader_hears_no_model_results_for_the_series_read_blind(
         ("review.changed", str(read.pk)),
         ("series.scored", "another"),
     ]
+
+
+@pytest.mark.parametrize(
+    "withdrawn", ["token revoked", "account deactivated", "membership removed"]
+)
+def test_a_connection_hears_nothing_once_its_access_is_withdrawn(
+    asgi_server, radiologist_a, site_a, withdrawn
+):
+    """Groups were joined once at connect: a revoked token, a deactivated account or a removed
+    membership left the socket hearing the site's events. Within RECHECK_S the connection
+    finds out at the next event and is closed instead (4403)."""
+    from django.utils import timezone
+    from websockets.exceptions import ConnectionClosed
+
+    from backend.accounts.models import ApiToken, Membership
+    from backend.realtime.consumers import CLOSE_ACCESS_CHANGED, RECHECK_S
+
+    async def scenario():
+        ws, _ = await _open(asgi_server, token=radiologist_a.token)
+        await asyncio.to_thread(
+            event_publish, site_id=site_a.pk, kind="series.scored", data={"series_id": "before"}
+        )
+        first = await _next(ws)
+
+        def withdraw():
+            if withdrawn == "token revoked":
+                ApiToken.objects.filter(user=radiologist_a.user).update(revoked_at=timezone.now())
+            elif withdrawn == "account deactivated":
+                type(radiologist_a.user).objects.filter(pk=radiologist_a.user.pk).update(
+                    is_active=False
+                )
+            else:
+                Membership.objects.filter(user=radiologist_a.user).delete()
+
+        await asyncio.to_thread(withdraw)
+        await asyncio.sleep(RECHECK_S + 0.5)
+        await asyncio.to_thread(
+            event_publish, site_id=site_a.pk, kind="series.scored", data={"series_id": "after"}
+        )
+        with pytest.raises(ConnectionClosed) as closed:
+            await _next(ws)
+        return first, closed.value.rcvd.code if closed.value.rcvd else None
+
+    first, code = async_to_sync(scenario)()
+    assert first["data"] == {"series_id": "before"}
+    assert code == CLOSE_ACCESS_CHANGED
