@@ -7,4 +7,4 @@ class AccountsConfig(AppConfig):
     verbose_name = "Users, sites and roles"
 
     def ready(self) -> None:
-        from backend.accounts import schema  # noqa: F401  (registers the OpenAPI extension)
+        from backend.accounts import lockout, schema  # noqa: F401  (receivers, OpenAPI extension)

@@ -36,6 +36,10 @@ class User(AbstractUser):
     sites of their memberships."""
 
     sites = models.ManyToManyField(Site, through="Membership", related_name="users")
+    # Password guessing: wrong passwords in a row, and the lock they earned
+    # (backend/accounts/lockout.py; per account, so rotating addresses do not help).
+    failed_logins = models.PositiveIntegerField(default=0)
+    locked_until = models.DateTimeField(null=True, blank=True)
 
 
 class Membership(models.Model):

@@ -227,6 +227,10 @@ else:
     _sqlite_hold_open(VAR_DIR / "artiscan.sqlite3")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
+AUTHENTICATION_BACKENDS = ["backend.accounts.lockout.LockoutModelBackend"]
+# Wrong passwords in a row that lock an account, and for how long (backend/accounts/lockout.py).
+ARTISCAN_LOGIN_MAX_FAILURES = env_int("ARTISCAN_LOGIN_MAX_FAILURES", 10, minimum=1)
+ARTISCAN_LOGIN_LOCK_MINUTES = env_int("ARTISCAN_LOGIN_LOCK_MINUTES", 15, minimum=1)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -96,3 +96,47 @@ def test_the_api_docs_page_loads_without_the_internet(client, radiologist_a):
     page = client.get("/api/docs/").content.decode()
     assert "swagger-ui" in page
     assert "cdn." not in page and "https://" not in page.split("<body")[0]
+
+
+def test_wrong_passwords_lock_the_account_whichever_way_they_come(
+    api, client, radiologist_a, settings
+):
+    """Per account, not per address (the token endpoint's throttle is per address and per
+    process, and the login page had none): ARTISCAN_LOGIN_MAX_FAILURES wrong passwords through
+    the login page and the token endpoint lock the account; the right password is refused
+    while it is locked, and works again once the lock has passed."""
+    from django.core.cache import cache
+
+    cache.clear()  # the token endpoint's per-address throttle counts earlier tests' requests
+    settings.ARTISCAN_LOGIN_MAX_FAILURES = 4
+    for i in range(4):
+        if i % 2:
+            response = client.post("/accounts/login/", {"username": "rad_a", "password": "x"})
+            assert response.status_code == 200  # the form again, with its error
+        else:
+            response = api.post("/api/auth/token/", {"username": "rad_a", "password": "x"})
+            assert response.status_code == 401
+    user = type(radiologist_a.user).objects.get(pk=radiologist_a.user.pk)
+    assert user.locked_until is not None and user.locked_until > timezone.now()
+    right = {"username": "rad_a", "password": PASSWORD}
+    assert api.post("/api/auth/token/", right).status_code == 401
+    assert client.post("/accounts/login/", right).status_code == 200  # not logged in
+    assert "_auth_user_id" not in client.session
+    # Attempts while locked do not extend the lock; once it has passed, the right one works.
+    type(user).objects.filter(pk=user.pk).update(locked_until=timezone.now() - timedelta(seconds=1))
+    assert api.post("/api/auth/token/", right).status_code == 201
+    assert type(user).objects.get(pk=user.pk).failed_logins == 0
+
+
+def test_a_right_password_clears_the_count(api, radiologist_a, settings):
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.ARTISCAN_LOGIN_MAX_FAILURES = 3
+    right = {"username": "rad_a", "password": PASSWORD}
+    for _ in range(2):
+        for password in ("x", "y"):
+            api.post("/api/auth/token/", {"username": "rad_a", "password": password})
+        assert api.post("/api/auth/token/", right).status_code == 201
+    user = type(radiologist_a.user).objects.get(pk=radiologist_a.user.pk)
+    assert user.locked_until is None and user.failed_logins == 0
