@@ -4,13 +4,14 @@ send them to the ``gpu`` queue (``QUEUE``)."""
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 
 from backend.jobs.tasks import TRANSIENT_ERRORS, TrackedTask
 
 QUEUE = "gpu"
 
 
-@shared_task(base=TrackedTask)
+@shared_task(base=TrackedTask, time_limit=settings.ARTISCAN_FINETUNE_TIME_LIMIT_S)
 def finetune_task(finetune_id: str) -> str:
     from annotation.training import finetune_run
 

@@ -386,6 +386,12 @@ CELERY_RESULT_EXPIRES = 24 * 3600
 CELERY_TIMEZONE = "UTC"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_MAX_ATTEMPTS = env_int("ARTISCAN_TASK_MAX_ATTEMPTS", 3, minimum=1)
+# A task still running after this many seconds has its worker child killed: a decoder or a
+# model that hangs must not hold a worker for good. The message is delivered again and the
+# attempt counted, so one that hangs every time is quarantined (JobRecord). Fine-tuning runs
+# for hours and has its own limit.
+CELERY_TASK_TIME_LIMIT = env_int("ARTISCAN_TASK_TIME_LIMIT_S", 1800, minimum=10)
+ARTISCAN_FINETUNE_TIME_LIMIT_S = env_int("ARTISCAN_FINETUNE_TIME_LIMIT_S", 24 * 3600, minimum=60)
 # Beat gets a new broker connection after a failed publish (Celery's keeps a dead one forever).
 CELERY_BEAT_SCHEDULER = "backend.config.beat:ReconnectingScheduler"
 # Site-quality dashboards (backend/dashboards): rollups refreshed by beat, alerts by mail/webhook.

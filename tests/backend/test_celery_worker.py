@@ -165,6 +165,23 @@ def test_a_task_with_its_own_guards_may_take_more_deliveries(settings, site_a):
     assert states.count(JobState.RUNNING) == limit and states[-1] == JobState.QUARANTINED
 
 
+def test_every_task_has_a_time_limit():
+    """A decoder or a model that hangs held its worker for good (and every redelivery one
+    more): each task's child is killed past a limit, and fine-tuning's is its own."""
+    from django.conf import settings
+
+    from backend.config.celery import app
+
+    app.loader.import_default_modules()
+    ours = [t for n, t in app.tasks.items() if n.startswith(("backend.", "annotation."))]
+    assert len(ours) >= 8
+    for task in ours:
+        limit = task.time_limit or app.conf.task_time_limit
+        assert limit and limit <= 24 * 3600, task.name
+    assert app.conf.task_time_limit == settings.CELERY_TASK_TIME_LIMIT
+    assert app.tasks["annotation.tasks.finetune_task"].time_limit == 24 * 3600
+
+
 def test_the_celery_configuration_is_json_only_with_late_acks():
     from backend.config.celery import app
 
