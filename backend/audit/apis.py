@@ -11,7 +11,9 @@ from rest_framework.views import APIView
 
 from backend.accounts.models import Role
 from backend.accounts.selectors import site_ids_with_role
+from backend.audit.models import AuditAction
 from backend.audit.selectors import audit_event_list
+from backend.audit.services import AuditTarget, audit_record
 
 
 class AuditEventOutputSerializer(serializers.Serializer):
@@ -56,4 +58,13 @@ class AuditEventListApi(APIView):
             AuditEventOutputSerializer(page, many=True).data
         )
         response["Cache-Control"] = "no-store"
+        # Reading the trail is itself on the trail (checklist L-03): one row per site read.
+        wanted = filters.validated_data.get("site")
+        read = sorted(site_ids) if wanted is None else sorted(set(site_ids) & {wanted})
+        targets = [AuditTarget("audit_trail", str(site_id), site_id) for site_id in read]
+        if request.user.is_superuser and wanted is None:
+            targets.append(AuditTarget("audit_trail", "all", None))
+        audit_record(
+            user=request.user, action=AuditAction.LIST, targets=targets, request=request._request
+        )
         return response

@@ -54,6 +54,14 @@ def test_the_site_admin_reads_the_sites_trail_and_no_other(
     assert api.as_(admin_b).get("/api/audit-events/").json()["count"] == 0
 
 
+def test_reading_the_trail_is_on_the_trail(api, admin_a, site_a):
+    api.as_(admin_a).get("/api/audit-events/")
+    again = api.as_(admin_a).get("/api/audit-events/").json()["results"]
+    assert [(e["object_type"], e["object_id"], e["username"], e["action"]) for e in again] == [
+        ("audit_trail", str(site_a.pk), "admin_a", "list")
+    ]
+
+
 def test_a_radiologist_cannot_read_the_audit_trail(api, radiologist_a, study_a):
     api.as_(radiologist_a).get(f"/api/studies/{study_a.pk}/")
     assert api.as_(radiologist_a).get("/api/audit-events/").json()["count"] == 0
