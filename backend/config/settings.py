@@ -118,6 +118,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "backend.accounts.middleware.SessionIdleTimeoutMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -284,6 +285,8 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = HTTPS
 CSRF_COOKIE_SECURE = HTTPS
 SESSION_COOKIE_AGE = env_int("ARTISCAN_SESSION_SECONDS", 8 * 3600, minimum=60)
+# ... and ended sooner when unused this long (backend/accounts/middleware.py).
+ARTISCAN_SESSION_IDLE_SECONDS = env_int("ARTISCAN_SESSION_IDLE_SECONDS", 30 * 60, minimum=60)
 SECURE_SSL_REDIRECT = HTTPS and env_bool("ARTISCAN_SSL_REDIRECT", True)
 SECURE_HSTS_SECONDS = env_int("ARTISCAN_HSTS_SECONDS", 31536000 if HTTPS else 0, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS

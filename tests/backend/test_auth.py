@@ -140,3 +140,29 @@ def test_a_right_password_clears_the_count(api, radiologist_a, settings):
         assert api.post("/api/auth/token/", right).status_code == 201
     user = type(radiologist_a.user).objects.get(pk=radiologist_a.user.pk)
     assert user.locked_until is None and user.failed_logins == 0
+
+
+def test_an_idle_browser_session_is_ended_on_the_server(client, radiologist_a, settings):
+    """Automatic logoff (checklist A-09): a session unused for ARTISCAN_SESSION_IDLE_SECONDS is
+    flushed at its next request; a session in use stays."""
+    import time
+
+    from django.contrib.sessions.models import Session
+
+    from backend.accounts.middleware import LAST_SEEN
+
+    settings.ARTISCAN_SESSION_IDLE_SECONDS = 600
+    client.force_login(radiologist_a.user)
+    assert client.get("/api/me/").status_code == 200
+    session = client.session
+    assert session[LAST_SEEN] > time.time() - 5
+    session[LAST_SEEN] = int(time.time()) - 300  # five minutes ago: still in use
+    session.save()
+    assert client.get("/api/me/").status_code == 200
+    session = client.session
+    session[LAST_SEEN] = int(time.time()) - 601
+    session.save()
+    key = session.session_key
+    assert client.get("/api/me/").status_code == 401
+    assert not Session.objects.filter(session_key=key).exists()
+    assert client.get("/api/me/").status_code == 401  # the cookie no longer logs in

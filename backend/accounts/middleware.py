@@ -1,0 +1,34 @@
+"""Automatic logoff of an idle browser session (security checklist A-09; ASVS 3.3.2, HIPAA
+§164.312(a)(2)(iii)): a session unused for ``ARTISCAN_SESSION_IDLE_SECONDS`` is ended on the
+server at its next request, whatever is left of its absolute lifetime
+(``ARTISCAN_SESSION_SECONDS``). Bearer-token requests carry no session and are not touched."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from django.conf import settings
+from django.contrib.auth import SESSION_KEY, logout
+from django.http import HttpRequest, HttpResponse
+
+LAST_SEEN = "artiscan_last_seen"
+TOUCH_EVERY_S = 60
+"""The session's last-seen time is written at most this often (a session write per request
+would be a database write per WADO-RS frame)."""
+
+
+class SessionIdleTimeoutMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        session = request.session
+        if session.get(SESSION_KEY) is not None:
+            now = int(time.time())
+            last = session.get(LAST_SEEN)
+            if last is not None and now - int(last) > settings.ARTISCAN_SESSION_IDLE_SECONDS:
+                logout(request)  # flushed server-side; the request goes on anonymous
+            elif last is None or now - int(last) >= TOUCH_EVERY_S:
+                session[LAST_SEEN] = now
+        return self.get_response(request)
