@@ -60,3 +60,19 @@ def ingest_series(site, number: int, slices: int = 3, size: int = SIZE):
     before = set(Series.objects.filter(site=site).values_list("pk", flat=True))
     series_ingest(site=site, files=files, source="upload")
     return Series.objects.filter(site=site).exclude(pk__in=before).get()
+
+
+def one_reader_campaign(lead, site, reader, series, *, blinded: bool, name: str = "campaign"):
+    """An active campaign of ``series`` (a list) read by ``reader`` alone, on motion."""
+    from annotation.services import campaign_create
+
+    return campaign_create(
+        user=lead.user,
+        site_id=site.pk,
+        name=name,
+        artifact_types=["motion"],
+        readers_per_image=1,
+        blinded=blinded,
+        reader_ids=[reader.user.pk],
+        series_ids=[s.pk for s in series],
+    )

@@ -117,22 +117,12 @@ def test_a_blinded_reader_hears_no_model_results_for_the_series_read_blind(
     asgi_server, annotator_a, site_a
 ):
     """Live events carried the model's index to a reader of an active blinded campaign."""
-    from annotation.services import campaign_create
-    from tests.annotation.conftest import ingest_series
+    from tests.annotation.conftest import ingest_series, one_reader_campaign
     from tests.conftest import _persona
 
     lead = _persona("lead_ws_blind", site_a, "annotation_lead")
     read = ingest_series(site_a, 5)
-    campaign_create(
-        user=lead.user,
-        site_id=site_a.pk,
-        name="blind live",
-        artifact_types=["motion"],
-        readers_per_image=1,
-        blinded=True,
-        reader_ids=[annotator_a.user.pk],
-        series_ids=[read.pk],
-    )
+    one_reader_campaign(lead, site_a, annotator_a, [read], blinded=True)
 
     async def scenario():
         ws, _ = await _open(asgi_server, token=annotator_a.token)

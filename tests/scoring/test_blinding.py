@@ -7,9 +7,8 @@ from __future__ import annotations
 import pytest
 
 from annotation.models import CampaignStatus
-from annotation.services import campaign_create
 from backend.scoring.services import series_score
-from tests.annotation.conftest import ingest_series
+from tests.annotation.conftest import ingest_series, one_reader_campaign
 from tests.conftest import _persona
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("scratch_store")]
@@ -24,16 +23,7 @@ def test_a_blinded_reader_gets_no_model_results_for_the_series(
     other = ingest_series(site_a, 2)
     for series in (read, other):
         series_score(series_id=series.pk)
-    campaign = campaign_create(
-        user=lead.user,
-        site_id=site_a.pk,
-        name="blind read",
-        artifact_types=["motion"],
-        readers_per_image=1,
-        blinded=blinded,
-        reader_ids=[annotator_a.user.pk],
-        series_ids=[read.pk],
-    )
+    campaign = one_reader_campaign(lead, site_a, annotator_a, [read], blinded=blinded)
     response = api.as_(annotator_a).get(f"/api/series/{read.pk}/result/")
     assert response.status_code == (403 if blinded else 200)
     if blinded:
@@ -63,16 +53,7 @@ def test_a_blinded_reader_gets_no_model_results_anywhere_else_either(
     run = series_score(series_id=read.pk)
     assert seg_store(run) is not None
     study = read.study.study_uid
-    campaign = campaign_create(
-        user=lead.user,
-        site_id=site_a.pk,
-        name="blind everywhere",
-        artifact_types=["motion"],
-        readers_per_image=1,
-        blinded=True,
-        reader_ids=[annotator_a.user.pk],
-        series_ids=[read.pk],
-    )
+    campaign = one_reader_campaign(lead, site_a, annotator_a, [read], blinded=True)
 
     def seen(persona):
         client = api.as_(persona)
