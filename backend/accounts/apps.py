@@ -7,4 +7,8 @@ class AccountsConfig(AppConfig):
     verbose_name = "Users, sites and roles"
 
     def ready(self) -> None:
-        from backend.accounts import lockout, schema  # noqa: F401  (receivers, OpenAPI extension)
+        from backend.accounts import (  # noqa: F401  (receivers, the OpenAPI extension)
+            lockout,
+            middleware,
+            schema,
+        )

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY, logout
+from django.contrib.auth.signals import user_logged_in
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 
 LAST_SEEN = "artiscan_last_seen"
@@ -32,3 +35,10 @@ class SessionIdleTimeoutMiddleware:
             elif last is None or now - int(last) >= TOUCH_EVERY_S:
                 session[LAST_SEEN] = now
         return self.get_response(request)
+
+
+@receiver(user_logged_in)
+def seen_at_login(sender: Any, request: HttpRequest | None, **kwargs: Any) -> None:
+    """Signing in is use: the session starts with its last-seen time."""
+    if request is not None and hasattr(request, "session"):
+        request.session[LAST_SEEN] = int(time.time())
