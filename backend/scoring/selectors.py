@@ -13,7 +13,7 @@ from backend.scoring.models import (
     SliceAttempt,
 )
 from backend.studies.models import Series
-from backend.studies.selectors import NotInScope, series_get
+from backend.studies.selectors import NotInScope, blinded_assignments, series_get
 
 
 class NoSuchRun(LookupError):
@@ -88,14 +88,7 @@ def blinded_series_ids(*, user: AnyUser) -> set[str]:
     worklist, the series and its instances, and live events leave the model's results out."""
     if not getattr(user, "is_authenticated", False):
         return set()
-    from annotation.models import Assignment, CampaignStatus
-
-    return {
-        str(series_id)
-        for series_id in Assignment.objects.filter(
-            reader_id=user.pk, campaign__blinded=True, campaign__status=CampaignStatus.ACTIVE
-        ).values_list("series_id", flat=True)
-    }
+    return {str(s) for s in blinded_assignments(user).values_list("series_id", flat=True)}
 
 
 def model_results_blinded(*, user: AnyUser, series_id: uuid.UUID | str) -> bool:
@@ -104,11 +97,4 @@ def model_results_blinded(*, user: AnyUser, series_id: uuid.UUID | str) -> bool:
     annotation pages, so a blinded reading stays blind."""
     if not getattr(user, "is_authenticated", False):
         return False
-    from annotation.models import Assignment, CampaignStatus
-
-    return Assignment.objects.filter(
-        reader_id=user.pk,
-        series_id=series_id,
-        campaign__blinded=True,
-        campaign__status=CampaignStatus.ACTIVE,
-    ).exists()
+    return blinded_assignments(user).filter(series_id=series_id).exists()

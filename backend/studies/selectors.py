@@ -71,7 +71,7 @@ def _without_blinded_results(queryset: QuerySet[M], user: AnyUser) -> QuerySet[M
     masks over the series being read. One subquery in the same statement, no extra trip."""
     if queryset.model not in (Series, Instance) or not getattr(user, "pk", None):
         return queryset
-    blinded = _blinded_assignments(user).values("series__study_id")
+    blinded = blinded_assignments(user).values("series__study_id")
     if queryset.model is Series:
         return queryset.exclude(modality=SEG_MODALITY, study_id__in=blinded)
     return queryset.exclude(series__modality=SEG_MODALITY, series__study_id__in=blinded)
@@ -80,7 +80,7 @@ def _without_blinded_results(queryset: QuerySet[M], user: AnyUser) -> QuerySet[M
 SEG_MODALITY = "SEG"
 
 
-def _blinded_assignments(user: AnyUser) -> QuerySet[Any]:
+def blinded_assignments(user: AnyUser) -> QuerySet[Any]:
     """``user``'s assignments in active blinded annotation campaigns (none for anonymous)."""
     from annotation.models import Assignment, CampaignStatus
 
@@ -164,7 +164,7 @@ def series_list(
     )
     # A series the caller reads blind (an active blinded annotation campaign) is neither found
     # nor ordered by what the model said about it: the filter and the order would tell.
-    blind = _blinded_assignments(user).filter(series_id=OuterRef("pk"))
+    blind = blinded_assignments(user).filter(series_id=OuterRef("pk"))
     qs = _scoped(Series.objects.select_related("study", "site", "scanner"), user).annotate(
         verdict=Subquery(verdict),
         dominant_artifact=Subquery(dominant),
