@@ -45,7 +45,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ml import ARTIFACT_TYPES
-from ml.data import contrast, slices
+from ml.data import contrast, slices, variation
 from ml.data.sources import SourceMissing, SourceVolume, load_source
 
 SPLIT_SOURCES: dict[str, tuple[str, ...]] = {
@@ -63,6 +63,9 @@ SEVERITY_RANGE: tuple[float, float] = (0.15, 1.0)
 SOURCE_WEIGHTS: dict[str, float] = {"odin_brain": 0.5}
 """Relative chance of a source within its split (1 unless listed): odin is a single slice."""
 SHARD_SLICES = 32
+VARIED_SPLITS: tuple[str, ...] = ("train",)
+"""Splits whose clean slices get :mod:`ml.data.variation`'s head variations; validation and
+test are built as before, so their slices stay the same across rounds."""
 _WEIGHTED_SEQUENCES: dict[str, tuple[contrast.Sequence, ...]] = {
     "T1": ("T1_SE", "T1_GRE"),
     "T2": ("T2_TSE",),
@@ -108,6 +111,7 @@ def _render(
     rng: np.random.Generator,
     sequence: contrast.Sequence | None,
     field_strength_t: float | None,
+    vary: bool = False,
 ) -> tuple[NDArray[np.float32], dict[str, NDArray[np.float32]], contrast.Protocol]:
     planes, src_mm = slices.cut(volume.maps, volume.voxel_mm, geometry.orientation, geometry.index)
     grid = {name: slices.resample(p, src_mm, geometry) for name, p in planes.items()}
@@ -118,6 +122,7 @@ def _render(
         )
         fat = contrast.fat_from_tissue(grid, rng)
         image = contrast.synthesize_tissue(grid, fat, protocol)
+        image, rim, gap = _vary(image, rng, geometry, vary, stripped=not np.any(grid.get("soft", 0)))
         air = grid["air"] * (contrast.head_mask(image) if image.any() else 0)
         bone = grid["bone"]
     elif volume.kind == "relaxometry":
@@ -125,6 +130,7 @@ def _render(
             rng, sequence=sequence, field_strength_t=field_strength_t
         )
         image = contrast.synthesize_relaxometry(grid, protocol)
+        image, rim, gap = _vary(image, rng, geometry, vary, stripped=False)
         t1 = grid["t1_ms"]
         fat = np.asarray((t1 > 100) & (t1 < 450), dtype=np.float32) * np.clip(grid["pd"] * 2, 0, 1)
         head = contrast.head_mask(image) if image.any() else np.zeros(image.shape, bool)
@@ -138,11 +144,15 @@ def _render(
             sequence=choices[int(rng.integers(len(choices)))],
             field_strength_t=field_strength_t,
         )
-        image = grid[weighting]
+        image, rim, gap = _vary(grid[weighting], rng, geometry, vary, stripped=False)
         head = contrast.head_mask(image) if image.any() else np.zeros(image.shape, bool)
         fat = contrast.fat_from_image(image, head, shell_px=shell_px)
         air = contrast.voids_from_image(image, head, max_depth_px=3 * shell_px)
         bone = np.zeros_like(image)
+    if rim is not None and gap is not None:
+        fat = np.maximum(fat, rim * float(rng.uniform(0.3, 0.9)))
+        air = air * np.clip(1 - rim - gap, 0, 1)
+        bone = np.maximum(bone, gap)
     maps = {
         "fat": np.asarray(fat, np.float32),
         "air": np.asarray(air, np.float32),
@@ -154,6 +164,30 @@ def _render(
     return np.asarray(image, np.float32), maps, protocol
 
 
+def _vary(
+    image: NDArray[np.floating[Any]],
+    rng: np.random.Generator,
+    geometry: slices.Geometry,
+    vary: bool,
+    *,
+    stripped: bool,
+) -> tuple[NDArray[np.float32], NDArray[np.float32] | None, NDArray[np.float32] | None]:
+    """The clean image with :mod:`ml.data.variation`'s texture and scalp when ``vary`` (drawn by
+    their chances; nothing is drawn from ``rng`` otherwise), and the added rim and gap (None
+    when no scalp was added)."""
+    img = np.asarray(image, np.float32)
+    if not vary or not img.any():
+        return img, None, None
+    head = contrast.head_mask(img)
+    if rng.random() < variation.TEXTURE_CHANCE:
+        img = variation.add_texture(img, head, rng)
+    chance = variation.SCALP_CHANCE_STRIPPED if stripped else variation.SCALP_CHANCE
+    if rng.random() >= chance:
+        return img, None, None
+    scalp = variation.add_scalp(img, head, rng, float(geometry.pixel_spacing_mm[1]))
+    return scalp.image, scalp.rim, scalp.gap
+
+
 def clean_slice(
     volume: SourceVolume,
     geometry: slices.Geometry,
@@ -161,17 +195,19 @@ def clean_slice(
     *,
     sequence: contrast.Sequence | None = None,
     field_strength_t: float | None = None,
+    vary: bool = False,
 ) -> tuple[NDArray[np.float32], dict[str, NDArray[np.float32]], contrast.Protocol] | None:
     """A clean slice on the geometry's grid: image, simulator maps, protocol; None if no head.
 
     ``sequence`` and ``field_strength_t`` fix the protocol's (drawn when None); a fixed-contrast
-    source keeps its own weighting whatever ``sequence`` says.
+    source keeps its own weighting whatever ``sequence`` says. ``vary`` draws
+    :mod:`ml.data.variation`'s texture and scalp (training slices).
 
     The image (float32 (rows, columns)) is scaled so the head's p99 is 1, then gets a Rician
     noise floor. Maps (same shape): ``fat``, ``air``, ``bone`` (fractions), ``susceptibility``
     (ppm relative to tissue), ``head`` (0/1). None when the head covers under 1 % of the grid.
     """
-    image, maps, protocol = _render(volume, geometry, rng, sequence, field_strength_t)
+    image, maps, protocol = _render(volume, geometry, rng, sequence, field_strength_t, vary)
     if not image.any():
         return None
     head = contrast.head_mask(image)
@@ -189,6 +225,8 @@ def make_example(
     presence: NDArray[np.float32],
     rng: np.random.Generator,
     artifacts: tuple[str, ...],
+    *,
+    vary: bool = False,
 ) -> Example:
     """Build one slice from ``volume`` with the given artifact types (empty: a clean slice).
 
@@ -199,7 +237,7 @@ def make_example(
 
     for _ in range(50):
         geometry = slices.sample_geometry(rng, volume, presence)
-        result = clean_slice(volume, geometry, rng)
+        result = clean_slice(volume, geometry, rng, vary=vary)
         if result is not None:
             break
     else:
@@ -292,7 +330,7 @@ def _build_one(job: tuple[int, str, int, str, tuple[str, ...]]) -> Example:
     seed, split, index, source, artifacts = job
     rng = _seed(seed, split, index)
     volume, presence = _VOLUMES[source]
-    return make_example(volume, presence, rng, artifacts)
+    return make_example(volume, presence, rng, artifacts, vary=split in VARIED_SPLITS)
 
 
 def split_counts(total: int) -> dict[str, int]:
@@ -516,6 +554,7 @@ def build_dataset(
             "orientation_weights": slices.ORIENTATION_WEIGHTS,
             "noise_floor_sigma": list(slices.NOISE_FLOOR),
             "phase_encode": {"ROW": 0.5, "COL": 0.5},
+            "head_variation": {**variation.recipe(), "splits": list(VARIED_SPLITS)},
         },
         "shards": shards,
     }
