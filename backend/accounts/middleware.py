@@ -1,12 +1,15 @@
 """Automatic logoff of an idle browser session (security checklist A-09; ASVS 3.3.2, HIPAA
 §164.312(a)(2)(iii)): a session unused for ``ARTISCAN_SESSION_IDLE_SECONDS`` is ended on the
 server at its next request, whatever is left of its absolute lifetime
-(``ARTISCAN_SESSION_SECONDS``). Bearer-token requests carry no session and are not touched."""
+(``ARTISCAN_SESSION_SECONDS``), and a live-events WebSocket of that session is closed at its
+next check (``backend.realtime.consumers``). Only HTTP requests are use: an open WebSocket
+that merely listens does not keep a session alive. Bearer-token requests carry no session and
+are not touched."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.conf import settings
@@ -21,6 +24,17 @@ TOUCH_EVERY_S = 60
 would be a database write per WADO-RS frame)."""
 
 
+def session_idle(session: Mapping[str, Any], now: float | None = None) -> bool:
+    """Whether a signed-in session has gone unused for longer than the idle limit (a session
+    without a last-seen time, from before this existed, is not idle: its next request starts
+    the clock)."""
+    last = session.get(LAST_SEEN)
+    if last is None:
+        return False
+    current = time.time() if now is None else now
+    return current - int(last) > settings.ARTISCAN_SESSION_IDLE_SECONDS
+
+
 class SessionIdleTimeoutMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -30,7 +44,7 @@ class SessionIdleTimeoutMiddleware:
         if session.get(SESSION_KEY) is not None:
             now = int(time.time())
             last = session.get(LAST_SEEN)
-            if last is not None and now - int(last) > settings.ARTISCAN_SESSION_IDLE_SECONDS:
+            if session_idle(session, now):
                 logout(request)  # flushed server-side; the request goes on anonymous
             elif last is None or now - int(last) >= TOUCH_EVERY_S:
                 session[LAST_SEEN] = now

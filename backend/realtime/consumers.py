@@ -19,6 +19,7 @@ from django.conf import settings
 from django.contrib.auth import SESSION_KEY
 from django.utils import timezone
 
+from backend.accounts.middleware import session_idle
 from backend.accounts.models import ApiToken, User
 from backend.accounts.selectors import site_ids_for, token_get_active
 from backend.realtime.services import site_group
@@ -31,7 +32,8 @@ RESULT_EVENTS = frozenset({"instance.scored", "series.scored", "series.roi"})
 """Events that carry the model's results: not sent for a series the user reads blind."""
 RECHECK_S = 5.0
 """How long a connection trusts what it knows of its user — still allowed in (the token not
-revoked or expired, the session not ended, the account active), the same sites, the series
+revoked or expired, the session not ended nor idle past ``ARTISCAN_SESSION_IDLE_SECONDS``,
+the account active), the same sites, the series
 read blind — before it asks the database again, as the next event arrives."""
 
 
@@ -54,6 +56,11 @@ def access_now(*, user_id: int, token_id: int | None, session_key: str | None) -
     if allowed and session_key is not None:
         store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
         allowed = str(store.get(SESSION_KEY, "")) == str(user_id)
+        if allowed and session_idle(store):
+            # Ended here as the middleware ends it at the session's next request, so a
+            # reconnect with the same cookie comes in anonymous.
+            store.flush()
+            allowed = False
     if not allowed or user is None:
         return Access(False, frozenset(), frozenset())
     return Access(True, frozenset(site_ids_for(user)), frozenset(blinded_series_ids(user=user)))
@@ -71,6 +78,14 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         await self.accept()
         user = self.scope.get("user")
         if user is not None and user.is_authenticated:
+            session = self.scope.get("session")
+            access = await database_sync_to_async(access_now)(
+                user_id=user.pk, token_id=None, session_key=getattr(session, "session_key", None)
+            )
+            if not access.allowed:  # an idle session, ended now
+                await self.close(CLOSE_UNAUTHENTICATED)
+                return
+            self._access, self._checked_at = access, time.monotonic()
             await self._subscribe(user)
         else:
             self._auth_timer = asyncio.get_running_loop().call_later(

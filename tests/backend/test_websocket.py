@@ -197,3 +197,80 @@ def test_a_connection_hears_nothing_once_its_access_is_withdrawn(
     first, code = async_to_sync(scenario)()
     assert first["data"] == {"series_id": "before"}
     assert code == CLOSE_ACCESS_CHANGED
+
+
+def _age_session(session_key: str) -> None:
+    """Make a browser session idle past the limit, as if its last request were long ago."""
+    import time
+    from importlib import import_module
+
+    from django.conf import settings
+
+    from backend.accounts.middleware import LAST_SEEN
+
+    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    store[LAST_SEEN] = int(time.time()) - settings.ARTISCAN_SESSION_IDLE_SECONDS - 5
+    store.save()
+
+
+def _session_alive(session_key: str) -> bool:
+    from importlib import import_module
+
+    from django.conf import settings
+    from django.contrib.auth import SESSION_KEY
+
+    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    return store.get(SESSION_KEY) is not None
+
+
+def test_an_idle_browser_session_loses_its_live_events(asgi_server, client, radiologist_a, site_a):
+    """Idle logoff ended a session only at its next HTTP request; a socket of that session went
+    on hearing the site. It is closed at its next check (4403) and the session ended, so the
+    same cookie connects again as nobody."""
+    from websockets.exceptions import ConnectionClosed
+
+    from backend.realtime.consumers import CLOSE_ACCESS_CHANGED, RECHECK_S
+
+    client.force_login(radiologist_a.user)
+    key = client.cookies["sessionid"].value
+    cookie = f"sessionid={key}"
+
+    async def scenario():
+        ws, hello = await _open(asgi_server, cookie=cookie)
+        await asyncio.to_thread(
+            event_publish, site_id=site_a.pk, kind="series.scored", data={"series_id": "before"}
+        )
+        first = await _next(ws)
+        await asyncio.to_thread(_age_session, key)
+        await asyncio.sleep(RECHECK_S + 0.5)
+        await asyncio.to_thread(
+            event_publish, site_id=site_a.pk, kind="series.scored", data={"series_id": "after"}
+        )
+        with pytest.raises(ConnectionClosed) as closed:
+            await _next(ws)
+        return hello, first, closed.value.rcvd.code if closed.value.rcvd else None
+
+    hello, first, code = async_to_sync(scenario)()
+    assert hello["kind"] == "subscribed" and first["data"] == {"series_id": "before"}
+    assert code == CLOSE_ACCESS_CHANGED
+    assert not _session_alive(key)
+
+
+def test_an_idle_browser_session_cannot_subscribe(asgi_server, client, radiologist_a, site_a):
+    from websockets.exceptions import ConnectionClosed
+
+    from backend.realtime.consumers import CLOSE_UNAUTHENTICATED
+
+    client.force_login(radiologist_a.user)
+    key = client.cookies["sessionid"].value
+    _age_session(key)
+
+    async def scenario():
+        headers = {"Origin": f"http://{asgi_server}", "Cookie": f"sessionid={key}"}
+        ws = await connect(f"ws://{asgi_server}/ws/events/", additional_headers=headers)
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+        return closed.value.rcvd.code if closed.value.rcvd else None
+
+    assert async_to_sync(scenario)() == CLOSE_UNAUTHENTICATED
+    assert not _session_alive(key)
