@@ -145,10 +145,13 @@ def resolve_weights(weights: str | Path | None) -> Path:
 
 
 def pixels(ds: Any) -> NDArray[np.float32]:
-    """float32 ``(Rows, Columns)``: the stored values × RescaleSlope + RescaleIntercept."""
+    """float32 ``(Rows, Columns)``: the stored values × RescaleSlope + RescaleIntercept;
+    compressed pixel data decoded in a child process (:mod:`ml.decode`)."""
+    from ml.decode import DecodeError, pixel_array
+
     try:
-        arr = np.asarray(ds.pixel_array)
-    except Exception as exc:  # pydicom raises many kinds for broken or unsupported pixel data
+        arr = pixel_array(ds)
+    except DecodeError as exc:  # out of process for compressed data (ml.decode)
         raise ScoringError(f"cannot decode the pixels of {_uid(ds)}: {exc}") from exc
     if arr.ndim != 2:
         raise ScoringError(f"{_uid(ds)} is not a single-frame greyscale image")

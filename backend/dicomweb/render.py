@@ -9,12 +9,15 @@ import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset
 
+from ml.decode import pixel_array
+
 
 def frame_array(ds: Dataset, index: int) -> np.ndarray:
-    """Frame ``index`` (0-based) as float32 (rows, columns) in stored units after rescale."""
-    pixels = ds.pixel_array
+    """Frame ``index`` (0-based) as float32 (rows, columns) in stored units after rescale.
+    Compressed pixel data are decoded out of process (:mod:`ml.decode`, which raises
+    :class:`ml.decode.DecodeError`)."""
     frames = int(ds.get("NumberOfFrames", 1) or 1)
-    frame = pixels[index] if frames > 1 else pixels
+    frame = pixel_array(ds, index if frames > 1 else None)
     slope = float(ds.get("RescaleSlope", 1) or 1)
     intercept = float(ds.get("RescaleIntercept", 0) or 0)
     return frame.astype(np.float32) * slope + intercept

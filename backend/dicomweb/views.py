@@ -34,6 +34,7 @@ from backend.ingest.services import IngestOutcome, in_one_batch, series_ingest
 from backend.storage.store import store_get
 from backend.studies import selectors
 from backend.studies.models import Instance, Series, Study
+from ml.decode import DecodeError, pixel_array
 
 DICOM_JSON = "application/dicom+json"
 UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
@@ -82,6 +83,19 @@ class DicomWebView(ClinicalAPIView):
 
     def base(self, request: Request) -> str:
         return request.build_absolute_uri("/dicomweb")
+
+    def handle_exception(self, exc: Exception) -> HttpResponse:
+        if isinstance(exc, DecodeError):
+            exc = PixelsUndecodable(f"the stored pixel data cannot be decoded: {exc}")
+        return super().handle_exception(exc)
+
+
+class PixelsUndecodable(exceptions.APIException):
+    """A stored instance's compressed pixels that the decoder refused, crashed on or took too
+    long over (out of process: the web process goes on serving)."""
+
+    status_code = 500
+    default_code = "undecodable"
 
 
 def _study_json(study: Study, base: str) -> dict[str, Any]:
@@ -200,8 +214,7 @@ def _frame_bytes(ds: pydicom.Dataset, number: int) -> bytes:
         size = len(ds.PixelData) // frames
         size -= size % 2 if len(ds.PixelData) % frames else 0
         return bytes(ds.PixelData[(number - 1) * size : number * size])
-    pixels = ds.pixel_array
-    return (pixels[number - 1] if frames > 1 else pixels).tobytes()
+    return pixel_array(ds, number - 1 if frames > 1 else None).tobytes()
 
 
 def _frame_numbers(text: str) -> list[int]:

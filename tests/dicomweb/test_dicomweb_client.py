@@ -138,3 +138,41 @@ def test_the_reference_client_stores_into_a_named_study(asgi_server, radiologist
     assert len(receipt.ReferencedSOPSequence) == 2
     assert "FailedSOPSequence" not in receipt
     assert len(client.search_for_studies()) == 1
+
+
+def test_compressed_pixels_the_decoder_refuses_are_a_clear_error_not_a_dead_server(
+    asgi_server, radiologist_a
+):
+    """Compressed frames are decoded out of process (ml.decode): an instance whose stream the
+    decoder refuses answers 500 with the reason, and the server serves the next request."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, RLELossless
+
+    from tests.scoring.builders import undecodable_mr
+
+    good = mr_dataset(2)
+    good.file_meta = FileMetaDataset()
+    good.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    good.compress(RLELossless, generate_instance_uid=False)
+    client = _client(asgi_server, radiologist_a.token)
+    client.store_instances(
+        [pydicom.dcmread(io.BytesIO(b)) for b in (undecodable_mr(1), to_bytes(good, RLELossless))]
+    )
+    [study] = client.search_for_studies()
+    study_uid = study["0020000D"]["Value"][0]
+    [series] = client.search_for_series(study_uid, search_filters={"Modality": "MR"})
+    series_uid = series["0020000E"]["Value"][0]
+    by_number = {
+        i["00200013"]["Value"][0]: i["00080018"]["Value"][0]
+        for i in client.search_for_instances(study_uid, series_uid)
+    }
+    base = f"http://{asgi_server}/dicomweb/studies/{study_uid}/series/{series_uid}/instances"
+    auth = {"Authorization": f"Bearer {radiologist_a.token}"}
+    for tail in ("rendered", "frames/1"):
+        bad = requests.get(f"{base}/{by_number[1]}/{tail}", headers=auth, timeout=30)
+        assert bad.status_code == 500
+        assert "cannot be decoded" in bad.json()["detail"] and "RLE" in bad.json()["detail"]
+    [frame] = client.retrieve_instance_frames(study_uid, series_uid, by_number[2], [1])
+    assert frame == good.pixel_array.tobytes()
+    png = requests.get(f"{base}/{by_number[2]}/rendered", headers=auth, timeout=30)
+    assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
