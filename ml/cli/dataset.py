@@ -40,6 +40,13 @@ def register(subparsers: Any) -> None:
         default=None,
         help="write the sources of --splits to this file (float16, deflated) and exit",
     )
+    parser.add_argument(
+        "--style",
+        choices=("artiscan", "torchio"),
+        default="artiscan",
+        help="artifact generator: ours, or five types made the way TorchIO makes them (to test "
+        "the model on artifacts from code it never learnt from; same clean slices)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -81,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             progress=not args.quiet,
             splits=tuple(args.splits) if args.splits else None,
+            style=args.style,
         )
     except SourceMissing as exc:
         print(f"dataset: {exc}", file=sys.stderr)

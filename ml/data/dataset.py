@@ -63,6 +63,12 @@ SEVERITY_RANGE: tuple[float, float] = (0.15, 1.0)
 SOURCE_WEIGHTS: dict[str, float] = {"odin_brain": 0.5}
 """Relative chance of a source within its split (1 unless listed): odin is a single slice."""
 SHARD_SLICES = 32
+STYLES: tuple[str, ...] = ("artiscan", "torchio")
+"""Artifact generators: ``artiscan`` (:mod:`ml.simulate`, what the model learns from) or
+``torchio`` (:mod:`ml.simulate.torchio_style`, five types made another way: a test of how far
+the model generalises beyond its own simulators)."""
+Job = tuple[int, str, int, str, tuple[str, ...], str]
+"""(seed, split, index, source, artifact types, style): one slice to build."""
 VARIED_SPLITS: tuple[str, ...] = ("train",)
 """Splits whose clean slices get :mod:`ml.data.variation`'s head variations; validation and
 test are built as before, so their slices stay the same across rounds."""
@@ -227,6 +233,7 @@ def make_example(
     artifacts: tuple[str, ...],
     *,
     vary: bool = False,
+    style: str = "artiscan",
 ) -> Example:
     """Build one slice from ``volume`` with the given artifact types (empty: a clean slice).
 
@@ -264,9 +271,13 @@ def make_example(
         k = ARTIFACT_TYPES.index(name)
         severity[k] = round(float(rng.uniform(*SEVERITY_RANGE)), 3)
         step_seed = int(rng.integers(2**31 - 1))
-        after = np.asarray(
-            simulate(current, name, float(severity[k]), header, step_seed, maps=maps), np.float32
-        )
+        if style == "torchio":
+            from ml.simulate import torchio_style
+
+            made = torchio_style.apply(current, name, float(severity[k]), header, step_seed)
+        else:
+            made = simulate(current, name, float(severity[k]), header, step_seed, maps=maps)
+        after = np.asarray(made, np.float32)
         mask, nondiag = ground_truth(current, after)
         masks[k] = np.asarray(mask, np.uint8)
         nondiag_types[k] = bool(nondiag)
@@ -287,8 +298,11 @@ def make_example(
     )
 
 
-def plan_artifacts(rng: np.random.Generator, count: int) -> list[tuple[str, ...]]:
-    """Artifact types per slice for ``count`` slices: ⌈25 %⌉ clean, others 1-3 distinct types."""
+def plan_artifacts(
+    rng: np.random.Generator, count: int, types: tuple[str, ...] = ARTIFACT_TYPES
+) -> list[tuple[str, ...]]:
+    """Artifact types per slice for ``count`` slices: ⌈25 %⌉ clean, others 1-3 distinct
+    ``types`` (canonical order)."""
     n_clean = math.ceil(CLEAN_FRACTION * count)
     clean_at = set(rng.permutation(count)[:n_clean].tolist())
     sizes = list(ARTIFACT_COUNT_WEIGHTS)
@@ -299,8 +313,8 @@ def plan_artifacts(rng: np.random.Generator, count: int) -> list[tuple[str, ...]
             plan.append(())
             continue
         n = sizes[int(rng.choice(len(sizes), p=weights / weights.sum()))]
-        chosen = rng.choice(len(ARTIFACT_TYPES), size=n, replace=False)
-        plan.append(tuple(ARTIFACT_TYPES[int(j)] for j in sorted(chosen)))
+        chosen = rng.choice(len(types), size=min(n, len(types)), replace=False)
+        plan.append(tuple(types[int(j)] for j in sorted(chosen)))
     return plan
 
 
@@ -326,11 +340,13 @@ def _threads_alive() -> int:
         return threading.active_count()
 
 
-def _build_one(job: tuple[int, str, int, str, tuple[str, ...]]) -> Example:
-    seed, split, index, source, artifacts = job
+def _build_one(job: Job) -> Example:
+    seed, split, index, source, artifacts, style = job
     rng = _seed(seed, split, index)
     volume, presence = _VOLUMES[source]
-    return make_example(volume, presence, rng, artifacts, vary=split in VARIED_SPLITS)
+    return make_example(
+        volume, presence, rng, artifacts, vary=split in VARIED_SPLITS, style=style
+    )
 
 
 def split_counts(total: int) -> dict[str, int]:
@@ -341,15 +357,24 @@ def split_counts(total: int) -> dict[str, int]:
 
 
 def _jobs(
-    seed: int, split: str, count: int, sources: list[str]
-) -> list[tuple[int, str, int, str, tuple[str, ...]]]:
-    rng = np.random.default_rng(
-        np.random.SeedSequence([seed, 99, list(SPLIT_SOURCES).index(split)])
-    )
+    seed: int, split: str, count: int, sources: list[str], style: str = "artiscan"
+) -> list[Job]:
+    """The slices of a split. Slice ``i`` has the same source and the same clean image in
+    either style (its own generator draws the clean slice before the artifacts); a TorchIO-style
+    plan is drawn from a generator of its own, so the sources picked stay the same."""
+    split_index = list(SPLIT_SOURCES).index(split)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 99, split_index]))
     plan = plan_artifacts(rng, count)
     weights = np.array([SOURCE_WEIGHTS.get(s, 1.0) for s in sources])
     picks = rng.choice(len(sources), size=count, p=weights / weights.sum())
-    return [(seed, split, i, sources[int(picks[i])], plan[i]) for i in range(count)]
+    if style == "torchio":
+        from ml.simulate import torchio_style
+
+        other = np.random.default_rng(np.random.SeedSequence([seed, 98, split_index]))
+        plan = plan_artifacts(other, count, torchio_style.TYPES)
+    elif style != "artiscan":
+        raise ValueError(f"unknown style {style!r}; choose one of {', '.join(STYLES)}")
+    return [(seed, split, i, sources[int(picks[i])], plan[i], style) for i in range(count)]
 
 
 def _save_npz(path: Path, arrays: Mapping[str, NDArray[Any]]) -> None:
@@ -409,15 +434,20 @@ def build_dataset(
     workers: int = 1,
     progress: bool = True,
     splits: tuple[str, ...] | None = None,
+    style: str = "artiscan",
 ) -> dict[str, Any]:
     """Build ``slices_total`` slices into ``out`` (see the module docstring); returns the manifest.
 
     Deterministic for a seed whatever ``workers`` is: every slice draws from its own generator
     seeded by (seed, split, index), and shards are written in index order. ``splits``: build only
     these (the others get no slice and their sources are not loaded); a split's slices are the
-    same ones a build of every split makes.
+    same ones a build of every split makes. ``style``: the artifact generator (:data:`STYLES`);
+    ``torchio`` slices have the same clean images as the ``artiscan`` ones of the same seed.
     """
     from tqdm import tqdm
+
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r}; choose one of {', '.join(STYLES)}")
 
     unknown = sorted(set(splits or ()) - set(SPLIT_SOURCES))
     if unknown:
@@ -431,14 +461,14 @@ def build_dataset(
     _VOLUMES.clear()
     for name, volume in volumes.items():
         _VOLUMES[name] = (volume, presence_map(volume))
-    jobs: list[tuple[int, str, int, str, tuple[str, ...]]] = []
+    jobs: list[Job] = []
     for split, count in counts.items():
         present = [n for n in SPLIT_SOURCES[split] if n in volumes]
         if count and not present:
             raise SourceMissing(
                 f"no source of the {split} split is installed: " + "; ".join(missing.values())
             )
-        jobs += _jobs(seed, split, count, present) if count else []
+        jobs += _jobs(seed, split, count, present, style) if count else []
 
     shards: list[dict[str, Any]] = []
     buffers: dict[tuple[str, tuple[int, int]], list[Example]] = {}
@@ -464,7 +494,7 @@ def build_dataset(
         )
         buffers[key] = []
 
-    def results() -> Iterator[tuple[tuple[int, str, int, str, tuple[str, ...]], Example]]:
+    def results() -> Iterator[tuple[Job, Example]]:
         if workers <= 1:
             for job in jobs:
                 yield job, _build_one(job)
@@ -509,7 +539,9 @@ def build_dataset(
     manifest: dict[str, Any] = {
         "format": "artiscan-simulated-slices/1",
         "command": f"python -m ml dataset --out DIR --slices {slices_total} --seed {seed}"
-        + ("" if splits is None else " --splits " + " ".join(wanted)),
+        + ("" if splits is None else " --splits " + " ".join(wanted))
+        + ("" if style == "artiscan" else f" --style {style}"),
+        "style": style,
         "seed": seed,
         "slices": slices_total,
         "artifact_types": list(ARTIFACT_TYPES),
