@@ -11,8 +11,9 @@ PyTorch, which this project does not install), the five of our ten types TorchIO
 - **spike**: one point of k-space at a uniformly drawn position raised by
   ``r · max|k|`` (``r`` = 0.1 + 0.9·severity; TorchIO's default is 1-3);
 - **motion**: two rigid in-plane transforms (rotation up to 10°·severity, translation up to
-  10 mm·severity) at two sorted random times; k-space filled, along phase-encode, from the
-  spectra of the still, first and second positions in turn;
+  10 mm·severity, linear interpolation) at times 1/3 and 2/3 of the acquisition, each moved
+  by up to ±0.1; k-space filled, along phase-encode, from the three positions' spectra in
+  turn, the still position's in the part that holds the centre (so the anatomy stays put);
 - **bias_field**: ``exp`` of a random polynomial of order 3 in the normalised coordinates,
   coefficients uniform in ±0.5·severity, multiplied in;
 - **noise**: zero-mean Gaussian noise of std 0.25·severity·(the head's p99) added.
@@ -98,7 +99,7 @@ def motion(
 ) -> FloatArray:
     axis = _pe_axis(header)
     spacing = np.array(header.pixel_spacing_mm, dtype=np.float64)
-    times = np.sort(rng.random(2))
+    times = np.array([1 / 3, 2 / 3]) + rng.uniform(-0.1, 0.1, 2)
     positions = [image.astype(np.float64)]
     for _ in range(2):
         degrees = rng.uniform(-10, 10) * severity
@@ -106,6 +107,8 @@ def motion(
         shift = (float(shift_mm[0] / spacing[0]), float(shift_mm[1] / spacing[1]))
         positions.append(_rigid(image, degrees, shift))
     spectra = [_k(p) for p in positions]
+    centre = int(np.argmax(times > 0.5)) if (times > 0.5).any() else len(times)
+    spectra[0], spectra[centre] = spectra[centre], spectra[0]  # the still pose at the centre
     n = spectra[0].shape[axis]
     bounds = [0, *(int(t * n) for t in times), n]
     result = np.empty_like(spectra[0])

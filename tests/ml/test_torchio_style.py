@@ -99,6 +99,22 @@ def test_motion_changes_the_image_more_the_stronger_it_is() -> None:
     assert 0 < changes[0] < changes[1]
 
 
+def test_motion_keeps_the_anatomy_where_it_was() -> None:
+    """The still pose fills the part of k-space that holds the centre, as TorchIO does: the
+    head's centre of mass stays put however far the other poses moved."""
+    clean, header = _head(), _header()
+    yy, xx = np.mgrid[: clean.shape[0], : clean.shape[1]]
+
+    def centroid(image):
+        return np.array([(image * yy).sum(), (image * xx).sum()]) / image.sum()
+
+    shifts = [
+        np.abs(centroid(torchio_style.apply(clean, "motion", 1.0, header, s)) - centroid(clean))
+        for s in range(8)
+    ]
+    assert max(float(d.max()) for d in shifts) < 1.0
+
+
 def test_a_type_torchio_does_not_make_is_refused() -> None:
     with pytest.raises(ValueError, match="TorchIO makes no 'zipper'"):
         torchio_style.apply(_head(), "zipper", 0.5, _header(), seed=0)
