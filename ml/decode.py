@@ -6,7 +6,8 @@ the process it runs in. In the web process that was every request it served; in 
 worker, a task that Celery delivers again, to crash again. So encapsulated pixel data are
 decoded here in a child process of our own, which
 
-- holds only the pixel description and the encoded bytes (no other attribute is sent to it),
+- holds only the pixel description and the encoded bytes (no other attribute is sent to it) and
+  an environment of its own (no secret, key or credential of the caller's is passed on),
 - runs under an address-space limit (``ARTISCAN_DECODE_MEMORY_MB``, 2048) and a per-call time
   limit (``ARTISCAN_DECODE_TIMEOUT_S``, 30; the child is killed past it),
 - answers with a small JSON header and the raw array bytes (never a pickle: a child a decoder
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import struct
 import subprocess
@@ -61,6 +63,14 @@ PIXEL_KEYWORDS = (
 """All the child is told about a dataset: what it takes to decode its pixel data."""
 
 _HEAD = struct.Struct("<IQ")  # JSON length, payload length
+_CHILD_ENV = frozenset({"PATH", "PYTHONPATH", "LANG", "LC_ALL", "TMPDIR"})
+_OWN = "ARTISCAN_DECODE_"
+"""The only variables a decoding child gets: no key, secret or database URL of the caller's."""
+_ERROR_CHARS = re.compile(r"[^ -~]")
+
+
+class _Unused(Exception):
+    """The child was gone before it read the request: nothing of this call reached it."""
 
 
 class DecodeError(ValueError):
@@ -95,19 +105,52 @@ def pixel_array(ds: Any, index: int | None = None) -> NDArray[Any]:
     encapsulated pixel data decoded in a child process. :class:`DecodeError` when it cannot be."""
     if is_native(ds):
         try:
-            from pydicom.pixels import pixel_array as decode
+            from pydicom.pixels.utils import pixel_array as decode
 
             return np.asarray(decode(ds, index=index))
         except Exception as exc:  # pydicom raises many kinds for broken pixel data
             raise DecodeError(f"cannot decode the pixel data: {type(exc).__name__}: {exc}") from exc
     if "PixelData" not in ds:
         raise DecodeError("the dataset has no pixel data")
-    meta: dict[str, Any] = {
-        "ts": str(ds.file_meta.TransferSyntaxUID),
-        "index": index,
-        **{k: _plain(ds.get(k)) for k in PIXEL_KEYWORDS if ds.get(k) is not None},
-    }
-    return _POOL.run(meta, bytes(ds.PixelData))
+    try:
+        meta: dict[str, Any] = {
+            "ts": str(ds.file_meta.TransferSyntaxUID),
+            "index": None,
+            **{k: _plain(ds.get(k)) for k in PIXEL_KEYWORDS if ds.get(k) is not None},
+        }
+        payload = bytes(ds.PixelData)
+        frames = int(meta.get("NumberOfFrames", 1) or 1)
+        if index is not None and frames > 1:
+            # Only the asked frame's fragments travel (a frame of a 256-frame file, not the file).
+            from pydicom.encaps import encapsulate, get_frame
+
+            extended = None
+            if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
+                extended = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
+            frame = get_frame(payload, index, extended_offsets=extended, number_of_frames=frames)
+            payload = encapsulate([frame])
+            meta["NumberOfFrames"] = 1
+        _expected_shape(meta)
+        return _POOL.run(meta, payload)
+    except DecodeError:
+        raise
+    except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:
+        # No process to start (out of descriptors or memory), a header or frame table that
+        # does not describe the data: the call fails, clearly, as any refusal does.
+        raise DecodeError(f"cannot decode the pixel data: {type(exc).__name__}: {exc}") from exc
+
+
+def _checked(answer: dict[str, Any], data: bytes, shape: tuple[int, ...]) -> NDArray[Any]:
+    """The array of a child's answer, checked against the header's shape; DecodeError for a
+    refusal (its reason shortened to printable ASCII), ValueError for a malformed answer."""
+    if answer.get("ok") is not True:
+        reason = _ERROR_CHARS.sub("?", str(answer.get("error", "?")))[:300]
+        raise DecodeError(f"cannot decode the pixel data: {reason}")
+    dtype = np.dtype(str(answer["dtype"]))
+    got = tuple(int(n) for n in answer["shape"])
+    if dtype.kind not in "uif" or got != shape or len(data) != int(np.prod(got)) * dtype.itemsize:
+        raise DecodeError(f"decoded pixels {got} do not match the header's {shape}")
+    return np.frombuffer(data, dtype=dtype).reshape(got).copy()
 
 
 def _plain(value: Any) -> Any:
@@ -128,7 +171,7 @@ class _Child:
     """One decoding child process and its pipes."""
 
     def __init__(self) -> None:
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if k in _CHILD_ENV or k.startswith(_OWN)}
         env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ml.decode"],
@@ -158,36 +201,52 @@ class _Child:
         except subprocess.TimeoutExpired:
             pass
 
+    @staticmethod
+    def _wait(fd: int, event: int, deadline: float) -> None:
+        """Until ``fd`` is ready (``select.poll``: no limit on descriptor numbers)."""
+        poller = select.poll()
+        poller.register(fd, event)
+        while True:
+            left_ms = int(max(deadline - time.monotonic(), 0) * 1000)
+            if poller.poll(left_ms):
+                return
+            if left_ms == 0:
+                raise TimeoutError
+
     def _write(self, data: bytes, deadline: float) -> None:
         view = memoryview(data)
         while view:
-            _, ready, _ = select.select([], [self.stdin], [], max(deadline - time.monotonic(), 0))
-            if not ready:
-                raise TimeoutError
+            self._wait(self.stdin, select.POLLOUT, deadline)
             written = os.write(self.stdin, view[: 1 << 20])
             view = view[written:]
 
     def _read(self, size: int, deadline: float) -> bytes:
         parts = bytearray()
         while len(parts) < size:
-            ready, _, _ = select.select([self.stdout], [], [], max(deadline - time.monotonic(), 0))
-            if not ready:
-                raise TimeoutError
+            self._wait(self.stdout, select.POLLIN, deadline)
             piece = os.read(self.stdout, min(size - len(parts), 1 << 20))
             if not piece:
                 raise EOFError
             parts += piece
         return bytes(parts)
 
-    def call(self, meta: dict[str, Any], payload: bytes, limit: int) -> tuple[dict[str, Any], bytes]:
+    def call(
+        self, meta: dict[str, Any], payload: bytes, limit: int
+    ) -> tuple[dict[str, Any], bytes]:
+        """Send one request, read its answer; the answer's header is checked here."""
         deadline = time.monotonic() + timeout_s()
         head = json.dumps(meta).encode()
-        self._write(_HEAD.pack(len(head), len(payload)) + head, deadline)
+        try:
+            self._write(_HEAD.pack(len(head), len(payload)) + head, deadline)
+        except (BrokenPipeError, ConnectionError):
+            raise _Unused from None
         self._write(payload, deadline)
         size_json, size_data = _HEAD.unpack(self._read(_HEAD.size, deadline))
-        if size_json > 1 << 16 or size_data > limit:
-            raise DecodeError("the decoder answered more than the image can hold")
+        if size_json > 1 << 12 or size_data > limit:
+            raise ValueError("the decoder answered more than the image can hold")
         answer = json.loads(self._read(size_json, deadline))
+        if not isinstance(answer, dict):
+            raise ValueError("the decoder's answer is not an object")
         return answer, self._read(size_data, deadline)
 
 
@@ -202,11 +261,18 @@ class _Pool:
         self._free = threading.Condition(self._lock)
 
     def _take(self) -> _Child:
+        deadline = time.monotonic() + timeout_s()
         with self._free:
-            while not self._idle and self._started >= _limit_int("ARTISCAN_DECODE_PROCESSES", 2):
-                self._free.wait()
-            if self._idle:
-                return self._idle.pop()
+            while True:
+                while self._idle and self._idle[-1].proc.poll() is not None:
+                    self._idle.pop().kill()  # died while idle (killed, out of memory): replaced
+                    self._started -= 1
+                if self._idle:
+                    return self._idle.pop()
+                if self._started < _limit_int("ARTISCAN_DECODE_PROCESSES", 2):
+                    break
+                if not self._free.wait(max(deadline - time.monotonic(), 0)):
+                    raise DecodeError("every decoding process stayed busy past the time limit")
             self._started += 1
         try:
             return _Child()
@@ -228,34 +294,43 @@ class _Pool:
         shape = _expected_shape(meta)
         bits = int(meta.get("BitsAllocated", 16) or 16)
         limit = int(np.prod(shape, dtype=np.int64)) * max(bits // 8, 1) * 2 + 64
-        child = self._take()
-        try:
-            answer, data = child.call(meta, payload, limit)
-        except TimeoutError:
-            child.kill()
-            self._give(None)
-            raise DecodeError(f"decoding took longer than {timeout_s():g} s: stopped") from None
-        except (EOFError, BrokenPipeError, ConnectionError, struct.error, ValueError) as exc:
-            code = child.proc.poll()
-            child.kill()
-            self._give(None)
-            if code is not None and code < 0:
-                raise DecodeError(f"the decoder crashed (signal {-code})") from None
-            if code is not None:
-                raise DecodeError(f"the decoder stopped (exit status {code})") from None
-            raise DecodeError(f"the decoder answered nonsense: {exc}") from None
-        except BaseException:
-            child.kill()
-            self._give(None)
-            raise
-        self._give(child)
-        if not answer.get("ok"):
-            raise DecodeError(f"cannot decode the pixel data: {answer.get('error', '?')}")
-        dtype = np.dtype(str(answer["dtype"]))
-        got = tuple(int(n) for n in answer["shape"])
-        if dtype.kind not in "uif" or got != shape or len(data) != int(np.prod(got)) * dtype.itemsize:
-            raise DecodeError(f"decoded pixels {got} do not match the header's {shape}")
-        return np.frombuffer(data, dtype=dtype).reshape(got).copy()
+        for attempt in range(2):
+            child = self._take()
+            try:
+                answer, data = child.call(meta, payload, limit)
+                result = _checked(answer, data, shape)
+            except _Unused:  # gone before this call reached it: once more, with a fresh one
+                child.kill()
+                self._give(None)
+                if attempt:
+                    raise DecodeError("no decoding process could be started") from None
+                continue
+            except TimeoutError:
+                child.kill()
+                self._give(None)
+                raise DecodeError(f"decoding took longer than {timeout_s():g} s: stopped") from None
+            except DecodeError:  # a well-formed refusal: the child serves on
+                self._give(child)
+                raise
+            except Exception as exc:  # EOF, broken pipe, a malformed answer: the child goes
+                try:
+                    code = child.proc.wait(timeout=1)
+                except subprocess.TimeoutExpired:
+                    code = None
+                child.kill()
+                self._give(None)
+                if code is not None and code < 0:
+                    raise DecodeError(f"the decoder crashed (signal {-code})") from None
+                if code is not None:
+                    raise DecodeError(f"the decoder stopped (exit status {code})") from None
+                raise DecodeError(f"the decoder answered nonsense ({type(exc).__name__})") from None
+            except BaseException:
+                child.kill()
+                self._give(None)
+                raise
+            self._give(child)
+            return result
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         with self._free:
@@ -289,7 +364,7 @@ def _apply_limits() -> None:
 
 def _decode(meta: dict[str, Any], payload: bytes) -> NDArray[Any]:
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.pixels import pixel_array as decode
+    from pydicom.pixels.utils import pixel_array as decode
 
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
@@ -326,7 +401,11 @@ def _serve() -> None:
         payload = _read_exact(0, size_data) or b""
         try:
             array = _decode(meta, payload)
-            reply: dict[str, Any] = {"ok": True, "dtype": array.dtype.str, "shape": list(array.shape)}
+            reply: dict[str, Any] = {
+                "ok": True,
+                "dtype": array.dtype.str,
+                "shape": list(array.shape),
+            }
             data = array.tobytes()
         except MemoryError:
             reply, data = {"ok": False, "error": "out of memory (the decoder's limit)"}, b""

@@ -832,11 +832,17 @@ class ScoringPipeline:
                 suitability[rows_of] = out["suitability"]
         return masks, presence, suitability
 
-    def score_datasets(self, datasets: list[Any]) -> ScoreResult:
-        """Score the pydicom datasets of one series, in the order given."""
+    def score_datasets(
+        self, datasets: list[Any], images: list[NDArray[np.float32]] | None = None
+    ) -> ScoreResult:
+        """Score the pydicom datasets of one series, in the order given; ``images``: their
+        :func:`pixels`, when the caller has decoded them already."""
         if not datasets:
             raise ScoringError("no DICOM images to score")
-        images = [pixels(ds) for ds in datasets]
+        if images is None:
+            images = [pixels(ds) for ds in datasets]
+        elif len(images) != len(datasets):
+            raise ScoringError(f"{len(images)} images for {len(datasets)} datasets")
         try:
             headers = [AcquisitionHeader.from_dataset(ds) for ds in datasets]
         except (AttributeError, TypeError, ValueError) as exc:

@@ -18,6 +18,7 @@ from rest_framework import exceptions
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
+from rest_framework.response import Response
 
 from backend.accounts.selectors import sender_for
 from backend.audit.mixins import ClinicalAPIView
@@ -84,7 +85,7 @@ class DicomWebView(ClinicalAPIView):
     def base(self, request: Request) -> str:
         return request.build_absolute_uri("/dicomweb")
 
-    def handle_exception(self, exc: Exception) -> HttpResponse:
+    def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, DecodeError):
             exc = PixelsUndecodable(f"the stored pixel data cannot be decoded: {exc}")
         return super().handle_exception(exc)

@@ -86,7 +86,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
                 await self.close(CLOSE_UNAUTHENTICATED)
                 return
             self._access, self._checked_at = access, time.monotonic()
-            await self._subscribe(user)
+            await self._subscribe(user, access.site_ids)
         else:
             self._auth_timer = asyncio.get_running_loop().call_later(
                 AUTH_TIMEOUT_S, lambda: asyncio.ensure_future(self.close(CLOSE_UNAUTHENTICATED))
@@ -104,9 +104,10 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         user = await database_sync_to_async(lambda: token.user)()
         await self._subscribe(user)
 
-    async def _subscribe(self, user: Any) -> None:
+    async def _subscribe(self, user: Any, site_ids: frozenset[int] | None = None) -> None:
         self.user = user
-        site_ids = await database_sync_to_async(site_ids_for)(user)
+        if site_ids is None:
+            site_ids = frozenset(await database_sync_to_async(site_ids_for)(user))
         for site_id in sorted(site_ids):
             group = site_group(site_id)
             await self.channel_layer.group_add(group, self.channel_name)

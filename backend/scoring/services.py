@@ -433,25 +433,25 @@ def _advice_header(instance: Instance) -> AdviceHeader:
     )
 
 
-def _head_masks(datasets: Sequence[pydicom.Dataset]) -> list[np.ndarray]:
-    from ml.pipeline import pixels
+def _head_masks(images: Sequence[np.ndarray]) -> list[np.ndarray]:
     from ml.simulate._common import head_and_reference
 
     heads = []
-    for ds in datasets:
-        head, _ = head_and_reference(pixels(ds)[None])
+    for image in images:
+        head, _ = head_and_reference(image[None])
         heads.append(head[0])
     return heads
 
 
 def _score_batch(run: ScoringRun, instances: list[Instance]) -> list[_Scored]:
     """Compute (no writes to the database): masks go to the store under this run's keys."""
-    from ml.pipeline import get_pipeline
+    from ml.pipeline import get_pipeline, pixels
 
     datasets = [pydicom.dcmread(io.BytesIO(store_get(i.storage_key))) for i in instances]
     pipeline = get_pipeline(model_weights_local(run.model_version))
-    result = pipeline.score_datasets(datasets)
-    heads = _head_masks(datasets)
+    images = [pixels(ds) for ds in datasets]  # decoded once (out of process when compressed)
+    result = pipeline.score_datasets(datasets, images=images)
+    heads = _head_masks(images)
     scored = []
     pngs: list[tuple[str, bytes]] = []
     for index, instance in enumerate(instances):

@@ -128,7 +128,9 @@ def _render(
         )
         fat = contrast.fat_from_tissue(grid, rng)
         image = contrast.synthesize_tissue(grid, fat, protocol)
-        image, rim, gap = _vary(image, rng, geometry, vary, stripped=not np.any(grid.get("soft", 0)))
+        image, rim, gap = _vary(
+            image, rng, geometry, vary, stripped=not np.any(grid.get("soft", 0))
+        )
         air = grid["air"] * (contrast.head_mask(image) if image.any() else 0)
         bone = grid["bone"]
     elif volume.kind == "relaxometry":
@@ -344,9 +346,7 @@ def _build_one(job: Job) -> Example:
     seed, split, index, source, artifacts, style = job
     rng = _seed(seed, split, index)
     volume, presence = _VOLUMES[source]
-    return make_example(
-        volume, presence, rng, artifacts, vary=split in VARIED_SPLITS, style=style
-    )
+    return make_example(volume, presence, rng, artifacts, vary=split in VARIED_SPLITS, style=style)
 
 
 def split_counts(total: int) -> dict[str, int]:

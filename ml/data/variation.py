@@ -71,8 +71,9 @@ def add_scalp(
 
     Gap and rim widths (mm) vary along the border by a smooth field (scale ~15 mm); the rim's
     brightness is a drawn share of the head's p99 times a speckle of 1-2 px grains; partial
-    volume at its edges (outside the head only: the head's own pixels are never changed). The image is returned with the rim added and the gap darkened to a
-    drawn low level (the skull: a few per cent of the head's p99).
+    volume at its edges (outside the head only: the head's own pixels are never changed). The
+    image is returned with the rim added and the gap darkened to a drawn low level (the skull:
+    a few per cent of the head's p99).
     """
     img = np.asarray(image, np.float32)
     if not head.any():
@@ -82,7 +83,9 @@ def add_scalp(
     outside_mm = ndimage.distance_transform_edt(~filled) * pixel_mm
     smooth_px = max(15.0 / pixel_mm, 1.0)
     gap_mm = rng.uniform(*GAP_MM) * np.clip(1 + 0.35 * _unit_field(img.shape, smooth_px, rng), 0, 2)
-    rim_mm = rng.uniform(*RIM_MM) * np.clip(1 + 0.4 * _unit_field(img.shape, smooth_px, rng), 0.3, 2)
+    rim_mm = rng.uniform(*RIM_MM) * np.clip(
+        1 + 0.4 * _unit_field(img.shape, smooth_px, rng), 0.3, 2
+    )
     rim = ((outside_mm > gap_mm) & (outside_mm <= gap_mm + rim_mm)).astype(np.float32)
     gap = ((outside_mm > 0) & (outside_mm <= gap_mm)).astype(np.float32)
     if rng.random() < RIM_BREAK_CHANCE:

@@ -27,6 +27,7 @@ other slice (:func:`ml.simulate.ground_truth`). ``python -m ml dataset --style t
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -45,7 +46,7 @@ def _pe_axis(header: AcquisitionHeader) -> int:
     return 1 if header.phase_encode == "ROW" else 0
 
 
-def _k(image: NDArray[np.floating]) -> NDArray[np.complex128]:
+def _k(image: NDArray[np.floating[Any]]) -> NDArray[np.complex128]:
     return np.fft.fftshift(np.fft.fft2(image))
 
 
@@ -84,14 +85,13 @@ def spike(
     return _image(spectrum)
 
 
-def _rigid(
-    image: FloatArray, degrees: float, shift_px: tuple[float, float]
-) -> NDArray[np.float64]:
+def _rigid(image: FloatArray, degrees: float, shift_px: tuple[float, float]) -> NDArray[np.float64]:
     theta = np.deg2rad(degrees)
     rotation = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
     centre = (np.array(image.shape) - 1) / 2.0
     offset = centre - rotation @ centre - np.array(shift_px)
-    return ndimage.affine_transform(image.astype(np.float64), rotation, offset=offset, order=1)
+    moved = ndimage.affine_transform(image.astype(np.float64), rotation, offset=offset, order=1)
+    return np.asarray(moved, np.float64)
 
 
 def motion(
@@ -151,7 +151,11 @@ assert tuple(GENERATORS) == TYPES
 
 
 def apply(
-    image: NDArray[np.floating], artifact: str, severity: float, header: AcquisitionHeader, seed: int
+    image: NDArray[np.floating[Any]],
+    artifact: str,
+    severity: float,
+    header: AcquisitionHeader,
+    seed: int,
 ) -> FloatArray:
     """One TorchIO-style artifact on a 2-D magnitude image; float32 of its shape, ≥ 0."""
     if artifact not in GENERATORS:

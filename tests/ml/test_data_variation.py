@@ -42,7 +42,7 @@ def test_the_scalp_lies_outside_the_head_beyond_its_gap(seed: int) -> None:
 
 
 def test_texture_stays_inside_the_head_and_roughens_it() -> None:
-    image, head = _disc()
+    _, head = _disc()
     flat = np.where(head, 0.8, 0.0).astype(np.float32)
     out = variation.add_texture(flat, head, np.random.default_rng(3))
     np.testing.assert_array_equal(out[~head], flat[~head])
@@ -51,17 +51,34 @@ def test_texture_stays_inside_the_head_and_roughens_it() -> None:
     assert abs(float(out[inner].mean()) - 0.8) < 0.05 * 0.8
 
 
-def test_nothing_is_drawn_for_validation_and_test_slices() -> None:
-    """The variation draws from the slice's generator only when asked, so validation and test
-    slices are the same as before it existed (rounds stay comparable)."""
+def test_nothing_is_drawn_for_validation_and_test_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validation and test slices never reach the variations, and the switched-off step draws
+    nothing from the slice's generator, so those slices are what they were before it existed
+    (rounds stay comparable); training slices do reach them."""
     volume = load_source("spm_avg152")
-    geometry = slices.sample_geometry(np.random.default_rng(0), volume, dataset.presence_map(volume))
-    a, b = np.random.default_rng(5), np.random.default_rng(5)
-    first = dataset.clean_slice(volume, geometry, a)
-    second = dataset.clean_slice(volume, geometry, b, vary=False)
-    assert first is not None and second is not None
-    np.testing.assert_array_equal(first[0], second[0])
-    assert a.bit_generator.state == b.bit_generator.state
+    geometry = slices.sample_geometry(
+        np.random.default_rng(0), volume, dataset.presence_map(volume)
+    )
+    image = np.zeros(geometry.matrix, np.float32)
+    image[10:-10, 10:-10] = 1.0
+    rng = np.random.default_rng(5)
+    state = rng.bit_generator.state
+    same, rim, gap = dataset._vary(image, rng, geometry, False, stripped=True)
+    assert rng.bit_generator.state == state and rim is None and gap is None
+    np.testing.assert_array_equal(same, image)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a variation was drawn")
+
+    monkeypatch.setattr(variation, "add_texture", refuse)
+    monkeypatch.setattr(variation, "add_scalp", refuse)
+    dataset._VOLUMES["spm_avg152"] = (volume, dataset.presence_map(volume))
+    for split in ("val", "test"):
+        for index in range(4):
+            dataset._build_one((0, split, index, "spm_avg152", (), "artiscan"))
+    with pytest.raises(AssertionError, match="a variation was drawn"):
+        for index in range(8):  # half the training slices get a texture, a third a scalp
+            dataset._build_one((0, "train", index, "spm_avg152", (), "artiscan"))
     assert dataset.VARIED_SPLITS == ("train",)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import threading
 import time
 
 import numpy as np
@@ -66,6 +67,7 @@ def test_one_frame_of_a_compressed_multiframe() -> None:
     whole = ds.pixel_array
     np.testing.assert_array_equal(decode.pixel_array(ds), whole)
     np.testing.assert_array_equal(decode.pixel_array(ds, frames - 1), whole[frames - 1])
+    np.testing.assert_array_equal(decode.pixel_array(ds, 0), whole[0])
 
 
 def test_native_pixels_are_read_in_process() -> None:
@@ -85,30 +87,75 @@ def test_a_broken_stream_is_a_clear_error_and_the_child_serves_on() -> None:
     assert _children() == before, "an error answer keeps the child"
 
 
-def test_a_decoder_that_crashes_costs_one_call_not_the_process() -> None:
-    """A real SIGSEGV of the decoding process (a crafted stream's effect on a native decoder,
-    which no installed decoder can be made to do on purpose): the caller gets a DecodeError
-    naming the signal, the dead child is replaced, the next call is served."""
-    ds = _compressed(RLELossless)
-    decode.pixel_array(ds)
-    (pid,) = _children()[:1]
-    os.kill(pid, signal.SIGSEGV)
-    time.sleep(0.3)
+def _noisy_jpeg2000(size: int) -> pydicom.Dataset:
+    noisy = mr_dataset(1, rows=size, columns=size)
+    noisy.PixelData = np.random.default_rng(0).integers(0, 4096, (size, size), "<u2").tobytes()
+    return _compressed(JPEG2000Lossless, noisy)
+
+
+def test_a_decoder_that_crashes_mid_call_costs_that_call_not_the_process() -> None:
+    """A real SIGSEGV of the decoding process while it decodes (what a crafted stream does to a
+    native decoder; no installed decoder can be made to do it on purpose): the caller gets a
+    DecodeError naming the signal, the dead child is replaced, the next call is served."""
+    big = _noisy_jpeg2000(2048)
+    decode.pixel_array(big)  # warm: the child has started and imported its decoders
+    (pid,) = _children()
+    busy = threading.Event()
+
+    def crash_when_busy() -> None:
+        # The child reads the request, then decodes (~0.5 s here): kill it once it has read.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with open(f"/proc/{pid}/io") as io_stats:
+                read = int(next(r for r in io_stats if r.startswith("rchar")).split()[1])
+            if read > before + len(big.PixelData):
+                os.kill(pid, signal.SIGSEGV)
+                busy.set()
+                return
+            time.sleep(0.002)
+
+    with open(f"/proc/{pid}/io") as io_stats:
+        before = int(next(r for r in io_stats if r.startswith("rchar")).split()[1])
+    killer = threading.Thread(target=crash_when_busy)
+    killer.start()
     with pytest.raises(decode.DecodeError, match=r"crashed \(signal 11\)"):
-        decode.pixel_array(ds)
-    assert not _alive(pid)
-    np.testing.assert_array_equal(decode.pixel_array(ds), ds.pixel_array)
+        decode.pixel_array(big)
+    killer.join()
+    assert busy.is_set() and not _alive(pid)
+    small = _compressed(RLELossless)
+    np.testing.assert_array_equal(decode.pixel_array(small), small.pixel_array)
     assert pid not in _children()
 
 
+def test_a_child_that_died_while_idle_is_replaced_without_failing_a_call() -> None:
+    ds = _compressed(RLELossless)
+    decode.pixel_array(ds)
+    (pid,) = _children()
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    np.testing.assert_array_equal(decode.pixel_array(ds), ds.pixel_array)
+    assert pid not in _children() and len(_children()) == 1
+
+
+def test_the_child_gets_no_secret_of_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    decode.close_children()
+    monkeypatch.setenv("ARTISCAN_DEID_KEY", "canary-deid-key-zq")
+    monkeypatch.setenv("DATABASE_URL", "postgres://canary:zq@db/x")
+    ds = _compressed(RLELossless)
+    decode.pixel_array(ds)
+    (pid,) = _children()
+    with open(f"/proc/{pid}/environ", "rb") as env:
+        variables = env.read()
+    assert b"canary" not in variables and b"PATH=" in variables
+    decode.close_children()
+
+
 def test_a_decoder_past_its_time_is_killed(monkeypatch: pytest.MonkeyPatch) -> None:
-    noisy = mr_dataset(1, rows=1024, columns=1024)
-    noisy.PixelData = np.random.default_rng(0).integers(0, 4096, (1024, 1024), "<u2").tobytes()
-    big = _compressed(JPEG2000Lossless, noisy)
+    big = _noisy_jpeg2000(1024)
     decode.pixel_array(big)  # warm: the child has started and imported its decoders
-    (pid,) = _children()[:1]
+    (pid,) = _children()
     monkeypatch.setenv("ARTISCAN_DECODE_TIMEOUT_S", "0.01")
-    with pytest.raises(decode.DecodeError, match="longer than 0.01 s"):
+    with pytest.raises(decode.DecodeError, match=r"longer than 0\.01 s"):
         for _ in range(20):  # a 1024² frame of noise takes far longer than 10 ms to decode
             decode.pixel_array(big)
     assert not _alive(pid)
@@ -121,7 +168,7 @@ def test_the_child_runs_under_an_address_space_limit(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("ARTISCAN_DECODE_MEMORY_MB", "700")
     ds = _compressed(RLELossless)
     decode.pixel_array(ds)
-    (pid,) = _children()[:1]
+    (pid,) = _children()
     with open(f"/proc/{pid}/limits") as limits:
         line = next(row for row in limits if row.startswith("Max address space"))
     assert line.split()[3] == str(700 << 20)
