@@ -45,8 +45,12 @@ def private_store(settings, tmp_path):
     settings.STORAGE_KEYS = "s1:" + base64.urlsafe_b64encode(os.urandom(32)).decode()
 
 
-def ingest_series(site, number: int, slices: int = 3, size: int = SIZE):
-    """One MR series of ``slices`` images (``size``²), ingested as an upload; returns it."""
+def ingest_series(site, number: int, slices: int = 3, size: int = SIZE, noisy: bool = False):
+    """One MR series of ``slices`` images (``size``²), ingested as an upload; returns it.
+    ``noisy``: with heavy Gaussian noise (seeded), so the shipped model surely marks something
+    (the builders' plain ramp is not an artifact, and a better model rightly marks nothing)."""
+    import numpy as np
+
     from backend.ingest.services import series_ingest
     from backend.studies.models import Series
     from tests.deid.builders import mr_dataset, to_bytes
@@ -54,6 +58,10 @@ def ingest_series(site, number: int, slices: int = 3, size: int = SIZE):
     files = []
     for i in range(1, slices + 1):
         ds = mr_dataset(number * 100 + i, rows=size, columns=size)
+        if noisy:
+            ramp = np.frombuffer(ds.PixelData, "<u2").reshape(size, size).astype(np.float64)
+            noise = np.random.default_rng(i).normal(0, 0.25 * np.percentile(ramp, 99), ramp.shape)
+            ds.PixelData = np.clip(np.abs(ramp + noise), 0, 4095).astype("<u2").tobytes()
         ds.SeriesInstanceUID = f"1.2.826.0.1.3680043.8.498.7{number:04d}"
         ds.InstanceNumber = i
         files.append(to_bytes(ds))

@@ -19,7 +19,7 @@ def test_a_blinded_reader_gets_no_model_results_for_the_series(
     api, site_a, annotator_a, radiologist_a, blinded
 ):
     lead = _persona("lead_blind_a", site_a, "annotation_lead")
-    read = ingest_series(site_a, 1)
+    read = ingest_series(site_a, 1, noisy=True)
     other = ingest_series(site_a, 2)
     for series in (read, other):
         series_score(series_id=series.pk)
@@ -49,7 +49,7 @@ def test_a_blinded_reader_gets_no_model_results_anywhere_else_either(
     from backend.scoring.seg import seg_store
 
     lead = _persona("lead_blind_b", site_a, "annotation_lead")
-    read = ingest_series(site_a, 3)
+    read = ingest_series(site_a, 3, noisy=True)
     run = series_score(series_id=read.pk)
     assert seg_store(run) is not None
     study = read.study.study_uid
