@@ -12,7 +12,8 @@ decoded here in a child process of our own, which
   limit (``ARTISCAN_DECODE_TIMEOUT_S``, 30; the child is killed past it),
 - answers with a small JSON header and the raw array bytes (never a pickle: a child a decoder
   exploit took over could otherwise run code in the caller),
-- and is replaced when it dies: the call gets a :class:`DecodeError` naming what happened, and
+- and is replaced when it dies: a call it dies in gets a :class:`DecodeError` naming what
+  happened (one that finds it dead while idle just gets a fresh child), and
   the next call starts a fresh child.
 
 Native (uncompressed and deflated) pixel data never reach a native decoder and are read in
@@ -115,7 +116,6 @@ def pixel_array(ds: Any, index: int | None = None) -> NDArray[Any]:
     try:
         meta: dict[str, Any] = {
             "ts": str(ds.file_meta.TransferSyntaxUID),
-            "index": None,
             **{k: _plain(ds.get(k)) for k in PIXEL_KEYWORDS if ds.get(k) is not None},
         }
         payload = bytes(ds.PixelData)
@@ -130,7 +130,6 @@ def pixel_array(ds: Any, index: int | None = None) -> NDArray[Any]:
             frame = get_frame(payload, index, extended_offsets=extended, number_of_frames=frames)
             payload = encapsulate([frame])
             meta["NumberOfFrames"] = 1
-        _expected_shape(meta)
         return _POOL.run(meta, payload)
     except DecodeError:
         raise
@@ -162,7 +161,7 @@ def _expected_shape(meta: dict[str, Any]) -> tuple[int, ...]:
     samples = int(meta.get("SamplesPerPixel", 1) or 1)
     frames = int(meta.get("NumberOfFrames", 1) or 1)
     shape: tuple[int, ...] = (rows, columns) + ((samples,) if samples > 1 else ())
-    if frames > 1 and meta.get("index") is None:
+    if frames > 1:
         shape = (frames, *shape)
     return shape
 
@@ -375,7 +374,7 @@ def _decode(meta: dict[str, Any], payload: bytes) -> NDArray[Any]:
     ds.PixelData = payload
     ds["PixelData"].VR = "OB"
     ds["PixelData"].is_undefined_length = True
-    return np.ascontiguousarray(decode(ds, index=meta.get("index")))
+    return np.ascontiguousarray(decode(ds))
 
 
 def _read_exact(fd: int, size: int) -> bytes | None:

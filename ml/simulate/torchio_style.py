@@ -33,6 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from ml.simulate._common import head_and_reference
 from ml.simulate.header import AcquisitionHeader
 
 FloatArray = NDArray[np.float32]
@@ -52,11 +53,6 @@ def _k(image: NDArray[np.floating[Any]]) -> NDArray[np.complex128]:
 
 def _image(spectrum: NDArray[np.complex128]) -> FloatArray:
     return np.abs(np.fft.ifft2(np.fft.ifftshift(spectrum))).astype(np.float32)
-
-
-def _head_p99(image: FloatArray) -> float:
-    values = image[image > 0.1 * float(image.max())] if image.max() > 0 else image
-    return float(np.percentile(values, 99)) if values.size else 1.0
 
 
 def ghosting(
@@ -134,7 +130,8 @@ def bias_field(
 def noise(
     image: FloatArray, severity: float, header: AcquisitionHeader, rng: np.random.Generator
 ) -> FloatArray:
-    std = 0.25 * severity * _head_p99(image)
+    _, reference = head_and_reference(image[None])  # the head's p99, MISSION.md's reference
+    std = 0.25 * severity * float(reference[0])
     return np.abs(image + rng.normal(0.0, std, image.shape)).astype(np.float32)
 
 
