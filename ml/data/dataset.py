@@ -72,6 +72,13 @@ Job = tuple[int, str, int, str, tuple[str, ...], str]
 VARIED_SPLITS: tuple[str, ...] = ("train",)
 """Splits whose clean slices get :mod:`ml.data.variation`'s head variations; validation and
 test are built as before, so their slices stay the same across rounds."""
+SECOND_GENERATOR_CHANCE = 0.3
+"""In the varied (training) splits, the chance that an artifact of a type the TorchIO-style
+generator also makes (:data:`ml.simulate.torchio_style.TYPES`) is made by it instead of by
+:mod:`ml.simulate`: two implementations of one artifact teach the artifact rather than one
+simulator's handwriting (the product is judged on artifacts other code made). Validation and
+test slices draw nothing for it, so they stay what they were."""
+
 _WEIGHTED_SEQUENCES: dict[str, tuple[contrast.Sequence, ...]] = {
     "T1": ("T1_SE", "T1_GRE"),
     "T2": ("T2_TSE",),
@@ -273,7 +280,7 @@ def make_example(
         k = ARTIFACT_TYPES.index(name)
         severity[k] = round(float(rng.uniform(*SEVERITY_RANGE)), 3)
         step_seed = int(rng.integers(2**31 - 1))
-        if style == "torchio":
+        if style == "torchio" or _second_generator(name, rng, vary=vary, style=style):
             from ml.simulate import torchio_style
 
             made = torchio_style.apply(current, name, float(severity[k]), header, step_seed)
@@ -298,6 +305,17 @@ def make_example(
         geometry=geometry,
         source=volume.name,
     )
+
+
+def _second_generator(name: str, rng: np.random.Generator, *, vary: bool, style: str) -> bool:
+    """Whether a training slice's artifact ``name`` is made by the TorchIO-style generator
+    (:data:`SECOND_GENERATOR_CHANCE`); draws from ``rng`` only for a varied slice of the
+    default style and a type that generator makes."""
+    if not vary or style != "artiscan":
+        return False
+    from ml.simulate.torchio_style import TYPES
+
+    return name in TYPES and bool(rng.random() < SECOND_GENERATOR_CHANCE)
 
 
 def plan_artifacts(
@@ -446,6 +464,8 @@ def build_dataset(
     """
     from tqdm import tqdm
 
+    from ml.simulate import torchio_style
+
     if style not in STYLES:
         raise ValueError(f"unknown style {style!r}; choose one of {', '.join(STYLES)}")
 
@@ -587,6 +607,11 @@ def build_dataset(
             "noise_floor_sigma": list(slices.NOISE_FLOOR),
             "phase_encode": {"ROW": 0.5, "COL": 0.5},
             "head_variation": {**variation.recipe(), "splits": list(VARIED_SPLITS)},
+            "second_generator": {
+                "chance": SECOND_GENERATOR_CHANCE,
+                "types": list(torchio_style.TYPES),
+                "splits": list(VARIED_SPLITS),
+            },
         },
         "shards": shards,
     }

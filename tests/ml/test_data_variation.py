@@ -82,6 +82,34 @@ def test_nothing_is_drawn_for_validation_and_test_slices(monkeypatch: pytest.Mon
     assert dataset.VARIED_SPLITS == ("train",)
 
 
+def test_training_artifacts_are_also_made_by_the_second_generator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Some artifacts of training slices, of the types both generators make, come from the
+    TorchIO-style one; validation and test slices never reach it (and draw nothing for it)."""
+    from ml.simulate import torchio_style
+
+    made: list[tuple[str, str]] = []
+    real = torchio_style.apply
+
+    def recording(image, artifact, *args, **kwargs):
+        made.append((split, artifact))
+        return real(image, artifact, *args, **kwargs)
+
+    monkeypatch.setattr(torchio_style, "apply", recording)
+    volume = load_source("spm_avg152")
+    dataset._VOLUMES["spm_avg152"] = (volume, dataset.presence_map(volume))
+    built = {}
+    for split in ("val", "test", "train"):
+        for index in range(10):
+            job = (0, split, index, "spm_avg152", ("ghosting", "zipper", "noise"), "artiscan")
+            built[split, index] = dataset._build_one(job)
+    assert made and {s for s, _ in made} == {"train"}
+    assert {a for _, a in made} <= set(torchio_style.TYPES) and len(made) < 20
+    # The slices a second-generator artifact went into still carry its mask.
+    assert all(built["train", i].masks.any() for i in range(10))
+
+
 def test_a_skull_stripped_training_slice_gets_a_scalp_in_image_and_maps() -> None:
     """ICBM152 2009a has no scalp; most of its training slices get one, the gap as bone and
     the rim as partly fat, and (almost) no air where the rim and the gap are."""
@@ -120,4 +148,10 @@ def test_the_manifest_records_the_variation(tmp_path) -> None:
 
     recipe = json.loads((out / "manifest.json").read_text())["recipe"]["head_variation"]
     assert recipe["splits"] == ["train"]
+    second = json.loads((out / "manifest.json").read_text())["recipe"]["second_generator"]
+    assert second == {
+        "chance": dataset.SECOND_GENERATOR_CHANCE,
+        "types": ["motion", "ghosting", "spike", "bias_field", "noise"],
+        "splits": ["train"],
+    }
     assert recipe["scalp_chance_skull_stripped"] == variation.SCALP_CHANCE_STRIPPED
