@@ -69,15 +69,28 @@ def sealed_size(plaintext_size: int, *, keyring: Keyring) -> int:
 def encrypt(plaintext: bytes, *, keyring: Keyring, associated: bytes) -> bytearray:
     """The blob of ``plaintext`` (one buffer: the header, then the ciphertext written after it
     by ``encrypt_into``, no concatenation copying a whole file again)."""
+    blob = bytearray(sealed_size(len(plaintext), keyring=keyring))
+    seal_into(blob, plaintext, keyring=keyring, associated=associated)
+    return blob
+
+
+def seal_into(
+    out: bytearray | memoryview, plaintext: bytes, *, keyring: Keyring, associated: bytes
+) -> memoryview:
+    """Write the blob of ``plaintext`` at the start of ``out`` (at least ``sealed_size`` long,
+    so a writer can reuse one buffer for file after file); returns the view of it."""
+    size = sealed_size(len(plaintext), keyring=keyring)
+    if len(out) < size:
+        raise ValueError(f"the buffer holds {len(out)} bytes, the blob needs {size}")
     key_id = keyring.current_id.encode()
     nonce = os.urandom(_NONCE)
     head = MAGIC + bytes([len(key_id)]) + key_id + nonce
-    blob = bytearray(sealed_size(len(plaintext), keyring=keyring))
-    blob[: len(head)] = head
+    view = memoryview(out)[:size]
+    view[: len(head)] = head
     AESGCM(keyring.keys[keyring.current_id]).encrypt_into(
-        nonce, plaintext, associated, memoryview(blob)[len(head) :]
+        nonce, plaintext, associated, view[len(head) :]
     )
-    return blob
+    return view
 
 
 def key_id_of(blob: bytes) -> str:

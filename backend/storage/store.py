@@ -35,6 +35,7 @@ from backend.storage.crypto import (
     decrypt,
     encrypt,
     key_id_of,
+    seal_into,
     sealed_size,
 )
 
@@ -42,8 +43,9 @@ _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*
 _HEADER_BYTES = 64  # enough for the envelope's magic and key id
 
 
-# What a backend writes: an encrypted file (``crypto.encrypt`` makes it in a bytearray).
-Blob = bytes | bytearray
+# What a backend writes: an encrypted file (``crypto.encrypt`` makes it in a bytearray; a
+# writer that reuses one buffer hands over a view of it, ``crypto.seal_into``).
+Blob = bytes | bytearray | memoryview
 
 
 class StorageKeyError(ValueError):
@@ -51,6 +53,10 @@ class StorageKeyError(ValueError):
 
 
 class Backend(Protocol):
+    # True when ``write_owned`` is done with each blob before it asks for the next one, so
+    # the blobs may all be one reused buffer (``OwnedWrites``).
+    writes_one_at_a_time: bool
+
     def write(self, key: str, blob: Blob) -> None: ...
     def write_many(self, items: Sequence[tuple[str, Blob]]) -> None: ...
     def write_owned(self, items: Iterable[tuple[str, Blob]]) -> None: ...
@@ -62,6 +68,8 @@ class Backend(Protocol):
 
 
 class LocalBackend:
+    writes_one_at_a_time = True  # write_owned writes each file before it takes the next
+
     def __init__(self, root: Path) -> None:
         self.root = root
 
@@ -156,6 +164,8 @@ class LocalBackend:
 
 class S3Backend:
     """One bucket (optionally under a prefix) of an S3-compatible server, through boto3."""
+
+    writes_one_at_a_time = False  # write_owned collects the blobs for concurrent PUTs
 
     def __init__(self, config: S3Config) -> None:
         import boto3  # only deployments that choose S3 pay for importing it
@@ -459,7 +469,8 @@ class OwnedWrites:
         self.sizes: list[int] = []
         self._closed = False
         target = backend()
-        self._future = _writer_pool().submit(lambda: target.write_owned(self._encrypted()))
+        reuse = bool(getattr(target, "writes_one_at_a_time", False))
+        self._future = _writer_pool().submit(lambda: target.write_owned(self._encrypted(reuse)))
 
     def add(self, items: Sequence[tuple[str, bytes]]) -> list[int]:
         """Hand over files (keys checked now); returns the size each will have encrypted."""
@@ -472,12 +483,22 @@ class OwnedWrites:
         self._parts.put(checked)
         return sizes
 
-    def _encrypted(self) -> Iterator[tuple[str, Blob]]:
-        """Each file encrypted as the writer asks for it: a local write takes one at a time, so
-        only the file being written is held encrypted."""
+    def _encrypted(self, reuse: bool) -> Iterator[tuple[str, Blob]]:
+        """Each file encrypted as the writer asks for it. A backend that writes one at a time
+        (``reuse``) gets every file in one buffer, reused: only the file being written is held
+        encrypted, and a batch allocates one buffer instead of one per file (each a fresh
+        mapping of ~0.4 MB to fault in page by page under ``serve``'s fixed mmap threshold:
+        ~0.25 ms of a core per file)."""
+        buffer = bytearray()
         while (part := self._parts.get()) is not self._END:
             for key, data in part:
-                yield key, encrypt(data, keyring=self._ring, associated=key.encode())
+                if not reuse:
+                    yield key, encrypt(data, keyring=self._ring, associated=key.encode())
+                    continue
+                size = sealed_size(len(data), keyring=self._ring)
+                if len(buffer) < size:
+                    buffer = bytearray(size)
+                yield key, seal_into(buffer, data, keyring=self._ring, associated=key.encode())
 
     def wait(self) -> None:
         """No more files: return once every one handed over is durable; raise the write's

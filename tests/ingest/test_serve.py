@@ -38,6 +38,8 @@ def _serve_two(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, int, Path]]:
     with _listening_process(command, env=env, port=port, log=log, what="serve") as proc:
         _wait_for(lambda: len(_children(proc.pid)) == 2, 30, "two daphne processes")
         _wait_for(lambda: log.read_text().count("Listening on TCP address") == 2, 60, "both up")
+        # Each loaded the application and froze it out of garbage collection before serving.
+        assert log.read_text().count("frozen out of garbage collection") == 2
         yield proc, port, log
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from backend.config.startup import freeze_startup_objects
 from backend.ingest.dispatch import ingest_flush
 from backend.ingest.scp import serve
 
@@ -38,6 +39,7 @@ class Command(BaseCommand):
             ending="\n",
         )
         self.stdout.flush()
+        freeze_startup_objects()  # before serve() forks: its processes share the frozen objects
         status = serve(host=host, port=port, ae_title=ae_title, processes=processes)
         if status:
             # An acceptor died and the others were stopped: leave at once, so a supervisor sees

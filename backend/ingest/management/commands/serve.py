@@ -36,6 +36,10 @@ _CHILD = (
     "from twisted.internet import reactor\n"
     "from backend.config.daphne_accept import install\n"
     "install(reactor)\n"
+    "import importlib\n"
+    "importlib.import_module(sys.argv[-1].partition(':')[0])\n"  # the application's module
+    "from backend.config.startup import freeze_startup_objects\n"
+    "freeze_startup_objects()\n"
     "from daphne.cli import CommandLineInterface\n"
     "CommandLineInterface().run(sys.argv[2:])\n"
 )
