@@ -19,9 +19,10 @@ own rows, and each ratio is to those adjacent figures: the machine's load drifts
 With ``--rounds N`` both are measured N times, alternating which goes first, and the table shows
 each path's median.
 Every path gets a fresh series (new UIDs), so nothing is a duplicate. Before each path the
-page cache's unwritten data is written out (``sync``, untimed): ArtiScan's answers wait for a
-filesystem sync and Orthanc's do not, so otherwise ArtiScan's first syncs would write the files
-Orthanc left unwritten.
+page cache's unwritten data is written out (``sync``, untimed): both servers make each file
+durable before they answer (Orthanc ``fdatasync``s it, its default ``SyncStorageArea``; ArtiScan
+syncs the store's filesystem), but Orthanc leaves its SQLite index unsynced, and a filesystem
+sync writes that too, so otherwise ArtiScan's first syncs would write what Orthanc left.
 
 Rows: STOW-RS with 1 instance per request (what the operator workstation sends) and with
 ``--batch`` per request, by one client and by ``--clients`` concurrent ones; C-STORE by one
@@ -150,8 +151,8 @@ def run_clients(files: list[bytes], clients: int, send: Send) -> float:
 
     threads = [threading.Thread(target=guarded, args=(i, s)) for i, s in enumerate(shares)]
     # What the previous path left unwritten is written now, untimed: ArtiScan syncs the store's
-    # filesystem before it answers, Orthanc never syncs, and both store on this machine's disk,
-    # so without this ArtiScan's first syncs would write Orthanc's files too (hundreds of MB).
+    # filesystem before it answers, Orthanc syncs each file's data but not its index, and both
+    # store on this machine's disk, so without this ArtiScan's syncs would write Orthanc's too.
     os.sync()
     start = time.perf_counter()
     for t in threads:
