@@ -4,14 +4,16 @@ the S3 backend still gets, and what the local store did before), same files, sam
 run, rounds interleaved.
 
     .venv/bin/python benchmarks/store_write.py [--batches 20] [--batch 50] [--rounds 3]
+        [--file-kb 395] [--threshold BYTES]
 
-Files are the size of ``benchmarks/ingest.py``'s 384 x 512 16-bit MR slice. The process runs
-with the malloc setting ``manage.py serve`` gives its daphne processes
-(``MALLOC_MMAP_THRESHOLD_=131072``, re-executing itself with it when unset): under it every
-~0.4 MB buffer is a fresh mapping, faulted in page by page and unmapped when freed. Prints, per
-path, the median over rounds of CPU time (all threads, user + system) and wall time per file,
-and the minor page faults per file, then the ratio. Each round's store is a scratch directory;
-what is written is synced as in production (one shared ``syncfs`` per batch).
+Files default to the size of ``benchmarks/ingest.py``'s 384 x 512 16-bit MR slice. The process
+runs with glibc's fixed mmap threshold of ``manage.py serve``'s daphne processes (1 MiB;
+``--threshold`` another, e.g. 131072, the one they had before), re-executing itself with it:
+a buffer above it is a fresh mapping, faulted in page by page and unmapped when freed, one below
+it comes from the heap. Prints, per path, the median over rounds of CPU time (all threads, user
++ system) and wall time per file, and the minor page faults per file, then the ratio. The
+store is a scratch directory; what is written is synced as in production (one shared
+``syncfs`` per batch).
 """
 
 from __future__ import annotations
@@ -26,8 +28,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-THRESHOLD = "131072"
-FILE_BYTES = 384 * 512 * 2 + 2_000  # pixel data and a header
+FILE_KB = (384 * 512 * 2 + 2_000) // 1000  # pixel data and a header
 
 
 def main() -> int:
@@ -35,15 +36,21 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=20, help="batches per path and round")
     parser.add_argument("--batch", type=int, default=50, help="files per batch")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--file-kb", type=int, default=FILE_KB, help="size of each file, kB")
+    parser.add_argument("--threshold", type=int, default=None, help="mmap threshold, bytes")
     args = parser.parse_args()
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:
-        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": THRESHOLD}
+    sys.path.insert(0, str(ROOT))
+    from backend.ingest.management.commands.serve import MMAP_THRESHOLD
+
+    threshold = str(args.threshold or MMAP_THRESHOLD)
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") != threshold:
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": threshold}
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    file_bytes = args.file_kb * 1000
 
     scratch = Path(tempfile.mkdtemp(prefix="artiscan-store-bench-"))
     os.environ["ARTISCAN_VAR_DIR"] = str(scratch / "var")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.config.settings")
-    sys.path.insert(0, str(ROOT))
     import django
 
     django.setup()
@@ -51,11 +58,11 @@ def main() -> int:
 
     if not isinstance(backend(), LocalBackend):
         raise SystemExit("this measures the local store (ARTISCAN_STORAGE_BACKEND unset)")
-    files = [os.urandom(FILE_BYTES) for _ in range(args.batch)]
+    files = [os.urandom(file_bytes) for _ in range(args.batch)]
     paths = {"one reused buffer": True, "a buffer per file": False}
     figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in paths}
     print(
-        f"{args.batches} batches of {args.batch} files of {FILE_BYTES / 1e6:.2f} MB per path "
+        f"{args.batches} batches of {args.batch} files of {file_bytes / 1e6:.2f} MB per path "
         f"and round, {args.rounds} rounds; MALLOC_MMAP_THRESHOLD_="
         f"{os.environ['MALLOC_MMAP_THRESHOLD_']}",
         flush=True,

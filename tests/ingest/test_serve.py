@@ -68,8 +68,8 @@ def test_two_daphne_processes_serve_one_port_and_a_dead_one_stops_the_command(op
 
         for pid in workers:
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            # Freed request buffers go back to the system (a fixed mmap threshold).
-            assert b"MALLOC_MMAP_THRESHOLD_=131072" in environ
+            # Freed request bodies go back to the system (a fixed mmap threshold, 1 MiB).
+            assert b"MALLOC_MMAP_THRESHOLD_=1048576" in environ
             if settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
                 # Each daphne process borrows PostgreSQL connections from a pool of its own.
                 assert b"ARTISCAN_DB_POOL_SIZE=8" in environ
