@@ -486,9 +486,10 @@ class OwnedWrites:
     def _encrypted(self, reuse: bool) -> Iterator[tuple[str, Blob]]:
         """Each file encrypted as the writer asks for it. A backend that writes one at a time
         (``reuse``) gets every file in one buffer, reused: only the file being written is held
-        encrypted, and a batch allocates one buffer instead of one per file (each a fresh
-        mapping of ~0.4 MB to fault in page by page under ``serve``'s fixed mmap threshold:
-        ~0.25 ms of a core per file)."""
+        encrypted, and a batch allocates one buffer instead of one per file (a buffer above
+        glibc's mmap threshold, 1 MiB under ``serve``, is a fresh mapping faulted in page by
+        page: a multi-frame file, or any file under a lower threshold; see
+        benchmarks/store_write.py)."""
         buffer = bytearray()
         while (part := self._parts.get()) is not self._END:
             for key, data in part:
