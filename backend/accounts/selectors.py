@@ -10,6 +10,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from backend.accounts.models import ApiToken, Membership, Role, Site, User
+from backend.config.prepared import PreparedQuery, field_names, instance_from
 
 AnyUser = User | AnonymousUser
 
@@ -51,16 +52,41 @@ def site_ids_with_role(*, user: AnyUser, roles: Iterable[Role]) -> set[int]:
     )
 
 
+# Every request with a bearer token and every STOW-RS runs these two: compiled once
+# (backend.config.prepared), not rebuilt by the ORM each time.
+_TOKEN_COLUMNS = field_names(ApiToken)
+_ACTIVE_TOKEN = PreparedQuery(
+    lambda key_hash: (
+        ApiToken.objects.filter(key_hash=key_hash, revoked_at__isnull=True)
+        .order_by()
+        .values_list(*_TOKEN_COLUMNS, *field_names(User, "user__"))[:1]
+    ),
+    str,
+)
+_MEMBERSHIP_COLUMNS = ["site_id", "role"]
+_MEMBERSHIPS = PreparedQuery(
+    lambda user_id: (
+        Membership.objects.filter(user_id=user_id)
+        .order_by("pk")
+        .values_list(*_MEMBERSHIP_COLUMNS, *field_names(Site, "site__"))
+    ),
+    int,
+)
+
+
 def token_get_active(*, raw_key: str) -> ApiToken | None:
-    token = (
-        ApiToken.objects.select_related("user")
-        .filter(key_hash=ApiToken.hash_key(raw_key), revoked_at__isnull=True)
-        .first()
-    )
-    if token is None or not token.user.is_active:
+    """The token of ``raw_key`` with its user, if it is neither revoked nor expired and its
+    user is active. One query."""
+    row = _ACTIVE_TOKEN.first(ApiToken.hash_key(raw_key))
+    if row is None:
+        return None
+    token = instance_from(ApiToken, row[: len(_TOKEN_COLUMNS)])
+    user = instance_from(User, row[len(_TOKEN_COLUMNS) :])
+    if not user.is_active:
         return None
     if token.expires_at is not None and token.expires_at <= timezone.now():
         return None
+    token.user = user
     return token
 
 
@@ -88,10 +114,10 @@ def sender_for(*, user: AnyUser, requested: str | None) -> Sender:
     roles_by_site: dict[int, list[str]] = {}
     sending: dict[int, Site] = {}
     sending_roles = {str(r) for r in SENDING_ROLES}
-    for membership in Membership.objects.filter(user=user).select_related("site"):
-        roles_by_site.setdefault(membership.site_id, []).append(membership.role)
-        if membership.role in sending_roles:
-            sending[membership.site_id] = membership.site
+    for site_id, role, *site_row in _MEMBERSHIPS.rows(user.pk):
+        roles_by_site.setdefault(site_id, []).append(role)
+        if role in sending_roles and site_id not in sending:
+            sending[site_id] = instance_from(Site, site_row)
     if user.is_superuser:
         sites = Site.objects.all()
         if requested:

@@ -11,6 +11,11 @@ from django.http import HttpRequest
 from backend.accounts.models import Membership, User
 from backend.audit.middleware import current_request_id
 from backend.audit.models import AuditAction, AuditEvent, AuditOutcome
+from backend.config.prepared import PreparedInsert
+
+# Every request that reads or writes clinical data appends here: the INSERT is made once
+# (backend.config.prepared). The rows' ids are the database's and are not read back.
+_INSERT_EVENTS = PreparedInsert(AuditEvent)
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,8 @@ def audit_record(
     request: HttpRequest | None = None,
     roles_by_site: dict[int, list[str]] | None = None,
 ) -> list[AuditEvent]:
-    """Append one audit row per target (one per study for a list). ``roles_by_site``: the
+    """Append one audit row per target (one per study for a list); returns the rows, without
+    their ids. ``roles_by_site``: the
     user's roles per site id when the caller has just read them (``sender_for``), else they
     are read here."""
     targets = list(targets)
@@ -71,4 +77,5 @@ def audit_record(
                 request_id=current_request_id(),
             )
         )
-    return AuditEvent.objects.bulk_create(rows)
+    _INSERT_EVENTS.insert(rows)
+    return rows
