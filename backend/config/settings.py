@@ -208,7 +208,9 @@ else:
     _SQLITE_SYNCHRONOUS = env_choice("ARTISCAN_SQLITE_SYNCHRONOUS", "NORMAL", ("NORMAL", "FULL"))
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.sqlite3",
+            # Django's SQLite backend whose writers queue for the write lock instead of
+            # polling for it with growing sleeps (backend/config/sqlite/base.py).
+            "ENGINE": "backend.config.sqlite",
             "NAME": str(VAR_DIR / "artiscan.sqlite3"),
             "OPTIONS": {
                 # WAL lets the web process read while a worker writes; IMMEDIATE avoids the

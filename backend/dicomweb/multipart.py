@@ -34,11 +34,15 @@ def parts(body: bytes, boundary: str) -> Iterator[tuple[dict[str, str], memoryvi
     delimiter = b"--" + boundary.encode()
     view = memoryview(body)
     start = body.find(delimiter)
-    if start < 0 or body.find(delimiter, start + len(delimiter)) < 0:
+    if start < 0:
         raise MultipartError("no parts in the multipart body")
+    first = True
     while True:
         start += len(delimiter)
-        end = body.find(delimiter, start)
+        end = body.find(delimiter, start)  # each byte of the body is searched once
+        if first and end < 0:
+            raise MultipartError("no parts in the multipart body")
+        first = False
         stop = end if end >= 0 else len(body)
         if body.startswith(b"--", start, stop):
             return  # closing delimiter
