@@ -158,14 +158,11 @@ class _Clean:
     scanner: str
     storage_key: str
     data: bytes
-
-    @property
-    def series_uid(self) -> str:
-        return str(self.ds.SeriesInstanceUID)
-
-    @property
-    def sop_uid(self) -> str:
-        return str(self.ds.SOPInstanceUID)
+    # Read from ``ds`` once, at the door: each look-up of a data set's attribute costs
+    # pydicom a tag search, and a batch looked each of these up four times per file.
+    study_uid: str
+    series_uid: str
+    sop_uid: str
 
 
 NOT_OF_THE_STUDY = "not an instance of the study named in the request"
@@ -190,12 +187,19 @@ def _door(
         logger.info("refused a %s file: %s", source, refusal.reason)
         return IngestOutcome(status="rejected", reason=refusal.reason)
     ds = result.ds
-    if study is not None and str(ds.StudyInstanceUID) != study:
+    study_uid = str(ds.StudyInstanceUID)
+    if study is not None and study_uid != study:
         return IngestOutcome(status="rejected", reason=NOT_OF_THE_STUDY)
-    storage_key = (
-        f"instances/{site.pk}/{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
+    series_uid, sop_uid = str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
+    return _Clean(
+        ds=ds,
+        scanner=result.scanner,
+        storage_key=f"instances/{site.pk}/{study_uid}/{series_uid}/{sop_uid}.dcm",
+        data=result.data,
+        study_uid=study_uid,
+        series_uid=series_uid,
+        sop_uid=sop_uid,
     )
-    return _Clean(ds=ds, scanner=result.scanner, storage_key=storage_key, data=result.data)
 
 
 def instance_ingest(*, site: Site, data: bytes, source: str) -> IngestOutcome:
@@ -328,7 +332,7 @@ def _outcome(status: Status, instance: Instance, series: Series, clean: _Clean) 
         series_id=str(series.pk),
         study_id=str(series.study_id),
         series_uid=clean.series_uid,
-        study_uid=str(clean.ds.StudyInstanceUID),
+        study_uid=clean.study_uid,
     )
 
 
@@ -425,14 +429,14 @@ def _record_batch(
     sops_by_series: dict[tuple[str, str], list[str]] = {}
     for r in results:
         if isinstance(r, _Clean):
-            sops_by_series.setdefault((str(r.ds.StudyInstanceUID), r.series_uid), []).append(
+            sops_by_series.setdefault((r.study_uid, r.series_uid), []).append(
                 r.sop_uid
             )
     series_by_uid: dict[tuple[str, str], Series] = {}
     may_hold: list[Series] = []  # series that may hold some of these instances already
     for r in results:
         if isinstance(r, _Clean):
-            series_key = (str(r.ds.StudyInstanceUID), r.series_uid)
+            series_key = (r.study_uid, r.series_uid)
             if series_key not in series_by_uid:
                 series, holds = _series_for(site, r.ds, r.scanner, sops_by_series[series_key])
                 series_by_uid[series_key] = series
@@ -451,7 +455,7 @@ def _record_batch(
     for r in results:
         if not isinstance(r, _Clean):
             continue
-        series = series_by_uid[(str(r.ds.StudyInstanceUID), r.series_uid)]
+        series = series_by_uid[(r.study_uid, r.series_uid)]
         uid = (series.pk, r.sop_uid)
         if uid in existing or uid in new:
             continue
@@ -532,7 +536,7 @@ def _outcomes(
         if not isinstance(r, _Clean):
             outcomes.append(r)
             continue
-        series = series_by_uid[(str(r.ds.StudyInstanceUID), r.series_uid)]
+        series = series_by_uid[(r.study_uid, r.series_uid)]
         uid = (series.pk, r.sop_uid)
         if uid in new and uid not in accepted:
             accepted.add(uid)
