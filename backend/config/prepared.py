@@ -1,26 +1,27 @@
-"""ORM queries compiled to SQL once, then run with new values: for the statements every request
-makes.
+"""Statements compiled to SQL once, then run with new values: for those every request makes.
 
 Django builds a query's SQL anew each time it runs: cloning the query, resolving every lookup
-and join, compiling each expression. On the embedded defaults that costs twenty to thirty
-times what SQLite takes to answer: the ingest door's series lookup took 1.2 ms of Python for
-0.04 ms of SQL, and a one-slice STOW-RS spent about half of its time building SQL
-(``benchmarks/http_latency.py``, the README's "Ingest speed against Orthanc").
+and join, compiling each expression. On the embedded defaults that cost twenty to thirty times
+what SQLite took to answer: the ingest door's series lookup took 1.2 ms of Python for 0.04 ms
+of SQL, and a one-slice STOW-RS spent about half of its time building SQL (the README's "One
+instance per request").
 
-A :class:`PreparedQuery` is written as the ORM query it stands for, a function of its
-parameters. The first time it runs on a database (per alias and vendor) the function is called
-with placeholder values and compiled by Django; the SQL and the position of each placeholder
-among the statement's parameters are kept. Each later run sends that SQL with the caller's
-values in those positions through the connection's ordinary cursor (the same transactions,
-wrappers and query logging as the ORM), and converts the rows with the converters Django would
-have applied (UUIDs, booleans, dates). So the SQL is exactly what the ORM would have sent for
-those values, without the Python that builds it.
+A :class:`PreparedQuery` (and a :class:`PreparedUpdate`) is written as the ORM query it stands
+for, a function of its values. The first time it runs on a database (per alias and vendor) the
+function is called with placeholder values and compiled by Django; the SQL and the position of
+each placeholder among the statement's parameters are kept. Each later run sends that SQL with
+the caller's values in those positions through the connection's ordinary cursor (the same
+transactions, database errors, wrappers and query logging as the ORM), and converts the rows
+with the converters Django would have applied (UUIDs, booleans, dates). So the SQL is what the
+ORM would have sent for those values, without the Python that builds it. A
+:class:`PreparedInsert` writes whole rows as ``bulk_create`` does.
 
-Only what keeps that promise is accepted: parameters of the types declared (``str``, ``int``),
-passed to lookups that hand them to the database unchanged, each placeholder found among the
-compiled parameters (else :class:`ImproperlyConfigured` when it is first compiled: the tests
-compile every prepared query on both databases). The function must return a ``values_list``
-query (rows of plain columns; build model instances with :func:`instance_from`).
+Only what keeps that promise is accepted: values of the types declared (``str``, ``int``,
+``UUID``), handed by their lookups to the database unchanged — each placeholder must be found
+among the compiled parameters, else :class:`ImproperlyConfigured` when the statement is first
+compiled (``tests/backend/test_prepared.py`` runs each beside the ORM on PostgreSQL and SQLite).
+A query must be a ``values_list`` (rows of plain columns; :func:`instance_from` makes model
+instances of them).
 """
 
 from __future__ import annotations
