@@ -30,6 +30,7 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Generic, TypeVar, cast
 
 from django.core.exceptions import ImproperlyConfigured
@@ -210,6 +211,9 @@ class PreparedUpdate(_Prepared):
             return int(cursor.rowcount)
 
 
+_ROWS = 64
+
+
 class PreparedInsert(Generic[M]):
     """``bulk_create`` of whole rows of ``model`` (no expressions among the values; no signals,
     as with ``bulk_create``), its SQL made once per database and row count.
@@ -272,7 +276,9 @@ class PreparedInsert(Generic[M]):
                     raise TypeError(f"{f.name}: a prepared insert takes values, not expressions")
                 row.append(value)
             params.append(row)
-        batch = max(1, connection.ops.bulk_batch_size(self.fields, objs))
+        # At most _ROWS rows a statement, so a process keeps at most _ROWS statements per table
+        # (one per row count) whatever sizes come.
+        batch = max(1, min(_ROWS, connection.ops.bulk_batch_size(self.fields, objs)))
         with connection.cursor() as cursor:
             for start in range(0, len(params), batch):
                 chunk = params[start : start + batch]
@@ -287,10 +293,15 @@ class PreparedInsert(Generic[M]):
 def field_names(model: type[Model], prefix: str = "") -> list[str]:
     """Every concrete field of ``model`` by its ``attname``, in the model's order, for a
     ``values_list`` (``prefix``: the relation that reaches it, as ``"user__"``)."""
-    return [prefix + f.attname for f in model._meta.concrete_fields]
+    return [prefix + name for name in _attnames(model)]
+
+
+@cache
+def _attnames(model: type[Model]) -> tuple[str, ...]:
+    return tuple(f.attname for f in model._meta.concrete_fields)
 
 
 def instance_from(model: type[M], row: Sequence[Any], using: str = DEFAULT_DB_ALIAS) -> M:
     """A model instance loaded from ``row`` (converted values of :func:`field_names`), as the
     ORM makes one when it reads a row (``Model.from_db``)."""
-    return model.from_db(using, field_names(model), list(row))
+    return model.from_db(using, _attnames(model), list(row))

@@ -126,6 +126,15 @@ def check_against_the_orm() -> list[str]:
     ]  # fmt: skip
     services._INSERT_INSTANCES.insert(many)
     assert Instance.objects.filter(sop_uid__startswith="2.25.2").count() == 5
+    lots = [
+        Instance(series=series, site=site, sop_uid=f"2.25.3{i:03}", sop_class_uid="1.2",
+                 storage_key=f"k/3{i}", rows=1, columns=1)
+        for i in range(150)
+    ]  # fmt: skip
+    services._INSERT_INSTANCES.insert(lots)  # in statements of at most 64 rows
+    assert Instance.objects.filter(sop_uid__startswith="2.25.3").count() == 150
+    sizes = {rows for _, _, rows in services._INSERT_INSTANCES._sql}
+    assert {1, 5} < sizes and max(sizes) <= 64  # one statement per row count, none longer
     events = audit_record(
         user=user,
         action=AuditAction.CREATE,
