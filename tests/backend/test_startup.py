@@ -17,7 +17,7 @@ print(frozen, len(gc.get_objects(2)), "backend.dicomweb.views" in sys.modules)
 """
 
 
-def test_the_loaded_application_is_frozen_and_a_full_collection_skips_it(tmp_path) -> None:
+def test_the_loaded_application_is_frozen_and_a_full_collection_skips_it() -> None:
     env = _server_env("unused.sqlite3")
     env["DJANGO_SETTINGS_MODULE"] = "backend.config.settings"
     out = subprocess.run(
