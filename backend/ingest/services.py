@@ -429,9 +429,7 @@ def _record_batch(
     sops_by_series: dict[tuple[str, str], list[str]] = {}
     for r in results:
         if isinstance(r, _Clean):
-            sops_by_series.setdefault((r.study_uid, r.series_uid), []).append(
-                r.sop_uid
-            )
+            sops_by_series.setdefault((r.study_uid, r.series_uid), []).append(r.sop_uid)
     series_by_uid: dict[tuple[str, str], Series] = {}
     may_hold: list[Series] = []  # series that may hold some of these instances already
     for r in results:
