@@ -6,35 +6,18 @@ from one process to another through the database channel layer.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
-    env.update({"ARTISCAN_VAR_DIR": str(tmp_path / "var"), "PYTHONPATH": str(ROOT)})
-    return env
-
-
-def _manage(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+from tests.backend.embedded import ROOT, embedded_env, manage
 
 
 def test_the_embedded_mode_runs_tasks_and_carries_events_between_processes(tmp_path):
-    env = _env(tmp_path)
-    _manage(env, "migrate", "--noinput", "-v0")
-    out = _manage(env, "demo_data", "--no-images")  # the demo images are tested on their own
+    env = embedded_env(tmp_path)
+    manage(env, "migrate", "--noinput", "-v0")
+    out = manage(env, "demo_data", "--no-images")  # the demo images are tested on their own
     assert "radiologist" in out and "siteadmin" in out
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "backend.config", "worker", "-Q", "cpu,gpu",
@@ -58,7 +41,7 @@ def test_the_embedded_mode_runs_tasks_and_carries_events_between_processes(tmp_p
             asyncio.run(main())
             """
         )
-        from_site = _manage(
+        from_site = manage(
             env, "shell", "-v0", "-c",
             "from backend.accounts.models import Site; print(Site.objects.get(slug='demo').pk)",
         ).strip()  # fmt: skip
@@ -70,7 +53,7 @@ def test_the_embedded_mode_runs_tasks_and_carries_events_between_processes(tmp_p
         assert listener.stdout is not None
         assert listener.stdout.readline().strip() == "listening"
         # ...and a third process enqueues a task and publishes an event.
-        _manage(
+        manage(
             env, "shell", "-v0", "-c",
             textwrap.dedent(
                 f"""
@@ -92,7 +75,7 @@ def test_the_embedded_mode_runs_tasks_and_carries_events_between_processes(tmp_p
         deadline = time.monotonic() + 90
         done = ""
         while time.monotonic() < deadline:
-            done = _manage(
+            done = manage(
                 env, "shell", "-v0", "-c",
                 "from backend.studies.models import Series; "
                 "print(list(Series.objects.exclude(description__endswith='(synthetic)')"
@@ -153,9 +136,9 @@ def test_uid_lookups_walk_unique_indexes_not_a_whole_site(tmp_path):
     study's (site, UID) index and go down one unique index per level; the audit's lookup of a
     UID the caller may not see, from the study's UID index; QIDO-RS by a SOP or series UID
     alone, from that UID's index."""
-    env = _env(tmp_path)
-    _manage(env, "migrate", "--noinput", "-v0")
-    out = _manage(env, "shell", "-v0", "-c", PLANS)
+    env = embedded_env(tmp_path)
+    manage(env, "migrate", "--noinput", "-v0")
+    out = manage(env, "shell", "-v0", "-c", PLANS)
     plans: dict[str, list[str]] = {}
     for line in out.splitlines():
         name, _, step = line.partition(" | ")

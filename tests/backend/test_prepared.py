@@ -6,9 +6,6 @@ value of the wrong type when it runs."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -20,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Model
 from django.utils import timezone
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.backend.embedded import run_embedded
 
 
 def _values(obj: Model) -> dict[str, Any]:
@@ -178,18 +175,11 @@ def test_prepared_statements_match_the_orm_on_postgresql() -> None:
 
 
 def test_prepared_statements_match_the_orm_on_sqlite(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
-    env.update({"ARTISCAN_VAR_DIR": str(tmp_path / "var"), "PYTHONPATH": str(ROOT)})
     script = (
         "from django.db import connection\n"
         "assert connection.vendor == 'sqlite', connection.vendor\n"
         "from tests.backend.test_prepared import check_against_the_orm\n"
         "print(','.join(check_against_the_orm()))\n"
     )
-    for args in (["migrate", "--noinput", "-v0"], ["shell", "-v0", "-c", script]):
-        result = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split() == ["token,sender,series,update,insert,refusals"]
+    out = run_embedded(tmp_path, script)
+    assert out.split() == ["token,sender,series,update,insert,refusals"]

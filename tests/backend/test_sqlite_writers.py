@@ -7,11 +7,9 @@ database is PostgreSQL)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.backend.embedded import run_embedded
 
 
 def check_writers_queue() -> list[str]:
@@ -130,16 +128,9 @@ def check_writers_queue() -> list[str]:
 
 
 def test_sqlite_writers_queue_for_the_write_lock(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
-    env.update({"ARTISCAN_VAR_DIR": str(tmp_path / "var"), "PYTHONPATH": str(ROOT)})
     script = (
         "from tests.backend.test_sqlite_writers import check_writers_queue\n"
         "print(','.join(check_writers_queue()))\n"
     )
-    for args in (["migrate", "--noinput", "-v0"], ["shell", "-v0", "-c", script]):
-        result = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split() == ["queue,rollback,timeout,close"]
+    out = run_embedded(tmp_path, script)
+    assert out.split() == ["queue,rollback,timeout,close"]
