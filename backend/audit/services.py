@@ -44,9 +44,8 @@ def audit_record(
     roles_by_site: dict[int, list[str]] | None = None,
 ) -> list[AuditEvent]:
     """Append one audit row per target (one per study for a list); returns the rows, without
-    their ids. ``roles_by_site``: the
-    user's roles per site id when the caller has just read them (``sender_for``), else they
-    are read here."""
+    their ids. ``roles_by_site``: the user's roles per site id when the caller has just read
+    them (``sender_for``), else they are read here."""
     targets = list(targets)
     if not targets:
         return []
