@@ -366,15 +366,14 @@ _KNOWN_SERIES_HOLDING = PreparedQuery(
 )  # fmt: skip
 
 
-def _series_for(
-    site: Site, ds: Dataset, scanner_pseudonym: str, sop_uids: list[str]
-) -> tuple[Series, bool]:
-    """The series of ``ds`` (made, with its study and scanner, for its first slice), and whether
-    it may already hold one of ``sop_uids`` (False: it holds none of them)."""
+def _series_for(site: Site, clean: _Clean, sop_uids: list[str]) -> tuple[Series, bool]:
+    """The series of ``clean`` (made, with its study and scanner, for its first slice), and
+    whether it may already hold one of ``sop_uids`` (False: it holds none of them)."""
     # Every slice after a series' first finds it here, in one query instead of three; a
     # request of one slice (STOW-RS one instance at a time, C-STORE) learns in the same query
     # whether that slice is stored already.
-    study_uid, series_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
+    ds, scanner_pseudonym = clean.ds, clean.scanner
+    study_uid, series_uid = clean.study_uid, clean.series_uid
     if len(sop_uids) == 1:
         row = _KNOWN_SERIES_HOLDING.first(site.pk, study_uid, series_uid, sop_uids[0])
     else:
@@ -384,7 +383,7 @@ def _series_for(
         return known, bool(row[_SERIES_WIDTH]) if len(sop_uids) == 1 else True
     study, _ = Study.objects.get_or_create(
         site=site,
-        study_uid=str(ds.StudyInstanceUID),
+        study_uid=study_uid,
         defaults={"description": str(ds.get("StudyDescription", ""))[:128]},
     )
     scanner = None
@@ -400,7 +399,7 @@ def _series_for(
         )
     series, created = Series.objects.get_or_create(
         study=study,
-        series_uid=str(ds.SeriesInstanceUID),
+        series_uid=series_uid,
         defaults={
             "site": site,
             "scanner": scanner,
@@ -436,7 +435,7 @@ def _record_batch(
         if isinstance(r, _Clean):
             series_key = (r.study_uid, r.series_uid)
             if series_key not in series_by_uid:
-                series, holds = _series_for(site, r.ds, r.scanner, sops_by_series[series_key])
+                series, holds = _series_for(site, r, sops_by_series[series_key])
                 series_by_uid[series_key] = series
                 if holds:
                     may_hold.append(series)
