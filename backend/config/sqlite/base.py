@@ -5,14 +5,14 @@ write lock at once, so two writers never deadlock upgrading). A transaction that
 held is left to SQLite's busy handler, which does not wait for the lock to be released but
 sleeps and tries again after 1, 2, 5, 10, 15, 20, 25 ms ... So a writer that came a moment
 after another began slept 1 + 2 + 5 ms for a lock held 3 ms: under four one-slice STOW-RS
-clients a third of the machine's CPU stood idle (a tenth on PostgreSQL), 95-109 requests/s.
+clients 27-36 % of the machine's CPU stood idle (a tenth on PostgreSQL), 95-111 requests/s.
 
 Here a connection also holds an exclusive ``flock`` on a file beside the database
 (``NAME.writer-lock``) from ``BEGIN`` to its ``COMMIT`` or ``ROLLBACK``, or until it closes. A
 writer that finds it held tries again every half millisecond (every 5 ms after 50 ms), so it
 goes in within half a millisecond of the release, whichever process, thread or connection held
 it: each connection opens the file itself, and a ``flock`` belongs to an open file, so two
-threads of one process exclude each other too. Same load: a fifth of the CPU idle, 123-137
+threads of one process exclude each other too. Same load: 17-22 % of the CPU idle, 123-137
 requests/s. A writer gives up after the database's ``timeout`` (seconds) with SQLite's own
 error ("database is locked"). Statements outside a transaction (autocommit) meet only SQLite's
 lock and busy handler, as before.
