@@ -9,10 +9,11 @@ clients 27-36 % of the machine's CPU stood idle (a tenth on PostgreSQL), 95-111 
 
 Here a connection also holds an exclusive ``flock`` on a file beside the database
 (``NAME.writer-lock``) from ``BEGIN`` to its ``COMMIT`` or ``ROLLBACK``, or until it closes. A
-writer that finds it held tries again every half millisecond (every 5 ms after 50 ms), so it
-goes in within half a millisecond of the release, whichever process, thread or connection held
-it: each connection opens the file itself, and a ``flock`` belongs to an open file, so two
-threads of one process exclude each other too. Same load: 17-22 % of the CPU idle, 123-137
+writer that finds it held tries again every half millisecond (every 5 ms once it has waited
+50 ms), so it goes in within half a millisecond of a release in its first 50 ms of waiting,
+within 5 ms after that, whichever process, thread or connection held it: each connection
+opens the file itself, and a ``flock`` belongs to an open file, so two threads of one process
+exclude each other too. Same load: 17-22 % of the CPU idle, 123-137
 requests/s. A writer gives up after the database's ``timeout`` (seconds) with SQLite's own
 error ("database is locked"). Statements outside a transaction (autocommit) meet only SQLite's
 lock and busy handler, as before.
