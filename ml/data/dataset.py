@@ -67,8 +67,10 @@ STYLES: tuple[str, ...] = ("artiscan", "torchio")
 """Artifact generators: ``artiscan`` (:mod:`ml.simulate`, what the model learns from) or
 ``torchio`` (:mod:`ml.simulate.torchio_style`, five types made another way: a test of how far
 the model generalises beyond its own simulators)."""
-Job = tuple[int, str, int, str, tuple[str, ...], str]
-"""(seed, split, index, source, artifact types, style): one slice to build."""
+Job = tuple[int, str, int, str, tuple[str, ...], str, tuple[float, float] | None]
+"""(seed, split, index, source, artifact types, style, noise floor): one slice to build; the
+noise floor is ``dataset --noise-floor``'s range, or None for the split's own
+(:func:`ml.data.slices.draw_noise_sigma`)."""
 VARIED_SPLITS: tuple[str, ...] = ("train",)
 """Splits whose clean slices get :mod:`ml.data.variation`'s head variations; validation and
 test are built as before, so their slices stay the same across rounds."""
@@ -211,12 +213,14 @@ def clean_slice(
     sequence: contrast.Sequence | None = None,
     field_strength_t: float | None = None,
     vary: bool = False,
+    noise_floor: tuple[float, float] | None = None,
 ) -> tuple[NDArray[np.float32], dict[str, NDArray[np.float32]], contrast.Protocol] | None:
     """A clean slice on the geometry's grid: image, simulator maps, protocol; None if no head.
 
     ``sequence`` and ``field_strength_t`` fix the protocol's (drawn when None); a fixed-contrast
     source keeps its own weighting whatever ``sequence`` says. ``vary`` draws
-    :mod:`ml.data.variation`'s texture and scalp (training slices).
+    :mod:`ml.data.variation`'s texture and scalp and a wider noise floor (training slices);
+    ``noise_floor`` overrides the floor's range (:func:`ml.data.slices.draw_noise_sigma`).
 
     The image (float32 (rows, columns)) is scaled so the head's p99 is 1, then gets a Rician
     noise floor. Maps (same shape): ``fat``, ``air``, ``bone`` (fractions), ``susceptibility``
@@ -229,7 +233,7 @@ def clean_slice(
     if head.sum() < 0.01 * image.size:
         return None
     image = image / float(np.percentile(image[head], 99))
-    sigma = float(rng.uniform(*slices.NOISE_FLOOR))
+    sigma = slices.draw_noise_sigma(rng, varied=vary, override=noise_floor)
     clean = slices.add_noise_floor(image, sigma, rng)
     maps["head"] = head.astype(np.float32)
     return clean, maps, protocol
@@ -243,6 +247,7 @@ def make_example(
     *,
     vary: bool = False,
     style: str = "artiscan",
+    noise_floor: tuple[float, float] | None = None,
 ) -> Example:
     """Build one slice from ``volume`` with the given artifact types (empty: a clean slice).
 
@@ -253,7 +258,7 @@ def make_example(
 
     for _ in range(50):
         geometry = slices.sample_geometry(rng, volume, presence)
-        result = clean_slice(volume, geometry, rng, vary=vary)
+        result = clean_slice(volume, geometry, rng, vary=vary, noise_floor=noise_floor)
         if result is not None:
             break
     else:
@@ -361,10 +366,18 @@ def _threads_alive() -> int:
 
 
 def _build_one(job: Job) -> Example:
-    seed, split, index, source, artifacts, style = job
+    seed, split, index, source, artifacts, style, noise_floor = job
     rng = _seed(seed, split, index)
     volume, presence = _VOLUMES[source]
-    return make_example(volume, presence, rng, artifacts, vary=split in VARIED_SPLITS, style=style)
+    return make_example(
+        volume,
+        presence,
+        rng,
+        artifacts,
+        vary=split in VARIED_SPLITS,
+        style=style,
+        noise_floor=noise_floor,
+    )
 
 
 def split_counts(total: int) -> dict[str, int]:
@@ -375,7 +388,12 @@ def split_counts(total: int) -> dict[str, int]:
 
 
 def _jobs(
-    seed: int, split: str, count: int, sources: list[str], style: str = "artiscan"
+    seed: int,
+    split: str,
+    count: int,
+    sources: list[str],
+    style: str = "artiscan",
+    noise_floor: tuple[float, float] | None = None,
 ) -> list[Job]:
     """The slices of a split. Slice ``i`` has the same source and the same clean image in
     either style (its own generator draws the clean slice before the artifacts); a TorchIO-style
@@ -392,7 +410,9 @@ def _jobs(
         plan = plan_artifacts(other, count, torchio_style.TYPES)
     elif style != "artiscan":
         raise ValueError(f"unknown style {style!r}; choose one of {', '.join(STYLES)}")
-    return [(seed, split, i, sources[int(picks[i])], plan[i], style) for i in range(count)]
+    return [
+        (seed, split, i, sources[int(picks[i])], plan[i], style, noise_floor) for i in range(count)
+    ]
 
 
 def _save_npz(path: Path, arrays: Mapping[str, NDArray[Any]]) -> None:
@@ -453,6 +473,7 @@ def build_dataset(
     progress: bool = True,
     splits: tuple[str, ...] | None = None,
     style: str = "artiscan",
+    noise_floor: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """Build ``slices_total`` slices into ``out`` (see the module docstring); returns the manifest.
 
@@ -461,6 +482,9 @@ def build_dataset(
     these (the others get no slice and their sources are not loaded); a split's slices are the
     same ones a build of every split makes. ``style``: the artifact generator (:data:`STYLES`);
     ``torchio`` slices have the same clean images as the ``artiscan`` ones of the same seed.
+    ``noise_floor``: the clean slices' noise-floor sigma drawn uniformly from this range in
+    every split (a robustness set), instead of each split's own; the slices are otherwise the
+    same.
     """
     from tqdm import tqdm
 
@@ -488,7 +512,7 @@ def build_dataset(
             raise SourceMissing(
                 f"no source of the {split} split is installed: " + "; ".join(missing.values())
             )
-        jobs += _jobs(seed, split, count, present, style) if count else []
+        jobs += _jobs(seed, split, count, present, style, noise_floor) if count else []
 
     shards: list[dict[str, Any]] = []
     buffers: dict[tuple[str, tuple[int, int]], list[Example]] = {}
@@ -604,7 +628,10 @@ def build_dataset(
             "matrices": [list(m) for m in slices.MATRICES],
             "fov_columns_mm": list(slices.FOV_COLUMNS_MM),
             "orientation_weights": slices.ORIENTATION_WEIGHTS,
-            "noise_floor_sigma": list(slices.NOISE_FLOOR),
+            "noise_floor_sigma": list(noise_floor or slices.NOISE_FLOOR),
+            "noise_floor_sigma_train": (
+                list(noise_floor) if noise_floor else list(slices.TRAIN_NOISE_FLOOR)
+            ),
             "phase_encode": {"ROW": 0.5, "COL": 0.5},
             "head_variation": {**variation.recipe(), "splits": list(VARIED_SPLITS)},
             "second_generator": {

@@ -166,4 +166,27 @@ def add_noise_floor(
 
 
 NOISE_FLOOR: tuple[float, float] = (0.004, 0.015)
-"""Std of the clean images' complex noise, as a fraction of the head's p99 (SNR ≈ 65-250)."""
+"""Std of the clean images' complex noise, as a fraction of the head's p99 (SNR ≈ 65-250):
+validation and test slices, drawn uniformly (their slices stay the same across rounds)."""
+
+TRAIN_NOISE_FLOOR: tuple[float, float] = (0.004, 0.045)
+"""The same for training slices, drawn log-uniformly (SNR ≈ 22-250): clinical scans, 1.5 T
+FLAIR or thin slices, are often noisier than :data:`NOISE_FLOOR`, and a model that never saw such
+a floor on clean slices takes it for noise, zipper or ghosting (round 14 of the model card)."""
+
+
+def draw_noise_sigma(
+    rng: np.random.Generator, *, varied: bool, override: tuple[float, float] | None = None
+) -> float:
+    """A clean slice's noise-floor sigma; one draw from ``rng`` in every case.
+
+    ``override``: uniform over that range (a robustness set, ``dataset --noise-floor``);
+    else training (``varied``) slices draw log-uniformly over :data:`TRAIN_NOISE_FLOOR` and the
+    others uniformly over :data:`NOISE_FLOOR`.
+    """
+    if override is not None:
+        return float(rng.uniform(*override))
+    if varied:
+        lo, hi = TRAIN_NOISE_FLOOR
+        return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+    return float(rng.uniform(*NOISE_FLOOR))

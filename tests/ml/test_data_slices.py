@@ -80,3 +80,34 @@ def test_the_noise_floor_is_rician_with_the_set_sigma() -> None:
     background = slices.add_noise_floor(np.zeros((256, 256), np.float32), 0.01, rng)
     # Rayleigh: mean sigma·sqrt(pi/2).
     assert abs(float(background.mean()) - 0.01 * np.sqrt(np.pi / 2)) < 5e-4
+
+
+def test_training_slices_draw_a_wider_noise_floor_than_held_out_ones() -> None:
+    """Held-out slices keep their uniform 0.004-0.015 draw (their bytes stay the same across
+    rounds); training slices draw log-uniformly over 0.004-0.045; an override is uniform over
+    its own range. Each is one draw from the generator, so the slices after it do not move."""
+
+    def draws(**kwargs: object) -> tuple[np.ndarray, dict]:
+        rng = np.random.default_rng(3)
+        values = np.array([slices.draw_noise_sigma(rng, **kwargs) for _ in range(4000)])  # type: ignore[arg-type]
+        return values, rng.bit_generator.state
+
+    reference = np.random.default_rng(3)
+    plain = reference.uniform(*slices.NOISE_FLOOR, 4000)
+    held_out, state = draws(varied=False)
+    np.testing.assert_array_equal(held_out, plain)
+    assert state == reference.bit_generator.state
+
+    train, train_state = draws(varied=True)
+    assert train_state == state, "one draw per slice"
+    lo, hi = slices.TRAIN_NOISE_FLOOR
+    assert lo <= train.min() and train.max() <= hi
+    assert hi > 2.5 * slices.NOISE_FLOOR[1], "reaches clinical noise levels"
+    # Log-uniform: the median is the geometric mean, and the held-out range keeps ~half the mass.
+    assert abs(np.median(train) - np.sqrt(lo * hi)) < 0.1 * np.sqrt(lo * hi)
+    inside = np.mean(train <= slices.NOISE_FLOOR[1])
+    assert 0.45 < inside < 0.62
+
+    forced, forced_state = draws(varied=True, override=(0.02, 0.04))
+    assert forced_state == state
+    assert 0.02 <= forced.min() and forced.max() <= 0.04 and abs(forced.mean() - 0.03) < 1e-3

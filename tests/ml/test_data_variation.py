@@ -75,10 +75,10 @@ def test_nothing_is_drawn_for_validation_and_test_slices(monkeypatch: pytest.Mon
     dataset._VOLUMES["spm_avg152"] = (volume, dataset.presence_map(volume))
     for split in ("val", "test"):
         for index in range(4):
-            dataset._build_one((0, split, index, "spm_avg152", (), "artiscan"))
+            dataset._build_one((0, split, index, "spm_avg152", (), "artiscan", None))
     with pytest.raises(AssertionError, match="a variation was drawn"):
         for index in range(8):  # half the training slices get a texture, a third a scalp
-            dataset._build_one((0, "train", index, "spm_avg152", (), "artiscan"))
+            dataset._build_one((0, "train", index, "spm_avg152", (), "artiscan", None))
     assert dataset.VARIED_SPLITS == ("train",)
 
 
@@ -102,7 +102,7 @@ def test_training_artifacts_are_also_made_by_the_second_generator(
     built = {}
     for split in ("val", "test", "train"):
         for index in range(10):
-            job = (0, split, index, "spm_avg152", ("ghosting", "zipper", "noise"), "artiscan")
+            job = (0, split, index, "spm_avg152", ("ghosting", "zipper", "noise"), "artiscan", None)
             built[split, index] = dataset._build_one(job)
     assert made and {s for s, _ in made} == {"train"}
     assert {a for _, a in made} <= set(torchio_style.TYPES) and len(made) < 20
@@ -135,7 +135,9 @@ def test_a_skull_stripped_training_slice_gets_a_scalp_in_image_and_maps() -> Non
         assert maps["air"][maps["bone"] > 0.9].max() < 0.1
         assert maps["air"][rim].max() < 0.8
         background = (plain_maps["head"] == 0) & (maps["bone"] == 0) & (maps["fat"] == 0)
-        assert np.median(image[rim]) > 5 * np.median(image[background])
+        # The rim stands out of the air whatever the training noise floor (sigma up to 0.045
+        # of the head's p99: a Rayleigh median of ~0.053 in the air).
+        assert np.median(image[rim]) > np.median(image[background]) + 0.1
     assert seen >= 4, f"only {seen} of 12 skull-stripped slices got a scalp"
 
 

@@ -151,3 +151,38 @@ def test_a_torchio_style_test_set_has_our_clean_slices_and_only_its_types(tmp_pa
                 np.testing.assert_array_equal(image_a, image_b)
                 same += 1
     assert same >= 2  # seed 6 plans two of the 20 test slices clean in both styles
+
+
+def test_a_noisy_robustness_set_is_the_same_slices_with_a_higher_noise_floor(tmp_path) -> None:
+    """``dataset --noise-floor LO HI`` builds the same slices (sources, positions, matrices,
+    artifacts) with every clean slice's floor drawn from LO..HI; a bad range is refused."""
+    plain, noisy = tmp_path / "plain", tmp_path / "noisy"
+    common = ["--slices", "120", "--seed", "4", "--splits", "test", "--quiet"]
+    assert main(["dataset", "--out", str(plain), *common]) == 0
+    assert main(["dataset", "--out", str(noisy), *common, "--noise-floor", "0.03", "0.03"]) == 0
+    manifest = json.loads((noisy / "manifest.json").read_text())
+    assert manifest["recipe"]["noise_floor_sigma"] == [0.03, 0.03]
+
+    def air_levels(root):
+        found = {}
+        for shard in json.loads((root / "manifest.json").read_text())["shards"]:
+            with np.load(root / shard["path"]) as z:
+                for i in range(len(z["images"])):
+                    image = z["images"][i]
+                    corner = image[:8, :8] if not z["severity"][i].any() else None
+                    key = (shard["path"], i, str(z["source"][i]), image.shape)
+                    found[key] = (tuple(z["severity"][i]), corner)
+        return found
+
+    a, b = air_levels(plain), air_levels(noisy)
+    assert a.keys() == b.keys()
+    checked = 0
+    for key, (severity, corner) in b.items():
+        assert a[key][0] == severity, "the same artifacts, the same severities"
+        if corner is not None and corner.size and a[key][1] is not None:
+            # Rayleigh air: mean sigma*sqrt(pi/2); the plain set's floor is at most 0.015.
+            assert float(corner.mean()) > float(a[key][1].mean())
+            checked += 1
+    assert checked >= 3
+    for bad in (["0.05", "0.01"], ["-0.1", "0.2"]):
+        assert main(["dataset", "--out", str(tmp_path / "x"), *common, "--noise-floor", *bad]) == 2
