@@ -633,7 +633,7 @@ def _forbidden(sources: list[tuple[str, str, bytes, list[str]]]) -> list[re.Patt
 # --- the door -------------------------------------------------------------------------------
 
 
-def deidentify_fast(data: bytes, *, key: bytes, max_bytes: int) -> DeidentifiedFile:
+def deidentify_fast(data: bytes, *, key: bytes, max_bytes: int, site: str = "") -> DeidentifiedFile:
     """The fast path alone: raises ``Rejected`` for what ``profile._open`` refuses, ``Fallback``
     for anything else it does not answer for (tests call it to see that it does answer)."""
     syntax, body, start = _open(data, max_bytes)
@@ -653,9 +653,10 @@ def deidentify_fast(data: bytes, *, key: bytes, max_bytes: int) -> DeidentifiedF
     if any(e[0] in _WRITTEN and e[1] != _WRITTEN_VR[e[0]] for e in elements):
         raise Fallback("a replaced attribute with another VR")
 
-    writer = _Writer(parser, key, P._days_of(source, key), sop_class == P.ENHANCED_MR_IMAGE)
+    patient = P.patient_key(key, site)
+    writer = _Writer(parser, key, P._days_of(source, patient), sop_class == P.ENHANCED_MR_IMAGE)
     pieces: list[Any] = []
-    added = _added(P._pseudonym_of(source, key), encodings)
+    added = _added(P._pseudonym_of(source, patient), encodings)
     writer.dataset(elements, _DEFAULT_ENCODINGS, pieces, added)
     new_instance = writer.uid(sop_instance)
     compressed = syntax.is_compressed and syntax != DeflatedExplicitVRLittleEndian

@@ -12,7 +12,8 @@ answer for to the dataset path (``deidentify_reference``), so both always give t
 UIDs are replaced by a keyed HMAC of the original (``2.25.<128-bit integer>``), so the same
 original gets the same new UID in every process on every day with no mapping table, and
 references between instances still resolve. Dates move by a keyed per-patient offset, which
-keeps intervals within a patient; times are kept.
+keeps intervals within a patient; times are kept. The patient pseudonym and the date offset are
+keyed per site (``patient_key``): two hospitals' patient "12345" are two patients.
 
 pydicom reports malformed values in warnings and log records that quote the value (a name, an
 ID): while this module works on a file, those are silenced so no header value reaches a log.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import copy
+import functools
 import hashlib
 import hmac
 import io
@@ -346,6 +348,17 @@ def pseudonymous_uid(uid: str, *, key: bytes) -> str:
     return "2.25." + str(int.from_bytes(_mac(key, "uid", uid.strip("\x00 ")), "big") >> 128)
 
 
+@functools.lru_cache(maxsize=256)
+def patient_key(key: bytes, site: str) -> bytes:
+    """The key of the patient pseudonym and the date shift. ``site`` "" (the ``deidentify``
+    command, which serves no site) keeps the installation's ``key``; a site (the door passes its
+    primary key) gets one derived from it, so the same PatientID sent by two sites (two
+    hospitals' "12345") becomes two pseudonyms with two date shifts, never one patient, while a
+    patient's series at one site still group. UIDs keep the installation's key: a UID is unique
+    in the world, and the database keeps each site's copy of a study apart."""
+    return key if not site else _mac(key, "site", site)
+
+
 def _patient_source(ds: Dataset) -> str:
     return str(ds.get("PatientID", "")).strip() or str(ds.get("PatientName", "")).strip()
 
@@ -388,17 +401,17 @@ def _scanner_of(parts: list[str], key: bytes) -> str:
 
 
 class _Context:
-    def __init__(self, original: Dataset, key: bytes) -> None:
+    def __init__(self, original: Dataset, key: bytes, patient: bytes) -> None:
         self.key = key
-        self.days = date_shift_days(original, key=key)
+        self.days = date_shift_days(original, key=patient)
         self.forbidden = _identifying_words(original)
         self.enhanced = str(original.get("SOPClassUID", "")) == ENHANCED_MR_IMAGE
 
 
-def deidentify(original: Dataset, *, key: bytes, in_place: bool = False) -> Dataset:
+def deidentify(original: Dataset, *, key: bytes, in_place: bool = False, site: str = "") -> Dataset:
     """Apply the profile to a copy of ``original`` (as returned by ``read_dicom``), or to
     ``original`` itself with ``in_place=True`` (saves a copy of the header; the pixel bytes are
-    shared either way).
+    shared either way). ``site``: whose patient this is (``patient_key``).
 
     Raises ``Rejected`` if anything in the file defeats the profile: a file is de-identified
     completely or not at all (with ``in_place``, a refused ``original`` is left half-done and
@@ -406,17 +419,17 @@ def deidentify(original: Dataset, *, key: bytes, in_place: bool = False) -> Data
     """
     with _no_value_reports():
         try:
-            return _deidentify(original, key, in_place)
+            return _deidentify(original, key, in_place, patient_key(key, site))
         except Rejected:
             raise
         except Exception:
             raise Rejected("the file could not be de-identified") from None
 
 
-def _deidentify(original: Dataset, key: bytes, in_place: bool) -> Dataset:
+def _deidentify(original: Dataset, key: bytes, in_place: bool, patient: bytes) -> Dataset:
     # Everything taken from the original is taken before the profile touches it.
-    context = _Context(original, key)
-    pseudonym = patient_pseudonym(original, key=key)
+    context = _Context(original, key, patient)
+    pseudonym = patient_pseudonym(original, key=patient)
     syntax = UID(str(original.file_meta.TransferSyntaxUID))
     ds = original if in_place else copy.deepcopy(original)  # bytes (the pixels) are shared
     _apply(ds, context, depth=0)
@@ -669,19 +682,20 @@ def write_dicom(ds: Dataset) -> bytes:
 
 
 def deidentify_reference(
-    data: bytes, *, key: bytes, max_bytes: int = DEFAULT_MAX_BYTES
+    data: bytes, *, key: bytes, max_bytes: int = DEFAULT_MAX_BYTES, site: str = ""
 ) -> tuple[bytes, Dataset]:
     """The dataset path, whole: ``read_dicom`` -> ``deidentify`` -> ``write_dicom``. What
     ``deidentify_file`` falls back to, and the tests' oracle for the fast path."""
-    ds = deidentify(read_dicom(data, max_bytes=max_bytes), key=key, in_place=True)
+    ds = deidentify(read_dicom(data, max_bytes=max_bytes), key=key, in_place=True, site=site)
     return write_dicom(ds), ds
 
 
 def deidentify_file(
-    data: bytes, *, key: bytes, max_bytes: int = DEFAULT_MAX_BYTES
+    data: bytes, *, key: bytes, max_bytes: int = DEFAULT_MAX_BYTES, site: str = ""
 ) -> DeidentifiedFile:
     """De-identify one file for the door: the de-identified file, its data set and the scanner
-    pseudonym of the original (``scanner_pseudonym_from``), or ``Rejected``.
+    pseudonym of the original (``scanner_pseudonym_from``), or ``Rejected``. ``site``: whose
+    patient this is (``patient_key``).
 
     The same profile and the same refusals as the dataset path (``deidentify_reference``), about
     five times cheaper: ``backend.deid.fast`` works on the encoded bytes, and hands any file it
@@ -692,7 +706,7 @@ def deidentify_file(
 
     with _no_value_reports():
         try:
-            return deidentify_fast(data, key=key, max_bytes=max_bytes)
+            return deidentify_fast(data, key=key, max_bytes=max_bytes, site=site)
         except Rejected:  # by the checks both paths share (profile._open)
             raise
         except Fallback:
@@ -706,14 +720,14 @@ def deidentify_file(
             return ds
 
         ds = deidentify(original_scanner(read_dicom(data, max_bytes=max_bytes)), key=key,
-                        in_place=True)  # fmt: skip
+                        in_place=True, site=site)  # fmt: skip
         return DeidentifiedFile(data=write_dicom(ds), ds=ds, scanner=scanner_of[0])
 
 
 def deidentify_bytes(
-    data: bytes, *, key: bytes, max_bytes: int = DEFAULT_MAX_BYTES
+    data: bytes, *, key: bytes, max_bytes: int = DEFAULT_MAX_BYTES, site: str = ""
 ) -> tuple[bytes, Dataset]:
     """``read_dicom`` → ``deidentify`` → ``write_dicom``: the de-identified file and data set
     (through ``deidentify_file``'s fast path; the same result)."""
-    result = deidentify_file(data, key=key, max_bytes=max_bytes)
+    result = deidentify_file(data, key=key, max_bytes=max_bytes, site=site)
     return result.data, result.ds

@@ -180,7 +180,10 @@ def _door(
         # The profile on the encoded bytes where it can, the dataset path where it cannot (the
         # same profile and refusals either way: backend.deid.profile.deidentify_file).
         result = deidentify_file(
-            data, key=settings.DEID_KEY, max_bytes=settings.ARTISCAN_MAX_INSTANCE_BYTES
+            data,
+            key=settings.DEID_KEY,
+            max_bytes=settings.ARTISCAN_MAX_INSTANCE_BYTES,
+            site=str(site.pk),  # the site's own patient pseudonyms and date shifts
         )
     except Rejected as refusal:
         _quarantine(site=site, data=data, source=source, reason=refusal.reason)

@@ -407,3 +407,28 @@ def test_the_door_holds_the_pixels_once_and_reads_them_back_on_use():
     assert peak < 1.3 * len(data)
     assert result.ds.PixelData == original.PixelData
     assert result.ds.pixel_array.shape == (8, 256, 256)
+
+
+def test_a_site_keys_the_patient_pseudonym_and_date_shift_on_both_paths():
+    """With a site, the fast path and the oracle give the same bytes; against no site (the
+    ``deidentify`` command) only the patient pseudonym and the shifted dates differ, and two
+    sites differ from each other."""
+    data = to_bytes(_phi_mr())
+    by_site = {}
+    for site in ("", "7", "8"):
+        result = fast.deidentify_fast(data, key=KEY, max_bytes=DEFAULT_MAX_BYTES, site=site)
+        expected = deidentify_reference(data, key=KEY, site=site)[0]
+        assert result.data == expected
+        assert deidentify_bytes(data, key=KEY, site=site)[0] == expected
+        by_site[site] = result.ds
+    plain, seven, eight = by_site[""], by_site["7"], by_site["8"]
+    assert len({plain.PatientID, seven.PatientID, eight.PatientID}) == 3
+    assert plain.StudyInstanceUID == seven.StudyInstanceUID == eight.StudyInstanceUID
+    assert plain.SOPInstanceUID == seven.SOPInstanceUID
+    differing = {
+        element.keyword
+        for element in seven
+        if element.keyword and element.VR != "SQ" and plain.get(element.keyword) != element.value
+    }
+    assert {"PatientID", "PatientName"} <= differing
+    assert all(k in ("PatientID", "PatientName") or "Date" in k for k in differing), differing

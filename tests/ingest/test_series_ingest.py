@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
+
+import pydicom
 import pytest
 
+from backend.deid.profile import _days_of, _pseudonym_of, patient_key
 from backend.ingest.models import QuarantinedFile
 from backend.ingest.services import series_ingest
 from backend.storage.store import store_get
@@ -208,3 +212,40 @@ def test_the_rows_of_a_batch_go_in_in_one_order_whatever_the_order_sent(site_a):
         inserted = [row[0] for row in cursor.fetchall()]
     assert sorted(inserted) == sorted(o.sop_uid for o in outcomes)
     assert inserted == sorted(inserted)
+
+
+def test_the_same_patient_id_at_two_sites_is_two_patients(site_a, site_b, settings):
+    """Two hospitals' patient "12345" (security checklist A-06): each site's files get their
+    own patient pseudonym and date shift, with no merge; at one site a patient's studies still
+    group under one pseudonym and keep their intervals. UIDs are the installation's at every
+    site (a UID is unique in the world; the database keeps each site's copy apart)."""
+
+    def sent(site, sop: int, later: bool = False) -> pydicom.Dataset:
+        ds = mr_dataset(sop)
+        ds.PatientID = "12345"
+        if later:  # another study of the patient, nine days after the first (2024-03-15)
+            ds.StudyInstanceUID = STUDY_UID + ".9"
+            ds.SeriesInstanceUID = ds.SeriesInstanceUID + ".9"
+            ds.StudyDate = "20240324"
+        (outcome,) = series_ingest(site=site, files=[to_bytes(ds)], source="stow")
+        assert outcome.status == "accepted"
+        stored = store_get(Instance.objects.get(pk=outcome.instance_id).storage_key)
+        return pydicom.dcmread(pydicom.filebase.DicomBytesIO(stored))
+
+    def expected(site) -> tuple[str, str]:
+        key = patient_key(settings.DEID_KEY, str(site.pk))
+        day = datetime.date(2024, 3, 15) - datetime.timedelta(days=_days_of("12345", key))
+        return _pseudonym_of("12345", key), day.strftime("%Y%m%d")
+
+    at_a, at_b, later_at_a = sent(site_a, 1), sent(site_b, 1), sent(site_a, 2, later=True)
+    assert (at_a.PatientID, at_a.StudyDate) == expected(site_a)
+    assert (at_b.PatientID, at_b.StudyDate) == expected(site_b)
+    assert at_a.PatientID != at_b.PatientID, "one pseudonym for two sites' patients"
+    assert at_a.PatientName == at_a.PatientID and at_b.PatientName == at_b.PatientID
+    assert later_at_a.PatientID == at_a.PatientID, "one patient at one site"
+    first, later = (datetime.date.fromisoformat(d.StudyDate) for d in (at_a, later_at_a))
+    assert (later - first).days == 9
+    # Not the installation-wide pseudonym of before, which linked the two sites' patients.
+    assert at_a.PatientID != _pseudonym_of("12345", settings.DEID_KEY)
+    assert at_a.StudyInstanceUID == at_b.StudyInstanceUID  # the same original study's UID
+    assert Study.objects.filter(study_uid=at_a.StudyInstanceUID).count() == 2
