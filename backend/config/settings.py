@@ -322,6 +322,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # The schema and its docs page are for signed-in users (security checklist A-01: no view
+    # is AllowAny but the allow-list in tests/backend/test_site_isolation.py).
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
 }
 
 # --- Redis, Celery, Channels ----------------------------------------------------------------

@@ -92,7 +92,7 @@ _TOP_KEYWORDS = (
     "SeriesInstanceUID", "SOPInstanceUID", "Rows", "Columns", "NumberOfFrames",
     "SamplesPerPixel", "BitsAllocated", "PixelRepresentation", "PatientID", "PatientName",
     "StationName", "DeviceSerialNumber", "Manufacturer", "ManufacturerModelName",
-    "DirectoryRecordSequence",
+    "DirectoryRecordSequence", "ImageType",
 )  # fmt: skip
 _TOP_TAGS = frozenset(tag for tag, entry in DicomDictionary.items() if entry[4] in _TOP_KEYWORDS)
 _IDENTIFYING_TAGS = frozenset(
@@ -633,7 +633,7 @@ def _forbidden(sources: list[tuple[str, str, bytes, list[str]]]) -> list[re.Patt
 # --- the door -------------------------------------------------------------------------------
 
 
-def deidentify_fast(data: bytes, *, key: bytes, max_bytes: int, site: str = "") -> DeidentifiedFile:
+def deidentify_fast(data: bytes, *, key: bytes, max_bytes: int) -> DeidentifiedFile:
     """The fast path alone: raises ``Rejected`` for what ``profile._open`` refuses, ``Fallback``
     for anything else it does not answer for (tests call it to see that it does answer)."""
     syntax, body, start = _open(data, max_bytes)
@@ -653,10 +653,9 @@ def deidentify_fast(data: bytes, *, key: bytes, max_bytes: int, site: str = "") 
     if any(e[0] in _WRITTEN and e[1] != _WRITTEN_VR[e[0]] for e in elements):
         raise Fallback("a replaced attribute with another VR")
 
-    patient = P.patient_key(key, site)
-    writer = _Writer(parser, key, P._days_of(source, patient), sop_class == P.ENHANCED_MR_IMAGE)
+    writer = _Writer(parser, key, P._days_of(source, key), sop_class == P.ENHANCED_MR_IMAGE)
     pieces: list[Any] = []
-    added = _added(P._pseudonym_of(source, patient), encodings)
+    added = _added(P._pseudonym_of(source, key), encodings)
     writer.dataset(elements, _DEFAULT_ENCODINGS, pieces, added)
     new_instance = writer.uid(sop_instance)
     compressed = syntax.is_compressed and syntax != DeflatedExplicitVRLittleEndian
@@ -791,6 +790,11 @@ def _check_image(top: _Top, syntax: UID, elements: list[Element]) -> tuple[str, 
         raise Fallback("not an accepted image")
     if top.text(_TAG["BurnedInAnnotation"]).strip().upper() == "YES":
         raise Fallback("burned-in annotation")
+    image_type = top.raw(_TAG["ImageType"])
+    if image_type is not None:
+        values = image_type[1].decode("latin-1").rstrip("\x00 ").split("\\")
+        if P.image_type_refusal(values):
+            raise Fallback("image type")
     uids = []
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
         value = top.text(_TAG[keyword])

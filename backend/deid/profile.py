@@ -12,8 +12,8 @@ answer for to the dataset path (``deidentify_reference``), so both always give t
 UIDs are replaced by a keyed HMAC of the original (``2.25.<128-bit integer>``), so the same
 original gets the same new UID in every process on every day with no mapping table, and
 references between instances still resolve. Dates move by a keyed per-patient offset, which
-keeps intervals within a patient; times are kept. The patient pseudonym and the date offset are
-keyed per site (``patient_key``): two hospitals' patient "12345" are two patients.
+keeps intervals within a patient; times are kept. The door keys all of it per site
+(``site_key``): two hospitals' patient "12345", or one study sent to two sites, never link.
 
 pydicom reports malformed values in warnings and log records that quote the value (a name, an
 ID): while this module works on a file, those are silenced so no header value reaches a log.
@@ -280,6 +280,30 @@ def _check_depth(ds: Dataset) -> None:
                 pending.extend((item, depth + 1) for item in element.value)
 
 
+def image_type_refusal(values: list[str]) -> str | None:
+    """Why an image of this ImageType is refused, or None (security checklist D-09): a screen
+    save (any value naming SAVE) or a derived secondary image (DERIVED\\SECONDARY: a reformat,
+    a capture, a post-processed picture) may carry burned-in text whatever BurnedInAnnotation
+    says, and is not an acquisition whose artifacts the model judges; it goes to the quarantine
+    for a person to review, never to clean storage. DERIVED\\PRIMARY (an ADC or a subtraction
+    map) and ORIGINAL images pass."""
+    words = [v.strip().upper() for v in values]
+    if any("SAVE" in w for w in words):
+        return "a screen save (ImageType): may show patient data in the pixels"
+    if words[:2] == ["DERIVED", "SECONDARY"]:
+        return "a derived secondary image (ImageType): may show patient data in the pixels"
+    return None
+
+
+def _image_type_values(ds: Dataset) -> list[str]:
+    value = ds.get("ImageType")
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return value.split("\\")
+    return [str(v) for v in value]  # a MultiValue
+
+
 def _check_image(ds: Dataset, syntax: UID) -> None:
     try:
         sop_class = str(ds.get("SOPClassUID", "")).strip()
@@ -289,6 +313,9 @@ def _check_image(ds: Dataset, syntax: UID) -> None:
             raise Rejected("not an MR image (only MR and Enhanced MR Image Storage are accepted)")
         if str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES":
             raise Rejected("burned-in annotation (may show patient data in the pixels)")
+        refusal = image_type_refusal(_image_type_values(ds))
+        if refusal:
+            raise Rejected(refusal)
         for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
             value = str(ds.get(keyword, ""))
             if not value or len(value) > 64 or not _UID.match(value):
@@ -349,14 +376,15 @@ def pseudonymous_uid(uid: str, *, key: bytes) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def patient_key(key: bytes, site: str) -> bytes:
-    """The key of the patient pseudonym and the date shift. ``site`` "" (the ``deidentify``
-    command, which serves no site) keeps the installation's ``key``; a site (the door passes its
-    primary key) gets one derived from it, so the same PatientID sent by two sites (two
-    hospitals' "12345") becomes two pseudonyms with two date shifts, never one patient, while a
-    patient's series at one site still group. UIDs keep the installation's key: a UID is unique
-    in the world, and the database keeps each site's copy of a study apart."""
-    return key if not site else _mac(key, "site", site)
+def site_key(key: bytes, site: str) -> bytes:
+    """The de-identification key of one site, derived from the installation's ``key``: the door
+    de-identifies a site's files with it (``site``: the site's primary key, which never
+    changes), so its UIDs, patient pseudonyms, date shifts and scanner pseudonyms are its own —
+    the same PatientID sent by two sites (two hospitals' "12345") becomes two patients, and the
+    same study sent to two sites two studies whose copies nobody can link without the key —
+    while within a site everything stays consistent across processes and days (security
+    checklist A-06, D-04). The ``deidentify`` command, which serves no site, uses ``key``."""
+    return _mac(key, "site", site)
 
 
 def _patient_source(ds: Dataset) -> str:
@@ -401,17 +429,17 @@ def _scanner_of(parts: list[str], key: bytes) -> str:
 
 
 class _Context:
-    def __init__(self, original: Dataset, key: bytes, patient: bytes) -> None:
+    def __init__(self, original: Dataset, key: bytes) -> None:
         self.key = key
-        self.days = date_shift_days(original, key=patient)
+        self.days = date_shift_days(original, key=key)
         self.forbidden = _identifying_words(original)
         self.enhanced = str(original.get("SOPClassUID", "")) == ENHANCED_MR_IMAGE
 
 
-def deidentify(original: Dataset, *, key: bytes, in_place: bool = False, site: str = "") -> Dataset:
+def deidentify(original: Dataset, *, key: bytes, in_place: bool = False) -> Dataset:
     """Apply the profile to a copy of ``original`` (as returned by ``read_dicom``), or to
     ``original`` itself with ``in_place=True`` (saves a copy of the header; the pixel bytes are
-    shared either way). ``site``: whose patient this is (``patient_key``).
+    shared either way).
 
     Raises ``Rejected`` if anything in the file defeats the profile: a file is de-identified
     completely or not at all (with ``in_place``, a refused ``original`` is left half-done and
@@ -419,17 +447,17 @@ def deidentify(original: Dataset, *, key: bytes, in_place: bool = False, site: s
     """
     with _no_value_reports():
         try:
-            return _deidentify(original, key, in_place, patient_key(key, site))
+            return _deidentify(original, key, in_place)
         except Rejected:
             raise
         except Exception:
             raise Rejected("the file could not be de-identified") from None
 
 
-def _deidentify(original: Dataset, key: bytes, in_place: bool, patient: bytes) -> Dataset:
+def _deidentify(original: Dataset, key: bytes, in_place: bool) -> Dataset:
     # Everything taken from the original is taken before the profile touches it.
-    context = _Context(original, key, patient)
-    pseudonym = patient_pseudonym(original, key=patient)
+    context = _Context(original, key)
+    pseudonym = patient_pseudonym(original, key=key)
     syntax = UID(str(original.file_meta.TransferSyntaxUID))
     ds = original if in_place else copy.deepcopy(original)  # bytes (the pixels) are shared
     _apply(ds, context, depth=0)
@@ -682,20 +710,19 @@ def write_dicom(ds: Dataset) -> bytes:
 
 
 def deidentify_reference(
-    data: bytes, *, key: bytes, max_bytes: int = DEFAULT_MAX_BYTES, site: str = ""
+    data: bytes, *, key: bytes, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> tuple[bytes, Dataset]:
     """The dataset path, whole: ``read_dicom`` -> ``deidentify`` -> ``write_dicom``. What
     ``deidentify_file`` falls back to, and the tests' oracle for the fast path."""
-    ds = deidentify(read_dicom(data, max_bytes=max_bytes), key=key, in_place=True, site=site)
+    ds = deidentify(read_dicom(data, max_bytes=max_bytes), key=key, in_place=True)
     return write_dicom(ds), ds
 
 
 def deidentify_file(
-    data: bytes, *, key: bytes, max_bytes: int = DEFAULT_MAX_BYTES, site: str = ""
+    data: bytes, *, key: bytes, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> DeidentifiedFile:
     """De-identify one file for the door: the de-identified file, its data set and the scanner
-    pseudonym of the original (``scanner_pseudonym_from``), or ``Rejected``. ``site``: whose
-    patient this is (``patient_key``).
+    pseudonym of the original (``scanner_pseudonym_from``), or ``Rejected``.
 
     The same profile and the same refusals as the dataset path (``deidentify_reference``), about
     five times cheaper: ``backend.deid.fast`` works on the encoded bytes, and hands any file it
@@ -706,7 +733,7 @@ def deidentify_file(
 
     with _no_value_reports():
         try:
-            return deidentify_fast(data, key=key, max_bytes=max_bytes, site=site)
+            return deidentify_fast(data, key=key, max_bytes=max_bytes)
         except Rejected:  # by the checks both paths share (profile._open)
             raise
         except Fallback:
@@ -720,14 +747,14 @@ def deidentify_file(
             return ds
 
         ds = deidentify(original_scanner(read_dicom(data, max_bytes=max_bytes)), key=key,
-                        in_place=True, site=site)  # fmt: skip
+                        in_place=True)  # fmt: skip
         return DeidentifiedFile(data=write_dicom(ds), ds=ds, scanner=scanner_of[0])
 
 
 def deidentify_bytes(
-    data: bytes, *, key: bytes, max_bytes: int = DEFAULT_MAX_BYTES, site: str = ""
+    data: bytes, *, key: bytes, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> tuple[bytes, Dataset]:
     """``read_dicom`` → ``deidentify`` → ``write_dicom``: the de-identified file and data set
     (through ``deidentify_file``'s fast path; the same result)."""
-    result = deidentify_file(data, key=key, max_bytes=max_bytes, site=site)
+    result = deidentify_file(data, key=key, max_bytes=max_bytes)
     return result.data, result.ds

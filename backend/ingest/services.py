@@ -37,6 +37,7 @@ from backend.deid.profile import (
     Rejected,
     deidentify_file,
     pseudonymous_uid,
+    site_key,
 )
 from backend.dicomweb.metadata import instance_metadata_create
 from backend.ingest.dispatch import ingest_announce
@@ -168,6 +169,11 @@ class _Clean:
 NOT_OF_THE_STUDY = "not an instance of the study named in the request"
 
 
+def _site_key(site: Site) -> bytes:
+    """The site's own de-identification key (``backend.deid.profile.site_key``)."""
+    return site_key(settings.DEID_KEY, str(site.pk))
+
+
 def _door(
     *, site: Site, data: bytes | memoryview, source: str, study: str | None = None
 ) -> _Clean | IngestOutcome:
@@ -180,10 +186,7 @@ def _door(
         # The profile on the encoded bytes where it can, the dataset path where it cannot (the
         # same profile and refusals either way: backend.deid.profile.deidentify_file).
         result = deidentify_file(
-            data,
-            key=settings.DEID_KEY,
-            max_bytes=settings.ARTISCAN_MAX_INSTANCE_BYTES,
-            site=str(site.pk),  # the site's own patient pseudonyms and date shifts
+            data, key=_site_key(site), max_bytes=settings.ARTISCAN_MAX_INSTANCE_BYTES
         )
     except Rejected as refusal:
         _quarantine(site=site, data=data, source=source, reason=refusal.reason)
@@ -267,7 +270,7 @@ def series_ingest(
     ``study_uid``: the sender's (original) StudyInstanceUID every file must belong to, as a
     STOW-RS to ``/studies/{study}`` names it; files of other studies are refused.
     """
-    study = None if study_uid is None else pseudonymous_uid(study_uid, key=settings.DEID_KEY)
+    study = None if study_uid is None else pseudonymous_uid(study_uid, key=_site_key(site))
     outcomes: list[IngestOutcome] = []
     try:
         for batch in _batches(files):

@@ -251,3 +251,15 @@ def mutate(original: bytes, mutations: list[tuple[str, float, bytes]]) -> bytes:
         elif kind == "overwrite":
             data[at : at + len(payload)] = payload
     return bytes(data)
+
+
+_DERIVED_SECONDARY = b"DERIVED\\SECONDARY\\OTHER "
+_ORIGINAL_PRIMARY = b"ORIGINAL\\PRIMARY\\M\\OTHER"
+
+
+def as_acquired(data: bytes) -> bytes:
+    """pydicom's sample MR files (``MR_small*.dcm``) say ImageType DERIVED\\SECONDARY\\OTHER,
+    which the door refuses (security checklist D-09); the same file as an acquired image
+    (ORIGINAL\\PRIMARY\\M\\OTHER: the same length, so every transfer syntax stays valid)."""
+    assert data.count(_DERIVED_SECONDARY) == 1, "not the sample's ImageType"
+    return data.replace(_DERIVED_SECONDARY, _ORIGINAL_PRIMARY)

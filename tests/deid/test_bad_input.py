@@ -130,6 +130,45 @@ def test_burned_in_annotation_is_refused():
     assert "burned-in" in _refusal(to_bytes(ds))
 
 
+@pytest.mark.parametrize(
+    ("image_type", "reason"),
+    [
+        (["DERIVED", "SECONDARY", "MPR"], "derived secondary"),
+        (["DERIVED", "SECONDARY"], "derived secondary"),
+        (["ORIGINAL", "PRIMARY", "SCREEN SAVE"], "screen save"),
+        (["DERIVED", "PRIMARY", "SAVE"], "screen save"),
+        ("derived\\secondary", "derived secondary"),  # CS is upper case; read it anyway
+    ],
+)
+def test_screen_saves_and_derived_secondary_images_are_refused(image_type, reason):
+    """Security checklist D-09: such images may carry burned-in text whatever
+    BurnedInAnnotation says (here absent); on both paths, in every transfer syntax."""
+    from backend.deid import fast
+    from backend.deid.profile import DEFAULT_MAX_BYTES
+
+    ds = mr_dataset()
+    ds.ImageType = image_type
+    for syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian):
+        data = to_bytes(ds, syntax)
+        refusal = _refusal(data)
+        assert reason in refusal and "pixels" in refusal
+        with pytest.raises(Rejected, match=reason):  # the door: fast path, then dataset path
+            deidentify_bytes(data, key=KEY)
+        with pytest.raises(fast.Fallback):  # the fast path hands it on, never answers for it
+            fast.deidentify_fast(data, key=KEY, max_bytes=DEFAULT_MAX_BYTES)
+
+
+@pytest.mark.parametrize(
+    "image_type",
+    [["ORIGINAL", "PRIMARY", "M", "ND"], ["DERIVED", "PRIMARY", "DIFFUSION", "ADC"], "ORIGINAL"],
+)
+def test_acquired_and_derived_primary_images_pass(image_type):
+    ds = mr_dataset()
+    ds.ImageType = image_type
+    _, clean = deidentify_bytes(to_bytes(ds), key=KEY)
+    assert clean.ImageType == image_type
+
+
 def test_pixel_data_that_disagrees_with_the_matrix_is_refused():
     ds = mr_dataset()
     ds.Rows = 64

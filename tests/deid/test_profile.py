@@ -13,13 +13,14 @@ import pytest
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from backend.deid.profile import (
+    Rejected,
     deidentify,
     deidentify_bytes,
     pseudonymous_uid,
     read_dicom,
     write_dicom,
 )
-from tests.deid.builders import CANARIES, STUDY_UID, mr_dataset, to_bytes
+from tests.deid.builders import CANARIES, STUDY_UID, as_acquired, mr_dataset, to_bytes
 
 KEY = b"k" * 32
 ROOT = Path(__file__).resolve().parents[2]
@@ -145,8 +146,10 @@ def test_read_dicom_accepts_the_pydicom_sample_mr():
     from pydicom.data import get_testdata_file
 
     path = get_testdata_file("MR_small.dcm")
-    ds = read_dicom(Path(path).read_bytes())
+    ds = read_dicom(as_acquired(Path(path).read_bytes()))
     assert ds.Modality == "MR"
+    with pytest.raises(Rejected, match="derived secondary"):  # as shipped (checklist D-09)
+        read_dicom(Path(path).read_bytes())
 
 
 def test_de_identifying_in_place_gives_the_same_result_as_on_a_copy():

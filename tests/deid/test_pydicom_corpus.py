@@ -11,6 +11,7 @@ import pytest
 from pydicom.pixels.decoders.base import get_decoder
 
 from backend.deid.profile import Rejected, deidentify_bytes, read_dicom
+from tests.deid.builders import as_acquired
 
 KEY = b"k" * 32
 CORPUS = Path(pydicom.__file__).parent / "data" / "test_files"
@@ -54,7 +55,7 @@ def test_every_corpus_file_is_de_identified_or_refused_with_a_reason(path):
      "MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm"],
 )  # fmt: skip
 def test_the_mr_images_are_accepted_in_every_syntax_this_environment_can_decode(name):
-    data = (CORPUS / name).read_bytes()
+    data = as_acquired((CORPUS / name).read_bytes())  # its DERIVED\\SECONDARY is refused (D-09)
     syntax = pydicom.dcmread(CORPUS / name).file_meta.TransferSyntaxUID
     decodable = not syntax.is_compressed or get_decoder(syntax).is_available
     if decodable:

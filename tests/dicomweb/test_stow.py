@@ -9,7 +9,7 @@ from django.conf import settings
 from pydicom.uid import generate_uid
 
 from backend.audit.models import AuditEvent
-from backend.deid.profile import pseudonymous_uid
+from backend.deid.profile import pseudonymous_uid, site_key
 from backend.dicomweb.views import PROCESSING_FAILURE
 from backend.ingest.models import QuarantinedFile
 from backend.ingest.services import NOT_OF_THE_STUDY
@@ -81,7 +81,7 @@ def test_a_stow_to_one_study_stores_its_instances_and_refuses_those_of_another(a
     assert failed["00000902"]["Value"] == [NOT_OF_THE_STUDY]
     assert Instance.objects.count() == 2  # the other study's file was not stored
     assert {i.series.study.study_uid for i in Instance.objects.select_related("series__study")} == {
-        pseudonymous_uid(STUDY_UID, key=settings.DEID_KEY)
+        pseudonymous_uid(STUDY_UID, key=site_key(settings.DEID_KEY, str(operator_a.site.pk)))
     }
     assert not QuarantinedFile.objects.exists()  # not bad input: the sender still has it
 

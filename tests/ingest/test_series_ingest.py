@@ -7,7 +7,7 @@ import datetime
 import pydicom
 import pytest
 
-from backend.deid.profile import _days_of, _pseudonym_of, patient_key
+from backend.deid.profile import _days_of, _pseudonym_of, pseudonymous_uid, site_key
 from backend.ingest.models import QuarantinedFile
 from backend.ingest.services import series_ingest
 from backend.storage.store import store_get
@@ -214,13 +214,13 @@ def test_the_rows_of_a_batch_go_in_in_one_order_whatever_the_order_sent(site_a):
     assert inserted == sorted(inserted)
 
 
-def test_the_same_patient_id_at_two_sites_is_two_patients(site_a, site_b, settings):
-    """Two hospitals' patient "12345" (security checklist A-06): each site's files get their
-    own patient pseudonym and date shift, with no merge; at one site a patient's studies still
-    group under one pseudonym and keep their intervals. UIDs are the installation's at every
-    site (a UID is unique in the world; the database keeps each site's copy apart)."""
+def test_the_same_patient_and_study_at_two_sites_are_two_and_never_link(site_a, site_b, settings):
+    """Two hospitals' patient "12345" (security checklist A-06), and one study sent to two sites
+    (D-04): each site's copy gets its own UIDs, patient pseudonym and date shift (the site's
+    key), so nothing can merge or link them; within a site a patient's studies still group
+    under one pseudonym, keep their intervals, and a file sent again is the same instance."""
 
-    def sent(site, sop: int, later: bool = False) -> pydicom.Dataset:
+    def sent(site, sop: int, later: bool = False) -> tuple[pydicom.Dataset, str]:
         ds = mr_dataset(sop)
         ds.PatientID = "12345"
         if later:  # another study of the patient, nine days after the first (2024-03-15)
@@ -228,24 +228,30 @@ def test_the_same_patient_id_at_two_sites_is_two_patients(site_a, site_b, settin
             ds.SeriesInstanceUID = ds.SeriesInstanceUID + ".9"
             ds.StudyDate = "20240324"
         (outcome,) = series_ingest(site=site, files=[to_bytes(ds)], source="stow")
-        assert outcome.status == "accepted"
         stored = store_get(Instance.objects.get(pk=outcome.instance_id).storage_key)
-        return pydicom.dcmread(pydicom.filebase.DicomBytesIO(stored))
+        return pydicom.dcmread(pydicom.filebase.DicomBytesIO(stored)), outcome.status
 
-    def expected(site) -> tuple[str, str]:
-        key = patient_key(settings.DEID_KEY, str(site.pk))
+    def expected(site) -> tuple[str, str, str]:
+        key = site_key(settings.DEID_KEY, str(site.pk))
         day = datetime.date(2024, 3, 15) - datetime.timedelta(days=_days_of("12345", key))
-        return _pseudonym_of("12345", key), day.strftime("%Y%m%d")
+        study = pseudonymous_uid(STUDY_UID, key=key)
+        return _pseudonym_of("12345", key), day.strftime("%Y%m%d"), study
 
-    at_a, at_b, later_at_a = sent(site_a, 1), sent(site_b, 1), sent(site_a, 2, later=True)
-    assert (at_a.PatientID, at_a.StudyDate) == expected(site_a)
-    assert (at_b.PatientID, at_b.StudyDate) == expected(site_b)
-    assert at_a.PatientID != at_b.PatientID, "one pseudonym for two sites' patients"
+    (at_a, status_a), (at_b, status_b) = sent(site_a, 1), sent(site_b, 1)
+    later_at_a, _ = sent(site_a, 2, later=True)
+    again_at_a, status_again = sent(site_a, 1)
+    assert (status_a, status_b, status_again) == ("accepted", "accepted", "duplicate")
+    assert (at_a.PatientID, at_a.StudyDate, at_a.StudyInstanceUID) == expected(site_a)
+    assert (at_b.PatientID, at_b.StudyDate, at_b.StudyInstanceUID) == expected(site_b)
+    for keyword in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        assert at_a.get(keyword) != at_b.get(keyword), keyword
     assert at_a.PatientName == at_a.PatientID and at_b.PatientName == at_b.PatientID
     assert later_at_a.PatientID == at_a.PatientID, "one patient at one site"
     first, later = (datetime.date.fromisoformat(d.StudyDate) for d in (at_a, later_at_a))
     assert (later - first).days == 9
-    # Not the installation-wide pseudonym of before, which linked the two sites' patients.
+    assert again_at_a.SOPInstanceUID == at_a.SOPInstanceUID
+    # Not the installation-wide pseudonyms of before, which linked the two sites' copies.
     assert at_a.PatientID != _pseudonym_of("12345", settings.DEID_KEY)
-    assert at_a.StudyInstanceUID == at_b.StudyInstanceUID  # the same original study's UID
-    assert Study.objects.filter(study_uid=at_a.StudyInstanceUID).count() == 2
+    assert at_a.StudyInstanceUID != pseudonymous_uid(STUDY_UID, key=settings.DEID_KEY)
+    assert Study.objects.filter(site=site_a).count() == 2
+    assert Study.objects.filter(site=site_b).count() == 1
