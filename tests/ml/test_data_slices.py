@@ -108,6 +108,10 @@ def test_training_slices_draw_a_wider_noise_floor_than_held_out_ones() -> None:
     inside = np.mean(train <= slices.NOISE_FLOOR[1])
     assert 0.45 < inside < 0.62
 
+    # --noise-floor 0.004 0.015 rebuilds the training sets of before (one uniform draw).
+    old_training, _ = draws(varied=True, override=slices.NOISE_FLOOR)
+    np.testing.assert_array_equal(old_training, plain)
+
     forced, forced_state = draws(varied=True, override=(0.02, 0.04))
     assert forced_state == state
     assert 0.02 <= forced.min() and forced.max() <= 0.04 and abs(forced.mean() - 0.03) < 1e-3
