@@ -33,6 +33,15 @@ def audit_target_for(obj: object) -> AuditTarget:
     raise TypeError(f"no audit target for {type(obj).__name__}")
 
 
+def one_per_study(targets: Iterable[AuditTarget]) -> list[AuditTarget]:
+    """The first target of each (site, study): a list touching ten series of one study is one
+    access to that study."""
+    unique: dict[tuple[int | None, str], AuditTarget] = {}
+    for target in targets:
+        unique.setdefault((target.site_id, target.study_uid), target)
+    return list(unique.values())
+
+
 class ClinicalAPIView(APIView):
     audit_action: AuditAction = AuditAction.VIEW
 
@@ -41,13 +50,7 @@ class ClinicalAPIView(APIView):
 
     def accessed_targets(self, targets: list[AuditTarget], *, per_study: bool = False) -> None:
         """``accessed`` for a view that knows its targets without loading the objects."""
-        if per_study:
-            # A list touching ten series of one study is one access to that study.
-            unique: dict[tuple[int | None, str], AuditTarget] = {}
-            for target in targets:
-                unique.setdefault((target.site_id, target.study_uid), target)
-            targets = list(unique.values())
-        self._audit_targets = targets
+        self._audit_targets = one_per_study(targets) if per_study else targets
 
     def audit_now(
         self,

@@ -14,6 +14,7 @@ from django.core.management import CommandError, call_command
 from annotation.models import Assignment, TrainingSet
 from annotation.services import annotation_save, campaign_create
 from annotation.training import training_set_verify
+from backend.audit.models import AuditAction, AuditEvent
 from tests.annotation.conftest import ingest_series
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("private_store")]
@@ -42,6 +43,11 @@ def test_the_command_exports_agreed_slices_and_the_checksum_holds(lead_a, annota
     out = io.StringIO()
     call_command("training_set_export", str(campaign.pk), "--lead", "lead_a", "--quiet", stdout=out)
     ts = TrainingSet.objects.get(campaign=campaign)
+    # Audited as the API's export is (checklist L-01): one row per study, by the lead.
+    exported = AuditEvent.objects.filter(action=AuditAction.EXPORT)
+    assert [(e.username, e.object_type, e.study_uid, e.site_id, e.outcome) for e in exported] == [
+        ("lead_a", "series", series.study.study_uid, site_a.pk, "success")
+    ]
     split = training_set_split(ts)
     assert f"training set v1: 2 annotated slices ({split}) + 0 simulated, sha256 {ts.sha256}" in (
         out.getvalue()
