@@ -69,13 +69,20 @@ SCOPED_ELSEWHERE = {
 }  # fmt: skip
 
 
-def _api_routes(patterns=None, prefix=""):
-    """Every named route under api/, included URLconfs too (a new app cannot slip past)."""
+def _every_route(patterns=None, prefix=""):
+    """(name, path, view) of every route, included URLconfs too (a new app cannot slip past)."""
     for pattern in get_resolver().url_patterns if patterns is None else patterns:
         if isinstance(pattern, URLResolver):
-            yield from _api_routes(pattern.url_patterns, prefix + str(pattern.pattern))
-        elif pattern.name and (prefix + str(pattern.pattern)).startswith("api/"):
-            yield pattern.name, prefix + str(pattern.pattern)
+            yield from _every_route(pattern.url_patterns, prefix + str(pattern.pattern))
+        else:
+            yield pattern.name, prefix + str(pattern.pattern), pattern.callback
+
+
+def _api_routes():
+    """Every named route under api/."""
+    for name, path, _ in _every_route():
+        if name and path.startswith("api/"):
+            yield name, path
 
 
 def test_every_api_route_is_in_the_matrix():
@@ -85,14 +92,6 @@ def test_every_api_route_is_in_the_matrix():
 
 
 ANONYMOUS_BY_DESIGN = {"api-token-create"}  # a password or a token is how one signs in
-
-
-def _every_route(patterns=None, prefix=""):
-    for pattern in get_resolver().url_patterns if patterns is None else patterns:
-        if isinstance(pattern, URLResolver):
-            yield from _every_route(pattern.url_patterns, prefix + str(pattern.pattern))
-        else:
-            yield pattern.name, prefix + str(pattern.pattern), pattern.callback
 
 
 def test_no_rest_framework_view_is_open_to_anonymous_users_but_the_allow_list():
