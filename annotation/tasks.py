@@ -18,6 +18,15 @@ def finetune_task(finetune_id: str) -> str:
     return str(finetune_run(finetune_id=finetune_id).status)
 
 
+@shared_task(ignore_result=True)
+def finetune_requeue_task() -> int:
+    """Periodic (Celery beat, ``CELERY_BEAT_SCHEDULE``): hand again to a worker each queued
+    fine-tuning whose message the broker lost (``finetune_requeue_lost``)."""
+    from annotation.training import finetune_requeue_lost
+
+    return len(finetune_requeue_lost())
+
+
 # The one task whose caller waits for its result (the annotate page's AI assist): results are
 # ignored by default (CELERY_TASK_IGNORE_RESULT), so this one keeps its own.
 @shared_task(base=TrackedTask, autoretry_for=TRANSIENT_ERRORS, max_retries=3, ignore_result=False)

@@ -30,6 +30,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -310,8 +311,31 @@ def finetune_request(
     from annotation.tasks import QUEUE, finetune_task
 
     job_id = str(job.pk)
-    transaction.on_commit(lambda: finetune_task.apply_async(args=[job_id], queue=QUEUE))
+    # Robust: a broker that is away must not fail a request whose job is queued already; the
+    # requeue sweep (``finetune_requeue_lost``) publishes it later.
+    transaction.on_commit(
+        lambda: finetune_task.apply_async(args=[job_id], queue=QUEUE), robust=True
+    )
     return job
+
+
+def finetune_requeue_lost(*, older_than_s: float | None = None) -> list[str]:
+    """Hand again to a worker each fine-tuning queued more than ``older_than_s`` seconds ago
+    (default ``ARTISCAN_REQUEUE_AFTER_S``) that no worker ever began: its message was lost in
+    the broker (``backend.jobs.services.lost_jobs_requeue``). Returns their ids. Without this,
+    such a fine-tuning stayed "queued" for good."""
+    from annotation.tasks import QUEUE, finetune_task
+    from backend.jobs.services import lost_jobs_requeue
+
+    if older_than_s is None:
+        older_than_s = float(settings.ARTISCAN_REQUEUE_AFTER_S)
+    cutoff = timezone.now() - timedelta(seconds=older_than_s)
+    queued = FineTune.objects.filter(status=JobStatus.QUEUED, created_at__lt=cutoff)
+    return lost_jobs_requeue(
+        task=finetune_task,
+        queue=QUEUE,
+        subjects=[str(pk) for pk in queued.order_by("created_at").values_list("pk", flat=True)],
+    )
 
 
 def _base_weights(model_version: Any) -> Path:

@@ -222,7 +222,8 @@ def operator_token(env: dict[str, str]) -> str:
          "site_create(name='Bench', slug='bench')\n"
          "import uuid; u = user_create(username='bench-' + uuid.uuid4().hex[:8], "
          "password=None, memberships=[(site, Role.OPERATOR)])\n"
-         "DicomSender.objects.get_or_create(ae_title='BENCH', defaults={'site': site})\n"
+         "DicomSender.objects.get_or_create(ae_title='BENCH', "
+         "defaults={'site': site, 'host': '127.0.0.1'})\n"
          "print(token_create(user=u, name='bench')[1])"],
         cwd=ROOT, env=env, check=True, capture_output=True, text=True,
     ).stdout.strip()  # fmt: skip

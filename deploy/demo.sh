@@ -11,7 +11,8 @@ unset DATABASE_URL REDIS_URL
 $BIN/python manage.py migrate --noinput
 $BIN/python manage.py collectstatic --noinput >/dev/null
 $BIN/python manage.py demo_data
-$BIN/python manage.py dicom_sender demo DEMO_MRI >/dev/null
+# Any host: the demo holds synthetic images only, and a test modality may be on another machine.
+$BIN/python manage.py dicom_sender demo DEMO_MRI --any-host >/dev/null
 SCP_PORT=${ARTISCAN_SCP_PORT:-11112}
 
 pids=()

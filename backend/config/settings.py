@@ -84,7 +84,7 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "backend.config.apps.ArtiScanAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -414,12 +414,25 @@ CELERY_BEAT_SCHEDULE = {
         "task": "backend.ingest.tasks.unscored_sweep_task",
         "schedule": float(env_int("ARTISCAN_SCORE_SWEEP_EVERY_S", 60, minimum=5)),
     },
+    # Uploads and fine-tunings whose message the broker lost (a Redis restarted without its
+    # append-only file) are handed to a worker again (backend.jobs.services.lost_jobs_requeue).
+    "upload-requeue": {
+        "task": "backend.ingest.tasks.upload_requeue_task",
+        "schedule": float(env_int("ARTISCAN_REQUEUE_EVERY_S", 60, minimum=5)),
+    },
+    "finetune-requeue": {
+        "task": "annotation.tasks.finetune_requeue_task",
+        "schedule": float(env_int("ARTISCAN_REQUEUE_EVERY_S", 60, minimum=5)),
+    },
     # Refused originals past ARTISCAN_QUARANTINE_DAYS, abandoned and stuck uploads' chunks.
     "ingest-purge": {
         "task": "backend.ingest.tasks.ingest_purge_task",
         "schedule": float(env_int("ARTISCAN_PURGE_EVERY_S", 3600, minimum=10)),
     },
 }
+# A queued upload or fine-tuning that no worker has begun this long after it was queued, with
+# nothing waiting in its queue, has lost its message: it is published again.
+ARTISCAN_REQUEUE_AFTER_S = env_int("ARTISCAN_REQUEUE_AFTER_S", 600, minimum=1)
 # An upload queued or in processing this long will not finish: it fails and its chunks go.
 ARTISCAN_UPLOAD_STUCK_H = env_int("ARTISCAN_UPLOAD_STUCK_H", 24, minimum=1)
 # A slice unscored this long after it arrived counts as lost by the sweep above.

@@ -648,7 +648,7 @@ def deidentify_fast(data: bytes, *, key: bytes, max_bytes: int) -> DeidentifiedF
     if parser.us_or_ss:
         _settle_us_or_ss(elements, parser.us_or_ss, top)
     sop_class, sop_instance = _check_image(top, syntax, elements)
-    source = top.text(_PATIENT_ID).strip() or top.text(_PATIENT_NAME).strip()
+    source = P.patient_source(top.text(_PATIENT_ID), top.text(_TAG["StudyInstanceUID"]))
     scanner = P._scanner_of([top.text(tag).strip() for tag in _SCANNER_TAGS], key)
     if any(e[0] in _WRITTEN and e[1] != _WRITTEN_VR[e[0]] for e in elements):
         raise Fallback("a replaced attribute with another VR")

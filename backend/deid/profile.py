@@ -388,12 +388,24 @@ def site_key(key: bytes, site: str) -> bytes:
 
 
 def _patient_source(ds: Dataset) -> str:
-    return str(ds.get("PatientID", "")).strip() or str(ds.get("PatientName", "")).strip()
+    return patient_source(str(ds.get("PatientID", "")), str(ds.get("StudyInstanceUID", "")))
+
+
+def patient_source(patient_id: str, study_uid: str) -> str:
+    """What a file's patient pseudonym and date shift are keyed on: its PatientID, or, for a
+    file without one (an empty PatientID is legal: the attribute is Type 2), its study — one
+    unknown patient per study. Never a shared "unknown" patient (nor the PatientName, which
+    de-identified collections fill with the same "ANONYMOUS"): that would make every file
+    without an ID one patient, with one pseudonym and one date shift (security checklist
+    D-11). The NULs keep it apart from any PatientID a sender can write."""
+    patient_id = patient_id.strip()
+    return patient_id if patient_id else "\0study\0" + study_uid.strip("\0 ")
 
 
 def patient_pseudonym(ds: Dataset, *, key: bytes) -> str:
-    """``ANON-`` and 12 hex digits of a keyed HMAC of the original PatientID (PatientName if
-    there is no ID), so one patient's series still group and nobody without the key can link."""
+    """``ANON-`` and 12 hex digits of a keyed HMAC of the original PatientID (of the study if
+    there is no ID: ``patient_source``), so one patient's series still group and nobody without
+    the key can link."""
     return _pseudonym_of(_patient_source(ds), key)
 
 

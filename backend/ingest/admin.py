@@ -29,7 +29,7 @@ class QuarantinedFileAdmin(admin.ModelAdmin[QuarantinedFile]):
 
 @admin.register(DicomSender)
 class DicomSenderAdmin(admin.ModelAdmin[DicomSender]):
-    list_display = ["ae_title", "site", "host", "is_active", "description"]
+    list_display = ["ae_title", "site", "host", "any_host", "is_active", "description"]
     list_filter = ["site", "is_active"]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from backend.accounts.models import Site, User
@@ -35,15 +36,32 @@ class QuarantinedFile(models.Model):
 class DicomSender(models.Model):
     """A modality or PACS allowed to C-STORE to us, and the site its images belong to.
 
-    An association from an AE title not listed here (or from another host, when ``host`` is set)
-    is rejected before any data is sent (security checklist O-04).
+    An association is accepted only from an AE title listed here and from its ``host``; a
+    sender with no host is refused unless it says ``any_host``, an explicit choice for a trusted
+    network (an AE title is a name anyone can claim). Everything else is rejected before any
+    data is sent (security checklist O-04).
     """
 
     site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="dicom_senders")
     ae_title = models.CharField(max_length=16, unique=True)
     host = models.GenericIPAddressField(null=True, blank=True, help_text="Only from this address.")
+    any_host = models.BooleanField(
+        default=False,
+        help_text="Accept this AE title from any address: only where nobody else on the "
+        "network can send DICOM (anyone can claim an AE title).",
+    )
     description = models.CharField(max_length=200, blank=True)
     is_active = models.BooleanField(default=True)
+
+    def clean(self) -> None:
+        if not self.host and not self.any_host:
+            raise ValidationError(
+                {"host": "Give the sender's address, or accept it from any host (any_host)."}
+            )
+
+    def accepts_from(self, address: str) -> bool:
+        """Whether an association of this sender's AE title from ``address`` is accepted."""
+        return self.any_host or (bool(self.host) and self.host == address)
 
     def __str__(self) -> str:
         return f"{self.ae_title} → {self.site}"

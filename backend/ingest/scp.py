@@ -1,8 +1,9 @@
 """The C-STORE SCP (pynetdicom): modalities and PACS push MR images; each one goes through
 ``instance_ingest`` like every other way in.
 
-Associations are accepted only from the AE titles (and hosts) registered as ``DicomSender``; the
-rest are rejected with "calling AE title not recognised" before any data arrives.
+Associations are accepted only from the AE titles registered as ``DicomSender``, each from its
+own host (``DicomSender.accepts_from``); the rest are rejected with "calling AE title not
+recognised" before any data arrives.
 """
 
 from __future__ import annotations
@@ -46,7 +47,15 @@ def _sender_for(ae_title: str, address: str) -> DicomSender | None:
         .filter(ae_title=ae_title.strip(), is_active=True)
         .first()
     )
-    if sender is None or (sender.host and sender.host != address):
+    if sender is None:
+        return None
+    if not sender.accepts_from(address):
+        if not sender.host and not sender.any_host:
+            logger.warning(
+                "association refused: sender %s has no host: register its address "
+                "(manage.py dicom_sender SITE AE --host IP) or allow any (--any-host)",
+                sender.ae_title,
+            )
         return None
     return sender
 

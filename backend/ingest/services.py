@@ -164,9 +164,18 @@ class _Clean:
     study_uid: str
     series_uid: str
     sop_uid: str
+    patient: str  # the patient pseudonym (the de-identified PatientID)
+    # The file as it came (a view into the request body, or the bytes the sender gave: no
+    # copy), quarantined if the file is refused after de-identification (``MIXED_PATIENTS``).
+    original: bytes | memoryview
 
 
 NOT_OF_THE_STUDY = "not an instance of the study named in the request"
+# One study holds one patient: a study's pseudonym and date shift are its patient's, and a
+# second patient in it would be a second of each (security checklist D-12). A sender that
+# mixes two patients in one StudyInstanceUID has a fault a person must sort out: the file is
+# quarantined with the original, not merged.
+MIXED_PATIENTS = "another patient's image in this study (one study holds one patient)"
 
 
 def _site_key(site: Site) -> bytes:
@@ -181,6 +190,7 @@ def _door(
     StudyInstanceUID the file must have (a STOW-RS to ``/studies/{study}``); a file of another
     study is refused without being stored or quarantined (the sender still has it). ``data``
     may be a view into a request body: it is copied here, one file at a time."""
+    original = data
     data = bytes(data)
     try:
         # The profile on the encoded bytes where it can, the dataset path where it cannot (the
@@ -205,6 +215,8 @@ def _door(
         study_uid=study_uid,
         series_uid=series_uid,
         sop_uid=sop_uid,
+        patient=str(ds.get("PatientID", "")),
+        original=original,
     )
 
 
@@ -300,26 +312,38 @@ def _batch_ingest(
         if recorded is not None:
             recorded(refused)
         return refused
+    mixed: list[_Clean] = []  # refused by _record_batch, quarantined once it has committed
     try:
         with transaction.atomic():
-            return _record_batch(site, results, source, recorded=recorded)
+            outcomes = _record_batch(site, results, source, recorded=recorded, mixed=mixed)
+        _quarantine_mixed(site, mixed, source)
+        return outcomes
     except IntegrityError:
         # A concurrent copy of one of these instances won the race (the unique constraint saw
         # it): record them one by one, where a lost race reads as a duplicate.
-        outcomes: list[IngestOutcome] = []
+        outcomes = []
+        mixed = []
         for result in results:
             if isinstance(result, IngestOutcome):
                 outcomes.append(result)
                 continue
             try:
                 with transaction.atomic():
-                    outcomes += _record_batch(site, [result], source)
+                    outcomes += _record_batch(site, [result], source, mixed=mixed)
             except IntegrityError:
                 outcomes.append(_duplicate_of(site, result))
+        _quarantine_mixed(site, mixed, source)
         if recorded is not None:
             with transaction.atomic():
                 recorded(outcomes)
         return outcomes
+
+
+def _quarantine_mixed(site: Site, mixed: list[_Clean], source: str) -> None:
+    for clean in mixed:
+        _quarantine(site=site, data=bytes(clean.original), source=source, reason=MIXED_PATIENTS)
+        logger.info("refused a %s file: %s", source, MIXED_PATIENTS)
+    mixed.clear()
 
 
 def _duplicate_of(site: Site, clean: _Clean) -> IngestOutcome:
@@ -361,20 +385,21 @@ _COUNT_ARRIVALS = PreparedUpdate(
 )  # fmt: skip
 _KNOWN_SERIES = PreparedQuery(
     lambda site_id, study_uid, series_uid: _known_series(site_id, study_uid, series_uid)
-    .values_list(*field_names(Series))[:1],
+    .values_list(*field_names(Series), "study__patient_pseudonym")[:1],
     int, str, str,
 )  # fmt: skip
 _KNOWN_SERIES_HOLDING = PreparedQuery(
     lambda site_id, study_uid, series_uid, sop_uid: _known_series(site_id, study_uid, series_uid)
     .annotate(holds=Exists(Instance.objects.filter(series=OuterRef("pk"), sop_uid=sop_uid)))
-    .values_list(*field_names(Series), "holds")[:1],
+    .values_list(*field_names(Series), "study__patient_pseudonym", "holds")[:1],
     int, str, str, str,
 )  # fmt: skip
 
 
-def _series_for(site: Site, clean: _Clean, sop_uids: list[str]) -> tuple[Series, bool]:
+def _series_for(site: Site, clean: _Clean, sop_uids: list[str]) -> tuple[Series | None, bool]:
     """The series of ``clean`` (made, with its study and scanner, for its first slice), and
-    whether it may already hold one of ``sop_uids`` (False: it holds none of them)."""
+    whether it may already hold one of ``sop_uids`` (False: it holds none of them); no series
+    if the study is another patient's (``MIXED_PATIENTS``: nothing is made for the file)."""
     # Every slice after a series' first finds it here, in one query instead of three; a
     # request of one slice (STOW-RS one instance at a time, C-STORE) learns in the same query
     # whether that slice is stored already.
@@ -385,13 +410,30 @@ def _series_for(site: Site, clean: _Clean, sop_uids: list[str]) -> tuple[Series,
     else:
         row = _KNOWN_SERIES.first(site.pk, study_uid, series_uid)
     if row is not None:
+        if row[_SERIES_WIDTH] not in ("", clean.patient):
+            return None, False
         known = instance_from(Series, row[:_SERIES_WIDTH])
-        return known, bool(row[_SERIES_WIDTH]) if len(sop_uids) == 1 else True
-    study, _ = Study.objects.get_or_create(
+        return known, bool(row[_SERIES_WIDTH + 1]) if len(sop_uids) == 1 else True
+    study, made = Study.objects.get_or_create(
         site=site,
         study_uid=study_uid,
-        defaults={"description": str(ds.get("StudyDescription", ""))[:128]},
+        defaults={
+            "description": str(ds.get("StudyDescription", ""))[:128],
+            "patient_pseudonym": clean.patient,
+        },
     )
+    if not made and study.patient_pseudonym != clean.patient:
+        if study.patient_pseudonym:
+            return None, False
+        # A study recorded before its patient was kept: its patient is this file's from now on
+        # (unless a concurrent sender has just given it one: then that one's is checked).
+        claimed = Study.objects.filter(pk=study.pk, patient_pseudonym="").update(
+            patient_pseudonym=clean.patient
+        )
+        if not claimed:
+            study.refresh_from_db(fields=["patient_pseudonym"])
+            if study.patient_pseudonym != clean.patient:
+                return None, False
     scanner = None
     if scanner_pseudonym:
         scanner, _ = Scanner.objects.get_or_create(
@@ -427,24 +469,41 @@ def _record_batch(
     source: str,
     *,
     recorded: Recorded | None = None,
+    mixed: list[_Clean],
 ) -> list[IngestOutcome]:
     """Store and record the clean files of ``results`` (inside the caller's transaction);
     returns an outcome per item, in order, after handing them to ``recorded`` (in the same
-    transaction)."""
-    sops_by_series: dict[tuple[str, str], list[str]] = {}
+    transaction). Files of a study that holds another patient are refused (``MIXED_PATIENTS``)
+    and added to ``mixed``, for the caller to quarantine once the transaction has committed."""
+    sops_by_series: dict[tuple[str, str, str], list[str]] = {}
     for r in results:
         if isinstance(r, _Clean):
-            sops_by_series.setdefault((r.study_uid, r.series_uid), []).append(r.sop_uid)
-    series_by_uid: dict[tuple[str, str], Series] = {}
+            series_key = (r.study_uid, r.series_uid, r.patient)
+            sops_by_series.setdefault(series_key, []).append(r.sop_uid)
+    found: dict[tuple[str, str, str], Series | None] = {}
     may_hold: list[Series] = []  # series that may hold some of these instances already
     for r in results:
         if isinstance(r, _Clean):
-            series_key = (r.study_uid, r.series_uid)
-            if series_key not in series_by_uid:
+            series_key = (r.study_uid, r.series_uid, r.patient)
+            if series_key not in found:
                 series, holds = _series_for(site, r, sops_by_series[series_key])
-                series_by_uid[series_key] = series
-                if holds:
+                found[series_key] = series
+                if series is not None and holds:
                     may_hold.append(series)
+    series_by_uid = {k: series for k, series in found.items() if series is not None}
+    if len(series_by_uid) < len(found):
+        refused = IngestOutcome(status="rejected", reason=MIXED_PATIENTS)
+        kept: list[_Clean | IngestOutcome] = []
+        for r in results:
+            if (
+                isinstance(r, _Clean)
+                and (r.study_uid, r.series_uid, r.patient) not in series_by_uid
+            ):
+                mixed.append(r)
+                kept.append(refused)
+            else:
+                kept.append(r)
+        results = kept
     existing: dict[tuple[Any, str], Instance] = {}
     if may_hold:
         existing = {
@@ -458,7 +517,7 @@ def _record_batch(
     for r in results:
         if not isinstance(r, _Clean):
             continue
-        series = series_by_uid[(r.study_uid, r.series_uid)]
+        series = series_by_uid[(r.study_uid, r.series_uid, r.patient)]
         uid = (series.pk, r.sop_uid)
         if uid in existing or uid in new:
             continue
@@ -529,7 +588,7 @@ def _record_batch(
 
 def _outcomes(
     results: list[_Clean | IngestOutcome],
-    series_by_uid: dict[tuple[str, str], Series],
+    series_by_uid: dict[tuple[str, str, str], Series],
     existing: dict[tuple[Any, str], Instance],
     new: dict[tuple[Any, str], tuple[_Clean, Instance]],
 ) -> list[IngestOutcome]:
@@ -539,7 +598,7 @@ def _outcomes(
         if not isinstance(r, _Clean):
             outcomes.append(r)
             continue
-        series = series_by_uid[(r.study_uid, r.series_uid)]
+        series = series_by_uid[(r.study_uid, r.series_uid, r.patient)]
         uid = (series.pk, r.sop_uid)
         if uid in new and uid not in accepted:
             accepted.add(uid)
@@ -567,13 +626,11 @@ def _announce(*, site_id: int, per_series: dict[Any, list[str]], source: str) ->
 
 
 def _scoring_queue_size() -> int:
-    """Messages waiting in the scoring queue (0 when the broker cannot say)."""
-    from backend.config.celery import app
+    """Messages waiting in the scoring queue."""
+    from backend.jobs.services import queue_waiting, task_queue
     from backend.scoring.tasks import series_score_task
 
-    queue = app.amqp.router.route({}, series_score_task.name)["queue"].name
-    with app.connection_for_write() as conn:
-        return int(conn.default_channel.queue_declare(queue=queue).message_count)
+    return queue_waiting(task_queue(series_score_task))
 
 
 def unscored_sweep(*, older_than_s: float | None = None, limit: int = 1000) -> list[str]:

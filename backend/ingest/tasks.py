@@ -3,7 +3,12 @@ from __future__ import annotations
 from celery import shared_task
 
 from backend.ingest.services import quarantine_purge, unscored_sweep
-from backend.ingest.uploads import upload_fail_stuck, upload_process, upload_purge_stale
+from backend.ingest.uploads import (
+    upload_fail_stuck,
+    upload_process,
+    upload_purge_stale,
+    upload_requeue_lost,
+)
 from backend.jobs.tasks import TRANSIENT_ERRORS, TrackedTask
 
 
@@ -17,6 +22,13 @@ def unscored_sweep_task() -> int:
     """Periodic (Celery beat, ``CELERY_BEAT_SCHEDULE``): re-ask for the scoring of series whose
     slices were accepted but not scored (a request lost after the commit)."""
     return len(unscored_sweep())
+
+
+@shared_task(ignore_result=True)
+def upload_requeue_task() -> int:
+    """Periodic (Celery beat, ``CELERY_BEAT_SCHEDULE``): hand again to a worker each queued
+    upload whose message the broker lost (``upload_requeue_lost``)."""
+    return len(upload_requeue_lost())
 
 
 @shared_task(ignore_result=True)

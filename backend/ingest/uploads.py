@@ -88,7 +88,9 @@ def upload_complete(*, upload_id: str) -> Upload:
         upload.status = UploadStatus.QUEUED
         upload.save(update_fields=["status"])
         pk = str(upload.pk)
-        transaction.on_commit(lambda: upload_process_task.delay(pk))
+        # Robust: a broker that is away must not fail the request of an upload already queued
+        # (completing again would not publish again); the requeue sweep publishes it later.
+        transaction.on_commit(lambda: upload_process_task.delay(pk), robust=True)
     return upload
 
 
@@ -211,6 +213,25 @@ def upload_fail_stuck(*, now: datetime | None = None) -> int:
         _upload_end(upload)
         ended += 1
     return ended
+
+
+def upload_requeue_lost(*, older_than_s: float | None = None) -> list[str]:
+    """Hand again to a worker each upload queued more than ``older_than_s`` seconds ago (default
+    ``ARTISCAN_REQUEUE_AFTER_S``) whose processing no worker ever began: its message was lost
+    in the broker (``backend.jobs.services.lost_jobs_requeue``). Returns their ids. Without
+    this, such an upload waited ``ARTISCAN_UPLOAD_STUCK_H`` hours and failed."""
+    from backend.ingest.tasks import upload_process_task
+    from backend.jobs.services import lost_jobs_requeue, task_queue
+
+    if older_than_s is None:
+        older_than_s = float(settings.ARTISCAN_REQUEUE_AFTER_S)
+    cutoff = timezone.now() - timedelta(seconds=older_than_s)
+    queued = Upload.objects.filter(status=UploadStatus.QUEUED, created_at__lt=cutoff)
+    return lost_jobs_requeue(
+        task=upload_process_task,
+        queue=task_queue(upload_process_task),
+        subjects=[str(pk) for pk in queued.order_by("created_at").values_list("pk", flat=True)],
+    )
 
 
 def upload_purge_stale(*, older_than_hours: int = 48) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Iterable
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -59,3 +61,44 @@ def job_attempt_fail(*, record: JobRecord, error: BaseException) -> None:
         error=type(error).__name__[:500],
         failures=F("failures") + 1,
     )
+
+
+def task_queue(task: Any) -> str:
+    """The queue ``task`` is routed to (``CELERY_TASK_ROUTES``, else the default queue)."""
+    from backend.config.celery import app
+
+    return str(app.amqp.router.route({}, task.name)["queue"].name)
+
+
+def queue_waiting(queue: str) -> int:
+    """Messages waiting in a broker queue, not yet taken by a worker."""
+    from backend.config.celery import app
+
+    with app.connection_for_write() as conn:
+        return int(conn.default_channel.queue_declare(queue=queue).message_count)
+
+
+def lost_jobs_requeue(*, task: Any, queue: str, subjects: Iterable[str]) -> list[str]:
+    """Publish ``task`` again for each of ``subjects`` (jobs that their own rows say are still
+    queued) whose message no worker ever took: no attempt of ``task`` on the subject is
+    recorded (``JobRecord``), and ``queue`` is empty, so the message is not waiting there either.
+    Such a message was lost in the broker: a Redis restarted without its append-only file, a
+    purge (security checklist C-06). A job a worker took and then lost is the broker's to deliver
+    again (late acknowledgement) and is left alone. Returns the subjects published again.
+
+    With messages waiting, nothing is published: the workers are behind, and a job queued
+    behind them would run twice."""
+    subjects = list(subjects)
+    if not subjects or queue_waiting(queue):
+        return []
+    started = set(
+        JobRecord.objects.filter(name=task.name, subject__in=subjects).values_list(
+            "subject", flat=True
+        )
+    )
+    lost = [subject for subject in subjects if subject not in started]
+    for subject in lost:
+        task.apply_async(args=[subject], queue=queue)
+    if lost:
+        logger.warning("published %d lost %s jobs again", len(lost), task.name)
+    return lost

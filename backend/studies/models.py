@@ -40,6 +40,10 @@ class Study(models.Model):
     received_at = models.DateTimeField(auto_now_add=True, db_index=True)
     # Week of acquisition only (Safe Harbor keeps the year; the QA dashboards need weeks).
     acquired_week = models.DateField(null=True, blank=True)
+    # The patient pseudonym of the study's files (``backend.deid.profile.patient_pseudonym``, the
+    # de-identified PatientID): one study holds one patient, and the door refuses a file of
+    # another (security checklist D-12). Empty for a study recorded before it was kept.
+    patient_pseudonym = models.CharField(max_length=32, blank=True, default="")
 
     class Meta:
         constraints = [

@@ -49,3 +49,47 @@ def test_four_senders_of_the_same_series_leave_one_readable_copy_of_each_instanc
     assert Series.objects.get().instance_count == 9
     for instance in Instance.objects.all():
         assert store_get(instance.storage_key)[128:132] == b"DICM"
+
+
+def test_two_senders_of_two_patients_in_one_new_study_leave_one_patient_in_it(site_a):
+    """Two senders make the same new study at once, each with another patient's series (a PACS
+    that mixed two PatientIDs in one StudyInstanceUID): one of them makes the study, the other
+    finds it (its insert loses at the unique constraint) and has its files refused
+    (security checklist D-12); the study never holds two patients."""
+    from backend.ingest.services import MIXED_PATIENTS
+
+    def of(patient: str, series: str) -> list[bytes]:
+        files = []
+        for i in range(1, 5):
+            ds = mr_dataset(i + (10 if series else 0))
+            ds.PatientID = patient
+            ds.SeriesInstanceUID = ds.SeriesInstanceUID + series
+            files.append(to_bytes(ds))
+        return files
+
+    start = threading.Barrier(2)
+    outcomes: dict[str, list[tuple[str, str]]] = {}
+    errors: list[BaseException] = []
+
+    def send(patient: str, files: list[bytes]) -> None:
+        try:
+            start.wait()
+            sent = series_ingest(site=site_a, files=files, source="stow")
+            outcomes[patient] = [(o.status, o.reason) for o in sent]
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=send, args=("PAT-A", of("PAT-A", ""))),
+        threading.Thread(target=send, args=("PAT-B", of("PAT-B", ".7"))),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    results = sorted(set(o) for o in outcomes.values())
+    assert results == sorted([{("accepted", "")}, {("rejected", MIXED_PATIENTS)}]), outcomes
+    assert Instance.objects.count() == 4 and Series.objects.count() == 1

@@ -58,10 +58,24 @@ def test_a_known_ae_title_from_another_host_is_rejected(dicom_scp, site_a):
     assert assoc.is_rejected
 
 
+def test_a_sender_without_a_host_is_refused_unless_it_may_send_from_any(dicom_scp, site_a):
+    """An AE title is a name anyone can claim (security checklist O-04): a sender registered
+    without its address is accepted from nowhere, until it is given one or explicitly allowed
+    from any host."""
+    sender = DicomSender.objects.create(site=site_a, ae_title="MRI_ROOM_4")
+    assoc = _scu("MRI_ROOM_4").associate("127.0.0.1", dicom_scp, ae_title="ARTISCAN")
+    assert assoc.is_rejected
+    sender.any_host = True
+    sender.save()
+    assoc = _scu("MRI_ROOM_4").associate("127.0.0.1", dicom_scp, ae_title="ARTISCAN")
+    assert assoc.is_established
+    assoc.release()
+
+
 def test_a_refused_file_gets_a_failure_status_and_is_quarantined(dicom_scp, site_a):
     from backend.ingest.models import QuarantinedFile
 
-    DicomSender.objects.create(site=site_a, ae_title="MRI_ROOM_3")
+    DicomSender.objects.create(site=site_a, ae_title="MRI_ROOM_3", host="127.0.0.1")
     ds = pydicom.dcmread(io.BytesIO(to_bytes(mr_dataset(5))))
     ds.BurnedInAnnotation = "YES"
     assoc = _scu("MRI_ROOM_3").associate("127.0.0.1", dicom_scp, ae_title="ARTISCAN")
@@ -72,7 +86,7 @@ def test_a_refused_file_gets_a_failure_status_and_is_quarantined(dicom_scp, site
 
 
 def test_dcmtk_storescu_can_send_to_us(dicom_scp, site_a, tmp_path):
-    DicomSender.objects.create(site=site_a, ae_title="DCMTK")
+    DicomSender.objects.create(site=site_a, ae_title="DCMTK", any_host=True)
     path = tmp_path / "slice.dcm"
     path.write_bytes(to_bytes(mr_dataset(7)))
     result = subprocess.run(
@@ -89,11 +103,25 @@ def test_dcmtk_storescu_can_send_to_us(dicom_scp, site_a, tmp_path):
 
 
 def test_a_sender_is_registered_from_the_command_line(site_a):
+    from django.core.exceptions import ValidationError
     from django.core.management import call_command
+    from django.core.management.base import CommandError
 
     call_command("dicom_sender", site_a.slug, "MRI_ROOM_9", "--host", "192.0.2.7")
     sender = DicomSender.objects.get(ae_title="MRI_ROOM_9")
-    assert (sender.site, sender.host) == (site_a, "192.0.2.7")
+    assert (sender.site, sender.host, sender.any_host) == (site_a, "192.0.2.7", False)
+    assert sender.accepts_from("192.0.2.7") and not sender.accepts_from("192.0.2.8")
+    call_command("dicom_sender", site_a.slug, "MRI_ROOM_9", "--any-host")
+    sender.refresh_from_db()
+    assert (sender.host, sender.any_host) == (None, True) and sender.accepts_from("192.0.2.8")
+    with pytest.raises(CommandError, match="one of the arguments --host --any-host is required"):
+        call_command("dicom_sender", site_a.slug, "MRI_ROOM_8")
+    with pytest.raises(CommandError, match="IP address"):
+        call_command("dicom_sender", site_a.slug, "MRI_ROOM_8", "--host", "mri.lan")
+    assert not DicomSender.objects.filter(ae_title="MRI_ROOM_8").exists()
+    # Nor can the admin's form save a sender that is accepted from nowhere.
+    with pytest.raises(ValidationError, match="address"):
+        DicomSender(site=site_a, ae_title="MRI_ROOM_7").full_clean()
 
 
 def test_two_scp_processes_share_one_port_and_a_dead_one_stops_the_command(site_a, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 from backend.deid.profile import _days_of, _pseudonym_of, pseudonymous_uid, site_key
 from backend.ingest.models import QuarantinedFile
-from backend.ingest.services import series_ingest
+from backend.ingest.services import MIXED_PATIENTS, series_ingest
 from backend.storage.store import store_get
 from backend.studies.models import Instance, Scanner, Series, Study
 from tests.deid.builders import CANARIES, STUDY_UID, mr_dataset, to_bytes
@@ -98,7 +98,8 @@ def test_only_superusers_see_the_quarantine_in_the_admin(client, site_a, admin_a
     admin_a.user.is_staff = True
     admin_a.user.save()
     client.force_login(admin_a.user)
-    assert client.get("/admin/ingest/quarantinedfile/").status_code == 403
+    refused = client.get("/admin/ingest/quarantinedfile/")
+    assert refused.status_code == 302 and refused["Location"].startswith("/admin/login/")
     client.force_login(superuser.user)
     assert client.get("/admin/ingest/quarantinedfile/").status_code == 200
 
@@ -255,3 +256,93 @@ def test_the_same_patient_and_study_at_two_sites_are_two_and_never_link(site_a, 
     assert at_a.StudyInstanceUID != pseudonymous_uid(STUDY_UID, key=settings.DEID_KEY)
     assert Study.objects.filter(site=site_a).count() == 2
     assert Study.objects.filter(site=site_b).count() == 1
+
+
+def _of_patient(sop: int, patient_id: str, series: str = "") -> bytes:
+    ds = mr_dataset(sop)
+    ds.PatientID = patient_id
+    if series:
+        ds.SeriesInstanceUID = ds.SeriesInstanceUID + series
+    return to_bytes(ds)
+
+
+def test_another_patients_file_in_a_study_is_quarantined_and_the_study_keeps_one(site_a, settings):
+    """One study, one patient (security checklist D-12): a sender that mixes two PatientIDs in
+    one StudyInstanceUID gets the second patient's files refused and quarantined with their
+    originals, in one batch and in later requests, by the series already known and by a new
+    one; never two pseudonyms or two date shifts in one study."""
+    key = site_key(settings.DEID_KEY, str(site_a.pk))
+    first = [
+        _of_patient(1, "PAT-A"),
+        _of_patient(2, "PAT-B"),  # the same series
+        _of_patient(3, "PAT-A"),
+        _of_patient(4, "PAT-B", series=".7"),  # another series of the study
+    ]
+    outcomes = series_ingest(site=site_a, files=first, source="stow")
+    assert [o.status for o in outcomes] == ["accepted", "rejected", "accepted", "rejected"]
+    assert outcomes[1].reason == outcomes[3].reason == MIXED_PATIENTS
+    study = Study.objects.get(site=site_a)
+    assert study.patient_pseudonym == _pseudonym_of("PAT-A", key)
+    assert Series.objects.get().instance_count == 2, "nothing made for the refused files"
+    later = [
+        _of_patient(5, "PAT-B"),  # the series is known
+        _of_patient(6, "PAT-B", series=".8"),  # a new series
+    ]
+    for data in later:
+        (outcome,) = series_ingest(site=site_a, files=[data], source="cstore")
+        assert (outcome.status, outcome.reason) == ("rejected", MIXED_PATIENTS)
+    (outcome,) = series_ingest(site=site_a, files=[_of_patient(7, "PAT-A", ".9")], source="stow")
+    assert outcome.status == "accepted"
+    quarantined = QuarantinedFile.objects.order_by("received_at", "pk")
+    assert sorted(q.reason for q in quarantined) == [MIXED_PATIENTS] * 4
+    assert sorted(store_get(q.storage_key) for q in quarantined) == sorted(
+        [first[1], first[3], *later]
+    )
+    assert Series.objects.count() == 2 and Instance.objects.count() == 3
+    patients = {
+        pydicom.dcmread(pydicom.filebase.DicomBytesIO(store_get(i.storage_key))).PatientID
+        for i in Instance.objects.all()
+    }
+    assert patients == {study.patient_pseudonym}
+
+
+def test_a_study_recorded_before_its_patient_was_kept_takes_the_next_files_patient(site_a):
+    series_ingest(site=site_a, files=[_of_patient(1, "PAT-A")], source="stow")
+    Study.objects.update(patient_pseudonym="")  # as the migration leaves a study of before
+    (known,) = series_ingest(site=site_a, files=[_of_patient(2, "PAT-B")], source="stow")
+    assert known.status == "accepted", "a known series of an unknown patient is not refused"
+    assert Study.objects.get().patient_pseudonym == ""
+    (claims,) = series_ingest(site=site_a, files=[_of_patient(3, "PAT-C", ".7")], source="stow")
+    assert claims.status == "accepted"
+    assert Study.objects.get().patient_pseudonym.startswith("ANON-")
+    (other,) = series_ingest(site=site_a, files=[_of_patient(4, "PAT-A", ".8")], source="stow")
+    assert (other.status, other.reason) == ("rejected", MIXED_PATIENTS)
+
+
+def test_files_without_a_patient_id_are_one_unknown_patient_per_study(site_a):
+    """An empty PatientID (Type 2: legal) is keyed on the study (security checklist D-11): two
+    studies of "ANONYMOUS" without an ID are two patients with their own pseudonyms and date
+    shifts, never one "unknown" patient; one study's files stay one patient."""
+
+    def anonymous(sop: int, study: str) -> bytes:
+        ds = mr_dataset(sop)
+        ds.PatientID, ds.PatientName = "", "ANONYMOUS"
+        ds.StudyInstanceUID = STUDY_UID + study
+        ds.SeriesInstanceUID = ds.SeriesInstanceUID + study
+        return to_bytes(ds)
+
+    files = [anonymous(1, ".1"), anonymous(2, ".1"), anonymous(3, ".2")]
+    outcomes = series_ingest(site=site_a, files=files, source="upload")
+    assert [o.status for o in outcomes] == ["accepted"] * 3
+    stored = {
+        o.sop_uid: pydicom.dcmread(
+            pydicom.filebase.DicomBytesIO(
+                store_get(Instance.objects.get(pk=o.instance_id).storage_key)
+            )
+        )
+        for o in outcomes
+    }
+    one, same, other = (stored[o.sop_uid] for o in outcomes)
+    assert one.PatientID == same.PatientID != other.PatientID
+    assert one.StudyDate == same.StudyDate != other.StudyDate
+    assert len({s.patient_pseudonym for s in Study.objects.all()}) == 2
