@@ -433,6 +433,10 @@ CELERY_BEAT_SCHEDULE = {
 # A queued upload or fine-tuning that no worker has begun this long after it was queued, with
 # nothing waiting in its queue, has lost its message: it is published again.
 ARTISCAN_REQUEUE_AFTER_S = env_int("ARTISCAN_REQUEUE_AFTER_S", 600, minimum=1)
+# What the unfinished uploads of one user, and of one site, may announce in all (their chunks
+# wait in the store): a new upload past either is refused with 413.
+ARTISCAN_UPLOAD_QUOTA_USER_BYTES = env_int("ARTISCAN_UPLOAD_QUOTA_USER_GB", 8, minimum=1) * 2**30
+ARTISCAN_UPLOAD_QUOTA_SITE_BYTES = env_int("ARTISCAN_UPLOAD_QUOTA_SITE_GB", 32, minimum=1) * 2**30
 # An upload queued or in processing this long will not finish: it fails and its chunks go.
 ARTISCAN_UPLOAD_STUCK_H = env_int("ARTISCAN_UPLOAD_STUCK_H", 24, minimum=1)
 # A slice unscored this long after it arrived counts as lost by the sweep above.

@@ -19,6 +19,7 @@ from backend.ingest.uploads import (
     MAX_CHUNK_BYTES,
     UploadError,
     upload_append,
+    upload_cancel,
     upload_complete,
     upload_create,
 )
@@ -101,6 +102,16 @@ class UploadDetailApi(APIView):
     @extend_schema(responses=UploadOutputSerializer)
     def get(self, request: Request, upload_id: uuid.UUID) -> Response:
         return Response(UploadOutputSerializer(_own_upload(request, upload_id)).data)
+
+    @extend_schema(request=None, responses=UploadOutputSerializer)
+    def delete(self, request: Request, upload_id: uuid.UUID) -> Response:
+        """Cancel an upload that is still receiving (its chunks are deleted)."""
+        upload = _own_upload(request, upload_id)
+        try:
+            upload = upload_cancel(upload_id=str(upload.pk))
+        except UploadError as exc:
+            return _error(exc)
+        return Response(UploadOutputSerializer(upload).data)
 
 
 class UploadChunkApi(APIView):

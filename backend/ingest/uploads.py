@@ -18,7 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from backend.accounts.models import Site, User
@@ -46,10 +46,57 @@ def _clean_name(filename: str) -> str:
     return _SAFE_NAME.sub("_", base)[:200] or "upload"
 
 
+# Uploads whose chunks may still be in the store: what the quotas count.
+UNFINISHED = (UploadStatus.RECEIVING, UploadStatus.QUEUED, UploadStatus.PROCESSING)
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB"
+
+
 def upload_create(*, user: User, site: Site, filename: str, size: int) -> Upload:
+    """Start an upload of ``size`` bytes, within the quotas: the unfinished uploads of one user
+    (``ARTISCAN_UPLOAD_QUOTA_USER_GB``) and of one site (``ARTISCAN_UPLOAD_QUOTA_SITE_GB``) may
+    announce that much at most, so nobody fills the store's disk with chunks (security
+    checklist H-02). An upload counts with its announced size from its start, so announcing
+    little and sending much, or starting many, does not get round it."""
     if not 0 < size <= MAX_UPLOAD_BYTES:
         raise UploadError("a file must have 1 byte to 2 GiB", status=413)
-    return Upload.objects.create(user=user, site=site, filename=_clean_name(filename), size=size)
+    with transaction.atomic():
+        # One start at a time per site (PostgreSQL): two at once must not both fit the quota.
+        list(Site.objects.select_for_update().filter(pk=site.pk).values_list("pk", flat=True))
+        unfinished = Upload.objects.filter(site=site, status__in=UNFINISHED)
+        for who, pending, quota in (
+            ("you", unfinished.filter(user=user), settings.ARTISCAN_UPLOAD_QUOTA_USER_BYTES),
+            ("your site", unfinished, settings.ARTISCAN_UPLOAD_QUOTA_SITE_BYTES),
+        ):
+            held = int(pending.aggregate(total=Sum("size"))["total"] or 0)
+            if held + size > quota:
+                raise UploadError(
+                    f"over the upload quota: unfinished uploads of {who} already hold "
+                    f"{_gib(held)} of the {_gib(quota)} allowed, and this file is "
+                    f"{_gib(size)}; wait for them to finish, or cancel one (an abandoned "
+                    "upload is removed after 48 hours)",
+                    status=413,
+                    quota_bytes=quota,
+                    pending_bytes=held,
+                )
+        return Upload.objects.create(
+            user=user, site=site, filename=_clean_name(filename), size=size
+        )
+
+
+def upload_cancel(*, upload_id: str) -> Upload:
+    """Stop an upload that is still receiving: its chunks go at once (and its share of the
+    quota with them); the row stays, failed, with the reason. One already handed to a worker
+    is the worker's to finish."""
+    with transaction.atomic():
+        upload = Upload.objects.select_for_update().get(pk=upload_id)
+        if upload.status != UploadStatus.RECEIVING:
+            raise UploadError("only an upload that is still receiving can be cancelled", status=409)
+        upload.status, upload.error = UploadStatus.FAILED, "cancelled by the sender"
+        _upload_end(upload)
+    return upload
 
 
 def _chunk_key(upload: Upload, index: int) -> str:

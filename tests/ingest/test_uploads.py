@@ -217,3 +217,45 @@ def test_beat_runs_the_purge():
     app.loader.import_default_modules()
     entry = settings.CELERY_BEAT_SCHEDULE["ingest-purge"]
     assert app.tasks[entry["task"]].run is ingest_purge_task.run
+
+
+def _announce(api, persona, size: int):
+    return api.as_(persona).post(
+        "/api/uploads/", {"filename": "x.zip", "size": size}, format="json"
+    )
+
+
+@pytest.mark.django_db
+def test_unfinished_uploads_are_held_to_a_quota_per_user_and_per_site(api, operator_a, settings):
+    """Security checklist H-02: chunks wait in the store, so what one user's (one site's)
+    unfinished uploads may announce is bounded; an upload counts with its announced size from
+    its start; finished and cancelled ones no longer count."""
+    from tests.conftest import _persona
+
+    settings.ARTISCAN_UPLOAD_QUOTA_USER_BYTES = 100
+    settings.ARTISCAN_UPLOAD_QUOTA_SITE_BYTES = 150
+    first = _announce(api, operator_a, 60).json()
+    refused = _announce(api, operator_a, 41)
+    assert refused.status_code == 413
+    body = refused.json()
+    assert "quota" in body["detail"] and (body["quota_bytes"], body["pending_bytes"]) == (100, 60)
+    assert _announce(api, operator_a, 40).status_code == 201  # exactly the quota
+    other = _persona("op_a2", operator_a.site, "operator")
+    assert _announce(api, other, 50).status_code == 201  # the site's 150, exactly
+    site_refused = _announce(api, other, 1)
+    assert site_refused.status_code == 413 and "your site" in site_refused.json()["detail"]
+    # Cancelling frees the share: the chunks go at once, the row stays, failed, with why.
+    _put(api.as_(operator_a), first["id"], 0, b"x" * 10)
+    cancelled = api.as_(operator_a).delete(f"/api/uploads/{first['id']}/")
+    assert cancelled.status_code == 200
+    assert (cancelled.json()["status"], cancelled.json()["error"]) == (
+        "failed",
+        "cancelled by the sender",
+    )
+    assert not [k for k in store_keys() if first["id"] in k]
+    assert _announce(api, other, 50).status_code == 201
+    # Only the sender cancels, and only while receiving.
+    assert api.as_(other).delete(f"/api/uploads/{first['id']}/").status_code == 404
+    again = api.as_(operator_a).delete(f"/api/uploads/{first['id']}/")
+    assert again.status_code == 409
+    assert Upload.objects.filter(status="receiving").count() == 3
