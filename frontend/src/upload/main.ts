@@ -1,7 +1,7 @@
 // Upload page: files, folders or zips, sent in chunks that resume after a dropped connection,
 // each with its own progress bar and per-file results.
 
-import { sendFile, type UploadState } from "./uploader";
+import { CANCELLED, sendFile, type UploadState } from "./uploader";
 
 const tbody = document.querySelector<HTMLTableSectionElement>("#uploads tbody");
 const summary = document.querySelector<HTMLElement>("#summary");
@@ -10,17 +10,26 @@ const siteInput = document.querySelector<HTMLInputElement | HTMLSelectElement>("
 const csrf = document.querySelector<HTMLInputElement>("input[name=csrfmiddlewaretoken]")?.value ?? "";
 const PARALLEL = 4;
 
-const counts = { accepted: 0, duplicate: 0, rejected: 0, failed: 0 };
+const counts = { accepted: 0, duplicate: 0, rejected: 0, failed: 0, cancelled: 0 };
 
 function updateSummary(): void {
   if (summary) {
     summary.textContent =
       `${counts.accepted} accepted · ${counts.duplicate} duplicate · ` +
-      `${counts.rejected} rejected` + (counts.failed ? ` · ${counts.failed} failed` : "");
+      `${counts.rejected} rejected` + (counts.failed ? ` · ${counts.failed} failed` : "") +
+      (counts.cancelled ? ` · ${counts.cancelled} cancelled` : "");
   }
 }
 
-function row(name: string): { bar: HTMLProgressElement; result: HTMLTableCellElement; tr: HTMLTableRowElement } {
+interface Row {
+  bar: HTMLProgressElement;
+  result: HTMLTableCellElement;
+  tr: HTMLTableRowElement;
+  stop: HTMLButtonElement;
+  controller: AbortController;
+}
+
+function row(name: string): Row {
   const tr = document.createElement("tr");
   const nameCell = document.createElement("td");
   nameCell.textContent = name;
@@ -31,15 +40,37 @@ function row(name: string): { bar: HTMLProgressElement; result: HTMLTableCellEle
   barCell.append(bar);
   const result = document.createElement("td");
   result.textContent = "waiting";
-  tr.append(nameCell, barCell, result);
+  // Cancel: before its next chunk the upload stops and its chunks are deleted on the server
+  // (a file waiting its turn is simply not sent).
+  const controller = new AbortController();
+  const stopCell = document.createElement("td");
+  const stop = document.createElement("button");
+  stop.type = "button";
+  stop.className = "cancel";
+  stop.textContent = "Cancel";
+  stop.setAttribute("aria-label", `Cancel ${name}`);
+  stop.addEventListener("click", () => {
+    controller.abort();
+    stop.disabled = true;
+    stop.textContent = "Cancelling";
+  });
+  stopCell.append(stop);
+  tr.append(nameCell, barCell, result, stopCell);
   tbody?.append(tr);
-  return { bar, result, tr };
+  return { bar, result, tr, stop, controller };
 }
 
-function show(state: UploadState, view: ReturnType<typeof row>): void {
+function show(state: UploadState, view: Row): void {
   view.bar.value = state.size ? state.received / state.size : 0;
   if (state.status === "receiving") {
     view.result.textContent = `sending ${Math.round((100 * state.received) / Math.max(state.size, 1))} %`;
+    return;
+  }
+  view.stop.hidden = true; // handed to the server: it finishes what it has
+  if (state.status === "failed" && state.error === CANCELLED) {
+    view.result.textContent = "cancelled";
+    view.result.className = "result-cancelled";
+    counts.cancelled += 1;
     return;
   }
   if (state.status === "queued" || state.status === "processing") {
@@ -71,12 +102,23 @@ async function sendAll(files: File[]): Promise<void> {
   const worker = async (): Promise<void> => {
     for (let job = queue.shift(); job; job = queue.shift()) {
       const { file, view } = job;
+      if (view.controller.signal.aborted) {
+        view.result.textContent = "cancelled";
+        view.result.className = "result-cancelled";
+        view.stop.hidden = true;
+        counts.cancelled += 1;
+        updateSummary();
+        continue;
+      }
       try {
-        const final = await sendFile(file, { site, csrf, onState: (s) => show(s, view) });
+        const final = await sendFile(file, {
+          site, csrf, signal: view.controller.signal, onState: (s) => show(s, view),
+        });
         show(final, view);
       } catch (error) {
         view.result.textContent = `failed: ${String(error)}`;
         view.result.className = "result-failed";
+        view.stop.hidden = true;
         counts.failed += 1;
       }
       updateSummary();

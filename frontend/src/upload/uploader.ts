@@ -24,6 +24,15 @@ interface Options {
   csrf: string;
   onState: (state: UploadState) => void;
   retries?: number;
+  /** Aborted: the upload is cancelled before its next chunk (its chunks deleted on the server). */
+  signal?: AbortSignal;
+}
+
+export const CANCELLED = "cancelled by the sender";
+
+/** Cancel an upload still receiving; what the server then says of it. */
+async function cancel(state: UploadState, csrf: string): Promise<UploadState> {
+  return json<UploadState>(await call(`/api/uploads/${state.id}/`, { method: "DELETE" }, csrf));
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => window.setTimeout(r, ms));
@@ -55,6 +64,7 @@ export async function sendFile(file: File, options: Options): Promise<UploadStat
   options.onState(state);
   let failures = 0;
   while (state.received < state.size) {
+    if (options.signal?.aborted) return cancel(state, options.csrf);
     const chunk = file.slice(state.received, state.received + state.chunk_size);
     try {
       const response = await call(`/api/uploads/${state.id}/chunk/?offset=${state.received}`, {
@@ -68,7 +78,11 @@ export async function sendFile(file: File, options: Options): Promise<UploadStat
       failures = 0;
     } catch (error) {
       failures += 1;
-      if (failures > retries) throw error;
+      if (failures > retries) {
+        // Given up: cancel it, so its chunks do not hold the sender's upload quota for 48 hours.
+        await cancel(state, options.csrf).catch(() => undefined);
+        throw error;
+      }
       await sleep(Math.min(500 * 2 ** failures, 10000));
       const current = await json<UploadState>(await call(`/api/uploads/${state.id}/`, {}, options.csrf));
       state = current;
