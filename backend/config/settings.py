@@ -414,6 +414,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "backend.ingest.tasks.unscored_sweep_task",
         "schedule": float(env_int("ARTISCAN_SCORE_SWEEP_EVERY_S", 60, minimum=5)),
     },
+    # Bursts of denied attempts on a site's data (backend/dashboards/access.py).
+    "access-alerts": {
+        "task": "backend.dashboards.tasks.access_alerts_task",
+        "schedule": float(env_int("ARTISCAN_ACCESS_ALERTS_EVERY_S", 60, minimum=5)),
+    },
     # Uploads and fine-tunings whose message the broker lost (a Redis restarted without its
     # append-only file) are handed to a worker again (backend.jobs.services.lost_jobs_requeue).
     "upload-requeue": {
@@ -430,6 +435,9 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(env_int("ARTISCAN_PURGE_EVERY_S", 3600, minimum=10)),
     },
 }
+# One user denied this many times on one site's data within the window raises an access alert.
+ARTISCAN_DENIED_BURST = env_int("ARTISCAN_DENIED_BURST", 20, minimum=1)
+ARTISCAN_DENIED_BURST_WINDOW_S = env_int("ARTISCAN_DENIED_BURST_WINDOW_S", 600, minimum=10)
 # A queued upload or fine-tuning that no worker has begun this long after it was queued, with
 # nothing waiting in its queue, has lost its message: it is published again.
 ARTISCAN_REQUEUE_AFTER_S = env_int("ARTISCAN_REQUEUE_AFTER_S", 600, minimum=1)

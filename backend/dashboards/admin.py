@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from backend.dashboards.models import Alert, AlertSettings
+from backend.dashboards.models import AccessAlert, Alert, AlertSettings
 
 
 @admin.register(AlertSettings)
@@ -22,3 +22,10 @@ class AlertAdmin(admin.ModelAdmin[Alert]):
     )
     list_filter = ("site", "metric")
     readonly_fields = [f.name for f in Alert._meta.fields]
+
+
+@admin.register(AccessAlert)
+class AccessAlertAdmin(admin.ModelAdmin[AccessAlert]):
+    list_display = ("created_at", "site", "username", "attempts", "first_at", "last_at")
+    list_filter = ("site",)
+    readonly_fields = [f.name for f in AccessAlert._meta.fields]

@@ -21,7 +21,8 @@ from backend.audit.mixins import ClinicalAPIView
 from backend.audit.models import AuditAction
 from backend.audit.services import AuditTarget
 from backend.dashboards import notify, selectors, services
-from backend.dashboards.models import METRIC_CHOICES, NONDIAGNOSTIC, Alert
+from backend.dashboards.access import access_alert_acknowledge
+from backend.dashboards.models import METRIC_CHOICES, NONDIAGNOSTIC, AccessAlert, Alert
 from backend.dashboards.renderers import CSVRenderer
 from backend.dashboards.report import monthly_report_pdf
 
@@ -251,20 +252,32 @@ class AlertFilterSerializer(serializers.Serializer):
     open = serializers.BooleanField(required=False, default=False)
 
 
-class AlertListApi(DashboardApi):
-    export_name = "quality-alerts"
-    columns = ALERT_COLUMNS
+class _AlertTableApi(DashboardApi):
+    """A table of alerts of the caller's QA sites: ``select`` picks them, ``serializer`` shows
+    them (``?site=``, ``?open=true``; CSV too)."""
+
+    serializer: type[serializers.Serializer]
+
+    def select(self, user: Any, site: int | None, open_only: bool) -> Any:
+        raise NotImplementedError
 
     @extend_schema(parameters=[AlertFilterSerializer], responses=TableSerializer)
     def get(self, request: Request) -> Response:
         parsed = AlertFilterSerializer(data=request.query_params)
         parsed.is_valid(raise_exception=True)
         site = parsed.validated_data.get("site")
-        alerts = selectors.alert_list(
-            user=request.user, site_id=site, open_only=parsed.validated_data["open"]
-        )[:200]
-        rows = [dict(r) for r in AlertOutputSerializer(alerts, many=True).data]
+        alerts = self.select(request.user, site, parsed.validated_data["open"])[:200]
+        rows = [dict(r) for r in self.serializer(alerts, many=True).data]
         return self.table(request, rows, site)
+
+
+class AlertListApi(_AlertTableApi):
+    export_name = "quality-alerts"
+    columns = ALERT_COLUMNS
+    serializer = AlertOutputSerializer
+
+    def select(self, user: Any, site: int | None, open_only: bool) -> Any:
+        return selectors.alert_list(user=user, site_id=site, open_only=open_only)
 
 
 class AlertAcknowledgeApi(ClinicalAPIView):
@@ -279,6 +292,50 @@ class AlertAcknowledgeApi(ClinicalAPIView):
             alert=alert, user=cast(User, request.user), request=request._request
         )
         return Response(AlertOutputSerializer(alert).data)
+
+
+class AccessAlertOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    site_id = serializers.IntegerField()
+    site = serializers.CharField(source="site.name")
+    user_id = serializers.IntegerField(allow_null=True)
+    username = serializers.CharField()
+    attempts = serializers.IntegerField()
+    first_at = serializers.DateTimeField()
+    last_at = serializers.DateTimeField()
+    source_ips = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    notified_at = serializers.DateTimeField(allow_null=True)
+    acknowledged_by = serializers.SerializerMethodField()
+    acknowledged_at = serializers.DateTimeField(allow_null=True)
+
+    def get_acknowledged_by(self, alert: AccessAlert) -> str | None:
+        return alert.acknowledged_by.get_username() if alert.acknowledged_by else None
+
+
+class AccessAlertListApi(_AlertTableApi):
+    """Bursts of denied attempts on the caller's sites (their QA administrators only)."""
+
+    export_name = "access-alerts"
+    columns = list(AccessAlertOutputSerializer().fields)
+    serializer = AccessAlertOutputSerializer
+
+    def select(self, user: Any, site: int | None, open_only: bool) -> Any:
+        return selectors.access_alert_list(user=user, site_id=site, open_only=open_only)
+
+
+class AccessAlertAcknowledgeApi(ClinicalAPIView):
+    """Acknowledge an access alert: who and when are recorded once, and the act is audited."""
+
+    audit_action = AuditAction.ANNOTATE
+
+    @extend_schema(request=None, responses=AccessAlertOutputSerializer)
+    def post(self, request: Request, alert_id: int) -> Response:
+        alert = selectors.access_alert_get(user=request.user, alert_id=alert_id)
+        alert = access_alert_acknowledge(
+            alert=alert, user=cast(User, request.user), request=request._request
+        )
+        return Response(AccessAlertOutputSerializer(alert).data)
 
 
 class AlertSettingsSerializer(serializers.Serializer):

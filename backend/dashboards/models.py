@@ -141,3 +141,32 @@ class Alert(models.Model):
     @property
     def baseline_rate(self) -> float:
         return self.baseline_count / self.baseline_total if self.baseline_total else 0.0
+
+
+class AccessAlert(models.Model):
+    """A burst of denied attempts on one site's data by one user: someone trying studies they
+    may not see, one after another (security checklist L-02). Raised from the audit trail by
+    ``access.access_alerts_evaluate``; sent like a quality alert (the site's ``AlertSettings``)."""
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="access_alerts")
+    # Plain values, as on the audit trail: the alert outlives the account.
+    user_id = models.BigIntegerField(null=True)
+    username = models.CharField(max_length=150)
+    attempts = models.IntegerField(help_text="Denied attempts within the window.")
+    first_at = models.DateTimeField()
+    last_at = models.DateTimeField()
+    source_ips = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    notified_at = models.DateTimeField(null=True, blank=True)
+    emailed_at = models.DateTimeField(null=True, blank=True)
+    notify_error = models.CharField(max_length=300, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["site", "-created_at"], name="access_alert_site")]
+
+    def __str__(self) -> str:
+        return f"{self.attempts} denied attempts by {self.username} on {self.site}"

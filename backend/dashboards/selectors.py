@@ -8,14 +8,20 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from django.db.models import Exists, OuterRef, QuerySet, Sum
 from django.utils import timezone
 
 from backend.accounts.models import Role, Site
 from backend.accounts.selectors import AnyUser, site_ids_with_role
-from backend.dashboards.models import NONDIAGNOSTIC, Alert, AlertSettings, QualityRollup
+from backend.dashboards.models import (
+    NONDIAGNOSTIC,
+    AccessAlert,
+    Alert,
+    AlertSettings,
+    QualityRollup,
+)
 from backend.dashboards.models import ArtifactRollup as _ArtifactRollup
 from backend.dashboards.services import ARTIFACT_TYPES, METRICS, scored_series
 from backend.dashboards.stats import wilson
@@ -294,24 +300,55 @@ def drilldown_series(
     )
 
 
-def alert_list(
-    *, user: AnyUser, site_id: int | None = None, open_only: bool = False
-) -> QuerySet[Alert]:
+def _alerts_in_scope(
+    model: type[Any], user: AnyUser, site_id: int | None, open_only: bool
+) -> QuerySet[Any]:
+    """Alerts of ``model`` (quality or access) of the caller's QA sites (``site_id``: one)."""
     sites = qa_site_ids(user=user)
     if site_id is not None:
         sites &= {site_id}
-    qs = Alert.objects.filter(site_id__in=sites)
+    qs = model.objects.filter(site_id__in=sites)
     if open_only:
         qs = qs.filter(acknowledged_at__isnull=True)
-    return qs.select_related("site", "scanner", "acknowledged_by").order_by("-week", "p_value")
+    return qs
+
+
+def _alert_in_scope(queryset: QuerySet[Any], object_type: str, alert_id: int) -> Any:
+    alert = queryset.filter(pk=alert_id).first()
+    if alert is None:
+        owner = queryset.model.objects.filter(pk=alert_id).values_list("site_id", flat=True).first()
+        raise NotInScope(object_type, str(alert_id), owner)
+    return alert
+
+
+def alert_list(
+    *, user: AnyUser, site_id: int | None = None, open_only: bool = False
+) -> QuerySet[Alert]:
+    return (
+        _alerts_in_scope(Alert, user, site_id, open_only)
+        .select_related("site", "scanner", "acknowledged_by")
+        .order_by("-week", "p_value")
+    )
 
 
 def alert_get(*, user: AnyUser, alert_id: int) -> Alert:
-    alert = alert_list(user=user).filter(pk=alert_id).first()
-    if alert is None:
-        owner = Alert.objects.filter(pk=alert_id).values_list("site_id", flat=True).first()
-        raise NotInScope("quality_alert", str(alert_id), owner)
-    return alert
+    return cast(Alert, _alert_in_scope(alert_list(user=user), "quality_alert", alert_id))
+
+
+def access_alert_list(
+    *, user: AnyUser, site_id: int | None = None, open_only: bool = False
+) -> QuerySet[AccessAlert]:
+    return (
+        _alerts_in_scope(AccessAlert, user, site_id, open_only)
+        .select_related("site", "acknowledged_by")
+        .order_by("-created_at", "-id")
+    )
+
+
+def access_alert_get(*, user: AnyUser, alert_id: int) -> AccessAlert:
+    return cast(
+        AccessAlert, _alert_in_scope(access_alert_list(user=user), "access_alert", alert_id)
+    )
 
 
 def alert_settings_get(*, user: AnyUser, site_id: int) -> AlertSettings:

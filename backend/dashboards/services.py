@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import transaction
@@ -340,10 +340,15 @@ def alerts_evaluate(*, site_id: int, weeks: Iterable[dt.date]) -> list[Alert]:
 def _notify_later(alert_id: int) -> None:
     from backend.dashboards.tasks import alert_notify_task
 
-    alert = Alert.objects.select_related("site__alert_settings").get(pk=alert_id)
+    notify_later(Alert, alert_id, alert_notify_task)
+
+
+def notify_later(model: type[Any], alert_id: int, task: Any) -> None:
+    """Hand an alert of ``model`` to ``task`` if its site sends alerts anywhere."""
+    alert = model.objects.select_related("site__alert_settings").get(pk=alert_id)
     config = getattr(alert.site, "alert_settings", None)
     if config is not None and (config.email_list or config.webhook_url):
-        alert_notify_task.delay(alert_id)
+        task.delay(alert_id)
 
 
 def alert_payload(alert: Alert) -> dict[str, object]:
@@ -367,9 +372,33 @@ def alert_payload(alert: Alert) -> dict[str, object]:
     }
 
 
+def _quality_message(alert: Alert) -> tuple[str, str, dict[str, object]]:
+    payload = alert_payload(alert)
+    metric = str(payload["metric"]).replace("_", " ")
+    subject = f"[ArtiScan] {metric} rate jumped on {payload['scanner']} (week of {payload['week']})"
+    body = (
+        f"Site {alert.site.name}, scanner {payload['scanner']}: {alert.count} of "
+        f"{alert.total} series ({alert.rate:.0%}) in the week of {alert.week} "
+        f"had {metric}, against {alert.baseline_rate:.1%} over the previous "
+        f"{alert.baseline_weeks} weeks (p = {alert.p_value:.2g}, threshold "
+        f"{alert.threshold:.2g}).\n\nDashboard: {payload['dashboard']}\n"
+    )
+    return subject, body, payload
+
+
 def alert_notify(*, alert_id: int) -> Alert:
-    """Send one alert by e-mail and/or webhook as its site configured; record when (or why not).
-    Raises ``notify.NotifyError`` on a transient failure so the task can retry.
+    """Send one alert by e-mail and/or webhook as its site configured (``notify_once``)."""
+    return cast(Alert, notify_once(Alert, alert_id, _quality_message))
+
+
+Message = Callable[[Any], tuple[str, str, dict[str, object]]]
+
+
+def notify_once(model: type[Any], alert_id: int, message: Message) -> Any:
+    """Send one alert of ``model`` (a quality alert, an access alert) by e-mail and/or webhook
+    as its site configured, with the subject, body and webhook payload ``message`` makes of it;
+    record when (or why not). Raises ``notify.NotifyError`` on a transient failure so the task
+    can retry.
 
     Safe to run twice (a retry, a redelivered task): the row is locked while sending, so a second
     delivery arriving meanwhile leaves it to the first; what went already is not sent again (the
@@ -377,28 +406,16 @@ def alert_notify(*, alert_id: int) -> Alert:
     """
     error: notify.NotifyError | None = None
     with transaction.atomic():
-        alert = Alert.objects.select_for_update(skip_locked=True).filter(pk=alert_id).first()
+        alert = model.objects.select_for_update(skip_locked=True).filter(pk=alert_id).first()
         if alert is None:  # another delivery of this task is sending it right now
-            return Alert.objects.get(pk=alert_id)
+            return model.objects.get(pk=alert_id)
         config = AlertSettings.objects.filter(site_id=alert.site_id).first()
         if alert.notified_at is not None or config is None:
             return alert
-        payload = alert_payload(alert)
+        subject, body, payload = message(alert)
         try:
             if config.email_list and alert.emailed_at is None:
-                metric = str(payload["metric"]).replace("_", " ")
-                notify.mail_send(
-                    subject=f"[ArtiScan] {metric} rate jumped on {payload['scanner']} "
-                    f"(week of {payload['week']})",
-                    body=(
-                        f"Site {alert.site.name}, scanner {payload['scanner']}: {alert.count} of "
-                        f"{alert.total} series ({alert.rate:.0%}) in the week of {alert.week} "
-                        f"had {metric}, against {alert.baseline_rate:.1%} over the previous "
-                        f"{alert.baseline_weeks} weeks (p = {alert.p_value:.2g}, threshold "
-                        f"{alert.threshold:.2g}).\n\nDashboard: {payload['dashboard']}\n"
-                    ),
-                    recipients=config.email_list,
-                )
+                notify.mail_send(subject=subject, body=body, recipients=config.email_list)
                 alert.emailed_at = timezone.now()
             if config.webhook_url:
                 notify.webhook_post(url=config.webhook_url, payload=payload)
@@ -415,8 +432,15 @@ def alert_notify(*, alert_id: int) -> Alert:
 
 def alert_acknowledge(*, alert: Alert, user: User, request: object | None = None) -> Alert:
     """Record who acknowledged the alert and when (once; later calls keep the first), audited."""
+    return cast(Alert, acknowledge(Alert, "quality_alert", alert.pk, user, request))
+
+
+def acknowledge(
+    model: type[Any], object_type: str, alert_id: int, user: User, request: object | None
+) -> Any:
+    """Record who acknowledged an alert of ``model`` and when (once), on the audit trail."""
     with transaction.atomic():
-        locked = Alert.objects.select_for_update().get(pk=alert.pk)
+        locked = model.objects.select_for_update().get(pk=alert_id)
         if locked.acknowledged_at is None:
             locked.acknowledged_by = user
             locked.acknowledged_at = timezone.now()
@@ -424,7 +448,7 @@ def alert_acknowledge(*, alert: Alert, user: User, request: object | None = None
         audit_record(
             user=user,
             action=AuditAction.ANNOTATE,
-            targets=[AuditTarget("quality_alert", str(locked.pk), locked.site_id)],
+            targets=[AuditTarget(object_type, str(locked.pk), locked.site_id)],
             request=request,  # type: ignore[arg-type]
         )
     return locked

@@ -21,3 +21,24 @@ def dashboards_refresh_task() -> int:
 )
 def alert_notify_task(alert_id: int) -> None:
     alert_notify(alert_id=alert_id)
+
+
+@shared_task(ignore_result=True, autoretry_for=TRANSIENT_ERRORS, max_retries=3)
+def access_alerts_task() -> int:
+    """Periodic (Celery beat, ``CELERY_BEAT_SCHEDULE``): raise an access alert for each burst of
+    denied attempts on a site (``access.access_alerts_evaluate``)."""
+    from backend.dashboards.access import access_alerts_evaluate
+
+    return len(access_alerts_evaluate())
+
+
+@shared_task(
+    base=TrackedTask,
+    autoretry_for=(NotifyError, *TRANSIENT_ERRORS),
+    retry_backoff=30,
+    max_retries=6,
+)
+def access_alert_notify_task(alert_id: int) -> None:
+    from backend.dashboards.access import access_alert_notify
+
+    access_alert_notify(alert_id=alert_id)

@@ -16,6 +16,16 @@ urlpatterns: list[URLPattern | URLResolver] = [
         name="api-dashboards-alert-ack",
     ),
     path(
+        "api/dashboards/access-alerts/",
+        apis.AccessAlertListApi.as_view(),
+        name="api-dashboards-access-alerts",
+    ),
+    path(
+        "api/dashboards/access-alerts/<int:alert_id>/acknowledge/",
+        apis.AccessAlertAcknowledgeApi.as_view(),
+        name="api-dashboards-access-alert-ack",
+    ),
+    path(
         "api/dashboards/sites/<int:site_id>/alert-settings/",
         apis.AlertSettingsApi.as_view(),
         name="api-dashboards-alert-settings",

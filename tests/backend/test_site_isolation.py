@@ -53,6 +53,8 @@ SCOPED_ELSEWHERE = {
             "api-dashboards-alert-ack", "api-dashboards-alert-settings", "api-dashboards-report",
         )
     },
+    "api-dashboards-access-alerts": "tests/dashboards/test_access_alerts.py",
+    "api-dashboards-access-alert-ack": "tests/dashboards/test_access_alerts.py",
     **{
         name: "tests/annotation/test_campaigns.py"
         for name in (

@@ -141,3 +141,28 @@ def test_site_b_admin_sees_nothing_of_site_a_on_the_page(
     assert "SITE-A-MR" not in page.content()
     assert page.locator("#heatmap tbody tr.empty").count() == 1
     assert page.locator("#alerts li.open").count() == 0
+
+
+def test_a_site_admin_sees_and_acknowledges_an_access_alert(
+    page, asgi_server, api, admin_a, radiologist_b, study_a, site_a, settings
+):
+    """Site B's radiologist asks for site A's study again and again (each answered 404 and
+    audited as denied against site A): site A's administrator finds the burst on the page."""
+    from backend.dashboards.access import access_alerts_evaluate
+
+    settings.ARTISCAN_DENIED_BURST = 20
+    client = api.as_(radiologist_b)
+    for _ in range(20):
+        assert client.get(f"/api/studies/{study_a.pk}/").status_code == 404
+    (alert,) = access_alerts_evaluate()
+
+    _sign_in(page, asgi_server, "admin_a")
+    page.goto(f"http://{asgi_server}/dashboards/")
+    page.wait_for_selector("#dashboard[data-state=ready]", timeout=20_000)
+    item = page.locator(f"#access-alerts li.open[data-alert-id='{alert.pk}']")
+    assert "rad_b was refused 20 times on Site A" in item.inner_text()
+    item.locator("button", has_text="Acknowledge").click()
+    page.wait_for_selector("#access-alerts li.acked", timeout=10_000)
+    assert "acknowledged by admin_a" in page.locator("#access-alerts li.acked").inner_text()
+    alert.refresh_from_db()
+    assert alert.acknowledged_by == admin_a.user

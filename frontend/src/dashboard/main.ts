@@ -374,14 +374,35 @@ interface AlertRow {
   acknowledged_at: string | null;
 }
 
-async function acknowledge(id: number): Promise<void> {
-  const response = await fetch(`/api/dashboards/alerts/${id}/acknowledge/`, {
+async function acknowledge(id: number, kind: "alerts" | "access-alerts" = "alerts"): Promise<void> {
+  const response = await fetch(`/api/dashboards/${kind}/${id}/acknowledge/`, {
     method: "POST",
     credentials: "same-origin",
     headers: { "X-CSRFToken": csrfToken(), Accept: "application/json" },
   });
   if (!response.ok) throw new Error(`acknowledge: HTTP ${response.status}`);
-  await drawAlerts();
+  await (kind === "alerts" ? drawAlerts() : drawAccessAlerts());
+}
+
+/** The acknowledgement of an alert, or the button that makes it. */
+function acknowledgement(
+  row: { id: number; acknowledged_by: string | null; acknowledged_at: string | null },
+  kind: "alerts" | "access-alerts",
+): HTMLElement {
+  if (row.acknowledged_at) {
+    return text("span", `acknowledged by ${row.acknowledged_by} ${new Date(row.acknowledged_at).toLocaleString()}`, "ack");
+  }
+  const button = document.createElement("button");
+  button.type = "button";
+  button.textContent = "Acknowledge";
+  button.addEventListener("click", () => {
+    button.disabled = true;
+    acknowledge(row.id, kind).catch((error) => {
+      button.disabled = false;
+      status.textContent = String(error);
+    });
+  });
+  return button;
 }
 
 async function drawAlerts(): Promise<void> {
@@ -406,24 +427,43 @@ async function drawAlerts(): Promise<void> {
       if (alert.scanner_id !== null) params.scanner = String(alert.scanner_id);
       void drilldown(`${metricLabel(alert.metric)} on ${alert.scanner}, week of ${alert.week}`, params);
     });
-    item.append(what);
-    if (alert.acknowledged_at) {
-      item.append(
-        text("span", `acknowledged by ${alert.acknowledged_by} ${new Date(alert.acknowledged_at).toLocaleString()}`, "ack"),
-      );
-    } else {
-      const button = document.createElement("button");
-      button.type = "button";
-      button.textContent = "Acknowledge";
-      button.addEventListener("click", () => {
-        button.disabled = true;
-        acknowledge(alert.id).catch((error) => {
-          button.disabled = false;
-          status.textContent = String(error);
-        });
-      });
-      item.append(button);
-    }
+    item.append(what, acknowledgement(alert, "alerts"));
+    list.append(item);
+  }
+}
+
+// --- access alerts: bursts of denied attempts on a site's data ---------------------------------------
+
+interface AccessAlertRow {
+  id: number;
+  site: string;
+  username: string;
+  attempts: number;
+  first_at: string;
+  last_at: string;
+  source_ips: string;
+  acknowledged_by: string | null;
+  acknowledged_at: string | null;
+}
+
+async function drawAccessAlerts(): Promise<void> {
+  const table = await getTable<AccessAlertRow>("access-alerts");
+  const list = $<HTMLUListElement>("#access-alerts");
+  list.replaceChildren();
+  if (table.rows.length === 0) list.append(text("li", "No bursts of denied access.", "muted"));
+  for (const alert of table.rows) {
+    const item = document.createElement("li");
+    item.dataset.alertId = String(alert.id);
+    item.className = alert.acknowledged_at ? "acked" : "open";
+    const first = new Date(alert.first_at);
+    const what = text(
+      "span",
+      `${alert.username} was refused ${alert.attempts} times on ${alert.site} ` +
+        `(${first.toLocaleString()} to ${new Date(alert.last_at).toLocaleTimeString()}` +
+        `${alert.source_ips ? `, from ${alert.source_ips}` : ""})`,
+      "what",
+    );
+    item.append(what, acknowledgement(alert, "access-alerts"));
     list.append(item);
   }
 }
@@ -491,6 +531,7 @@ async function refresh(): Promise<void> {
       drawHeatmap(),
       drawSummary(),
       drawAlerts(),
+      drawAccessAlerts(),
     ]);
     root.dataset.state = "ready";
     status.textContent = `Updated ${new Date().toLocaleTimeString()}`;
