@@ -28,8 +28,7 @@ import subprocess
 import sys
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ import numpy as np
 import pydicom
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -46,6 +45,7 @@ from annotation.models import Campaign, CampaignSeries, FineTune, JobStatus, Tra
 from annotation.selectors import is_lead
 from annotation.services import ARTIFACT_TYPES, consensus
 from backend.accounts.models import User
+from backend.jobs.services import job_lock, job_lock_key
 from backend.scoring.services import _sha256
 from backend.storage.store import store_get
 from backend.studies.models import Instance
@@ -350,7 +350,7 @@ def _base_weights(model_version: Any) -> Path:
 
 def run_lock_key(finetune_id: uuid.UUID) -> int:
     """The PostgreSQL advisory lock a worker holds while it runs this fine-tuning."""
-    return finetune_id.int & (2**63 - 1)
+    return job_lock_key(finetune_id)
 
 
 def finetune_run(*, finetune_id: uuid.UUID | str) -> FineTune:
@@ -361,37 +361,13 @@ def finetune_run(*, finetune_id: uuid.UUID | str) -> FineTune:
     job = FineTune.objects.select_related("training_set").get(pk=finetune_id)
     if job.status == JobStatus.DONE:
         return job
-    with _run_lock(job.pk) as ours:
+    with job_lock(job.pk) as ours:
         if not ours:  # another delivery of this task is running it right now
             return job
         job.refresh_from_db()
         if job.status == JobStatus.DONE:
             return job
         return _finetune_run_locked(job)
-
-
-@contextmanager
-def _run_lock(finetune_id: uuid.UUID) -> Iterator[bool]:
-    """Whether this worker may run the fine-tuning: a session advisory lock held while it runs.
-
-    Celery redelivers a task that outlives the broker's visibility timeout while the first
-    delivery still runs; that second delivery must leave it alone. A status check cannot tell
-    it from a redelivery after the first worker died (status "running" either way); the lock
-    can, since PostgreSQL drops it with the dead worker's connection.
-    """
-    if connection.vendor != "postgresql":
-        yield True
-        return
-    key = run_lock_key(finetune_id)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
-        ours = bool(cursor.fetchone()[0])
-    try:
-        yield ours
-    finally:
-        if ours:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
 
 
 def _finetune_run_locked(job: FineTune) -> FineTune:

@@ -38,16 +38,23 @@ class ArtiScanAdminSite(AdminSite):
         return bool(user.is_active and user.is_superuser)
 
     def admin_view(self, view: _View, cacheable: bool = False) -> _View:
-        model_admin = getattr(view, "__self__", None)
-        action = _READS.get(getattr(view, "__name__", ""))
-        if not isinstance(model_admin, ModelAdmin) or action is None:
+        owner = getattr(view, "__self__", None)
+        name = getattr(view, "__name__", "")
+        if isinstance(owner, ModelAdmin) and name in _READS:
+            label, action = owner.model._meta.label_lower[:32], _READS[name]
+        elif name == "autocomplete_view":  # search results of a related field
+            label, action = "admin.autocomplete", AuditAction.LIST
+        else:
             return super().admin_view(view, cacheable)
-        label = model_admin.model._meta.label_lower[:32]
 
         def audited(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             response = view(request, *args, **kwargs)
-            if request.method == "GET" and response.status_code == 200:
+            # Whatever the method: a POST shows data too (a form shown again with its errors,
+            # the confirmation of a bulk delete).
+            if response.status_code == 200:
                 object_id = str(kwargs.get("object_id", ""))[:64]
+                if name == "autocomplete_view":
+                    object_id = str(request.GET.get("model_name", ""))[:64]
                 audit_record(
                     user=request.user,
                     action=action,
@@ -56,5 +63,5 @@ class ArtiScanAdminSite(AdminSite):
                 )
             return response
 
-        audited.__name__ = view.__name__
+        audited.__name__ = name
         return cast(_View, super().admin_view(audited, cacheable))

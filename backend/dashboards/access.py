@@ -15,7 +15,7 @@ from functools import partial
 from typing import Any, cast
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Max, Min, QuerySet
 from django.utils import timezone
 
@@ -25,6 +25,8 @@ from backend.dashboards.models import AccessAlert
 from backend.dashboards.services import acknowledge, notify_later, notify_once
 
 logger = logging.getLogger(__name__)
+
+EVALUATION_LOCK = 0x41434345  # "ACCE": the advisory lock that serialises evaluations
 
 
 def _denied(since: datetime, until: datetime) -> QuerySet[AuditEvent]:
@@ -52,6 +54,10 @@ def access_alerts_evaluate(*, now: datetime | None = None) -> list[AccessAlert]:
     )
     raised: list[AccessAlert] = []
     with transaction.atomic():
+        # One evaluation at a time (two overlapping runs would each raise the same alert).
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [EVALUATION_LOCK])
         for burst in bursts:
             who = {k: burst[k] for k in ("site_id", "user_id", "username")}
             if AccessAlert.objects.filter(**who, last_at__gte=since).exists():
@@ -75,7 +81,8 @@ def access_alerts_evaluate(*, now: datetime | None = None) -> list[AccessAlert]:
                 alert.user_id,
                 alert.site_id,
             )
-            transaction.on_commit(partial(_notify_later, alert.pk))
+            # Robust: one alert the broker could not take must not keep the others unsent.
+            transaction.on_commit(partial(_notify_later, alert.pk), robust=True)
             raised.append(alert)
     return raised
 

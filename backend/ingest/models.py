@@ -120,6 +120,7 @@ class Upload(models.Model):
     results = models.JSONField(default=list, blank=True)
     error = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    queued_at = models.DateTimeField(null=True, blank=True, help_text="When it was completed.")
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -396,6 +396,16 @@ _KNOWN_SERIES_HOLDING = PreparedQuery(
 )  # fmt: skip
 
 
+def _study_claim(study_id: Any, clean: _Clean) -> bool:
+    """Whether the study's patient is ``clean``'s, making it so if the study has none yet (one
+    recorded before its patient was kept: its next file's patient is its patient from then on).
+    A concurrent sender may have just given it one: then that one is compared."""
+    unclaimed = Study.objects.filter(pk=study_id, patient_pseudonym="")
+    if unclaimed.update(patient_pseudonym=clean.patient):
+        return True
+    return Study.objects.filter(pk=study_id, patient_pseudonym=clean.patient).exists()
+
+
 def _series_for(site: Site, clean: _Clean, sop_uids: list[str]) -> tuple[Series | None, bool]:
     """The series of ``clean`` (made, with its study and scanner, for its first slice), and
     whether it may already hold one of ``sop_uids`` (False: it holds none of them); no series
@@ -410,9 +420,9 @@ def _series_for(site: Site, clean: _Clean, sop_uids: list[str]) -> tuple[Series 
     else:
         row = _KNOWN_SERIES.first(site.pk, study_uid, series_uid)
     if row is not None:
-        if row[_SERIES_WIDTH] not in ("", clean.patient):
-            return None, False
         known = instance_from(Series, row[:_SERIES_WIDTH])
+        if row[_SERIES_WIDTH] != clean.patient and not _study_claim(known.study_id, clean):
+            return None, False
         return known, bool(row[_SERIES_WIDTH + 1]) if len(sop_uids) == 1 else True
     study, made = Study.objects.get_or_create(
         site=site,
@@ -423,17 +433,8 @@ def _series_for(site: Site, clean: _Clean, sop_uids: list[str]) -> tuple[Series 
         },
     )
     if not made and study.patient_pseudonym != clean.patient:
-        if study.patient_pseudonym:
+        if study.patient_pseudonym or not _study_claim(study.pk, clean):
             return None, False
-        # A study recorded before its patient was kept: its patient is this file's from now on
-        # (unless a concurrent sender has just given it one: then that one's is checked).
-        claimed = Study.objects.filter(pk=study.pk, patient_pseudonym="").update(
-            patient_pseudonym=clean.patient
-        )
-        if not claimed:
-            study.refresh_from_db(fields=["patient_pseudonym"])
-            if study.patient_pseudonym != clean.patient:
-                return None, False
     scanner = None
     if scanner_pseudonym:
         scanner, _ = Scanner.objects.get_or_create(

@@ -25,6 +25,7 @@ from backend.accounts.models import Site, User
 from backend.ingest.models import Upload, UploadStatus
 from backend.ingest.services import instance_ingest
 from backend.jobs.models import JobRecord, JobState
+from backend.jobs.services import job_lock
 from backend.jobs.tasks import TRANSIENT_ERRORS
 from backend.storage.store import store_delete, store_get, store_put
 
@@ -63,12 +64,15 @@ def upload_create(*, user: User, site: Site, filename: str, size: int) -> Upload
     if not 0 < size <= MAX_UPLOAD_BYTES:
         raise UploadError("a file must have 1 byte to 2 GiB", status=413)
     with transaction.atomic():
-        # One start at a time per site (PostgreSQL): two at once must not both fit the quota.
-        list(Site.objects.select_for_update().filter(pk=site.pk).values_list("pk", flat=True))
-        unfinished = Upload.objects.filter(site=site, status__in=UNFINISHED)
+        # One start at a time per site and per user (PostgreSQL): two at once must not both
+        # fit a quota. NO KEY: the lock must not wait for (nor stall) the ingest transactions
+        # that insert rows referring to the site, which take KEY SHARE locks on it.
+        for rows in (Site.objects.filter(pk=site.pk), User.objects.filter(pk=user.pk)):
+            list(rows.select_for_update(no_key=True).values_list("pk", flat=True))
+        unfinished = Upload.objects.filter(status__in=UNFINISHED)
         for who, pending, quota in (
             ("you", unfinished.filter(user=user), settings.ARTISCAN_UPLOAD_QUOTA_USER_BYTES),
-            ("your site", unfinished, settings.ARTISCAN_UPLOAD_QUOTA_SITE_BYTES),
+            ("your site", unfinished.filter(site=site), settings.ARTISCAN_UPLOAD_QUOTA_SITE_BYTES),
         ):
             held = int(pending.aggregate(total=Sum("size"))["total"] or 0)
             if held + size > quota:
@@ -132,8 +136,8 @@ def upload_complete(*, upload_id: str) -> Upload:
             return upload  # completing twice is harmless
         if upload.received != upload.size:
             raise UploadError("the upload is not complete", status=409, received=upload.received)
-        upload.status = UploadStatus.QUEUED
-        upload.save(update_fields=["status"])
+        upload.status, upload.queued_at = UploadStatus.QUEUED, timezone.now()
+        upload.save(update_fields=["status", "queued_at"])
         pk = str(upload.pk)
         # Robust: a broker that is away must not fail the request of an upload already queued
         # (completing again would not publish again); the requeue sweep publishes it later.
@@ -186,6 +190,16 @@ def upload_process(*, upload_id: str) -> Upload:
     upload = Upload.objects.select_related("site").get(pk=upload_id)
     if upload.status in (UploadStatus.DONE, UploadStatus.FAILED):
         return upload  # ended for good, its chunks gone (a late redelivery finds nothing to do)
+    with job_lock(upload.pk) as ours:
+        if not ours:  # another delivery of this task is processing it right now
+            return upload
+        upload.refresh_from_db()
+        if upload.status in (UploadStatus.DONE, UploadStatus.FAILED):
+            return upload
+        return _upload_process_locked(upload)
+
+
+def _upload_process_locked(upload: Upload) -> Upload:
     upload.status, upload.results, upload.files_done = UploadStatus.PROCESSING, [], 0
     upload.save(update_fields=["status", "results", "files_done"])
     scratch = Path(settings.VAR_DIR) / "scratch"
@@ -273,7 +287,9 @@ def upload_requeue_lost(*, older_than_s: float | None = None) -> list[str]:
     if older_than_s is None:
         older_than_s = float(settings.ARTISCAN_REQUEUE_AFTER_S)
     cutoff = timezone.now() - timedelta(seconds=older_than_s)
-    queued = Upload.objects.filter(status=UploadStatus.QUEUED, created_at__lt=cutoff)
+    queued = Upload.objects.filter(status=UploadStatus.QUEUED).filter(
+        Q(queued_at__lt=cutoff) | Q(queued_at__isnull=True, created_at__lt=cutoff)
+    )
     return lost_jobs_requeue(
         task=upload_process_task,
         queue=task_queue(upload_process_task),

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -102,3 +104,34 @@ def lost_jobs_requeue(*, task: Any, queue: str, subjects: Iterable[str]) -> list
     if lost:
         logger.warning("published %d lost %s jobs again", len(lost), task.name)
     return lost
+
+
+def job_lock_key(job_id: uuid.UUID | str) -> int:
+    """The PostgreSQL advisory lock a worker holds while it runs the job ``job_id`` (a UUID)."""
+    return uuid.UUID(str(job_id)).int & (2**63 - 1)
+
+
+@contextmanager
+def job_lock(job_id: uuid.UUID | str) -> Iterator[bool]:
+    """Whether this worker may run the job: a session advisory lock held while it runs.
+
+    Celery delivers a task again when it outlives the broker's visibility timeout while the
+    first delivery still runs, and a lost message is published again (``lost_jobs_requeue``);
+    that second delivery must leave the job alone. A status check cannot tell it from a
+    redelivery after the first worker died (status "running" either way); the lock can, since
+    PostgreSQL drops it with the dead worker's connection. Elsewhere (SQLite, one worker
+    process) always True.
+    """
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    key = job_lock_key(job_id)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+        ours = bool(cursor.fetchone()[0])
+    try:
+        yield ours
+    finally:
+        if ours:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])

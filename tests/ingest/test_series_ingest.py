@@ -306,16 +306,20 @@ def test_another_patients_file_in_a_study_is_quarantined_and_the_study_keeps_one
     assert patients == {study.patient_pseudonym}
 
 
-def test_a_study_recorded_before_its_patient_was_kept_takes_the_next_files_patient(site_a):
+def test_a_study_recorded_before_its_patient_was_kept_takes_its_next_files_patient(site_a):
     series_ingest(site=site_a, files=[_of_patient(1, "PAT-A")], source="stow")
     Study.objects.update(patient_pseudonym="")  # as the migration leaves a study of before
+    # Its next file claims it, in a series it knows as in a new one.
     (known,) = series_ingest(site=site_a, files=[_of_patient(2, "PAT-B")], source="stow")
-    assert known.status == "accepted", "a known series of an unknown patient is not refused"
-    assert Study.objects.get().patient_pseudonym == ""
-    (claims,) = series_ingest(site=site_a, files=[_of_patient(3, "PAT-C", ".7")], source="stow")
-    assert claims.status == "accepted"
-    assert Study.objects.get().patient_pseudonym.startswith("ANON-")
-    (other,) = series_ingest(site=site_a, files=[_of_patient(4, "PAT-A", ".8")], source="stow")
+    assert known.status == "accepted"
+    claimed = Study.objects.get().patient_pseudonym
+    assert claimed.startswith("ANON-")
+    (other,) = series_ingest(site=site_a, files=[_of_patient(3, "PAT-A")], source="stow")
+    assert (other.status, other.reason) == ("rejected", MIXED_PATIENTS)
+    Study.objects.update(patient_pseudonym="")
+    (new,) = series_ingest(site=site_a, files=[_of_patient(4, "PAT-C", ".7")], source="stow")
+    assert new.status == "accepted" and Study.objects.get().patient_pseudonym != claimed
+    (other,) = series_ingest(site=site_a, files=[_of_patient(5, "PAT-B", ".8")], source="stow")
     assert (other.status, other.reason) == ("rejected", MIXED_PATIENTS)
 
 

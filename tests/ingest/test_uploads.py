@@ -259,3 +259,30 @@ def test_unfinished_uploads_are_held_to_a_quota_per_user_and_per_site(api, opera
     again = api.as_(operator_a).delete(f"/api/uploads/{first['id']}/")
     assert again.status_code == 409
     assert Upload.objects.filter(status="receiving").count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_second_delivery_leaves_an_upload_being_processed_alone(api, operator_a):
+    """A message published again (``upload_requeue_lost``) or delivered again while the first
+    delivery still runs must not process the upload a second time beside it: the first holds
+    the upload's advisory lock; once it is gone (its worker died) the next delivery runs."""
+    from django.db import connections
+
+    from backend.jobs.services import job_lock_key
+
+    data = to_bytes(mr_dataset(6))
+    upload = _start(api, operator_a, data)
+    _put(api, upload["id"], 0, data)
+    # Queued as completing it would, without a message: a worker of the session must not
+    # take it first.
+    Upload.objects.filter(pk=upload["id"]).update(status="queued")
+    first = connections.create_connection("default")  # the worker of the first delivery
+    try:
+        with first.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", [job_lock_key(upload["id"])])
+        assert upload_process(upload_id=upload["id"]).status == "queued"
+        assert Upload.objects.get(pk=upload["id"]).status == "queued"
+    finally:
+        first.close()  # the first worker dies: PostgreSQL lets go of its lock
+    done = upload_process(upload_id=upload["id"])
+    assert done.status == "done" and [r["status"] for r in done.results] == ["accepted"]

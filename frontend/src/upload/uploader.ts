@@ -89,6 +89,8 @@ export async function sendFile(file: File, options: Options): Promise<UploadStat
     }
     options.onState(state);
   }
+  // Cancelled while its last chunk was on the way: not handed over either.
+  if (options.signal?.aborted) return cancel(state, options.csrf);
   state = await json<UploadState>(
     await call(`/api/uploads/${state.id}/complete/`, { method: "POST" }, options.csrf),
   );
