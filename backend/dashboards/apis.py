@@ -116,6 +116,19 @@ class TrendApi(DashboardApi):
         return self.table(request, rows, parsed.validated_data.get("site"))
 
 
+class RefusedApi(DashboardApi):
+    """Files refused at the door, by site, way in and reason (no file, no header value)."""
+
+    export_name = "refused-files"
+    columns = selectors.REFUSED_COLUMNS
+
+    @extend_schema(parameters=[FilterSerializer], responses=TableSerializer)
+    def get(self, request: Request) -> Response:
+        parsed = self.parsed(request)
+        rows = selectors.refused_files(user=request.user, filters=parsed.filters())
+        return self.table(request, rows, parsed.validated_data.get("site"))
+
+
 class WorstFilterSerializer(FilterSerializer):
     by = serializers.ChoiceField(choices=["protocol", "scanner"], default="protocol")
     metric = serializers.ChoiceField(choices=METRIC_NAMES, default=NONDIAGNOSTIC)

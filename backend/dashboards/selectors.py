@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from django.db.models import Exists, OuterRef, QuerySet, Sum
+from django.db.models import Count, Exists, Max, Min, OuterRef, QuerySet, Sum
 from django.utils import timezone
 
 from backend.accounts.models import Role, Site
@@ -298,6 +298,42 @@ def drilldown_series(
     return qs.select_related("study", "scanner", "site", "current_run").order_by(
         "-received_at", "id"
     )
+
+
+REFUSED_COLUMNS = ["site_id", "site", "source", "reason", "files", "first_at", "last_at"]
+
+
+def refused_files(*, user: AnyUser, filters: Filters) -> list[dict[str, Any]]:
+    """Files the door refused at the caller's sites in the weeks of ``filters``, by site, way
+    in and reason: how many, first and last (from the quarantine's rows, which hold no header
+    value; kept ``ARTISCAN_QUARANTINE_DAYS``). What a site's administrator needs to ask a sender
+    to fix its images — the originals stay for superusers only."""
+    from backend.ingest.models import QuarantinedFile
+
+    start, end = filters.weeks()
+    rows = (
+        QuarantinedFile.objects.filter(
+            site_id__in=_site_ids(user, filters),
+            received_at__date__gte=start,
+            received_at__date__lt=end + dt.timedelta(days=7),
+        )
+        .order_by()
+        .values("site_id", "site__name", "source", "reason")
+        .annotate(files=Count("id"), first_at=Min("received_at"), last_at=Max("received_at"))
+        .order_by("-last_at", "site_id", "reason")
+    )
+    return [
+        {
+            "site_id": r["site_id"],
+            "site": r["site__name"],
+            "source": r["source"],
+            "reason": r["reason"],
+            "files": r["files"],
+            "first_at": r["first_at"].isoformat(),
+            "last_at": r["last_at"].isoformat(),
+        }
+        for r in rows[:200]
+    ]
 
 
 def _alerts_in_scope(

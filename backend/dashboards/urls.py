@@ -10,6 +10,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("api/dashboards/heatmap/", apis.HeatmapApi.as_view(), name="api-dashboards-heatmap"),
     path("api/dashboards/series/", apis.DrilldownApi.as_view(), name="api-dashboards-series"),
     path("api/dashboards/alerts/", apis.AlertListApi.as_view(), name="api-dashboards-alerts"),
+    path("api/dashboards/refused/", apis.RefusedApi.as_view(), name="api-dashboards-refused"),
     path(
         "api/dashboards/alerts/<int:alert_id>/acknowledge/",
         apis.AlertAcknowledgeApi.as_view(),

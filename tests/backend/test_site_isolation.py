@@ -51,6 +51,7 @@ SCOPED_ELSEWHERE = {
             "api-dashboards-summary", "api-dashboards-trend", "api-dashboards-worst",
             "api-dashboards-heatmap", "api-dashboards-series", "api-dashboards-alerts",
             "api-dashboards-alert-ack", "api-dashboards-alert-settings", "api-dashboards-report",
+            "api-dashboards-refused",
         )
     },
     "api-dashboards-access-alerts": "tests/dashboards/test_access_alerts.py",

@@ -155,6 +155,13 @@ def test_a_site_admin_sees_and_acknowledges_an_access_alert(
     for _ in range(20):
         assert client.get(f"/api/studies/{study_a.pk}/").status_code == 404
     (alert,) = access_alerts_evaluate()
+    # A refusal at the door (the row as the quarantine keeps it; the page shows no file).
+    from backend.ingest.models import QuarantinedFile
+
+    QuarantinedFile.objects.create(
+        site=site_a, source="cstore", reason="burned-in annotation", storage_key="q/1",
+        size_bytes=10, sha256="0" * 64, expires_at=timezone.now() + dt.timedelta(days=30),
+    )  # fmt: skip
 
     _sign_in(page, asgi_server, "admin_a")
     page.goto(f"http://{asgi_server}/dashboards/")
@@ -166,3 +173,5 @@ def test_a_site_admin_sees_and_acknowledges_an_access_alert(
     assert "acknowledged by admin_a" in page.locator("#access-alerts li.acked").inner_text()
     alert.refresh_from_db()
     assert alert.acknowledged_by == admin_a.user
+    refused = page.locator("#refused tbody tr").first.inner_text()
+    assert "C-STORE" in refused and "burned-in annotation" in refused

@@ -191,3 +191,34 @@ def test_the_dashboard_page_lists_only_the_callers_qa_sites(
     assert "Site A" in page and "Site B" not in page and "app/dashboard.js" in page
     client.login(username="rad_a", password=PASSWORD)
     assert "not one at any site" in client.get("/dashboards/").content.decode()
+
+
+def test_a_sites_admin_sees_what_was_refused_at_its_door_and_no_more(
+    api, site_a, site_b, admin_a, admin_b, radiologist_a, scratch_store
+):
+    """Refusals by site, way in and reason, counted (the quarantine's rows: no file, no header
+    value); another site's stay out, asked for by id or not; the table exports as CSV."""
+    from backend.ingest.services import MIXED_PATIENTS, series_ingest
+    from tests.deid.builders import mr_dataset, to_bytes
+
+    other = mr_dataset(2)
+    other.PatientID = "SOMEONE-ELSE"
+    series_ingest(site=site_a, files=[to_bytes(mr_dataset(1)), to_bytes(other)], source="stow")
+    series_ingest(site=site_a, files=[b"junk", b"more junk"], source="upload")
+    series_ingest(site=site_b, files=[b"b's junk"], source="cstore")
+    rows = api.as_(admin_a).get("/api/dashboards/refused/").json()["rows"]
+    got = sorted((r["site"], r["source"], r["reason"], r["files"]) for r in rows)
+    assert got == sorted(
+        [
+            (site_a.name, "stow", MIXED_PATIENTS, 1),
+            (site_a.name, "upload", "not a DICOM Part 10 file (no DICM marker)", 2),
+        ]
+    ), got
+    b_rows = api.as_(admin_b).get("/api/dashboards/refused/").json()["rows"]
+    assert [(r["site"], r["source"], r["files"]) for r in b_rows] == [(site_b.name, "cstore", 1)]
+    stolen = api.as_(admin_b).get("/api/dashboards/refused/", {"site": site_a.pk})
+    assert stolen.status_code == 200 and stolen.json()["rows"] == []
+    assert api.as_(radiologist_a).get("/api/dashboards/refused/").json()["rows"] == []
+    exported = api.as_(admin_a).get("/api/dashboards/refused/", {"format": "csv"})
+    table = list(csv.DictReader(io.StringIO(exported.content.decode())))
+    assert sum(int(r["files"]) for r in table) == 3

@@ -432,6 +432,41 @@ async function drawAlerts(): Promise<void> {
   }
 }
 
+// --- files refused at the door ----------------------------------------------------------------------
+
+const SOURCES: Record<string, string> = { upload: "upload page", stow: "STOW-RS", cstore: "C-STORE", orthanc: "Orthanc" };
+
+async function drawRefused(): Promise<void> {
+  const table = await getTable("refused");
+  const element = $<HTMLTableElement>("#refused");
+  element.replaceChildren();
+  const head = document.createElement("thead");
+  const headRow = document.createElement("tr");
+  for (const label of ["Site", "Way in", "Reason", "Files", "Last"]) headRow.append(text("th", label));
+  head.append(headRow);
+  const body = document.createElement("tbody");
+  if (table.rows.length === 0) {
+    const tr = document.createElement("tr");
+    tr.className = "empty";
+    const td = text("td", "No file was refused in these weeks.", "muted");
+    (td as HTMLTableCellElement).colSpan = 5;
+    tr.append(td);
+    body.append(tr);
+  }
+  for (const row of table.rows) {
+    const tr = document.createElement("tr");
+    tr.append(
+      text("td", String(row.site)),
+      text("td", SOURCES[String(row.source)] ?? String(row.source)),
+      text("td", String(row.reason)), // reasons never quote a header value
+      text("td", String(row.files)),
+      text("td", new Date(String(row.last_at)).toLocaleString()),
+    );
+    body.append(tr);
+  }
+  element.append(head, body);
+}
+
 // --- access alerts: bursts of denied attempts on a site's data ---------------------------------------
 
 interface AccessAlertRow {
@@ -509,7 +544,7 @@ void loadSettings().catch((error) => (settingsStatus.textContent = String(error)
 // --- exports and refresh -----------------------------------------------------------------------------
 
 function updateExports(): void {
-  for (const name of ["summary", "trend", "heatmap", "alerts"]) {
+  for (const name of ["summary", "trend", "heatmap", "alerts", "refused"]) {
     $<HTMLAnchorElement>(`#csv-${name}`).href = `/api/dashboards/${name}/?${query(filters(), new Date(), { format: "csv" })}`;
   }
   $<HTMLAnchorElement>("#csv-worst").href =
@@ -532,6 +567,7 @@ async function refresh(): Promise<void> {
       drawSummary(),
       drawAlerts(),
       drawAccessAlerts(),
+      drawRefused(),
     ]);
     root.dataset.state = "ready";
     status.textContent = `Updated ${new Date().toLocaleTimeString()}`;
