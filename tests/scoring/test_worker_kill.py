@@ -109,3 +109,45 @@ def test_a_worker_killed_mid_series_loses_and_duplicates_nothing(
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
+
+
+def test_a_worker_stopped_by_a_deploy_finishes_its_task_and_loses_nothing(
+    site_a, tmp_path, redis_clean, other_workers_paused
+):
+    """SIGTERM (a deploy's stop, security checklist C-07) is Celery's warm shutdown: the task in
+    flight runs to its end and is acknowledged, the worker exits, and a worker started after it
+    finds nothing to redo — every slice scored once, the job run once."""
+    from django.conf import settings
+
+    series_ingest(
+        site=site_a,
+        files=[to_bytes(mr_dataset(i, rows=256, columns=256)) for i in range(1, 25)],
+        source="upload",
+    )
+    series = Series.objects.get(site=site_a)
+    env = _server_env(settings.DATABASES["default"]["NAME"])
+    env["ARTISCAN_VISIBILITY_TIMEOUT"] = "15"  # a lost acknowledgement would show within the test
+    log = tmp_path / "workers.log"
+    first = _worker(env, log)
+    try:
+        running = JobRecord.objects.filter(subject=str(series.pk), state="running")
+        assert _wait(running.exists, 120), log.read_text()[-3000:]
+        task = running.get().task_id
+        first.send_signal(signal.SIGTERM)  # the main process, as a service manager stops it
+        first.wait(timeout=120)
+        assert "warm shutdown" in log.read_text().lower()
+        assert InstanceScore.objects.count() == 24, "the task in flight ran to its end"
+        record = JobRecord.objects.get(task_id=task)
+        assert (record.state, record.attempts) == ("done", 1)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    second = _worker(env, log)
+    try:
+        time.sleep(20)  # past the visibility timeout: an unacknowledged message would be back
+        assert InstanceScore.objects.count() == 24
+        assert InstanceScore.objects.values("instance").distinct().count() == 24
+        assert JobRecord.objects.get(task_id=task).attempts == 1
+    finally:
+        os.killpg(second.pid, signal.SIGTERM)
+        second.wait(timeout=30)
