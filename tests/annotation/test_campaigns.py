@@ -85,6 +85,10 @@ def test_readers_and_other_sites_cannot_create_or_see_campaigns(
     for path in ("agreement/", "agreement.csv", "disagreements/", "suggestions/", "training-sets/"):
         assert api.as_(lead_b).get(f"/api/campaigns/{campaign_id}/{path}").status_code == 404
         assert api.as_(annotator_a).get(f"/api/campaigns/{campaign_id}/{path}").status_code == 403
+    rollback = api.as_(lead_b).post(
+        f"/api/campaigns/{campaign_id}/rollback/", {"reason": "not theirs"}, format="json"
+    )
+    assert rollback.status_code == 404
     assert AuditEvent.objects.filter(outcome="denied", site_id=site_a.pk).exists()
 
 
@@ -103,6 +107,13 @@ def test_a_reader_sees_only_their_own_assignments(
     path = f"/api/assignments/{other}/instances/{instance}/annotation/"
     assert api.as_(annotator_a).get(path).status_code == 404
     assert api.as_(annotator_a).post(path, {"masks": {}}, format="json").status_code == 404
+    # Nor can they close another reader's assignment, done or skipped.
+    finish = api.as_(annotator_a).post(f"/api/assignments/{other}/finish/")
+    skip = api.as_(annotator_a).post(
+        f"/api/assignments/{other}/skip/", {"reason": "not mine"}, format="json"
+    )
+    assert (finish.status_code, skip.status_code) == (404, 404)
+    assert Assignment.objects.get(pk=other).status == "pending"
     assert api.as_(lead_a).get(f"/api/assignments/{other}/").status_code == 200
 
 
@@ -460,3 +471,29 @@ def test_suggested_series_are_added_and_assigned_to_the_same_readers(
         .status_code
         == 403
     )
+
+
+def test_another_sites_lead_gets_404_on_a_sites_training_sets_and_fine_tunings(
+    api, lead_a, lead_b, site_a
+):
+    """A training set and a fine-tuning of site A: its lead reads the fine-tuning; site B's lead
+    can neither read it, nor promote its candidate, nor fine-tune on the set (each a 404, as
+    for an object that does not exist), and nothing is queued or promoted."""
+    from annotation.models import Campaign, FineTune, TrainingSet
+    from backend.scoring.models import ModelPromotion
+
+    campaign = Campaign.objects.create(site=site_a, name="c", created_by=lead_a.user)
+    training_set = TrainingSet.objects.create(
+        campaign=campaign, site=site_a, version=1, path="/nonexistent", sha256="0" * 64,
+        created_by=lead_a.user,
+    )  # fmt: skip
+    job = FineTune.objects.create(training_set=training_set, site=site_a, requested_by=lead_a.user)
+    assert api.as_(lead_a).get(f"/api/finetunes/{job.pk}/").status_code == 200
+    other = api.as_(lead_b)
+    assert other.get(f"/api/finetunes/{job.pk}/").status_code == 404
+    promote = other.post(f"/api/finetunes/{job.pk}/promote/", {"reason": "mine now"}, format="json")
+    assert promote.status_code == 404
+    tune = other.post(f"/api/training-sets/{training_set.pk}/finetune/", {}, format="json")
+    assert tune.status_code == 404
+    assert FineTune.objects.count() == 1 and not ModelPromotion.objects.exists()
+    assert str(job.pk) not in promote.content.decode() + tune.content.decode()

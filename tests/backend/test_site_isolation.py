@@ -3,6 +3,7 @@ sees none of them in lists or counts; anonymous callers get 401."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -123,9 +124,14 @@ def test_the_api_schema_and_its_docs_page_need_a_signed_in_user(client, path):
 
 @pytest.mark.parametrize("route", sorted(SCOPED_ELSEWHERE))
 def test_routes_scoped_elsewhere_are_tested_there(route):
-    """The named test file exists and checks another site's persona against a 404."""
+    """The named test file exists, asks for the route (its path up to the first parameter, or
+    the tail after the last one) and checks another site's persona against a 404."""
     text = (Path(__file__).resolve().parents[2] / SCOPED_ELSEWHERE[route]).read_text()
     assert "_b" in text and "404" in text
+    (path,) = [p for name, p in _api_routes() if name == route]
+    # The route's own name: its last segment that is not a parameter ("heatmap", "promote").
+    last = [segment for segment in path.split("/") if segment and "<" not in segment][-1]
+    assert re.search(rf"\b{re.escape(last)}\b", text), (route, last)
 
 
 @pytest.mark.parametrize("route", sorted(DETAIL_ROUTES))
