@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # What the test suite needs from the machine: PostgreSQL and Redis running on loopback, and
-# Debian's Chromium, dcmtk and Orthanc (with its DICOMweb plugin) for the browser, C-STORE and
-# PACS tests and the ingest benchmark. Installs missing Debian packages (as root) and starts the
-# services if they are not running.
+# Debian's Chromium, dcmtk, dicom3tools and Orthanc (with its DICOMweb plugin) for the browser,
+# C-STORE, conformance and PACS tests and the ingest benchmark. Installs missing Debian packages
+# (as root) and starts the services if they are not running.
 set -euo pipefail
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -12,6 +12,8 @@ command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v storescu >/dev/null || missing+=(dcmtk)
+# dicom3tools' dciodvfy checks that a de-identified file is still a valid object (tests/deid).
+command -v dciodvfy >/dev/null || missing+=(dicom3tools)
 [ -x /usr/sbin/Orthanc ] || missing+=(orthanc)
 # Orthanc's own STOW-RS, for the ingest benchmark's fair comparison (benchmarks/ingest.py).
 [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing+=(orthanc-dicomweb)
