@@ -10,6 +10,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 from pydicom import config
@@ -66,3 +67,25 @@ def test_a_de_identified_file_is_no_less_valid_than_the_original(name, tmp_path)
     assert codes == [(value, "DCM", meaning) for value, meaning in METHOD_CODES]
     assert len(ds.DeidentificationMethod) <= 64  # LO
     assert ds.preamble == bytes(128)
+
+
+def test_the_model_scores_a_de_identified_series_exactly_as_the_original():
+    """Utility kept (security checklist D-14): everything the model reads — pixels, the pixel
+    description, the acquisition header — passes the profile unchanged, so the shipped pruned
+    model's masks and indices on the de-identified copy of a demo series (one with motion) are
+    those of the original, bit for bit."""
+    from ml.pipeline import SHIPPED, get_pipeline
+
+    motion = next(spec for spec in DEMO_SERIES if spec.artifact == "motion")
+    originals = demo_series_files(motion)[:6]
+    read = [pydicom.dcmread(pydicom.filebase.DicomBytesIO(data)) for data in originals]
+    cleaned = [
+        pydicom.dcmread(pydicom.filebase.DicomBytesIO(deidentify_file(data, key=KEY).data))
+        for data in originals
+    ]
+    assert all(a.PixelData == b.PixelData for a, b in zip(read, cleaned, strict=True))
+    pipeline = get_pipeline(SHIPPED["pruned-onnx"])
+    before, after = pipeline.score_datasets(read), pipeline.score_datasets(cleaned)
+    assert np.array_equal(before.masks, after.masks)
+    assert np.array_equal(before.suitability, after.suitability)
+    assert before.masks.any(), "the motion series shows its artifact"
