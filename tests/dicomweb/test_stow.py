@@ -189,3 +189,18 @@ def test_the_metadata_of_a_batch_is_inserted_as_rows_not_as_text_arrays(api, ope
     ]
     assert len(inserts) == 1 and "UNNEST" not in inserts[0].upper()
     assert inserts[0].count('"00080016"') == 3  # three rows, each with its JSON
+
+
+def test_more_parts_than_the_limit_are_turned_away_before_anything_is_kept(
+    api, operator_a, settings
+):
+    """Security checklist M-12: thousands of tiny parts would each be refused and quarantined;
+    past ``ARTISCAN_MAX_FILES_PER_REQUEST`` parts the request is answered 400 and nothing of it
+    is stored or quarantined. At the limit the parts are taken (here all refused: junk)."""
+    settings.DATA_UPLOAD_MAX_NUMBER_FILES = 5
+    over = _stow(api, operator_a, to_bytes(mr_dataset(1)), *[b"junk"] * 5)
+    assert over.status_code == 400 and "more than 5 parts" in over.json()["error"]
+    assert not Instance.objects.exists() and not QuarantinedFile.objects.exists()
+    at = _stow(api, operator_a, to_bytes(mr_dataset(1)), *[b"junk"] * 4)
+    assert at.status_code == 202
+    assert Instance.objects.count() == 1 and QuarantinedFile.objects.count() == 4
