@@ -407,7 +407,7 @@ class StowView(DicomWebView):
             boundary = multipart.boundary_of(content_type)
             root = multipart.root_type_of(content_type)
             bodies = []
-            for count, (headers, payload) in enumerate(
+            for count, (headers, part) in enumerate(
                 multipart.parts(request.body, boundary), start=1
             ):
                 if count > limit:
@@ -417,7 +417,7 @@ class StowView(DicomWebView):
                     )
                 kind = headers.get("content-type", root).split(";")[0].strip().lower()
                 if kind == "application/dicom":
-                    bodies.append(payload)
+                    bodies.append(part)
         except multipart.MultipartError as exc:
             return _json({"error": str(exc)}, status=415 if "Content-Type" in str(exc) else 400)
         if not bodies:
