@@ -438,6 +438,9 @@ CELERY_BEAT_SCHEDULE = {
 # One user denied this many times on one site's data within the window raises an access alert.
 ARTISCAN_DENIED_BURST = env_int("ARTISCAN_DENIED_BURST", 20, minimum=1)
 ARTISCAN_DENIED_BURST_WINDOW_S = env_int("ARTISCAN_DENIED_BURST_WINDOW_S", 600, minimum=10)
+# Ingest turns new files away (STOW-RS 503, C-STORE A700, uploads retried) while the local
+# store's filesystem has less than this free.
+ARTISCAN_STORE_MIN_FREE_MB = env_int("ARTISCAN_STORE_MIN_FREE_MB", 1024, minimum=0)
 # A queued upload or fine-tuning that no worker has begun this long after it was queued, with
 # nothing waiting in its queue, has lost its message: it is published again.
 ARTISCAN_REQUEUE_AFTER_S = env_int("ARTISCAN_REQUEUE_AFTER_S", 600, minimum=1)

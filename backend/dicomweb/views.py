@@ -33,7 +33,7 @@ from backend.dicomweb.metadata import (
 )
 from backend.dicomweb.render import render_png
 from backend.ingest.services import IngestOutcome, in_one_batch, series_ingest
-from backend.storage.store import store_get
+from backend.storage.store import StoreFull, store_get
 from backend.studies import selectors
 from backend.studies.models import Instance, Series, Study
 from ml.decode import DecodeError, pixel_array
@@ -441,13 +441,18 @@ class StowView(DicomWebView):
         # one batch (the usual: one slice, or a few dozen) writes its audit rows in that
         # transaction (one commit, not two); a longer one once, after the last batch.
         one_batch = in_one_batch(bodies)
-        outcomes = series_ingest(
-            site=site,
-            files=bodies,
-            source="stow",
-            recorded=audit if one_batch else None,
-            study_uid=study_uid,
-        )
+        try:
+            outcomes = series_ingest(
+                site=site,
+                files=bodies,
+                source="stow",
+                recorded=audit if one_batch else None,
+                study_uid=study_uid,
+            )
+        except StoreFull as full:
+            response = _json({"error": str(full)}, status=503)
+            response["Retry-After"] = "300"
+            return response
         stored, failed, accessed = [], [], []
         for outcome in outcomes:
             if outcome.status == "rejected":

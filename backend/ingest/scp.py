@@ -22,6 +22,7 @@ from pynetdicom import AE, evt
 
 from backend.ingest.models import DicomSender
 from backend.ingest.services import instance_ingest
+from backend.storage.store import StoreFull
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,8 @@ def _on_store(event: Any) -> int:
     _usable_connection()
     try:
         outcome = instance_ingest(site=site, data=buffer.getvalue(), source="cstore")
+    except StoreFull:
+        return OUT_OF_RESOURCES  # the store is full (logged by the check): the sender retries
     except Exception:
         logger.exception("C-STORE ingest failed")
         return OUT_OF_RESOURCES  # transient: the sender retries

@@ -43,7 +43,13 @@ from backend.dicomweb.metadata import instance_metadata_create
 from backend.ingest.dispatch import ingest_announce
 from backend.ingest.models import OrthancSource, QuarantinedFile
 from backend.ingest.orthanc import OrthancClient, OrthancError
-from backend.storage.store import OwnedWrites, store_delete, store_put, store_sealed_size
+from backend.storage.store import (
+    OwnedWrites,
+    store_delete,
+    store_put,
+    store_sealed_size,
+    store_space_check,
+)
 from backend.studies.models import Instance, Scanner, Series, Study
 
 logger = logging.getLogger(__name__)
@@ -282,6 +288,9 @@ def series_ingest(
     ``study_uid``: the sender's (original) StudyInstanceUID every file must belong to, as a
     STOW-RS to ``/studies/{study}`` names it; files of other studies are refused.
     """
+    # A full store turns the whole request away before anything is written (StoreFull: the
+    # sender retries), quarantine included.
+    store_space_check()
     study = None if study_uid is None else pseudonymous_uid(study_uid, key=_site_key(site))
     outcomes: list[IngestOutcome] = []
     try:

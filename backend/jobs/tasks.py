@@ -13,6 +13,7 @@ from django import db
 from backend.config.connections import forget_handled_errors
 from backend.jobs.models import JobState
 from backend.jobs.services import job_attempt_begin, job_attempt_fail, job_attempt_finish
+from backend.storage.store import StoreFull
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     kombu.exceptions.OperationalError,  # the broker, when a task publishes another
+    StoreFull,  # the image store below its free-space floor: retried once there is room
 )
 """What a task retries with a backoff (``autoretry_for``) instead of failing: an outage of the
 database, Redis or the broker. None of these is a subclass of Python's own ``ConnectionError``,

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import logging
 import os
 import queue
 import re
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -38,6 +40,8 @@ from backend.storage.crypto import (
     seal_into,
     sealed_size,
 )
+
+logger = logging.getLogger(__name__)
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 _HEADER_BYTES = 64  # enough for the envelope's magic and key id
@@ -383,6 +387,40 @@ def _parse_keyring(spec: str) -> Keyring:
         return Keyring.parse(spec)
     except KeyringError as exc:
         raise ImproperlyConfigured(f"ARTISCAN_STORAGE_KEYS: {exc}") from None
+
+
+class StoreFull(OSError):
+    """The local store's filesystem is below ``ARTISCAN_STORE_MIN_FREE_MB`` of free space: new
+    files are turned away, to be sent again later, before the disk the database and the logs
+    share fills up (security checklist O-06)."""
+
+
+def store_free_bytes() -> int | None:
+    """Free bytes on the local store's filesystem (None for an S3 store)."""
+    current = backend()
+    if not isinstance(current, LocalBackend):
+        return None
+    current.root.mkdir(parents=True, exist_ok=True)
+    return shutil.disk_usage(current.root).free
+
+
+def store_space_check(*, log: bool = True) -> None:
+    """Raise ``StoreFull`` when the local store has less than ``ARTISCAN_STORE_MIN_FREE_MB``
+    free. Ingest asks before it writes anything (a file, a quarantined original): the sender
+    gets a retryable answer and nothing already stored is touched."""
+    free = store_free_bytes()
+    floor = settings.ARTISCAN_STORE_MIN_FREE_MB * 2**20
+    if free is not None and free < floor:
+        if log:
+            logger.error(
+                "store below its free-space floor: %d MiB free, %d MiB kept free; ingest paused",
+                free // 2**20,
+                floor // 2**20,
+            )
+        raise StoreFull(
+            f"the image store is full ({free // 2**20} MiB free, "
+            f"{floor // 2**20} MiB kept free): send again later"
+        )
 
 
 def keyring() -> Keyring:

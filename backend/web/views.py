@@ -16,6 +16,7 @@ from backend.accounts.selectors import (
 from backend.audit.mixins import audit_target_for
 from backend.audit.models import AuditAction, AuditOutcome
 from backend.audit.services import AuditTarget, audit_record
+from backend.storage.store import StoreFull, store_space_check
 from backend.studies.selectors import NotInScope, series_get
 
 
@@ -28,6 +29,12 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 def health(request: HttpRequest) -> JsonResponse:
+    """200 while the process serves; 503 while the image store is below its free-space floor
+    (ingest is turned away then), so a monitor or a load balancer sees it."""
+    try:
+        store_space_check(log=False)  # polled: ingest logs it when it turns files away
+    except StoreFull as full:
+        return JsonResponse({"status": "degraded", "store": str(full)}, status=503)
     return JsonResponse({"status": "ok"})
 
 

@@ -204,3 +204,19 @@ def test_more_parts_than_the_limit_are_turned_away_before_anything_is_kept(
     at = _stow(api, operator_a, to_bytes(mr_dataset(1)), *[b"junk"] * 4)
     assert at.status_code == 202
     assert Instance.objects.count() == 1 and QuarantinedFile.objects.count() == 4
+
+
+def test_a_full_store_turns_a_stow_away_with_a_retry_and_keeps_nothing(api, operator_a, settings):
+    """Security checklist O-06: below ``ARTISCAN_STORE_MIN_FREE_MB`` free (here a floor larger
+    than any disk) a STOW-RS is answered 503 with Retry-After before anything is written — no
+    instance, no quarantined original — and /health/ says so; with room again it goes in."""
+    settings.ARTISCAN_STORE_MIN_FREE_MB = 2**40
+    full = _stow(api, operator_a, to_bytes(mr_dataset(1)), b"junk")
+    assert full.status_code == 503 and full["Retry-After"] == "300"
+    assert "store is full" in full.json()["error"]
+    assert not Instance.objects.exists() and not QuarantinedFile.objects.exists()
+    health = api.get("/health/")
+    assert health.status_code == 503 and health.json()["status"] == "degraded"
+    settings.ARTISCAN_STORE_MIN_FREE_MB = 1
+    assert _stow(api, operator_a, to_bytes(mr_dataset(1))).status_code == 200
+    assert api.get("/health/").status_code == 200

@@ -162,3 +162,23 @@ def test_two_scp_processes_share_one_port_and_a_dead_one_stops_the_command(site_
         _wait_for(lambda: proc.poll() is not None, 30, "the command to stop")
         assert proc.returncode not in (None, 0)
         assert "a C-STORE SCP process exited" in log.read_text()
+
+
+def test_a_full_store_answers_c_store_with_a_retryable_failure(site_a, tmp_path):
+    """Below the store's free-space floor the SCP answers A700 (out of resources: the sender
+    keeps the image and sends it again) and stores nothing."""
+    from django.conf import settings
+
+    DicomSender.objects.create(site=site_a, ae_title="MRI_ROOM_5", host="127.0.0.1")
+    port = _free_port()
+    env = {**_server_env(settings.DATABASES["default"]["NAME"])}
+    env["ARTISCAN_STORE_MIN_FREE_MB"] = str(2**40)  # more than any disk has free
+    command = [sys.executable, "manage.py", "dicom_scp", "--host", "127.0.0.1", "--port", str(port)]
+    with _listening_process(command, env=env, port=port, log=tmp_path / "scp.log", what="scp"):
+        assoc = _scu("MRI_ROOM_5").associate("127.0.0.1", port, ae_title="ARTISCAN")
+        assert assoc.is_established
+        status = assoc.send_c_store(pydicom.dcmread(io.BytesIO(to_bytes(mr_dataset(3))))).Status
+        assoc.release()
+    assert status == 0xA700
+    assert not Instance.objects.exists()
+    assert "free-space floor" in (tmp_path / "scp.log").read_text()
