@@ -3,19 +3,27 @@ send them to the ``gpu`` queue (``QUEUE``)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import shared_task
 from django.conf import settings
 
+from backend.jobs.services import BUSY_RETRY_S, JobBusy
 from backend.jobs.tasks import TRANSIENT_ERRORS, TrackedTask
 
 QUEUE = "gpu"
 
 
-@shared_task(base=TrackedTask, time_limit=settings.ARTISCAN_FINETUNE_TIME_LIMIT_S)
-def finetune_task(finetune_id: str) -> str:
+@shared_task(bind=True, base=TrackedTask, time_limit=settings.ARTISCAN_FINETUNE_TIME_LIMIT_S)
+def finetune_task(self: Any, finetune_id: str) -> str:
     from annotation.training import finetune_run
 
-    return str(finetune_run(finetune_id=finetune_id).status)
+    try:
+        return str(finetune_run(finetune_id=finetune_id).status)
+    except JobBusy as busy:
+        # A redelivery (the run outlived the visibility timeout) while the first delivery still
+        # trains: look again later rather than end, which would record the task done.
+        raise self.retry(exc=busy, countdown=BUSY_RETRY_S, max_retries=None) from None
 
 
 @shared_task(ignore_result=True)

@@ -45,7 +45,7 @@ from annotation.models import Campaign, CampaignSeries, FineTune, JobStatus, Tra
 from annotation.selectors import is_lead
 from annotation.services import ARTIFACT_TYPES, consensus
 from backend.accounts.models import User
-from backend.jobs.services import job_lock, job_lock_key
+from backend.jobs.services import JobBusy, job_lock, job_lock_key
 from backend.scoring.services import _sha256
 from backend.storage.store import store_get
 from backend.studies.models import Instance
@@ -363,7 +363,7 @@ def finetune_run(*, finetune_id: uuid.UUID | str) -> FineTune:
         return job
     with job_lock(job.pk) as ours:
         if not ours:  # another delivery of this task is running it right now
-            return job
+            raise JobBusy(f"fine-tuning {job.pk} is running")
         job.refresh_from_db()
         if job.status == JobStatus.DONE:
             return job

@@ -53,8 +53,11 @@ class ArtiScanAdminSite(AdminSite):
             # the confirmation of a bulk delete).
             if response.status_code == 200:
                 object_id = str(kwargs.get("object_id", ""))[:64]
-                if name == "autocomplete_view":
-                    object_id = str(request.GET.get("model_name", ""))[:64]
+                if name == "autocomplete_view":  # the related field searched from
+                    asked = [
+                        request.GET.get(k, "") for k in ("app_label", "model_name", "field_name")
+                    ]
+                    object_id = ".".join(asked)[:64]
                 audit_record(
                     user=request.user,
                     action=action,

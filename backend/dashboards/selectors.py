@@ -311,11 +311,11 @@ def refused_files(*, user: AnyUser, filters: Filters) -> list[dict[str, Any]]:
     from backend.ingest.models import QuarantinedFile
 
     start, end = filters.weeks()
+    since = dt.datetime.combine(start, dt.time(), tzinfo=dt.UTC)
+    until = dt.datetime.combine(end + dt.timedelta(days=7), dt.time(), tzinfo=dt.UTC)
     rows = (
         QuarantinedFile.objects.filter(
-            site_id__in=_site_ids(user, filters),
-            received_at__date__gte=start,
-            received_at__date__lt=end + dt.timedelta(days=7),
+            site_id__in=_site_ids(user, filters), received_at__gte=since, received_at__lt=until
         )
         .order_by()
         .values("site_id", "site__name", "source", "reason")

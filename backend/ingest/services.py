@@ -45,6 +45,7 @@ from backend.ingest.models import OrthancSource, QuarantinedFile
 from backend.ingest.orthanc import OrthancClient, OrthancError
 from backend.storage.store import (
     OwnedWrites,
+    StoreFull,
     store_delete,
     store_put,
     store_sealed_size,
@@ -762,7 +763,9 @@ def orthanc_poll(
             if not changes:
                 source.last_change = max(source.last_change, last)
         source.last_error = ""
-    except OrthancError as exc:
+    except (OrthancError, StoreFull) as exc:
+        # A full store as an Orthanc away: the change is not marked done, the next pass
+        # takes it again (the instances wait in Orthanc).
         source.last_error = str(exc)[:300]
         raise
     finally:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from celery import shared_task
 
 from backend.ingest.services import quarantine_purge, unscored_sweep
@@ -9,12 +11,22 @@ from backend.ingest.uploads import (
     upload_purge_stale,
     upload_requeue_lost,
 )
+from backend.jobs.services import BUSY_RETRY_S, JobBusy
 from backend.jobs.tasks import TRANSIENT_ERRORS, TrackedTask
+from backend.storage.store import StoreFull
 
 
-@shared_task(base=TrackedTask, autoretry_for=TRANSIENT_ERRORS, retry_backoff=True, max_retries=5)
-def upload_process_task(upload_id: str) -> str:
-    return str(upload_process(upload_id=upload_id).status)
+@shared_task(
+    bind=True, base=TrackedTask, autoretry_for=TRANSIENT_ERRORS, retry_backoff=True, max_retries=5
+)
+def upload_process_task(self: Any, upload_id: str) -> str:
+    try:
+        return str(upload_process(upload_id=upload_id).status)
+    except (JobBusy, StoreFull) as wait:
+        # Another delivery is processing it, or the store is full: not a failure, and not for
+        # the five quick retries of an outage. Again in five minutes, for as long as it takes
+        # (an upload waiting ARTISCAN_UPLOAD_STUCK_H hours is failed by the purge).
+        raise self.retry(exc=wait, countdown=BUSY_RETRY_S, max_retries=None) from None
 
 
 @shared_task(ignore_result=True)

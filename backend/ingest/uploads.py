@@ -25,9 +25,15 @@ from backend.accounts.models import Site, User
 from backend.ingest.models import Upload, UploadStatus
 from backend.ingest.services import instance_ingest
 from backend.jobs.models import JobRecord, JobState
-from backend.jobs.services import job_lock
+from backend.jobs.services import JobBusy, job_lock
 from backend.jobs.tasks import TRANSIENT_ERRORS
-from backend.storage.store import store_delete, store_get, store_put
+from backend.storage.store import (
+    StoreFull,
+    store_delete,
+    store_get,
+    store_put,
+    store_space_check,
+)
 
 MAX_UPLOAD_BYTES = 2 * 2**30
 MAX_CHUNK_BYTES = 8 * 2**20
@@ -63,6 +69,7 @@ def upload_create(*, user: User, site: Site, filename: str, size: int) -> Upload
     little and sending much, or starting many, does not get round it."""
     if not 0 < size <= MAX_UPLOAD_BYTES:
         raise UploadError("a file must have 1 byte to 2 GiB", status=413)
+    _room_for_chunks()
     with transaction.atomic():
         # One start at a time per site and per user (PostgreSQL): two at once must not both
         # fit a quota. NO KEY: the lock must not wait for (nor stall) the ingest transactions
@@ -107,6 +114,14 @@ def _chunk_key(upload: Upload, index: int) -> str:
     return f"uploads/{upload.pk}/{index:06d}.part"
 
 
+def _room_for_chunks() -> None:
+    """Chunks are files in the store too: none while it is below its free-space floor."""
+    try:
+        store_space_check()
+    except StoreFull as full:
+        raise UploadError(str(full), status=503) from None
+
+
 def upload_append(*, upload_id: str, offset: int, data: bytes) -> Upload:
     """Append one chunk at ``offset``, which must be what has arrived so far (409 otherwise, with
     the right offset, so the client resumes from there)."""
@@ -120,6 +135,7 @@ def upload_append(*, upload_id: str, offset: int, data: bytes) -> Upload:
             raise UploadError(f"a chunk must have 1 byte to {MAX_CHUNK_BYTES // 2**20} MiB")
         if upload.received + len(data) > upload.size:
             raise UploadError("more bytes than announced", received=upload.received)
+        _room_for_chunks()
         store_put(_chunk_key(upload, upload.chunks), data)
         upload.chunks += 1
         upload.received += len(data)
@@ -192,7 +208,7 @@ def upload_process(*, upload_id: str) -> Upload:
         return upload  # ended for good, its chunks gone (a late redelivery finds nothing to do)
     with job_lock(upload.pk) as ours:
         if not ours:  # another delivery of this task is processing it right now
-            return upload
+            raise JobBusy(f"upload {upload.pk} is being processed")
         upload.refresh_from_db()
         if upload.status in (UploadStatus.DONE, UploadStatus.FAILED):
             return upload
@@ -200,6 +216,8 @@ def upload_process(*, upload_id: str) -> Upload:
 
 
 def _upload_process_locked(upload: Upload) -> Upload:
+    # A full store: the upload stays as it is, chunks and all, and the task tries again later.
+    store_space_check()
     upload.status, upload.results, upload.files_done = UploadStatus.PROCESSING, [], 0
     upload.save(update_fields=["status", "results", "files_done"])
     scratch = Path(settings.VAR_DIR) / "scratch"

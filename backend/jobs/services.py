@@ -106,6 +106,16 @@ def lost_jobs_requeue(*, task: Any, queue: str, subjects: Iterable[str]) -> list
     return lost
 
 
+class JobBusy(Exception):
+    """Another delivery of this job holds its lock (``job_lock``) and is running it right now.
+    The task asks to be run again later (``self.retry``) rather than ending: ending would record
+    the task done, and if the running delivery then died nothing would run the job again."""
+
+
+BUSY_RETRY_S = 300
+"""Seconds before a delivery that found its job busy tries again."""
+
+
 def job_lock_key(job_id: uuid.UUID | str) -> int:
     """The PostgreSQL advisory lock a worker holds while it runs the job ``job_id`` (a UUID)."""
     return uuid.UUID(str(job_id)).int & (2**63 - 1)

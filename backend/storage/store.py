@@ -400,8 +400,12 @@ def store_free_bytes() -> int | None:
     current = backend()
     if not isinstance(current, LocalBackend):
         return None
-    current.root.mkdir(parents=True, exist_ok=True)
-    return shutil.disk_usage(current.root).free
+    # The store's root, or the nearest directory above it before the first file makes it (not
+    # made here: the root is made private, by the first write).
+    where = current.root
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    return shutil.disk_usage(where).free
 
 
 def store_space_check(*, log: bool = True) -> None:

@@ -268,7 +268,7 @@ def test_a_second_delivery_leaves_an_upload_being_processed_alone(api, operator_
     the upload's advisory lock; once it is gone (its worker died) the next delivery runs."""
     from django.db import connections
 
-    from backend.jobs.services import job_lock_key
+    from backend.jobs.services import JobBusy, job_lock_key
 
     data = to_bytes(mr_dataset(6))
     upload = _start(api, operator_a, data)
@@ -280,9 +280,38 @@ def test_a_second_delivery_leaves_an_upload_being_processed_alone(api, operator_
     try:
         with first.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_lock(%s)", [job_lock_key(upload["id"])])
-        assert upload_process(upload_id=upload["id"]).status == "queued"
+        with pytest.raises(JobBusy):  # the task tries again later (upload_process_task)
+            upload_process(upload_id=upload["id"])
         assert Upload.objects.get(pk=upload["id"]).status == "queued"
     finally:
         first.close()  # the first worker dies: PostgreSQL lets go of its lock
+    done = upload_process(upload_id=upload["id"])
+    assert done.status == "done" and [r["status"] for r in done.results] == ["accepted"]
+
+
+@pytest.mark.django_db
+def test_a_full_store_keeps_uploads_waiting_with_their_chunks(api, operator_a, settings):
+    """Below the store's free-space floor (security checklist O-06) chunks are turned away with
+    a 503 (the page retries), and a queued upload is left as it is — chunks and all — for its
+    task to try again later (upload_process_task retries StoreFull every few minutes)."""
+    from backend.storage.store import StoreFull
+
+    data = to_bytes(mr_dataset(7))
+    upload = _start(api, operator_a, data)
+    settings.ARTISCAN_STORE_MIN_FREE_MB = 2**40  # more than any disk has free
+    refused = _put(api, upload["id"], 0, data)
+    assert refused.status_code == 503 and "store is full" in refused.json()["detail"]
+    assert (
+        api.post("/api/uploads/", {"filename": "x", "size": 10}, format="json").status_code == 503
+    )
+    settings.ARTISCAN_STORE_MIN_FREE_MB = 1
+    assert _put(api, upload["id"], 0, data).status_code == 200
+    Upload.objects.filter(pk=upload["id"]).update(status="queued")  # as completing it would
+    settings.ARTISCAN_STORE_MIN_FREE_MB = 2**40
+    with pytest.raises(StoreFull):
+        upload_process(upload_id=upload["id"])
+    waiting = Upload.objects.get(pk=upload["id"])
+    assert waiting.status == "queued" and [k for k in store_keys() if upload["id"] in k]
+    settings.ARTISCAN_STORE_MIN_FREE_MB = 1
     done = upload_process(upload_id=upload["id"])
     assert done.status == "done" and [r["status"] for r in done.results] == ["accepted"]

@@ -132,7 +132,9 @@ def test_a_worker_stopped_by_a_deploy_finishes_its_task_and_loses_nothing(
     try:
         running = JobRecord.objects.filter(subject=str(series.pk), state="running")
         assert _wait(running.exists, 120), log.read_text()[-3000:]
-        task = running.get().task_id
+        task = running.values_list("task_id", flat=True).first()
+        # Still in flight when the stop comes (its scores commit together, at its end).
+        assert task is not None and InstanceScore.objects.count() == 0
         first.send_signal(signal.SIGTERM)  # the main process, as a service manager stops it
         first.wait(timeout=120)
         assert "warm shutdown" in log.read_text().lower()
@@ -144,6 +146,7 @@ def test_a_worker_stopped_by_a_deploy_finishes_its_task_and_loses_nothing(
             os.killpg(first.pid, signal.SIGKILL)
     second = _worker(env, log)
     try:
+        assert _wait(lambda: log.read_text().count(" ready.") >= 2, 90), log.read_text()[-3000:]
         time.sleep(20)  # past the visibility timeout: an unacknowledged message would be back
         assert InstanceScore.objects.count() == 24
         assert InstanceScore.objects.values("instance").distinct().count() == 24

@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand
 from backend.ingest.models import OrthancSource
 from backend.ingest.orthanc import OrthancError
 from backend.ingest.services import orthanc_poll
+from backend.storage.store import StoreFull
 
 
 class Command(BaseCommand):
@@ -25,7 +26,7 @@ class Command(BaseCommand):
             for source in OrthancSource.objects.filter(is_active=True).select_related("site"):
                 try:
                     result = orthanc_poll(source=source)
-                except OrthancError as exc:
+                except (OrthancError, StoreFull) as exc:
                     self.stderr.write(f"{source.url}: {exc}")
                     continue
                 if result.series:
