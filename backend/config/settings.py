@@ -400,6 +400,8 @@ CELERY_MAX_ATTEMPTS = env_int("ARTISCAN_TASK_MAX_ATTEMPTS", 3, minimum=1)
 # for hours and has its own limit.
 CELERY_TASK_TIME_LIMIT = env_int("ARTISCAN_TASK_TIME_LIMIT_S", 1800, minimum=10)
 ARTISCAN_FINETUNE_TIME_LIMIT_S = env_int("ARTISCAN_FINETUNE_TIME_LIMIT_S", 24 * 3600, minimum=60)
+# How often beat looks for queued uploads and fine-tunings whose message the broker lost.
+_REQUEUE_EVERY_S = float(env_int("ARTISCAN_REQUEUE_EVERY_S", 60, minimum=5))
 # Beat gets a new broker connection after a failed publish (Celery's keeps a dead one forever).
 CELERY_BEAT_SCHEDULER = "backend.config.beat:ReconnectingScheduler"
 # Site-quality dashboards (backend/dashboards): rollups refreshed by beat, alerts by mail/webhook.
@@ -423,11 +425,11 @@ CELERY_BEAT_SCHEDULE = {
     # append-only file) are handed to a worker again (backend.jobs.services.lost_jobs_requeue).
     "upload-requeue": {
         "task": "backend.ingest.tasks.upload_requeue_task",
-        "schedule": float(env_int("ARTISCAN_REQUEUE_EVERY_S", 60, minimum=5)),
+        "schedule": _REQUEUE_EVERY_S,
     },
     "finetune-requeue": {
         "task": "annotation.tasks.finetune_requeue_task",
-        "schedule": float(env_int("ARTISCAN_REQUEUE_EVERY_S", 60, minimum=5)),
+        "schedule": _REQUEUE_EVERY_S,
     },
     # Refused originals past ARTISCAN_QUARANTINE_DAYS, abandoned and stuck uploads' chunks.
     "ingest-purge": {

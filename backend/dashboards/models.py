@@ -1,4 +1,5 @@
-"""Weekly quality rollups per site × scanner × protocol, and the alerts raised on them.
+"""Weekly quality rollups per site × scanner × protocol, the alerts raised on them, and the
+access alerts raised on the audit trail's denials (``access.py``).
 
 Rollups are derived data: ``services.rollups_refresh`` rebuilds the cells of every (site, week)
 touched since its last pass, so they can always be thrown away and rebuilt from the scores. They
