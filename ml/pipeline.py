@@ -55,7 +55,7 @@ from gpu_ops.scoring import (
     serve_masks,
 )
 from ml import ARTIFACT_TYPES
-from ml.header import AcquisitionHeader
+from ml.header import AcquisitionHeader, frame_count, frame_values
 from ml.model.preprocess import header_vector_from, to_model_grid, upsample_probabilities
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -145,19 +145,38 @@ def resolve_weights(weights: str | Path | None) -> Path:
 
 
 def pixels(ds: Any) -> NDArray[np.float32]:
-    """float32 ``(Rows, Columns)``: the stored values × RescaleSlope + RescaleIntercept;
-    compressed pixel data decoded in a child process (:mod:`ml.decode`)."""
+    """float32 ``(Rows, Columns)`` of a single-frame image: the stored values × RescaleSlope +
+    RescaleIntercept; compressed pixel data decoded in a child process (:mod:`ml.decode`). A
+    multi-frame image is refused here: :func:`frame_pixels` gives its frames."""
+    count = frame_count(ds)
+    if count != 1:
+        raise ScoringError(f"{_uid(ds)} is a multi-frame image of {count} frames")
+    return frame_pixels(ds)[0]
+
+
+def frame_pixels(ds: Any) -> list[NDArray[np.float32]]:
+    """Each frame of ``ds`` as float32 ``(Rows, Columns)``, in stored order (one for a classic
+    image): the stored values × the frame's RescaleSlope + RescaleIntercept (an Enhanced MR
+    image keeps them per frame, :func:`ml.header.frame_values`)."""
     from ml.decode import DecodeError, pixel_array
 
     try:
         arr = pixel_array(ds)
     except DecodeError as exc:  # out of process for compressed data (ml.decode)
         raise ScoringError(f"cannot decode the pixels of {_uid(ds)}: {exc}") from exc
-    if arr.ndim != 2:
-        raise ScoringError(f"{_uid(ds)} is not a single-frame greyscale image")
-    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
-    intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
-    return np.asarray(arr.astype(np.float32) * slope + intercept, dtype=np.float32)
+    count = frame_count(ds)
+    if int(ds.get("SamplesPerPixel") or 1) != 1 or arr.ndim != (2 if count == 1 else 3):
+        raise ScoringError(f"{_uid(ds)} is not a greyscale image")
+    frames = [arr] if count == 1 else list(arr)
+    if len(frames) != count:
+        raise ScoringError(f"{_uid(ds)} holds {len(frames)} frames, not its {count}")
+    images = []
+    for index, frame in enumerate(frames):
+        values = frame_values(ds, index, ("RescaleSlope", "RescaleIntercept"))
+        slope = float(values["RescaleSlope"] or 1)
+        intercept = float(values["RescaleIntercept"] or 0)
+        images.append(np.asarray(frame.astype(np.float32) * slope + intercept, dtype=np.float32))
+    return images
 
 
 def _uid(ds: Any) -> str:
@@ -836,20 +855,31 @@ class ScoringPipeline:
         self, datasets: list[Any], images: list[NDArray[np.float32]] | None = None
     ) -> ScoreResult:
         """Score the pydicom datasets of one series, in the order given; ``images``: their
-        :func:`pixels`, when the caller has decoded them already."""
+        :func:`pixels`, when the caller has decoded them already (single-frame images).
+
+        Without ``images`` a multi-frame (Enhanced MR) image is scored frame by frame, each frame
+        with its own header values (:func:`ml.header.frame_values`): it gives one slice per
+        frame, in stored order, each under the file's SOPInstanceUID (the n-th slice with that
+        UID is its frame n)."""
         if not datasets:
             raise ScoringError("no DICOM images to score")
         if images is None:
-            images = [pixels(ds) for ds in datasets]
+            sources, images = [], []
+            for ds in datasets:
+                frames = frame_pixels(ds)
+                sources += [(ds, index) for index in range(len(frames))]
+                images += frames
         elif len(images) != len(datasets):
             raise ScoringError(f"{len(images)} images for {len(datasets)} datasets")
+        else:
+            sources = [(ds, 0) for ds in datasets]
         try:
-            headers = [AcquisitionHeader.from_dataset(ds) for ds in datasets]
+            headers = [AcquisitionHeader.from_dataset(ds, frame) for ds, frame in sources]
         except (AttributeError, TypeError, ValueError) as exc:
             raise ScoringError(f"unusable acquisition header: {exc}") from exc
         masks, presence, suitability = self.score_arrays(images, headers)
         return ScoreResult(
-            sop_instance_uid=[_uid(ds) for ds in datasets],
+            sop_instance_uid=[_uid(ds) for ds, _ in sources],
             classes=ARTIFACT_TYPES,
             masks=masks,
             presence=presence,

@@ -20,7 +20,6 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Exists, F, OuterRef, QuerySet
 from django.utils import timezone
 from pydicom import Dataset
-from pydicom.multival import MultiValue
 
 from backend.accounts.models import Site
 from backend.config.connections import forget_handled_errors
@@ -52,6 +51,7 @@ from backend.storage.store import (
     store_space_check,
 )
 from backend.studies.models import Instance, Scanner, Series, Study
+from ml.header import frame_values
 
 logger = logging.getLogger(__name__)
 
@@ -71,67 +71,47 @@ class IngestOutcome:
     study_uid: str = ""
 
 
-def _float(ds: Dataset, keyword: str) -> float | None:
-    value = ds.get(keyword)
-    if isinstance(value, MultiValue):
-        value = value[0] if len(value) else None
-    if value is None or value == "":
-        return None
+def _number(value: Any) -> float | None:
     try:
-        return float(value)
+        return None if value is None else float(value)
     except (TypeError, ValueError):
         return None
 
 
-def _from_functional_groups(ds: Dataset, sequence: str, keyword: str) -> Any:
-    """A value from the shared functional groups of an Enhanced MR image (first item)."""
-    for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
-        items = ds.get(groups)
-        if not items:
-            continue
-        inner = items[0].get(sequence)
-        if inner:
-            value = inner[0].get(keyword)
-            if value is not None:
-                return value
-    return None
+_ACQUISITION_KEYWORDS = (
+    "MagneticFieldStrength",
+    "PixelBandwidth",
+    "InPlanePhaseEncodingDirection",
+    "PixelSpacing",
+    "SliceThickness",
+    "EchoTime",
+    "RepetitionTime",
+    "InversionTime",
+    "FlipAngle",
+)
 
 
 def acquisition_values(ds: Dataset) -> dict[str, Any]:
-    """The header values the model and the operator advice need, from classic or Enhanced MR."""
-    spacing = ds.get("PixelSpacing") or _from_functional_groups(
-        ds, "PixelMeasuresSequence", "PixelSpacing"
-    )
-    thickness = _float(ds, "SliceThickness")
-    if thickness is None:
-        value = _from_functional_groups(ds, "PixelMeasuresSequence", "SliceThickness")
-        thickness = float(value) if value is not None else None
-    phase = str(
-        ds.get("InPlanePhaseEncodingDirection")
-        or _from_functional_groups(ds, "MRFOVGeometrySequence", "InPlanePhaseEncodingDirection")
-        or ""
-    ).upper()
-    tr = _float(ds, "RepetitionTime")
-    if tr is None:
-        value = _from_functional_groups(
-            ds, "MRTimingAndRelatedParametersSequence", "RepetitionTime"
-        )
-        tr = float(value) if value is not None else None
-    te = _float(ds, "EchoTime")
-    if te is None:
-        value = _from_functional_groups(ds, "MREchoSequence", "EffectiveEchoTime")
-        te = float(value) if value is not None else None
+    """The header values the model and the operator advice need, from a classic MR image or
+    from the first frame of an Enhanced MR one (its functional groups: ``ml.header``)."""
+    values = frame_values(ds, keywords=_ACQUISITION_KEYWORDS)
+    spacing = values["PixelSpacing"]
+    try:
+        row_mm, col_mm = (float(spacing[0]), float(spacing[1])) if spacing else (None, None)
+    except (TypeError, ValueError, IndexError):
+        row_mm = col_mm = None
+    phase = str(values["InPlanePhaseEncodingDirection"] or "").upper()
     return {
-        "field_strength_t": _float(ds, "MagneticFieldStrength"),
-        "pixel_bandwidth_hz": _float(ds, "PixelBandwidth"),
+        "field_strength_t": _number(values["MagneticFieldStrength"]),
+        "pixel_bandwidth_hz": _number(values["PixelBandwidth"]),
         "phase_encode_direction": phase if phase in ("ROW", "COL") else "",
-        "pixel_spacing_row_mm": float(spacing[0]) if spacing else None,
-        "pixel_spacing_col_mm": float(spacing[1]) if spacing else None,
-        "slice_thickness_mm": thickness,
-        "echo_time_ms": te,
-        "repetition_time_ms": tr,
-        "inversion_time_ms": _float(ds, "InversionTime"),
-        "flip_angle_deg": _float(ds, "FlipAngle"),
+        "pixel_spacing_row_mm": row_mm,
+        "pixel_spacing_col_mm": col_mm,
+        "slice_thickness_mm": _number(values["SliceThickness"]),
+        "echo_time_ms": _number(values["EchoTime"]),
+        "repetition_time_ms": _number(values["RepetitionTime"]),
+        "inversion_time_ms": _number(values["InversionTime"]),
+        "flip_angle_deg": _number(values["FlipAngle"]),
     }
 
 
@@ -453,7 +433,9 @@ def _series_for(site: Site, clean: _Clean, sop_uids: list[str]) -> tuple[Series 
             defaults={
                 "manufacturer": str(ds.get("Manufacturer", ""))[:64],
                 "model_name": str(ds.get("ManufacturerModelName", ""))[:64],
-                "field_strength_t": _float(ds, "MagneticFieldStrength"),
+                "field_strength_t": _number(
+                    frame_values(ds, keywords=("MagneticFieldStrength",))["MagneticFieldStrength"]
+                ),
             },
         )
     series, created = Series.objects.get_or_create(

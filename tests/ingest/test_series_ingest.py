@@ -350,3 +350,31 @@ def test_files_without_a_patient_id_are_one_unknown_patient_per_study(site_a):
     assert one.PatientID == same.PatientID != other.PatientID
     assert one.StudyDate == same.StudyDate != other.StudyDate
     assert len({s.patient_pseudonym for s in Study.objects.all()}) == 2
+
+
+def test_an_enhanced_mr_image_gets_its_acquisition_values_from_its_functional_groups(site_a):
+    # Every value the advice and the dashboards read, where an Enhanced MR image keeps it:
+    # bandwidth (MR Imaging Modifier), inversion time (MR Modifier), flip angle and TR (timing),
+    # effective echo time (per frame), spacing and thickness, phase-encode (FOV geometry).
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from tests.deid.builders import enhanced_mr_dataset
+
+    ds = enhanced_mr_dataset(frames=2)
+    del ds.PixelBandwidth
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    modifier, inversion = Dataset(), Dataset()
+    modifier.PixelBandwidth = 240.0
+    inversion.InversionTimes = [2500.0]
+    shared.MRImagingModifierSequence = Sequence([modifier])
+    shared.MRModifierSequence = Sequence([inversion])
+    (outcome,) = series_ingest(site=site_a, files=[to_bytes(ds)], source="upload")
+    assert outcome.status == "accepted", outcome.reason
+    instance = Instance.objects.get()
+    assert instance.frame_count == 2
+    assert (instance.pixel_bandwidth_hz, instance.inversion_time_ms) == (240.0, 2500.0)
+    assert (instance.repetition_time_ms, instance.flip_angle_deg) == (4000.0, 150.0)
+    assert (instance.echo_time_ms, instance.slice_thickness_mm) == (90.0, 5.0)
+    assert (instance.pixel_spacing_row_mm, instance.phase_encode_direction) == (0.5, "COL")
+    assert instance.field_strength_t == 3.0

@@ -38,3 +38,64 @@ def test_it_rejects_an_unknown_phase_direction_and_non_positive_values():
         AcquisitionHeader(rows=8, columns=8, phase_encode="DIAG")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="bandwidth"):
         AcquisitionHeader(rows=8, columns=8, pixel_bandwidth_hz=0.0)
+
+
+def _enhanced(frames: int = 3):
+    """An Enhanced MR image whose values sit only in its functional groups, some per frame."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from tests.deid.builders import enhanced_mr_dataset
+
+    ds = enhanced_mr_dataset(frames=frames)
+    for keyword in ("PixelBandwidth", "InversionTime", "RescaleSlope", "RescaleIntercept"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    modifier = Dataset()
+    modifier.PixelBandwidth = 240.0
+    ds.SharedFunctionalGroupsSequence[0].MRImagingModifierSequence = Sequence([modifier])
+    for index, frame in enumerate(ds.PerFrameFunctionalGroupsSequence):
+        inversion = Dataset()
+        inversion.InversionTimes = [2500.0 + index, 99.0]
+        frame.MRModifierSequence = Sequence([inversion])
+        transform = Dataset()
+        transform.RescaleSlope, transform.RescaleIntercept = 1.0 + index, -float(index)
+        transform.RescaleType = "US"
+        frame.PixelValueTransformationSequence = Sequence([transform])
+    ds.PerFrameFunctionalGroupsSequence[2].MREchoSequence[0].EffectiveEchoTime = 120.0
+    return ds
+
+
+def test_an_enhanced_mr_frame_reads_its_own_groups_then_the_shared_ones():
+    from ml.header import frame_count, frame_values
+
+    ds = _enhanced()
+    assert frame_count(ds) == 3
+    first, last = frame_values(ds, 0), frame_values(ds, 2)
+    # The frame's own groups: echo, inversion (the first of its times), rescale, position.
+    assert (first["EchoTime"], last["EchoTime"]) == (90.0, 120.0)
+    assert (first["InversionTime"], last["InversionTime"]) == (2500.0, 2502.0)
+    assert (last["RescaleSlope"], last["RescaleIntercept"]) == (3.0, -2.0)
+    assert [float(v) for v in last["ImagePositionPatient"]] == [0.0, 0.0, 10.0]
+    # The shared groups: timing, pixel measures, phase-encode, bandwidth; the top level: B0.
+    assert (first["RepetitionTime"], first["FlipAngle"]) == (4000.0, 150.0)
+    assert [float(v) for v in first["PixelSpacing"]] == [0.5, 0.5]
+    assert first["SliceThickness"] == 5.0 and first["InPlanePhaseEncodingDirection"] == "COL"
+    assert first["PixelBandwidth"] == 240.0 and first["MagneticFieldStrength"] == 3.0
+    header = AcquisitionHeader.from_dataset(ds, frame=2)
+    assert header == AcquisitionHeader(
+        rows=16, columns=16, phase_encode="COL", pixel_bandwidth_hz=240.0, field_strength_t=3.0,
+        pixel_spacing_mm=(0.5, 0.5), te_ms=120.0, tr_ms=4000.0, ti_ms=2502.0,
+    )  # fmt: skip
+
+
+def test_a_classic_image_reads_its_top_level_and_empty_values_are_absent():
+    from ml.header import frame_count, frame_values
+
+    ds = Dataset()
+    ds.Rows, ds.Columns = 8, 8
+    ds.EchoTime = [12.0, 80.0]  # a dual echo written into one image: the first
+    ds.InPlanePhaseEncodingDirection = ""
+    values = frame_values(ds)
+    assert values["EchoTime"] == 12.0 and values["InPlanePhaseEncodingDirection"] is None
+    assert values["RepetitionTime"] is None and frame_count(ds) == 1
