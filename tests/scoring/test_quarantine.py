@@ -111,3 +111,29 @@ def test_the_worker_quarantines_a_poison_slice_and_scores_the_rest(celery_worker
     while jobs.filter(state__in=["running", "failed"]).exists() and time.monotonic() < deadline:
         time.sleep(0.3)
     assert set(jobs.values_list("state", flat=True)) == {"done"}
+
+
+@pytest.mark.django_db
+def test_a_multi_frame_instance_is_refused_by_name_and_the_rest_of_its_series_is_scored(
+    settings, site_a
+):
+    # The workers score single-frame images (ml score takes an Enhanced MR file frame by
+    # frame; the viewer and the per-instance results do not yet): the refusal says why.
+    from pydicom.uid import generate_uid
+
+    from tests.deid.builders import enhanced_mr_dataset
+
+    settings.ARTISCAN_SCORING_MAX_ATTEMPTS = 1
+    enhanced = enhanced_mr_dataset(frames=2, rows=64, columns=64)
+    enhanced.SOPInstanceUID, enhanced.InstanceNumber = generate_uid(), 3
+    files = [to_bytes(mr_dataset(i, rows=64, columns=64)) for i in (1, 2)] + [to_bytes(enhanced)]
+    outcomes = series_ingest(site=site_a, files=files, source="upload")
+    assert [o.status for o in outcomes] == ["accepted"] * 3
+    series = Series.objects.get(site=site_a)
+    run = series_score(series_id=series.pk)
+    record = SliceAttempt.objects.get(instance__instance_number=3)
+    assert record.quarantined
+    assert record.error.startswith("ScoringError: ") and "multi-frame image of 2 frames" in (
+        record.error
+    )
+    assert run is not None and InstanceScore.objects.filter(run=run).count() == 2
