@@ -35,8 +35,14 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+DERIVED_MODALITIES = frozenset({"SEG", "SR", "PR", "KO", "REG", "RWV"})
+"""Modalities of objects that describe images rather than being images: a segmentation holds
+pixel data (one frame per segment and slice) and is skipped like a file without any."""
+
+
 def read_series(series_dir: Path) -> list[Any]:
-    """The image datasets of ``series_dir`` sorted by InstanceNumber, then position."""
+    """The image datasets of ``series_dir`` sorted by InstanceNumber, then position (files that
+    are not DICOM, hold no pixel data or are of a :data:`DERIVED_MODALITIES` are skipped)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -48,8 +54,8 @@ def read_series(series_dir: Path) -> list[Any]:
             ds = pydicom.dcmread(path)
         except (InvalidDicomError, OSError, ValueError, EOFError):
             continue  # not DICOM: a series folder may hold other files
-        if "PixelData" not in ds:
-            continue
+        if "PixelData" not in ds or str(ds.get("Modality", "")).upper() in DERIVED_MODALITIES:
+            continue  # no image, or derived data beside the images (e.g. our own DICOM SEG)
         datasets.append(ds)
     if not datasets:
         raise SeriesError(f"no DICOM image files in {series_dir}")

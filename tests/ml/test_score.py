@@ -193,6 +193,19 @@ def test_an_enhanced_mr_file_is_scored_frame_by_frame_as_its_classic_slices_are(
         assert z["masks"].shape == (3, 10, 64, 48)
 
 
+def test_a_segmentation_beside_the_images_is_not_scored(tmp_path, tiny_model_path):
+    from ml.pipeline import ScoringPipeline
+
+    uids = write_series(tmp_path / "s", slices=2, rows=48, cols=48, pe="ROW")
+    stored, slopes, echoes = _frames(2, 48, 48)
+    write_enhanced(tmp_path / "s" / "seg.dcm", stored, slopes, echoes)
+    seg = pydicom.dcmread(tmp_path / "s" / "seg.dcm")
+    seg.Modality = "SEG"  # a multi-frame object with pixel data that is not an image
+    seg.save_as(tmp_path / "s" / "seg.dcm")
+    result = ScoringPipeline.load(tiny_model_path).score_series_dir(tmp_path / "s")
+    assert result.sop_instance_uid == uids
+
+
 def test_a_multi_frame_image_is_not_taken_for_one_slice(tmp_path):
     from ml.pipeline import ScoringError, frame_pixels, pixels
 
