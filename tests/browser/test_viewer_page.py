@@ -299,3 +299,47 @@ def test_another_sites_series_is_not_reachable_by_url(page, asgi_server, radiolo
     assert response is not None and response.status == 404
     result = page.goto(f"http://{asgi_server}/api/series/{series.pk}/result/")
     assert result is not None and result.status == 404
+
+
+def test_the_frames_of_an_enhanced_mr_image_are_slices_of_the_stack(
+    page, asgi_server, radiologist_a, site_a
+):
+    # A classic slice and a 3-frame Enhanced MR image of one series: four positions, each frame
+    # fetched on its own over WADO-RS (frames/N) and drawn as itself.
+    from pydicom.uid import generate_uid
+
+    from tests.deid.builders import enhanced_mr_dataset
+
+    enhanced = enhanced_mr_dataset(frames=3, rows=64, columns=64)
+    enhanced.SOPInstanceUID, enhanced.InstanceNumber = generate_uid(), 2
+    frames = np.zeros((3, 64, 64), np.uint16)
+    for k in range(3):  # a bright square in a different place on each frame
+        frames[k, 8 + 16 * k : 24 + 16 * k, 8 + 16 * k : 24 + 16 * k] = 1000
+    enhanced.PixelData = frames.tobytes()
+    files = [to_bytes(mr_dataset(1, rows=64, columns=64)), to_bytes(enhanced)]
+    with ThreadPoolExecutor(1) as pool:
+        outcomes = pool.submit(series_ingest, site=site_a, files=files, source="upload").result()
+    assert [o.status for o in outcomes] == ["accepted", "accepted"]
+    series = Series.objects.get(site=site_a, modality="MR")
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    _sign_in(page, asgi_server, "rad_a", f"/series/{series.pk}/")
+    page.wait_for_selector("#viewer-status[data-state=ready]", timeout=30_000)
+    assert page.inner_text("#viewer-status").startswith("4 images")
+    assert page.get_attribute("#viewer", "data-slice") == "2"  # the middle: frame 2
+    assert page.inner_text("#slice-label") == "3 / 4"
+    page.wait_for_function(f"({CANVAS_SUM})() > 0", timeout=10_000)
+    shown = {2: _canvas(page)}
+    for key, position in (("ArrowDown", 3), ("ArrowUp", 2), ("ArrowUp", 1)):
+        page.keyboard.press(key)
+        page.wait_for_function(
+            f"document.querySelector('#viewer').dataset.slice === '{position}'", timeout=10_000
+        )
+        page.wait_for_timeout(300)
+        shown[position] = _canvas(page)
+    enhanced_uid = outcomes[1].sop_uid
+    for frame in (1, 2, 3):
+        assert any(f"/instances/{enhanced_uid}/frames/{frame}" in url for url in asked), frame
+    # Each frame drawn as itself: its square where the others have none.
+    assert np.abs(shown[1] - shown[2]).sum() > 0 and np.abs(shown[2] - shown[3]).sum() > 0
+    assert np.abs(shown[1] - shown[3]).sum() > 0

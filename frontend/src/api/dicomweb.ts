@@ -40,9 +40,16 @@ export async function seriesMetadata(studyUid: string, seriesUid: string): Promi
   return items.sort((a, b) => (value<number>(a, "00200013") ?? 0) - (value<number>(b, "00200013") ?? 0));
 }
 
-export function frameImageId(studyUid: string, seriesUid: string, item: DicomJson): string {
+export function frameImageId(studyUid: string, seriesUid: string, item: DicomJson, frame = 1): string {
   const sop = value<string>(item, "00080018");
-  return `wadors:${DICOMWEB_ROOT}/studies/${studyUid}/series/${seriesUid}/instances/${sop}/frames/1`;
+  return `wadors:${DICOMWEB_ROOT}/studies/${studyUid}/series/${seriesUid}/instances/${sop}/frames/${frame}`;
+}
+
+/** How many frames an instance holds: NumberOfFrames of a multi-frame (Enhanced MR) image, 1
+ * for a classic one. */
+export function frameCount(item: DicomJson): number {
+  const count = Math.floor(Number(value(item, "00280008") ?? 1));
+  return Number.isFinite(count) && count > 1 ? count : 1;
 }
 
 const shared = new Map<string, Promise<DicomJson[]>>();

@@ -40,7 +40,7 @@ import {
   type SeriesResult,
   type SeriesReviewSummary,
 } from "../api/client";
-import { frameImageId, seriesMetadataShared, value, type DicomJson } from "../api/dicomweb";
+import { frameCount, frameImageId, seriesMetadataShared, value, type DicomJson } from "../api/dicomweb";
 import { ARTIFACT_RGB, artifactLabel, type ArtifactType } from "../common/artifacts";
 import { helpInstall, typing } from "../common/help";
 import { maskFetchPng, maskToPngBlob } from "../common/segmentation";
@@ -185,11 +185,19 @@ async function start(): Promise<void> {
   dicomImageLoaderInit({ maxWebWorkers: Math.max(1, Math.min(4, navigator.hardwareConcurrency - 1)) });
   toolsInit();
 
-  const imageIds = items.map((item) => {
-    const imageId = frameImageId(studyUid, seriesUid, item);
-    dicomImageLoader.wadors.metaDataManager.add(imageId, item as never);
-    return imageId;
-  });
+  // One position per frame: a multi-frame (Enhanced MR) instance is as many slices as it has
+  // frames, in frame order, each position under its instance's metadata (registered once, for
+  // frame 1: Cornerstone3D's loader derives each frame's own from the functional groups).
+  const imageIds: string[] = [];
+  const positions: DicomJson[] = [];
+  for (const item of items) {
+    dicomImageLoader.wadors.metaDataManager.add(frameImageId(studyUid, seriesUid, item), item as never);
+    for (let frame = 1; frame <= frameCount(item); frame += 1) {
+      imageIds.push(frameImageId(studyUid, seriesUid, item, frame));
+      positions.push(item);
+    }
+  }
+  items = positions;
   const sops = items.map((item) => value<string>(item, "00080018") ?? "");
   const rowsOf = (i: number): number => Number(value(items[i], "00280010") ?? 0);
   const colsOf = (i: number): number => Number(value(items[i], "00280011") ?? 0);

@@ -6,7 +6,7 @@
 // hundred milliseconds), which replaces the canvas with its own viewport at its first render.
 // Anything it cannot draw (compressed or colour frames, a failed request) is left to the viewer.
 
-import { DICOMWEB_ROOT, seriesMetadataShared, value, type DicomJson } from "../api/dicomweb";
+import { DICOMWEB_ROOT, frameCount, seriesMetadataShared, value, type DicomJson } from "../api/dicomweb";
 import { frameFromMultipart, grayscaleRgba, voiWindow } from "./pixels";
 
 const root = document.querySelector<HTMLElement>("#viewer");
@@ -26,6 +26,7 @@ async function preview(): Promise<void> {
   const bits = Number(value(item, "00280100") ?? 16);
   const syntax = value<string>(item, "00020010");
   if (!photometric.startsWith("MONOCHROME") || Number(value(item, "00280002") ?? 1) !== 1) return;
+  if (items.some((i) => frameCount(i) > 1)) return; // frames and their rescale: the viewer's
   if ((bits !== 8 && bits !== 16) || syntax === "1.2.840.10008.1.2.2") return; // big endian
   const rows = Number(value(item, "00280010") ?? 0);
   const columns = Number(value(item, "00280011") ?? 0);
