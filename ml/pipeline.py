@@ -167,9 +167,11 @@ def frame_pixels(ds: Any) -> list[NDArray[np.float32]]:
     count = frame_count(ds)
     if int(ds.get("SamplesPerPixel") or 1) != 1 or arr.ndim != (2 if count == 1 else 3):
         raise ScoringError(f"{_uid(ds)} is not a greyscale image")
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is not None and len(per_frame) != count:
+        # A frame without its own group would be scored with another's values, or defaults.
+        raise ScoringError(f"{_uid(ds)} has {len(per_frame)} per-frame groups for {count} frames")
     frames = [arr] if count == 1 else list(arr)
-    if len(frames) != count:
-        raise ScoringError(f"{_uid(ds)} holds {len(frames)} frames, not its {count}")
     images = []
     for index, frame in enumerate(frames):
         values = frame_values(ds, index, ("RescaleSlope", "RescaleIntercept"))

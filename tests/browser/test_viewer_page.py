@@ -316,6 +316,8 @@ def test_the_frames_of_an_enhanced_mr_image_are_slices_of_the_stack(
     for k in range(3):  # a bright square in a different place on each frame
         frames[k, 8 + 16 * k : 24 + 16 * k, 8 + 16 * k : 24 + 16 * k] = 1000
     enhanced.PixelData = frames.tobytes()
+    for k, group in enumerate(enhanced.PerFrameFunctionalGroupsSequence):
+        group.MREchoSequence[0].EffectiveEchoTime = 90.0 + 10 * k  # each frame its own TE
     files = [to_bytes(mr_dataset(1, rows=64, columns=64)), to_bytes(enhanced)]
     with ThreadPoolExecutor(1) as pool:
         outcomes = pool.submit(series_ingest, site=site_a, files=files, source="upload").result()
@@ -330,6 +332,8 @@ def test_the_frames_of_an_enhanced_mr_image_are_slices_of_the_stack(
     assert page.inner_text("#slice-label") == "3 / 4"
     page.wait_for_function(f"({CANVAS_SUM})() > 0", timeout=10_000)
     shown = {2: _canvas(page)}
+    # The header panel shows the frame's own values (TR shared, TE per frame).
+    assert "4000 / 100.0 ms" in page.inner_text("#headers")
     for key, position in (("ArrowDown", 3), ("ArrowUp", 2), ("ArrowUp", 1)):
         page.keyboard.press(key)
         page.wait_for_function(
@@ -337,6 +341,7 @@ def test_the_frames_of_an_enhanced_mr_image_are_slices_of_the_stack(
         )
         page.wait_for_timeout(300)
         shown[position] = _canvas(page)
+        assert f"4000 / {90 + 10 * (position - 1)}.0 ms" in page.inner_text("#headers")
     enhanced_uid = outcomes[1].sop_uid
     for frame in (1, 2, 3):
         assert any(f"/instances/{enhanced_uid}/frames/{frame}" in url for url in asked), frame

@@ -93,8 +93,11 @@ def test_the_score_command_writes_exactly_the_mission_keys(tmp_path, tiny_model_
 def _frames(count: int = 3, rows: int = 64, cols: int = 48):
     """Stored values, rescale slopes and echo times of ``count`` slices of a phantom."""
     image, _ = head_phantom(max(rows, cols))
+    # Each its own picture (the phantom shifted), not only its own scale: normalisation takes a
+    # slice's scale away, so only different content shows a frame put in the wrong place.
     stored = [
-        np.rint(image[:rows, :cols] * (900 + 150 * i)).astype(np.uint16) for i in range(count)
+        np.rint(np.roll(image[:rows, :cols], 6 * i, axis=1) * (900 + 150 * i)).astype(np.uint16)
+        for i in range(count)
     ]
     return stored, [1.0 + 0.5 * i for i in range(count)], [15.0 + 30 * i for i in range(count)]
 
@@ -217,8 +220,12 @@ def test_a_multi_frame_image_is_not_taken_for_one_slice(tmp_path):
     first, second = frame_pixels(ds)
     np.testing.assert_array_equal(first, stored[0].astype(np.float32) * 1.0)
     np.testing.assert_array_equal(second, stored[1].astype(np.float32) * 1.5)
+    del ds.PerFrameFunctionalGroupsSequence[1]  # a frame without its own values
+    with pytest.raises(ScoringError, match="1 per-frame groups for 2 frames"):
+        frame_pixels(ds)
+    ds = pydicom.dcmread(tmp_path / "IM")
     ds.NumberOfFrames = 3  # a header that claims more frames than the data holds
-    with pytest.raises(ScoringError):
+    with pytest.raises(ScoringError, match="cannot decode the pixels"):
         frame_pixels(ds)
 
 

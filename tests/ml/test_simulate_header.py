@@ -87,6 +87,19 @@ def test_an_enhanced_mr_frame_reads_its_own_groups_then_the_shared_ones():
         rows=16, columns=16, phase_encode="COL", pixel_bandwidth_hz=240.0, field_strength_t=3.0,
         pixel_spacing_mm=(0.5, 0.5), te_ms=120.0, tr_ms=4000.0, ti_ms=2502.0,
     )  # fmt: skip
+    # Where one value is in several places: the frame's own, then the shared, then the top.
+    from pydicom.sequence import Sequence
+
+    ds.EchoTime, ds.PixelBandwidth, ds.RepetitionTime = 11.0, 99.0, 999.0
+    echo = Dataset()
+    echo.EffectiveEchoTime = 55.0
+    ds.SharedFunctionalGroupsSequence[0].MREchoSequence = Sequence([echo])
+    del ds.PerFrameFunctionalGroupsSequence[1].MREchoSequence
+    assert [frame_values(ds, f)["EchoTime"] for f in (0, 1, 2)] == [90.0, 55.0, 120.0]
+    assert frame_values(ds, 0)["PixelBandwidth"] == 240.0  # shared, not the top level's 99
+    assert frame_values(ds, 0)["RepetitionTime"] == 4000.0
+    del ds.SharedFunctionalGroupsSequence[0].MRImagingModifierSequence
+    assert frame_values(ds, 0)["PixelBandwidth"] == 99.0  # nowhere else: the top level
 
 
 def test_a_classic_image_reads_its_top_level_and_empty_values_are_absent():

@@ -15,14 +15,18 @@ const FIELDS: [string, string, (v: unknown) => string][] = [
   ["Slice thickness", "00180050", (v) => `${Number(v).toFixed(1)} mm`],
 ];
 
+// Where an Enhanced MR image's frame keeps a classic value: EffectiveEchoTime, InversionTimes.
+const FRAME_TAGS: Record<string, string> = { "00180081": "00189082", "00180082": "00189079" };
+
 export function renderHeaders(target: HTMLElement, item: DicomJson): void {
   const list = document.createElement("dl");
+  const get = (tag: string): unknown => value(item, tag) ?? (FRAME_TAGS[tag] ? value(item, FRAME_TAGS[tag]) : undefined);
   for (const [label, tag, format] of FIELDS) {
-    const v = value(item, tag);
+    const v = get(tag);
     if (v === undefined) continue;
     let text = format(v);
     if (tag === "00280010") text = `${v} × ${value(item, "00280011") ?? "?"}`;
-    if (tag === "00180080") text = `${Number(v).toFixed(0)} / ${Number(value(item, "00180081") ?? 0).toFixed(1)} ms`;
+    if (tag === "00180080") text = `${Number(v).toFixed(0)} / ${Number(get("00180081") ?? 0).toFixed(1)} ms`;
     if (tag === "00180081") continue;
     const dt = document.createElement("dt");
     dt.textContent = label;

@@ -186,19 +186,32 @@ async function start(): Promise<void> {
   toolsInit();
 
   // One position per frame: a multi-frame (Enhanced MR) instance is as many slices as it has
-  // frames, in frame order, each position under its instance's metadata (registered once, for
-  // frame 1: Cornerstone3D's loader derives each frame's own from the functional groups).
+  // frames, in frame order, each position under its instance's metadata. That is registered
+  // once, for frame 1, as a copy: Cornerstone3D's loader derives each frame's own from the
+  // functional groups, writing into the object it was given.
   const imageIds: string[] = [];
   const positions: DicomJson[] = [];
+  const frameOf: number[] = []; // 0: a single-frame instance; else the frame number
   for (const item of items) {
-    dicomImageLoader.wadors.metaDataManager.add(frameImageId(studyUid, seriesUid, item), item as never);
-    for (let frame = 1; frame <= frameCount(item); frame += 1) {
+    dicomImageLoader.wadors.metaDataManager.add(frameImageId(studyUid, seriesUid, item), structuredClone(item) as never);
+    const frames = frameCount(item);
+    for (let frame = 1; frame <= frames; frame += 1) {
       imageIds.push(frameImageId(studyUid, seriesUid, item, frame));
       positions.push(item);
+      frameOf.push(frames > 1 ? frame : 0);
     }
   }
   items = positions;
-  const sops = items.map((item) => value<string>(item, "00080018") ?? "");
+  // Results are per instance, and the workers do not score a multi-frame one yet: its frames get
+  // keys of their own, so no result, finding or mask is ever placed on them.
+  const sops = items.map((item, i) => {
+    const sop = value<string>(item, "00080018") ?? "";
+    return frameOf[i] ? `${sop}/frames/${frameOf[i]}` : sop;
+  });
+  // What the header panel and the overlay grid read: a frame's own values (its functional
+  // groups, as the loader combines them) for a frame of a multi-frame instance.
+  const itemAt = (i: number): DicomJson =>
+    frameOf[i] ? ((dicomImageLoader.wadors.metaDataManager.get(imageIds[i]) as unknown as DicomJson | undefined) ?? items[i]) : items[i];
   const rowsOf = (i: number): number => Number(value(items[i], "00280010") ?? 0);
   const colsOf = (i: number): number => Number(value(items[i], "00280011") ?? 0);
 
@@ -248,7 +261,7 @@ async function start(): Promise<void> {
   let review: SeriesReviewSummary | null = null;
   const overlays = new OverlayState();
   const spacingOf = (i: number): [number, number] => {
-    const spacing = items[i]["00280030"]?.Value as number[] | undefined;
+    const spacing = itemAt(i)["00280030"]?.Value as number[] | undefined;
     return spacing && spacing.length === 2 ? [Number(spacing[0]) || 1, Number(spacing[1]) || 1] : [1, 1];
   };
   const maskOverlay = new MaskOverlay(viewport, overlays, (i) => ({
@@ -372,7 +385,7 @@ async function start(): Promise<void> {
   const showSlice = (index: number): void => {
     if (slider) slider.value = String(index);
     if (sliceLabel) sliceLabel.textContent = `${index + 1} / ${imageIds.length}`;
-    if (headers) renderHeaders(headers, items[index]);
+    if (headers) renderHeaders(headers, itemAt(index));
     if (strip) markStrip(strip, index);
     if (findingsPanel) {
       renderFindings(findingsPanel, result, sops[index], {
