@@ -40,6 +40,15 @@ def _new_file(sop_class: str) -> Dataset:
     return ds
 
 
+def _score_command(series: Path, out: Path, model: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m ml score SERIES --out OUT --model MODEL`` in a process of its own."""
+    command = [sys.executable, "-m", "ml", "score", str(series), "--out", str(out)]
+    return subprocess.run(
+        [*command, "--model", str(model)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
 def write_series(folder: Path, slices: int = 3, rows: int = 64, cols: int = 48, pe: str = "COL"):
     folder.mkdir(parents=True, exist_ok=True)
     image, _ = head_phantom(max(rows, cols))
@@ -71,11 +80,7 @@ def write_series(folder: Path, slices: int = 3, rows: int = 64, cols: int = 48, 
 def test_the_score_command_writes_exactly_the_mission_keys(tmp_path, tiny_model_path):
     uids = write_series(tmp_path / "series", slices=3, rows=64, cols=48)
     out = tmp_path / "out" / "scores.npz"
-    result = subprocess.run(
-        [sys.executable, "-m", "ml", "score", str(tmp_path / "series"), "--out", str(out),
-         "--model", str(tiny_model_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    result = _score_command(tmp_path / "series", out, tiny_model_path)
     assert result.returncode == 0, result.stderr[-2000:]
     with np.load(out) as z:
         assert sorted(z.files) == sorted(
@@ -184,11 +189,7 @@ def test_an_enhanced_mr_file_is_scored_frame_by_frame_as_its_classic_slices_are(
     }
     # From the command line, with the MISSION keys.
     out = tmp_path / "enhanced.npz"
-    result = subprocess.run(
-        [sys.executable, "-m", "ml", "score", str(tmp_path / "enhanced"), "--out", str(out),
-         "--model", str(tiny_model_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    result = _score_command(tmp_path / "enhanced", out, tiny_model_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "3 slices" in result.stdout
     with np.load(out) as z:
@@ -231,11 +232,7 @@ def test_a_multi_frame_image_is_not_taken_for_one_slice(tmp_path):
 
 def test_the_score_command_reports_a_folder_without_dicom(tmp_path, tiny_model_path):
     (tmp_path / "empty").mkdir()
-    result = subprocess.run(
-        [sys.executable, "-m", "ml", "score", str(tmp_path / "empty"), "--out",
-         str(tmp_path / "o.npz"), "--model", str(tiny_model_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    result = _score_command(tmp_path / "empty", tmp_path / "o.npz", tiny_model_path)
     assert result.returncode == 1
     assert "no DICOM image files" in result.stderr
     assert not (tmp_path / "o.npz").exists()

@@ -70,19 +70,25 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def test_a_worker_killed_mid_series_loses_and_duplicates_nothing(
-    site_a, tmp_path, redis_clean, other_workers_paused
-):
+def _series_and_worker_env(site):
+    """A 24-slice series of ``site`` (ingest queues its scoring) and the environment of worker
+    processes whose unacknowledged tasks come back after 15 s."""
     from django.conf import settings
 
     series_ingest(
-        site=site_a,
+        site=site,
         files=[to_bytes(mr_dataset(i, rows=256, columns=256)) for i in range(1, 25)],
         source="upload",
     )
-    series = Series.objects.get(site=site_a)
     env = _server_env(settings.DATABASES["default"]["NAME"])
-    env["ARTISCAN_VISIBILITY_TIMEOUT"] = "15"  # redelivery after a whole-worker kill
+    env["ARTISCAN_VISIBILITY_TIMEOUT"] = "15"
+    return Series.objects.get(site=site), env
+
+
+def test_a_worker_killed_mid_series_loses_and_duplicates_nothing(
+    site_a, tmp_path, redis_clean, other_workers_paused
+):
+    series, env = _series_and_worker_env(site_a)  # redelivery after a whole-worker kill
     log = tmp_path / "workers.log"
     first = _worker(env, log)
     try:
@@ -117,16 +123,7 @@ def test_a_worker_stopped_by_a_deploy_finishes_its_task_and_loses_nothing(
     """SIGTERM (a deploy's stop, security checklist C-07) is Celery's warm shutdown: the task in
     flight runs to its end and is acknowledged, the worker exits, and a worker started after it
     finds nothing to redo — every slice scored once, the job run once."""
-    from django.conf import settings
-
-    series_ingest(
-        site=site_a,
-        files=[to_bytes(mr_dataset(i, rows=256, columns=256)) for i in range(1, 25)],
-        source="upload",
-    )
-    series = Series.objects.get(site=site_a)
-    env = _server_env(settings.DATABASES["default"]["NAME"])
-    env["ARTISCAN_VISIBILITY_TIMEOUT"] = "15"  # a lost acknowledgement would show within the test
+    series, env = _series_and_worker_env(site_a)  # a lost acknowledgement shows in the test
     log = tmp_path / "workers.log"
     first = _worker(env, log)
     try:
