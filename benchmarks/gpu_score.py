@@ -47,11 +47,22 @@ for _ in range(int(sys.argv[4])):
     start = time.perf_counter()
     pipeline.score_series_dir(sys.argv[2])
     warm.append(time.perf_counter() - start)
+profile = None
+if sys.argv[5] == "1":  # one more warm run under cProfile: where the time of a run goes
+    import cProfile, io, pstats
+    profiler = cProfile.Profile()
+    profiler.enable()
+    pipeline.score_series_dir(sys.argv[2])
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(25)
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(15)
+    profile = text.getvalue()
 import keras
 out = {"backend": keras.backend.backend(), "load_s": t1 - t0, "cold_score_s": t2 - t1,
        "warm_score_s": statistics.median(warm), "slices": len(result.sop_instance_uid),
        "xp": pipeline.xp.__name__, "device": None, "gpu_peak_mb": None, "cupy_pool_mb": None,
-       "xla_temp_mb": None, "xla_io_mb": None}
+       "xla_temp_mb": None, "xla_io_mb": None, "profile": profile}
 if out["backend"] == "jax":
     import jax
     device = jax.local_devices()[0]
@@ -79,12 +90,15 @@ print(json.dumps(out))
 """
 
 
-def run_model(weights: Path, series: Path, batch: int, repeat: int) -> dict[str, object]:
+def run_model(
+    weights: Path, series: Path, batch: int, repeat: int, profile: bool = False
+) -> dict[str, object]:
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false", PYTHONPATH=path)
     env.setdefault("KERAS_BACKEND", "jax")
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(weights), str(series), str(batch), str(repeat)],
+        [sys.executable, "-c", CHILD, str(weights), str(series), str(batch), str(repeat),
+         "1" if profile else "0"],
         capture_output=True, text=True, env=env, cwd=ROOT, check=False,
     )  # fmt: skip
     if done.returncode:
@@ -99,6 +113,11 @@ def main() -> int:
     parser.add_argument("--slices", type=int, default=32)
     parser.add_argument("--batch", type=int, default=32, help="slices per model call")
     parser.add_argument("--repeat", type=int, default=5, help="warm runs (median reported)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="print where one more warm run spends its time (cProfile: top 25 cumulative, 15 own)",
+    )
     args = parser.parse_args()
     rows: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,7 +127,7 @@ def main() -> int:
         for name in args.models:
             shipped = args.weights_dir / f"artiscan-{name}.keras"
             path = Path(name) if name.endswith(".keras") else shipped
-            rows[name] = run_model(path, series, args.batch, args.repeat)
+            rows[name] = run_model(path, series, args.batch, args.repeat, args.profile)
             r = rows[name]
             gpu = "-" if r["gpu_peak_mb"] is None else f"{r['gpu_peak_mb']:.0f} MB"
             pool = "-" if r["cupy_pool_mb"] is None else f"{r['cupy_pool_mb']:.0f} MB"
@@ -126,6 +145,8 @@ def main() -> int:
                 f"case study 45 s / warm = {CASE_STUDY_SECONDS / warm:.0f}x",
                 flush=True,
             )
+            if r.get("profile"):
+                print(r["profile"], flush=True)
     if "full" in rows and "pruned" in rows:
         ratio = statistics.fmean(
             [float(rows["pruned"]["warm_score_s"]) / float(rows["full"]["warm_score_s"])]  # type: ignore[arg-type]
