@@ -47,6 +47,25 @@ for _ in range(int(sys.argv[4])):
     start = time.perf_counter()
     pipeline.score_series_dir(sys.argv[2])
     warm.append(time.perf_counter() - start)
+# The probabilities kept on the GPU (Keras on JAX -> CuPy through DLPack), against the host
+# copies the pipeline made before: both timed, and the masks must be the same bytes.
+device_path = host_warm = host_equal = None
+keeper = getattr(pipeline.model, "_on_device", None)
+if keeper is not None:
+    device_path = keeper is not False
+    if device_path:
+        import numpy as np
+        pipeline.model._on_device = False
+        host = pipeline.score_series_dir(sys.argv[2])
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            pipeline.score_series_dir(sys.argv[2])
+            times.append(time.perf_counter() - start)
+        host_warm = statistics.median(times)
+        host_equal = bool(np.array_equal(host.masks, result.masks)) and bool(
+            np.allclose(host.suitability, result.suitability, atol=1e-6))
+        pipeline.model._on_device = keeper
 profile = None
 if sys.argv[5] == "1":  # one more warm run under cProfile: where the time of a run goes
     import cProfile, io, pstats
@@ -62,7 +81,8 @@ import keras
 out = {"backend": keras.backend.backend(), "load_s": t1 - t0, "cold_score_s": t2 - t1,
        "warm_score_s": statistics.median(warm), "slices": len(result.sop_instance_uid),
        "xp": pipeline.xp.__name__, "device": None, "gpu_peak_mb": None, "cupy_pool_mb": None,
-       "xla_temp_mb": None, "xla_io_mb": None, "profile": profile}
+       "xla_temp_mb": None, "xla_io_mb": None, "profile": profile,
+       "device_path": device_path, "host_warm_s": host_warm, "host_equal": host_equal}
 if out["backend"] == "jax":
     import jax
     device = jax.local_devices()[0]
@@ -145,6 +165,12 @@ def main() -> int:
                 f"case study 45 s / warm = {CASE_STUDY_SECONDS / warm:.0f}x",
                 flush=True,
             )
+            if r.get("device_path") is not None:
+                print(
+                    f"{name:8s} outputs kept on the GPU: {r['device_path']}; through the host "
+                    f"instead: warm {r['host_warm_s']} s, same masks: {r['host_equal']}",
+                    flush=True,
+                )
             if r.get("profile"):
                 print(r["profile"], flush=True)
     if "full" in rows and "pruned" in rows:

@@ -15,9 +15,10 @@
 #      benchmark of the shipped models (32-slice 384x512 series, batch 32, with a profile of one
 #      warm run), the GPU tests (gpu_ops' CuPy kernels, the simulators on CuPy) and the
 #      simulator benchmark (NumPy vs CuPy);
-#   2. two trainings at once on the one GPU, until the time left for the saves: FT fine-tunes the
-#      shipped full model (its architecture, base 8) at batch 32; FS trains a base-16 network
-#      from scratch (the first from-scratch run with round 5's mask loss);
+#   2. the trainings of RUNS at once on the one GPU, until the time left for the saves: FT
+#      fine-tunes FT_INIT (the shipped full model: its architecture, base 8) at batch 32; FS
+#      trains a base-16 network from scratch (the first from-scratch run with round 5's mask
+#      loss); the cores but two assemble their batches, shared between them;
 #   3. each run's last and best epoch without optimizer state, and its curve.
 # Everything the evaluation here needs comes back in $OUT (at most 8 files). The choice between
 # the runs and their epochs, the tuning of modes and thresholds and any pruning happen here, on
@@ -36,6 +37,8 @@ SLICES=${SLICES:-7000}
 BATCH=${BATCH:-32}
 STEPS=${STEPS:-400}
 FT_LR=${FT_LR:-8e-4}
+FT_INIT=${FT_INIT:-ml/weights/artiscan-full.keras}
+RUNS=${RUNS:-ft fs}  # which trainings run at once: ft, fs or both
 FS_BASE=${FS_BASE:-16}
 FS_LR=${FS_LR:-2e-3}
 RESERVE_SAVE=${RESERVE_SAVE:-35}
@@ -105,14 +108,21 @@ train() {  # train NAME ARGS...: one run into $WORK/NAME, its own log
         --time-budget "$budget" --balance --quiet "$@" >"$WORK/$name.log" 2>&1
     say "$name: exit $?"
 }
-train ft --init ml/weights/artiscan-full.keras --lr "$FT_LR" --seed 17 --workers 7 &
-FT=$!
-train fs --base "$FS_BASE" --lr "$FS_LR" --seed 0 --workers 5 &
-FS=$!
-wait $FT $FS $SIDE
+count=$(echo $RUNS | wc -w)
+threads=$(((CORES - 2) / count))
+pids=()
+for name in $RUNS; do
+    case $name in
+        ft) train ft --init "$FT_INIT" --lr "$FT_LR" --seed 17 --workers "$threads" & ;;
+        fs) train fs --base "$FS_BASE" --lr "$FS_LR" --seed 0 --workers "$threads" & ;;
+        *) say "unknown run $name" ;;
+    esac
+    pids+=($!)
+done
+wait "${pids[@]}" $SIDE
 
 # 3: what comes back: each run's last and best epoch without optimizer state, its curve.
-for name in ft fs; do
+for name in $RUNS; do
     { echo "== $name"; tail -5 "$WORK/$name.log"; cat "$WORK/$name/history.csv"; } >>"$LOG" 2>&1
     cp "$WORK/$name/curve.png" "$OUT/$name-curve.png" 2>/dev/null
     for kind in last best; do

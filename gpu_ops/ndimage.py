@@ -79,7 +79,15 @@ def binary_erosion2d(mask: Any, iterations: int) -> Any:
     ndi = _ndi(mask)
     xp = array_module(mask)
     structure = xp.asarray(_plane_structure(mask.ndim, 1))
-    return ndi.binary_erosion(mask, structure=structure, iterations=iterations)
+    if xp is np:
+        return ndi.binary_erosion(mask, structure=structure, iterations=iterations)
+    # cupyx implements several iterations of a structure whose centre is set only by brute
+    # force (NotImplementedError otherwise: seen on an H200 with CuPy 14); one pixel at a time
+    # is the same erosion (border value 0).
+    out = mask
+    for _ in range(iterations):
+        out = ndi.binary_erosion(out, structure=structure)
+    return out
 
 
 def rotate2d(x: Any, angle_deg: float) -> Any:

@@ -274,6 +274,7 @@ def serve_masks(
     resize: Callable[[Any], Any] | None = None,
     out: Any = None,
     images: Any = None,
+    stacked: bool | None = None,
 ) -> Any:
     """Binary masks from the network's per-pixel probabilities, type by type.
 
@@ -291,7 +292,10 @@ def serve_masks(
     linear resize commutes with that scale up to float rounding; the evaluation's tuning
     computes it the same way): 3 head and 2 level types of the pruned model cost ~0.2 s more
     per 32-slice 384×512 series resized type by type.
-    Plane by plane, so the temporaries stay cache-sized.
+    Plane by plane, so the temporaries stay cache-sized; with ``stacked`` (default: on a GPU)
+    all slices of a type at once instead, ``resize`` then taking the stack ``(S, H', W')``:
+    the same values, in ~10 calls instead of ~320 for a 32-slice series (on the H200 the plane
+    loop's kernel launches cost ~0.05 s of the pruned model's 0.27 s).
     """
     xp = array_module(probabilities)
     s, k_count = probabilities.shape[:2]
@@ -300,6 +304,11 @@ def serve_masks(
     flags = out.view(xp.bool_)
     limits = [xp.float32(t) for t in to_numpy(thresholds).tolist()]
     maps = image_maps(modes, images)
+    if stacked is None:  # a GPU's array: not NumPy's
+        stacked = type(out).__module__.split(".")[0] != "numpy"
+    if stacked:
+        _serve_stacked(probabilities, presence, modes, limits, rows, cols, resize, flags, maps)
+        return out
     for k, mode in enumerate(modes):
         if mode == "whole":
             out[:, k] = (presence[:, k] >= limits[k]).astype(xp.uint8)[:, None, None]
@@ -317,6 +326,35 @@ def serve_masks(
             for k in types:
                 xp.greater_equal(plane * presence[i, k], limits[k], out=flags[i, k])
     return out
+
+
+def _serve_stacked(
+    probabilities: Any,
+    presence: Any,
+    modes: Sequence[str],
+    limits: list[Any],
+    rows: int,
+    cols: int,
+    resize: Callable[[Any], Any] | None,
+    flags: Any,
+    maps: dict[str, Any],
+) -> None:
+    """:func:`serve_masks` one type at a time over all slices (``flags`` bool ``(S, K, rows,
+    cols)`` written in place)."""
+    xp = array_module(probabilities)
+    for k, mode in enumerate(modes):
+        if mode == "whole":
+            flags[:, k] = (presence[:, k] >= limits[k])[:, None, None]
+        elif mode not in maps:
+            planes = probabilities[:, k]
+            if mode == "gated":
+                planes = planes * presence[:, k, None, None]
+            planes = planes[:, :rows, :cols] if resize is None else resize(planes)
+            xp.greater_equal(planes, limits[k], out=flags[:, k])
+    for mode, image_map in maps.items():
+        planes = image_map[:, :rows, :cols] if resize is None else resize(image_map)
+        for k in (k for k, m in enumerate(modes) if m == mode):
+            xp.greater_equal(planes * presence[:, k, None, None], limits[k], out=flags[:, k])
 
 
 # --- presence from the acquisition's k-space -----------------------------------------------

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import re
 import threading
@@ -81,6 +82,9 @@ def fast_runtime(weights: str) -> str:
     import importlib.util
 
     return onnx_name if importlib.util.find_spec("onnxruntime") is not None else weights
+
+
+logger = logging.getLogger(__name__)
 
 
 class ScoringError(ValueError):
@@ -625,6 +629,9 @@ class KerasProbabilities:
         self.modes: tuple[str, ...] = tuple(network.mask_modes(model))
         self.model = network.with_mask_modes(model, None)
         self.working_size: int | None = network.working_size(model)
+        self._on_device: Any = None
+        """The jitted stateless call :meth:`predict_on_device` uses; None = not built yet,
+        False = this backend or device cannot keep the outputs on the GPU."""
 
     def predict_probabilities(self, inputs: dict[str, Any]) -> dict[str, NDArray[np.float32]]:
         """``probabilities`` float32 ``(B, K, h, w)`` before the mask modes, ``presence``,
@@ -640,6 +647,54 @@ class KerasProbabilities:
         """The served ``masks`` ``(B, h, w, K)`` (:attr:`modes` on the network's own presence),
         ``presence``, ``suitability``."""
         return served_outputs(self.predict_probabilities(inputs), self.modes, inputs)
+
+    def predict_on_device(self, inputs: dict[str, Any], xp: Any) -> dict[str, Any] | None:
+        """:meth:`predict_probabilities` with ``probabilities`` left on the GPU as an ``xp``
+        (CuPy) array, handed over through DLPack: Keras on JAX, where ``predict_on_batch`` copies
+        every output to the host (63 MB for 32 slices) and the pipeline copied them back for
+        the masks. None where that cannot be done (another backend, JAX on the CPU, a failed
+        hand-over: then never tried again in this process); the caller falls back."""
+        if self._on_device is False:
+            return None
+        try:
+            if self._on_device is None:
+                self._on_device = self._device_call()
+                if self._on_device is False:
+                    return None
+            call, state = self._on_device
+            probabilities, presence, suitability = call(*state, inputs["image"], inputs["header"])
+            return {
+                "probabilities": xp.from_dlpack(probabilities),
+                "presence": np.asarray(presence, np.float32),
+                "suitability": np.asarray(suitability, np.float32),
+            }
+        except Exception as exc:  # any failure: the host path serves instead
+            logger.warning("scoring: outputs not kept on the GPU (%s); copying through the host",
+                           type(exc).__name__)  # fmt: skip
+            self._on_device = False
+            return None
+
+    def _device_call(self) -> Any:
+        keras = importlib.import_module("keras")
+        if keras.backend.backend() != "jax":
+            return False
+        jax = importlib.import_module("jax")
+        if jax.default_backend() != "gpu":
+            return False
+        model = self.model
+
+        def call(trainable: Any, other: Any, image: Any, header: Any) -> Any:
+            out, _ = model.stateless_call(
+                trainable, other, {"image": image, "header": header}, training=False
+            )
+            masks = jax.numpy.transpose(out["masks"].astype("float32"), (0, 3, 1, 2))
+            return masks, out["presence"], out["suitability"]
+
+        state = (
+            [v.value for v in model.trainable_variables],
+            [v.value for v in model.non_trainable_variables],
+        )
+        return jax.jit(call), state
 
 
 class ScoringPipeline:
@@ -726,17 +781,23 @@ class ScoringPipeline:
         return cls(model, path)
 
     def _batches(
-        self, images: NDArray[np.float32], headers: NDArray[np.float32]
+        self, images: NDArray[np.float32], headers: NDArray[np.float32], on_device: bool = False
     ) -> Iterator[tuple[slice, dict[str, NDArray[np.float32]]]]:
         """The model's outputs batch by batch: ``(slice of the input, {probabilities,
         presence, suitability, images})``: ``probabilities`` float32 ``(b, K, h, w)`` per pixel
         before :attr:`modes` (channel-first; a view of the channels-last masks of a model that
         applies its own modes), ``presence`` ``(b, K)``, ``suitability`` ``(b,)``, ``images``
-        the batch's input ``(b, h, w)`` (for the modes of ``IMAGE_MAPS``)."""
+        the batch's input ``(b, h, w)`` (for the modes of ``IMAGE_MAPS``). ``on_device``:
+        ``probabilities`` may come as a :attr:`xp` array on the GPU
+        (:meth:`KerasProbabilities.predict_on_device`)."""
+        device = getattr(self.model, "predict_on_device", None) if on_device else None
         for start in range(0, len(images), self.batch_size):
             stop = min(start + self.batch_size, len(images))
             inputs = {"image": images[start:stop, :, :, None], "header": headers[start:stop]}
-            if self._raw:
+            kept = None if device is None or self.xp is np else device(inputs, self.xp)
+            if kept is not None:
+                out, probabilities = kept, kept["probabilities"]
+            elif self._raw:
                 out = self.model.predict_probabilities(inputs)
                 probabilities = np.asarray(out["probabilities"], np.float32)
             else:
@@ -818,14 +879,15 @@ class ScoringPipeline:
             if self.working_size is not None:
 
                 def resize(plane: Any, shape: tuple[int, int] = (crows, ccols)) -> Any:
-                    return upsample_probabilities(plane, shape, axes=(0, 1))
+                    # One plane, or a stack of them (serve_masks on a GPU): the last two axes.
+                    return upsample_probabilities(plane, shape, axes=(-2, -1))
 
             # Thresholded batch by batch, type by type: the float masks of a whole series
             # (S x K x H x W) are never held at once.
             net_input = to_numpy(to_model_grid(batch, self.working_size))
             # On the slices' own grid: the working grid's resampling cuts the outer k-space.
             kspace = to_numpy(kspace_features(batch)) if self.stack else None
-            for part, out in self._batches(net_input, vectors):
+            for part, out in self._batches(net_input, vectors, on_device=True):
                 rows_of = picked[part]
                 if self.stack and kspace is not None:
                     out["presence"] = self.stack.apply(out["presence"], kspace[part])

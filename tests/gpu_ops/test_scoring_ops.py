@@ -71,10 +71,12 @@ def test_thresholding_crops_the_padding_and_puts_types_first(name):
 
 @pytest.mark.parametrize("name", BACKEND_PARAMS)
 @pytest.mark.parametrize("grid", ["padded", "working"])
-def test_serving_masks_type_by_type_equals_thresholding_the_served_masks(name, grid):
-    """serve_masks (modes, crop or resize, thresholds, plane by plane) = threshold_masks of
-    the masks that apply_mask_modes serves, resized as a whole: the same bytes; an image
-    mode's type = its map resized, times the presence (what the evaluation tunes)."""
+@pytest.mark.parametrize("stacked", [False, True])
+def test_serving_masks_type_by_type_equals_thresholding_the_served_masks(name, grid, stacked):
+    """serve_masks (modes, crop or resize, thresholds, plane by plane or a type's planes at
+    once) = threshold_masks of the masks that apply_mask_modes serves, resized as a whole: the
+    same bytes; an image mode's type = its map resized, times the presence (what the
+    evaluation tunes)."""
     from ml.model.preprocess import upsample_probabilities
 
     xp = backend(name)
@@ -108,8 +110,8 @@ def test_serving_masks_type_by_type_equals_thresholding_the_served_masks(name, g
     else:
         rows, cols = 96, 100
 
-        def resize(plane):
-            return upsample_probabilities(plane, (rows, cols), axes=(0, 1))
+        def resize(plane):  # one plane, or the stack of them (stacked)
+            return upsample_probabilities(plane, (rows, cols), axes=(-2, -1))
 
         whole = upsample_probabilities(channels_last, (rows, cols))
         expected = threshold_masks(whole, rows, cols, thresholds)
@@ -123,7 +125,7 @@ def test_serving_masks_type_by_type_equals_thresholding_the_served_masks(name, g
             expected[:, k] = (served_k >= thresholds[k]).astype(xp.uint8)
     got = serve_masks(
         xp.asarray(probabilities), xp.asarray(presence), modes, thresholds, rows, cols, resize,
-        images=xp.asarray(images),
+        images=xp.asarray(images), stacked=stacked,
     )  # fmt: skip
     assert to_numpy(got)[:, 5].any()  # the line type marks pixels
     assert 0 < to_numpy(got)[:, [3, 9]].mean() < 1  # the head types mark the head
@@ -141,7 +143,7 @@ def test_serving_masks_type_by_type_equals_thresholding_the_served_masks(name, g
     target = xp.zeros((3, 10, cols, rows), dtype=xp.uint8)
     serve_masks(
         xp.asarray(probabilities), xp.asarray(presence), modes, thresholds, rows, cols, resize,
-        out=xp.swapaxes(target, -1, -2), images=xp.asarray(images),
+        out=xp.swapaxes(target, -1, -2), images=xp.asarray(images), stacked=stacked,
     )  # fmt: skip
     np.testing.assert_array_equal(to_numpy(xp.swapaxes(target, -1, -2)), to_numpy(expected))
 

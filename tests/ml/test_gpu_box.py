@@ -155,3 +155,16 @@ def test_a_time_budget_ends_the_run_early_and_records_its_epochs(
     report = json.loads((roomy / "pruned" / "prune.json").read_text())
     assert report["retrain_epochs_per_round"] == [1, 1]
     assert report["fraction"] <= 0.25
+
+
+def test_the_first_epochs_compilation_does_not_count_in_the_pace_of_the_next() -> None:
+    """A process's first epoch compiled every batch shape: under a time budget its steps count
+    at their median, or a GPU run whose first epoch was mostly compilation stops after it (the
+    second GPU session: 400 steps in 200 s, of which ~0.05 s a step once compiled)."""
+    from ml.model.train import _epoch_pace
+
+    steps = [30.0, 25.0] + [0.05] * 398  # two shapes compiled, then the steady pace
+    seconds = sum(steps) + 10.0  # + validation and saves
+    assert _epoch_pace(seconds, steps, first=True) == pytest.approx(10.0 + 400 * 0.05)
+    assert _epoch_pace(seconds, steps, first=False) == seconds  # later epochs: as they ran
+    assert _epoch_pace(12.0, [], first=True) == 12.0

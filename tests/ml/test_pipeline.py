@@ -530,7 +530,7 @@ def test_a_presence_stack_re_estimates_presence_from_each_slice_s_own_k_space(
         stacked.thresholds,
         rows,
         cols,
-        resize=lambda plane: upsample_probabilities(plane, (rows, cols), axes=(0, 1)),
+        resize=lambda plane: upsample_probabilities(plane, (rows, cols), axes=(-2, -1)),
         images=net,
     )
     np.testing.assert_array_equal(masks, canonical_batch(expected, phase_encode))
