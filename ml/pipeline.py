@@ -91,6 +91,13 @@ class ScoringError(ValueError):
     """The input cannot be scored (no images, mixed sizes, undecodable pixels)."""
 
 
+class InputRefused(ScoringError):
+    """This image cannot be scored whatever the attempt, by what it is: a multi-frame image where
+    one frame is asked for, colour, per-frame groups that do not match its frames, an unusable
+    acquisition header. The scoring workers quarantine such a slice at once instead of trying
+    it again (an undecodable one is tried again: another worker may have the decoder)."""
+
+
 NPZ_COMPRESSLEVEL = 1
 """zlib level of ``OUT.npz``: binary masks are mostly runs of zeros, which level 1 packs nearly
 as well as the default 6 at about half the CPU time (measured on 32 × 10 × 384 × 512)."""
@@ -154,7 +161,7 @@ def pixels(ds: Any) -> NDArray[np.float32]:
     multi-frame image is refused here: :func:`frame_pixels` gives its frames."""
     count = frame_count(ds)
     if count != 1:
-        raise ScoringError(f"{_uid(ds)} is a multi-frame image of {count} frames")
+        raise InputRefused(f"{_uid(ds)} is a multi-frame image of {count} frames")
     return frame_pixels(ds)[0]
 
 
@@ -170,11 +177,11 @@ def frame_pixels(ds: Any) -> list[NDArray[np.float32]]:
         raise ScoringError(f"cannot decode the pixels of {_uid(ds)}: {exc}") from exc
     count = frame_count(ds)
     if int(ds.get("SamplesPerPixel") or 1) != 1 or arr.ndim != (2 if count == 1 else 3):
-        raise ScoringError(f"{_uid(ds)} is not a greyscale image")
+        raise InputRefused(f"{_uid(ds)} is not a greyscale image")
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     if per_frame is not None and len(per_frame) != count:
         # A frame without its own group would be scored with another's values, or defaults.
-        raise ScoringError(f"{_uid(ds)} has {len(per_frame)} per-frame groups for {count} frames")
+        raise InputRefused(f"{_uid(ds)} has {len(per_frame)} per-frame groups for {count} frames")
     frames = [arr] if count == 1 else list(arr)
     images = []
     for index, frame in enumerate(frames):
@@ -940,7 +947,7 @@ class ScoringPipeline:
         try:
             headers = [AcquisitionHeader.from_dataset(ds, frame) for ds, frame in sources]
         except (AttributeError, TypeError, ValueError) as exc:
-            raise ScoringError(f"unusable acquisition header: {exc}") from exc
+            raise InputRefused(f"unusable acquisition header: {exc}") from exc
         masks, presence, suitability = self.score_arrays(images, headers)
         return ScoreResult(
             sop_instance_uid=[_uid(ds) for ds, _ in sources],

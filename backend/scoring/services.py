@@ -15,8 +15,9 @@ Scoring is claim → compute → write:
 A slice that was claimed before without a result (its worker died, or the pipeline raised) is
 a *suspect*: it is scored alone, so a crash is pinned on one slice; after
 ``ARTISCAN_SCORING_MAX_ATTEMPTS`` attempts it is quarantined with its reason while the rest of
-the series is scored. Late slices are scored by a later task; a redelivered task finds nothing
-left to do.
+the series is scored; a slice refused by what it is (:class:`ml.pipeline.InputRefused`: a
+multi-frame or colour image, an unusable header) is quarantined at its first failure. Late
+slices are scored by a later task; a redelivered task finds nothing left to do.
 
 Model registry: ``ARTISCAN_MODEL_WEIGHTS`` (or the shipped default) is only the *initial*
 deployed version, registered when no version is deployed; after that the deployed version
@@ -34,7 +35,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pydicom
@@ -506,6 +507,19 @@ def _score_batch(run: ScoringRun, instances: list[Instance]) -> list[_Scored]:
     return scored
 
 
+class _Failure(NamedTuple):
+    text: str
+    final: bool
+    """The slice is refused by what it is (:class:`ml.pipeline.InputRefused`): quarantined at
+    once, not tried again."""
+
+
+def _failure(exc: BaseException) -> _Failure:
+    from ml.pipeline import InputRefused
+
+    return _Failure(_failure_text(exc), isinstance(exc, InputRefused))
+
+
 def _failure_text(exc: BaseException) -> str:
     from ml.pipeline import ScoringError
 
@@ -519,16 +533,16 @@ def _failure_text(exc: BaseException) -> str:
 
 def _compute(
     run: ScoringRun, instances: list[Instance]
-) -> tuple[list[_Scored], dict[uuid.UUID, str]]:
+) -> tuple[list[_Scored], dict[uuid.UUID, _Failure]]:
     """Score ``instances``; when the batch fails, each slice alone, so only the bad ones fail."""
     try:
         return _score_batch(run, instances), {}
     except Exception as exc:
         if len(instances) == 1:
             logger.warning("scoring instance %s failed: %s", instances[0].pk, type(exc).__name__)
-            return [], {instances[0].pk: _failure_text(exc)}
+            return [], {instances[0].pk: _failure(exc)}
     scored: list[_Scored] = []
-    failed: dict[uuid.UUID, str] = {}
+    failed: dict[uuid.UUID, _Failure] = {}
     for instance in instances:
         more, bad = _compute(run, [instance])
         scored += more
@@ -615,7 +629,9 @@ def _claim(
     return _Claim(run, picked, quarantined)
 
 
-def _write(run: ScoringRun, scored: list[_Scored], failed: dict[uuid.UUID, str]) -> list[_Scored]:
+def _write(
+    run: ScoringRun, scored: list[_Scored], failed: dict[uuid.UUID, _Failure]
+) -> list[_Scored]:
     with transaction.atomic():
         series = Series.objects.select_for_update().get(pk=run.series_id)
         ids = [s.instance.pk for s in scored]
@@ -645,16 +661,16 @@ def _write(run: ScoringRun, scored: list[_Scored], failed: dict[uuid.UUID, str])
         SliceAttempt.objects.filter(model_version=run.model_version, instance_id__in=ids).update(
             claimed_until=None, error=""
         )
-        for instance_id, error in failed.items():
+        for instance_id, failure in failed.items():
             attempt = SliceAttempt.objects.select_for_update().get(
                 model_version=run.model_version, instance_id=instance_id
             )
             attempt.claimed_until = None
-            attempt.error = error
-            attempt.quarantined = attempt.attempts >= _max_attempts()
+            attempt.error = failure.text
+            attempt.quarantined = failure.final or attempt.attempts >= _max_attempts()
             attempt.save(update_fields=["claimed_until", "error", "quarantined", "updated_at"])
             if attempt.quarantined:
-                logger.error("slice %s quarantined: %s", instance_id, error)
+                logger.error("slice %s quarantined: %s", instance_id, failure.text)
         _series_summary(run, series)
         _publish(run, series, fresh)
         if fresh:

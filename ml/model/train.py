@@ -125,13 +125,19 @@ def _fit_to_budget(
 
 def _epoch_pace(seconds: float, step_seconds: list[float], first: bool) -> float:
     """Seconds the next epoch will take, from the last one's ``seconds`` (validation and saves
-    included) and its steps' own times. The first epoch a process runs also compiled every batch
-    shape (XLA: ~80 s on a GPU box, where a step then takes ~0.05 s): its steps count at their
-    median instead, so a run under a time budget is not cut to one epoch by its compilation."""
+    included) and its steps' own times.
+
+    The first epoch a process runs also compiled every batch shape, for the training step, the
+    validation loss and the tuned IoU's predictions (XLA on the H200: 150 s of a 400-step epoch
+    whose steps then took 0.037 s each). Its steps count at their median, and the rest of it
+    (validation and saves) at most a fifth of those steps or 5 s, whichever is more: what a
+    compiled epoch's validation costs, so a budgeted run is not cut to one epoch by its
+    compilation (the second GPU session's were, twice). Later epochs count as they ran."""
     if not first or not step_seconds:
         return seconds
     steady = float(np.median(step_seconds)) * len(step_seconds)
-    return seconds - sum(step_seconds) + steady
+    rest = seconds - sum(step_seconds)
+    return steady + min(rest, max(5.0, 0.2 * steady))
 
 
 def _training_batches(

@@ -158,13 +158,18 @@ def test_a_time_budget_ends_the_run_early_and_records_its_epochs(
 
 
 def test_the_first_epochs_compilation_does_not_count_in_the_pace_of_the_next() -> None:
-    """A process's first epoch compiled every batch shape: under a time budget its steps count
-    at their median, or a GPU run whose first epoch was mostly compilation stops after it (the
-    second GPU session: 400 steps in 200 s, of which ~0.05 s a step once compiled)."""
+    """A process's first epoch compiled every batch shape (the training step, validation and
+    the tuned IoU's predictions): under a time budget its steps count at their median and its
+    validation at most a fifth of them (or 5 s), or a GPU run whose first epoch was mostly
+    compilation stops after it (the second GPU session: 400 steps in 150 s, 0.037 s a step
+    once compiled, twice cut to one epoch)."""
     from ml.model.train import _epoch_pace
 
     steps = [30.0, 25.0] + [0.05] * 398  # two shapes compiled, then the steady pace
-    seconds = sum(steps) + 10.0  # + validation and saves
-    assert _epoch_pace(seconds, steps, first=True) == pytest.approx(10.0 + 400 * 0.05)
+    seconds = sum(steps) + 60.0  # + validation with its own compilations
+    assert _epoch_pace(seconds, steps, first=True) == pytest.approx(400 * 0.05 + 5.0)
+    slow = [1.0] * 400  # a CPU: validation counts up to a fifth of the steps
+    assert _epoch_pace(400 + 60.0, slow, first=True) == pytest.approx(460.0)
+    assert _epoch_pace(400 + 200.0, slow, first=True) == pytest.approx(480.0)  # capped
     assert _epoch_pace(seconds, steps, first=False) == seconds  # later epochs: as they ran
     assert _epoch_pace(12.0, [], first=True) == 12.0

@@ -123,17 +123,25 @@ def test_a_multi_frame_instance_is_refused_by_name_and_the_rest_of_its_series_is
 
     from tests.deid.builders import enhanced_mr_dataset
 
-    settings.ARTISCAN_SCORING_MAX_ATTEMPTS = 1
+    settings.ARTISCAN_SCORING_MAX_ATTEMPTS = 3
     enhanced = enhanced_mr_dataset(frames=2, rows=64, columns=64)
     enhanced.SOPInstanceUID, enhanced.InstanceNumber = generate_uid(), 3
     files = [to_bytes(mr_dataset(i, rows=64, columns=64)) for i in (1, 2)] + [to_bytes(enhanced)]
     outcomes = series_ingest(site=site_a, files=files, source="upload")
     assert [o.status for o in outcomes] == ["accepted"] * 3
     series = Series.objects.get(site=site_a)
+    # Refused by what it is: quarantined at its first failure, not tried again (no
+    # SlicesPending, which would have the task retried), while an undecodable slice is.
     run = series_score(series_id=series.pk)
     record = SliceAttempt.objects.get(instance__instance_number=3)
-    assert record.quarantined
-    assert record.error.startswith("ScoringError: ") and "multi-frame image of 2 frames" in (
+    assert record.quarantined and record.attempts == 1
+    series.refresh_from_db()
+    assert (
+        series.status == "scored"
+        and run is not None
+        and run.reason.endswith("1 slice quarantined.")
+    )
+    assert record.error.startswith("InputRefused: ") and "multi-frame image of 2 frames" in (
         record.error
     )
     assert run is not None and InstanceScore.objects.filter(run=run).count() == 2
