@@ -2,7 +2,7 @@
 # What one lent GPU session runs, in one go, from the repository root of the GPU box (the device
 # tool's machine: one H100 or H200, 16 cores, JAX and CuPy, no TensorFlow): Keras 3 on JAX.
 #
-#   OUT=DIR bash benchmarks/gpu_session.sh            # BUDGET=560 seconds in all by default
+#   OUT=DIR bash benchmarks/gpu_session.sh            # BUDGET=555 seconds in all by default
 #
 # Needs, prepared here first (both are git-ignored):
 #   .whl/      keras, namex, optree, pydicom wheels for the box's Python (README "On a lent GPU")
@@ -26,19 +26,21 @@
 #
 # The first such session (2026-11-27, H100, 16 slow cores): the data build ran at 42 slices/s on
 # 15 workers (the parent deflated every shard on one thread; shards are now written on threads),
-# so 16,000 slices took 377 s and left no time to train; the training itself ran 20 steps/s at
-# batch 32 (base 16, working size 256: 640 slices/s) once XLA had compiled the five working shapes
-# (~80 s per process). Pruning on the box is left out since: each pruning round compiles its
-# thinner network again, and round 16 pruned on this machine's CPU in 21 minutes.
+# so 16,000 slices took 377 s and left no time to train. Pruning on the box is left out since:
+# each pruning round compiles its thinner network again, and round 16 pruned on this machine's
+# CPU in 21 minutes. The second (2026-11-30, H200): 7,000 slices in 77 s on 13 workers; the
+# first epoch of a run, 150-210 s, was mostly XLA compiling (training, validation and prediction
+# steps for five working shapes), after which a base-8 step at batch 32 took 0.037 s; the time
+# budget then cut every run to that one epoch (fixed: ml.model.train._epoch_pace).
 set -u
 OUT=${OUT:-/tmp/gpu-session}
-BUDGET=${BUDGET:-560}
+BUDGET=${BUDGET:-555}
 SLICES=${SLICES:-7000}
 BATCH=${BATCH:-32}
 STEPS=${STEPS:-400}
 FT_LR=${FT_LR:-8e-4}
 FT_INIT=${FT_INIT:-ml/weights/artiscan-full.keras}
-RUNS=${RUNS:-ft fs}  # which trainings run at once: ft, fs or both
+RUNS=${RUNS:-fs}  # the trainings, at once: ft, fs or "ft fs" (two share the GPU: each ran slower)
 FS_BASE=${FS_BASE:-16}
 FS_LR=${FS_LR:-2e-3}
 RESERVE_SAVE=${RESERVE_SAVE:-35}
