@@ -88,8 +88,8 @@ DATA=$!
 (
     # No Django here: the suite's conftest (pytest-django fixtures) is left out; these need none.
     # The scoring figures first, while the GPU has nothing else to do.
-    step 100 "gpu score (shipped)" $PY benchmarks/gpu_score.py --batch 32 --repeat 5 --profile \
-        --models pruned full
+    step 150 "gpu score (shipped)" $PY benchmarks/gpu_score.py --batch 32 --repeat 5 --profile \
+        --second-process --models pruned full
     step 80 "gpu tests" $PY -m pytest -q -c /dev/null --rootdir . -p no:cacheprovider \
         -p no:django --noconftest tests/gpu_ops tests/ml/test_simulate_physics.py
     step 40 "simulate" $PY benchmarks/simulate.py --batch 32 --repeats 2
