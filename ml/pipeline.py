@@ -681,12 +681,15 @@ class KerasProbabilities:
             self._on_device = False
             return None
 
-    def _device_call(self) -> Any:
+    def _device_call(self, require_gpu: bool = True) -> Any:
+        """``(jitted call, model state)`` for :meth:`predict_on_device`, or False where the
+        outputs cannot stay on a GPU (another backend; JAX without a GPU unless
+        ``require_gpu`` is False, as a test on the CPU asks)."""
         keras = importlib.import_module("keras")
         if keras.backend.backend() != "jax":
             return False
         jax = importlib.import_module("jax")
-        if jax.default_backend() != "gpu":
+        if require_gpu and jax.default_backend() != "gpu":
             return False
         model = self.model
 

@@ -143,6 +143,44 @@ def test_the_same_weights_give_the_same_outputs_on_the_jax_backend(network, tmp_
         np.testing.assert_allclose(got[name], value, atol=1e-4, err_msg=name)
 
 
+def test_the_jitted_stateless_call_kept_on_the_device_gives_predict_s_probabilities(tmp_path):
+    """KerasProbabilities.predict_on_device (the GPU path: a jitted ``stateless_call`` whose
+    outputs are handed over through DLPack) gives what ``predict_probabilities`` gives. Run on
+    JAX's CPU, NumPy taking the DLPack hand-over that CuPy takes on a GPU; a TensorFlow process
+    has no such path."""
+    import subprocess
+    import sys
+
+    from ml.model import network
+    from ml.pipeline import SHIPPED, KerasProbabilities
+
+    assert KerasProbabilities(network.load(SHIPPED["pruned"])).predict_on_device({}, np) is None
+    np.savez(tmp_path / "x.npz", **_inputs(batch=3, rows=64, cols=80))
+    code = (
+        "import numpy as np, sys, keras; assert keras.backend.backend() == 'jax'; "
+        "from ml.model import network; from ml.pipeline import SHIPPED, KerasProbabilities; "
+        "x = dict(np.load(sys.argv[1])); m = KerasProbabilities(network.load(SHIPPED['pruned'])); "
+        "assert m.predict_on_device(x, np) is None; "  # JAX on the CPU: not a GPU
+        "m._on_device = m._device_call(require_gpu=False); "
+        "kept = m.predict_on_device(x, np); host = m.predict_probabilities(x); "
+        "assert kept is not None and type(kept['probabilities']) is np.ndarray; "
+        "np.savez(sys.argv[2], **{f'kept_{k}': v for k, v in kept.items()}, "
+        "**{f'host_{k}': v for k, v in host.items()})"
+    )
+    env = {**__import__("os").environ, "KERAS_BACKEND": "jax"}
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "x.npz"), str(tmp_path / "y.npz")],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    got = np.load(tmp_path / "y.npz")
+    for name in ("probabilities", "presence", "suitability"):
+        kept, host = got[f"kept_{name}"], got[f"host_{name}"]
+        assert kept.shape == host.shape and kept.dtype == np.float32
+        np.testing.assert_allclose(kept, host, atol=1e-5, err_msg=name)
+    assert got["kept_probabilities"].shape == (3, 10, 64, 80)  # channel-first, as the masks use
+
+
 def test_mask_modes_serve_pixel_gated_or_whole_slice_masks_and_survive_a_save(network, tmp_path):
     model = network.build_model(network.default_widths(base=4, depth=2), depth=2)
     modes = ["pixel"] * 6 + ["whole", "gated", "pixel", "whole"]
