@@ -106,11 +106,24 @@ def test_conv_inputs_describe_the_graph_the_builder_makes(network):
         assert model.get_layer(name).kernel.shape[2] == expected
 
 
+def _run_on_jax(code: str, *args: object) -> None:
+    """Run ``code`` in a fresh Python process on Keras's JAX backend (this one runs on
+    TensorFlow), with ``args`` as ``sys.argv[1:]``; it must succeed."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    result = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 @pytest.mark.parametrize("which", ["fresh", "shipped-pruned"])
 def test_the_same_weights_give_the_same_outputs_on_the_jax_backend(network, tmp_path, which):
     """JAX is a test requirement (requirements/dev.txt): the GPU box serves the model on JAX."""
-    import subprocess
-    import sys
 
     from ml.pipeline import SHIPPED
 
@@ -131,12 +144,7 @@ def test_the_same_weights_give_the_same_outputs_on_the_jax_backend(network, tmp_
         "x = dict(np.load(sys.argv[2])); m = network.load(sys.argv[1]); "
         "np.savez(sys.argv[3], **{k: np.asarray(v) for k, v in m(x).items()})"
     )
-    env = {**__import__("os").environ, "KERAS_BACKEND": "jax"}
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(path), str(tmp_path / "x.npz"), str(tmp_path / "y.npz")],
-        capture_output=True, text=True, timeout=300, env=env,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
+    _run_on_jax(code, path, tmp_path / "x.npz", tmp_path / "y.npz")
     got = np.load(tmp_path / "y.npz")
     assert set(got.files) == set(expected)
     for name, value in expected.items():
@@ -148,8 +156,6 @@ def test_the_jitted_stateless_call_kept_on_the_device_gives_predict_s_probabilit
     outputs are handed over through DLPack) gives what ``predict_probabilities`` gives. Run on
     JAX's CPU, NumPy taking the DLPack hand-over that CuPy takes on a GPU; a TensorFlow process
     has no such path."""
-    import subprocess
-    import sys
 
     from ml.model import network
     from ml.pipeline import SHIPPED, KerasProbabilities
@@ -167,12 +173,7 @@ def test_the_jitted_stateless_call_kept_on_the_device_gives_predict_s_probabilit
         "np.savez(sys.argv[2], **{f'kept_{k}': v for k, v in kept.items()}, "
         "**{f'host_{k}': v for k, v in host.items()})"
     )
-    env = {**__import__("os").environ, "KERAS_BACKEND": "jax"}
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path / "x.npz"), str(tmp_path / "y.npz")],
-        capture_output=True, text=True, timeout=300, env=env,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
+    _run_on_jax(code, tmp_path / "x.npz", tmp_path / "y.npz")
     got = np.load(tmp_path / "y.npz")
     for name in ("probabilities", "presence", "suitability"):
         kept, host = got[f"kept_{name}"], got[f"host_{name}"]
