@@ -130,9 +130,10 @@ def _epoch_pace(seconds: float, step_seconds: list[float], first: bool) -> float
     The first epoch a process runs also compiled every batch shape, for the training step, the
     validation loss and the tuned IoU's predictions (XLA on the H200: 150 s of a 400-step epoch
     whose steps then took 0.037 s each). Its steps count at their median, and the rest of it
-    (validation and saves) at most a fifth of those steps or 5 s, whichever is more: what a
-    compiled epoch's validation costs, so a budgeted run is not cut to one epoch by its
-    compilation (the second GPU session's were, twice). Later epochs count as they ran."""
+    (waits for data, validation, saves) at most a fifth of those steps or 5 s, whichever is
+    more, so a budgeted run is not cut to one epoch by its compilation (the second GPU
+    session's were, twice). Where that undercounts (a loader slower than the network), the
+    second epoch's own pace corrects it. Later epochs count as they ran."""
     if not first or not step_seconds:
         return seconds
     steady = float(np.median(step_seconds)) * len(step_seconds)
