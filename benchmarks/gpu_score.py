@@ -9,10 +9,16 @@ seconds (load, cold score = first series with the XLA compilation, warm score me
 peak device memory the JAX allocator handed out (``peak_bytes_in_use``; the allocator is told
 not to preallocate; compilation and autotuning scratch included), what XLA's compiled plan of one
 model call at that batch needs (temporaries, inputs and outputs; on the CPU too), CuPy's pool,
-the pruned/full ratio and the ratio to the case study's 45 s on two K80 GPUs. Figures only;
-nothing is asserted.
+the pruned/full ratio and the ratio to the case study's 45 s on two K80 GPUs. Where the
+network's outputs stay on the GPU (Keras on JAX handing them to CuPy through DLPack,
+``KerasProbabilities.predict_on_device``) it also times the same process through the host and
+says whether both gave the same mask bytes. ``--profile`` prints where one more warm run spends
+its time; ``--second-process`` scores each model again in a fresh process that finds XLA's
+compiled programs in the cache (a peak without compilation or autotuning scratch). Figures
+only; nothing is asserted.
 
-    KERAS_BACKEND=jax python benchmarks/gpu_score.py [--models full pruned] [--batch 32]
+    KERAS_BACKEND=jax python benchmarks/gpu_score.py [--models full pruned] [--batch 32] \
+        [--profile] [--second-process]
 """
 
 from __future__ import annotations
