@@ -293,6 +293,21 @@ def test_full_and_pruned_are_served_by_onnx_runtime_and_keras_stays_available():
     assert model_weights("/some/model.onnx") == "/some/model.onnx"
 
 
+def test_a_gpu_host_on_jax_keeps_the_keras_file(monkeypatch):
+    """Where Keras runs on JAX with a GPU, ``--model full``/``pruned`` stay the Keras files:
+    they run on the GPU (ONNX Runtime's CPU build would not). No GPU here: CuPy's answer is
+    what the host would say."""
+    import ml.pipeline
+    from ml.cli.score import model_weights
+
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert model_weights("full") == "full-onnx"  # JAX without a GPU: ONNX Runtime is faster
+    monkeypatch.setattr(ml.pipeline, "cupy_available", lambda: True)
+    assert model_weights("full") == "full" and model_weights("pruned") == "pruned"
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")  # TensorFlow's CPU build: ONNX Runtime
+    assert model_weights("full") == "full-onnx"
+
+
 @pytest.mark.parametrize("name", ["pruned", "full"])
 def test_the_shipped_onnx_files_hold_the_shipped_keras_weights(name):
     """``--model pruned``/``full`` serve the ``.onnx`` export: it must be of the same weights."""
