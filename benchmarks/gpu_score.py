@@ -169,7 +169,8 @@ def main() -> int:
         for name in args.models:
             shipped = args.weights_dir / f"artiscan-{name}.keras"
             path = Path(name) if name.endswith(".keras") else shipped
-            cache = Path(tmp) / "xla-cache"
+            # Only a second process needs the first one's compiled programs kept.
+            cache = Path(tmp) / "xla-cache" if args.second_process else None
             rows[name] = run_model(path, series, args.batch, args.repeat, args.profile, cache)
             r = rows[name]
             gpu = "-" if r["gpu_peak_mb"] is None else f"{r['gpu_peak_mb']:.0f} MB"

@@ -304,8 +304,8 @@ def serve_masks(
     flags = out.view(xp.bool_)
     limits = [xp.float32(t) for t in to_numpy(thresholds).tolist()]
     maps = image_maps(modes, images)
-    if stacked is None:  # a GPU's array: not NumPy's
-        stacked = type(out).__module__.split(".")[0] != "numpy"
+    if stacked is None:
+        stacked = xp.__name__ != "numpy"  # CuPy: a GPU's arrays
     if stacked:
         _serve_stacked(probabilities, presence, modes, limits, rows, cols, resize, flags, maps)
         return out
