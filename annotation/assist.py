@@ -23,13 +23,15 @@ HINT_RADIUS_PX = 8
 
 
 def slice_model_masks(*, instance_id: uuid.UUID | str) -> dict[str, NDArray[np.uint8]]:
-    """The deployed model's masks for one instance (the cached pipeline), by type."""
+    """The deployed model's masks for one instance (the cached pipeline), by type: on its first
+    frame, the one an annotation page shows, for a multi-frame instance."""
     from backend.scoring.services import model_version_deployed, model_weights_local
-    from ml.pipeline import get_pipeline
+    from ml.pipeline import frame_pixels, get_pipeline
 
     instance = Instance.objects.get(pk=instance_id)
     ds = pydicom.dcmread(io.BytesIO(store_get(instance.storage_key)))
-    result = get_pipeline(model_weights_local(model_version_deployed())).score_datasets([ds])
+    pipeline = get_pipeline(model_weights_local(model_version_deployed()))
+    result = pipeline.score_datasets([ds], images=[frame_pixels(ds)[0]], frames=[0])
     return {name: result.masks[0, k] for k, name in enumerate(result.classes)}
 
 

@@ -133,7 +133,7 @@ def campaign_agreement(*, campaign: Campaign) -> list[dict[str, Any]]:
         findings: dict[tuple[str, str], Finding] = {}
         runs = {s.run_id for i, s in scores.items() if i in set(ids)}
         for f in Finding.objects.filter(
-            run_id__in=runs, instance_id__in=ids, artifact_type__in=types
+            run_id__in=runs, instance_id__in=ids, frame=1, artifact_type__in=types
         ):
             findings[(str(f.instance_id), f.artifact_type)] = f
         scored = [i for i in ids if i in scores]

@@ -200,19 +200,25 @@ def adjudications_latest(*, campaign: Campaign) -> dict[str, Adjudication]:
 
 
 def model_findings(*, instance: Instance, types: list[str]) -> list[Finding]:
-    """The model's findings on ``instance`` from its series' current scoring run."""
+    """The model's findings on ``instance`` from its series' current scoring run (on its first
+    frame: an annotation item is an instance, drawn on frame 1)."""
     run_id = instance.series.current_run_id
     if run_id is None:
         return []
-    return list(Finding.objects.filter(run_id=run_id, instance=instance, artifact_type__in=types))
+    return list(
+        Finding.objects.filter(run_id=run_id, instance=instance, frame=1, artifact_type__in=types)
+    )
 
 
 def model_scores(*, series_ids: list[uuid.UUID]) -> dict[str, InstanceScore]:
-    """instance id → its score in its series' current run."""
+    """instance id → its score in its series' current run (its first frame's, as
+    :func:`model_findings`)."""
     runs = Series.objects.filter(pk__in=series_ids).values_list("current_run_id", flat=True)
     return {
         str(s.instance_id): s
-        for s in InstanceScore.objects.filter(run_id__in=[r for r in runs if r is not None])
+        for s in InstanceScore.objects.filter(
+            run_id__in=[r for r in runs if r is not None], frame=1
+        )
     }
 
 

@@ -72,10 +72,12 @@ def _f32(value: float | None) -> float:
 def _slice_arrays(
     instance: Instance, masks: dict[str, np.ndarray], diagnostic: bool | None, sequence: str
 ) -> dict[str, Any]:
-    from ml.pipeline import pixels
+    from ml.pipeline import frame_pixels
 
     ds = pydicom.dcmread(io.BytesIO(store_get(instance.storage_key)))
-    image = pixels(ds)
+    # The frame the annotation page shows and the reader drew on: the first (a multi-frame
+    # instance's others are not annotated).
+    image = frame_pixels(ds)[0]
     positive = image[image > 0]
     scale = float(np.percentile(positive, 99)) if positive.size else 1.0
     stack = np.zeros((len(ARTIFACT_TYPES), instance.rows, instance.columns), np.uint8)

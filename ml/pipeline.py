@@ -931,10 +931,16 @@ class ScoringPipeline:
         return masks, presence, suitability
 
     def score_datasets(
-        self, datasets: list[Any], images: list[NDArray[np.float32]] | None = None
+        self,
+        datasets: list[Any],
+        images: list[NDArray[np.float32]] | None = None,
+        frames: list[int] | None = None,
     ) -> ScoreResult:
         """Score the pydicom datasets of one series, in the order given; ``images``: their
-        :func:`pixels`, when the caller has decoded them already (single-frame images).
+        :func:`pixels`, when the caller has decoded them already (single-frame images), or
+        their :func:`frame_pixels` with ``frames``, the 0-based frame of ``datasets[i]`` that
+        ``images[i]`` is (a multi-frame dataset repeated once per frame given), so each frame is
+        scored with its own header values.
 
         Without ``images`` a multi-frame (Enhanced MR) image is scored frame by frame, each frame
         with its own header values (:func:`ml.header.frame_values`): it gives one slice per
@@ -945,11 +951,15 @@ class ScoringPipeline:
         if images is None:
             sources, images = [], []
             for ds in datasets:
-                frames = frame_pixels(ds)
-                sources += [(ds, index) for index in range(len(frames))]
-                images += frames
+                decoded = frame_pixels(ds)
+                sources += [(ds, index) for index in range(len(decoded))]
+                images += decoded
         elif len(images) != len(datasets):
             raise ScoringError(f"{len(images)} images for {len(datasets)} datasets")
+        elif frames is not None:
+            if len(frames) != len(datasets):
+                raise ScoringError(f"{len(frames)} frame numbers for {len(datasets)} datasets")
+            sources = list(zip(datasets, frames, strict=True))
         else:
             sources = [(ds, 0) for ds in datasets]
         try:

@@ -19,7 +19,7 @@ from backend.review.models import (
     SeriesReview,
     SeriesVerdict,
 )
-from backend.scoring.masks import mask_put
+from backend.scoring.masks import mask_key, mask_put
 from backend.scoring.models import Finding, ReviewState
 from backend.studies.models import Series
 
@@ -75,11 +75,15 @@ def mask_decode(*, png: bytes, rows: int, columns: int) -> np.ndarray:
 
 
 def _corrected_key(finding: Finding, version: int) -> str:
-    instance = finding.instance
-    return (
-        f"masks/{finding.site_id}/{finding.run_id}/{instance.sop_uid}/"
-        f"{finding.artifact_type}.v{version}.png"
+    """Beside the model's mask (:func:`backend.scoring.masks.mask_key`), versioned."""
+    key = mask_key(
+        site_id=finding.site_id,
+        run_id=str(finding.run_id),
+        sop_uid=finding.instance.sop_uid,
+        artifact=finding.artifact_type,
+        frame=finding.frame if finding.instance.frame_count > 1 else None,
     )
+    return key.removesuffix(".png") + f".v{version}.png"
 
 
 @transaction.atomic

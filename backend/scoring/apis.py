@@ -55,6 +55,11 @@ class InstanceResultSerializer(serializers.Serializer):
     instance_id = serializers.UUIDField()
     sop_uid = serializers.CharField()
     instance_number = serializers.IntegerField(allow_null=True)
+    frame = serializers.IntegerField(
+        help_text="The frame number (1-based, as in WADO-RS /frames/N): an Enhanced MR instance "
+        "has one entry per frame, a classic instance one entry, frame 1."
+    )
+    frame_count = serializers.IntegerField(help_text="The instance's NumberOfFrames.")
     suitability_index = serializers.IntegerField(help_text="0-100, 100 = fully diagnostic")
     roi_suitability_index = serializers.IntegerField(
         allow_null=True,
@@ -100,7 +105,11 @@ class SeriesResultSerializer(serializers.Serializer):
     reason = serializers.CharField(allow_blank=True)
     roi_reason = serializers.CharField(allow_blank=True)
     roi = RoiOutputSerializer(allow_null=True)
-    instances = InstanceResultSerializer(many=True)
+    instances = InstanceResultSerializer(
+        many=True,
+        help_text="One entry per scored slice, in InstanceNumber then frame order: an instance "
+        "of several frames (Enhanced MR) gives one per frame.",
+    )
     quarantined = QuarantinedSliceSerializer(
         many=True, help_text="Slices the scoring gave up on after repeated failures, with why."
     )
@@ -115,23 +124,26 @@ def _result_body(series: Series, run: ScoringRun | None) -> dict[str, Any]:
     instances = []
     quarantined = []
     if run is not None:
-        findings: dict[str, list[object]] = {}
+        findings: dict[tuple[str, int], list[object]] = {}
         for finding in run.findings.all():
-            findings.setdefault(str(finding.instance_id), []).append(finding)
+            findings.setdefault((str(finding.instance_id), finding.frame), []).append(finding)
         for score in sorted(
-            run.instance_scores.all(), key=lambda s: s.instance.instance_number or 0
+            run.instance_scores.all(),
+            key=lambda s: (s.instance.instance_number or 0, s.instance.sop_uid, s.frame),
         ):
             instances.append(
                 {
                     "instance_id": score.instance_id,
                     "sop_uid": score.instance.sop_uid,
                     "instance_number": score.instance.instance_number,
+                    "frame": score.frame,
+                    "frame_count": score.instance.frame_count,
                     "suitability_index": round(score.suitability * 100),
                     "roi_suitability_index": _index(score.roi_suitability),
                     "nondiagnostic": score.nondiagnostic,
                     "reason": score.reason,
                     "roi_reason": score.roi_reason,
-                    "findings": findings.get(str(score.instance_id), []),
+                    "findings": findings.get((str(score.instance_id), score.frame), []),
                 }
             )
         quarantined = [

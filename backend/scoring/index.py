@@ -100,8 +100,11 @@ def slice_reason(
     return f"{name} over {worst.share:.0%} of the {area}{where}: {verdict}."
 
 
-def series_reason(slices: Sequence[tuple[int | None, float, str]], *, quarantined: int = 0) -> str:
-    """``slices``: (InstanceNumber, index 0-1, reason) per scored slice."""
+def series_reason(
+    slices: Sequence[tuple[int | str | None, float, str]], *, quarantined: int = 0
+) -> str:
+    """``slices``: (how the slice is named — its InstanceNumber, with the frame for a frame of
+    a multi-frame instance —, index 0-1, reason) per scored slice."""
     tail = (
         f" {quarantined} slice{'s' if quarantined != 1 else ''} quarantined." if quarantined else ""
     )

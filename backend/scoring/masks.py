@@ -11,8 +11,13 @@ from PIL import Image
 from backend.storage.store import store_get, store_put
 
 
-def mask_key(*, site_id: int, run_id: str, sop_uid: str, artifact: str) -> str:
-    return f"masks/{site_id}/{run_id}/{sop_uid}/{artifact}.png"
+def mask_key(
+    *, site_id: int, run_id: str, sop_uid: str, artifact: str, frame: int | None = None
+) -> str:
+    """Where a finding's mask is stored; ``frame`` (1-based) for a frame of a multi-frame
+    instance, None for a classic one."""
+    where = sop_uid if frame is None else f"{sop_uid}/frames/{int(frame)}"
+    return f"masks/{site_id}/{run_id}/{where}/{artifact}.png"
 
 
 def mask_put(key: str, mask: np.ndarray) -> int:

@@ -99,6 +99,11 @@ class ScoringRun(models.Model):
 class InstanceScore(models.Model):
     run = models.ForeignKey(ScoringRun, on_delete=models.CASCADE, related_name="instance_scores")
     instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="scores")
+    frame = models.PositiveIntegerField(
+        default=1,
+        help_text="The frame number (1-based, as in WADO-RS and a SEG's ReferencedFrameNumber): "
+        "an Enhanced MR instance has one score per frame, a classic one a single score, frame 1.",
+    )
     suitability = models.FloatField()
     nondiagnostic = models.BooleanField()
     reason = models.CharField(max_length=300, blank=True)
@@ -109,11 +114,11 @@ class InstanceScore(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
-        return f"{self.instance_id}: {self.suitability:.2f}"
+        return f"{self.instance_id} frame {self.frame}: {self.suitability:.2f}"
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["run", "instance"], name="instance_score_once")
+            models.UniqueConstraint(fields=["run", "instance", "frame"], name="instance_score_once")
         ]
 
 
@@ -129,6 +134,7 @@ class Finding(models.Model):
 
     run = models.ForeignKey(ScoringRun, on_delete=models.CASCADE, related_name="findings")
     instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="findings")
+    frame = models.PositiveIntegerField(default=1, help_text="The frame number (1-based).")
     site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="findings")
     artifact_type = models.CharField(max_length=32, choices=ARTIFACT_TYPE_CHOICES)
     mask_key = models.CharField(max_length=255, blank=True)
@@ -145,12 +151,12 @@ class Finding(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
-        return f"{self.artifact_type} on {self.instance_id}"
+        return f"{self.artifact_type} on {self.instance_id} frame {self.frame}"
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["run", "instance", "artifact_type"], name="finding_once"
+                fields=["run", "instance", "frame", "artifact_type"], name="finding_once"
             )
         ]
         indexes = [

@@ -42,16 +42,38 @@ def _uid(run: ScoringRun, label: str) -> str:
     return str(hd.UID.from_uuid(str(uuid.uuid5(run.pk, label))))
 
 
-def seg_build(run: ScoringRun) -> tuple[bytes, pydicom.Dataset] | None:
-    """The SEG of ``run`` (all its instances, one segment per type found), or None if nothing
-    was found."""
+def _groups(instances: list[Instance]) -> list[tuple[str, list[Instance]]]:
+    """The SEG objects of a series, each with its UID label and sources: one over its classic
+    (single-frame) instances, and one per multi-frame instance — a SEG may reference the frames
+    of one multi-frame source only (PS3.3 C.8.20.2, as highdicom enforces)."""
+    classic = [i for i in instances if i.frame_count <= 1]
+    groups = [("sop", classic)] if classic else []
+    return groups + [(f"sop:{i.sop_uid}", [i]) for i in instances if i.frame_count > 1]
+
+
+def seg_build(run: ScoringRun) -> list[tuple[bytes, pydicom.Dataset]]:
+    """The SEG objects of ``run`` (one segment per type found; :func:`_groups`), none if
+    nothing was found."""
     findings = list(Finding.objects.filter(run=run).select_related("instance"))
     if not findings:
-        return None
+        return []
     instances = sorted(
         {f.instance for f in findings} | set(run.series.instances.all()),
         key=lambda i: (i.instance_number or 0, i.sop_uid),
     )
+    built = []
+    for number, (label, group) in enumerate(_groups(instances), start=1):
+        own = {i.pk for i in group}
+        mine = [f for f in findings if f.instance_id in own]
+        if mine:
+            built.append(_seg_of(run, group, mine, label, number))
+    return built
+
+
+def _seg_of(
+    run: ScoringRun, instances: list[Instance], findings: list[Finding], label: str, number: int
+) -> tuple[bytes, pydicom.Dataset]:
+    """One SEG over ``instances`` (classic ones, or a single multi-frame one frame by frame)."""
     sources = [pydicom.dcmread(io.BytesIO(store_get(i.storage_key))) for i in instances]
     for source in sources:
         # Type 2 attributes the SEG copies from its sources: present, possibly empty.
@@ -60,12 +82,13 @@ def seg_build(run: ScoringRun) -> tuple[bytes, pydicom.Dataset] | None:
                 setattr(source, keyword, None)
     types = sorted({f.artifact_type for f in findings}, key=list(COLOURS).index)
     rows, columns = int(sources[0].Rows), int(sources[0].Columns)
-    pixels = np.zeros((len(instances), rows, columns, len(types)), dtype=bool)
+    multi_frame = len(instances) == 1 and instances[0].frame_count > 1
+    planes = instances[0].frame_count if multi_frame else len(instances)
+    pixels = np.zeros((planes, rows, columns, len(types)), dtype=bool)
     position = {i.pk: n for n, i in enumerate(instances)}
     for finding in findings:
-        pixels[position[finding.instance_id], :, :, types.index(finding.artifact_type)] = (
-            mask_get(finding.mask_key) > 0
-        )
+        plane = finding.frame - 1 if multi_frame else position[finding.instance_id]
+        pixels[plane, :, :, types.index(finding.artifact_type)] = mask_get(finding.mask_key) > 0
     algorithm = hd.AlgorithmIdentificationSequence(
         name="ArtiScan artifact model",
         family=codes.cid7162.ArtificialIntelligence,
@@ -96,8 +119,8 @@ def seg_build(run: ScoringRun) -> tuple[bytes, pydicom.Dataset] | None:
             segment_descriptions=descriptions,
             series_instance_uid=_uid(run, "series"),
             series_number=9000 + (sources[0].get("SeriesNumber") or 0),
-            sop_instance_uid=_uid(run, "sop"),
-            instance_number=1,
+            sop_instance_uid=_uid(run, label),
+            instance_number=number,
             manufacturer="ArtiScan",
             manufacturer_model_name="artifact model",
             software_versions=run.model_version.version,
@@ -109,14 +132,17 @@ def seg_build(run: ScoringRun) -> tuple[bytes, pydicom.Dataset] | None:
     return out.getvalue(), seg
 
 
-def seg_store(run: ScoringRun) -> Instance | None:
-    """Build, store and index the SEG of ``run`` (idempotent: the same UIDs each time)."""
-    built = seg_build(run)
-    if built is None:
-        return None
-    data, seg = built
+def seg_store(run: ScoringRun) -> list[Instance]:
+    """Build, store and index the SEG objects of ``run`` (idempotent: the same UIDs each time),
+    all in one SEG series of the study; none when nothing was found."""
+    return [_seg_put(run, data, seg) for data, seg in seg_build(run)]
+
+
+def _seg_put(run: ScoringRun, data: bytes, seg: pydicom.Dataset) -> Instance:
     source = run.series
-    key = f"instances/{source.site_id}/{source.study.study_uid}/{seg.SeriesInstanceUID}/seg.dcm"
+    # The classic instances' SEG keeps the name it always had; a frame-by-frame one its UID's.
+    name = "seg" if seg.SOPInstanceUID == _uid(run, "sop") else str(seg.SOPInstanceUID)
+    key = f"instances/{source.site_id}/{source.study.study_uid}/{seg.SeriesInstanceUID}/{name}.dcm"
     size = store_put(key, data)
     with transaction.atomic():
         series, _ = Series.objects.get_or_create(
@@ -136,7 +162,7 @@ def seg_store(run: ScoringRun) -> Instance | None:
             defaults={
                 "site_id": source.site_id,
                 "sop_class_uid": SEG_SOP_CLASS,
-                "instance_number": 1,
+                "instance_number": int(seg.InstanceNumber),
                 "storage_key": key,
                 "size_bytes": size,
                 "frame_count": int(seg.NumberOfFrames),
@@ -145,5 +171,5 @@ def seg_store(run: ScoringRun) -> Instance | None:
             },
         )
         if created:
-            Series.objects.filter(pk=series.pk).update(instance_count=1)
+            Series.objects.filter(pk=series.pk).update(instance_count=series.instances.count())
     return instance

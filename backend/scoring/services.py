@@ -404,11 +404,26 @@ def rescore_job_refresh(*, job_id: uuid.UUID | str) -> RescoreJob:
 
 @dataclass
 class _Scored:
+    """One scored slice: a classic instance, or one frame of a multi-frame instance."""
+
     instance: Instance
+    frame: int  # 1-based
     suitability: float
     reason: str
     findings: list[Finding]
     masks: list[np.ndarray] = field(default_factory=list)
+    """The findings' masks, bit-packed along the columns (:func:`_unpack`): a claim of a long
+    Enhanced MR instance holds them all until it is written."""
+
+
+def _unpack(packed: np.ndarray, columns: int) -> np.ndarray:
+    return np.unpackbits(packed, axis=1, count=columns)
+
+
+def slice_label(instance_number: int | None, frame: int, frame_count: int) -> str:
+    """How the reasons name a slice: its InstanceNumber, with the frame for a multi-frame one."""
+    number = "?" if instance_number is None else str(instance_number)
+    return number if frame_count <= 1 else f"{number} frame {frame}"
 
 
 @dataclass
@@ -444,67 +459,118 @@ def _head_masks(images: Sequence[np.ndarray]) -> list[np.ndarray]:
     return heads
 
 
-def _score_batch(run: ScoringRun, instances: list[Instance]) -> list[_Scored]:
-    """Compute (no writes to the database): masks go to the store under this run's keys."""
-    from ml.pipeline import get_pipeline, pixels
+class _Slices(NamedTuple):
+    """The slices of a claim, in order: a multi-frame instance gives one per frame."""
 
-    datasets = [pydicom.dcmread(io.BytesIO(store_get(i.storage_key))) for i in instances]
+    instances: list[Instance]
+    datasets: list[Any]
+    frames: list[int]  # 0-based, as ml.pipeline takes them
+    images: list[np.ndarray]
+
+
+def _decode(instances: list[Instance]) -> _Slices:
+    from ml.header import frame_count
+    from ml.pipeline import frame_pixels, pixels
+
+    out = _Slices([], [], [], [])
+    for instance in instances:
+        ds = pydicom.dcmread(io.BytesIO(store_get(instance.storage_key)))
+        # Decoded once (out of process when compressed); an Enhanced MR image frame by frame.
+        images = [pixels(ds)] if frame_count(ds) == 1 else frame_pixels(ds)
+        for index, image in enumerate(images):
+            out.instances.append(instance)
+            out.datasets.append(ds)
+            out.frames.append(index)
+            out.images.append(image)
+    return out
+
+
+def _score_batch(run: ScoringRun, instances: list[Instance]) -> list[_Scored]:
+    """Compute (no writes to the database): masks go to the store under this run's keys.
+
+    The network sees at most :data:`CLAIM_BATCH` slices at a time, so a claim of one long
+    Enhanced MR instance does not hold every frame's masks at full size at once."""
+    from ml.pipeline import get_pipeline
+
+    slices = _decode(instances)
     pipeline = get_pipeline(model_weights_local(run.model_version))
-    images = [pixels(ds) for ds in datasets]  # decoded once (out of process when compressed)
-    result = pipeline.score_datasets(datasets, images=images)
-    heads = _head_masks(images)
-    scored = []
+    scored: list[_Scored] = []
     pngs: list[tuple[str, bytes]] = []
-    for index, instance in enumerate(instances):
-        head_area = max(int(heads[index].sum()), 1)
-        pixel_mm2 = None
-        if instance.pixel_spacing_row_mm and instance.pixel_spacing_col_mm:
-            pixel_mm2 = instance.pixel_spacing_row_mm * instance.pixel_spacing_col_mm
-        findings, masks = [], []
-        for k, artifact in enumerate(result.classes):
-            mask = result.masks[index, k]
-            area = int(np.count_nonzero(mask))
-            if area == 0:
-                continue
-            # The box from the rows and columns that hold any pixel (np.nonzero lists them all).
-            rows = np.flatnonzero(mask.any(axis=1))
-            cols = np.flatnonzero(mask.any(axis=0))
-            key = mask_key(
-                site_id=run.site_id, run_id=str(run.pk), sop_uid=instance.sop_uid, artifact=artifact
-            )
-            pngs.append((key, mask_png(mask)))
-            masks.append(mask)
-            findings.append(
-                Finding(
-                    run=run,
-                    instance=instance,
-                    site_id=run.site_id,
-                    artifact_type=artifact,
-                    mask_key=key,
-                    area_px=area,
-                    area_mm2=area * pixel_mm2 if pixel_mm2 else None,
-                    area_fraction=area / mask.size,
-                    head_fraction=int(np.count_nonzero(mask & heads[index])) / head_area,
-                    bbox=[int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1],
-                    confidence=float(result.presence[index, k]),
-                    advice=advise(artifact, _advice_header(instance)).text(),
-                )
-            )
-        suitability = slice_suitability(
-            model_suitability=float(result.suitability[index]), masks=masks
+    for start in range(0, len(slices.images), CLAIM_BATCH):
+        chunk = slice(start, start + CLAIM_BATCH)
+        images = slices.images[chunk]
+        result = pipeline.score_datasets(
+            slices.datasets[chunk], images=images, frames=slices.frames[chunk]
         )
-        reason = slice_reason(
-            suitability=suitability,
-            findings=[
-                FindingShare(f.artifact_type, f.head_fraction, f.confidence) for f in findings
-            ],
-            phase_encode=instance.phase_encode_direction,
-        )
-        scored.append(_Scored(instance, suitability, reason, findings, masks))
+        heads = _head_masks(images)
+        for index, (instance, frame) in enumerate(
+            zip(slices.instances[chunk], slices.frames[chunk], strict=True)
+        ):
+            scored.append(_score_slice(run, instance, frame + 1, result, index, heads[index], pngs))
     # Durable before any row refers to them, with one sync for the batch (not one per mask).
     if pngs:
         store_put_many(pngs)
     return scored
+
+
+def _score_slice(
+    run: ScoringRun,
+    instance: Instance,
+    frame: int,
+    result: Any,
+    index: int,
+    head: np.ndarray,
+    pngs: list[tuple[str, bytes]],
+) -> _Scored:
+    """The findings, index and reason of slice ``index`` of ``result`` (frame ``frame``,
+    1-based, of ``instance``); its masks' PNGs are appended to ``pngs``."""
+    head_area = max(int(head.sum()), 1)
+    pixel_mm2 = None
+    if instance.pixel_spacing_row_mm and instance.pixel_spacing_col_mm:
+        pixel_mm2 = instance.pixel_spacing_row_mm * instance.pixel_spacing_col_mm
+    findings, masks = [], []
+    for k, artifact in enumerate(result.classes):
+        mask = result.masks[index, k]
+        area = int(np.count_nonzero(mask))
+        if area == 0:
+            continue
+        # The box from the rows and columns that hold any pixel (np.nonzero lists them all).
+        rows = np.flatnonzero(mask.any(axis=1))
+        cols = np.flatnonzero(mask.any(axis=0))
+        key = mask_key(
+            site_id=run.site_id,
+            run_id=str(run.pk),
+            sop_uid=instance.sop_uid,
+            artifact=artifact,
+            frame=frame if instance.frame_count > 1 else None,
+        )
+        pngs.append((key, mask_png(mask)))
+        masks.append(mask)
+        findings.append(
+            Finding(
+                run=run,
+                instance=instance,
+                frame=frame,
+                site_id=run.site_id,
+                artifact_type=artifact,
+                mask_key=key,
+                area_px=area,
+                area_mm2=area * pixel_mm2 if pixel_mm2 else None,
+                area_fraction=area / mask.size,
+                head_fraction=int(np.count_nonzero(mask & head)) / head_area,
+                bbox=[int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1],
+                confidence=float(result.presence[index, k]),
+                advice=advise(artifact, _advice_header(instance)).text(),
+            )
+        )
+    suitability = slice_suitability(model_suitability=float(result.suitability[index]), masks=masks)
+    reason = slice_reason(
+        suitability=suitability,
+        findings=[FindingShare(f.artifact_type, f.head_fraction, f.confidence) for f in findings],
+        phase_encode=instance.phase_encode_direction,
+    )
+    packed = [np.packbits(m > 0, axis=1) for m in masks]
+    return _Scored(instance, frame, suitability, reason, findings, packed)
 
 
 class _Failure(NamedTuple):
@@ -552,6 +618,19 @@ def _compute(
 
 def _max_attempts() -> int:
     return int(settings.ARTISCAN_SCORING_MAX_ATTEMPTS)
+
+
+def _batch(instances: list[Instance]) -> list[Instance]:
+    """The first instances of ``instances`` holding up to :data:`CLAIM_BATCH` slices (frames),
+    at least one."""
+    picked: list[Instance] = []
+    slices = 0
+    for instance in instances:
+        if picked and slices + max(1, instance.frame_count) > CLAIM_BATCH:
+            break
+        picked.append(instance)
+        slices += max(1, instance.frame_count)
+    return picked
 
 
 def _claim(
@@ -606,8 +685,10 @@ def _claim(
                 quarantined.append(instance)
                 continue
             suspects.append((attempt.attempts, order, instance))
-        # Fresh slices go in a batch; a suspect alone, so a crash is pinned on one slice.
-        picked = fresh[:CLAIM_BATCH] if fresh else [min(suspects)[2]] if suspects else []
+        # Fresh instances go in a batch of up to CLAIM_BATCH slices (an Enhanced MR instance
+        # is as many as its frames, and always goes whole); a suspect alone, so a crash is
+        # pinned on one instance.
+        picked = _batch(fresh) if fresh else [min(suspects)[2]] if suspects else []
         until = now + timedelta(seconds=int(settings.CELERY_VISIBILITY_TIMEOUT))
         for instance in picked:
             attempt = attempts.get(instance.pk) or SliceAttempt(
@@ -634,13 +715,14 @@ def _write(
 ) -> list[_Scored]:
     with transaction.atomic():
         series = Series.objects.select_for_update().get(pk=run.series_id)
-        ids = [s.instance.pk for s in scored]
+        ids = list({s.instance.pk for s in scored})
         done = set(
             InstanceScore.objects.filter(run=run, instance_id__in=ids).values_list(
-                "instance_id", flat=True
+                "instance_id", "frame"
             )
         )
-        fresh = [s for s in scored if s.instance.pk not in done]  # someone else wrote them
+        # Someone else wrote them (an instance's frames are written together, or not at all).
+        fresh = [s for s in scored if (s.instance.pk, s.frame) not in done]
         roi = series_roi(series=series)
         rows = []
         for item in fresh:
@@ -649,6 +731,7 @@ def _write(
                 InstanceScore(
                     run=run,
                     instance=item.instance,
+                    frame=item.frame,
                     suitability=item.suitability,
                     nondiagnostic=item.suitability < NONDIAGNOSTIC_BELOW,
                     reason=item.reason,
@@ -746,7 +829,7 @@ def run_seg_schedule(*, run: ScoringRun) -> None:
     )
 
 
-def run_seg_refresh(*, run_id: uuid.UUID | str, scored: int) -> Instance | None:
+def run_seg_refresh(*, run_id: uuid.UUID | str, scored: int) -> list[Instance] | None:
     """Build and store the SEG of run ``run_id`` if it still has exactly ``scored`` slices
     scored and none waiting (else a later request covers it); idempotent (``seg_store``)."""
     run = ScoringRun.objects.select_related("series", "model_version").filter(pk=run_id).first()
@@ -777,8 +860,7 @@ def _series_summary(run: ScoringRun, series: Series) -> None:
     run.suitability = series_suitability([s.suitability for s in scores])
     run.nondiagnostic = None if run.suitability is None else run.suitability < NONDIAGNOSTIC_BELOW
     run.reason = series_reason(
-        [(s.instance.instance_number, s.suitability, s.reason) for s in scores],
-        quarantined=quarantined,
+        [(_label(s), s.suitability, s.reason) for s in scores], quarantined=quarantined
     )
     run.roi_suitability, run.roi_reason = _roi_series(scores)
     run.status = RunStatus.DONE if scores else RunStatus.FAILED
@@ -802,8 +884,16 @@ def _series_summary(run: ScoringRun, series: Series) -> None:
             current_run=run,
             status=SeriesStatus.SCORED if scores else SeriesStatus.FAILED,
         )
-        changed = []
+        # An instance's index: its worst frame's (a classic instance has one).
+        worst: dict[uuid.UUID, InstanceScore] = {}
         for score in scores:
+            if (
+                score.instance_id not in worst
+                or score.suitability < worst[score.instance_id].suitability
+            ):
+                worst[score.instance_id] = score
+        changed = []
+        for score in worst.values():
             if score.instance.suitability != score.suitability:
                 score.instance.suitability = score.suitability
                 changed.append(score.instance)
@@ -818,10 +908,14 @@ def _index(value: float | None) -> int | None:
     return None if value is None else round(value * 100)
 
 
+def _label(score: InstanceScore) -> str:
+    return slice_label(score.instance.instance_number, score.frame, score.instance.frame_count)
+
+
 def _publish(run: ScoringRun, series: Series, scored: list[_Scored]) -> None:
     site_id, series_id = series.site_id, str(series.pk)
     scores = {
-        s.instance_id: s
+        (s.instance_id, s.frame): s
         for s in InstanceScore.objects.filter(run=run, instance__in=[i.instance for i in scored])
     }
     events = [
@@ -830,10 +924,14 @@ def _publish(run: ScoringRun, series: Series, scored: list[_Scored]) -> None:
             "instance_id": str(item.instance.pk),
             "sop_uid": item.instance.sop_uid,
             "instance_number": item.instance.instance_number,
+            "frame": item.frame,
+            "frame_count": item.instance.frame_count,
             "model": str(run.model_version),
             "suitability_index": round(item.suitability * 100),
             "roi_suitability_index": _index(
-                scores[item.instance.pk].roi_suitability if item.instance.pk in scores else None
+                scores[key].roi_suitability
+                if (key := (item.instance.pk, item.frame)) in scores
+                else None
             ),
             "reason": item.reason,
             "findings": [
@@ -900,7 +998,7 @@ def _roi_slice(item: _Scored, roi: SeriesRegionOfInterest | None) -> tuple[float
         # The stored slice index is slice_suitability(s, masks) over the whole image: s itself.
         model_suitability=item.suitability,
         findings=[
-            (f.artifact_type, f.confidence, m)
+            (f.artifact_type, f.confidence, _unpack(m, item.instance.columns))
             for f, m in zip(item.findings, item.masks, strict=True)
         ],
         region=_region(roi, item.instance),
@@ -913,18 +1011,16 @@ def _roi_series(scores: Iterable[InstanceScore]) -> tuple[float | None, str]:
     if not inside:
         return None, ""
     value = series_suitability([s.roi_suitability for s in inside if s.roi_suitability is not None])
-    reason = series_reason(
-        [(s.instance.instance_number, s.roi_suitability or 0.0, s.roi_reason) for s in inside]
-    )
+    reason = series_reason([(_label(s), s.roi_suitability or 0.0, s.roi_reason) for s in inside])
     return value, "Region of interest: " + reason[:280]
 
 
 def _roi_apply(series: Series, roi: SeriesRegionOfInterest | None) -> None:
     """Recompute the ROI index of every run of ``series`` (cleared without a region)."""
     for run in ScoringRun.objects.filter(series=series).select_related("model_version"):
-        findings: dict[uuid.UUID, list[Finding]] = {}
+        findings: dict[tuple[uuid.UUID, int], list[Finding]] = {}
         for finding in run.findings.all():
-            findings.setdefault(finding.instance_id, []).append(finding)
+            findings.setdefault((finding.instance_id, finding.frame), []).append(finding)
         scores = list(run.instance_scores.select_related("instance"))
         for score in scores:
             if roi is None or not roi.covers(score.instance.instance_number):
@@ -932,7 +1028,7 @@ def _roi_apply(series: Series, roi: SeriesRegionOfInterest | None) -> None:
             else:
                 own = [
                     (f.artifact_type, f.confidence, mask_get(f.mask_key))
-                    for f in findings.get(score.instance_id, [])
+                    for f in findings.get((score.instance_id, score.frame), [])
                     if f.mask_key
                 ]
                 score.roi_suitability, score.roi_reason = _roi_index(

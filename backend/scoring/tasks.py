@@ -58,10 +58,10 @@ def series_score_task(
 )
 def run_seg_task(self: TrackedTask, run_id: str, scored: int) -> str:
     try:
-        instance = run_seg_refresh(run_id=run_id, scored=scored)
+        built = run_seg_refresh(run_id=run_id, scored=scored)
     except Exception:
         # Derived data: a SEG that cannot be built (e.g. sources without a frame of reference)
         # must not put the job in a retry loop; the results themselves are stored.
         logger.exception("the SEG of run %s could not be built", run_id)
         return ""
-    return str(instance.pk) if instance is not None else ""
+    return ",".join(str(instance.pk) for instance in built or [])

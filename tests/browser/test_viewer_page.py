@@ -305,7 +305,7 @@ def test_the_frames_of_an_enhanced_mr_image_are_slices_of_the_stack(
     page, asgi_server, radiologist_a, site_a
 ):
     # A classic slice and a 3-frame Enhanced MR image of one series: four positions, each frame
-    # fetched on its own over WADO-RS (frames/N) and drawn as itself.
+    # fetched on its own over WADO-RS (frames/N) and drawn as itself, each with its own result.
     from pydicom.uid import generate_uid
 
     from tests.deid.builders import enhanced_mr_dataset
@@ -323,6 +323,17 @@ def test_the_frames_of_an_enhanced_mr_image_are_slices_of_the_stack(
         outcomes = pool.submit(series_ingest, site=site_a, files=files, source="upload").result()
     assert [o.status for o in outcomes] == ["accepted", "accepted"]
     series = Series.objects.get(site=site_a, modality="MR")
+    from backend.scoring.services import series_score
+    from tests.review.helpers import _let_real_scoring_finish
+
+    _let_real_scoring_finish(series)  # a worker started by an earlier test may be on it
+    with ThreadPoolExecutor(1) as pool:
+        run = pool.submit(series_score, series_id=series.pk).result()
+    scores = {
+        (s.instance.instance_number, s.frame): round(s.suitability * 100)
+        for s in run.instance_scores.select_related("instance")
+    }
+    assert sorted(scores) == [(1, 1), (2, 1), (2, 2), (2, 3)]
     asked: list[str] = []
     page.on("request", lambda request: asked.append(request.url))
     _sign_in(page, asgi_server, "rad_a", f"/series/{series.pk}/")
@@ -342,6 +353,17 @@ def test_the_frames_of_an_enhanced_mr_image_are_slices_of_the_stack(
         page.wait_for_timeout(300)
         shown[position] = _canvas(page)
         assert f"4000 / {90 + 10 * (position - 1)}.0 ms" in page.inner_text("#headers")
+    # The strip and the findings panel: each frame's position shows that frame's index.
+    page.wait_for_selector("#viewer[data-scored='4']", timeout=30_000)
+    cells = [page.inner_text(f"#strip .strip-cell[data-position='{p}']") for p in range(4)]
+    expected = [scores[(1, 1)], scores[(2, 1)], scores[(2, 2)], scores[(2, 3)]]
+    assert [int(c.split()[0]) for c in cells] == expected
+    for position in (1, 3):
+        page.click(f"#strip .strip-cell[data-position='{position}']")
+        page.wait_for_function(
+            f"document.querySelector('#viewer').dataset.slice === '{position}'", timeout=10_000
+        )
+        assert page.inner_text("#findings").startswith(f"Index {expected[position]}/100")
     enhanced_uid = outcomes[1].sop_uid
     for frame in (1, 2, 3):
         assert any(f"/instances/{enhanced_uid}/frames/{frame}" in url for url in asked), frame

@@ -52,8 +52,8 @@ def _scored_series(site):
 def test_the_seg_round_trips_through_highdicom_with_our_masks(site_a):
     series, run = _scored_series(site_a)
     findings = list(Finding.objects.filter(run=run).select_related("instance"))
-    instance = seg_store(run)
-    assert instance is not None and instance.series.modality == "SEG"
+    [instance] = seg_store(run)
+    assert instance.series.modality == "SEG"
     seg = hd.seg.segread(io.BytesIO(store_get(instance.storage_key)))
     sources = {i.sop_uid for i in series.instances.all()}
     referenced = {
@@ -80,16 +80,15 @@ def test_building_a_seg_logs_nothing_at_info_and_warns_nothing(site_a, caplog):
     _, run = _scored_series(site_a)
     with caplog.at_level(logging.INFO), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert seg_store(run) is not None
+        assert seg_store(run)
     assert not [r for r in caplog.records if r.name.startswith("highdicom")]
     assert not [w for w in caught if "person name" in str(w.message)]
 
 
 def test_building_the_seg_twice_replaces_it(site_a):
     _, run = _scored_series(site_a)
-    first = seg_store(run)
-    second = seg_store(run)
-    assert first is not None and second is not None
+    [first] = seg_store(run)
+    [second] = seg_store(run)
     assert first.pk == second.pk and Series.objects.filter(modality="SEG").count() == 1
     ds = pydicom.dcmread(io.BytesIO(store_get(second.storage_key)))
     assert ds.Modality == "SEG" and ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"
@@ -97,8 +96,7 @@ def test_building_the_seg_twice_replaces_it(site_a):
 
 def test_our_dicomweb_serves_the_seg_in_the_study(api, radiologist_a, site_a):
     series, run = _scored_series(site_a)
-    instance = seg_store(run)
-    assert instance is not None
+    [instance] = seg_store(run)
     study_uid = series.study.study_uid
     found = (
         api.as_(radiologist_a)
@@ -128,8 +126,8 @@ def test_a_seg_request_overtaken_by_a_later_write_builds_nothing(site_a):
     scored = run.instance_scores.count()
     assert run_seg_refresh(run_id=run.pk, scored=scored - 1) is None  # a later one covers it
     assert not Series.objects.filter(modality="SEG").exists()
-    instance = run_seg_refresh(run_id=run.pk, scored=scored)
-    assert instance is not None and instance.series.modality == "SEG"
+    [instance] = run_seg_refresh(run_id=run.pk, scored=scored) or []
+    assert instance.series.modality == "SEG"
 
 
 def test_no_seg_while_slices_of_the_series_wait(site_a):

@@ -60,11 +60,20 @@ export interface InstanceResult {
   instance_id: string;
   sop_uid: string;
   instance_number: number | null;
+  /** 1-based; an Enhanced MR instance has one result per frame. */
+  frame: number;
+  frame_count: number;
   suitability_index: number;
   nondiagnostic: boolean;
   reason: string;
   findings: FindingResult[];
   roi_suitability_index?: number | null;
+}
+
+/** The slice a result is for, as the viewer keys its stack positions: the SOP Instance UID,
+ * with `/frames/N` for a frame of a multi-frame instance. */
+export function resultKey(result: Pick<InstanceResult, "sop_uid" | "frame" | "frame_count">): string {
+  return result.frame_count > 1 ? `${result.sop_uid}/frames/${result.frame}` : result.sop_uid;
 }
 
 export interface RoiResult {

@@ -31,6 +31,7 @@ import {
   blobToBase64,
   findingReview,
   roiClear,
+  resultKey,
   roiSet,
   seriesResult,
   seriesReview,
@@ -202,8 +203,8 @@ async function start(): Promise<void> {
     }
   }
   items = positions;
-  // Results are per instance, and the workers do not score a multi-frame one yet: its frames get
-  // keys of their own, so no result, finding or mask is ever placed on them.
+  // A position's key: its SOP Instance UID, with `/frames/N` for a frame of a multi-frame
+  // instance — as a result names the slice it is for (`resultKey`).
   const sops = items.map((item, i) => {
     const sop = value<string>(item, "00080018") ?? "";
     return frameOf[i] ? `${sop}/frames/${frameOf[i]}` : sop;
@@ -291,7 +292,7 @@ async function start(): Promise<void> {
     root.dataset.overlaysVisible = overlays.visibleTypes().join(",");
     const jobs: { position: number; run: () => Promise<void> }[] = [];
     for (const instance of result.instances) {
-      const position = positionOfSop.get(instance.sop_uid);
+      const position = positionOfSop.get(resultKey(instance));
       if (position === undefined) continue;
       for (const finding of instance.findings) {
         const url = maskUrlOf(finding);
@@ -421,7 +422,7 @@ async function start(): Promise<void> {
   // --- review actions ---------------------------------------------------------------------------
   const positionOfFinding = (finding: FindingResult): number => {
     const instance = result?.instances.find((i) => i.findings.some((f) => f.id === finding.id));
-    return instance ? positionOfSop.get(instance.sop_uid) ?? current() : current();
+    return instance ? positionOfSop.get(resultKey(instance)) ?? current() : current();
   };
 
   const setEditTool = (mode: "brush" | "eraser"): void => {
@@ -501,7 +502,7 @@ async function start(): Promise<void> {
   };
 
   const firstOpenFinding = (): FindingResult | undefined => {
-    const instance = result?.instances.find((i) => i.sop_uid === sops[current()]);
+    const instance = result?.instances.find((i) => resultKey(i) === sops[current()]);
     return instance?.findings.find((f) => f.review_state === "pending") ?? instance?.findings[0];
   };
 

@@ -1,7 +1,7 @@
 // The scoring result beside the image: a strip of per-slice indices (click to jump), the
 // overlay toggles, and the current slice's findings with advice and review actions.
 
-import type { FindingResult, FindingReview, SeriesResult } from "../api/client";
+import { resultKey, type FindingResult, type FindingReview, type SeriesResult } from "../api/client";
 import { artifactColour, artifactLabel } from "../common/artifacts";
 import type { OverlayState } from "./overlays";
 
@@ -15,7 +15,7 @@ export function renderStrip(
   sopOrder: string[],
   onPick: (position: number) => void,
 ): void {
-  const bySop = new Map(result.instances.map((i) => [i.sop_uid, i]));
+  const bySop = new Map(result.instances.map((i) => [resultKey(i), i]));
   target.replaceChildren();
   sopOrder.forEach((sop, position) => {
     const cell = document.createElement("button");
@@ -112,7 +112,7 @@ export interface FindingActions {
 export function renderFindings(target: HTMLElement, result: SeriesResult | null, sop: string, actions: FindingActions): void {
   target.replaceChildren();
   const head = document.createElement("p");
-  const scored = result?.instances.find((i) => i.sop_uid === sop);
+  const scored = result?.instances.find((i) => resultKey(i) === sop);
   if (!result || !scored) {
     head.className = "muted";
     head.textContent = result ? "Not scored yet." : "No result yet.";
