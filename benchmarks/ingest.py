@@ -97,6 +97,62 @@ def make_series(n: int, rows: int = 384, columns: int = 512) -> list[bytes]:
     return files
 
 
+ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.1"
+
+
+def make_enhanced(n: int, rows: int = 384, columns: int = 512) -> bytes:
+    """The slices of :func:`make_series` as one Enhanced MR (multi-frame) instance of ``n``
+    frames, its acquisition values in functional groups, as a scanner exporting Enhanced MR
+    (Siemens XA's default) sends a series."""
+    from pydicom.sequence import Sequence
+
+    classic = [pydicom.dcmread(io.BytesIO(data)) for data in make_series(n, rows, columns)]
+    positions = [list(source.ImagePositionPatient) for source in classic]
+    ds = classic[0]
+    moved = ("EchoTime", "RepetitionTime", "PixelSpacing", "SliceThickness",
+             "SpacingBetweenSlices", "InPlanePhaseEncodingDirection", "ImagePositionPatient",
+             "ImageOrientationPatient", "PixelBandwidth")  # fmt: skip
+    for keyword in moved:  # into the functional groups
+        delattr(ds, keyword)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = ENHANCED_MR
+    ds.NumberOfFrames, ds.InstanceNumber = n, 1
+    shared = Dataset()
+    timing = Dataset()
+    timing.RepetitionTime = 4000.0
+    shared.MRTimingAndRelatedParametersSequence = Sequence([timing])
+    measures = Dataset()
+    measures.PixelSpacing, measures.SliceThickness, measures.SpacingBetweenSlices = [0.5, 0.5], 5, 5
+    shared.PixelMeasuresSequence = Sequence([measures])
+    fov = Dataset()
+    fov.InPlanePhaseEncodingDirection = "ROW"
+    shared.MRFOVGeometrySequence = Sequence([fov])
+    orientation = Dataset()
+    orientation.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    shared.PlaneOrientationSequence = Sequence([orientation])
+    modifier = Dataset()
+    modifier.PixelBandwidth = 130.0
+    shared.MRImagingModifierSequence = Sequence([modifier])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    frames = []
+    for i, where in enumerate(positions):
+        frame = Dataset()
+        content = Dataset()
+        content.FrameAcquisitionNumber = i + 1
+        frame.FrameContentSequence = Sequence([content])
+        position = Dataset()
+        position.ImagePositionPatient = where
+        frame.PlanePositionSequence = Sequence([position])
+        echo = Dataset()
+        echo.EffectiveEchoTime = 90.0
+        frame.MREchoSequence = Sequence([echo])
+        frames.append(frame)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+    ds.PixelData = b"".join(source.PixelData for source in classic)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -6,11 +6,13 @@
   are all waiting (``workstation.take_batch``/``stow_many``): ``--sending 8x2`` is up to 8 files
   per STOW-RS request with 2 requests under way; ``1x1`` is one slice per request, serially;
 - throughput: slices/s with 1, 2 and 4 scoring worker processes in site mode (PostgreSQL +
-  Redis), with each worker's peak resident memory.
+  Redis), with each worker's peak resident memory; ``--layouts classic enhanced`` measures the
+  same slices sent as classic instances and as one Enhanced MR instance per series (scored
+  frame by frame), in the same run.
 
     .venv/bin/python benchmarks/scoring.py [latency] [throughput] [--weights pruned-onnx]
         [--slices 50] [--series-slices 32] [--sending 1x1 8x2 16x2 32x1] [--workers 1 2 4]
-        [--series 8] [--per-series 8]
+        [--series 8] [--per-series 8] [--layouts classic enhanced]
 
 Every part runs on a scratch installation: a fresh PostgreSQL database on DATABASE_URL's server
 (dropped at the end) and REDIS_URL when both are set, else (latency only) the embedded SQLite
@@ -45,7 +47,7 @@ from tqdm import tqdm
 from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import ROOT, free_port, make_series, peak_rss_mb, wait_port
+from ingest import ROOT, free_port, make_enhanced, make_series, peak_rss_mb, wait_port
 
 sys.path.insert(0, str(ROOT))
 from workstation.__main__ import stow_many, take_batch
@@ -324,31 +326,39 @@ def throughput(args: argparse.Namespace) -> None:
                 warm = [make_series(1) for _ in range(2 * n)]
                 ids = _ingest(site_id, warm)
                 _wait_scored(ids, len(warm), f"{n} workers: warm-up")
-                batch = [make_series(args.per_series) for _ in range(args.series)]
-                total = args.series * args.per_series
-                ids = _ingest(site_id, batch)
-                _wait_scored(ids, total, f"{n} workers: {total} slices")
-                # Claims are saved when taken (the write phase does not touch updated_at).
-                start = SliceAttempt.objects.filter(instance__series_id__in=ids).aggregate(
-                    t=Min("updated_at")
-                )["t"]
-                end = InstanceScore.objects.filter(instance__series_id__in=ids).aggregate(
-                    t=Max("created_at")
-                )["t"]
-                seconds = (end - start).total_seconds()
-                rss = [peak_mb(w.pid) for w in workers]
-                results.append((n, threads, total / seconds, seconds, rss))
-                print(
-                    f"{n} worker(s) x {threads} thread(s): {total / seconds:.2f} slices/s "
-                    f"({total} slices in {seconds:.1f} s); peak RSS per worker "
-                    + ", ".join(f"{r:.0f}" for r in rss)
-                    + " MiB"
-                )
+                for layout in args.layouts:
+                    if layout == "enhanced":
+                        batch = [[make_enhanced(args.per_series)] for _ in range(args.series)]
+                    else:
+                        batch = [make_series(args.per_series) for _ in range(args.series)]
+                    total = args.series * args.per_series
+                    ids = _ingest(site_id, batch)
+                    _wait_scored(ids, total, f"{n} workers, {layout}: {total} slices")
+                    # Claims are saved when taken (the write phase does not touch updated_at).
+                    start = SliceAttempt.objects.filter(instance__series_id__in=ids).aggregate(
+                        t=Min("updated_at")
+                    )["t"]
+                    end = InstanceScore.objects.filter(instance__series_id__in=ids).aggregate(
+                        t=Max("created_at")
+                    )["t"]
+                    seconds = (end - start).total_seconds()
+                    rss = [peak_mb(w.pid) for w in workers]
+                    results.append((n, layout, total / seconds, seconds, rss))
+                    print(
+                        f"{n} worker(s) x {threads} thread(s), {layout}: "
+                        f"{total / seconds:.2f} slices/s ({total} slices in {seconds:.1f} s); "
+                        "peak RSS per worker " + ", ".join(f"{r:.0f}" for r in rss) + " MiB"
+                    )
             finally:
                 stop(workers)
-        base = results[0][2] if results else 0
-        for n, _, rate, _, _ in results:
-            print(f"  {n} worker(s): {rate / base:.2f}x the throughput of {results[0][0]}")
+        if not results:
+            return
+        base_n, base_layout, base, _, _ = results[0]
+        for n, layout, rate, _, _ in results:
+            print(
+                f"  {n} worker(s), {layout}: {rate / base:.2f}x the throughput of "
+                f"{base_n} worker(s), {base_layout}"
+            )
 
 
 def main() -> int:
@@ -368,6 +378,13 @@ def main() -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--series", type=int, default=8)
     parser.add_argument("--per-series", type=int, default=8)
+    parser.add_argument(
+        "--layouts",
+        nargs="+",
+        choices=["classic", "enhanced"],
+        default=["classic"],
+        help="throughput: the series as classic instances, as one Enhanced MR instance each",
+    )
     args = parser.parse_args()
     parts = args.parts or ["latency", "throughput"]
     if set(parts) - {"latency", "throughput"}:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install-time fetch of OHIF's prebuilt viewer (npm package @ohif/app, its dist/) for the OHIF
 # check: OHIF opens our studies over our own /dicomweb/ (tests/browser/test_ohif.py, docs/ohif.md).
-# Idempotent: does nothing when this version is already installed. Nothing is downloaded at run
-# time; the served viewer reads only files from this folder and data from our own server.
+# Idempotent: fetches nothing when this version is already installed (the configuration is written
+# again). Nothing is downloaded at run time; the served viewer reads only files from this folder
+# and data from our own server.
 #
 # Target: $ARTISCAN_OHIF_DIR (default var/ohif, ignored by git):
 #   var/ohif/node_modules/@ohif/app/dist/   the prebuilt viewer, rebased to be served at /ohif/
@@ -18,9 +19,8 @@ version="3.13.2"
 dest="${ARTISCAN_OHIF_DIR:-$root/var/ohif}"
 app="$dest/node_modules/@ohif/app"
 marker="$app/.artiscan-installed-$version"
-if [ -f "$marker" ]; then
-    exit 0
-fi
+# Installed already: only our configuration below is written again (it may have changed).
+if [ ! -f "$marker" ]; then
 if ! command -v npm >/dev/null; then
     echo "install-ohif: npm not found; the OHIF check (tests/browser/test_ohif.py) needs it" >&2
     exit 1
@@ -63,6 +63,8 @@ for css in dist.glob("*.css"):
     css.write_text(re.sub(r"url\(/(?!/)", "url(/ohif/", text), errors="surrogateescape")
 print(f"install-ohif: rebased index.html and {bundles} bundles at /ohif/")
 PY
+touch "$marker"
+fi
 
 # Our configuration: one DICOMweb data source, our /dicomweb on the same origin (the session
 # cookie authenticates every request), studies listed by QIDO, images by WADO-RS frames.
@@ -94,13 +96,13 @@ window.config = {
         wadoUriRoot: window.location.origin + '/dicomweb',
         qidoRoot: window.location.origin + '/dicomweb',
         wadoRoot: window.location.origin + '/dicomweb',
-        qidoSupportsIncludeField: false,
+        qidoSupportsIncludeField: true,
         supportsReject: false,
         imageRendering: 'wadors',
         thumbnailRendering: 'wadors',
         enableStudyLazyLoad: true,
         supportsFuzzyMatching: false,
-        supportsWildcard: false,
+        supportsWildcard: true,
         staticWado: false,
         singlepart: 'bulkdata,video',
         omitQuotationForMultipartRequest: true,
@@ -110,5 +112,4 @@ window.config = {
   ],
 };
 JS
-touch "$marker"
 echo "install-ohif: OHIF $version in $app/dist (served at /ohif/ when enabled; see docs/ohif.md)"

@@ -9,6 +9,7 @@ I = f"{SE}/instances/<str:sop_uid>"  # noqa: E741
 urlpatterns = [
     path("studies", views.StudiesRootView.as_view(), name="dicomweb-studies"),
     path(S, views.StowStudyView.as_view(), name="stow-study"),
+    path(f"{S}/metadata", views.WadoStudyMetadataView.as_view(), name="wado-study-metadata"),
     path("series", views.QidoSeriesView.as_view(), name="qido-all-series"),
     path("instances", views.QidoInstancesView.as_view(), name="qido-all-instances"),
     path(f"{S}/series", views.QidoSeriesView.as_view(), name="qido-series"),

@@ -12,6 +12,7 @@ from typing import Any
 
 import pydicom
 from django.conf import settings
+from django.db import models
 from django.db.models import Count
 from django.http import HttpResponse
 from django.utils.cache import patch_vary_headers
@@ -25,7 +26,7 @@ from backend.accounts.selectors import sender_for
 from backend.audit.mixins import ClinicalAPIView
 from backend.audit.models import AuditAction
 from backend.audit.services import AuditTarget
-from backend.dicomweb import multipart
+from backend.dicomweb import multipart, qido
 from backend.dicomweb.metadata import (
     StoredFileMissing,
     metadata_response_body,
@@ -74,10 +75,6 @@ def _page(request: Request, qs: Any) -> list[Any]:
     return list(qs[offset : offset + limit])
 
 
-def _uid_param(request: Request, keyword: str, tag: str) -> str | None:
-    return request.query_params.get(keyword) or request.query_params.get(tag) or None
-
-
 class DicomWebView(ClinicalAPIView):
     renderer_classes = [JSONRenderer]
     content_negotiation_class = AnyAccept
@@ -100,6 +97,10 @@ class PixelsUndecodable(exceptions.APIException):
     default_code = "undecodable"
 
 
+def _pn(value: str) -> dict[str, Any]:
+    return {"vr": "PN", "Value": [{"Alphabetic": value}]} if value else {"vr": "PN"}
+
+
 def _study_json(study: Study, base: str) -> dict[str, Any]:
     modalities = sorted({s.modality for s in study.series.all()})
     return {
@@ -108,9 +109,15 @@ def _study_json(study: Study, base: str) -> dict[str, Any]:
         "00080061": _a("CS", *modalities),
         "00201206": _a("IS", study.n_series),  # type: ignore[attr-defined]
         "00201208": _a("IS", study.n_instances),  # type: ignore[attr-defined]
-        "00080020": _a("DA"),
+        # As the de-identified files hold them: the shifted date, the patient's pseudonym;
+        # AccessionNumber, StudyID and the referring physician are removed (empty).
+        "00080020": _a("DA", study.study_date.strftime("%Y%m%d") if study.study_date else None),
+        "00080030": _a("TM", study.study_time),
         "00080050": _a("SH"),
-        "00100010": _a("PN"),
+        "00200010": _a("SH"),
+        "00080090": {"vr": "PN"},
+        "00100010": _pn(study.patient_pseudonym),
+        "00100020": _a("LO", study.patient_pseudonym),
         "00081190": _a("UR", f"{base}/studies/{study.study_uid}"),
     }
 
@@ -147,18 +154,81 @@ def _instance_json(instance: Instance, base: str) -> dict[str, Any]:
 # --- QIDO-RS ---------------------------------------------------------------------------------
 
 
+def _qido_response(results: list[dict[str, Any]], query: qido.Query) -> HttpResponse:
+    response = _json(results)
+    warning = query.warning()
+    if warning:
+        response["Warning"] = warning
+    return response
+
+
+def _first_instances(owner: str, ids: list[Any]) -> dict[Any, Instance]:
+    """The first instance (series number, then instance number) of each study or series
+    (``owner``: ``"series__study"`` or ``"series"``), with its metadata row."""
+    from django.db.models import OuterRef, Subquery
+
+    first = (
+        Instance.objects.filter(**{f"{owner}_id": OuterRef("owner")})
+        .order_by("series__series_number", "instance_number", "sop_uid")
+        .values("pk")[:1]
+    )
+    pairs = (
+        Instance.objects.filter(**{f"{owner}_id__in": ids})
+        .values(owner=models.F(f"{owner}_id"))
+        .distinct()
+        .annotate(first=Subquery(first))
+        .values_list("owner", "first")
+    )
+    chosen = dict(pairs)
+    rows = Instance.objects.filter(pk__in=list(chosen.values())).select_related("metadata")
+    by_pk = {i.pk: i for i in rows}
+    return {owner_id: by_pk[pk] for owner_id, pk in chosen.items() if pk in by_pk}
+
+
+def _include(
+    results: list[dict[str, Any]],
+    owners: list[Any],
+    query: qido.Query,
+    firsts: dict[Any, Instance] | None,
+    all_tags: frozenset[str] | None,
+) -> None:
+    """``includefield``: the attributes our rows do not carry, from each result's own instance
+    (``firsts`` None: ``owners`` are instances) or its first one."""
+    if not (query.include or query.include_all):
+        return
+    sources = owners if firsts is None else [firsts.get(o.pk) for o in owners]
+    present = [i for i in sources if i is not None]
+    try:
+        texts = dict(zip([i.pk for i in present], metadata_texts(present), strict=True))
+    except StoredFileMissing:
+        raise StoredImagesUnreadable() from None
+    for result, source in zip(results, sources, strict=True):
+        qido.add_included(
+            result,
+            query,
+            texts.get(source.pk) if source is not None else None,
+            all_tags=all_tags,
+        )
+
+
 class QidoStudiesView(DicomWebView):
     audit_action = AuditAction.LIST
 
     def get(self, request: Request) -> HttpResponse:
-        qs = selectors.study_search(
-            user=request.user,
-            study_uid=_uid_param(request, "StudyInstanceUID", "0020000D"),
-            modality=request.query_params.get("ModalitiesInStudy") or None,
-        ).annotate(n_series=Count("series", distinct=True), n_instances=Count("series__instances"))
+        query = qido.parse(request.query_params, "study")
+        qs = qido.apply(selectors.study_search(user=request.user), query, "study").annotate(
+            n_series=Count("series", distinct=True), n_instances=Count("series__instances")
+        )
         studies = _page(request, qs.prefetch_related("series"))
         self.accessed(studies)
-        return _json([_study_json(s, self.base(request)) for s in studies])
+        results = [_study_json(s, self.base(request)) for s in studies]
+        firsts = (
+            _first_instances("series__study", [s.pk for s in studies])
+            if query.include or query.include_all
+            else None
+        )
+        _include(results, studies, query, firsts or {}, qido.STUDY_ALL)
+        return _qido_response(results, query)
 
 
 class QidoSeriesView(DicomWebView):
@@ -167,15 +237,20 @@ class QidoSeriesView(DicomWebView):
     def get(self, request: Request, study_uid: str | None = None) -> HttpResponse:
         if study_uid:
             selectors.study_by_uid(user=request.user, study_uid=study_uid)
-        qs = selectors.series_search(
-            user=request.user,
-            study_uid=study_uid or _uid_param(request, "StudyInstanceUID", "0020000D"),
-            series_uid=_uid_param(request, "SeriesInstanceUID", "0020000E"),
-            modality=request.query_params.get("Modality") or None,
+        query = qido.parse(request.query_params, "series")
+        qs = qido.apply(
+            selectors.series_search(user=request.user, study_uid=study_uid), query, "series"
         ).annotate(n_instances=Count("instances"))
         series = _page(request, qs)
         self.accessed(series, per_study=True)
-        return _json([_series_json(s, self.base(request)) for s in series])
+        results = [_series_json(s, self.base(request)) for s in series]
+        firsts = (
+            _first_instances("series", [s.pk for s in series])
+            if query.include or query.include_all
+            else None
+        )
+        _include(results, series, query, firsts or {}, qido.SERIES_ALL | qido.STUDY_ALL)
+        return _qido_response(results, query)
 
 
 class QidoInstancesView(DicomWebView):
@@ -188,17 +263,21 @@ class QidoInstancesView(DicomWebView):
             selectors.series_by_uid(user=request.user, study_uid=study_uid, series_uid=series_uid)
         elif study_uid:
             selectors.study_by_uid(user=request.user, study_uid=study_uid)
-        instances = _page(
-            request,
+        query = qido.parse(request.query_params, "instance")
+        qs = qido.apply(
             selectors.instance_search(
-                user=request.user,
-                study_uid=study_uid or _uid_param(request, "StudyInstanceUID", "0020000D"),
-                series_uid=series_uid or _uid_param(request, "SeriesInstanceUID", "0020000E"),
-                sop_uid=_uid_param(request, "SOPInstanceUID", "00080018"),
+                user=request.user, study_uid=study_uid, series_uid=series_uid
             ),
+            query,
+            "instance",
         )
+        if query.include or query.include_all:
+            qs = qs.select_related("metadata")
+        instances = _page(request, qs)
         self.accessed(instances, per_study=True)
-        return _json([_instance_json(i, self.base(request)) for i in instances])
+        results = [_instance_json(i, self.base(request)) for i in instances]
+        _include(results, instances, query, None, None)
+        return _qido_response(results, query)
 
 
 # --- WADO-RS ---------------------------------------------------------------------------------
@@ -240,6 +319,32 @@ class WadoInstanceView(DicomWebView):
             [store_get(instance.storage_key)], "application/dicom"
         )
         self.accessed([instance])
+        return HttpResponse(body, content_type=content_type)
+
+
+def _study_instances(request: Request, study_uid: str) -> tuple[Study, list[Instance]]:
+    """A study and the instances of it the caller may see (in order: series, then instance
+    number), with their metadata rows; a study of another site is a 404."""
+    study = selectors.study_by_uid(user=request.user, study_uid=study_uid)
+    instances = list(
+        selectors.instance_search(user=request.user, study_uid=study_uid)
+        .select_related("metadata")
+        .order_by("series__series_number", "series__received_at", "instance_number", "sop_uid")
+    )
+    return study, instances
+
+
+class WadoStudyView(DicomWebView):
+    """``GET /dicomweb/studies/{study}``: every instance of the study (WADO-RS retrieve)."""
+
+    audit_action = AuditAction.DOWNLOAD
+
+    def get(self, request: Request, study_uid: str) -> HttpResponse:
+        study, instances = _study_instances(request, study_uid)
+        body, content_type = multipart.encode(
+            (store_get(i.storage_key) for i in instances), "application/dicom"
+        )
+        self.accessed([study])
         return HttpResponse(body, content_type=content_type)
 
 
@@ -313,6 +418,13 @@ class WadoSeriesMetadataView(MetadataView):
             series.instances.select_related("metadata").order_by("instance_number", "sop_uid")
         )
         self.accessed([series])
+        return _metadata_response(request, instances)
+
+
+class WadoStudyMetadataView(MetadataView):
+    def get(self, request: Request, study_uid: str) -> HttpResponse:
+        study, instances = _study_instances(request, study_uid)
+        self.accessed([study])
         return _metadata_response(request, instances)
 
 
@@ -485,10 +597,15 @@ class StowView(DicomWebView):
         return _json(payload, status=status)
 
 
-class StowStudyView(StowView):
-    """``POST /dicomweb/studies/{study}``: STOW-RS restricted to one study. ``{study}`` is the
-    sender's StudyInstanceUID (the one in its files); a part of another study is refused
-    (FailedSOPSequence, with the reason) and not stored."""
+class StowStudyView(WadoStudyView, StowView):
+    """``/dicomweb/studies/{study}``: GET retrieves the study (WADO-RS); POST is STOW-RS
+    restricted to one study. For a POST ``{study}`` is the sender's StudyInstanceUID (the one in
+    its files); a part of another study is refused (FailedSOPSequence, with the reason) and not
+    stored."""
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        self.audit_action = AuditAction.CREATE if request.method == "POST" else AuditAction.DOWNLOAD
+        super().initial(request, *args, **kwargs)
 
 
 class StudiesRootView(QidoStudiesView, StowView):

@@ -12,7 +12,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
 from django.conf import settings
@@ -69,6 +69,15 @@ class IngestOutcome:
     study_id: str = ""
     series_uid: str = ""  # pseudonymous too
     study_uid: str = ""
+
+
+def _dicom_date(value: Any) -> date | None:
+    """A DA value ("YYYYMMDD", or the old "YYYY.MM.DD") as a date; None when absent or invalid."""
+    text = str(value or "").strip().replace(".", "")
+    try:
+        return datetime.strptime(text, "%Y%m%d").date() if len(text) == 8 else None
+    except ValueError:
+        return None
 
 
 def _number(value: Any) -> float | None:
@@ -420,6 +429,8 @@ def _series_for(site: Site, clean: _Clean, sop_uids: list[str]) -> tuple[Series 
         defaults={
             "description": str(ds.get("StudyDescription", ""))[:128],
             "patient_pseudonym": clean.patient,
+            "study_date": _dicom_date(ds.get("StudyDate")),
+            "study_time": str(ds.get("StudyTime") or "")[:16],
         },
     )
     if not made and study.patient_pseudonym != clean.patient:

@@ -44,6 +44,10 @@ class Study(models.Model):
     # de-identified PatientID): one study holds one patient, and the door refuses a file of
     # another (security checklist D-12). Empty for a study recorded before it was kept.
     patient_pseudonym = models.CharField(max_length=32, blank=True, default="")
+    # As the de-identified files hold them (the date shifted by the patient's keyed offset), for
+    # QIDO-RS to match and return: StudyDate, StudyTime.
+    study_date = models.DateField(null=True, blank=True)
+    study_time = models.CharField(max_length=16, blank=True, default="")
 
     class Meta:
         constraints = [

@@ -54,6 +54,19 @@ def test_a_series_stored_by_stow_is_found_and_retrieved_de_identified(asgi_serve
     assert len(metadata) == 3 and "7FE00010" not in metadata[0]
     assert metadata[0]["00180087"]["Value"] == [3.0]  # field strength kept for the advice
 
+    # The whole study, and the usual query keys with includefield.
+    whole = [ds for ds in client.retrieve_study(study_uid) if ds.Modality == "MR"]
+    assert sorted(int(ds.InstanceNumber) for ds in whole) == [1, 2, 3]
+    study_metadata = client.retrieve_study_metadata(study_uid)
+    assert sum(m["00080060"]["Value"] == ["MR"] for m in study_metadata) == 3
+    day = study["00080020"]["Value"][0]
+    [found] = client.search_for_studies(
+        search_filters={"StudyDate": day, "PatientID": retrieved.PatientID},
+        fields=["PatientIdentityRemoved"],
+    )
+    assert found["00120062"]["Value"] == ["YES"]
+    assert client.search_for_studies(search_filters={"StudyDate": "19000101"}) == []
+
     [frame] = client.retrieve_instance_frames(study_uid, series_uid, sop_uid, frame_numbers=[1])
     assert frame == originals[0].PixelData
 
