@@ -268,6 +268,18 @@ def _syntax_supported(syntax: UID) -> bool:
         return False
 
 
+def supported_transfer_syntaxes() -> list[str]:
+    """Every transfer syntax the door takes, the uncompressed ones first: little and big endian,
+    deflated, and each compressed one (RLE, JPEG, JPEG-LS, JPEG 2000, HTJ2K) that an installed
+    pydicom decoder plugin decodes."""
+    from pydicom.uid import AllTransferSyntaxes
+
+    first = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian,
+             DeflatedExplicitVRLittleEndian]  # fmt: skip
+    compressed = [UID(u) for u in AllTransferSyntaxes if UID(u) not in first]
+    return [str(u) for u in first + [u for u in compressed if _syntax_supported(u)]]
+
+
 def _check_depth(ds: Dataset) -> None:
     """Implicit VR sequences of defined length are not walked by ``prescan``: check here."""
     pending: list[tuple[Dataset, int]] = [(ds, 0)]

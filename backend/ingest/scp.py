@@ -20,6 +20,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
 from pynetdicom import AE, evt
 
+from backend.deid.profile import supported_transfer_syntaxes
 from backend.ingest.models import DicomSender
 from backend.ingest.services import instance_ingest
 from backend.storage.store import StoreFull
@@ -32,13 +33,10 @@ OUT_OF_RESOURCES = 0xA700
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 ENHANCED_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
 VERIFICATION = "1.2.840.10008.1.1"
-TRANSFER_SYNTAXES = [
-    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
-    "1.2.840.10008.1.2",  # Implicit VR Little Endian
-    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian
-    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
-    "1.2.840.10008.1.2.5",  # RLE Lossless
-]
+TRANSFER_SYNTAXES = supported_transfer_syntaxes()
+"""What the SCP accepts: what the door takes (uncompressed, deflated, and the compressed
+syntaxes an installed decoder reads — a PACS forwarding its JPEG-LS or JPEG 2000 archive sends
+it as stored, without a lossy or costly conversion)."""
 
 
 def _sender_for(ae_title: str, address: str) -> DicomSender | None:

@@ -46,6 +46,34 @@ def test_a_registered_sender_stores_images_under_its_site(dicom_scp, site_a):
     assert not [c for c in CANARIES if c in " ".join(i.sop_uid for i in instances)]
 
 
+@pytest.mark.parametrize(
+    "name", ["MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm", "MR_small_RLE.dcm"]
+)
+def test_a_compressed_image_is_taken_in_its_own_transfer_syntax(dicom_scp, site_a, name):
+    """A PACS forwards its archive as stored: JPEG 2000, JPEG-LS or RLE, without converting it
+    (the SCP accepts every syntax the door can decode), and the pixels land unchanged."""
+    from pydicom.data import get_testdata_file
+
+    from backend.storage.store import store_get
+
+    original = pydicom.dcmread(get_testdata_file(name))
+    original.ImageType = ["ORIGINAL", "PRIMARY", "M", "OTHER"]  # as acquired (it says DERIVED)
+    syntax = original.file_meta.TransferSyntaxUID
+    DicomSender.objects.get_or_create(site=site_a, ae_title="PACS_1", host="127.0.0.1")
+    ae = AE(ae_title="PACS_1")
+    ae.add_requested_context(MRImageStorage, [syntax])  # that syntax only: no fallback
+    assoc = ae.associate("127.0.0.1", dicom_scp, ae_title="ARTISCAN")
+    assert assoc.is_established
+    assert [c.transfer_syntax[0] for c in assoc.accepted_contexts] == [syntax]
+    status = assoc.send_c_store(original).Status
+    assoc.release()
+    assert status == 0x0000
+    [instance] = Instance.objects.filter(site=site_a)
+    stored = pydicom.dcmread(io.BytesIO(store_get(instance.storage_key)))
+    assert stored.PatientIdentityRemoved == "YES"
+    assert (stored.pixel_array == original.pixel_array).all()
+
+
 def test_an_unknown_ae_title_is_rejected_at_association(dicom_scp, site_a):
     assoc = _scu("STRANGER").associate("127.0.0.1", dicom_scp, ae_title="ARTISCAN")
     assert assoc.is_rejected
