@@ -1,19 +1,21 @@
 """Resumable uploads from the upload page: chunks in, per-file results out.
 
 A dropped connection costs at most one chunk: the client asks how much arrived and goes on from
-there. Chunks wait encrypted in the store; a ``cpu`` worker then assembles them in a private
-temporary file (bounded memory whatever the size), ingests each DICOM file — one file, or every
-member of a zip of up to 1,000 — through ``instance_ingest``, and deletes the chunks.
+there. Chunks wait encrypted in the store; a ``cpu`` worker then reads them in place, through a
+seekable view that decrypts one chunk at a time (:class:`StoredChunks`: bounded memory whatever
+the size, and the original bytes are never written anywhere in clear), ingests each DICOM file —
+one file, or every member of a zip of up to 1,000 — through ``instance_ingest``, and deletes the
+chunks.
 """
 
 from __future__ import annotations
 
+import bisect
+import io
 import logging
 import re
-import tempfile
 import zipfile
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -38,6 +40,7 @@ from backend.storage.store import (
 MAX_UPLOAD_BYTES = 2 * 2**30
 MAX_CHUNK_BYTES = 8 * 2**20
 MAX_ZIP_MEMBERS = 1000
+_TOO_LARGE = "file larger than the instance size limit"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
 logger = logging.getLogger(__name__)
 
@@ -188,7 +191,7 @@ def _process_zip(upload: Upload, archive: zipfile.ZipFile) -> None:
     for member in members:
         name = _clean_name(member.filename)
         if member.file_size > limit:
-            _record(upload, name, "rejected", "file larger than the instance size limit")
+            _record(upload, name, "rejected", _TOO_LARGE)
             continue
         try:
             with archive.open(member) as stream:
@@ -197,7 +200,7 @@ def _process_zip(upload: Upload, archive: zipfile.ZipFile) -> None:
             _record(upload, name, "rejected", "unreadable zip member")
             continue
         if len(data) > limit:
-            _record(upload, name, "rejected", "file larger than the instance size limit")
+            _record(upload, name, "rejected", _TOO_LARGE)
             continue
         _ingest_one(upload, name, data)
 
@@ -215,18 +218,68 @@ def upload_process(*, upload_id: str) -> Upload:
         return _upload_process_locked(upload)
 
 
+class StoredChunks(io.RawIOBase):
+    """The upload's bytes as one seekable, read-only file, read from its encrypted chunks in
+    the store: one chunk decrypted and held at a time (a zip's central directory at the end,
+    then each member, costs a chunk or two each), nothing written in clear."""
+
+    def __init__(self, keys: list[str]) -> None:
+        super().__init__()
+        self._keys = keys
+        self._starts: list[int] = []
+        size = 0
+        for key in keys:  # the chunks' sizes: one pass, a chunk at a time
+            self._starts.append(size)
+            size += len(store_get(key))
+        self._size, self._pos = size, 0
+        self._held: tuple[int, bytes] = (-1, b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise OSError("seek before the start")
+        self._pos = base + offset
+        return self._pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        # RawIOBase's allocates ``size`` bytes first, whatever is left to read.
+        left = max(0, self._size - self._pos)
+        buffer = bytearray(left if size is None or size < 0 else min(size, left))
+        return bytes(buffer[: self.readinto(buffer)])
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        done = 0
+        while done < len(view) and self._pos < self._size:
+            index = bisect.bisect_right(self._starts, self._pos) - 1
+            if self._held[0] != index:
+                self._held = (index, store_get(self._keys[index]))
+            chunk = self._held[1]
+            at = self._pos - self._starts[index]
+            n = min(len(view) - done, len(chunk) - at)
+            view[done : done + n] = chunk[at : at + n]
+            done += n
+            self._pos += n
+        return done
+
+
 def _upload_process_locked(upload: Upload) -> Upload:
     # A full store: the upload stays as it is, chunks and all, and the task tries again later.
     store_space_check()
     upload.status, upload.results, upload.files_done = UploadStatus.PROCESSING, [], 0
     upload.save(update_fields=["status", "results", "files_done"])
-    scratch = Path(settings.VAR_DIR) / "scratch"
-    scratch.mkdir(mode=0o700, exist_ok=True)
+    limit = settings.ARTISCAN_MAX_INSTANCE_BYTES
     try:
-        with tempfile.TemporaryFile(dir=scratch) as assembled:
-            for index in range(upload.chunks):
-                assembled.write(store_get(_chunk_key(upload, index)))
-            assembled.seek(0)
+        with StoredChunks([_chunk_key(upload, i) for i in range(upload.chunks)]) as assembled:
             head = assembled.read(4)
             assembled.seek(0)
             if head == b"PK\x03\x04":
@@ -238,7 +291,12 @@ def _upload_process_locked(upload: Upload) -> Upload:
             else:
                 upload.files_total = 1
                 upload.save(update_fields=["files_total"])
-                _ingest_one(upload, upload.filename, assembled.read())
+                # Never read whole past the instance size limit, whatever was announced.
+                data = assembled.read(limit + 1)
+                if len(data) > limit:
+                    _record(upload, upload.filename, "rejected", _TOO_LARGE)
+                else:
+                    _ingest_one(upload, upload.filename, data)
         upload.status = UploadStatus.DONE
     except UploadError as exc:
         upload.status, upload.error = UploadStatus.FAILED, exc.message[:300]

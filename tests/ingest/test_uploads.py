@@ -315,3 +315,96 @@ def test_a_full_store_keeps_uploads_waiting_with_their_chunks(api, operator_a, s
     settings.ARTISCAN_STORE_MIN_FREE_MB = 1
     done = upload_process(upload_id=upload["id"])
     assert done.status == "done" and [r["status"] for r in done.results] == ["accepted"]
+
+
+def _chunked(site, user, data: bytes, size: int, name: str = "s.zip") -> Upload:
+    from backend.ingest.uploads import upload_append
+
+    upload = Upload.objects.create(user=user, site=site, filename=name, size=len(data))
+    for offset in range(0, len(data), size):
+        upload_append(upload_id=str(upload.pk), offset=offset, data=data[offset : offset + size])
+    upload.refresh_from_db()
+    return upload
+
+
+@pytest.mark.django_db
+def test_the_stored_chunks_read_as_one_seekable_file(operator_a, site_a):
+    """Any read at any offset equals the bytes sent, across chunk boundaries, one chunk held
+    decrypted at a time."""
+    import numpy as np
+
+    from backend.ingest.uploads import StoredChunks, _chunk_key
+
+    data = np.random.default_rng(0).bytes(10_000)
+    upload = _chunked(site_a, operator_a.user, data, 777, name="blob")
+    reader = StoredChunks([_chunk_key(upload, i) for i in range(upload.chunks)])
+    assert reader.seek(0, io.SEEK_END) == len(data)
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        at, n = int(rng.integers(0, len(data) + 50)), int(rng.integers(0, 3000))
+        reader.seek(at)
+        assert reader.read(n) == data[at : at + n]
+        assert reader.tell() == min(at + n, len(data)) if at <= len(data) else at
+    reader.seek(-10, io.SEEK_END)
+    assert reader.read() == data[-10:]
+    with pytest.raises(OSError):
+        reader.seek(-1)
+
+
+@pytest.mark.django_db
+def test_a_zip_in_many_chunks_is_read_in_place_and_nothing_is_written_in_clear(
+    operator_a, site_a, settings, monkeypatch
+):
+    """While the members are ingested, no file this process holds open (an unlinked temporary
+    file included: /proc/self/fd still reads it) contains the original's identifiers."""
+    import os
+
+    import backend.ingest.uploads as uploads
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:  # the names readable as sent
+        for i in (1, 2, 3):
+            archive.writestr(f"series/IM{i}", to_bytes(mr_dataset(i)))
+    assert b"ZQXCANARYFAMILY" in out.getvalue()
+    upload = _chunked(site_a, operator_a.user, out.getvalue(), 1500)
+    assert upload.chunks > 3
+    clear: list[str] = []
+    real = uploads.instance_ingest
+
+    def look_then_ingest(**kwargs):
+        for fd in os.listdir("/proc/self/fd"):
+            path = f"/proc/self/fd/{fd}"
+            try:
+                target = os.readlink(path)
+                if target.startswith("/") and os.path.isfile(path):
+                    with open(path, "rb") as f:
+                        if b"ZQXCANARYFAMILY" in f.read(64 * 2**20):
+                            clear.append(target)
+            except OSError:
+                continue
+        return real(**kwargs)
+
+    monkeypatch.setattr(uploads, "instance_ingest", look_then_ingest)
+    done = upload_process(upload_id=str(upload.pk))
+    assert done.status == "done" and [r["status"] for r in done.results] == ["accepted"] * 3
+    assert clear == []
+
+
+@pytest.mark.django_db
+def test_a_single_file_over_the_instance_limit_is_refused_unread(operator_a, site_a, settings):
+    settings.ARTISCAN_MAX_INSTANCE_BYTES = 2000
+    data = to_bytes(mr_dataset(1))
+    assert len(data) > 2000
+    done = upload_process(
+        upload_id=str(_chunked(site_a, operator_a.user, data, 1024, name="IM1").pk)
+    )
+    assert done.status == "done"
+    assert done.results == [
+        {
+            "name": "IM1",
+            "status": "rejected",
+            "reason": "file larger than the instance size limit",
+            "series_id": "",
+        }
+    ]
+    assert not Instance.objects.filter(site=site_a).exists()
