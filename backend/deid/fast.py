@@ -92,7 +92,7 @@ _TOP_KEYWORDS = (
     "SeriesInstanceUID", "SOPInstanceUID", "Rows", "Columns", "NumberOfFrames",
     "SamplesPerPixel", "BitsAllocated", "PixelRepresentation", "PatientID", "PatientName",
     "StationName", "DeviceSerialNumber", "Manufacturer", "ManufacturerModelName",
-    "DirectoryRecordSequence", "ImageType",
+    "DirectoryRecordSequence", "ImageType", "BodyPartExamined",
 )  # fmt: skip
 _TOP_TAGS = frozenset(tag for tag, entry in DicomDictionary.items() if entry[4] in _TOP_KEYWORDS)
 _IDENTIFYING_TAGS = frozenset(
@@ -795,6 +795,8 @@ def _check_image(top: _Top, syntax: UID, elements: list[Element]) -> tuple[str, 
         values = image_type[1].decode("latin-1").rstrip("\x00 ").split("\\")
         if P.image_type_refusal(values):
             raise Fallback("image type")
+    if P.body_part_refusal(top.text(_TAG["BodyPartExamined"])):
+        raise Fallback("body part")
     uids = []
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
         value = top.text(_TAG[keyword])

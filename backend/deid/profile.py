@@ -307,6 +307,29 @@ def image_type_refusal(values: list[str]) -> str | None:
     return None
 
 
+NOT_THE_HEAD = frozenset(
+    # BodyPartExamined defined terms (PS3.16 CID 4031 and the Annex L terms scanners write)
+    # that name a part other than the head: such a series is not what the model judges.
+    "ABDOMEN ABDOMENPELVIS ANKLE AORTA ARM BACK BLADDER BREAST BUTTOCK CALF CHEST CHESTABDOMEN "
+    "CHESTABDPELVIS CLAVICLE COCCYX CSPINE ELBOW EXTREMITY FEMUR FIBULA FINGER FOOT FOREARM "
+    "HAND HEART HIP HUMERUS KIDNEY KNEE LEG LIVER LSPINE LUNG PANCREAS PELVIS PENIS PROSTATE "
+    "RECTUM RIB SACRUM SCAPULA SCROTUM SHOULDER SPINE SPLEEN SSPINE STERNUM THIGH TIBIA TOE "
+    "TSPINE UPRARM URETER UTERUS WHOLEBODY WRIST".split()
+)
+
+
+def body_part_refusal(value: str) -> str | None:
+    """Why an image of this BodyPartExamined is refused, or None: the model judges brain MR, so
+    a series that says it shows another part (a knee, a spine) is refused with that reason
+    rather than scored. The head in any of its terms (HEAD, BRAIN, SKULL, HEADNECK, IAC,
+    ORBIT, …), an absent value and a value we do not know pass: many brain series carry none,
+    or free text."""
+    part = value.strip().upper().replace(" ", "")
+    if part in NOT_THE_HEAD:
+        return f"not a brain image (BodyPartExamined {part}): only brain MR is scored"
+    return None
+
+
 def _image_type_values(ds: Dataset) -> list[str]:
     value = ds.get("ImageType")
     if value is None:
@@ -325,7 +348,9 @@ def _check_image(ds: Dataset, syntax: UID) -> None:
             raise Rejected("not an MR image (only MR and Enhanced MR Image Storage are accepted)")
         if str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES":
             raise Rejected("burned-in annotation (may show patient data in the pixels)")
-        refusal = image_type_refusal(_image_type_values(ds))
+        refusal = image_type_refusal(_image_type_values(ds)) or body_part_refusal(
+            str(ds.get("BodyPartExamined", "") or "")
+        )
         if refusal:
             raise Rejected(refusal)
         for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):

@@ -158,6 +158,30 @@ def test_screen_saves_and_derived_secondary_images_are_refused(image_type, reaso
             fast.deidentify_fast(data, key=KEY, max_bytes=DEFAULT_MAX_BYTES)
 
 
+@pytest.mark.parametrize("part", ["KNEE", "LSPINE", "abdomen", "WHOLEBODY"])
+def test_an_image_of_another_body_part_is_refused_on_both_paths(part):
+    """MISSION, bad input: a non-brain series gets a clear error, not a score."""
+    from backend.deid import fast
+    from backend.deid.profile import DEFAULT_MAX_BYTES
+
+    ds = mr_dataset()
+    ds.BodyPartExamined = part
+    data = to_bytes(ds)
+    assert f"not a brain image (BodyPartExamined {part.upper()})" in _refusal(data)
+    with pytest.raises(Rejected, match="not a brain image"):
+        deidentify_bytes(data, key=KEY)
+    with pytest.raises(fast.Fallback):
+        fast.deidentify_fast(data, key=KEY, max_bytes=DEFAULT_MAX_BYTES)
+
+
+@pytest.mark.parametrize("part", ["HEAD", "BRAIN", "SKULL", "HEADNECK", "IAC", "KOPF", ""])
+def test_the_head_in_any_term_an_unknown_term_or_none_passes(part):
+    ds = mr_dataset()
+    ds.BodyPartExamined = part
+    _, clean = deidentify_bytes(to_bytes(ds), key=KEY)
+    assert clean.BodyPartExamined == part
+
+
 @pytest.mark.parametrize(
     "image_type",
     [["ORIGINAL", "PRIMARY", "M", "ND"], ["DERIVED", "PRIMARY", "DIFFUSION", "ADC"], "ORIGINAL"],
