@@ -378,6 +378,7 @@ def _action(tag: int, vr: str, enhanced: bool) -> tuple[int, str]:
 
 
 _MEMO_SIZE = 50_000
+_OVERLAY_GROUPS = frozenset(range(0x6000, 0x6020, 2))
 
 
 def _decide(tag: int, vr: str, enhanced: bool) -> tuple[int, str]:
@@ -644,6 +645,8 @@ def deidentify_fast(data: bytes, *, key: bytes, max_bytes: int) -> DeidentifiedF
     if end != len(body):
         raise Fallback("trailing bytes")
 
+    if any(e[0] >> 16 in _OVERLAY_GROUPS and e[0] & 0xFFFF == 0x0102 for e in elements):
+        raise Fallback("an overlay that may be embedded in the pixels")  # profile clears them
     top = _Top(body, elements, encodings)
     if parser.us_or_ss:
         _settle_us_or_ss(elements, parser.us_or_ss, top)

@@ -508,6 +508,7 @@ def _deidentify(original: Dataset, key: bytes, in_place: bool) -> Dataset:
     context = _Context(original, key)
     pseudonym = patient_pseudonym(original, key=key)
     syntax = UID(str(original.file_meta.TransferSyntaxUID))
+    embedded = embedded_overlays(original)
     ds = original if in_place else copy.deepcopy(original)  # bytes (the pixels) are shared
     _apply(ds, context, depth=0)
 
@@ -525,6 +526,10 @@ def _deidentify(original: Dataset, key: bytes, in_place: bool) -> Dataset:
 
     if syntax == ExplicitVRBigEndian:
         _pixels_to_little_endian(ds)
+    if embedded:
+        if syntax.is_compressed and syntax != DeflatedExplicitVRLittleEndian:
+            raise Rejected("an overlay embedded in compressed pixel data cannot be cleaned")
+        _clear_unused_bits(ds)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -730,6 +735,37 @@ def _word_patterns(words: set[str]) -> list[re.Pattern[str]]:
         re.compile(r"(?<!\w)" + re.escape(w) + r"(?!\w)", re.IGNORECASE)
         for w in sorted(words, key=len, reverse=True)
     ]
+
+
+def embedded_overlays(ds: Dataset) -> bool:
+    """Whether ``ds`` declares an overlay kept in the unused bits of its pixel cells (retired,
+    PS3.3 C.9.2: a group 60xx with an OverlayBitPosition and no OverlayData of its own). Old
+    scanners drew names and dates so; removing group 60xx leaves those bits in the pixels."""
+    for group in range(0x6000, 0x6020, 2):
+        if (group << 16 | 0x0102) in ds and (group << 16 | 0x3000) not in ds:
+            return True
+    return False
+
+
+def _clear_unused_bits(ds: Dataset) -> None:
+    """Set the bits of each pixel cell outside [HighBit - BitsStored + 1, HighBit] as an image
+    without overlays has them (zero, or the sign's copies above HighBit for signed pixels): what
+    a reader makes of the pixels is unchanged, an embedded overlay is gone."""
+    bits, stored = int(ds.BitsAllocated), int(ds.BitsStored)
+    high = int(ds.get("HighBit", stored - 1))
+    low = high - stored + 1
+    if bits not in (8, 16, 32) or not 0 <= low <= high < bits or stored == bits:
+        return
+    width = bits // 8
+    cells = np.frombuffer(ds.PixelData[: len(ds.PixelData) // width * width], f"<u{width}")
+    ones = (1 << bits) - 1
+    kept = cells & np.asarray(((1 << stored) - 1) << low, cells.dtype)
+    if int(ds.get("PixelRepresentation", 0)) == 1:
+        above = np.asarray(ones & ~((1 << (high + 1)) - 1), cells.dtype)
+        negative = (cells >> np.asarray(high, cells.dtype)) & np.asarray(1, cells.dtype)
+        kept = kept | (negative * above)
+    tail = ds.PixelData[len(cells) * width :]
+    ds.PixelData = kept.astype(f"<u{width}").tobytes() + bytes(tail)
 
 
 def _pixels_to_little_endian(ds: Dataset) -> None:

@@ -10,6 +10,7 @@ import tracemalloc
 import zlib
 from pathlib import Path
 
+import pydicom
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -391,3 +392,55 @@ def test_a_transfer_syntax_that_lies_about_the_body_is_refused(meta_syntax, impl
     assert _refusal(_lying_file(meta_syntax, implicit_body))
     honest = ImplicitVRLittleEndian if implicit_body else ExplicitVRLittleEndian
     assert read_dicom(_lying_file(honest, implicit_body)).Rows == 32  # the control reads
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_an_overlay_embedded_in_the_pixel_bits_is_cleared(signed):
+    """Issue #3: overlays that may carry names are removed. A retired overlay kept in the unused
+    high bits of the pixel cells (group 60xx with a bit position and no data of its own) would
+    outlive the removal of group 60xx: those bits are cleared, the image itself unchanged."""
+    import numpy as np
+
+    from backend.deid import fast
+    from backend.deid.profile import DEFAULT_MAX_BYTES
+
+    rng = np.random.default_rng(0)
+    ds = mr_dataset(rows=32, columns=32)
+    del ds[0x60003000]
+    if signed:
+        ds.PixelRepresentation = 1
+        image = rng.integers(-2048, 2048, size=(32, 32)).astype(np.int16)
+    else:
+        image = rng.integers(0, 4096, size=(32, 32)).astype(np.uint16)
+    cells = image.view(np.uint16).copy()
+    name = np.zeros((32, 32), bool)
+    name[10:14, 4:28] = True  # the "burned" text of the overlay plane
+    cells[name] ^= 1 << 13
+    ds.PixelData = cells.tobytes()
+    ds.add_new(0x60000010, "US", 32)
+    ds.add_new(0x60000011, "US", 32)
+    ds.add_new(0x60000040, "CS", "G")
+    ds.add_new(0x60000100, "US", 16)
+    ds.add_new(0x60000102, "US", 13)
+    data = to_bytes(ds)
+    with pytest.raises(fast.Fallback):
+        fast.deidentify_fast(data, key=KEY, max_bytes=DEFAULT_MAX_BYTES)
+    out, clean = deidentify_bytes(data, key=KEY)
+    assert not [e for e in clean if 0x6000 <= e.tag.group <= 0x60FF]
+    kept = np.frombuffer(clean.PixelData, np.uint16).reshape(32, 32)
+    assert not ((kept >> 13) & 1 != ((kept >> 11) & 1 if signed else 0)).any()
+    assert np.array_equal(kept, image.view(np.uint16))  # the image as it was without its overlay
+    read = pydicom.dcmread(io.BytesIO(out))
+    assert np.array_equal(read.pixel_array, image)
+
+
+def test_an_overlay_embedded_in_compressed_pixels_is_refused():
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("MR_small_RLE.dcm"))
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.add_new(0x60000102, "US", 15)
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    with pytest.raises(Rejected, match="overlay embedded in compressed"):
+        deidentify_bytes(buffer.getvalue(), key=KEY)
