@@ -76,6 +76,9 @@ class RoiOutputSerializer(serializers.Serializer):
     polygon = serializers.ListField(child=serializers.ListField(child=serializers.FloatField()))
     first_instance = serializers.IntegerField(allow_null=True)
     last_instance = serializers.IntegerField(allow_null=True)
+    frame = serializers.IntegerField(
+        allow_null=True, help_text="Only this frame of the instances in range; null: all."
+    )
     set_by = serializers.CharField(allow_null=True)
     set_at = serializers.DateTimeField()
 
@@ -219,6 +222,14 @@ class RoiInputSerializer(serializers.Serializer):
     )
     first_instance = serializers.IntegerField(allow_null=True, required=False, default=None)
     last_instance = serializers.IntegerField(allow_null=True, required=False, default=None)
+    frame = serializers.IntegerField(
+        allow_null=True,
+        required=False,
+        default=None,
+        min_value=1,
+        help_text="Only this frame (1-based) of the instances in range — one slice of an "
+        "Enhanced MR instance; omitted or null: every frame.",
+    )
 
 
 class SeriesRoiApi(ClinicalAPIView):
@@ -254,6 +265,7 @@ class SeriesRoiApi(ClinicalAPIView):
                 polygon=data.validated_data["polygon"],
                 first_instance=data.validated_data["first_instance"],
                 last_instance=data.validated_data["last_instance"],
+                frame=data.validated_data["frame"],
             )
         except RoiError as exc:
             raise exceptions.ValidationError({"polygon": [str(exc)]}) from None

@@ -177,6 +177,12 @@ class SeriesRegionOfInterest(models.Model):
     polygon = models.JSONField(help_text="[[col, row], ...] in image pixel coordinates.")
     first_instance = models.IntegerField(null=True, blank=True)
     last_instance = models.IntegerField(null=True, blank=True)
+    frame = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Only this frame (1-based) of the instances in range: one slice of an "
+        "Enhanced MR instance. Null: every frame.",
+    )
     set_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
     )
@@ -198,8 +204,11 @@ class SeriesRegionOfInterest(models.Model):
     def __str__(self) -> str:
         return f"ROI of {self.series_id} ({len(self.polygon)} points)"
 
-    def covers(self, instance_number: int | None) -> bool:
-        """Whether a slice with this InstanceNumber is inside the region's slice range."""
+    def covers(self, instance_number: int | None, frame: int = 1) -> bool:
+        """Whether a slice (this InstanceNumber, this frame) is inside the region's slice
+        range."""
+        if self.frame is not None and frame != self.frame:
+            return False
         if self.first_instance is None and self.last_instance is None:
             return True
         if instance_number is None:

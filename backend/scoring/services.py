@@ -992,7 +992,7 @@ def _roi_index(
 
 
 def _roi_slice(item: _Scored, roi: SeriesRegionOfInterest | None) -> tuple[float | None, str]:
-    if roi is None or not roi.covers(item.instance.instance_number):
+    if roi is None or not roi.covers(item.instance.instance_number, item.frame):
         return None, ""
     return _roi_index(
         # The stored slice index is slice_suitability(s, masks) over the whole image: s itself.
@@ -1023,7 +1023,7 @@ def _roi_apply(series: Series, roi: SeriesRegionOfInterest | None) -> None:
             findings.setdefault((finding.instance_id, finding.frame), []).append(finding)
         scores = list(run.instance_scores.select_related("instance"))
         for score in scores:
-            if roi is None or not roi.covers(score.instance.instance_number):
+            if roi is None or not roi.covers(score.instance.instance_number, score.frame):
                 score.roi_suitability, score.roi_reason = None, ""
             else:
                 own = [
@@ -1047,6 +1047,7 @@ def _roi_validate(
     polygon: Sequence[Sequence[float]],
     first_instance: int | None,
     last_instance: int | None,
+    frame: int | None = None,
 ) -> list[list[float]]:
     points = [[float(p[0]), float(p[1])] for p in polygon]
     if len(points) < 3:
@@ -1060,9 +1061,16 @@ def _roi_validate(
         instances = instances.filter(instance_number__gte=first_instance)
     if last_instance is not None:
         instances = instances.filter(instance_number__lte=last_instance)
+    if frame is not None:
+        if frame < 1:
+            raise RoiError("frame numbers start at 1")
+        instances = instances.filter(frame_count__gte=frame)
     sizes = list(instances.values_list("rows", "columns").distinct())
     if not sizes:
-        raise RoiError("no slice of the series lies in the instance range")
+        raise RoiError(
+            "no slice of the series lies in the instance range"
+            + (f" with a frame {frame}" if frame is not None else "")
+        )
     rows, columns = min(r for r, _ in sizes), min(c for _, c in sizes)
     # Pixel (r, c) is centred on (c, r): the image spans -0.5 .. size - 0.5 on each axis.
     for col, row in points:
@@ -1083,10 +1091,12 @@ def series_roi_set(
     polygon: Sequence[Sequence[float]],
     first_instance: int | None = None,
     last_instance: int | None = None,
+    frame: int | None = None,
 ) -> SeriesRegionOfInterest:
     """Mark the region of diagnostic interest of ``series`` (replacing the current one) and
-    recompute the ROI index of its runs; publishes ``series.roi``."""
-    points = _roi_validate(series, polygon, first_instance, last_instance)
+    recompute the ROI index of its runs; publishes ``series.roi``. ``frame``: only that frame
+    of the instances in range (a slice of an Enhanced MR instance)."""
+    points = _roi_validate(series, polygon, first_instance, last_instance, frame)
     with transaction.atomic():
         locked = Series.objects.select_for_update().get(pk=series.pk)
         now = timezone.now()
@@ -1099,6 +1109,7 @@ def series_roi_set(
             polygon=points,
             first_instance=first_instance,
             last_instance=last_instance,
+            frame=frame,
             set_by=user,
             set_at=now,
         )
@@ -1127,6 +1138,7 @@ def roi_payload(roi: SeriesRegionOfInterest | None) -> dict[str, Any] | None:
         "polygon": roi.polygon,
         "first_instance": roi.first_instance,
         "last_instance": roi.last_instance,
+        "frame": roi.frame,
         "set_by": roi.set_by.get_username() if roi.set_by else None,
         "set_at": roi.set_at.isoformat(),
     }

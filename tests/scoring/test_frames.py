@@ -243,3 +243,33 @@ def test_ai_assist_on_a_multi_frame_instance_gives_its_first_frames_masks(site_a
     assert list(masks) == list(expected.classes)
     for k, name in enumerate(expected.classes):
         assert np.array_equal(masks[name], expected.masks[0, k])
+
+
+def test_a_region_of_interest_on_one_frame_covers_that_slice_only(api, radiologist_a, site_a):
+    series = _ingest(site_a, frames=3)
+    series_score(series_id=series.pk)
+    square = [[8, 8], [40, 8], [40, 40], [8, 40]]
+    body = {"polygon": square, "first_instance": 3, "last_instance": 3, "frame": 2}
+    response = api.as_(radiologist_a).put(f"/api/series/{series.pk}/roi/", body, format="json")
+    assert response.status_code == 200, response.content
+    result = response.json()
+    assert result["roi"]["frame"] == 2
+    covered = [
+        (i["instance_number"], i["frame"])
+        for i in result["instances"]
+        if i["roi_suitability_index"] is not None
+    ]
+    assert covered == [(3, 2)]
+    # The same range without a frame: every frame of the instance.
+    body["frame"] = None
+    result = api.as_(radiologist_a).put(f"/api/series/{series.pk}/roi/", body, format="json").json()
+    covered = [
+        (i["instance_number"], i["frame"])
+        for i in result["instances"]
+        if i["roi_suitability_index"] is not None
+    ]
+    assert covered == [(3, 1), (3, 2), (3, 3)]
+    # A frame no instance in range has: a 400 with the reason.
+    body["frame"] = 4
+    refused = api.as_(radiologist_a).put(f"/api/series/{series.pk}/roi/", body, format="json")
+    assert refused.status_code == 400 and "frame 4" in refused.content.decode()

@@ -80,6 +80,8 @@ export interface RoiResult {
   polygon: [number, number][];
   first_instance: number | null;
   last_instance: number | null;
+  /** Only this frame of the instances in range (a slice of an Enhanced MR instance). */
+  frame?: number | null;
 }
 
 export interface SeriesResult {

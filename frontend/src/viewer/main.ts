@@ -376,7 +376,7 @@ async function start(): Promise<void> {
     if (roiStatus) {
       const roi = result?.roi;
       roiStatus.textContent = roi
-        ? `${roi.polygon.length} points, ${roi.first_instance === null && roi.last_instance === null ? "all slices" : `slices ${roi.first_instance ?? "…"}–${roi.last_instance ?? "…"}`}`
+        ? `${roi.polygon.length} points, ${roi.first_instance === null && roi.last_instance === null ? "all slices" : `slices ${roi.first_instance ?? "…"}–${roi.last_instance ?? "…"}${roi.frame ? `, frame ${roi.frame}` : ""}`}`
         : "none";
     }
   };
@@ -527,7 +527,9 @@ async function start(): Promise<void> {
       const here = value<number>(items[current()], "00200013") ?? null;
       void (async () => {
         try {
-          await roiSet(seriesId, { polygon, first_instance: all ? null : here, last_instance: all ? null : here });
+          // "This slice": its instance, and its frame when it is one of a multi-frame instance.
+          const frame = all || !frameOf[current()] ? null : frameOf[current()];
+          await roiSet(seriesId, { polygon, first_instance: all ? null : here, last_instance: all ? null : here, frame });
           flash("Region of interest saved");
           await loadResult();
         } catch (error) {
