@@ -433,20 +433,38 @@ class _Claim:
     quarantined: list[Instance]
 
 
-def _advice_header(instance: Instance) -> AdviceHeader:
+def _advice_header(instance: Instance, frame: dict[str, Any] | None = None) -> AdviceHeader:
+    """The instance's acquisition values; ``frame``: a frame's own (``ml.header.frame_values``
+    of an Enhanced MR image, where echo time or bandwidth may change from frame to frame)
+    take their place where the frame has them."""
+    own = frame or {}
+
+    def value(keyword: str, default: float | None) -> float | None:
+        found = own.get(keyword)
+        try:
+            return default if found is None else float(found)
+        except (TypeError, ValueError):
+            return default
+
     return AdviceHeader(
-        field_strength_t=instance.field_strength_t,
-        pixel_bandwidth_hz=instance.pixel_bandwidth_hz,
+        field_strength_t=value("MagneticFieldStrength", instance.field_strength_t),
+        pixel_bandwidth_hz=value("PixelBandwidth", instance.pixel_bandwidth_hz),
         phase_encode=instance.phase_encode_direction,
         rows=instance.rows,
         columns=instance.columns,
         spacing_row_mm=instance.pixel_spacing_row_mm,
         spacing_col_mm=instance.pixel_spacing_col_mm,
-        slice_thickness_mm=instance.slice_thickness_mm,
-        te_ms=instance.echo_time_ms,
-        tr_ms=instance.repetition_time_ms,
-        ti_ms=instance.inversion_time_ms,
+        slice_thickness_mm=value("SliceThickness", instance.slice_thickness_mm),
+        te_ms=value("EchoTime", instance.echo_time_ms),
+        tr_ms=value("RepetitionTime", instance.repetition_time_ms),
+        ti_ms=value("InversionTime", instance.inversion_time_ms),
     )
+
+
+_FRAME_ADVICE = (
+    "MagneticFieldStrength", "PixelBandwidth", "SliceThickness", "EchoTime", "RepetitionTime",
+    "InversionTime",
+)  # fmt: skip
 
 
 def _head_masks(images: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -466,22 +484,25 @@ class _Slices(NamedTuple):
     datasets: list[Any]
     frames: list[int]  # 0-based, as ml.pipeline takes them
     images: list[np.ndarray]
+    advice: list[dict[str, Any] | None]  # a frame's own acquisition values (multi-frame)
 
 
 def _decode(instances: list[Instance]) -> _Slices:
-    from ml.header import frame_count
+    from ml.header import frame_count, frame_values
     from ml.pipeline import frame_pixels, pixels
 
-    out = _Slices([], [], [], [])
+    out = _Slices([], [], [], [], [])
     for instance in instances:
         ds = pydicom.dcmread(io.BytesIO(store_get(instance.storage_key)))
         # Decoded once (out of process when compressed); an Enhanced MR image frame by frame.
-        images = [pixels(ds)] if frame_count(ds) == 1 else frame_pixels(ds)
+        single = frame_count(ds) == 1
+        images = [pixels(ds)] if single else frame_pixels(ds)
         for index, image in enumerate(images):
             out.instances.append(instance)
             out.datasets.append(ds)
             out.frames.append(index)
             out.images.append(image)
+            out.advice.append(None if single else frame_values(ds, index, _FRAME_ADVICE))
     return out
 
 
@@ -503,10 +524,13 @@ def _score_batch(run: ScoringRun, instances: list[Instance]) -> list[_Scored]:
             slices.datasets[chunk], images=images, frames=slices.frames[chunk]
         )
         heads = _head_masks(images)
-        for index, (instance, frame) in enumerate(
-            zip(slices.instances[chunk], slices.frames[chunk], strict=True)
+        for index, (instance, frame, advice) in enumerate(
+            zip(slices.instances[chunk], slices.frames[chunk], slices.advice[chunk], strict=True)
         ):
-            scored.append(_score_slice(run, instance, frame + 1, result, index, heads[index], pngs))
+            header = _advice_header(instance, advice)
+            scored.append(
+                _score_slice(run, instance, frame + 1, header, result, index, heads[index], pngs)
+            )
     # Durable before any row refers to them, with one sync for the batch (not one per mask).
     if pngs:
         store_put_many(pngs)
@@ -517,6 +541,7 @@ def _score_slice(
     run: ScoringRun,
     instance: Instance,
     frame: int,
+    header: AdviceHeader,
     result: Any,
     index: int,
     head: np.ndarray,
@@ -560,7 +585,7 @@ def _score_slice(
                 head_fraction=int(np.count_nonzero(mask & head)) / head_area,
                 bbox=[int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1],
                 confidence=float(result.presence[index, k]),
-                advice=advise(artifact, _advice_header(instance)).text(),
+                advice=advise(artifact, header).text(),
             )
         )
     suitability = slice_suitability(model_suitability=float(result.suitability[index]), masks=masks)

@@ -273,3 +273,30 @@ def test_a_region_of_interest_on_one_frame_covers_that_slice_only(api, radiologi
     body["frame"] = 4
     refused = api.as_(radiologist_a).put(f"/api/series/{series.pk}/roi/", body, format="json")
     assert refused.status_code == 400 and "frame 4" in refused.content.decode()
+
+
+def test_each_frames_advice_reads_that_frames_own_acquisition_values(site_a):
+    """A multi-echo Enhanced MR file: frame 3 was acquired at TE 80 ms, the instance's row holds
+    frame 1's 20 ms; the advice for frame 3 names 80."""
+    from backend.scoring.advice import advise
+    from ml.header import frame_values
+
+    series = _ingest(site_a, frames=3)
+    enhanced = series.instances.get(instance_number=3)
+    assert enhanced.echo_time_ms == 20.0
+    ds = pydicom.dcmread(io.BytesIO(store_get(enhanced.storage_key)))
+    texts = [
+        advise(
+            "susceptibility",
+            services._advice_header(enhanced, frame_values(ds, f, services._FRAME_ADVICE)),
+        ).text()
+        for f in range(3)
+    ]
+    for te, text in zip((20, 50, 80), texts, strict=True):
+        assert f"shorten TE from {te} ms" in text
+    # Scored, every finding's advice is its own frame's.
+    run = series_score(series_id=series.pk)
+    for finding in Finding.objects.filter(run=run, instance=enhanced):
+        values = frame_values(ds, finding.frame - 1, services._FRAME_ADVICE)
+        own = advise(finding.artifact_type, services._advice_header(enhanced, values)).text()
+        assert finding.advice == own
