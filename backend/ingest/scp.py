@@ -15,6 +15,7 @@ import signal
 import threading
 from typing import Any
 
+from django.conf import settings
 from django.db import close_old_connections, connection, connections
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
@@ -90,7 +91,33 @@ def _on_association_end(event: Any) -> None:
     connection.close()
 
 
+RECEIVE_SLACK = 2**20
+"""Bytes beyond the instance size limit an association may send before its next dataset is
+complete: PDU and command-set overhead."""
+
+
+def _on_data(event: Any) -> None:
+    """Bound what one association holds in memory. pynetdicom gathers a dataset's P-DATA in
+    memory until the C-STORE request is complete, whatever its size; past the instance size
+    limit (``ARTISCAN_MAX_INSTANCE_MB``) since the last dataset, the association is aborted —
+    the door would refuse such a file anyway, and the sender learns it at once."""
+    assoc = event.assoc
+    received = getattr(assoc, "artiscan_received", 0) + len(event.data)
+    assoc.artiscan_received = received
+    if received > settings.ARTISCAN_MAX_INSTANCE_BYTES + RECEIVE_SLACK and not getattr(
+        assoc, "artiscan_aborted", False
+    ):
+        assoc.artiscan_aborted = True
+        logger.warning(
+            "association from %s aborted: more than %d MiB without a complete dataset",
+            assoc.requestor.address,
+            settings.ARTISCAN_MAX_INSTANCE_BYTES // 2**20,
+        )
+        assoc.abort(block=False)
+
+
 def _on_store(event: Any) -> int:
+    event.assoc.artiscan_received = 0  # the dataset is complete: count the next one afresh
     site = getattr(event.assoc, "artiscan_site", None)
     if site is None:
         return CANNOT_UNDERSTAND
@@ -123,6 +150,7 @@ def build_ae(ae_title: str = "ARTISCAN") -> AE:
 
 HANDLERS: list[Any] = [
     (evt.EVT_REQUESTED, _on_requested),
+    (evt.EVT_DATA_RECV, _on_data),
     (evt.EVT_C_STORE, _on_store),
     (evt.EVT_RELEASED, _on_association_end),
     (evt.EVT_ABORTED, _on_association_end),

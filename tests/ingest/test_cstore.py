@@ -210,3 +210,30 @@ def test_a_full_store_answers_c_store_with_a_retryable_failure(site_a, tmp_path)
     assert status == 0xA700
     assert not Instance.objects.exists()
     assert "free-space floor" in (tmp_path / "scp.log").read_text()
+
+
+def test_an_association_sending_past_the_size_limit_is_aborted(site_a, tmp_path):
+    """Memory bounded per file whatever it claims (MISSION): pynetdicom gathers a dataset in
+    memory until it is complete, so the SCP aborts an association that sends more than the
+    instance size limit without completing one; the next sender is served as usual."""
+    from django.conf import settings
+
+    DicomSender.objects.create(site=site_a, ae_title="MRI_ROOM_6", host="127.0.0.1")
+    port = _free_port()
+    env = {**_server_env(settings.DATABASES["default"]["NAME"]), "ARTISCAN_MAX_INSTANCE_MB": "1"}
+    command = [sys.executable, "manage.py", "dicom_scp", "--host", "127.0.0.1", "--port", str(port)]
+    log = tmp_path / "scp.log"
+    big = pydicom.dcmread(io.BytesIO(to_bytes(mr_dataset(1, rows=1200, columns=1200))))
+    with _listening_process(command, env=env, port=port, log=log, what="scp"):
+        assoc = _scu("MRI_ROOM_6").associate("127.0.0.1", port, ae_title="ARTISCAN")
+        assert assoc.is_established
+        answer = assoc.send_c_store(big)
+        assert "Status" not in answer  # no answer: the association was aborted
+        _wait_for(lambda: assoc.is_aborted, 10, "the abort")
+        again = _scu("MRI_ROOM_6").associate("127.0.0.1", port, ae_title="ARTISCAN")
+        assert again.is_established
+        small = pydicom.dcmread(io.BytesIO(to_bytes(mr_dataset(2, rows=64, columns=64))))
+        assert again.send_c_store(small).Status == 0x0000
+        again.release()
+    assert Instance.objects.filter(site=site_a).count() == 1
+    assert "aborted: more than 1 MiB without a complete dataset" in log.read_text()
