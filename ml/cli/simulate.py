@@ -59,6 +59,12 @@ def read_series(series_dir: Path) -> list[Any]:
         datasets.append(ds)
     if not datasets:
         raise SeriesError(f"no DICOM image files in {series_dir}")
+    others = sorted({str(ds.get("Modality", "")).upper() for ds in datasets} - {"MR", ""})
+    if others:
+        raise SeriesError(
+            f"not an MR series: {series_dir} holds {', '.join(others)} images "
+            "(the model judges brain MR only)"
+        )
     shapes = {(int(ds.Rows), int(ds.Columns)) for ds in datasets}
     if len(shapes) != 1:
         raise SeriesError(f"slices of different sizes in {series_dir}: {sorted(shapes)}")

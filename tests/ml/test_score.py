@@ -238,6 +238,18 @@ def test_the_score_command_reports_a_folder_without_dicom(tmp_path, tiny_model_p
     assert not (tmp_path / "o.npz").exists()
 
 
+def test_the_score_command_refuses_a_series_that_is_not_mr(tmp_path, tiny_model_path):
+    from pydicom.data import get_testdata_file
+
+    (tmp_path / "ct").mkdir()
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.save_as(tmp_path / "ct" / "IM1")
+    result = _score_command(tmp_path / "ct", tmp_path / "o.npz", tiny_model_path)
+    assert result.returncode == 1
+    assert "not an MR series" in result.stderr and "holds CT images" in result.stderr
+    assert not (tmp_path / "o.npz").exists()
+
+
 def test_a_transposed_slice_with_swapped_phase_encode_gets_transposed_masks(tiny_model_path):
     from ml.pipeline import ScoringPipeline
     from ml.simulate.header import AcquisitionHeader
