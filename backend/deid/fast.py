@@ -645,8 +645,11 @@ def deidentify_fast(data: bytes, *, key: bytes, max_bytes: int) -> DeidentifiedF
     if end != len(body):
         raise Fallback("trailing bytes")
 
-    if any(e[0] >> 16 in _OVERLAY_GROUPS and e[0] & 0xFFFF == 0x0102 for e in elements):
-        raise Fallback("an overlay that may be embedded in the pixels")  # profile clears them
+    overlays = {e[0] for e in elements if e[0] >> 16 in _OVERLAY_GROUPS}
+    if any(t & 0xFFFF == 0x0102 and (t & 0xFFFF0000 | 0x3000) not in overlays for t in overlays):
+        # An overlay with a bit position and no data of its own lives in the pixel cells'
+        # unused bits: the dataset path clears them (profile.embedded_overlays).
+        raise Fallback("an overlay embedded in the pixels")
     top = _Top(body, elements, encodings)
     if parser.us_or_ss:
         _settle_us_or_ss(elements, parser.us_or_ss, top)

@@ -69,6 +69,21 @@ def parts(body: bytes, boundary: str) -> Iterator[tuple[dict[str, str], memoryvi
         start = end
 
 
+def encode_stream(payloads: Iterable[bytes], content_type: str) -> tuple[Iterator[bytes], str]:
+    """:func:`encode` as pieces, a payload at a time (``payloads`` is consumed lazily): for a
+    body too large to hold whole."""
+    boundary = secrets.token_hex(16)
+
+    def pieces() -> Iterator[bytes]:
+        for payload in payloads:
+            yield f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode()
+            yield payload
+            yield b"\r\n"
+        yield f"--{boundary}--\r\n".encode()
+
+    return pieces(), f'multipart/related; type="{content_type}"; boundary={boundary}'
+
+
 def encode(payloads: Iterable[bytes], content_type: str) -> tuple[bytes, str]:
     """A multipart/related body of ``payloads``; returns (body, Content-Type header)."""
     boundary = secrets.token_hex(16)

@@ -43,6 +43,7 @@ _PREFIX: dict[Level, dict[Level, str]] = {
     "instance": {"study": "series__study__", "series": "series__", "instance": ""},
 }
 RESERVED = {"limit", "offset", "includefield", "fuzzymatching"}
+_PRINTABLE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,8 @@ def parse(params: Any, level: Level) -> Query:
         tag = tag_of(name)
         key = KEYS.get(tag) if tag else None
         if key is None or _DEPTH[key.level] > _DEPTH[level]:
-            query.ignored.append(name)
+            # Named back in a header: only what a keyword or tag can be made of.
+            query.ignored.append(name if _PRINTABLE.fullmatch(name) else "(a malformed key)")
             continue
         for value in params.getlist(name):
             query.matches.append((key, value.strip()))

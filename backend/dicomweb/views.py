@@ -12,9 +12,8 @@ from typing import Any
 
 import pydicom
 from django.conf import settings
-from django.db import models
 from django.db.models import Count
-from django.http import HttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.utils.cache import patch_vary_headers
 from rest_framework import exceptions
 from rest_framework.negotiation import BaseContentNegotiation
@@ -162,25 +161,26 @@ def _qido_response(results: list[dict[str, Any]], query: qido.Query) -> HttpResp
     return response
 
 
-def _first_instances(owner: str, ids: list[Any]) -> dict[Any, Instance]:
-    """The first instance (series number, then instance number) of each study or series
-    (``owner``: ``"series__study"`` or ``"series"``), with its metadata row."""
+def _first_instances(user: Any, model: Any, owner: str, ids: list[Any]) -> dict[Any, Instance]:
+    """The first image (series number, then instance number) of each study or series
+    (``model`` Study or Series, ``owner`` the path from an instance to it), with its metadata
+    row: one subquery per study or series, over the instances ``user`` may see; never a DICOM
+    SEG (a reader reading blind must not learn the model's segments from it)."""
     from django.db.models import OuterRef, Subquery
 
     first = (
-        Instance.objects.filter(**{f"{owner}_id": OuterRef("owner")})
-        .order_by("series__series_number", "instance_number", "sop_uid")
+        selectors.instance_search(user=user)
+        .filter(**{owner: OuterRef("pk")})
+        .exclude(series__modality=selectors.SEG_MODALITY)
+        .order_by("series__series_number", "series__received_at", "instance_number", "sop_uid")
         .values("pk")[:1]
     )
-    pairs = (
-        Instance.objects.filter(**{f"{owner}_id__in": ids})
-        .values(owner=models.F(f"{owner}_id"))
-        .distinct()
-        .annotate(first=Subquery(first))
-        .values_list("owner", "first")
+    chosen = dict(
+        model.objects.filter(pk__in=ids).annotate(first=Subquery(first)).values_list("pk", "first")
     )
-    chosen = dict(pairs)
-    rows = Instance.objects.filter(pk__in=list(chosen.values())).select_related("metadata")
+    rows = Instance.objects.filter(pk__in=[p for p in chosen.values() if p]).select_related(
+        "metadata"
+    )
     by_pk = {i.pk: i for i in rows}
     return {owner_id: by_pk[pk] for owner_id, pk in chosen.items() if pk in by_pk}
 
@@ -223,7 +223,7 @@ class QidoStudiesView(DicomWebView):
         self.accessed(studies)
         results = [_study_json(s, self.base(request)) for s in studies]
         firsts = (
-            _first_instances("series__study", [s.pk for s in studies])
+            _first_instances(request.user, Study, "series__study", [s.pk for s in studies])
             if query.include or query.include_all
             else None
         )
@@ -245,7 +245,7 @@ class QidoSeriesView(DicomWebView):
         self.accessed(series, per_study=True)
         results = [_series_json(s, self.base(request)) for s in series]
         firsts = (
-            _first_instances("series", [s.pk for s in series])
+            _first_instances(request.user, Series, "series", [s.pk for s in series])
             if query.include or query.include_all
             else None
         )
@@ -322,16 +322,17 @@ class WadoInstanceView(DicomWebView):
         return HttpResponse(body, content_type=content_type)
 
 
-def _study_instances(request: Request, study_uid: str) -> tuple[Study, list[Instance]]:
+def _study_instances(
+    request: Request, study_uid: str, *, metadata: bool
+) -> tuple[Study, list[Instance]]:
     """A study and the instances of it the caller may see (in order: series, then instance
-    number), with their metadata rows; a study of another site is a 404."""
+    number), with their metadata rows when asked; a study of another site is a 404."""
     study = selectors.study_by_uid(user=request.user, study_uid=study_uid)
-    instances = list(
-        selectors.instance_search(user=request.user, study_uid=study_uid)
-        .select_related("metadata")
-        .order_by("series__series_number", "series__received_at", "instance_number", "sop_uid")
-    )
-    return study, instances
+    qs = selectors.instance_search(user=request.user, study_uid=study_uid)
+    if metadata:
+        qs = qs.select_related("metadata")
+    order = ("series__series_number", "series__received_at", "instance_number", "sop_uid")
+    return study, list(qs.order_by(*order))
 
 
 class WadoStudyView(DicomWebView):
@@ -339,13 +340,14 @@ class WadoStudyView(DicomWebView):
 
     audit_action = AuditAction.DOWNLOAD
 
-    def get(self, request: Request, study_uid: str) -> HttpResponse:
-        study, instances = _study_instances(request, study_uid)
-        body, content_type = multipart.encode(
+    def get(self, request: Request, study_uid: str) -> StreamingHttpResponse:
+        study, instances = _study_instances(request, study_uid, metadata=False)
+        # A study may be gigabytes: its files go out one at a time, never all in memory.
+        chunks, content_type = multipart.encode_stream(
             (store_get(i.storage_key) for i in instances), "application/dicom"
         )
         self.accessed([study])
-        return HttpResponse(body, content_type=content_type)
+        return StreamingHttpResponse(chunks, content_type=content_type)
 
 
 class WadoSeriesView(DicomWebView):
@@ -423,7 +425,7 @@ class WadoSeriesMetadataView(MetadataView):
 
 class WadoStudyMetadataView(MetadataView):
     def get(self, request: Request, study_uid: str) -> HttpResponse:
-        study, instances = _study_instances(request, study_uid)
+        study, instances = _study_instances(request, study_uid, metadata=True)
         self.accessed([study])
         return _metadata_response(request, instances)
 

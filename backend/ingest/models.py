@@ -112,6 +112,9 @@ class Upload(models.Model):
     size = models.BigIntegerField()
     received = models.BigIntegerField(default=0)
     chunks = models.IntegerField(default=0)
+    chunk_sizes = models.JSONField(
+        default=list, blank=True, help_text="Bytes of each chunk, in order (read in place)."
+    )
     status = models.CharField(
         max_length=16, choices=UploadStatus.choices, default=UploadStatus.RECEIVING
     )

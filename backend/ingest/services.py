@@ -436,6 +436,11 @@ def _series_for(site: Site, clean: _Clean, sop_uids: list[str]) -> tuple[Series 
     if not made and study.patient_pseudonym != clean.patient:
         if study.patient_pseudonym or not _study_claim(study.pk, clean):
             return None, False
+    if not made and study.study_date is None:
+        # The study's first file had no StudyDate (Type 2: may be empty); a later one does.
+        found = _dicom_date(ds.get("StudyDate"))
+        if found is not None:
+            Study.objects.filter(pk=study.pk, study_date__isnull=True).update(study_date=found)
     scanner = None
     if scanner_pseudonym:
         scanner, _ = Scanner.objects.get_or_create(

@@ -142,7 +142,8 @@ def upload_append(*, upload_id: str, offset: int, data: bytes) -> Upload:
         store_put(_chunk_key(upload, upload.chunks), data)
         upload.chunks += 1
         upload.received += len(data)
-        upload.save(update_fields=["chunks", "received"])
+        upload.chunk_sizes = [*upload.chunk_sizes, len(data)]
+        upload.save(update_fields=["chunks", "received", "chunk_sizes"])
     return upload
 
 
@@ -223,14 +224,17 @@ class StoredChunks(io.RawIOBase):
     the store: one chunk decrypted and held at a time (a zip's central directory at the end,
     then each member, costs a chunk or two each), nothing written in clear."""
 
-    def __init__(self, keys: list[str]) -> None:
+    def __init__(self, keys: list[str], sizes: list[int] | None = None) -> None:
         super().__init__()
         self._keys = keys
+        if sizes is None or len(sizes) != len(keys):
+            # Not recorded (an upload from before they were): one pass, a chunk at a time.
+            sizes = [len(store_get(key)) for key in keys]
         self._starts: list[int] = []
         size = 0
-        for key in keys:  # the chunks' sizes: one pass, a chunk at a time
+        for length in sizes:
             self._starts.append(size)
-            size += len(store_get(key))
+            size += length
         self._size, self._pos = size, 0
         self._held: tuple[int, bytes] = (-1, b"")
 
@@ -279,7 +283,8 @@ def _upload_process_locked(upload: Upload) -> Upload:
     upload.save(update_fields=["status", "results", "files_done"])
     limit = settings.ARTISCAN_MAX_INSTANCE_BYTES
     try:
-        with StoredChunks([_chunk_key(upload, i) for i in range(upload.chunks)]) as assembled:
+        keys = [_chunk_key(upload, i) for i in range(upload.chunks)]
+        with StoredChunks(keys, upload.chunk_sizes) as assembled:
             head = assembled.read(4)
             assembled.seek(0)
             if head == b"PK\x03\x04":

@@ -444,3 +444,16 @@ def test_an_overlay_embedded_in_compressed_pixels_is_refused():
     ds.save_as(buffer)
     with pytest.raises(Rejected, match="overlay embedded in compressed"):
         deidentify_bytes(buffer.getvalue(), key=KEY)
+
+
+def test_an_ordinary_overlay_with_its_own_data_stays_on_the_fast_path():
+    """OverlayBitPosition is in every standard overlay; only one without OverlayData of its own
+    lives in the pixel bits and needs the dataset path."""
+    from backend.deid import fast
+    from backend.deid.profile import DEFAULT_MAX_BYTES
+
+    ds = mr_dataset()  # has (6000,3000) OverlayData
+    ds.add_new(0x60000100, "US", 1)
+    ds.add_new(0x60000102, "US", 0)
+    done = fast.deidentify_fast(to_bytes(ds), key=KEY, max_bytes=DEFAULT_MAX_BYTES)
+    assert b"OVERLAY-CANARY" not in done.data

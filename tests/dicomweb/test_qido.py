@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pydicom
 import pytest
 from pydicom.uid import generate_uid
@@ -173,10 +174,11 @@ def test_the_whole_study_and_its_metadata_are_retrieved(api, radiologist_a, radi
         url, HTTP_ACCEPT='multipart/related; type="application/dicom"'
     )
     assert response.status_code == 200
+    assert response.streaming  # a study may be gigabytes: never held whole
+    body = b"".join(response.streaming_content)
     boundary = multipart.boundary_of(response["Content-Type"])
     parts = [
-        pydicom.dcmread(io.BytesIO(bytes(part)))
-        for _, part in multipart.parts(response.content, boundary)
+        pydicom.dcmread(io.BytesIO(bytes(part))) for _, part in multipart.parts(body, boundary)
     ]
     assert sorted(int(p.InstanceNumber) for p in parts) == [1, 2]
     assert {p.StudyInstanceUID for p in parts} == {first.study_uid}
@@ -185,3 +187,65 @@ def test_the_whole_study_and_its_metadata_are_retrieved(api, radiologist_a, radi
     assert {m["0020000D"]["Value"][0] for m in metadata} == {first.study_uid}
     assert api.as_(radiologist_b).get(url).status_code == 404
     assert api.as_(radiologist_b).get(f"{url}/metadata").status_code == 404
+
+
+def test_a_malformed_key_is_not_echoed_into_the_warning(api, radiologist_a, two):
+    response = _get(api, radiologist_a, "/dicomweb/studies", **{'a"\nb': "1"})
+    assert len(response.json()) == 2
+    assert "(a malformed key)" in response["Warning"] and "\n" not in response["Warning"]
+
+
+def test_includefield_never_reads_the_models_seg(api, radiologist_a, site_a):
+    """A study's representative image for includefield is an image, never our DICOM SEG (whose
+    segments would tell a blinded reader what the model found), even where the images carry no
+    SeriesNumber and the SEG sorts first."""
+    from backend.scoring.masks import mask_key, mask_put
+    from backend.scoring.models import Finding, ModelVersion, ScoringRun
+    from backend.scoring.seg import seg_store
+    from backend.studies.models import Series
+
+    study = _study(site_a, "PATIENT-ONE", "20240315", "MR BRAIN")
+    series = Series.objects.get(study=study)
+    Series.objects.filter(pk=series.pk).update(series_number=None)
+    model = ModelVersion.objects.create(
+        name="t", version="t1", sha256="1" * 64, weights_key="-", classes=[]
+    )
+    run = ScoringRun.objects.create(series=series, site=site_a, model_version=model, status="done")
+    instance = series.instances.first()
+    key = mask_key(site_id=site_a.pk, run_id=str(run.pk), sop_uid=instance.sop_uid,
+                   artifact="motion")  # fmt: skip
+    mask = np.zeros((32, 32), np.uint8)
+    mask[4:20, 4:20] = 1
+    mask_put(key, mask)
+    Finding.objects.create(
+        run=run, instance=instance, site=site_a, artifact_type="motion", mask_key=key,
+        area_px=256, area_fraction=0.25, confidence=0.9,
+    )  # fmt: skip
+    assert seg_store(run)
+    [found] = _get(api, radiologist_a, "/dicomweb/studies", StudyInstanceUID=study.study_uid,
+                   includefield="00620002,00080060").json()  # fmt: skip
+    assert "Value" not in found["00620002"]  # SegmentSequence: absent from an MR image
+    assert found["00080060"]["Value"] == ["MR"]
+
+
+def test_a_study_date_missing_from_its_first_file_is_taken_from_a_later_series(site_a):
+    study_uid = generate_uid()
+    files = []
+    for n, date in ((1, ""), (2, "20240315")):  # StudyDate is Type 2: may be empty
+        ds = mr_dataset(n, rows=32, columns=32)
+        ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID = (
+            generate_uid(), study_uid, generate_uid(),
+        )  # fmt: skip
+        ds.StudyDate = date
+        files.append(to_bytes(ds))
+    series_ingest(site=site_a, files=files[:1], source="upload")
+    study = Study.objects.get(site=site_a)
+    assert study.study_date is None
+    series_ingest(site=site_a, files=files[1:], source="upload")
+    study.refresh_from_db()
+    stored = pydicom.dcmread(
+        io.BytesIO(store_get(study.series.get(series_number=3, instances__instance_number=2)
+                             .instances.get().storage_key))
+    )  # fmt: skip
+    assert study.study_date is not None
+    assert study.study_date.strftime("%Y%m%d") == stored.StudyDate

@@ -337,14 +337,18 @@ def test_the_stored_chunks_read_as_one_seekable_file(operator_a, site_a):
 
     data = np.random.default_rng(0).bytes(10_000)
     upload = _chunked(site_a, operator_a.user, data, 777, name="blob")
-    reader = StoredChunks([_chunk_key(upload, i) for i in range(upload.chunks)])
+    assert sum(upload.chunk_sizes) == len(data) and upload.chunk_sizes[0] == 777
+    keys = [_chunk_key(upload, i) for i in range(upload.chunks)]
+    # With the recorded sizes, and without (an upload from before they were recorded).
+    assert StoredChunks(keys).seek(0, io.SEEK_END) == len(data)
+    reader = StoredChunks(keys, upload.chunk_sizes)
     assert reader.seek(0, io.SEEK_END) == len(data)
     rng = np.random.default_rng(1)
     for _ in range(200):
         at, n = int(rng.integers(0, len(data) + 50)), int(rng.integers(0, 3000))
         reader.seek(at)
         assert reader.read(n) == data[at : at + n]
-        assert reader.tell() == min(at + n, len(data)) if at <= len(data) else at
+        assert reader.tell() == (min(at + n, len(data)) if at <= len(data) else at)
     reader.seek(-10, io.SEEK_END)
     assert reader.read() == data[-10:]
     with pytest.raises(OSError):
