@@ -160,7 +160,8 @@ def _cells_compute(site_id: int, weeks: Iterable[dt.date]) -> list[QualityRollup
         F("created_at") - F("instance__received_at"), output_field=DurationField()
     )
     timings = (
-        InstanceScore.objects.filter(scope, current)
+        # One row per instance: an Enhanced MR instance's frames share its verdict (frame 1).
+        InstanceScore.objects.filter(scope, current, frame=1)
         .annotate(
             protocol_key=Coalesce(
                 NullIf(F(f"{prefix}protocol"), Value("")),

@@ -109,3 +109,24 @@ def test_a_later_refresh_only_rebuilds_the_weeks_that_changed(fixture_rows, site
     cell = QualityRollup.objects.get(week=BASE_WEEK, protocol="t2_tse_ax")
     assert cell.series_scored == 4
     assert QualityRollup.objects.filter(pk=untouched.pk).exists()  # not rebuilt
+
+
+def test_the_frames_of_a_multi_frame_instance_count_it_once(site_a, make_scanner, make_scored):
+    """An Enhanced MR instance has one score per frame; it is one instance scored, with one
+    verdict delay, not one per frame."""
+    from backend.scoring.models import InstanceScore
+
+    series = make_scored(
+        site=site_a, scanner=make_scanner(site_a, "S1"), week=0, suitability=0.9, instances=1,
+        delay_s=2.0,
+    )  # fmt: skip
+    score = InstanceScore.objects.get(run=series.current_run)
+    for frame in (2, 3):
+        InstanceScore.objects.create(
+            run=score.run, instance=score.instance, frame=frame, suitability=0.5,
+            nondiagnostic=False, created_at=score.created_at,
+        )  # fmt: skip
+    rollups_refresh()
+    cell = QualityRollup.objects.get(week=BASE_WEEK)
+    assert cell.instances_scored == 1
+    assert cell.verdict_seconds_sum == pytest.approx(2.0)
