@@ -12,6 +12,10 @@ class OrthancError(Exception):
     pass
 
 
+class OrthancTooLarge(OrthancError):
+    """An instance larger than we take: left in Orthanc, never read whole."""
+
+
 @dataclass(frozen=True)
 class Change:
     seq: int
@@ -48,8 +52,26 @@ class OrthancClient:
     def series_instances(self, series_id: str) -> list[str]:
         return [str(i) for i in self._get(f"/series/{series_id}").json().get("Instances", [])]
 
-    def instance_file(self, instance_id: str) -> bytes:
-        return self._get(f"/instances/{instance_id}/file").content
+    def instance_file(self, instance_id: str, max_bytes: int | None = None) -> bytes:
+        """The instance's file; past ``max_bytes`` the download stops (``OrthancTooLarge``), so
+        memory stays bounded whatever Orthanc holds."""
+        path = f"/instances/{instance_id}/file"
+        try:
+            response = self.session.get(f"{self.url}{path}", stream=True, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise OrthancError(f"cannot reach Orthanc: {type(exc).__name__}") from None
+        with response:
+            if response.status_code != 200:
+                raise OrthancError(f"Orthanc answered {response.status_code} to GET {path}")
+            data = bytearray()
+            try:
+                for block in response.iter_content(2**20):
+                    data += block
+                    if max_bytes is not None and len(data) > max_bytes:
+                        raise OrthancTooLarge(f"instance {instance_id} exceeds {max_bytes} bytes")
+            except requests.RequestException as exc:
+                raise OrthancError(f"cannot read from Orthanc: {type(exc).__name__}") from None
+        return bytes(data)
 
     def delete_instance(self, instance_id: str) -> None:
         """Delete one instance (Orthanc drops its series with its last instance); gone is fine."""

@@ -719,6 +719,25 @@ class OrthancPollResult:
     outcomes: list[IngestOutcome]
 
 
+def _orthanc_files(client: OrthancClient, listed: list[str], fetched: list[str]) -> Iterator[bytes]:
+    """The files of ``listed``, fetched one at a time as the ingest takes them; ``fetched``
+    gets each one's id. A file over the instance size limit is skipped and left in Orthanc,
+    with a line in the log (it would be refused, and its quarantined copy truncated)."""
+    from backend.ingest.orthanc import OrthancTooLarge
+
+    for instance_id in listed:
+        try:
+            data = client.instance_file(instance_id, max_bytes=settings.ARTISCAN_MAX_INSTANCE_BYTES)
+        except OrthancTooLarge:
+            logger.warning(
+                "Orthanc instance %s is larger than ARTISCAN_MAX_INSTANCE_MB: left in Orthanc",
+                instance_id,
+            )
+            continue
+        fetched.append(instance_id)
+        yield data
+
+
 def orthanc_poll(
     *, source: OrthancSource, client: OrthancClient | None = None
 ) -> OrthancPollResult:
@@ -744,17 +763,19 @@ def orthanc_poll(
                     # stays in Orthanc (deleting the whole series deleted it unseen) and comes
                     # back with the series' next StableSeries change.
                     listed = client.series_instances(change.resource_id)
+                    fetched: list[str] = []
                     ingested = series_ingest(
                         site=source.site,
-                        files=(client.instance_file(i) for i in listed),
+                        files=_orthanc_files(client, listed, fetched),
                         source="orthanc",
                     )
                     outcomes += ingested
                     series_done += 1
                     if source.delete_after_ingest:
-                        # One outcome per file, in order: stored, a duplicate of a stored one,
-                        # or refused with its original kept in the quarantine.
-                        for instance_id, _ in zip(listed, ingested, strict=True):
+                        # One outcome per file fetched, in order: stored, a duplicate of a
+                        # stored one, or refused with its original kept in the quarantine. One
+                        # too large to fetch stays in Orthanc.
+                        for instance_id, _ in zip(fetched, ingested, strict=True):
                             client.delete_instance(instance_id)
                 source.last_change = change.seq
                 source.save(update_fields=["last_change"])

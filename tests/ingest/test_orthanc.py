@@ -65,17 +65,38 @@ def test_series_are_deleted_from_orthanc_when_asked(orthanc, site_a):
     assert Instance.objects.count() == 1
 
 
+def test_an_instance_over_the_size_limit_is_left_in_orthanc_unread(
+    orthanc, site_a, settings, caplog
+):
+    """Memory bounded per file whatever the source holds: the download stops at the limit, the
+    instance stays in Orthanc (not deleted, though the source deletes what it ingests), the
+    rest of its series is ingested."""
+    client = _client(orthanc)
+    small = to_bytes(mr_dataset(1, rows=32, columns=32))
+    big = to_bytes(mr_dataset(2, rows=512, columns=512))
+    settings.ARTISCAN_MAX_INSTANCE_BYTES = (len(small) + len(big)) // 2
+    client.upload(small)
+    kept = client.upload(big)["ID"]
+    _wait_for_stable(client, 1)
+    source = OrthancSource.objects.create(site=site_a, url=orthanc["url"], delete_after_ingest=True)
+    result = orthanc_poll(source=source, client=client)
+    assert [o.status for o in result.outcomes] == ["accepted"]
+    assert Instance.objects.count() == 1
+    assert client._get("/instances").json() == [kept]  # the small one deleted, the big one kept
+    assert "larger than ARTISCAN_MAX_INSTANCE_MB: left in Orthanc" in caplog.text
+
+
 class _LateSlice(OrthancClient):
     """A client that, as the follower fetches the first file of a stable series, lets the
     scanner send one more slice of the same series to Orthanc (a real upload)."""
 
     late = to_bytes(mr_dataset(2))
 
-    def instance_file(self, instance_id: str) -> bytes:
+    def instance_file(self, instance_id: str, max_bytes: int | None = None) -> bytes:
         if self.late:
             self.upload(self.late)
             self.late = b""
-        return super().instance_file(instance_id)
+        return super().instance_file(instance_id, max_bytes)
 
 
 def test_a_slice_that_arrives_during_the_ingest_is_not_deleted_unseen(orthanc, site_a):
