@@ -36,10 +36,10 @@ import os
 import re
 import threading
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 import numpy as np
 from numpy.typing import NDArray
@@ -170,10 +170,42 @@ def pixels(ds: Any) -> NDArray[np.float32]:
     return frame_pixels(ds)[0]
 
 
-def frame_pixels(ds: Any) -> list[NDArray[np.float32]]:
+class FramePixels(Sequence[NDArray[np.float32]]):
+    """The frames of one decoded image, each made float32 (× its RescaleSlope + its
+    RescaleIntercept) when it is asked for: a long Enhanced MR file holds its stored values once,
+    not every frame at four bytes a pixel as well."""
+
+    def __init__(self, ds: Any, arr: NDArray[Any]) -> None:
+        self._ds, self._count = ds, frame_count(ds)
+        self._frames = [arr] if self._count == 1 else arr
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> NDArray[np.float32]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[NDArray[np.float32]]: ...
+
+    def __getitem__(self, index: int | slice) -> NDArray[np.float32] | list[NDArray[np.float32]]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._count))]
+        if not -self._count <= index < self._count:
+            raise IndexError(f"frame {index} of {self._count}")
+        index %= self._count
+        values = frame_values(self._ds, index, ("RescaleSlope", "RescaleIntercept"))
+        slope = float(values["RescaleSlope"] or 1)
+        intercept = float(values["RescaleIntercept"] or 0)
+        frame = self._frames[index]
+        return np.asarray(frame.astype(np.float32) * slope + intercept, dtype=np.float32)
+
+
+def frame_pixels(ds: Any) -> FramePixels:
     """Each frame of ``ds`` as float32 ``(Rows, Columns)``, in stored order (one for a classic
     image): the stored values × the frame's RescaleSlope + RescaleIntercept (an Enhanced MR
-    image keeps them per frame, :func:`ml.header.frame_values`)."""
+    image keeps them per frame, :func:`ml.header.frame_values`). Decoded now, each frame made
+    float32 when it is read (:class:`FramePixels`)."""
     from ml.decode import DecodeError, pixel_array
 
     try:
@@ -187,14 +219,7 @@ def frame_pixels(ds: Any) -> list[NDArray[np.float32]]:
     if per_frame is not None and len(per_frame) != count:
         # A frame without its own group would be scored with another's values, or defaults.
         raise InputRefused(f"{_uid(ds)} has {len(per_frame)} per-frame groups for {count} frames")
-    frames = [arr] if count == 1 else list(arr)
-    images = []
-    for index, frame in enumerate(frames):
-        values = frame_values(ds, index, ("RescaleSlope", "RescaleIntercept"))
-        slope = float(values["RescaleSlope"] or 1)
-        intercept = float(values["RescaleIntercept"] or 0)
-        images.append(np.asarray(frame.astype(np.float32) * slope + intercept, dtype=np.float32))
-    return images
+    return FramePixels(ds, arr)
 
 
 def _uid(ds: Any) -> str:

@@ -483,7 +483,7 @@ class _Slices(NamedTuple):
     instances: list[Instance]
     datasets: list[Any]
     frames: list[int]  # 0-based, as ml.pipeline takes them
-    images: list[np.ndarray]
+    images: list[Sequence[np.ndarray]]  # each slice's decoded frames (made float32 when read)
     advice: list[dict[str, Any] | None]  # a frame's own acquisition values (multi-frame)
 
 
@@ -497,11 +497,11 @@ def _decode(instances: list[Instance]) -> _Slices:
         # Decoded once (out of process when compressed); an Enhanced MR image frame by frame.
         single = frame_count(ds) == 1
         images = [pixels(ds)] if single else frame_pixels(ds)
-        for index, image in enumerate(images):
+        for index in range(len(images)):
             out.instances.append(instance)
             out.datasets.append(ds)
             out.frames.append(index)
-            out.images.append(image)
+            out.images.append(images)
             out.advice.append(None if single else frame_values(ds, index, _FRAME_ADVICE))
     return out
 
@@ -519,7 +519,11 @@ def _score_batch(run: ScoringRun, instances: list[Instance]) -> list[_Scored]:
     pngs: list[tuple[str, bytes]] = []
     for start in range(0, len(slices.images), CLAIM_BATCH):
         chunk = slice(start, start + CLAIM_BATCH)
-        images = slices.images[chunk]
+        # Float32 for this batch only: a long Enhanced MR instance is not all made so at once.
+        images = [
+            frames[index]
+            for frames, index in zip(slices.images[chunk], slices.frames[chunk], strict=True)
+        ]
         result = pipeline.score_datasets(
             slices.datasets[chunk], images=images, frames=slices.frames[chunk]
         )

@@ -220,6 +220,13 @@ def test_a_multi_frame_image_is_not_taken_for_one_slice(tmp_path):
         pixels(ds)
     first, second = frame_pixels(ds)
     np.testing.assert_array_equal(first, stored[0].astype(np.float32) * 1.0)
+    # A sequence read frame by frame: indexing from the end, slicing, and its bounds.
+    frames = frame_pixels(ds)
+    assert len(frames) == 2 and frames[-1].dtype == np.float32
+    np.testing.assert_array_equal(frames[-1], second)
+    assert [f.shape for f in frames[0:2]] == [(16, 16), (16, 16)]
+    with pytest.raises(IndexError):
+        frames[2]
     np.testing.assert_array_equal(second, stored[1].astype(np.float32) * 1.5)
     del ds.PerFrameFunctionalGroupsSequence[1]  # a frame without its own values
     with pytest.raises(ScoringError, match="1 per-frame groups for 2 frames"):
