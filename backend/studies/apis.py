@@ -78,6 +78,9 @@ class SeriesListApi(ClinicalAPIView):
         )
         nondiagnostic = serializers.BooleanField(source="run_nondiagnostic", allow_null=True)
         dominant_artifact = serializers.CharField(allow_null=True)
+        slice_count = serializers.IntegerField(
+            help_text="Slices: the instances' frames (an Enhanced MR instance holds many)."
+        )
         verdict = serializers.CharField(
             allow_null=True, help_text="The latest reviewer verdict, null if not reviewed."
         )

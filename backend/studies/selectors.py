@@ -25,6 +25,7 @@ from django.db.models import (
     When,
 )
 from django.db.models.expressions import OrderBy
+from django.db.models.functions import Coalesce
 
 from backend.accounts.selectors import AnyUser, site_ids_for
 from backend.studies.models import Instance, Series, Study
@@ -165,7 +166,15 @@ def series_list(
     # A series the caller reads blind (an active blinded annotation campaign) is neither found
     # nor ordered by what the model said about it: the filter and the order would tell.
     blind = blinded_assignments(user).filter(series_id=OuterRef("pk"))
+    # Slices, not instance objects: an Enhanced MR instance is as many slices as its frames.
+    slices = (
+        Instance.objects.filter(series=OuterRef("pk"))
+        .values("series")
+        .annotate(n=Sum("frame_count"))
+        .values("n")
+    )
     qs = _scoped(Series.objects.select_related("study", "site", "scanner"), user).annotate(
+        slice_count=Coalesce(Subquery(slices), Value(0)),
         verdict=Subquery(verdict),
         dominant_artifact=Subquery(dominant),
         run_nondiagnostic=F("current_run__nondiagnostic"),

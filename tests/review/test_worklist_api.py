@@ -138,3 +138,17 @@ def test_search_finds_the_scanner_label(api, radiologist_a, site_a):
     response = api.as_(radiologist_a).get("/api/series/?q=skyra")
     assert _ids(response) == [str(series.pk)]
     assert response.json()["results"][0]["scanner"] == "Skyra room 2"
+
+
+def test_a_series_counts_its_slices_beside_its_instances(api, radiologist_a, site_a):
+    """An Enhanced MR instance holds many slices: the worklist says how many."""
+    classic = _series(site_a, "classic")
+    for _ in range(3):
+        InstanceFactory(series=classic)
+    enhanced = _series(site_a, "enhanced")
+    InstanceFactory(series=enhanced, frame_count=24)
+    InstanceFactory(series=enhanced, frame_count=1)
+    _series(site_a, "empty")
+    rows = api.as_(radiologist_a).get("/api/series/").json()["results"]
+    slices = {r["description"]: r["slice_count"] for r in rows}
+    assert slices == {"classic": 3, "enhanced": 25, "empty": 0}

@@ -22,6 +22,8 @@ export interface SeriesRow {
   sequence_family: string;
   status: string;
   instance_count: number;
+  /** Slices: the instances' frames (an Enhanced MR instance holds many). */
+  slice_count?: number;
   suitability: number | null;
   suitability_index: number | null;
   nondiagnostic: boolean | null;

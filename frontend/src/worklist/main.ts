@@ -33,6 +33,13 @@ function cell(content: string | Node, className = ""): HTMLTableCellElement {
   return td;
 }
 
+/** The images column: instances, with the slices they hold when that differs (the frames of an
+ * Enhanced MR instance). */
+function imagesLabel(row: SeriesRow): string {
+  const slices = row.slice_count ?? row.instance_count;
+  return slices === row.instance_count ? String(row.instance_count) : `${row.instance_count} (${slices} slices)`;
+}
+
 function badge(row: SeriesRow): HTMLElement {
   const span = document.createElement("span");
   span.className = "badge";
@@ -89,7 +96,7 @@ function render(previous: Map<string, string>): void {
       cell(link),
       cell(row.protocol),
       cell(row.scanner ?? "—"),
-      cell(String(row.instance_count)),
+      cell(imagesLabel(row)),
       cell(row.status),
       cell(badge(row), "index"),
       cell(artifact(row.dominant_artifact)),
@@ -98,7 +105,7 @@ function render(previous: Map<string, string>): void {
     tr.addEventListener("click", (e) => {
       if (!(e.target instanceof HTMLAnchorElement)) window.location.href = link.href;
     });
-    const signature = `${row.status}|${row.suitability_index}|${row.verdict}|${row.instance_count}`;
+    const signature = `${row.status}|${row.suitability_index}|${row.verdict}|${row.instance_count}|${row.slice_count}`;
     if (previous.size && previous.get(row.id) !== signature) tr.classList.add("flash");
     table.append(tr);
   });
@@ -119,7 +126,7 @@ function render(previous: Map<string, string>): void {
 let loading = 0;
 async function refresh(): Promise<void> {
   const ticket = ++loading;
-  const previous = new Map(rows.map((r) => [r.id, `${r.status}|${r.suitability_index}|${r.verdict}|${r.instance_count}`]));
+  const previous = new Map(rows.map((r) => [r.id, `${r.status}|${r.suitability_index}|${r.verdict}|${r.instance_count}|${r.slice_count}`]));
   try {
     const page = await seriesList({ ...query, limit: PAGE });
     if (ticket !== loading) return; // a newer request is on its way
