@@ -21,7 +21,15 @@ from rest_framework.response import Response
 
 from annotation import reports, selectors, services, training
 from annotation.assist import keep_hinted
-from annotation.models import Annotation, Assignment, Campaign, FineTune, MaskSource, TrainingSet
+from annotation.models import (
+    Annotation,
+    Assignment,
+    Campaign,
+    CampaignStatus,
+    FineTune,
+    MaskSource,
+    TrainingSet,
+)
 from annotation.rle import MaskFormatError, rle_decode, rle_encode
 from backend.accounts.models import User
 from backend.audit.mixins import ClinicalAPIView
@@ -185,7 +193,25 @@ class CampaignListApi(AnnotationApi):
         return Response(campaign_out(campaign, lead=True), status=status.HTTP_201_CREATED)
 
 
+class CampaignStatusSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=CampaignStatus.values,
+        help_text="closed: no more readings, out of the readers' queues, blinding ended.",
+    )
+
+
 class CampaignDetailApi(AnnotationApi):
+    @extend_schema(request=CampaignStatusSerializer, responses=OpenApiTypes.OBJECT)
+    def patch(self, request: Request, campaign_id: uuid.UUID) -> Response:
+        """Close the campaign, or open it again (a lead of its site)."""
+        campaign = selectors.campaign_get(user=_user(request), campaign_id=campaign_id)
+        body = CampaignStatusSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        services.campaign_set_status(
+            user=_user(request), campaign=campaign, status=body.validated_data["status"]
+        )
+        return Response(campaign_out(campaign, lead=True))
+
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, campaign_id: uuid.UUID) -> Response:
         campaign = selectors.campaign_get(user=_user(request), campaign_id=campaign_id)

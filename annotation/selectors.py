@@ -22,6 +22,7 @@ from annotation.models import (
     AssignmentStatus,
     Campaign,
     CampaignSeries,
+    CampaignStatus,
     FineTune,
     TrainingSet,
 )
@@ -107,7 +108,9 @@ def assignment_get(*, user: AnyUser, assignment_id: uuid.UUID | str) -> Assignme
 def reader_queue(
     *, user: AnyUser, campaign_id: uuid.UUID | str | None = None
 ) -> QuerySet[Assignment]:
-    qs = Assignment.objects.filter(reader_id=user.pk, site_id__in=site_ids_for(user))
+    qs = Assignment.objects.filter(
+        reader_id=user.pk, site_id__in=site_ids_for(user), campaign__status=CampaignStatus.ACTIVE
+    )
     if campaign_id is not None:
         qs = qs.filter(campaign_id=campaign_id)
     return qs.select_related("campaign", "series__study").order_by(

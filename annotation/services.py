@@ -15,6 +15,7 @@ import numpy as np
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Max, QuerySet
+from django.http import HttpRequest
 from django.utils import timezone
 from numpy.typing import NDArray
 
@@ -26,6 +27,7 @@ from annotation.models import (
     AssignmentStatus,
     Campaign,
     CampaignSeries,
+    CampaignStatus,
     MaskSource,
 )
 from annotation.selectors import (
@@ -37,6 +39,9 @@ from annotation.selectors import (
 )
 from backend.accounts.models import Membership, Role, User
 from backend.accounts.selectors import AnyUser, site_ids_for
+from backend.audit.mixins import audit_target_for, one_per_study
+from backend.audit.models import AuditAction
+from backend.audit.services import AuditTarget, audit_record
 from backend.scoring.masks import mask_get, mask_put
 from backend.scoring.models import ARTIFACT_TYPE_CHOICES
 from backend.studies.models import Instance
@@ -200,6 +205,39 @@ def campaign_add_series(*, user: User, campaign: Campaign, series_ids: Sequence[
     return len(new)
 
 
+def training_set_export_audit(
+    *, user: User, campaign: Campaign, request: HttpRequest | None = None
+) -> None:
+    """The audit rows of a training-set export however it was asked for (the campaign page,
+    the command; the API's view records the same through its mixin): one per study of the
+    campaign, by the lead (security checklist L-01)."""
+    audit_record(
+        user=user,
+        action=AuditAction.EXPORT,
+        targets=one_per_study(
+            audit_target_for(item.series) for item in campaign.items.select_related("series__study")
+        ),
+        request=request,
+    )
+
+
+def campaign_set_status(*, user: User, campaign: Campaign, status: str) -> Campaign:
+    """Close a campaign (or open it again): a lead of its site only. A closed campaign takes no
+    more readings and leaves its readers' queues, and its blinding ends — its readers see the
+    model's results on those series again, as everyone else does. Audited."""
+    _require_lead(user, campaign.site_id)
+    if status not in CampaignStatus.values:
+        raise ValidationError(f"a campaign is {' or '.join(CampaignStatus.values)}")
+    Campaign.objects.filter(pk=campaign.pk).update(status=status)
+    campaign.status = status
+    audit_record(
+        user=user,
+        action=AuditAction.ANNOTATE,
+        targets=[AuditTarget("campaign", str(campaign.pk), campaign.site_id)],
+    )
+    return campaign
+
+
 def assignment_skip(*, user: User, assignment: Assignment, reason: str) -> Assignment:
     if assignment.reader_id != user.pk:
         raise PermissionDenied("only the reader skips their series")
@@ -296,6 +334,8 @@ def annotation_save(
     )
     if assignment.status == AssignmentStatus.SKIPPED:
         raise ValidationError("this series was skipped")
+    if assignment.campaign.status != CampaignStatus.ACTIVE:
+        raise ValidationError("this campaign is closed")
     instance = Instance.objects.filter(pk=instance_id, series_id=assignment.series_id).first()
     if instance is None:
         raise NotInScope("instance", str(instance_id)[:64], assignment.site_id)

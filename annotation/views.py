@@ -17,7 +17,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 
 from annotation import reports, selectors, services, training
-from annotation.models import JobStatus
+from annotation.models import CampaignStatus, JobStatus
 from backend.accounts.models import Site, User
 from backend.audit.models import AuditAction, AuditOutcome
 from backend.audit.services import AuditTarget, audit_record
@@ -102,6 +102,7 @@ def campaign_page(request: HttpRequest, campaign_id: uuid.UUID) -> HttpResponse:
                     simulated_ratio=float(request.POST.get("simulated_ratio") or 0) / 100.0,
                     seed=int(request.POST.get("seed") or 0),
                 )
+                services.training_set_export_audit(user=user, campaign=campaign, request=request)
             elif action == "finetune":
                 ts = selectors.training_set_get(
                     user=user, training_set_id=request.POST.get("training_set", "")
@@ -128,6 +129,12 @@ def campaign_page(request: HttpRequest, campaign_id: uuid.UUID) -> HttpResponse:
                     user=user,
                     campaign=campaign,
                     series_ids=[uuid.UUID(s) for s in request.POST.getlist("series")],
+                )
+            elif action in ("close", "reopen"):
+                services.campaign_set_status(
+                    user=user,
+                    campaign=campaign,
+                    status=CampaignStatus.CLOSED if action == "close" else CampaignStatus.ACTIVE,
                 )
             elif action == "rollback":
                 training.model_rollback_by_lead(

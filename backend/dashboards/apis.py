@@ -241,10 +241,16 @@ class AlertOutputSerializer(serializers.Serializer):
     dispersion = serializers.FloatField()
     p_value = serializers.FloatField()
     threshold = serializers.FloatField()
+    likely_cause = serializers.SerializerMethodField(
+        help_text="What a jump of this rate most likely points at (a spike rate: hardware)."
+    )
     created_at = serializers.DateTimeField()
     notified_at = serializers.DateTimeField(allow_null=True)
     acknowledged_by = serializers.SerializerMethodField()
     acknowledged_at = serializers.DateTimeField(allow_null=True)
+
+    def get_likely_cause(self, alert: Alert) -> str:
+        return services.alert_cause(alert.metric)
 
     def get_scanner(self, alert: Alert) -> str:
         return str(alert.scanner) if alert.scanner else "(unknown scanner)"

@@ -352,6 +352,39 @@ def notify_later(model: type[Any], alert_id: int, task: Any) -> None:
         task.delay(alert_id)
 
 
+ALERT_CAUSES = {
+    "spike": (
+        "hardware",
+        "Spikes come from the scanner's hardware (arcing, a loose connection, a failing RF or "
+        "gradient component), not from patients: have service check the scanner.",
+    ),
+    "zipper": (
+        "hardware",
+        "Zipper lines are RF interference: check the room's door and RF shielding and remove "
+        "electronic devices from the room; call service if it persists.",
+    ),
+    "noise": (
+        "hardware",
+        "More noise points at the receive chain (coil elements, connectors, preamplifiers): "
+        "run the coil QA.",
+    ),
+    "bias_field": (
+        "setup",
+        "Intensity inhomogeneity: check coil selection and the prescan (shim, B1) calibration.",
+    ),
+    "aliasing": ("protocol", "Wrap-around: the field of view is too small for the heads scanned."),
+    "motion": ("patients", "Motion: review immobilisation and the length of the protocols."),
+}
+"""What a jump of each rate most likely points at (MISSION: a spike-rate jump points at
+hardware), as (kind, advice); the other types vary with patients and protocols."""
+
+
+def alert_cause(metric: str) -> str:
+    """The likely cause of a jump of ``metric``, for the alert's reader; "" when none is known."""
+    found = ALERT_CAUSES.get(metric)
+    return found[1] if found else ""
+
+
 def alert_payload(alert: Alert) -> dict[str, object]:
     """What leaves the building about an alert: site, scanner label and counts, no patient data."""
     scanner = alert.scanner
@@ -369,6 +402,7 @@ def alert_payload(alert: Alert) -> dict[str, object]:
         "baseline_weeks": alert.baseline_weeks,
         "p_value": alert.p_value,
         "threshold": alert.threshold,
+        "likely_cause": alert_cause(alert.metric),
         "dashboard": f"{settings.ARTISCAN_PUBLIC_URL.rstrip('/')}/dashboards/?site={alert.site_id}",
     }
 
@@ -376,13 +410,18 @@ def alert_payload(alert: Alert) -> dict[str, object]:
 def _quality_message(alert: Alert) -> tuple[str, str, dict[str, object]]:
     payload = alert_payload(alert)
     metric = str(payload["metric"]).replace("_", " ")
-    subject = f"[ArtiScan] {metric} rate jumped on {payload['scanner']} (week of {payload['week']})"
+    hardware = ALERT_CAUSES.get(alert.metric, ("", ""))[0] == "hardware"
+    subject = (
+        f"[ArtiScan] {metric} rate jumped on {payload['scanner']} (week of {payload['week']})"
+        + (": check the scanner's hardware" if hardware else "")
+    )
+    cause = f"\n\nLikely cause: {payload['likely_cause']}" if payload["likely_cause"] else ""
     body = (
         f"Site {alert.site.name}, scanner {payload['scanner']}: {alert.count} of "
         f"{alert.total} series ({alert.rate:.0%}) in the week of {alert.week} "
         f"had {metric}, against {alert.baseline_rate:.1%} over the previous "
         f"{alert.baseline_weeks} weeks (p = {alert.p_value:.2g}, threshold "
-        f"{alert.threshold:.2g}).\n\nDashboard: {payload['dashboard']}\n"
+        f"{alert.threshold:.2g}).{cause}\n\nDashboard: {payload['dashboard']}\n"
     )
     return subject, body, payload
 

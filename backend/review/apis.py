@@ -18,7 +18,8 @@ from backend.audit.mixins import ClinicalAPIView
 from backend.audit.models import AuditAction
 from backend.review import selectors, services
 from backend.review.models import FindingAction, FindingReview, SeriesReview, SeriesVerdict
-from backend.scoring.selectors import finding_get
+from backend.scoring.apis import BLINDED
+from backend.scoring.selectors import finding_get, model_results_blinded
 from backend.storage.store import store_get
 from backend.studies.selectors import series_get
 
@@ -53,6 +54,14 @@ def _denied(exc: Exception) -> exceptions.APIException:
     return exceptions.ValidationError({"mask_png": [str(exc)]})
 
 
+def _refuse_blinded(request: Request, series_id: uuid.UUID) -> None:
+    """A finding's reviews and corrected masks are the model's results, reviewed: a reader who
+    reads the series blind (an active blinded annotation campaign) gets a 403, as for the
+    result and its masks (``backend.scoring.apis``)."""
+    if model_results_blinded(user=request.user, series_id=series_id):
+        raise exceptions.PermissionDenied(BLINDED)
+
+
 class FindingReviewApi(ClinicalAPIView):
     """GET: a finding's review history, newest first. POST: accept, correct or reject it."""
 
@@ -69,6 +78,7 @@ class FindingReviewApi(ClinicalAPIView):
     def get(self, request: Request, finding_id: int) -> Response:
         self.audit_action = AuditAction.VIEW
         finding, reviews = selectors.finding_review_list(user=request.user, finding_id=finding_id)
+        _refuse_blinded(request, finding.instance.series_id)
         self.accessed([finding.instance.series])
         return Response(FindingReviewOutputSerializer(reviews, many=True).data)
 
@@ -108,6 +118,7 @@ class FindingReviewMaskApi(ClinicalAPIView):
     @extend_schema(responses={(200, "image/png"): bytes})
     def get(self, request: Request, review_id: int) -> HttpResponse:
         review = selectors.finding_review_get(user=request.user, review_id=review_id)
+        _refuse_blinded(request, review.finding.instance.series_id)
         self.accessed([review.finding.instance.series])
         if not review.mask_key:
             return HttpResponse(status=404)
@@ -140,7 +151,11 @@ class SeriesReviewApi(ClinicalAPIView):
             "series_id": series.pk,
             "verdict": verdicts[0].verdict if verdicts else None,
             "verdicts": verdicts,
-            "findings": {str(k): v for k, v in by_finding.items()},
+            # The model's findings and their corrections: withheld from a blinded reader, as
+            # the result itself is.
+            "findings": {}
+            if model_results_blinded(user=request.user, series_id=series.pk)
+            else {str(k): v for k, v in by_finding.items()},
         }
         return Response(self.SeriesReviewSummarySerializer(out).data)
 

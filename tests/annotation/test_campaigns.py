@@ -497,3 +497,47 @@ def test_another_sites_lead_gets_404_on_a_sites_training_sets_and_fine_tunings(
     assert tune.status_code == 404
     assert FineTune.objects.count() == 1 and not ModelPromotion.objects.exists()
     assert str(job.pk) not in promote.content.decode() + tune.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_lead_closes_a_campaign_and_its_blinding_and_queue_end(
+    api, client, site_a, annotator_a, radiologist_a, scratch_store
+):
+    """A campaign that could never be closed kept its readers blind for good. A lead closes it
+    (page or API; audited): readings stop, it leaves the readers' queues, and the readers see
+    the model's results again. Another role may not; a lead may open it again."""
+    from django.core.exceptions import ValidationError
+
+    from annotation.selectors import reader_queue
+    from annotation.services import annotation_save
+    from tests.annotation.conftest import one_reader_campaign
+    from tests.conftest import _persona
+
+    lead = _persona("lead_close_a", site_a, "annotation_lead")
+    read = ingest_series(site_a, 7)
+    campaign = one_reader_campaign(lead, site_a, annotator_a, [read], blinded=True)
+    url = f"/api/campaigns/{campaign.pk}/"
+    assert reader_queue(user=annotator_a.user).count() == 1
+    assert api.as_(annotator_a).get(f"/api/series/{read.pk}/result/").status_code == 403
+    refused = api.as_(radiologist_a).patch(url, {"status": "closed"}, format="json")
+    assert refused.status_code in (403, 404)
+    closed = api.as_(lead).patch(url, {"status": "closed"}, format="json")
+    assert closed.status_code == 200 and closed.json()["status"] == "closed"
+    assert AuditEvent.objects.filter(object_type="campaign", object_id=str(campaign.pk)).exists()
+    assert reader_queue(user=annotator_a.user).count() == 0
+    assert api.as_(annotator_a).get(f"/api/series/{read.pk}/result/").status_code != 403
+    assignment = Assignment.objects.get(campaign=campaign)
+    instance = read.instances.first()
+    with pytest.raises(ValidationError, match="closed"):
+        annotation_save(
+            user=annotator_a.user, assignment=assignment, instance_id=instance.pk,
+            masks={"motion": np.zeros((instance.rows, instance.columns), np.uint8)},
+        )  # fmt: skip
+    # The page shows the state, and its button opens it again.
+    client.force_login(lead.user)
+    assert "Open it again" in client.get(f"/campaigns/{campaign.pk}/").content.decode()
+    page = client.post(f"/campaigns/{campaign.pk}/", {"action": "reopen"})
+    assert page.status_code == 302
+    campaign.refresh_from_db()
+    assert campaign.status == "active"
+    assert reader_queue(user=annotator_a.user).count() == 1

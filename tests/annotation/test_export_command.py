@@ -67,3 +67,28 @@ def test_the_command_exports_agreed_slices_and_the_checksum_holds(lead_a, annota
     victim.chmod(0o644)
     victim.write_bytes(victim.read_bytes() + b"x")
     assert not training_set_verify(training_set=ts)
+
+
+def test_the_campaign_pages_export_is_audited_as_the_commands_is(
+    client, lead_a, annotator_a, site_a
+):
+    series = ingest_series(site_a, 2, slices=1)
+    campaign = campaign_create(
+        user=lead_a.user, site_id=site_a.pk, name="p", artifact_types=["spike"],
+        readers_per_image=1, reader_ids=[annotator_a.user.pk],
+    )  # fmt: skip
+    assignment = Assignment.objects.get(campaign=campaign)
+    mask = np.zeros((32, 32), np.uint8)
+    mask[3:9, 4:10] = 1
+    annotation_save(
+        user=annotator_a.user, assignment=assignment, instance_id=series.instances.get().pk,
+        masks={"spike": mask}, diagnostic=False,
+    )  # fmt: skip
+    client.force_login(lead_a.user)
+    response = client.post(f"/campaigns/{campaign.pk}/", {"action": "export"})
+    assert response.status_code == 302
+    assert TrainingSet.objects.filter(campaign=campaign).count() == 1
+    exported = AuditEvent.objects.filter(action=AuditAction.EXPORT)
+    assert [(e.username, e.object_type, e.study_uid, e.site_id, e.outcome) for e in exported] == [
+        ("lead_a", "series", series.study.study_uid, site_a.pk, "success")
+    ]

@@ -92,6 +92,7 @@ def test_a_site_admin_sees_the_charts_acknowledges_the_alert_and_drills_down_to_
     alert = page.locator("#alerts li.open")
     assert alert.count() == 1
     assert "spike on MR-1" in alert.inner_text()
+    assert "hardware" in alert.locator(".cause").inner_text()  # a spike jump points at hardware
     # The spike rate: its trend ends in the jump, outside the trailing weeks' band.
     page.select_option("#f-metric", "spike")
     page.wait_for_selector("#dashboard[data-state=ready]", timeout=20_000)

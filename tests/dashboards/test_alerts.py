@@ -111,13 +111,17 @@ def test_an_alert_goes_out_by_mail_and_webhook_without_patient_data(
     assert len(mail.outbox) == 1
     assert mail.outbox[0].to == ["qa@example.org", "lead@example.org"]
     assert "spike" in mail.outbox[0].subject and "MR-1" in mail.outbox[0].subject
+    # MISSION: a spike-rate jump points at hardware; the alert says so.
+    assert mail.outbox[0].subject.endswith(": check the scanner's hardware")
+    assert "Likely cause: Spikes come from the scanner's hardware" in mail.outbox[0].body
     assert len(received) == 1
     payload = received[0]
     assert payload["metric"] == "spike" and payload["count"] == 16 and payload["site"] == "site-a"
     assert set(payload) == {
         "kind", "id", "site", "scanner", "metric", "week", "count", "total", "rate",
-        "baseline_rate", "baseline_weeks", "p_value", "threshold", "dashboard",
+        "baseline_rate", "baseline_weeks", "p_value", "threshold", "likely_cause", "dashboard",
     }  # fmt: skip
+    assert "service" in str(payload["likely_cause"])
     alert.refresh_from_db()
     assert alert.notified_at is not None
     alert_notify(alert_id=alert.pk)  # once only

@@ -4,6 +4,7 @@ closed, or for a series they do not read blind, they do."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from annotation.models import CampaignStatus
@@ -95,3 +96,40 @@ def test_a_blinded_reader_gets_no_model_results_anywhere_else_either(
     campaign.status = CampaignStatus.CLOSED
     campaign.save(update_fields=["status"])
     assert seen(annotator_a) == colleague
+
+
+def test_a_blinded_reader_gets_no_finding_reviews_or_corrected_masks(
+    api, site_a, annotator_a, radiologist_a
+):
+    """A finding's review history and its corrected masks are the model's results, reviewed
+    (a correction starts from the model's mask): withheld from a blinded reader too."""
+    import base64
+
+    from backend.scoring.masks import mask_png
+    from backend.scoring.models import Finding
+
+    lead = _persona("lead_blind_c", site_a, "annotation_lead")
+    read = ingest_series(site_a, 4, noisy=True)
+    series_score(series_id=read.pk)
+    finding = Finding.objects.filter(instance__series=read).first()
+    assert finding is not None, "the shipped model marks something on these slices"
+    corrected = (np.zeros((finding.instance.rows, finding.instance.columns)) + 1).astype(np.uint8)
+    made = api.as_(radiologist_a).post(
+        f"/api/findings/{finding.pk}/reviews/",
+        {"action": "correct", "mask_png": base64.b64encode(mask_png(corrected)).decode()},
+        format="json",
+    )
+    assert made.status_code == 201, made.content
+    mask_url = made.json()["mask_url"]
+    campaign = one_reader_campaign(lead, site_a, annotator_a, [read], blinded=True)
+    reader = api.as_(annotator_a)
+    assert reader.get(f"/api/findings/{finding.pk}/reviews/").status_code == 403
+    assert reader.get(mask_url).status_code == 403
+    assert reader.get(f"/api/series/{read.pk}/review/").json()["findings"] == {}
+    colleague = api.as_(radiologist_a).get(f"/api/series/{read.pk}/review/").json()
+    assert str(finding.pk) in colleague["findings"]
+    campaign.status = CampaignStatus.CLOSED
+    campaign.save(update_fields=["status"])
+    reader = api.as_(annotator_a)
+    assert reader.get(f"/api/findings/{finding.pk}/reviews/").status_code == 200
+    assert reader.get(mask_url).status_code == 200

@@ -8,11 +8,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from annotation.models import Campaign
+from annotation.services import training_set_export_audit
 from annotation.training import training_set_export
 from backend.accounts.models import User
-from backend.audit.mixins import audit_target_for, one_per_study
-from backend.audit.models import AuditAction
-from backend.audit.services import audit_record
 
 
 class Command(BaseCommand):
@@ -52,16 +50,8 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         finally:
             bar.close()
-        # The same audit rows as the API's export (security checklist L-01): one per study of
-        # the campaign, by the lead, with no address (not a request).
-        audit_record(
-            user=user,
-            action=AuditAction.EXPORT,
-            targets=one_per_study(
-                audit_target_for(item.series)
-                for item in campaign.items.select_related("series__study")
-            ),
-        )
+        # The same audit rows as the API's export, with no address (not a request).
+        training_set_export_audit(user=user, campaign=campaign)
         split = ", ".join(f"{s} {ts.annotated_slices.get(s, 0)}" for s in ("train", "val", "test"))
         self.stdout.write(
             f"training set v{ts.version}: {sum(ts.annotated_slices.values())} annotated slices "

@@ -370,6 +370,8 @@ interface AlertRow {
   baseline_rate: number;
   baseline_weeks: number;
   p_value: number;
+  /** What a jump of this rate most likely points at (a spike rate: hardware); "" if unknown. */
+  likely_cause?: string;
   acknowledged_by: string | null;
   acknowledged_at: string | null;
 }
@@ -427,7 +429,9 @@ async function drawAlerts(): Promise<void> {
       if (alert.scanner_id !== null) params.scanner = String(alert.scanner_id);
       void drilldown(`${metricLabel(alert.metric)} on ${alert.scanner}, week of ${alert.week}`, params);
     });
-    item.append(what, acknowledgement(alert, "alerts"));
+    item.append(what);
+    if (alert.likely_cause) item.append(text("span", ` — ${alert.likely_cause}`, "cause"));
+    item.append(acknowledgement(alert, "alerts"));
     list.append(item);
   }
 }
