@@ -96,6 +96,11 @@ class Query:
     include: list[str] = field(default_factory=list)  # tags
     fuzzy: bool = False
 
+    @property
+    def includes(self) -> bool:
+        """Whether ``includefield`` asks for anything."""
+        return self.include_all or bool(self.include)
+
     def warning(self) -> str | None:
         """The ``Warning`` header PS3.18 §8.3.4 asks for, when something was not honoured."""
         parts = []
@@ -199,17 +204,12 @@ def apply(qs: QuerySet[Any], query: Query, level: Level) -> QuerySet[Any]:
 # --- includefield -----------------------------------------------------------------------------
 
 
-def wanted(query: Query, present: dict[str, Any]) -> list[str]:
-    """The requested tags a result does not carry yet (none without ``includefield``)."""
-    return [t for t in dict.fromkeys(query.include) if t not in present]
-
-
 def add_included(
     result: dict[str, Any], query: Query, metadata: str | None, *, all_tags: frozenset[str] | None
 ) -> None:
     """Fill ``result`` with the included attributes found in ``metadata`` (DICOM JSON of one
     instance). ``all_tags``: what ``includefield=all`` adds at this level (None: every tag)."""
-    if metadata is None or not (query.include or query.include_all):
+    if metadata is None or not query.includes:
         return
     source: dict[str, Any] = json.loads(metadata)
     tags = list(query.include)

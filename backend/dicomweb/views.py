@@ -194,7 +194,7 @@ def _include(
 ) -> None:
     """``includefield``: the attributes our rows do not carry, from each result's own instance
     (``firsts`` None: ``owners`` are instances) or its first one."""
-    if not (query.include or query.include_all):
+    if not query.includes:
         return
     sources = owners if firsts is None else [firsts.get(o.pk) for o in owners]
     present = [i for i in sources if i is not None]
@@ -222,12 +222,9 @@ class QidoStudiesView(DicomWebView):
         studies = _page(request, qs.prefetch_related("series"))
         self.accessed(studies)
         results = [_study_json(s, self.base(request)) for s in studies]
-        firsts = (
-            _first_instances(request.user, Study, "series__study", [s.pk for s in studies])
-            if query.include or query.include_all
-            else None
-        )
-        _include(results, studies, query, firsts or {}, qido.STUDY_ALL)
+        if query.includes:
+            firsts = _first_instances(request.user, Study, "series__study", [s.pk for s in studies])
+            _include(results, studies, query, firsts, qido.STUDY_ALL)
         return _qido_response(results, query)
 
 
@@ -244,12 +241,9 @@ class QidoSeriesView(DicomWebView):
         series = _page(request, qs)
         self.accessed(series, per_study=True)
         results = [_series_json(s, self.base(request)) for s in series]
-        firsts = (
-            _first_instances(request.user, Series, "series", [s.pk for s in series])
-            if query.include or query.include_all
-            else None
-        )
-        _include(results, series, query, firsts or {}, qido.SERIES_ALL | qido.STUDY_ALL)
+        if query.includes:
+            firsts = _first_instances(request.user, Series, "series", [s.pk for s in series])
+            _include(results, series, query, firsts, qido.SERIES_ALL | qido.STUDY_ALL)
         return _qido_response(results, query)
 
 
@@ -271,7 +265,7 @@ class QidoInstancesView(DicomWebView):
             query,
             "instance",
         )
-        if query.include or query.include_all:
+        if query.includes:
             qs = qs.select_related("metadata")
         instances = _page(request, qs)
         self.accessed(instances, per_study=True)
