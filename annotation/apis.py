@@ -32,8 +32,10 @@ from annotation.models import (
 )
 from annotation.rle import MaskFormatError, rle_decode, rle_encode
 from backend.accounts.models import User
+from backend.audit.exceptions import Refused
 from backend.audit.mixins import ClinicalAPIView
 from backend.audit.models import AuditAction
+from backend.audit.services import AuditTarget
 from backend.scoring.services import ModelRegistryError
 from backend.studies.models import Instance, Series
 from backend.studies.selectors import NotInScope
@@ -510,7 +512,10 @@ class SliceAnnotationApi(AnnotationApi):
 
 def _require_unblinded(request: Request, a: Assignment) -> None:
     if a.campaign.blinded and not selectors.is_lead(user=_user(request), site_id=a.site_id):
-        raise exceptions.PermissionDenied("this campaign is blinded to the model")
+        raise Refused(
+            "this campaign is blinded to the model",
+            target=AuditTarget("assignment", str(a.pk), a.site_id),
+        )
 
 
 class SliceModelMasksApi(AnnotationApi):

@@ -11,7 +11,6 @@ import datetime as dt
 import uuid
 from collections import defaultdict
 
-from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
@@ -28,6 +27,8 @@ from annotation.models import (
 )
 from backend.accounts.models import Role
 from backend.accounts.selectors import AnyUser, site_ids_for, site_ids_with_role, user_has_role
+from backend.audit.exceptions import Refused
+from backend.audit.services import AuditTarget
 from backend.scoring.models import Finding, InstanceScore, ScoringRun
 from backend.studies.models import Instance, Series
 from backend.studies.selectors import NotInScope, _get, _scoped
@@ -91,7 +92,10 @@ def campaign_get(*, user: AnyUser, campaign_id: uuid.UUID | str) -> Campaign:
 def campaign_get_for_lead(*, user: AnyUser, campaign_id: uuid.UUID | str) -> Campaign:
     campaign = campaign_get(user=user, campaign_id=campaign_id)
     if not is_lead(user=user, site_id=campaign.site_id):
-        raise PermissionDenied("only the campaign's annotation leads may do this")
+        raise Refused(
+            "only the campaign's annotation leads may do this",
+            target=AuditTarget("campaign", str(campaign.pk), campaign.site_id),
+        )
     return campaign
 
 
@@ -274,7 +278,10 @@ def training_set_get(*, user: AnyUser, training_set_id: uuid.UUID | str) -> Trai
         training_set_id,
     )
     if not is_lead(user=user, site_id=ts.site_id):
-        raise PermissionDenied("only annotation leads may use training sets")
+        raise Refused(
+            "only annotation leads may use training sets",
+            target=AuditTarget("training_set", str(ts.pk), ts.site_id),
+        )
     return ts
 
 
@@ -293,7 +300,10 @@ def finetune_get(*, user: AnyUser, finetune_id: uuid.UUID | str) -> FineTune:
         finetune_id,
     )
     if not is_lead(user=user, site_id=job.site_id):
-        raise PermissionDenied("only annotation leads may see fine-tuning runs")
+        raise Refused(
+            "only annotation leads may see fine-tuning runs",
+            target=AuditTarget("finetune", str(job.pk), job.site_id),
+        )
     return job
 
 

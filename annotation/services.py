@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Max, QuerySet
 from django.http import HttpRequest
@@ -39,6 +39,7 @@ from annotation.selectors import (
 )
 from backend.accounts.models import Membership, Role, User
 from backend.accounts.selectors import AnyUser, site_ids_for
+from backend.audit.exceptions import Refused
 from backend.audit.mixins import audit_target_for, one_per_study
 from backend.audit.models import AuditAction
 from backend.audit.services import AuditTarget, audit_record
@@ -55,7 +56,10 @@ def _require_lead(user: AnyUser, site_id: int) -> None:
     if site_id not in site_ids_for(user):
         raise NotInScope("site", str(site_id), site_id)
     if not is_lead(user=user, site_id=site_id):
-        raise PermissionDenied("only the site's annotation leads may do this")
+        raise Refused(
+            "only the site's annotation leads may do this",
+            target=AuditTarget("site", str(site_id), site_id),
+        )
 
 
 def campaign_readers(*, site_id: int, include_leads: bool = False) -> list[User]:
@@ -238,9 +242,13 @@ def campaign_set_status(*, user: User, campaign: Campaign, status: str) -> Campa
     return campaign
 
 
+def _assignment_target(assignment: Assignment) -> AuditTarget:
+    return AuditTarget("assignment", str(assignment.pk), assignment.site_id)
+
+
 def assignment_skip(*, user: User, assignment: Assignment, reason: str) -> Assignment:
     if assignment.reader_id != user.pk:
-        raise PermissionDenied("only the reader skips their series")
+        raise Refused("only the reader skips their series", target=_assignment_target(assignment))
     if not reason.strip():
         raise ValidationError("say why the series is skipped")
     assignment.status = AssignmentStatus.SKIPPED
@@ -252,7 +260,9 @@ def assignment_skip(*, user: User, assignment: Assignment, reason: str) -> Assig
 
 def assignment_finish(*, user: User, assignment: Assignment) -> Assignment:
     if assignment.reader_id != user.pk:
-        raise PermissionDenied("only the reader finishes their series")
+        raise Refused(
+            "only the reader finishes their series", target=_assignment_target(assignment)
+        )
     assignment.status = AssignmentStatus.DONE
     assignment.finished_at = timezone.now()
     assignment.save(update_fields=["status", "finished_at"])
@@ -328,7 +338,10 @@ def annotation_save(
 ) -> Annotation:
     """Save a new version of the reader's reading of one slice of their assigned series."""
     if assignment.reader_id != user.pk:
-        raise PermissionDenied("only the assigned reader annotates this series")
+        raise Refused(
+            "only the assigned reader annotates this series",
+            target=_assignment_target(assignment),
+        )
     assignment = (
         Assignment.objects.select_for_update().select_related("campaign").get(pk=assignment.pk)
     )

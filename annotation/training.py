@@ -45,6 +45,8 @@ from annotation.models import Campaign, CampaignSeries, FineTune, JobStatus, Tra
 from annotation.selectors import is_lead
 from annotation.services import ARTIFACT_TYPES, consensus
 from backend.accounts.models import User
+from backend.audit.exceptions import Refused
+from backend.audit.services import AuditTarget
 from backend.jobs.services import JobBusy, job_lock, job_lock_key
 from backend.scoring.services import _sha256
 from backend.storage.store import store_get
@@ -184,7 +186,10 @@ def training_set_export(
     ``simulated_ratio`` of the whole) as a new immutable version. ``progress(done, total)`` is
     called after each annotated slice."""
     if not is_lead(user=user, site_id=campaign.site_id):
-        raise PermissionDenied("only the campaign's annotation leads export")
+        raise Refused(
+            "only the campaign's annotation leads export",
+            target=AuditTarget("campaign", str(campaign.pk), campaign.site_id),
+        )
     if not 0.0 <= simulated_ratio < 1.0:
         raise ValidationError("the simulated share is from 0 up to (not including) 1")
     rows = consensus(campaign=campaign)
@@ -288,7 +293,10 @@ def finetune_request(
 ) -> FineTune:
     """Queue fine-tuning of the deployed model on ``training_set`` (Celery, ``gpu`` queue)."""
     if not is_lead(user=user, site_id=training_set.site_id):
-        raise PermissionDenied("only annotation leads fine-tune")
+        raise Refused(
+            "only annotation leads fine-tune",
+            target=AuditTarget("training_set", str(training_set.pk), training_set.site_id),
+        )
     for name, value, low, high in (
         ("epochs", epochs, 1, 200),
         ("steps", steps, 1, 10_000),
@@ -530,7 +538,10 @@ def finetune_promote(*, user: User, finetune: FineTune, reason: str, rescore: bo
     from backend.scoring.services import model_promote, series_rescore
 
     if not is_lead(user=user, site_id=finetune.site_id):
-        raise PermissionDenied("only annotation leads promote")
+        raise Refused(
+            "only annotation leads promote",
+            target=AuditTarget("finetune", str(finetune.pk), finetune.site_id),
+        )
     _require_model_authority(user)
     if finetune.candidate is None:
         raise ValidationError("this run has no registered candidate")
@@ -551,7 +562,10 @@ def model_rollback_by_lead(*, user: User, site_id: int, reason: str) -> Any:
     from backend.scoring.services import model_rollback
 
     if not is_lead(user=user, site_id=site_id):
-        raise PermissionDenied("only annotation leads roll back")
+        raise Refused(
+            "only annotation leads roll back",
+            target=AuditTarget("site", str(site_id), site_id),
+        )
     _require_model_authority(user)
     if not reason.strip():
         raise ValidationError("say why")

@@ -2,8 +2,8 @@
 (except a view's own ``private, max-age`` on content that never changes under its URL).
 
 A view calls ``self.accessed(objects)`` with what it is about to return; the audit rows are then
-written by ``audit_record`` once the response succeeds, and a ``NotInScope`` from a selector
-becomes a 404 plus a ``denied`` audit row.
+written by ``audit_record`` once the response succeeds, a ``NotInScope`` from a selector
+becomes a 404 plus a ``denied`` audit row, and a ``Refused`` (``refuse``) a 403 plus one.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from backend.audit.exceptions import Refused
 from backend.audit.models import AuditAction, AuditOutcome
 from backend.audit.services import AuditTarget, audit_record
 from backend.studies.models import Instance, Series, Study
@@ -31,6 +32,11 @@ def audit_target_for(obj: object) -> AuditTarget:
     if isinstance(obj, Instance):
         return AuditTarget("instance", str(obj.pk), obj.site_id, obj.series.study.study_uid)
     raise TypeError(f"no audit target for {type(obj).__name__}")
+
+
+def refuse(message: str, obj: object) -> Refused:
+    """The 403 to raise when the caller sees ``obj``'s site but may not do this to it."""
+    return Refused(message, target=audit_target_for(obj))
 
 
 def one_per_study(targets: Iterable[AuditTarget]) -> list[AuditTarget]:
@@ -87,6 +93,14 @@ class ClinicalAPIView(APIView):
                     request=self.request,
                 )
             exc = exceptions.NotFound()
+        elif isinstance(exc, Refused) and self.request.user.is_authenticated:
+            audit_record(
+                user=self.request.user,
+                action=self.audit_action,
+                targets=[exc.target],
+                outcome=AuditOutcome.DENIED,
+                request=self.request,
+            )
         return super().handle_exception(exc)
 
     def finalize_response(

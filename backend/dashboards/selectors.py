@@ -25,7 +25,7 @@ from backend.dashboards.models import (
 from backend.dashboards.models import ArtifactRollup as _ArtifactRollup
 from backend.dashboards.services import ARTIFACT_TYPES, METRICS, scored_series
 from backend.dashboards.stats import wilson
-from backend.scoring.models import Finding
+from backend.scoring.models import Finding, ReviewState
 from backend.studies.models import Scanner
 from backend.studies.selectors import NotInScope
 
@@ -293,7 +293,11 @@ def drilldown_series(
         qs = qs.filter(current_run__nondiagnostic=True)
     elif metric in ARTIFACT_TYPES:
         qs = qs.filter(
-            Exists(Finding.objects.filter(run_id=OuterRef("current_run_id"), artifact_type=metric))
+            Exists(
+                Finding.objects.filter(
+                    run_id=OuterRef("current_run_id"), artifact_type=metric
+                ).exclude(review_state=ReviewState.REJECTED)
+            )
         )
     return qs.select_related("study", "scanner", "site", "current_run").order_by(
         "-received_at", "id"

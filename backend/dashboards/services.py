@@ -41,7 +41,14 @@ from backend.dashboards.models import (
     RollupState,
 )
 from backend.dashboards.stats import jump_test
-from backend.scoring.models import ARTIFACT_TYPE_CHOICES, Finding, InstanceScore, RunStatus
+from backend.review.models import FindingReview
+from backend.scoring.models import (
+    ARTIFACT_TYPE_CHOICES,
+    Finding,
+    InstanceScore,
+    ReviewState,
+    RunStatus,
+)
 from backend.studies.models import Series, SeriesStatus
 
 log = logging.getLogger(__name__)
@@ -123,8 +130,11 @@ def _cells_compute(site_id: int, weeks: Iterable[dt.date]) -> list[QualityRollup
         **{f"{prefix}site_id": site_id, f"{prefix}status": SeriesStatus.SCORED},
         run__status=RunStatus.DONE,
     )
+    # A finding a radiologist rejected is not an artifact the series had: it counts for
+    # nothing (a correction or an acceptance keeps it).
     findings = (
         Finding.objects.filter(scope, current)
+        .exclude(review_state=ReviewState.REJECTED)
         .annotate(
             protocol_key=Coalesce(
                 NullIf(F(f"{prefix}protocol"), Value("")),
@@ -237,7 +247,19 @@ def _refresh_locked(
     series = scored_series()
     if not full and state.watermark is not None:
         series = series.filter(current_run__finished_at__gt=state.watermark - WATERMARK_OVERLAP)
-    pairs = sorted(set(series.values_list("site_id", "week").distinct()))
+    changed = set(series.values_list("site_id", "week").distinct())
+    if not full and state.watermark is not None:
+        # A finding rejected (or un-rejected) since the last pass changes its series' week.
+        reviewed = FindingReview.objects.filter(
+            created_at__gt=state.watermark - WATERMARK_OVERLAP
+        ).values("finding__run_id")
+        changed |= set(
+            scored_series()
+            .filter(current_run_id__in=reviewed)
+            .values_list("site_id", "week")
+            .distinct()
+        )
+    pairs = sorted(changed)
     if full:
         # Weeks whose series all disappeared lose their cells too.
         existing = set(QualityRollup.objects.values_list("site_id", "week").distinct())

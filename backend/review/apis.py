@@ -14,13 +14,14 @@ from rest_framework import exceptions, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from backend.audit.mixins import ClinicalAPIView
+from backend.audit.mixins import ClinicalAPIView, refuse
 from backend.audit.models import AuditAction
 from backend.review import selectors, services
 from backend.review.models import FindingAction, FindingReview, SeriesReview, SeriesVerdict
 from backend.scoring.apis import BLINDED
 from backend.scoring.selectors import finding_get, model_results_blinded
 from backend.storage.store import store_get
+from backend.studies.models import Series
 from backend.studies.selectors import series_get
 
 
@@ -48,18 +49,19 @@ class SeriesReviewOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
-def _denied(exc: Exception) -> exceptions.APIException:
+def _denied(exc: Exception, series: Series) -> Exception:
+    """A reviewer's refusal (a 403 on the audit trail) or a bad mask (a 400)."""
     if isinstance(exc, services.ReviewNotAllowed):
-        return exceptions.PermissionDenied(str(exc))
+        return refuse(str(exc), series)
     return exceptions.ValidationError({"mask_png": [str(exc)]})
 
 
-def _refuse_blinded(request: Request, series_id: uuid.UUID) -> None:
+def _refuse_blinded(request: Request, series: Series) -> None:
     """A finding's reviews and corrected masks are the model's results, reviewed: a reader who
     reads the series blind (an active blinded annotation campaign) gets a 403, as for the
     result and its masks (``backend.scoring.apis``)."""
-    if model_results_blinded(user=request.user, series_id=series_id):
-        raise exceptions.PermissionDenied(BLINDED)
+    if model_results_blinded(user=request.user, series_id=series.pk):
+        raise refuse(BLINDED, series)
 
 
 class FindingReviewApi(ClinicalAPIView):
@@ -78,7 +80,7 @@ class FindingReviewApi(ClinicalAPIView):
     def get(self, request: Request, finding_id: int) -> Response:
         self.audit_action = AuditAction.VIEW
         finding, reviews = selectors.finding_review_list(user=request.user, finding_id=finding_id)
-        _refuse_blinded(request, finding.instance.series_id)
+        _refuse_blinded(request, finding.instance.series)
         self.accessed([finding.instance.series])
         return Response(FindingReviewOutputSerializer(reviews, many=True).data)
 
@@ -105,7 +107,7 @@ class FindingReviewApi(ClinicalAPIView):
                 mask_png=png,
             )
         except (services.ReviewNotAllowed, services.BadMask) as exc:
-            raise _denied(exc) from None
+            raise _denied(exc, finding.instance.series) from None
         self.accessed([finding.instance.series])
         return Response(FindingReviewOutputSerializer(review).data, status=201)
 
@@ -118,7 +120,7 @@ class FindingReviewMaskApi(ClinicalAPIView):
     @extend_schema(responses={(200, "image/png"): bytes})
     def get(self, request: Request, review_id: int) -> HttpResponse:
         review = selectors.finding_review_get(user=request.user, review_id=review_id)
-        _refuse_blinded(request, review.finding.instance.series_id)
+        _refuse_blinded(request, review.finding.instance.series)
         self.accessed([review.finding.instance.series])
         if not review.mask_key:
             return HttpResponse(status=404)
@@ -175,6 +177,6 @@ class SeriesReviewApi(ClinicalAPIView):
                 comment=data.validated_data.get("comment", ""),
             )
         except services.ReviewNotAllowed as exc:
-            raise _denied(exc) from None
+            raise _denied(exc, series) from None
         self.accessed([series])
         return Response(SeriesReviewOutputSerializer(review).data, status=201)

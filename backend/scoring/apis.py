@@ -15,7 +15,7 @@ from rest_framework.response import Response
 
 from backend.accounts.models import Role, User
 from backend.accounts.selectors import user_has_role
-from backend.audit.mixins import ClinicalAPIView
+from backend.audit.mixins import ClinicalAPIView, refuse
 from backend.audit.models import AuditAction
 from backend.scoring.models import Finding, ScoringRun
 from backend.scoring.selectors import (
@@ -208,7 +208,7 @@ class SeriesResultApi(ClinicalAPIView):
         except NoSuchRun:
             raise exceptions.NotFound("This series has no run of that model version.") from None
         if model_results_blinded(user=request.user, series_id=series.pk):
-            raise exceptions.PermissionDenied(BLINDED)
+            raise refuse(BLINDED, series)
         self.accessed([series])
         return Response(SeriesResultSerializer(_result_body(series, run)).data)
 
@@ -240,15 +240,15 @@ class SeriesRoiApi(ClinicalAPIView):
         if not user_has_role(
             user=request.user, site_id=series.site_id, roles=[Role.RADIOLOGIST, Role.SITE_ADMIN]
         ):
-            raise exceptions.PermissionDenied(
-                "Only the site's radiologists and administrators mark regions of interest."
+            raise refuse(
+                "Only the site's radiologists and administrators mark regions of interest.", series
             )
         return series
 
     def _result(self, request: Request, series: Series) -> Response:
         _, run = series_result(user=request.user, series_id=series.pk)
         if model_results_blinded(user=request.user, series_id=series.pk):
-            raise exceptions.PermissionDenied(BLINDED)
+            raise refuse(BLINDED, series)
         self.accessed([series])
         return Response(SeriesResultSerializer(_result_body(series, run)).data)
 
@@ -288,7 +288,7 @@ class FindingMaskApi(ClinicalAPIView):
     def get(self, request: Request, finding_id: int) -> HttpResponse:
         finding = finding_get(user=request.user, finding_id=finding_id)
         if model_results_blinded(user=request.user, series_id=finding.instance.series_id):
-            raise exceptions.PermissionDenied(BLINDED)
+            raise refuse(BLINDED, finding.instance.series)
         self.accessed([finding.instance.series])
         if not finding.mask_key:
             return HttpResponse(status=404)

@@ -144,12 +144,13 @@ def series_list(
 ) -> QuerySet[Series]:
     """The caller's series with the worklist's filters, each annotated with ``verdict`` (the
     latest reviewer verdict or None), ``run_nondiagnostic`` and ``dominant_artifact`` (the type
-    with the largest total mask area in the current run, or None).
+    with the largest total mask area in the current run, findings a reviewer rejected left
+    out, or None).
 
     ``nondiagnostic``: a reviewer said so, or no reviewer spoke yet and the model said so.
     ``unreviewed``: no reviewer verdict yet. Dates are inclusive, in the server's time zone."""
     from backend.review.models import SeriesReview
-    from backend.scoring.models import Finding
+    from backend.scoring.models import Finding, ReviewState
 
     verdict = (
         SeriesReview.objects.filter(series=OuterRef("pk"))
@@ -158,6 +159,7 @@ def series_list(
     )
     dominant = (
         Finding.objects.filter(run_id=OuterRef("current_run_id"))
+        .exclude(review_state=ReviewState.REJECTED)  # a reviewer said it is not there
         .values("artifact_type")
         .annotate(total=Sum("area_px"))
         .order_by("-total", "artifact_type")

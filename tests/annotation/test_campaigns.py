@@ -85,6 +85,13 @@ def test_readers_and_other_sites_cannot_create_or_see_campaigns(
     for path in ("agreement/", "agreement.csv", "disagreements/", "suggestions/", "training-sets/"):
         assert api.as_(lead_b).get(f"/api/campaigns/{campaign_id}/{path}").status_code == 404
         assert api.as_(annotator_a).get(f"/api/campaigns/{campaign_id}/{path}").status_code == 403
+    # The reader's refusals, on their own site, are denied attempts against the campaign.
+    refused = AuditEvent.objects.filter(outcome="denied", username=annotator_a.user.username)
+    assert refused.count() == 1 + 5
+    assert set(refused.values_list("site_id", "object_type")) == {
+        (site_a.pk, "site"),
+        (site_a.pk, "campaign"),
+    }
     rollback = api.as_(lead_b).post(
         f"/api/campaigns/{campaign_id}/rollback/", {"reason": "not theirs"}, format="json"
     )

@@ -212,6 +212,46 @@ def test_a_finding_is_accepted_and_a_mask_corrected_with_the_brush(
     assert (np.abs(with_motion - without).sum(axis=2) > 8)[rows, cols].mean() > 0.8
 
 
+def test_a_rejected_finding_is_no_longer_drawn(page, asgi_server, radiologist_a, site_a):
+    """Rejecting the model's ghosting on the slice on screen takes its mask off the image at
+    once and after a reload; the motion mask stays, and the rejected entry stays listed."""
+    series = scored_series(site_a, slices=3, rows=64, columns=64, thread=True)
+    _sign_in(page, asgi_server, "rad_a", f"/series/{series.pk}/")
+    page.wait_for_selector("#viewer-status[data-state=ready]", timeout=30_000)
+    page.wait_for_selector("#viewer[data-overlays-loaded='6']", timeout=30_000)
+    page.wait_for_selector("#viewer[data-image-rect]", timeout=10_000)
+    slice_sop = series.instances.order_by("instance_number")[1].sop_uid
+    ghosting = Finding.objects.get(
+        run=series.current_run, instance__sop_uid=slice_sop, artifact_type="ghosting"
+    )
+    page.wait_for_timeout(300)
+    before = _canvas(page)
+    ghost_rows, ghost_cols = _box_on_canvas(page, BOXES["ghosting"])
+    motion_rows, motion_cols = _box_on_canvas(page, BOXES["motion"])
+
+    page.click(f".finding[data-finding-id='{ghosting.pk}'] button.act-reject")
+    page.wait_for_selector(f".finding[data-finding-id='{ghosting.pk}'][data-state=rejected]")
+    page.wait_for_selector("#viewer[data-overlays-loaded='5']", timeout=30_000)
+    page.wait_for_timeout(300)
+    after = _canvas(page)
+    changed = np.abs(before - after).sum(axis=2) > 8
+    assert changed[ghost_rows, ghost_cols].mean() > 0.9  # the ghosting overlay is gone
+    assert changed[motion_rows, motion_cols].mean() < 0.05  # the motion overlay is not
+    assert Finding.objects.get(pk=ghosting.pk).review_state == "rejected"
+
+    page.reload()
+    page.wait_for_selector("#viewer[data-overlays-loaded='5']", timeout=30_000)
+    page.wait_for_timeout(300)
+    reloaded = _canvas(page)
+    assert (np.abs(reloaded - after).sum(axis=2) > 8)[ghost_rows, ghost_cols].mean() < 0.05
+    item = page.locator(f".finding[data-finding-id='{ghosting.pk}']")
+    assert "rejected by rad_a" in item.inner_text()
+
+    # Accepted again, it is drawn again.
+    page.click(f".finding[data-finding-id='{ghosting.pk}'] button.act-accept")
+    page.wait_for_selector("#viewer[data-overlays-loaded='6']", timeout=30_000)
+
+
 def test_a_verdict_and_a_region_of_interest_are_stored_and_shown_to_colleagues(
     page, browser, asgi_server, radiologist_a, admin_a, site_a
 ):

@@ -52,6 +52,24 @@ def test_a_burst_of_denials_raises_one_alert_for_the_owning_site(
     assert AccessAlert.objects.count() == 2
 
 
+def test_refusals_on_a_site_the_user_belongs_to_count_towards_an_alert(
+    api, annotator_a, site_a, settings, scratch_store
+):
+    """An annotator of site A who tries, over and over, to review the model's findings (a 403:
+    they see the series but may not review) is a burst of denied attempts on site A too."""
+    from backend.scoring.models import Finding
+    from tests.review.helpers import scored_series
+
+    settings.ARTISCAN_DENIED_BURST = 20
+    series = scored_series(site_a, slices=2)
+    client = api.as_(annotator_a)
+    for finding in list(Finding.objects.filter(run=series.current_run)) * 5:
+        answer = client.post(f"/api/findings/{finding.pk}/reviews/", {"action": "reject"})
+        assert answer.status_code == 403
+    (alert,) = access_alerts_evaluate()
+    assert (alert.site, alert.username, alert.attempts) == (site_a, "annotator_a", 20)
+
+
 def test_an_access_alert_goes_out_by_mail_and_webhook_without_patient_data(
     api,
     radiologist_b,

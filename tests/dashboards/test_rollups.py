@@ -130,3 +130,42 @@ def test_the_frames_of_a_multi_frame_instance_count_it_once(site_a, make_scanner
     cell = QualityRollup.objects.get(week=BASE_WEEK)
     assert cell.instances_scored == 1
     assert cell.verdict_seconds_sum == pytest.approx(2.0)
+
+
+def test_a_finding_a_radiologist_rejects_leaves_the_counts_at_the_next_refresh(
+    fixture_rows, site_a, admin_a, radiologist_a, api
+):
+    """Series 2's spike and series 1's motion (both slices) are rejected through the review
+    API after the first refresh: the next incremental refresh rebuilds their week although no
+    series was scored since, and the drill-down behind the motion bar lists series 2 only."""
+    from backend.scoring.models import Finding
+
+    rollups_refresh()
+    client = api.as_(radiologist_a)
+    series_2 = Finding.objects.filter(artifact_type="spike").first().run.series
+    first_motion = Finding.objects.exclude(run__series=series_2).filter(
+        artifact_type="motion", run__series__study=series_2.study
+    )
+    spike = Finding.objects.filter(artifact_type="spike")
+    for finding in [*first_motion, *spike]:
+        answer = client.post(f"/api/findings/{finding.pk}/reviews/", {"action": "reject"})
+        assert answer.status_code == 201, answer.content
+    # An accepted finding still counts.
+    ghosting = Finding.objects.filter(artifact_type="ghosting").first()
+    assert (
+        client.post(f"/api/findings/{ghosting.pk}/reviews/", {"action": "accept"}).status_code
+        == 201
+    )
+
+    result = rollups_refresh()
+    assert result.site_weeks == 1
+    cell = QualityRollup.objects.get(week=BASE_WEEK, protocol="t2_tse_ax")
+    counts = dict(
+        ArtifactRollup.objects.filter(rollup=cell).values_list("artifact_type", "series_with")
+    )
+    assert counts == {"motion": 1, "ghosting": 1}
+    assert cell.series_scored == 3  # the series stay; only the rejected findings go
+    week = {"week_from": BASE_WEEK.isoformat(), "week_to": BASE_WEEK.isoformat()}
+    listed = api.as_(admin_a).get("/api/dashboards/series/", {**week, "metric": "motion"})
+    assert listed.status_code == 200, listed.content
+    assert [row["id"] for row in listed.json()["rows"]] == [str(series_2.pk)]

@@ -176,7 +176,15 @@ def test_an_annotator_sees_the_series_but_may_not_review(api, annotator_a, serie
         f"/api/series/{series_a.pk}/review/", {"verdict": "diagnostic"}, format="json"
     )
     assert response.status_code == 403
+    assert "radiologists and administrators" in response.json()["detail"]
     assert api.as_(annotator_a).get(f"/api/series/{series_a.pk}/review/").status_code == 200
+    # Both refusals are denied attempts on the audit trail, against the series' site.
+    denied = AuditEvent.objects.filter(outcome="denied", username="annotator_a")
+    assert (
+        list(denied.values_list("site_id", "object_type", "object_id", "action"))
+        == [(series_a.site_id, "series", str(series_a.pk), "annotate")] * 2
+    )
+    assert not FindingReview.objects.exists() and not SeriesReview.objects.exists()
 
 
 def test_a_series_verdict_with_a_comment_is_kept_as_history(api, radiologist_a, admin_a, series_a):

@@ -82,6 +82,18 @@ def test_the_worklist_lists_the_sites_series_newest_first_with_badge_data(
     assert response.json()["results"][0]["suitability_index"] is None
 
 
+def test_a_rejected_finding_is_no_longer_the_series_dominant_artifact(api, radiologist_a, worklist):
+    """The model's motion (500 + 400 px) led ghosting (800 px); a radiologist rejects both
+    motion findings through the review API: ghosting leads, as if motion were not there."""
+    client = api.as_(radiologist_a)
+    motion = Finding.objects.filter(run__series=worklist["bad"], artifact_type="motion")
+    for finding in motion.order_by("area_px"):
+        answer = client.post(f"/api/findings/{finding.pk}/reviews/", {"action": "reject"})
+        assert answer.status_code == 201, answer.content
+    rows = {r["id"]: r for r in client.get("/api/series/").json()["results"]}
+    assert rows[str(worklist["bad"].pk)]["dominant_artifact"] == "ghosting"
+
+
 def test_filters_search_and_sorting(api, radiologist_a, worklist):
     client = api.as_(radiologist_a)
     assert _ids(client.get("/api/series/?nondiagnostic=true")) == [str(worklist["bad"].pk)]

@@ -287,7 +287,10 @@ async function start(): Promise<void> {
 
   const loadMasks = async (): Promise<void> => {
     if (!result) return;
-    const added = overlays.setAvailable(result.instances.flatMap((i) => i.findings.map((f) => f.artifact_type)));
+    // A finding a reviewer rejected is not there: its mask is not drawn (its list entry stays,
+    // marked rejected, so it can be accepted again).
+    const shown = (f: FindingResult): boolean => f.review_state !== "rejected";
+    const added = overlays.setAvailable(result.instances.flatMap((i) => i.findings.filter(shown).map((f) => f.artifact_type)));
     if (added.length && overlaysPanel) renderOverlayControls(overlaysPanel, overlays);
     root.dataset.overlaysVisible = overlays.visibleTypes().join(",");
     const jobs: { position: number; run: () => Promise<void> }[] = [];
@@ -298,6 +301,11 @@ async function start(): Promise<void> {
         const url = maskUrlOf(finding);
         const type = finding.artifact_type as ArtifactType;
         const key = `${type}:${position}`;
+        if (!shown(finding)) {
+          loadedMasks.delete(key);
+          maskOverlay.delete(type, position);
+          continue;
+        }
         if (!url || !ARTIFACT_RGB[type] || loadedMasks.get(key) === url) continue;
         if (editing && editing.type === type && editing.position === position) continue;
         jobs.push({

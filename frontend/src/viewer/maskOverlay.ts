@@ -60,6 +60,11 @@ export class MaskOverlay {
     byPosition.set(position, mask);
   }
 
+  /** Forget a type's mask at a position (its finding was rejected): nothing is drawn there. */
+  delete(type: ArtifactType, position: number): boolean {
+    return this.masks.get(type)?.delete(position) ?? false;
+  }
+
   get(type: ArtifactType, position: number): Uint8Array | undefined {
     return this.masks.get(type)?.get(position);
   }
