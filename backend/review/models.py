@@ -36,7 +36,11 @@ class FindingReview(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        indexes = [models.Index(fields=["finding", "-created_at"], name="finding_review_latest")]
+        indexes = [
+            models.Index(fields=["finding", "-created_at"], name="finding_review_latest"),
+            # The dashboards' refresh asks for the reviews since its last pass.
+            models.Index(fields=["created_at"], name="finding_review_time"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.action} of finding {self.finding_id} by {self.user_id}"

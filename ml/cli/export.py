@@ -106,6 +106,13 @@ def _litert(args: argparse.Namespace) -> int:
             calibration_slices=args.calibration_slices,
         )
     except ValueError as exc:
+        # The file that failed its check is gone (export_litert); so is the sidecar copied for
+        # it, unless it is the model's own.
+        from ml.model.evaluate import thresholds_path
+
+        copied = thresholds_path(out)
+        if copied.resolve() != thresholds_path(args.model).resolve():
+            copied.unlink(missing_ok=True)
         print(f"export: {exc}", file=sys.stderr)
         return 1
     size = out.stat().st_size / 1e6

@@ -71,5 +71,6 @@ def export_onnx(model_path: Path, out: Path) -> float:
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     difference = max_difference(model, session)
     if difference > TOLERANCE:
+        out.unlink()  # never left where `ml score --model` would serve it
         raise ValueError(f"ONNX outputs differ from Keras by {difference:.2e} > {TOLERANCE}")
     return difference

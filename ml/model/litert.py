@@ -273,7 +273,12 @@ def export_litert(
             "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
         }
     copy.export(str(out), format="litert", verbose=False, **options)
-    result = compare(model, LiteRTModel(out, modes=modes), samples[:8] if int8 else None)
+    try:
+        result = compare(model, LiteRTModel(out, modes=modes), samples[:8] if int8 else None)
+    except ValueError:
+        # A file that failed its check is never left where `ml score --model` would serve it.
+        out.unlink(missing_ok=True)
+        raise
     name_pipeline_modes(out, modes)
     return result
 

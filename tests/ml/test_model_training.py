@@ -400,6 +400,33 @@ def test_the_int8_litert_export_stays_within_its_stated_tolerances_on_unseen_sli
     assert not np.all(expected == ScoringPipeline.threshold)  # really the tuned ones
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "litert", "litert-int8"])
+def test_an_export_that_fails_its_check_leaves_no_file_to_serve(
+    run_dir, data_dir, tmp_path, monkeypatch, capsys, fmt
+):
+    """The check's tolerance is made unreachable (a difference of at most -1): the export says
+    so, exits 1, and leaves neither the file nor its thresholds sidecar where `ml score
+    --model` would pick them up; the model's own sidecar is untouched."""
+    from ml.model import export, litert
+    from ml.model.evaluate import thresholds_path
+
+    monkeypatch.setattr(export, "TOLERANCE", -1.0)
+    monkeypatch.setattr(litert, "TOLERANCE", -1.0)
+    monkeypatch.setattr(litert, "INT8_AGREEMENT", 1.01)
+    model = run_dir / "best.keras"
+    own = thresholds_path(model).read_bytes() if thresholds_path(model).is_file() else None
+    out = tmp_path / {"onnx": "m.onnx", "litert": "m.tflite", "litert-int8": "m.int8.tflite"}[fmt]
+    args = ["export", str(model), "--format", fmt.split("-")[0], "--out", str(out)]
+    if fmt == "litert-int8":
+        args += ["--int8", "--data", str(data_dir), "--calibration-slices", "4"]
+    assert main(args) == 1
+    assert "differ" in capsys.readouterr().err
+    assert not out.exists() and not thresholds_path(out).exists()
+    assert list(tmp_path.iterdir()) == []
+    if own is not None:
+        assert thresholds_path(model).read_bytes() == own
+
+
 def test_int8_is_refused_for_onnx(run_dir, capsys):
     code = main(["export", str(run_dir / "best.keras"), "--format", "onnx", "--int8"])
     assert code == 2
