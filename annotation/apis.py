@@ -36,6 +36,7 @@ from backend.audit.exceptions import Refused
 from backend.audit.mixins import ClinicalAPIView
 from backend.audit.models import AuditAction
 from backend.audit.services import AuditTarget
+from backend.scoring.selectors import model_results_blinded
 from backend.scoring.services import ModelRegistryError
 from backend.studies.models import Instance, Series
 from backend.studies.selectors import NotInScope
@@ -405,8 +406,7 @@ class AssignmentDetailApi(AnnotationApi):
                 "study_uid": a.series.study.study_uid,
                 "series_uid": a.series.series_uid,
                 "artifact_types": c.artifact_types,
-                "blinded": c.blinded
-                and not selectors.is_lead(user=_user(request), site_id=c.site_id),
+                "blinded": _blinded(request, a),
                 "instructions": c.instructions,
                 "deadline": c.deadline.isoformat() if c.deadline else None,
                 "own": own,
@@ -510,8 +510,19 @@ class SliceAnnotationApi(AnnotationApi):
         )
 
 
+def _blinded(request: Request, a: Assignment) -> bool:
+    """Whether the model's results for this assignment's series are kept from the caller: a
+    reader of a blinded campaign (a lead looking at a reader's work is not), and anyone who reads
+    the series blind in any active blinded campaign — a second, unblinded campaign of the same
+    series, or a lead who named themself a reader, must not lift it."""
+    user = _user(request)
+    if a.campaign.blinded and not selectors.is_lead(user=user, site_id=a.site_id):
+        return True
+    return model_results_blinded(user=user, series_id=a.series_id)
+
+
 def _require_unblinded(request: Request, a: Assignment) -> None:
-    if a.campaign.blinded and not selectors.is_lead(user=_user(request), site_id=a.site_id):
+    if _blinded(request, a):
         raise Refused(
             "this campaign is blinded to the model",
             target=AuditTarget("assignment", str(a.pk), a.site_id),

@@ -19,8 +19,9 @@ from django.views.decorators.cache import never_cache
 from annotation import reports, selectors, services, training
 from annotation.models import CampaignStatus, JobStatus
 from backend.accounts.models import Site, User
-from backend.audit.models import AuditAction, AuditOutcome
-from backend.audit.services import AuditTarget, audit_record
+from backend.audit.exceptions import Refused
+from backend.audit.models import AuditAction
+from backend.audit.services import AuditTarget, audit_record, denied_record
 from backend.scoring.models import ARTIFACT_TYPE_CHOICES
 from backend.studies.selectors import NotInScope
 
@@ -33,14 +34,18 @@ def page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         try:
             return view(request, *args, **kwargs)
         except NotInScope as missing:
-            audit_record(
+            denied_record(
                 user=request.user,
                 action=AuditAction.VIEW,
-                targets=[AuditTarget(missing.object_type, missing.object_id, missing.site_id)],
-                outcome=AuditOutcome.DENIED,
+                target=AuditTarget(missing.object_type, missing.object_id, missing.site_id),
                 request=request,
             )
             raise Http404("Not found") from None
+        except Refused as refused:  # a 403 on the caller's own site: audited the same way
+            denied_record(
+                user=request.user, action=AuditAction.VIEW, target=refused.target, request=request
+            )
+            raise
 
     return login_required(never_cache(wrapper))
 
@@ -144,6 +149,13 @@ def campaign_page(request: HttpRequest, campaign_id: uuid.UUID) -> HttpResponse:
                 )
             return redirect("campaign", campaign_id=campaign.pk)
         except (ValidationError, ValueError, PermissionDenied) as exc:
+            if isinstance(exc, Refused):
+                denied_record(
+                    user=request.user,
+                    action=AuditAction.ANNOTATE,
+                    target=exc.target,
+                    request=request,
+                )
             messages.error(request, "; ".join(getattr(exc, "messages", [str(exc)])))
     finetunes = list(selectors.finetune_list(campaign=campaign))
     return render(

@@ -18,8 +18,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from backend.audit.exceptions import Refused
-from backend.audit.models import AuditAction, AuditOutcome
-from backend.audit.services import AuditTarget, audit_record
+from backend.audit.models import AuditAction
+from backend.audit.services import AuditTarget, audit_record, denied_record
 from backend.studies.models import Instance, Series, Study
 from backend.studies.selectors import NotInScope
 
@@ -84,21 +84,18 @@ class ClinicalAPIView(APIView):
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, NotInScope):
-            if self.request.user.is_authenticated:
-                audit_record(
-                    user=self.request.user,
-                    action=self.audit_action,
-                    targets=[AuditTarget(exc.object_type, exc.object_id, exc.site_id)],
-                    outcome=AuditOutcome.DENIED,
-                    request=self.request,
-                )
-            exc = exceptions.NotFound()
-        elif isinstance(exc, Refused) and self.request.user.is_authenticated:
-            audit_record(
+            denied_record(
                 user=self.request.user,
                 action=self.audit_action,
-                targets=[exc.target],
-                outcome=AuditOutcome.DENIED,
+                target=AuditTarget(exc.object_type, exc.object_id, exc.site_id),
+                request=self.request,
+            )
+            exc = exceptions.NotFound()
+        elif isinstance(exc, Refused):
+            denied_record(
+                user=self.request.user,
+                action=self.audit_action,
+                target=exc.target,
                 request=self.request,
             )
         return super().handle_exception(exc)

@@ -78,3 +78,15 @@ def audit_record(
         )
     _INSERT_EVENTS.insert(rows)
     return rows
+
+
+def denied_record(
+    *, user: User | AnonymousUser, action: AuditAction, target: AuditTarget, request: HttpRequest
+) -> None:
+    """A denied attempt on ``target`` (a 404 for another site's object, a 403 for what the
+    caller's own site holds but they may not have): one ``denied`` row against its site, for
+    a signed-in caller (an anonymous one never got past authentication)."""
+    if getattr(user, "is_authenticated", False):
+        audit_record(
+            user=user, action=action, targets=[target], outcome=AuditOutcome.DENIED, request=request
+        )

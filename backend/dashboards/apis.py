@@ -44,7 +44,7 @@ def _check_dates(attrs: dict[str, Any], names: tuple[str, ...]) -> None:
 class FilterSerializer(serializers.Serializer):
     site = serializers.IntegerField(required=False)
     scanner = serializers.IntegerField(required=False)
-    protocol = serializers.CharField(required=False, max_length=128)
+    protocol = serializers.CharField(required=False, max_length=128, allow_blank=True)  # "": none
     sequence_family = serializers.CharField(required=False, max_length=32, allow_blank=True)
     week_from = serializers.DateField(required=False)
     week_to = serializers.DateField(required=False)
@@ -217,8 +217,10 @@ class DrilldownApi(DashboardApi):
                 "series_number": s.series_number,
                 "description": s.description,
                 "instance_count": s.instance_count,
-                "suitability": s.suitability,
-                "nondiagnostic": s.current_run.nondiagnostic if s.current_run else None,
+                "suitability": None if s.blind else s.suitability,
+                "nondiagnostic": s.current_run.nondiagnostic
+                if s.current_run and not s.blind
+                else None,
             }
             for s in page
         ]

@@ -27,7 +27,7 @@ from backend.dashboards.services import ARTIFACT_TYPES, METRICS, scored_series
 from backend.dashboards.stats import wilson
 from backend.scoring.models import Finding, ReviewState
 from backend.studies.models import Scanner
-from backend.studies.selectors import NotInScope
+from backend.studies.selectors import NotInScope, blinded_assignments
 
 QA_ROLES = (Role.SITE_ADMIN,)
 RATE_COLUMNS = ["nondiagnostic_rate", *[f"{a}_rate" for a in ARTIFACT_TYPES]]
@@ -289,6 +289,11 @@ def drilldown_series(
         qs = qs.filter(protocol_key=filters.protocol)
     if filters.sequence_family is not None:
         qs = qs.filter(sequence_family=filters.sequence_family)
+    # A series the caller reads blind (an active blinded annotation campaign) shows no model
+    # result here (the API blanks it) and is not found by what the model said about it.
+    qs = qs.annotate(blind=Exists(blinded_assignments(user).filter(series_id=OuterRef("pk"))))
+    if metric in (NONDIAGNOSTIC, *ARTIFACT_TYPES):
+        qs = qs.filter(blind=False)
     if metric == NONDIAGNOSTIC:
         qs = qs.filter(current_run__nondiagnostic=True)
     elif metric in ARTIFACT_TYPES:

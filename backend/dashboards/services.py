@@ -46,6 +46,7 @@ from backend.scoring.models import (
     ARTIFACT_TYPE_CHOICES,
     Finding,
     InstanceScore,
+    ModelPromotion,
     ReviewState,
     RunStatus,
 )
@@ -256,6 +257,17 @@ def _refresh_locked(
         changed |= set(
             scored_series()
             .filter(current_run_id__in=reviewed)
+            .values_list("site_id", "week")
+            .distinct()
+        )
+        # A promotion or rollback since then pointed series back at their runs of the version
+        # it deployed, which finished long ago: their weeks change too.
+        deployed = ModelPromotion.objects.filter(
+            created_at__gt=state.watermark - WATERMARK_OVERLAP
+        ).values("model_version_id")
+        changed |= set(
+            scored_series()
+            .filter(current_run__model_version_id__in=deployed)
             .values_list("site_id", "week")
             .distinct()
         )

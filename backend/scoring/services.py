@@ -272,8 +272,9 @@ def _current_runs_switch(model_version: ModelVersion) -> None:
         suitability=Subquery(runs.values("suitability")[:1]),
     )
     scores = InstanceScore.objects.filter(instance=OuterRef("pk"), run__model_version=model_version)
+    # An Enhanced MR instance has a score per frame: its own is its worst frame's.
     Instance.objects.filter(Exists(scores)).update(
-        suitability=Subquery(scores.values("suitability")[:1])
+        suitability=Subquery(scores.order_by("suitability").values("suitability")[:1])
     )
 
 

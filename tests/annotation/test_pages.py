@@ -100,3 +100,19 @@ def test_the_campaign_page_shows_runs_with_figures_and_a_promote_button(client, 
     assert "5/1/2" in page and "abababababababab" in page
     assert "annotated fw-IoU 0.432, AUC 0.877" in page and 'value="promote"' in page
     assert "epoch 2 of 5" in page and 'http-equiv="refresh"' in page  # refreshes while running
+
+
+def test_a_reader_refused_a_leads_page_is_a_denied_attempt_on_the_audit_trail(
+    client, campaign, annotator_a, site_a
+):
+    """The adjudication page is a lead's: a reader of the campaign's own site gets a 403, and
+    the refusal is on the audit trail against the campaign, as it is through the API."""
+    from backend.audit.models import AuditEvent
+
+    instance = Assignment.objects.filter(campaign=campaign).first().series.instances.first()
+    client.force_login(annotator_a.user)
+    assert client.get(f"/campaigns/{campaign.pk}/adjudicate/{instance.pk}/").status_code == 403
+    (row,) = AuditEvent.objects.filter(outcome="denied", username="annotator_a")
+    assert (row.site_id, row.object_type, row.object_id) == (
+        site_a.pk, "campaign", str(campaign.pk),
+    )  # fmt: skip

@@ -93,6 +93,38 @@ def test_every_table_exports_as_csv_with_formulas_neutralised(
     ).exists()
 
 
+def test_the_drilldown_keeps_the_model_results_of_series_the_caller_reads_blind(
+    api, two_sites, admin_a, site_a
+):
+    """A site's QA administrator who is also a reader, reading one of the site's series blind:
+    the drill-down lists it without its index or flag, and does not find it by a model
+    result (motion, non-diagnostic) — which would tell them what the model said."""
+    from annotation.models import Assignment, Campaign
+    from backend.accounts.models import Membership, Role
+    from backend.scoring.models import Finding
+
+    Membership.objects.create(user=admin_a.user, site=site_a, role=Role.ANNOTATOR)
+    flagged = Finding.objects.filter(artifact_type="motion", run__series__site=site_a)
+    series = flagged.filter(run__nondiagnostic=True).first().run.series
+    # (The dashboard fixture's series have no stored images, which a campaign's query needs:
+    # the campaign's rows are made here as campaign_create makes them.)
+    campaign = Campaign.objects.create(
+        site=site_a, name="blind", blinded=True, readers_per_image=1, created_by=admin_a.user
+    )
+    Assignment.objects.create(
+        campaign=campaign, series=series, site=site_a, reader=admin_a.user, position=0
+    )
+    client = api.as_(admin_a)
+    rows = {r["id"]: r for r in client.get("/api/dashboards/series/", RANGE).json()["rows"]}
+    assert rows[str(series.pk)]["suitability"] is None
+    assert rows[str(series.pk)]["nondiagnostic"] is None
+    assert sum(r["nondiagnostic"] is not None for r in rows.values()) == 5
+    for metric, seen in (("motion", 2), ("nondiagnostic", 1)):
+        body = client.get("/api/dashboards/series/", {**RANGE, "metric": metric}).json()
+        assert body["count"] == seen, metric
+        assert str(series.pk) not in [r["id"] for r in body["rows"]]
+
+
 def test_the_drilldown_lists_the_series_behind_a_cell_with_viewer_links(
     api, two_sites, admin_a, admin_b
 ):
@@ -222,3 +254,19 @@ def test_a_sites_admin_sees_what_was_refused_at_its_door_and_no_more(
     exported = api.as_(admin_a).get("/api/dashboards/refused/", {"format": "csv"})
     table = list(csv.DictReader(io.StringIO(exported.content.decode())))
     assert sum(int(r["files"]) for r in table) == 3
+
+
+def test_a_series_without_protocol_or_description_is_a_row_that_drills_down(
+    api, admin_a, site_a, make_scanner, make_scored
+):
+    """Its protocol is "" in the summary; asking for protocol "" lists it (it was a 400)."""
+    scanner = make_scanner(site_a, "A-MR9")
+    blank = make_scored(site=site_a, scanner=scanner, week=0, protocol="", description="")
+    make_scored(site=site_a, scanner=scanner, week=0)
+    rollups_refresh()
+    client = api.as_(admin_a)
+    rows = client.get("/api/dashboards/summary/", RANGE).json()["rows"]
+    assert sorted(r["protocol"] for r in rows) == ["", "t2_tse_ax"]
+    body = client.get("/api/dashboards/series/", {**RANGE, "protocol": ""})
+    assert body.status_code == 200, body.content
+    assert [r["id"] for r in body.json()["rows"]] == [str(blank.pk)]

@@ -169,3 +169,33 @@ def test_a_finding_a_radiologist_rejects_leaves_the_counts_at_the_next_refresh(
     listed = api.as_(admin_a).get("/api/dashboards/series/", {**week, "metric": "motion"})
     assert listed.status_code == 200, listed.content
     assert [row["id"] for row in listed.json()["rows"]] == [str(series_2.pk)]
+
+
+def test_a_promotion_rebuilds_the_weeks_whose_series_it_points_at_older_runs(
+    fixture_rows, site_a, model_version
+):
+    """Series 2 (non-diagnostic under version 1) was also scored by version 2, weeks ago and
+    diagnostic. Deploying version 2 points the series at that old run: the next incremental
+    refresh rebuilds its week although no run finished since the last pass."""
+    from backend.scoring.models import ModelVersion, RunStatus, ScoringRun
+    from backend.scoring.services import model_promote
+    from backend.studies.models import Series
+
+    ModelVersion.objects.filter(pk=model_version.pk).update(is_deployed=True)
+    rollups_refresh()
+    cell = QualityRollup.objects.get(week=BASE_WEEK, protocol="t2_tse_ax")
+    assert cell.series_nondiagnostic == 1
+    second = Series.objects.get(current_run__nondiagnostic=True, protocol="t2_tse_ax")
+    v2 = ModelVersion.objects.create(
+        name="test", version="2", sha256="e" * 64, weights_key="w2", classes=[]
+    )
+    ScoringRun.objects.create(
+        series=second, site=site_a, model_version=v2, status=RunStatus.DONE, suitability=0.8,
+        nondiagnostic=False, finished_at=second.current_run.finished_at,
+    )  # fmt: skip
+    model_promote(model_version=v2, user=None, reason="better on FLAIR")
+    result = rollups_refresh()
+    assert result.site_weeks == 1
+    cell = QualityRollup.objects.get(week=BASE_WEEK, protocol="t2_tse_ax")
+    assert cell.series_nondiagnostic == 0
+    assert cell.suitability_sum == pytest.approx(0.9 + 0.8 + 0.6)

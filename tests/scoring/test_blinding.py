@@ -139,3 +139,45 @@ def test_a_blinded_reader_gets_no_finding_reviews_or_corrected_masks(
     reader = api.as_(annotator_a)
     assert reader.get(f"/api/findings/{finding.pk}/reviews/").status_code == 200
     assert reader.get(mask_url).status_code == 200
+
+
+def test_a_second_unblinded_campaign_of_the_same_series_does_not_lift_the_blinding(
+    api, site_a, annotator_a
+):
+    """The reader reads series S blind in one campaign and, in another that is not blinded,
+    reads it too: the unblinded assignment's annotation API keeps the model's masks from them
+    (and says so to the page), as the scoring API does. A lead who names themself a reader of
+    a blinded campaign is blind there too; looking at a reader's assignment, they are not."""
+    from annotation.models import Assignment
+
+    lead = _persona("lead_blind_d", site_a, "annotation_lead")
+    read = ingest_series(site_a, 5, noisy=True)
+    series_score(series_id=read.pk)
+    open_campaign = one_reader_campaign(lead, site_a, annotator_a, [read], blinded=False)
+    one_reader_campaign(lead, site_a, annotator_a, [read], blinded=True, name="blind")
+    unblinded = Assignment.objects.get(campaign=open_campaign, reader=annotator_a.user)
+    reader = api.as_(annotator_a)
+    detail = reader.get(f"/api/assignments/{unblinded.pk}/").json()
+    assert detail["blinded"] is True
+    base = f"/api/assignments/{unblinded.pk}/instances/{detail['instances'][0]['id']}"
+    assert reader.get(f"{base}/model-masks/").status_code == 403
+    assert reader.post(f"{base}/assist/", {}, format="json").status_code == 403
+
+    # The lead reads another series blind in a campaign of their own ...
+    other = ingest_series(site_a, 6, noisy=True)
+    series_score(series_id=other.pk)
+    own = one_reader_campaign(lead, site_a, lead, [other], blinded=True, name="lead reads")
+    mine = Assignment.objects.get(campaign=own, reader=lead.user)
+    as_lead = api.as_(lead)
+    detail = as_lead.get(f"/api/assignments/{mine.pk}/").json()
+    assert detail["blinded"] is True
+    base = f"/api/assignments/{mine.pk}/instances/{detail['instances'][0]['id']}"
+    assert as_lead.get(f"{base}/model-masks/").status_code == 403
+    # ... and still sees the model's masks on the reader's assignment of a series they do not
+    # read themselves.
+    theirs = Assignment.objects.get(campaign=open_campaign, reader=annotator_a.user)
+    Assignment.objects.filter(campaign__name="blind").delete()  # S is no longer read blind
+    detail = as_lead.get(f"/api/assignments/{theirs.pk}/").json()
+    assert detail["blinded"] is False
+    base = f"/api/assignments/{theirs.pk}/instances/{detail['instances'][0]['id']}"
+    assert as_lead.get(f"{base}/model-masks/").status_code == 200

@@ -5,17 +5,16 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0002_login_lockout'),
-        ('review', '0001_initial'),
-        ('scoring', '0006_roi_frame'),
+        ("accounts", "0002_login_lockout"),
+        ("review", "0001_initial"),
+        ("scoring", "0006_roi_frame"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='findingreview',
-            index=models.Index(fields=['created_at'], name='finding_review_time'),
+            model_name="findingreview",
+            index=models.Index(fields=["created_at"], name="finding_review_time"),
         ),
     ]
