@@ -41,8 +41,8 @@ import numpy as np
 import pydicom
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
-from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef, Subquery
+from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import Exists, F, OuterRef, Subquery
 from django.utils import timezone
 
 from backend.accounts.models import User
@@ -74,6 +74,7 @@ from backend.scoring.models import (
     SliceAttempt,
 )
 from backend.scoring.selectors import series_roi
+from backend.storage.crypto import DecryptionError
 from backend.storage.store import store_exists, store_get, store_put, store_put_many
 from backend.studies.models import Instance, Series, SeriesStatus
 
@@ -96,6 +97,15 @@ class RoiError(ValueError):
 
 class SlicesPending(Exception):
     """Some slices failed this time and will be tried again (the task retries with a delay)."""
+
+
+class NotTheSlices(Exception):
+    """Scoring failed for a reason outside the slices: the model could not be loaded (weights
+    missing on this host, a GPU out of memory), the store could not be reached or written (an
+    outage, a full disk), the database went away. No slice is charged an attempt for it — three
+    such failures within seconds must not quarantine healthy images for good; the claims are
+    released and the cause (``__cause__``) is raised to the task, which retries a transient one
+    and otherwise leaves the series to the unscored sweep."""
 
 
 # --- model registry -----------------------------------------------------------------------
@@ -494,7 +504,13 @@ def _decode(instances: list[Instance]) -> _Slices:
 
     out = _Slices([], [], [], [], [])
     for instance in instances:
-        ds = pydicom.dcmread(io.BytesIO(store_get(instance.storage_key)))
+        try:
+            blob = store_get(instance.storage_key)
+        except (FileNotFoundError, DecryptionError):
+            raise  # this slice's file is gone or altered: the slice's own failure
+        except Exception as exc:
+            raise NotTheSlices(f"the store could not be read ({type(exc).__name__})") from exc
+        ds = pydicom.dcmread(io.BytesIO(blob))
         # Decoded once (out of process when compressed); an Enhanced MR image frame by frame.
         single = frame_count(ds) == 1
         images = [pixels(ds)] if single else frame_pixels(ds)
@@ -514,8 +530,11 @@ def _score_batch(run: ScoringRun, instances: list[Instance]) -> list[_Scored]:
     Enhanced MR instance does not hold every frame's masks at full size at once."""
     from ml.pipeline import get_pipeline
 
+    try:
+        pipeline = get_pipeline(model_weights_local(run.model_version))
+    except Exception as exc:
+        raise NotTheSlices(f"the model could not be loaded ({type(exc).__name__})") from exc
     slices = _decode(instances)
-    pipeline = get_pipeline(model_weights_local(run.model_version))
     scored: list[_Scored] = []
     pngs: list[tuple[str, bytes]] = []
     for start in range(0, len(slices.images), CLAIM_BATCH):
@@ -538,7 +557,10 @@ def _score_batch(run: ScoringRun, instances: list[Instance]) -> list[_Scored]:
             )
     # Durable before any row refers to them, with one sync for the batch (not one per mask).
     if pngs:
-        store_put_many(pngs)
+        try:
+            store_put_many(pngs)
+        except Exception as exc:
+            raise NotTheSlices(f"the masks could not be stored ({type(exc).__name__})") from exc
     return scored
 
 
@@ -633,6 +655,8 @@ def _compute(
     """Score ``instances``; when the batch fails, each slice alone, so only the bad ones fail."""
     try:
         return _score_batch(run, instances), {}
+    except (NotTheSlices, DatabaseError, MemoryError):
+        raise  # not the slices' fault: nobody is charged (series_score)
     except Exception as exc:
         if len(instances) == 1:
             logger.warning("scoring instance %s failed: %s", instances[0].pk, type(exc).__name__)
@@ -818,7 +842,16 @@ def series_score(
         run = claim.run
         if not claim.instances:
             break
-        scored, failed = _compute(run, claim.instances)
+        try:
+            scored, failed = _compute(run, claim.instances)
+        except (NotTheSlices, DatabaseError, MemoryError) as exc:
+            _release(model_version, claim.instances)
+            logger.warning("scoring series %s paused, no slice charged: %s", series_id, exc)
+            if isinstance(exc, NotTheSlices) and isinstance(exc.__cause__, Exception):
+                # The cause itself, so the task retries what is transient (the store full,
+                # a connection refused) with its backoff.
+                raise exc.__cause__ from None
+            raise
         _write(run, scored, failed)
         failed_now |= set(failed)
         pending = pending or any(
@@ -832,8 +865,30 @@ def series_score(
     return run
 
 
+def _release(model_version: ModelVersion, instances: list[Instance]) -> None:
+    """Give back the claims of a batch that failed for a reason outside its slices, and the
+    attempt each claim counted."""
+    with transaction.atomic():
+        SliceAttempt.objects.filter(
+            model_version=model_version,
+            instance__in=instances,
+            attempts__gt=0,
+            quarantined=False,
+        ).update(attempts=F("attempts") - 1, claimed_until=None)
+
+
 def series_unscored_count(*, series_id: uuid.UUID | str, run: ScoringRun) -> int:
-    return Instance.objects.filter(series_id=series_id).exclude(scores__run=run).count()
+    """Slices still to come for ``run``: a quarantined one never comes (the SEG of the rest is
+    built without it)."""
+    quarantined = SliceAttempt.objects.filter(
+        model_version_id=run.model_version_id, quarantined=True
+    ).values("instance_id")
+    return (
+        Instance.objects.filter(series_id=series_id)
+        .exclude(scores__run=run)
+        .exclude(pk__in=quarantined)
+        .count()
+    )
 
 
 SEG_DELAY_S = 1.5

@@ -59,6 +59,8 @@ def series_score_task(
 def run_seg_task(self: TrackedTask, run_id: str, scored: int) -> str:
     try:
         built = run_seg_refresh(run_id=run_id, scored=scored)
+    except TRANSIENT_ERRORS:
+        raise  # the database or the store away for a moment: retried (autoretry_for)
     except Exception:
         # Derived data: a SEG that cannot be built (e.g. sources without a frame of reference)
         # must not put the job in a retry loop; the results themselves are stored.

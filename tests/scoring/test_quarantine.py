@@ -145,3 +145,36 @@ def test_an_instance_refused_by_what_it_is_is_quarantined_at_once_and_the_rest_i
     assert series.status == "scored" and run is not None
     assert run.reason.endswith("1 slice quarantined.")
     assert InstanceScore.objects.filter(run=run).count() == 2
+
+
+@pytest.mark.django_db
+def test_a_model_that_cannot_be_loaded_charges_no_slice(settings, site_a, tmp_path):
+    """The deployed version's weights are missing on this host (a second GPU host whose
+    checkout sits elsewhere): every try fails, none is charged to a slice, nothing is
+    quarantined however often it is tried, and once the weights are there everything is
+    scored."""
+    from backend.scoring.services import model_version_deployed
+
+    settings.ARTISCAN_SCORING_MAX_ATTEMPTS = 2
+    series_ingest(
+        site=site_a, files=[to_bytes(mr_dataset(i, rows=64, columns=64)) for i in (1, 2, 3)],
+        source="upload",
+    )  # fmt: skip
+    series = Series.objects.get(site=site_a)
+    version = model_version_deployed()
+    shipped = version.weights_key
+    version.weights_key = str(tmp_path / "elsewhere" / "artiscan-full.keras")
+    version.save(update_fields=["weights_key"])
+    for _ in range(4):
+        with pytest.raises(FileNotFoundError):
+            series_score(series_id=series.pk, model_version=version)
+    attempts = SliceAttempt.objects.filter(instance__series=series)
+    assert attempts.count() == 3
+    assert all(a.attempts == 0 and not a.quarantined and a.claimed_until is None for a in attempts)
+    assert not InstanceScore.objects.filter(instance__series=series).exists()
+
+    version.weights_key = shipped
+    version.save(update_fields=["weights_key"])
+    run = series_score(series_id=series.pk, model_version=version)
+    assert run is not None and run.status == "done"
+    assert InstanceScore.objects.filter(run=run).count() == 3

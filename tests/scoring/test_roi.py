@@ -158,7 +158,9 @@ def test_only_radiologists_and_admins_of_the_site_set_a_region(
     assert _put(api, None, scored_series, {"polygon": TOP_LEFT}).status_code in (401, 403)
     assert not SeriesRegionOfInterest.objects.exists()
     denied = AuditEvent.objects.filter(object_id=str(scored_series.pk), outcome="denied")
-    assert denied.count() == 2
+    # Both other-site 404s and the annotator's own-site 403, each against the series' site.
+    assert sorted(denied.values_list("username", flat=True)) == ["admin_b", "annotator_a", "rad_b"]
+    assert set(denied.values_list("site_id", flat=True)) == {scored_series.site_id}
 
 
 @pytest.mark.servers

@@ -139,3 +139,29 @@ def test_no_seg_while_slices_of_the_series_wait(site_a):
     assert series.instances.count() == 4
     assert run_seg_refresh(run_id=run.pk, scored=run.instance_scores.count()) is None
     assert not Series.objects.filter(modality="SEG").exists()
+
+
+def test_a_quarantined_slice_does_not_hold_back_the_seg_of_the_rest(site_a):
+    """A fourth slice arrives and is quarantined (it will never be scored): the SEG of the
+    three scored slices is built all the same, and holds only their frames."""
+    from backend.scoring.models import SliceAttempt
+
+    series, run = _scored_series(site_a)
+    _score_all(run)
+    series_ingest(
+        site=site_a, files=[to_bytes(mr_dataset(4, rows=64, columns=64))], source="upload"
+    )
+    fourth = series.instances.get(instance_number=4)
+    SliceAttempt.objects.create(
+        instance=fourth, model_version=run.model_version, site=site_a, attempts=3,
+        quarantined=True, error="ScoringError: cannot decode the pixels",
+    )  # fmt: skip
+    [instance] = run_seg_refresh(run_id=run.pk, scored=run.instance_scores.count()) or []
+    seg = pydicom.dcmread(io.BytesIO(store_get(instance.storage_key)))
+    sources = {
+        item.ReferencedSOPInstanceUID
+        for frame in seg.PerFrameFunctionalGroupsSequence
+        for derivation in frame.DerivationImageSequence
+        for item in derivation.SourceImageSequence
+    }
+    assert fourth.sop_uid not in sources and len(sources) == 3
