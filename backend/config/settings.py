@@ -281,6 +281,10 @@ ARTISCAN_QUARANTINE_DAYS = env_int("ARTISCAN_QUARANTINE_DAYS", 30, minimum=1)
 ARTISCAN_MODEL_WEIGHTS = env_str("ARTISCAN_MODEL_WEIGHTS", "")
 # A slice whose scoring fails (or kills its worker) this many times is quarantined.
 ARTISCAN_SCORING_MAX_ATTEMPTS = env_int("ARTISCAN_SCORING_MAX_ATTEMPTS", 3, minimum=1)
+# How long a worker's claim on a batch of slices (up to 16) holds before another may take it: a
+# batch takes seconds, so a claim left by a killed worker frees its slices after this, not after
+# the broker's visibility timeout (an hour).
+ARTISCAN_SCORING_CLAIM_S = env_int("ARTISCAN_SCORING_CLAIM_S", 300, minimum=10)
 
 # --- Security -------------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
@@ -395,9 +399,10 @@ CELERY_TIMEZONE = "UTC"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_MAX_ATTEMPTS = env_int("ARTISCAN_TASK_MAX_ATTEMPTS", 3, minimum=1)
 # A task still running after this many seconds has its worker child killed: a decoder or a
-# model that hangs must not hold a worker for good. The message is delivered again and the
-# attempt counted, so one that hangs every time is quarantined (JobRecord). Fine-tuning runs
-# for hours and has its own limit.
+# model that hangs must not hold a worker for good. The message is delivered again (Celery acks
+# a timed-out message unless told not to: ACKS_ON_TIMEOUT) and the attempt counted, so one that
+# hangs every time is quarantined (JobRecord). Fine-tuning runs for hours and has its own limit.
+CELERY_TASK_ACKS_ON_TIMEOUT = False
 CELERY_TASK_TIME_LIMIT = env_int("ARTISCAN_TASK_TIME_LIMIT_S", 1800, minimum=10)
 ARTISCAN_FINETUNE_TIME_LIMIT_S = env_int("ARTISCAN_FINETUNE_TIME_LIMIT_S", 24 * 3600, minimum=60)
 # How often beat looks for queued uploads and fine-tunings whose message the broker lost.

@@ -743,7 +743,7 @@ def _claim(
         # is as many as its frames, and always goes whole); a suspect alone, so a crash is
         # pinned on one instance.
         picked = _batch(fresh) if fresh else [min(suspects)[2]] if suspects else []
-        until = now + timedelta(seconds=int(settings.CELERY_VISIBILITY_TIMEOUT))
+        until = now + timedelta(seconds=int(settings.ARTISCAN_SCORING_CLAIM_S))
         for instance in picked:
             attempt = attempts.get(instance.pk) or SliceAttempt(
                 instance=instance, model_version=model_version, site_id=series.site_id

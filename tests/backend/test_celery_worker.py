@@ -188,6 +188,11 @@ def test_the_celery_configuration_is_json_only_with_late_acks():
     conf = app.conf
     assert conf.accept_content == ["json"] and conf.task_serializer == "json"
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    # A task killed at its hard time limit is delivered again (and counted), not acked and lost.
+    app.loader.import_default_modules()
+    for task in app.tasks.values():
+        if task.name.startswith(("backend.", "annotation.")):
+            assert task.acks_late and task.acks_on_timeout is False, task.name
     assert conf.worker_prefetch_multiplier == 1
     assert set(conf.task_queues) >= {"cpu", "gpu"}
     assert (

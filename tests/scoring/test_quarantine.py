@@ -73,6 +73,38 @@ def test_a_slice_whose_worker_died_is_scored_alone_and_quarantined_at_the_limit(
 
 
 @pytest.mark.django_db
+def test_a_killed_workers_claim_frees_its_slices_after_the_claim_time(settings, site_a):
+    """A worker claims a batch and is killed before writing (its message lost with it): its
+    claim holds for ARTISCAN_SCORING_CLAIM_S, not for the broker's hour. Another delivery
+    skips the slices while the claim holds and scores them once it has run out."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from backend.scoring.services import _claim, model_version_deployed
+
+    settings.ARTISCAN_SCORING_CLAIM_S = 120
+    series_ingest(
+        site=site_a, files=[to_bytes(mr_dataset(i, rows=64, columns=64)) for i in (1, 2)],
+        source="upload",
+    )  # fmt: skip
+    series = Series.objects.get(site=site_a)
+    version = model_version_deployed()
+    before = timezone.now()
+    claim = _claim(series.pk, version, "killed-task", set())  # ... and then the worker died
+    assert claim is not None and len(claim.instances) == 2
+    attempts = SliceAttempt.objects.filter(instance__series=series)
+    for attempt in attempts:
+        held = attempt.claimed_until - before
+        assert timedelta(seconds=119) <= held <= timedelta(seconds=130)
+    assert series_score(series_id=series.pk) is not None  # another delivery, at once
+    assert not InstanceScore.objects.filter(instance__series=series).exists()
+    attempts.update(claimed_until=timezone.now() - timedelta(seconds=1))  # 120 s later
+    series_score(series_id=series.pk)
+    assert InstanceScore.objects.filter(instance__series=series).count() == 2
+
+
+@pytest.mark.django_db
 def test_the_result_api_shows_the_quarantined_slice_and_its_reason(
     settings, api, radiologist_a, site_a
 ):
