@@ -22,6 +22,7 @@ from django.db.models import (
     OuterRef,
     Q,
     QuerySet,
+    Subquery,
     Sum,
     Value,
 )
@@ -167,8 +168,15 @@ def _cells_compute(site_id: int, weeks: Iterable[dt.date]) -> list[QualityRollup
         if found is not None:
             found._artifacts[artifact] = n  # type: ignore[attr-defined]
 
+    # From arrival to the slice's first verdict, by whichever run gave it: a re-scoring weeks
+    # later (a new model, an archive) makes new scores, not a slower verdict.
+    first_verdict = (
+        InstanceScore.objects.filter(instance=OuterRef("instance"), frame=1)
+        .order_by("created_at")
+        .values("created_at")[:1]
+    )
     verdict = ExpressionWrapper(
-        F("created_at") - F("instance__received_at"), output_field=DurationField()
+        Subquery(first_verdict) - F("instance__received_at"), output_field=DurationField()
     )
     timings = (
         # One row per instance: an Enhanced MR instance's frames share its verdict (frame 1).

@@ -199,3 +199,33 @@ def test_a_promotion_rebuilds_the_weeks_whose_series_it_points_at_older_runs(
     cell = QualityRollup.objects.get(week=BASE_WEEK, protocol="t2_tse_ax")
     assert cell.series_nondiagnostic == 0
     assert cell.suitability_sum == pytest.approx(0.9 + 0.8 + 0.6)
+
+
+def test_a_rescoring_weeks_later_does_not_make_the_verdicts_slow(
+    fixture_rows, site_a, model_version
+):
+    """Series 3 is scored again today by version 2, which is then deployed: its slices' verdict
+    delay stays the 2 s of their first scoring, not the weeks since they arrived."""
+    from backend.scoring.models import InstanceScore, ModelVersion, RunStatus, ScoringRun
+    from backend.scoring.services import model_promote
+    from backend.studies.models import Series
+
+    ModelVersion.objects.filter(pk=model_version.pk).update(is_deployed=True)
+    third = Series.objects.get(current_run__suitability=0.6)
+    v2 = ModelVersion.objects.create(
+        name="test", version="2", sha256="f" * 64, weights_key="w2", classes=[]
+    )
+    run = ScoringRun.objects.create(
+        series=third, site=site_a, model_version=v2, status=RunStatus.DONE, suitability=0.6,
+        nondiagnostic=False, finished_at=timezone.now(),
+    )  # fmt: skip
+    for instance in third.instances.all():
+        InstanceScore.objects.create(
+            run=run, instance=instance, suitability=0.6, nondiagnostic=False,
+            created_at=timezone.now(),
+        )  # fmt: skip
+    model_promote(model_version=v2, user=None, reason="re-scored the archive")
+    rollups_refresh()
+    cell = QualityRollup.objects.get(week=BASE_WEEK, protocol="t2_tse_ax")
+    assert cell.instances_scored == 8
+    assert cell.verdict_seconds_sum == pytest.approx(2 * 1.0 + 2 * 3.0 + 4 * 2.0)
