@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -403,7 +404,9 @@ def readings_disagree(
     readings: Sequence[Annotation], types: Sequence[str], threshold: float
 ) -> list[str]:
     """Why these readings of one slice disagree (empty when they agree): a type whose masks'
-    IoU is below ``threshold`` for some pair, or different diagnostic labels."""
+    IoU is below ``threshold`` for some pair, a type one reader says is present and another
+    not (a reader may tick a type without painting it: "motion present"), or different
+    diagnostic labels."""
     reasons = []
     labels = {a.diagnostic for a in readings if a.diagnostic is not None}
     if len(labels) > 1:
@@ -416,6 +419,8 @@ def readings_disagree(
             for j in range(i + 1, len(masks))
         ):
             reasons.append(name)
+        elif len({name in (a.types_present or []) for a in readings}) > 1:
+            reasons.append(f"{name} present")
     return reasons
 
 
@@ -516,12 +521,19 @@ def consensus(
     *, campaign: Campaign
 ) -> list[tuple[Instance, dict[str, NDArray[np.uint8]], bool | None]]:
     """What the campaign says per slice, for training: the latest adjudication, else the readers'
-    majority where they agree (one reader: their reading). Disagreements not yet adjudicated
-    are left out."""
+    majority where they agree (one reader: their reading). Left out: disagreements not yet
+    adjudicated, and slices whose readers have not all finished their series (a missing second
+    reading, or an autosave of a reader still painting, is not ground truth yet); a reader who
+    skipped the series does not count."""
     from annotation.selectors import adjudications_latest
 
     types = campaign.artifact_types
     adjudicated = adjudications_latest(campaign=campaign)
+    readers_of: dict[uuid.UUID, list[Assignment]] = defaultdict(list)
+    for assignment in Assignment.objects.filter(campaign=campaign).exclude(
+        status=AssignmentStatus.SKIPPED
+    ):
+        readers_of[assignment.series_id].append(assignment)
     out = []
     for instance_id, readings in campaign_latest_readings(campaign=campaign).items():
         instance = readings[0].instance
@@ -529,6 +541,11 @@ def consensus(
         if instance_id in adjudicated:
             adj = adjudicated[instance_id]
             out.append((instance, stored_masks(adj.masks, shape, types), adj.diagnostic))
+            continue
+        assigned = readers_of[instance.series_id]
+        if len(readings) < len(assigned) or any(
+            a.status != AssignmentStatus.DONE for a in assigned
+        ):
             continue
         if readings_disagree(readings, types, campaign.disagreement_iou):
             continue

@@ -548,3 +548,71 @@ def test_a_lead_closes_a_campaign_and_its_blinding_and_queue_end(
     campaign.refresh_from_db()
     assert campaign.status == "active"
     assert reader_queue(user=annotator_a.user).count() == 1
+
+
+def test_the_training_consensus_waits_for_every_reader_to_finish(
+    lead_a, annotator_a, reader2_a, site_a
+):
+    """Two readers per image. One has read the whole series, the other one slice so far (an
+    autosave of a reader still at work): nothing of the series is ground truth yet. Once the
+    second finishes in agreement, every slice is; a reader who skips instead does not hold it
+    back. A type one reader ticks as present without painting it, and the other does not, is a
+    disagreement ("motion present"), left out until adjudicated."""
+    from annotation.services import annotation_save, campaign_create, consensus, disagreements
+
+    series = ingest_series(site_a, 7)
+    campaign = campaign_create(
+        user=lead_a.user, site_id=site_a.pk, name="consensus", artifact_types=["motion"],
+        readers_per_image=2, blinded=False, reader_ids=[annotator_a.user.pk, reader2_a.user.pk],
+        series_ids=[series.pk],
+    )  # fmt: skip
+    slices = list(series.instances.order_by("instance_number"))
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[4:12, 4:12] = 1
+
+    def read(persona, instance, **extra):
+        assignment = Assignment.objects.get(
+            campaign=campaign, reader=persona.user, series_id=instance.series_id
+        )
+        annotation_save(
+            user=persona.user, assignment=assignment, instance_id=instance.pk,
+            masks={"motion": mask}, diagnostic=True, **extra,
+        )  # fmt: skip
+
+    for instance in slices:
+        read(annotator_a, instance)
+    read(reader2_a, slices[0])
+    assert consensus(campaign=campaign) == []
+    read(reader2_a, slices[1], types_present=["motion"])
+    read(reader2_a, slices[2])
+    assert Assignment.objects.get(campaign=campaign, reader=reader2_a.user).status == "done"
+    agreed = consensus(campaign=campaign)
+    assert [row[0].pk for row in agreed] == [s.pk for s in slices]
+    assert all(row[1]["motion"][4:12, 4:12].all() for row in agreed)
+
+    # Slice 1 read again by both, neither painting: reader 2 ticks motion as present.
+    empty = np.zeros((SIZE, SIZE), np.uint8)
+    for persona, ticked in ((annotator_a, []), (reader2_a, ["motion"])):
+        assignment = Assignment.objects.get(campaign=campaign, reader=persona.user)
+        annotation_save(
+            user=persona.user, assignment=assignment, instance_id=slices[0].pk,
+            masks={"motion": empty}, types_present=ticked, diagnostic=True,
+        )  # fmt: skip
+    reasons = {d["instance_id"]: d["reasons"] for d in disagreements(campaign=campaign)}
+    assert reasons[str(slices[0].pk)] == ["motion present"]
+    assert [row[0].pk for row in consensus(campaign=campaign)] == [s.pk for s in slices[1:]]
+
+    # A reader who skips the series does not hold the other's readings back.
+    other = ingest_series(site_a, 8)
+    from annotation.services import assignment_skip, campaign_add_series
+
+    campaign_add_series(user=lead_a.user, campaign=campaign, series_ids=[other.pk])
+    for instance in other.instances.all():
+        read(annotator_a, instance)
+    assert not any(row[0].series_id == other.pk for row in consensus(campaign=campaign))
+    assignment_skip(
+        user=reader2_a.user,
+        assignment=Assignment.objects.get(campaign=campaign, reader=reader2_a.user, series=other),
+        reason="motion everywhere: cannot tell",
+    )
+    assert sum(row[0].series_id == other.pk for row in consensus(campaign=campaign)) == 3
