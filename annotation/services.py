@@ -148,12 +148,15 @@ def campaign_assign(*, campaign: Campaign, reader_ids: Sequence[int] | None = No
     campaign. Returns the number of assignments made."""
     existing = list(campaign.assignments.values_list("reader_id", "series_id"))
     pool = sorted(campaign.readers.values_list("pk", flat=True))
-    if reader_ids is None and pool:
+    # The campaign's own readers, when none are named: those who have left the site since (an
+    # account closed, a membership ended) keep what they read but get nothing new.
+    implicit = reader_ids is None and bool(pool)
+    if implicit:
         reader_ids = pool
     readers = campaign_readers(site_id=campaign.site_id, include_leads=reader_ids is not None)
     if reader_ids is not None:
         allowed = {r.pk for r in readers}
-        if not set(reader_ids) <= allowed:
+        if not implicit and not set(reader_ids) <= allowed:
             raise ValidationError("every reader must read at the campaign's site")
         readers = [r for r in readers if r.pk in set(reader_ids)]
     if len(readers) < campaign.readers_per_image:

@@ -616,3 +616,31 @@ def test_the_training_consensus_waits_for_every_reader_to_finish(
         reason="motion everywhere: cannot tell",
     )
     assert sum(row[0].series_id == other.pk for row in consensus(campaign=campaign)) == 3
+
+
+def test_a_reader_who_left_the_site_does_not_block_adding_series(
+    lead_a, annotator_a, reader2_a, radiologist_a, site_a
+):
+    """Three readers, two per image; one's account is closed. Adding series (the
+    active-learning suggestions) assigns them to the two still there, instead of refusing with
+    "every reader must read at the campaign's site"; what the third read stays."""
+    from annotation.services import campaign_add_series, campaign_create
+
+    first = ingest_series(site_a, 9)
+    campaign = campaign_create(
+        user=lead_a.user, site_id=site_a.pk, name="pool", artifact_types=["motion"],
+        readers_per_image=2, blinded=False, series_ids=[first.pk],
+        reader_ids=[annotator_a.user.pk, reader2_a.user.pk, radiologist_a.user.pk],
+    )  # fmt: skip
+    before = set(Assignment.objects.filter(campaign=campaign).values_list("pk", flat=True))
+    annotator_a.user.is_active = False
+    annotator_a.user.save(update_fields=["is_active"])
+    added = [ingest_series(site_a, n) for n in (10, 11)]
+    assert (
+        campaign_add_series(user=lead_a.user, campaign=campaign, series_ids=[s.pk for s in added])
+        == 2
+    )
+    new = Assignment.objects.filter(campaign=campaign).exclude(pk__in=before)
+    assert new.count() == 4
+    assert set(new.values_list("reader__username", flat=True)) == {"reader2_a", "rad_a"}
+    assert set(Assignment.objects.filter(pk__in=before).values_list("pk", flat=True)) == before
