@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 from pydicom import Dataset
 
@@ -675,19 +675,23 @@ def unscored_sweep(*, older_than_s: float | None = None, limit: int = 1000) -> l
         .values_list("created_at", flat=True)
         .first()
     )
-    if deployed_at is not None:
-        since = max(since, deployed_at)
     scored = InstanceScore.objects.filter(instance=OuterRef("pk"), run__model_version=version)
     quarantined = SliceAttempt.objects.filter(
         instance=OuterRef("pk"), model_version=version, quarantined=True
     )
+    candidates = Instance.objects.filter(
+        received_at__gte=since,
+        received_at__lt=now - timedelta(seconds=older_than_s),
+        sop_class_uid__in=(MR_IMAGE, ENHANCED_MR_IMAGE),
+    )
+    if deployed_at is not None:
+        # Before the promotion, only a slice no version scored: its request was lost just
+        # before the switch, and nothing else would ever ask for it.
+        scored_by_any = InstanceScore.objects.filter(instance=OuterRef("pk"))
+        candidates = candidates.filter(Q(received_at__gte=deployed_at) | ~Exists(scored_by_any))
     series_ids = [
         str(s)
-        for s in Instance.objects.filter(
-            received_at__gte=since,
-            received_at__lt=now - timedelta(seconds=older_than_s),
-            sop_class_uid__in=(MR_IMAGE, ENHANCED_MR_IMAGE),
-        )
+        for s in candidates
         # A row without a stored file (the dashboards' synthetic demo history) has nothing to
         # score: asked for, it failed, and its series showed "failed" in the demo's worklist.
         .exclude(storage_key="")

@@ -757,7 +757,8 @@ def _claim(
                 run.started_at = now
             run.status = RunStatus.RUNNING
             run.save(update_fields=["status", "started_at"])
-            Series.objects.filter(pk=series.pk).update(status=SeriesStatus.SCORING)
+            if _shows(run, series):  # a comparison run leaves the series' state alone
+                Series.objects.filter(pk=series.pk).update(status=SeriesStatus.SCORING)
         if quarantined:
             _series_summary(run, series)
             _publish(run, series, [])
@@ -937,6 +938,13 @@ def scoring_attempt_budget(*, series_id: uuid.UUID | str) -> int:
     return _max_attempts() * max(1, unscored) + 1
 
 
+def _shows(run: ScoringRun, series: Series) -> bool:
+    """Whether the series shows ``run``: the deployed version's run is the one it shows;
+    another version's (a comparison, ``rescore --model``) is readable with ``?model=`` but
+    changes neither the series' result nor its state."""
+    return run.model_version.is_deployed or series.current_run_id in (None, run.pk)
+
+
 def _series_summary(run: ScoringRun, series: Series) -> None:
     scores = list(run.instance_scores.select_related("instance"))
     quarantined = SliceAttempt.objects.filter(
@@ -961,9 +969,7 @@ def _series_summary(run: ScoringRun, series: Series) -> None:
             "finished_at",
         ]
     )
-    # The deployed version's run is the one the series shows; another version's run (a
-    # comparison) is readable with ?model= but does not replace it.
-    if run.model_version.is_deployed or series.current_run_id in (None, run.pk):
+    if _shows(run, series):
         Series.objects.filter(pk=series.pk).update(
             suitability=run.suitability,
             current_run=run,
@@ -983,10 +989,6 @@ def _series_summary(run: ScoringRun, series: Series) -> None:
                 score.instance.suitability = score.suitability
                 changed.append(score.instance)
         Instance.objects.bulk_update(changed, ["suitability"])
-    else:
-        Series.objects.filter(pk=series.pk, status=SeriesStatus.SCORING).update(
-            status=SeriesStatus.SCORED
-        )
 
 
 def _index(value: float | None) -> int | None:

@@ -155,7 +155,9 @@ def test_the_sweep_leaves_slices_from_before_a_promotion_and_older_than_its_wind
     settings, tmp_path, admin_a
 ):
     """Scoring slices again under a new model is `rescore`'s decision: the sweep asks only for
-    slices that arrived while the deployed version was deployed, within its window."""
+    slices that arrived while the deployed version was deployed, within its window — and for a
+    slice from before the promotion that no version ever scored (its request was lost just
+    before the switch: nothing else would ask for it)."""
     import datetime as dt
     import shutil
 
@@ -169,7 +171,11 @@ def test_the_sweep_leaves_slices_from_before_a_promotion_and_older_than_its_wind
     from ml.pipeline import SHIPPED
     from tests.factories import InstanceFactory
 
+    from backend.scoring.models import InstanceScore, RunStatus, ScoringRun
+    from backend.scoring.services import model_version_deployed
+
     app.control.purge()  # an empty scoring queue, or the sweep waits
+    previous = model_version_deployed()
     weights = tmp_path / "candidate.onnx"
     shutil.copy(SHIPPED["pruned-onnx"], weights)
     candidate = model_version_register(
@@ -179,18 +185,34 @@ def test_the_sweep_leaves_slices_from_before_a_promotion_and_older_than_its_wind
     promotion = model_promote(model_version=candidate, user=admin_a.user, reason="sweep test")
     ModelPromotion.objects.filter(pk=promotion.pk).update(created_at=now - dt.timedelta(hours=2))
     before_promotion = InstanceFactory()
+    lost_before_promotion = InstanceFactory()
     after_promotion = InstanceFactory()
     too_old = InstanceFactory()
-    for instance, hours in ((before_promotion, 3), (after_promotion, 1), (too_old, 30)):
+    for instance, hours in (
+        (before_promotion, 3), (lost_before_promotion, 3), (after_promotion, 1), (too_old, 30),
+    ):  # fmt: skip
         Instance.objects.filter(pk=instance.pk).update(received_at=now - dt.timedelta(hours=hours))
-    # The candidate was promoted 2 h ago: only the slice of 1 h ago is this version's to score.
-    assert unscored_sweep(older_than_s=60) == [str(after_promotion.series_id)]
+    # The slice of 3 h ago was scored by the version deployed then.
+    run = ScoringRun.objects.create(
+        series=before_promotion.series, site=before_promotion.series.site,
+        model_version=previous, status=RunStatus.DONE,
+    )  # fmt: skip
+    InstanceScore.objects.create(
+        run=run, instance=before_promotion, suitability=0.9, nondiagnostic=False
+    )
+    # The candidate was promoted 2 h ago: the slice of 1 h ago is this version's to score, and
+    # the one of 3 h ago that nobody scored; the one the old version scored is left.
+    assert sorted(unscored_sweep(older_than_s=60)) == sorted(
+        [str(after_promotion.series_id), str(lost_before_promotion.series_id)]
+    )
     app.control.purge()
     # Without a promotion (the initial default) the window alone bounds it: 24 h by default.
     ModelPromotion.objects.filter(pk=promotion.pk).delete()
     ModelPromotion.objects.filter(model_version=candidate).delete()
     got = unscored_sweep(older_than_s=60)
-    assert sorted(got) == sorted([str(before_promotion.series_id), str(after_promotion.series_id)])
+    assert sorted(got) == sorted(
+        str(i.series_id) for i in (before_promotion, lost_before_promotion, after_promotion)
+    )
     app.control.purge()
     settings.ARTISCAN_SCORE_SWEEP_WINDOW_H = 48
     assert str(too_old.series_id) in unscored_sweep(older_than_s=60)

@@ -210,3 +210,28 @@ def test_a_model_that_cannot_be_loaded_charges_no_slice(settings, site_a, tmp_pa
     run = series_score(series_id=series.pk, model_version=version)
     assert run is not None and run.status == "done"
     assert InstanceScore.objects.filter(run=run).count() == 3
+
+
+@pytest.mark.django_db
+def test_a_comparison_run_leaves_the_series_state_alone(site_a, tmp_path):
+    """A series scored by the deployed model is scored again by a version that is not deployed
+    (``rescore --model``), which fails (its weights are not on this host): the series still
+    shows "scored" and the deployed run — not "scoring" for ever."""
+    from backend.scoring.models import ModelVersion
+    from backend.scoring.services import model_version_deployed
+
+    series_ingest(
+        site=site_a, files=[to_bytes(mr_dataset(i, rows=64, columns=64)) for i in (1, 2)],
+        source="upload",
+    )  # fmt: skip
+    series = Series.objects.get(site=site_a)
+    deployed_run = series_score(series_id=series.pk)
+    other = ModelVersion.objects.create(
+        name="candidate", version="c1", sha256="c" * 64, classes=[],
+        weights_key=str(tmp_path / "candidate.keras"),
+    )  # fmt: skip
+    assert model_version_deployed() != other
+    with pytest.raises(FileNotFoundError):
+        series_score(series_id=series.pk, model_version=other)
+    series.refresh_from_db()
+    assert series.status == "scored" and series.current_run == deployed_run
