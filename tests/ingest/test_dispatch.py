@@ -165,14 +165,15 @@ def test_the_sweep_leaves_slices_from_before_a_promotion_and_older_than_its_wind
 
     from backend.config.celery import app
     from backend.ingest.services import unscored_sweep
-    from backend.scoring.models import ModelPromotion
-    from backend.scoring.services import model_promote, model_version_register
+    from backend.scoring.models import InstanceScore, ModelPromotion, RunStatus, ScoringRun
+    from backend.scoring.services import (
+        model_promote,
+        model_version_deployed,
+        model_version_register,
+    )
     from backend.studies.models import Instance
     from ml.pipeline import SHIPPED
     from tests.factories import InstanceFactory
-
-    from backend.scoring.models import InstanceScore, RunStatus, ScoringRun
-    from backend.scoring.services import model_version_deployed
 
     app.control.purge()  # an empty scoring queue, or the sweep waits
     previous = model_version_deployed()
