@@ -250,6 +250,9 @@ class AlertOutputSerializer(serializers.Serializer):
     notified_at = serializers.DateTimeField(allow_null=True)
     acknowledged_by = serializers.SerializerMethodField()
     acknowledged_at = serializers.DateTimeField(allow_null=True)
+    withdrawn_at = serializers.DateTimeField(
+        allow_null=True, help_text="A recount took the jump away (findings rejected, a rollback)."
+    )
 
     def get_likely_cause(self, alert: Alert) -> str:
         return services.alert_cause(alert.metric)

@@ -123,6 +123,12 @@ class Alert(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     acknowledged_at = models.DateTimeField(null=True, blank=True)
+    withdrawn_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When a recount (findings rejected, a model rolled back) took the jump away; "
+        "cleared if it comes back.",
+    )
 
     class Meta:
         constraints = [

@@ -79,7 +79,10 @@ def monthly_report_pdf(*, user: AnyUser, site: Site, year: int, month: int) -> b
             ("Series scored", f"{total}"),
             ("Non-diagnostic", _pct(nd / total if total else None)),
             ("Mean suitability", f"{suit / total:.2f}" if total else "—"),
-            ("Open alerts", f"{sum(1 for a in alerts if a.acknowledged_at is None)}"),
+            (
+                "Open alerts",
+                f"{sum(1 for a in alerts if a.acknowledged_at is None and a.withdrawn_at is None)}",
+            ),
         ]
         for i, (label, value) in enumerate(kpis):
             fig.text(0.08 + i * 0.22, 0.85, value, fontsize=15, weight="bold")
@@ -164,7 +167,11 @@ def monthly_report_pdf(*, user: AnyUser, site: Site, year: int, month: int) -> b
                     f"{a.count}/{a.total}",
                     _pct(a.baseline_rate),
                     f"{a.p_value:.1e}",
-                    a.acknowledged_by.get_username() if a.acknowledged_by else "open",
+                    a.acknowledged_by.get_username()
+                    if a.acknowledged_by
+                    else "withdrawn"
+                    if a.withdrawn_at
+                    else "open",
                 ]
                 for a in alerts
             ],

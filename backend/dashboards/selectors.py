@@ -355,6 +355,8 @@ def _alerts_in_scope(
     qs = model.objects.filter(site_id__in=sites)
     if open_only:
         qs = qs.filter(acknowledged_at__isnull=True)
+        if hasattr(model, "withdrawn_at"):
+            qs = qs.filter(withdrawn_at__isnull=True)
     return qs
 
 

@@ -352,12 +352,12 @@ def alerts_evaluate(*, site_id: int, weeks: Iterable[dt.date]) -> list[Alert]:
             result = jump_test(count, total, [series.get(w, (0, 0)) for w in trailing_weeks])
             if result is not None:
                 tests.append((scanner_id, metric, result))
-        if not tests:
-            continue
-        threshold = alpha / len(tests)
+        threshold = alpha / len(tests) if tests else alpha
+        significant = set()
         for scanner_id, metric, result in tests:
             if result.p_value >= threshold or result.count < 3:
                 continue
+            significant.add((scanner_id, metric))
             key: dict[str, Any] = {"site_id": site_id, "scanner_id": scanner_id}
             alert, created = Alert.objects.update_or_create(
                 **key,
@@ -372,11 +372,31 @@ def alerts_evaluate(*, site_id: int, weeks: Iterable[dt.date]) -> list[Alert]:
                     "dispersion": result.dispersion,
                     "p_value": result.p_value,
                     "threshold": threshold,
+                    "withdrawn_at": None,
                 },
             )
             if created:
                 raised.append(alert)
                 transaction.on_commit(partial(_notify_later, alert.pk))
+        # An open alert of this week whose jump a recount took away (findings rejected, a
+        # model rolled back, series re-scored) is withdrawn, with the week's counts as they are.
+        current = {(scanner_id, metric): result for scanner_id, metric, result in tests}
+        for alert in Alert.objects.filter(
+            site_id=site_id, week=week, acknowledged_at__isnull=True, withdrawn_at__isnull=True
+        ):
+            if (alert.scanner_id, alert.metric) in significant:
+                continue
+            alert.withdrawn_at = timezone.now()
+            fields = ["withdrawn_at"]
+            now_counts = counts.get((alert.scanner_id, alert.metric), {}).get(week)
+            if now_counts is not None:
+                alert.count, alert.total = now_counts
+                fields += ["count", "total"]
+            if (alert.scanner_id, alert.metric) in current:
+                alert.p_value = current[(alert.scanner_id, alert.metric)].p_value
+                fields.append("p_value")
+            alert.save(update_fields=fields)
+            log.info("quality alert %s withdrawn after a recount", alert.pk)
     return raised
 
 

@@ -69,6 +69,39 @@ def test_the_refresh_raises_an_alert_on_the_jumping_scanner_only(site_a, make_sc
     assert Alert.objects.count() == 1
 
 
+@pytest.mark.django_db
+def test_an_alert_a_recount_takes_away_is_withdrawn(
+    site_a, make_scanner, make_scored, api, radiologist_a, admin_a
+):
+    """The spike jump of week 8 was the model's: a radiologist rejects ten of its sixteen
+    spike findings. The next refresh recounts the week (6 of 40, noise) and withdraws the
+    open alert with the new count; it leaves the open list, stays in the full one."""
+    from backend.scoring.models import Finding
+
+    jumping = make_scanner(site_a, "MR-1")
+    for week, (spikes, total) in enumerate(TRAILING):
+        _week(site_a, jumping, make_scored, week, spikes, total)
+    _week(site_a, jumping, make_scored, 8, spikes=16)
+    rollups_refresh()
+    (alert,) = Alert.objects.all()
+    assert alert.withdrawn_at is None and alert.count == 16
+    week8 = Finding.objects.filter(
+        artifact_type="spike", run__series__received_at__date__gte=alert.week
+    ).order_by("id")
+    client = api.as_(radiologist_a)
+    for finding in week8[:10]:
+        answer = client.post(f"/api/findings/{finding.pk}/reviews/", {"action": "reject"})
+        assert answer.status_code == 201, answer.content
+    rollups_refresh()
+    alert.refresh_from_db()
+    assert alert.withdrawn_at is not None and alert.acknowledged_at is None
+    assert (alert.count, alert.total) == (6, 40)
+    listed = api.as_(admin_a).get("/api/dashboards/alerts/", {"open": "true"}).json()
+    assert listed["rows"] == []
+    everything = api.as_(admin_a).get("/api/dashboards/alerts/").json()["rows"]
+    assert [a["id"] for a in everything] == [alert.pk] and everything[0]["withdrawn_at"]
+
+
 class _Hook(BaseHTTPRequestHandler):
     received: list[dict[str, object]] = []
 

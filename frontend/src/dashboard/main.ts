@@ -374,6 +374,8 @@ interface AlertRow {
   likely_cause?: string;
   acknowledged_by: string | null;
   acknowledged_at: string | null;
+  /** A recount (findings rejected, a rollback) took the jump away. */
+  withdrawn_at?: string | null;
 }
 
 async function acknowledge(id: number, kind: "alerts" | "access-alerts" = "alerts"): Promise<void> {
@@ -415,7 +417,7 @@ async function drawAlerts(): Promise<void> {
   for (const alert of table.rows) {
     const item = document.createElement("li");
     item.dataset.alertId = String(alert.id);
-    item.className = alert.acknowledged_at ? "acked" : "open";
+    item.className = alert.acknowledged_at ? "acked" : alert.withdrawn_at ? "withdrawn" : "open";
     const what = document.createElement("a");
     what.href = "#drilldown";
     what.className = "what";
@@ -431,7 +433,11 @@ async function drawAlerts(): Promise<void> {
     });
     item.append(what);
     if (alert.likely_cause) item.append(text("span", ` — ${alert.likely_cause}`, "cause"));
-    item.append(acknowledgement(alert, "alerts"));
+    if (alert.withdrawn_at && !alert.acknowledged_at) {
+      item.append(text("span", `withdrawn after a recount ${new Date(alert.withdrawn_at).toLocaleString()}`, "ack"));
+    } else {
+      item.append(acknowledgement(alert, "alerts"));
+    }
     list.append(item);
   }
 }
