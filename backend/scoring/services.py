@@ -770,6 +770,9 @@ def _write(
 ) -> list[_Scored]:
     with transaction.atomic():
         series = Series.objects.select_for_update().get(pk=run.series_id)
+        # Whether this run's version is still the deployed one, as of now: a rollback that
+        # committed while the batch was computed must not have the series re-pointed to it.
+        run.model_version.refresh_from_db(fields=["is_deployed"])
         ids = list({s.instance.pk for s in scored})
         done = set(
             InstanceScore.objects.filter(run=run, instance_id__in=ids).values_list(

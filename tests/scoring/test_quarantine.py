@@ -235,3 +235,41 @@ def test_a_comparison_run_leaves_the_series_state_alone(site_a, tmp_path):
         series_score(series_id=series.pk, model_version=other)
     series.refresh_from_db()
     assert series.status == "scored" and series.current_run == deployed_run
+
+
+@pytest.mark.django_db
+def test_a_rollback_while_a_batch_is_computed_is_not_undone_by_its_write(site_a, admin_a, tmp_path):
+    """The series shows version 1's run. Version 2 is promoted and a worker claims and computes
+    the series for it; before it writes, version 2 is rolled back. The write stores version
+    2's scores under its own run, but the series keeps showing version 1 (the deployed flag is
+    read when writing, not from before the rollback)."""
+    import shutil
+
+    from backend.scoring.models import ScoringRun
+    from backend.scoring.services import (
+        _claim,
+        _compute,
+        _write,
+        model_promote,
+        model_rollback,
+        model_version_register,
+    )
+    from ml.pipeline import SHIPPED
+
+    series_ingest(
+        site=site_a, files=[to_bytes(mr_dataset(i, rows=64, columns=64)) for i in (1, 2)],
+        source="upload",
+    )  # fmt: skip
+    series = Series.objects.get(site=site_a)
+    first = series_score(series_id=series.pk)
+    copy = tmp_path / "candidate.onnx"
+    shutil.copy(SHIPPED["pruned-onnx"], copy)
+    second = model_version_register(weights_path=copy, name="candidate", version="2", metrics={})
+    model_promote(model_version=second, user=admin_a.user, reason="try the pruned one")
+    claim = _claim(series.pk, second, "worker-1", set())
+    scored, failed = _compute(claim.run, claim.instances)
+    model_rollback(user=admin_a.user, reason="worse on FLAIR")
+    _write(claim.run, scored, failed)
+    series.refresh_from_db()
+    assert ScoringRun.objects.get(pk=claim.run.pk).instance_scores.count() == 2
+    assert series.current_run_id == first.pk
