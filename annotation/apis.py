@@ -523,10 +523,7 @@ def _blinded(request: Request, a: Assignment) -> bool:
 
 def _require_unblinded(request: Request, a: Assignment) -> None:
     if _blinded(request, a):
-        raise Refused(
-            "this campaign is blinded to the model",
-            target=AuditTarget("assignment", str(a.pk), a.site_id),
-        )
+        raise exceptions.PermissionDenied("this campaign is blinded to the model")
 
 
 class SliceModelMasksApi(AnnotationApi):

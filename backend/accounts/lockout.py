@@ -39,6 +39,13 @@ class LockoutModelBackend(ModelBackend):
     def user_can_authenticate(self, user: Any) -> bool:
         return bool(super().user_can_authenticate(user)) and not is_locked(user)
 
+    def get_user(self, user_id: Any) -> Any:
+        """The user of a session: a lock refuses password logins only. A session opened before
+        it stays open — otherwise anyone who knows a username could sign a radiologist out in
+        mid-read, every fifteen minutes, by typing wrong passwords."""
+        user = User._default_manager.filter(pk=user_id).first()
+        return user if user is not None and super().user_can_authenticate(user) else None
+
     def authenticate(
         self,
         request: HttpRequest | None,

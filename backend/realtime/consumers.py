@@ -19,7 +19,7 @@ from django.conf import settings
 from django.contrib.auth import SESSION_KEY
 from django.utils import timezone
 
-from backend.accounts.middleware import session_idle
+from backend.accounts.middleware import session_expired
 from backend.accounts.models import ApiToken, User
 from backend.accounts.selectors import site_ids_for, token_get_active
 from backend.realtime.services import site_group
@@ -56,7 +56,7 @@ def access_now(*, user_id: int, token_id: int | None, session_key: str | None) -
     if allowed and session_key is not None:
         store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
         allowed = str(store.get(SESSION_KEY, "")) == str(user_id)
-        if allowed and session_idle(store):
+        if allowed and session_expired(store):
             # Ended here as the middleware ends it at the session's next request, so a
             # reconnect with the same cookie comes in anonymous.
             store.flush()

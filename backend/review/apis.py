@@ -61,7 +61,7 @@ def _refuse_blinded(request: Request, series: Series) -> None:
     reads the series blind (an active blinded annotation campaign) gets a 403, as for the
     result and its masks (``backend.scoring.apis``)."""
     if model_results_blinded(user=request.user, series_id=series.pk):
-        raise refuse(BLINDED, series)
+        raise exceptions.PermissionDenied(BLINDED)
 
 
 class FindingReviewApi(ClinicalAPIView):

@@ -184,6 +184,9 @@ def _result_body(series: Series, run: ScoringRun | None) -> dict[str, Any]:
 
 
 BLINDED = "You read this series in a blinded annotation campaign: the model's results are hidden."
+"""The 403 of a blinded reader. Not a denied attempt on the audit trail (unlike a role's
+refusal, ``refuse``): the viewer asks for a series' result whenever a reader opens it, and a
+reader opening twenty of their own blinded series is not someone probing the site."""
 
 
 class SeriesResultApi(ClinicalAPIView):
@@ -208,7 +211,7 @@ class SeriesResultApi(ClinicalAPIView):
         except NoSuchRun:
             raise exceptions.NotFound("This series has no run of that model version.") from None
         if model_results_blinded(user=request.user, series_id=series.pk):
-            raise refuse(BLINDED, series)
+            raise exceptions.PermissionDenied(BLINDED)
         self.accessed([series])
         return Response(SeriesResultSerializer(_result_body(series, run)).data)
 
@@ -248,7 +251,7 @@ class SeriesRoiApi(ClinicalAPIView):
     def _result(self, request: Request, series: Series) -> Response:
         _, run = series_result(user=request.user, series_id=series.pk)
         if model_results_blinded(user=request.user, series_id=series.pk):
-            raise refuse(BLINDED, series)
+            raise exceptions.PermissionDenied(BLINDED)
         self.accessed([series])
         return Response(SeriesResultSerializer(_result_body(series, run)).data)
 
@@ -288,7 +291,7 @@ class FindingMaskApi(ClinicalAPIView):
     def get(self, request: Request, finding_id: int) -> HttpResponse:
         finding = finding_get(user=request.user, finding_id=finding_id)
         if model_results_blinded(user=request.user, series_id=finding.instance.series_id):
-            raise refuse(BLINDED, finding.instance.series)
+            raise exceptions.PermissionDenied(BLINDED)
         self.accessed([finding.instance.series])
         if not finding.mask_key:
             return HttpResponse(status=404)

@@ -98,6 +98,28 @@ def test_the_api_docs_page_loads_without_the_internet(client, radiologist_a):
     assert "cdn." not in page and "https://" not in page.split("<body")[0]
 
 
+def test_a_lock_does_not_sign_out_a_session_already_open(api, client, radiologist_a, settings):
+    """Someone types wrong passwords for rad_a until the account locks; rad_a, signed in
+    already and reading, stays signed in (the lock refuses new password logins only), while a
+    deactivated account's session ends at once."""
+    from django.core.cache import cache
+    from django.test import Client
+
+    cache.clear()
+    settings.ARTISCAN_LOGIN_MAX_FAILURES = 3
+    reading = Client()
+    reading.force_login(radiologist_a.user)
+    assert reading.get("/api/me/").status_code == 200
+    for _ in range(3):
+        client.post("/accounts/login/", {"username": "rad_a", "password": "wrong"})
+    user = type(radiologist_a.user).objects.get(pk=radiologist_a.user.pk)
+    assert user.locked_until is not None and user.locked_until > timezone.now()
+    assert reading.get("/api/me/").status_code == 200
+    assert reading.get("/").status_code == 200
+    type(user).objects.filter(pk=user.pk).update(is_active=False)
+    assert reading.get("/api/me/").status_code in (401, 403)
+
+
 def test_wrong_passwords_lock_the_account_whichever_way_they_come(
     api, client, radiologist_a, settings
 ):
@@ -166,3 +188,36 @@ def test_an_idle_browser_session_is_ended_on_the_server(client, radiologist_a, s
     assert client.get("/api/me/").status_code == 401
     assert not Session.objects.filter(session_key=key).exists()
     assert client.get("/api/me/").status_code == 401  # the cookie no longer logs in
+
+
+def test_a_page_reloading_on_events_does_not_keep_a_session_alive(client, radiologist_a, settings):
+    """The worklist left open on a busy site reloads on every event: those requests (marked
+    X-ArtiScan-Background) are answered but are not use, so the session still ends when
+    nobody has used it for the idle limit; and it ends after ARTISCAN_SESSION_SECONDS from
+    signing in whatever the use, although Django moves the cookie's expiry on every save."""
+    import time
+
+    from backend.accounts.middleware import LAST_SEEN, SIGNED_IN
+
+    settings.ARTISCAN_SESSION_IDLE_SECONDS = 600
+    settings.SESSION_COOKIE_AGE = 3600
+    client.force_login(radiologist_a.user)
+    assert client.get("/api/me/").status_code == 200
+    session = client.session
+    session[LAST_SEEN] = int(time.time()) - 500
+    session.save()
+    background = {"HTTP_X_ARTISCAN_BACKGROUND": "1"}
+    assert client.get("/api/series/", **background).status_code == 200
+    assert client.session[LAST_SEEN] <= int(time.time()) - 499  # not moved by the reload
+    session = client.session
+    session[LAST_SEEN] = int(time.time()) - 601
+    session.save()
+    assert client.get("/api/series/", **background).status_code == 401  # idle: signed out
+
+    # In constant use, but signed in more than an hour ago: signed out all the same.
+    client.force_login(radiologist_a.user)
+    session = client.session
+    assert session[SIGNED_IN] > time.time() - 5
+    session[SIGNED_IN] = int(time.time()) - 3601
+    session.save()
+    assert client.get("/api/me/").status_code == 401

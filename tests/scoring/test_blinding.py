@@ -29,12 +29,11 @@ def test_a_blinded_reader_gets_no_model_results_for_the_series(
     assert response.status_code == (403 if blinded else 200)
     if blinded:
         assert "blinded" in response.json()["detail"]
-        # A refusal on the reader's own site is a denied attempt on the audit trail.
+        # Not a denied attempt: the viewer asks for the result whenever the reader opens one
+        # of their series, and that must not add up to an access alert.
         from backend.audit.models import AuditEvent
 
-        denied = AuditEvent.objects.get(outcome="denied", username=annotator_a.user.username)
-        assert (denied.site_id, denied.object_type) == (site_a.pk, "series")
-        assert denied.object_id == str(read.pk) and denied.study_uid == read.study.study_uid
+        assert not AuditEvent.objects.filter(outcome="denied").exists()
     # api.as_ switches the one client's credentials. The same reader still sees series they do
     # not read, and colleagues see everything.
     assert api.as_(annotator_a).get(f"/api/series/{other.pk}/result/").status_code == 200

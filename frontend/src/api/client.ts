@@ -163,11 +163,17 @@ export async function errorMessage(response: Response): Promise<string> {
   return `HTTP ${response.status}${text && text.length < 200 ? `: ${text}` : ""}`;
 }
 
-export async function getJson<T>(path: string): Promise<T> {
-  const response = await fetch(path, {
-    credentials: "same-origin",
-    headers: { Accept: "application/json" },
-  });
+/** A request the page makes by itself (a reload on a live event), not one a person asked for:
+ * the server does not count it as use of the session, so a page left open on a busy site still
+ * signs out when nobody uses it. */
+export interface Background {
+  background?: boolean;
+}
+
+export async function getJson<T>(path: string, { background = false }: Background = {}): Promise<T> {
+  const headers: Record<string, string> = { Accept: "application/json" };
+  if (background) headers["X-ArtiScan-Background"] = "1";
+  const response = await fetch(path, { credentials: "same-origin", headers });
   if (!response.ok) throw new ApiError(response.status, await errorMessage(response));
   return (await response.json()) as T;
 }
@@ -202,16 +208,16 @@ export function worklistQuery(query: WorklistQuery): string {
   return params.toString();
 }
 
-export function seriesList(query: WorklistQuery = {}): Promise<Page<SeriesRow>> {
-  return getJson<Page<SeriesRow>>(`/api/series/?${worklistQuery(query)}`);
+export function seriesList(query: WorklistQuery = {}, options: Background = {}): Promise<Page<SeriesRow>> {
+  return getJson<Page<SeriesRow>>(`/api/series/?${worklistQuery(query)}`, options);
 }
 
-export function seriesResult(seriesId: string): Promise<SeriesResult> {
-  return getJson<SeriesResult>(`/api/series/${seriesId}/result/`);
+export function seriesResult(seriesId: string, options: Background = {}): Promise<SeriesResult> {
+  return getJson<SeriesResult>(`/api/series/${seriesId}/result/`, options);
 }
 
-export function seriesReview(seriesId: string): Promise<SeriesReviewSummary> {
-  return getJson<SeriesReviewSummary>(`/api/series/${seriesId}/review/`);
+export function seriesReview(seriesId: string, options: Background = {}): Promise<SeriesReviewSummary> {
+  return getJson<SeriesReviewSummary>(`/api/series/${seriesId}/review/`, options);
 }
 
 export function seriesVerdictSet(seriesId: string, verdict: "diagnostic" | "nondiagnostic", comment: string): Promise<SeriesVerdict> {

@@ -411,9 +411,12 @@ async function start(): Promise<void> {
     roiLayer?.redraw();
   };
 
-  const loadResult = async (): Promise<void> => {
+  const loadResult = async (background = false): Promise<void> => {
     try {
-      [result, review] = await Promise.all([seriesResult(seriesId), seriesReview(seriesId)]);
+      [result, review] = await Promise.all([
+        seriesResult(seriesId, { background }),
+        seriesReview(seriesId, { background }),
+      ]);
     } catch (error) {
       if (seriesIndex) seriesIndex.textContent = `Results could not be loaded: ${(error as Error).message}`;
       return; // the image stays usable without results
@@ -627,7 +630,7 @@ async function start(): Promise<void> {
   };
   void Promise.all([prefetchNext(), prefetchNext()]);
 
-  const reloadResult = coalesce(() => void loadResult(), 300);
+  const reloadResult = coalesce(() => void loadResult(true), 300); // on live events
   const reloadReview = coalesce(() => {
     void (async () => {
       review = await seriesReview(seriesId);

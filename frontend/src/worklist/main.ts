@@ -124,11 +124,12 @@ function render(previous: Map<string, string>): void {
 }
 
 let loading = 0;
-async function refresh(): Promise<void> {
+/** ``background``: a reload on a live event, not a person's request (not use of the session). */
+async function refresh(background = false): Promise<void> {
   const ticket = ++loading;
   const previous = new Map(rows.map((r) => [r.id, `${r.status}|${r.suitability_index}|${r.verdict}|${r.instance_count}|${r.slice_count}`]));
   try {
-    const page = await seriesList({ ...query, limit: PAGE });
+    const page = await seriesList({ ...query, limit: PAGE }, { background });
     if (ticket !== loading) return; // a newer request is on its way
     rows = page.results;
     total = page.count;
@@ -234,7 +235,7 @@ window.addEventListener("keydown", (event) => {
   event.preventDefault();
 });
 
-const refreshSoon = coalesce(() => void refresh(), 400);
+const refreshSoon = coalesce(() => void refresh(true), 400);
 function onEvent(event: ArtiscanEvent): void {
   if (eventsList && event.kind !== "subscribed") {
     const item = document.createElement("li");
