@@ -32,10 +32,8 @@ from annotation.models import (
 )
 from annotation.rle import MaskFormatError, rle_decode, rle_encode
 from backend.accounts.models import User
-from backend.audit.exceptions import Refused
 from backend.audit.mixins import ClinicalAPIView
 from backend.audit.models import AuditAction
-from backend.audit.services import AuditTarget
 from backend.scoring.selectors import model_results_blinded
 from backend.scoring.services import ModelRegistryError
 from backend.studies.models import Instance, Series
