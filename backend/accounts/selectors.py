@@ -121,18 +121,28 @@ def sender_for(*, user: AnyUser, requested: str | None) -> Sender:
     if user.is_superuser:
         sites = Site.objects.all()
         if requested:
-            lookup = {"id": int(requested)} if requested.isdigit() else {"slug": requested}
+            number = _site_number(requested)
+            lookup = {"id": number} if number is not None else {"slug": requested}
             return Sender(sites.filter(**lookup).first(), roles_by_site)
         found = list(sites.order_by("id")[:2])
         return Sender(found[0] if len(found) == 1 else None, roles_by_site)
     if requested:
+        number = _site_number(requested)
         chosen = [
             site
             for site in sending.values()
-            if (site.pk == int(requested) if requested.isdigit() else site.slug == requested)
+            if (site.pk == number if number is not None else site.slug == requested)
         ]
         return Sender(chosen[0] if chosen else None, roles_by_site)
     return Sender(next(iter(sending.values())) if len(sending) == 1 else None, roles_by_site)
+
+
+def _site_number(requested: str) -> int | None:
+    """A site named by its id: ASCII digits only ("²" is a digit to ``str.isdigit`` but not to
+    ``int``) and no longer than a database key can be; anything else is a slug."""
+    if requested.isascii() and requested.isdigit() and len(requested) <= 18:
+        return int(requested)
+    return None
 
 
 def sending_site_for(*, user: AnyUser, requested: str | None) -> Site | None:

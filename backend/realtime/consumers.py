@@ -29,7 +29,9 @@ AUTH_TIMEOUT_S = 10.0
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_ACCESS_CHANGED = 4403
 RESULT_EVENTS = frozenset({"instance.scored", "series.scored", "series.roi"})
-"""Events that carry the model's results: not sent for a series the user reads blind."""
+"""Events that carry the model's results: not sent for a series the user reads blind. So is a
+``review.changed`` that names a finding (a colleague accepting or rejecting what the model
+found); a series verdict's is sent (the review API shows verdicts to blinded readers too)."""
 RECHECK_S = 5.0
 """How long a connection trusts what it knows of its user — still allowed in (the token not
 revoked or expired, the session not ended nor idle past ``ARTISCAN_SESSION_IDLE_SECONDS``,
@@ -131,8 +133,10 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             await self.close(CLOSE_ACCESS_CHANGED)
             return
         event = message["event"]
-        if event.get("kind") in RESULT_EVENTS:
-            series_id = str((event.get("data") or {}).get("series_id", ""))
+        data = event.get("data") or {}
+        kind = event.get("kind")
+        if kind in RESULT_EVENTS or (kind == "review.changed" and "finding_id" in data):
+            series_id = str(data.get("series_id", ""))
             if series_id in access.blinded:
                 return  # a blinded reading stays blind, live events included
         await self.send_json(event)

@@ -126,16 +126,16 @@ def test_a_blinded_reader_hears_no_model_results_for_the_series_read_blind(
 
     async def scenario():
         ws, _ = await _open(asgi_server, token=annotator_a.token)
-        for kind, series_id in (
+        for kind, series_id, *finding in (
             ("series.scored", str(read.pk)),
             ("instance.scored", str(read.pk)),
             ("series.roi", str(read.pk)),
-            ("review.changed", str(read.pk)),
+            ("review.changed", str(read.pk)),  # a series verdict
+            ("review.changed", str(read.pk), 7),  # a colleague's review of a model finding
             ("series.scored", "another"),
         ):
-            await asyncio.to_thread(
-                event_publish, site_id=site_a.pk, kind=kind, data={"series_id": series_id}
-            )
+            data = {"series_id": series_id, **({"finding_id": finding[0]} if finding else {})}
+            await asyncio.to_thread(event_publish, site_id=site_a.pk, kind=kind, data=data)
         got = []
         while True:
             try:
@@ -147,9 +147,9 @@ def test_a_blinded_reader_hears_no_model_results_for_the_series_read_blind(
         return [g for g in got if g["kind"] != "instance.received"]
 
     got = async_to_sync(scenario)()
-    assert [(g["kind"], g["data"]["series_id"]) for g in got] == [
-        ("review.changed", str(read.pk)),
-        ("series.scored", "another"),
+    assert [(g["kind"], g["data"]["series_id"], g["data"].get("finding_id")) for g in got] == [
+        ("review.changed", str(read.pk), None),
+        ("series.scored", "another", None),
     ]
 
 

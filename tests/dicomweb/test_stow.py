@@ -170,6 +170,13 @@ def test_a_sender_of_several_sites_names_one_by_slug_or_id_and_not_one_of_anothe
         assert stored.status_code == 200, stored.content[:200]
     assert Instance.objects.filter(site=site_b).count() == 1
     assert Instance.objects.filter(site=site_a).count() == 1
+    # A "site" that is a digit to str.isdigit but not to int, or a number past any key: no such
+    # site (a 403 like any other), never a 500.
+    for named in ("²", "1" * 40):
+        refused = client.post(
+            f"/dicomweb/studies?site={named}", data=body, content_type=CONTENT_TYPE
+        )
+        assert refused.status_code == 403, (named, refused.status_code)
 
 
 def test_the_metadata_of_a_batch_is_inserted_as_rows_not_as_text_arrays(api, operator_a):
