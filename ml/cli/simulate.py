@@ -65,6 +65,14 @@ def read_series(series_dir: Path) -> list[Any]:
             f"not an MR series: {series_dir} holds {', '.join(others)} images "
             "(the model judges brain MR only)"
         )
+    if any("Rows" not in ds or "Columns" not in ds for ds in datasets):
+        raise SeriesError(f"a file in {series_dir} has pixel data but no Rows or Columns")
+    series = {str(ds.get("SeriesInstanceUID", "")) for ds in datasets}
+    if len(series) > 1:
+        raise SeriesError(
+            f"{len(series)} series in {series_dir} (its sub-folders included): score one "
+            "series folder at a time"
+        )
     shapes = {(int(ds.Rows), int(ds.Columns)) for ds in datasets}
     if len(shapes) != 1:
         raise SeriesError(f"slices of different sizes in {series_dir}: {sorted(shapes)}")
@@ -98,17 +106,22 @@ def _pixels(ds: Any) -> np.ndarray[Any, np.dtype[np.float32]]:
     return np.asarray(arr.astype(np.float32) * slope + intercept, dtype=np.float32)
 
 
-def _store(ds: Any, image: np.ndarray[Any, np.dtype[np.float32]], series_uid: str) -> Any:
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
+def _stored_values(ds: Any, image: np.ndarray[Any, np.dtype[np.float32]]) -> np.ndarray[Any, Any]:
+    """``image`` as the file will hold it: rounded and clipped to what BitsStored allows."""
     dtype = ds.pixel_array.dtype
     bits = int(getattr(ds, "BitsStored", np.iinfo(dtype).bits) or np.iinfo(dtype).bits)
     signed = int(getattr(ds, "PixelRepresentation", 0) or 0) == 1
     low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
     slope = float(getattr(ds, "RescaleSlope", 1) or 1)
     intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
-    stored = np.rint((image - intercept) / slope)
-    ds.PixelData = np.clip(stored, low, high).astype(dtype).tobytes()
+    stored: np.ndarray[Any, Any] = np.clip(np.rint((image - intercept) / slope), low, high)
+    return stored.astype(dtype)
+
+
+def _store(ds: Any, image: np.ndarray[Any, np.dtype[np.float32]], series_uid: str) -> Any:
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds.PixelData = _stored_values(ds, image).tobytes()
     ds.SOPInstanceUID = generate_uid()
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -154,7 +167,12 @@ def run(args: argparse.Namespace) -> int:
         artifacted = simulate(
             clean, args.artifact, args.severity, header, args.seed * 100003 + index
         )
-        mask, flag = ground_truth(clean, artifacted)
+        # Against what the file will hold (rounded, clipped to BitsStored): a bright series whose
+        # artifact saturates must not get a mask the written pixels do not show.
+        slope = float(getattr(ds, "RescaleSlope", 1) or 1)
+        intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
+        written = _stored_values(ds, artifacted).astype(np.float32) * slope + intercept
+        mask, flag = ground_truth(clean, written)
         masks[index] = mask
         nondiagnostic[index] = bool(flag)
         _store(ds, artifacted, series_uid).save_as(args.out / f"{index + 1:04d}.dcm")

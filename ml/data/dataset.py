@@ -292,13 +292,15 @@ def make_example(
         else:
             made = simulate(current, name, float(severity[k]), header, step_seed, maps=maps)
         after = np.asarray(made, np.float32)
-        mask, nondiag = ground_truth(current, after)
+        # This type's own change (the step from the image before it), against the clean
+        # slice's head and level (MISSION.md's C), not the half-finished image's.
+        mask, nondiag = ground_truth(current, after, reference=clean)
         masks[k] = np.asarray(mask, np.uint8)
         nondiag_types[k] = bool(nondiag)
         current = after
-    overall = bool(nondiag_types.any())
-    if artifacts:
-        overall = overall or bool(ground_truth(clean, current)[1])
+    # The slice's label is the convention's own: the final image against the clean one (a type
+    # that alone would be non-diagnostic is, bar artifacts that cancel, so there too).
+    overall = bool(ground_truth(clean, current)[1]) if artifacts else False
     return Example(
         image=np.asarray(current, np.float32),
         masks=masks,

@@ -56,12 +56,26 @@ def roc_auc(labels: NDArray[Any], scores: NDArray[Any]) -> float | None:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
+def _unsuitability(suitability: NDArray[Any]) -> NDArray[Any]:
+    """The score that ranks non-diagnostic slices first: ``-suitability`` in float64 (``1 -
+    suitability`` in float32 merged calibrated values within 6e-8 of 1 into ties)."""
+    return -np.asarray(suitability, np.float64)
+
+
 def roc_curve(labels: NDArray[Any], scores: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
-    """(false-positive rate, true-positive rate) over all thresholds, from (0, 0) to (1, 1)."""
+    """(false-positive rate, true-positive rate) over all thresholds, from (0, 0) to (1, 1).
+
+    One point per distinct score: samples with equal scores pass a threshold together, so the
+    curve (and its area, :func:`roc_auc`'s) does not depend on their order."""
     labels = np.asarray(labels, bool)
-    order = np.argsort(-np.asarray(scores, np.float64), kind="mergesort")
-    tp = np.concatenate([[0], np.cumsum(labels[order])])
-    fp = np.concatenate([[0], np.cumsum(~labels[order])])
+    values = np.asarray(scores, np.float64)
+    order = np.argsort(-values, kind="mergesort")
+    tp = np.cumsum(labels[order])
+    fp = np.cumsum(~labels[order])
+    # The last sample of each run of equal scores: where a threshold can fall.
+    ends = np.flatnonzero(np.diff(values[order], append=-np.inf) != 0)
+    tp = np.concatenate([[0], tp[ends]])
+    fp = np.concatenate([[0], fp[ends]])
     return fp / max(fp[-1], 1), tp / max(tp[-1], 1)
 
 
@@ -221,7 +235,7 @@ def report(split: Split, predictions: dict[str, Any]) -> dict[str, Any]:
         "slices": len(split),
         "nondiagnostic_slices": int(nondiag.sum()),
         **summary,
-        "suitability_roc_auc": roc_auc(nondiag, 1.0 - predictions["suitability"]),
+        "suitability_roc_auc": roc_auc(nondiag, _unsuitability(predictions["suitability"])),
         "calibration": calibration(~nondiag, predictions["suitability"]),
         "presence_roc_auc": {
             name: roc_auc(predictions["present"][:, k], predictions["presence"][:, k])
@@ -241,7 +255,9 @@ def report(split: Split, predictions: dict[str, Any]) -> dict[str, Any]:
                     predictions["union"][idx],
                     predictions["present"][idx],
                 )["frequency_weighted_iou"],
-                "suitability_roc_auc": roc_auc(nondiag[idx], 1.0 - predictions["suitability"][idx]),
+                "suitability_roc_auc": roc_auc(
+                    nondiag[idx], _unsuitability(predictions["suitability"][idx])
+                ),
             }
             for value, idx in sorted(groups.items())
         }
@@ -255,7 +271,7 @@ def plot(split: Split, predictions: dict[str, Any], result: dict[str, Any], out:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fpr, tpr = roc_curve(split.nondiagnostic, 1.0 - predictions["suitability"])
+    fpr, tpr = roc_curve(split.nondiagnostic, _unsuitability(predictions["suitability"]))
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     auc = result["suitability_roc_auc"]
     ax.plot(fpr, tpr, label=f"AUC {auc:.3f}" if auc is not None else "one class only")

@@ -20,12 +20,17 @@ NONDIAGNOSTIC_FRACTION = 0.10
 NONDIAGNOSTIC_AREA = 0.10
 
 
-def ground_truth(clean: Any, artifacted: Any) -> tuple[Any, Any]:
+def ground_truth(clean: Any, artifacted: Any, reference: Any = None) -> tuple[Any, Any]:
     """Artifact mask and non-diagnostic flag of ``artifacted`` against ``clean``.
 
     ``clean``, ``artifacted``: float ``(H, W)`` or ``(B, H, W)``, NumPy or CuPy, same shape.
     Returns ``(mask, nondiagnostic)``: mask uint8 (0/1) of the input shape; nondiagnostic a
     0-d bool array for one slice or bool ``(B,)`` for a batch; same array kind as the input.
+
+    ``reference``: the slice H and r are taken from, when ``clean`` is not the clean slice —
+    one artifact of several, measured as the change its own step made (``clean`` = the image
+    before it), against the clean slice's head and level as the convention says (the image
+    before it may carry a bias field that moved the head's p99 by half).
     """
     if clean.shape != artifacted.shape:
         raise ValueError(f"shape mismatch: clean {clean.shape}, artifacted {artifacted.shape}")
@@ -33,7 +38,8 @@ def ground_truth(clean: Any, artifacted: Any) -> tuple[Any, Any]:
     single = clean.ndim == 2
     c = xp.asarray(clean, dtype=xp.float32).reshape((-1, *clean.shape[-2:]))
     a = xp.asarray(artifacted, dtype=xp.float32).reshape(c.shape)
-    head, ref = head_and_reference(c)
+    base = c if reference is None else xp.asarray(reference, dtype=xp.float32).reshape(c.shape)
+    head, ref = head_and_reference(base)
     d = gaussian_filter2d(xp.abs(a - c), SIGMA_PX)
     r = ref[:, None, None]
     mask = (d > MASK_FRACTION * r).astype(xp.uint8)

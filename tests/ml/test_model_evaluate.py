@@ -22,6 +22,17 @@ def test_the_roc_curve_runs_from_the_origin_to_one_one():
     assert (fpr[0], tpr[0]) == (0, 0) and (fpr[-1], tpr[-1]) == (1, 1)
 
 
+def test_tied_scores_make_one_step_of_the_roc_curve_whatever_their_order():
+    """Labels [1, 0, 1, 0] with scores [.5, .5, .2, .2]: the curve's area is the AUC, 0.5,
+    in either order of the tied samples (it was 0.75 one way and 0.25 the other)."""
+    labels = np.array([1, 0, 1, 0])
+    for scores in (np.array([0.5, 0.5, 0.2, 0.2]), np.array([0.2, 0.2, 0.5, 0.5])):
+        order = [1, 0, 3, 2]
+        for lab, sco in ((labels, scores), (labels[order], scores[order])):
+            fpr, tpr = roc_curve(lab, sco)
+            assert np.trapezoid(tpr, fpr) == pytest.approx(roc_auc(lab, sco)) == pytest.approx(0.5)
+
+
 def test_iou_sums_intersections_and_unions_over_slices_and_weights_by_frequency():
     k = 10
     inter = np.zeros((3, k), np.int64)

@@ -257,6 +257,25 @@ def test_the_score_command_refuses_a_series_that_is_not_mr(tmp_path, tiny_model_
     assert not (tmp_path / "o.npz").exists()
 
 
+def test_the_score_command_refuses_two_series_and_a_file_without_rows(tmp_path, tiny_model_path):
+    """Two series in one folder (one in a sub-folder) were scored as one, their index mixed;
+    a file with pixel data but no Rows was a traceback. Both are one clear line now."""
+    write_series(tmp_path / "two" / "a", slices=2)
+    write_series(tmp_path / "two" / "b", slices=2)
+    result = _score_command(tmp_path / "two", tmp_path / "o.npz", tiny_model_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "2 series in" in result.stderr and "one series folder at a time" in result.stderr
+    write_series(tmp_path / "norows", slices=2)
+    broken = sorted((tmp_path / "norows").glob("*"))[0]
+    ds = pydicom.dcmread(broken)
+    del ds.Rows
+    ds.save_as(broken)
+    result = _score_command(tmp_path / "norows", tmp_path / "o.npz", tiny_model_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "no Rows or Columns" in result.stderr
+    assert not (tmp_path / "o.npz").exists()
+
+
 def test_a_transposed_slice_with_swapped_phase_encode_gets_transposed_masks(tiny_model_path):
     from ml.pipeline import ScoringPipeline
     from ml.simulate.header import AcquisitionHeader

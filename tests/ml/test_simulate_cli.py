@@ -16,7 +16,9 @@ from tests.gpu_ops.phantoms import head_phantom
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _write_series(folder: Path, slices: int = 4, n: int = 64) -> list[Dataset]:
+def _write_series(
+    folder: Path, slices: int = 4, n: int = 64, brightness: float = 1000
+) -> list[Dataset]:
     folder.mkdir(parents=True, exist_ok=True)
     image, _ = head_phantom(n)
     study, series = generate_uid(), generate_uid()
@@ -45,7 +47,7 @@ def _write_series(folder: Path, slices: int = 4, n: int = 64) -> list[Dataset]:
         ds.PhotometricInterpretation = "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
         ds.PixelRepresentation = 0
-        pixels = np.rint(image * (1000 + 100 * index)).astype(np.uint16)
+        pixels = np.rint(image * (brightness + 100 * index)).astype(np.uint16)
         ds.PixelData = pixels.tobytes()
         ds.save_as(folder / f"slice{index}.dcm", enforce_file_format=True)
         written.append(ds)
@@ -136,3 +138,24 @@ def test_a_dicom_file_without_an_image_is_refused(tmp_path):
 def test_an_unknown_artifact_is_refused_by_the_parser(tmp_path):
     result = _run(str(tmp_path), "--artifact", "blur", "--severity", "0.5", "--out", str(tmp_path))
     assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+def test_the_masks_are_those_of_the_pixels_written_when_the_artifact_saturates(tmp_path):
+    """A bright 12-bit series under a strong bias field: pixels past 4095 are clipped in the
+    file, and the masks describe the written pixels (against the originals), not the unclipped
+    simulation."""
+    from ml.simulate import ground_truth
+
+    source = _write_series(tmp_path / "in", slices=2, brightness=3600)
+    out = tmp_path / "out"
+    result = _run(str(tmp_path / "in"), "--artifact", "bias_field", "--severity", "1",
+                  "--seed", "1", "--out", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    written = [pydicom.dcmread(f).pixel_array for f in sorted(out.glob("*.dcm"))]
+    assert any((w == 4095).sum() > 20 for w in written)  # saturated somewhere
+    with np.load(out / "masks.npz") as npz:
+        masks = npz["masks"]
+    originals = sorted(source, key=lambda ds: ds.InstanceNumber)
+    for mask, pixels, orig in zip(masks, written, originals, strict=True):
+        expected, _ = ground_truth(orig.pixel_array.astype(np.float32), pixels.astype(np.float32))
+        np.testing.assert_array_equal(mask, expected)

@@ -110,3 +110,19 @@ def test_it_returns_the_array_kind_it_was_given(name):
 def test_it_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="shape"):
         ground_truth(_disc(), _disc(n=32))
+
+
+def test_one_artifact_of_several_is_measured_against_the_clean_slices_head_and_level():
+    """A bias field, then noise: the noise's own mask is its step's change (the image before it
+    against the image after it) over the clean slice's r, as MISSION.md's C says, not over the
+    biased image's, whose head p99 the field moved by half."""
+    c = _disc(value=1.0)
+    yy, _ = np.mgrid[:64, :64]
+    biased = c * (1.0 + 0.8 * yy / 63)  # the head's p99 goes from 1 to ~1.7
+    rng = np.random.default_rng(0)
+    noisy = biased + rng.normal(0, 0.08, c.shape).astype(np.float32)
+    expected, _ = _reference_convention(c, c + (noisy - biased))  # same D, the clean H and r
+    mask, _ = ground_truth(biased, noisy, reference=c)
+    np.testing.assert_array_equal(mask, expected)
+    unreferenced, _ = ground_truth(biased, noisy)
+    assert unreferenced.sum() < 0.8 * mask.sum()  # the biased r hid a good part of the noise
