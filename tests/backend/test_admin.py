@@ -63,3 +63,59 @@ def test_a_superuser_has_the_admin_and_each_page_read_is_audited(client, superus
     assert DicomSender.objects.get().host == "192.0.2.8"
     assert client.get("/admin/ingest/dicomsender/00000/change/").status_code == 302
     assert AuditEvent.objects.count() == len(trail)
+
+
+def test_a_superuser_onboards_a_site_and_its_people_and_revokes_a_token(
+    client, api, superuser, radiologist_a, site_a
+):
+    """Through the admin's own forms: a new site, a user with a membership there (who can
+    then sign in and see the site), an account's lock lifted, and a stolen token revoked (it
+    stops working at once); a token cannot be made there."""
+    from django.utils import timezone
+
+    from backend.accounts.models import ApiToken, Membership, Site, User
+
+    client.force_login(superuser.user)
+    for page in ("/admin/accounts/site/", "/admin/accounts/user/", "/admin/accounts/apitoken/"):
+        assert client.get(page).status_code == 200, page
+    made = client.post("/admin/accounts/site/add/", {"name": "North Clinic", "slug": "north"})
+    assert made.status_code == 302, made.content[:500]
+    north = Site.objects.get(slug="north")
+    made = client.post(
+        "/admin/accounts/user/add/",
+        {"username": "dr_north", "password1": "a-long-Passw0rd!", "password2": "a-long-Passw0rd!",
+         "usable_password": "true"},
+    )  # fmt: skip
+    assert made.status_code == 302, made.content[:800]
+    user = User.objects.get(username="dr_north")
+    form = {
+        "username": "dr_north", "is_active": "on", "date_joined_0": "2026-11-30",
+        "date_joined_1": "08:00:00",
+        "memberships-TOTAL_FORMS": "1", "memberships-INITIAL_FORMS": "0",
+        "memberships-MIN_NUM_FORMS": "0", "memberships-MAX_NUM_FORMS": "1000",
+        "memberships-0-site": str(north.pk), "memberships-0-role": "radiologist",
+        "memberships-0-user": str(user.pk),
+    }  # fmt: skip
+    changed = client.post(f"/admin/accounts/user/{user.pk}/change/", form)
+    assert changed.status_code == 302, changed.content[:2000]
+    assert list(Membership.objects.filter(user=user).values_list("site__slug", "role")) == [
+        ("north", "radiologist")
+    ]
+
+    User.objects.filter(pk=radiologist_a.user.pk).update(
+        locked_until=timezone.now() + timezone.timedelta(minutes=15), failed_logins=0
+    )
+    client.post(
+        "/admin/accounts/user/",
+        {"action": "unlock", "_selected_action": [radiologist_a.user.pk]},
+    )
+    assert User.objects.get(pk=radiologist_a.user.pk).locked_until is None
+
+    assert api.as_(radiologist_a).get("/api/me/").status_code == 200
+    token = ApiToken.objects.get(user=radiologist_a.user)
+    client.post("/admin/accounts/apitoken/", {"action": "revoke", "_selected_action": [token.pk]})
+    assert ApiToken.objects.get(pk=token.pk).revoked_at is not None
+    assert api.as_(radiologist_a).get("/api/me/").status_code == 401
+    assert client.get("/admin/accounts/apitoken/add/").status_code == 403
+    page = client.get(f"/admin/accounts/apitoken/{token.pk}/change/").content.decode()
+    assert token.key_hash not in page
