@@ -334,6 +334,14 @@ SPECTACULAR_SETTINGS = {
 # --- Redis, Celery, Channels ----------------------------------------------------------------
 REDIS_URL = env_optional("REDIS_URL")
 CELERY_VISIBILITY_TIMEOUT = env_int("ARTISCAN_VISIBILITY_TIMEOUT", 3600, minimum=10)
+# A live-events connection's membership of its sites' groups lasts this long in the channel
+# layer unless renewed; each connection renews it every ARTISCAN_WS_GROUP_REFRESH_S (at most a
+# quarter of it), so a workstation left connected for days keeps hearing its verdicts.
+ARTISCAN_CHANNEL_GROUP_EXPIRY_S = env_int("ARTISCAN_CHANNEL_GROUP_EXPIRY_S", 86400, minimum=2)
+ARTISCAN_WS_GROUP_REFRESH_S = min(
+    env_int("ARTISCAN_WS_GROUP_REFRESH_S", 6 * 3600, minimum=1),
+    max(1, ARTISCAN_CHANNEL_GROUP_EXPIRY_S // 4),
+)
 if REDIS_URL:
     CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
     CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", REDIS_URL)
@@ -345,6 +353,7 @@ if REDIS_URL:
             "CONFIG": {
                 "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
                 "prefix": env_str("ARTISCAN_CHANNEL_PREFIX", "asgi"),
+                "group_expiry": ARTISCAN_CHANNEL_GROUP_EXPIRY_S,
             },
         }
     }
@@ -362,7 +371,12 @@ else:
     CELERY_RESULT_BACKEND = env_str(
         "CELERY_RESULT_BACKEND", f"db+sqlite:///{VAR_DIR / 'celery' / 'results.sqlite3'}"
     )
-    CHANNEL_LAYERS = {"default": {"BACKEND": "backend.realtime.layers.DatabaseChannelLayer"}}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "backend.realtime.layers.DatabaseChannelLayer",
+            "CONFIG": {"group_expiry": ARTISCAN_CHANNEL_GROUP_EXPIRY_S},
+        }
+    }
     # The SQLAlchemy transport polls its table; kombu's default 1 s would add up to a second to
     # every slice's verdict (applied in backend/config/celery.py: this transport hands every
     # transport option to SQLAlchemy's create_engine, which refuses this one).

@@ -115,12 +115,25 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_add(group, self.channel_name)
             self.groups_joined.append(group)
         self._site_ids = frozenset(site_ids)
+        self._refresher = asyncio.ensure_future(self._keep_groups())
         await self.send_json({"kind": "subscribed", "site_ids": sorted(site_ids)})
+
+    async def _keep_groups(self) -> None:
+        while True:
+            # A channel layer forgets a member after its group_expiry (a day by default, both
+            # layers): a workstation's connection (its token lasts 90 days) went on open and
+            # silent after that.
+            await asyncio.sleep(float(settings.ARTISCAN_WS_GROUP_REFRESH_S))
+            for group in self.groups_joined:
+                await self.channel_layer.group_add(group, self.channel_name)
 
     async def disconnect(self, code: int) -> None:
         timer = getattr(self, "_auth_timer", None)
         if timer is not None:
             timer.cancel()
+        refresher = getattr(self, "_refresher", None)
+        if refresher is not None:
+            refresher.cancel()
         for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
 

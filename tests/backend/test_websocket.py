@@ -274,3 +274,51 @@ def test_an_idle_browser_session_cannot_subscribe(asgi_server, client, radiologi
 
     assert async_to_sync(scenario)() == CLOSE_UNAUTHENTICATED
     assert not _session_alive(key)
+
+
+def test_a_connection_keeps_hearing_its_site_past_the_layers_group_expiry(
+    radiologist_a, site_a, tmp_path
+):
+    """A workstation stays connected for days; the channel layer forgets a group member after
+    its group expiry (the group's key in Redis lives that long after its last join), and the
+    connection went on open and silent. Here a daphne whose layer forgets after 2 s, with the
+    renewal asked for every hour — which the settings cap at a quarter of the expiry: 4 s
+    later the group's key is still there, with its 2 s lifetime, and an event is heard."""
+    import sys
+
+    import redis
+    from django.conf import settings
+
+    from backend.realtime.services import site_group
+    from tests.conftest import _free_port, _listening_process, _server_env
+
+    env = _server_env(settings.DATABASES["default"]["NAME"])
+    env["ARTISCAN_CHANNEL_GROUP_EXPIRY_S"] = "2"
+    env["ARTISCAN_WS_GROUP_REFRESH_S"] = "3600"
+    layer = settings.CHANNEL_LAYERS["default"]
+    if "RedisChannelLayer" not in layer["BACKEND"]:
+        pytest.skip("needs the Redis channel layer (REDIS_URL), as a site deployment has")
+    key = f"{layer['CONFIG']['prefix']}:group:{site_group(site_a.pk)}"
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    port = _free_port()
+    command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+               "backend.config.asgi:application"]  # fmt: skip
+    with _listening_process(command, env=env, port=port, log=tmp_path / "d.log", what="daphne"):
+        server = f"127.0.0.1:{port}"
+
+        async def scenario():
+            ws, hello = await _open(server, token=radiologist_a.token)
+            assert hello["kind"] == "subscribed"
+            assert 0 < client.ttl(key) <= 2  # the layer's own expiry, as configured
+            await asyncio.sleep(4)
+            assert client.exists(key)  # renewed meanwhile (it lives 2 s from a join)
+            await asyncio.to_thread(
+                event_publish, site_id=site_a.pk, kind="series.scored", data={"series_id": "x"}
+            )
+            try:
+                return await _next(ws, timeout=5)
+            finally:
+                await ws.close()
+
+        got = async_to_sync(scenario)()
+    assert got["data"] == {"series_id": "x"}
