@@ -532,11 +532,15 @@ def consensus(
 
     types = campaign.artifact_types
     adjudicated = adjudications_latest(campaign=campaign)
+    # Readers still at the site: one who has left (account closed, membership ended) cannot
+    # finish or skip any more, and must not hold their series back for good.
+    present = {r.pk for r in campaign_readers(site_id=campaign.site_id, include_leads=True)}
     readers_of: dict[uuid.UUID, list[Assignment]] = defaultdict(list)
     for assignment in Assignment.objects.filter(campaign=campaign).exclude(
         status=AssignmentStatus.SKIPPED
     ):
-        readers_of[assignment.series_id].append(assignment)
+        if assignment.reader_id in present:
+            readers_of[assignment.series_id].append(assignment)
     out = []
     for instance_id, readings in campaign_latest_readings(campaign=campaign).items():
         instance = readings[0].instance
@@ -546,8 +550,16 @@ def consensus(
             out.append((instance, stored_masks(adj.masks, shape, types), adj.diagnostic))
             continue
         assigned = readers_of[instance.series_id]
-        if len(readings) < len(assigned) or any(
-            a.status != AssignmentStatus.DONE for a in assigned
+        # A reader who has left counts with what they finished, not with a half-done series.
+        readings = [
+            a
+            for a in readings
+            if a.assignment.reader_id in present or a.assignment.status == AssignmentStatus.DONE
+        ]
+        if (
+            not readings
+            or len(readings) < len(assigned)
+            or any(a.status != AssignmentStatus.DONE for a in assigned)
         ):
             continue
         if readings_disagree(readings, types, campaign.disagreement_iou):

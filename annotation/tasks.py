@@ -26,7 +26,7 @@ def finetune_task(self: Any, finetune_id: str) -> str:
         raise self.retry(exc=busy, countdown=BUSY_RETRY_S, max_retries=None) from None
 
 
-@shared_task(ignore_result=True)
+@shared_task(ignore_result=True, acks_on_timeout=True)
 def finetune_requeue_task() -> int:
     """Periodic (Celery beat, ``CELERY_BEAT_SCHEDULE``): hand again to a worker each queued
     fine-tuning whose message the broker lost (``finetune_requeue_lost``)."""

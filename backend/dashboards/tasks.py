@@ -23,7 +23,9 @@ def alert_notify_task(alert_id: int) -> None:
     alert_notify(alert_id=alert_id)
 
 
-@shared_task(ignore_result=True, autoretry_for=TRANSIENT_ERRORS, max_retries=3)
+@shared_task(
+    ignore_result=True, autoretry_for=TRANSIENT_ERRORS, max_retries=3, acks_on_timeout=True
+)
 def access_alerts_task() -> int:
     """Periodic (Celery beat, ``CELERY_BEAT_SCHEDULE``): raise an access alert for each burst of
     denied attempts on a site (``access.access_alerts_evaluate``)."""

@@ -29,21 +29,21 @@ def upload_process_task(self: Any, upload_id: str) -> str:
         raise self.retry(exc=wait, countdown=BUSY_RETRY_S, max_retries=None) from None
 
 
-@shared_task(ignore_result=True)
+@shared_task(ignore_result=True, acks_on_timeout=True)
 def unscored_sweep_task() -> int:
     """Periodic (Celery beat, ``CELERY_BEAT_SCHEDULE``): re-ask for the scoring of series whose
     slices were accepted but not scored (a request lost after the commit)."""
     return len(unscored_sweep())
 
 
-@shared_task(ignore_result=True)
+@shared_task(ignore_result=True, acks_on_timeout=True)
 def upload_requeue_task() -> int:
     """Periodic (Celery beat, ``CELERY_BEAT_SCHEDULE``): hand again to a worker each queued
     upload whose message the broker lost (``upload_requeue_lost``)."""
     return len(upload_requeue_lost())
 
 
-@shared_task(ignore_result=True)
+@shared_task(ignore_result=True, acks_on_timeout=True)
 def ingest_purge_task() -> int:
     """Periodic (Celery beat, ``CELERY_BEAT_SCHEDULE``): refused originals past
     ``ARTISCAN_QUARANTINE_DAYS``, uploads abandoned half-way, and uploads whose processing will

@@ -74,7 +74,7 @@ from backend.scoring.models import (
     SliceAttempt,
 )
 from backend.scoring.selectors import series_roi
-from backend.storage.crypto import DecryptionError
+from backend.storage.crypto import DecryptionError, UnknownKey
 from backend.storage.store import store_exists, store_get, store_put, store_put_many
 from backend.studies.models import Instance, Series, SeriesStatus
 
@@ -506,6 +506,8 @@ def _decode(instances: list[Instance]) -> _Slices:
     for instance in instances:
         try:
             blob = store_get(instance.storage_key)
+        except UnknownKey as exc:  # this host lacks a key of the keyring (a rotation)
+            raise NotTheSlices("the store's key ring lacks a key") from exc
         except (FileNotFoundError, DecryptionError):
             raise  # this slice's file is gone or altered: the slice's own failure
         except Exception as exc:
@@ -655,7 +657,7 @@ def _compute(
     """Score ``instances``; when the batch fails, each slice alone, so only the bad ones fail."""
     try:
         return _score_batch(run, instances), {}
-    except (NotTheSlices, DatabaseError, MemoryError):
+    except (NotTheSlices, DatabaseError):
         raise  # not the slices' fault: nobody is charged (series_score)
     except Exception as exc:
         if len(instances) == 1:
@@ -743,7 +745,10 @@ def _claim(
         # is as many as its frames, and always goes whole); a suspect alone, so a crash is
         # pinned on one instance.
         picked = _batch(fresh) if fresh else [min(suspects)[2]] if suspects else []
-        until = now + timedelta(seconds=int(settings.ARTISCAN_SCORING_CLAIM_S))
+        # A claim lasts ARTISCAN_SCORING_CLAIM_S per network batch of slices it holds: a long
+        # Enhanced MR instance (always claimed whole) takes proportionally longer.
+        batches = -(-sum(max(1, i.frame_count) for i in picked) // CLAIM_BATCH) or 1
+        until = now + timedelta(seconds=int(settings.ARTISCAN_SCORING_CLAIM_S) * batches)
         for instance in picked:
             attempt = attempts.get(instance.pk) or SliceAttempt(
                 instance=instance, model_version=model_version, site_id=series.site_id
@@ -762,6 +767,7 @@ def _claim(
         if quarantined:
             _series_summary(run, series)
             _publish(run, series, [])
+            run_seg_schedule(run=run)  # the series may have been waiting for these alone
     return _Claim(run, picked, quarantined)
 
 
@@ -814,9 +820,15 @@ def _write(
                 logger.error("slice %s quarantined: %s", instance_id, failure.text)
         _series_summary(run, series)
         _publish(run, series, fresh)
-        if fresh:
-            # Only a write that scored something asks for the SEG: the tasks that find their
-            # slices already scored by an earlier one (a burst of requests) ask for nothing.
+        quarantined_now = bool(failed) and any(
+            SliceAttempt.objects.filter(
+                model_version=run.model_version, instance_id__in=list(failed), quarantined=True
+            ).values_list("pk", flat=True)[:1]
+        )
+        if fresh or quarantined_now:
+            # Only a write that scored something, or that gave up on a slice (its SEG was
+            # waiting for it), asks for the SEG: the tasks that find their slices already
+            # scored by an earlier one (a burst of requests) ask for nothing.
             run_seg_schedule(run=run)
     return fresh
 
@@ -848,7 +860,7 @@ def series_score(
             break
         try:
             scored, failed = _compute(run, claim.instances)
-        except (NotTheSlices, DatabaseError, MemoryError) as exc:
+        except (NotTheSlices, DatabaseError) as exc:
             _release(model_version, claim.instances)
             logger.warning("scoring series %s paused, no slice charged: %s", series_id, exc)
             if isinstance(exc, NotTheSlices) and isinstance(exc.__cause__, Exception):
@@ -992,6 +1004,21 @@ def _series_summary(run: ScoringRun, series: Series) -> None:
                 score.instance.suitability = score.suitability
                 changed.append(score.instance)
         Instance.objects.bulk_update(changed, ["suitability"])
+    else:
+        # Not the run the series shows. If its claim set the series to "scoring" and the run it
+        # does show is finished (a rollback re-pointed it meanwhile), that run's state is the
+        # series'; one still running (the deployed version mid-series) keeps "scoring".
+        shown = (
+            ScoringRun.objects.filter(pk=series.current_run_id)
+            .values_list("status", flat=True)
+            .first()
+            if series.current_run_id is not None
+            else None
+        )
+        if shown in (RunStatus.DONE, RunStatus.FAILED):
+            Series.objects.filter(pk=series.pk, status=SeriesStatus.SCORING).update(
+                status=SeriesStatus.SCORED if shown == RunStatus.DONE else SeriesStatus.FAILED
+            )
 
 
 def _index(value: float | None) -> int | None:

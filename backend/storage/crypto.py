@@ -28,6 +28,11 @@ class DecryptionError(Exception):
     pass
 
 
+class UnknownKey(DecryptionError):
+    """The file names a key this host's key ring lacks (a rotation not rolled out here): the
+    host's configuration, not the file, is at fault."""
+
+
 @dataclass(frozen=True)
 class Keyring:
     """Named 256-bit keys; ``current_id`` encrypts, every key decrypts."""
@@ -104,7 +109,7 @@ def decrypt(blob: bytes, *, keyring: Keyring, associated: bytes) -> bytes:
     key_id = key_id_of(blob)
     key = keyring.keys.get(key_id)
     if key is None:
-        raise DecryptionError(f"encrypted with key {key_id!r}, which is not configured")
+        raise UnknownKey(f"encrypted with key {key_id!r}, which is not configured")
     start = len(MAGIC) + 1 + len(key_id)
     # A view: the ciphertext is not copied before it is decrypted.
     nonce, sealed = blob[start : start + _NONCE], memoryview(blob)[start + _NONCE :]

@@ -31,7 +31,7 @@ def register(subparsers: Any) -> None:
         help="int8 calibration slices from this `python -m ml dataset` dir (default: simulate)",
     )
     parser.add_argument(
-        "--calibration-slices", type=int, default=32, help="int8: representative slices"
+        "--calibration-slices", type=int, default=128, help="int8: representative slices"
     )
     parser.add_argument(
         "--out", type=Path, default=None, help="default MODEL with .onnx / .tflite / .int8.tflite"

@@ -182,7 +182,7 @@ def serving_copy(model: Any) -> Any:
 
 
 def representative_slices(
-    data_dir: Path | None, count: int = 32, seed: int = 0, working: int | None = None
+    data_dir: Path | None, count: int = 128, seed: int = 0, working: int | None = None
 ) -> list[Batch]:
     """``count`` single-slice batches (``image`` ``(1, H, W, 1)`` padded, or on the working grid
     of size ``working``; ``header`` ``(1, 8)``).
@@ -226,7 +226,7 @@ def export_litert(
     *,
     int8: bool = False,
     data_dir: Path | None = None,
-    calibration_slices: int = 32,
+    calibration_slices: int = 128,
 ) -> dict[str, float]:
     """Write ``out`` (.tflite) from the ``.keras`` model and check it (:func:`compare`).
 

@@ -644,3 +644,40 @@ def test_a_reader_who_left_the_site_does_not_block_adding_series(
     assert new.count() == 4
     assert set(new.values_list("reader__username", flat=True)) == {"reader2_a", "rad_a"}
     assert set(Assignment.objects.filter(pk__in=before).values_list("pk", flat=True)) == before
+
+
+def test_a_reader_who_left_mid_series_does_not_hold_the_training_consensus_back(
+    lead_a, annotator_a, reader2_a, site_a
+):
+    """Two readers; the second read one slice, then their account was closed. The first
+    reader's finished readings are the series' ground truth; the leaver's half-done autosave
+    is not part of it."""
+    from annotation.services import annotation_save, campaign_create, consensus
+
+    series = ingest_series(site_a, 12)
+    campaign = campaign_create(
+        user=lead_a.user, site_id=site_a.pk, name="left", artifact_types=["motion"],
+        readers_per_image=2, blinded=False, reader_ids=[annotator_a.user.pk, reader2_a.user.pk],
+        series_ids=[series.pk],
+    )  # fmt: skip
+    slices = list(series.instances.order_by("instance_number"))
+    painted = np.zeros((SIZE, SIZE), np.uint8)
+    painted[4:12, 4:12] = 1
+    elsewhere = np.zeros((SIZE, SIZE), np.uint8)
+    elsewhere[20:30, 20:30] = 1
+    for persona, instances, mask in (
+        (annotator_a, slices, painted), (reader2_a, slices[:1], elsewhere),
+    ):  # fmt: skip
+        assignment = Assignment.objects.get(campaign=campaign, reader=persona.user)
+        for instance in instances:
+            annotation_save(
+                user=persona.user, assignment=assignment, instance_id=instance.pk,
+                masks={"motion": mask}, diagnostic=True,
+            )  # fmt: skip
+    assert consensus(campaign=campaign) == []  # the second reader is still at it
+    reader2_a.user.is_active = False
+    reader2_a.user.save(update_fields=["is_active"])
+    agreed = consensus(campaign=campaign)
+    assert [row[0].pk for row in agreed] == [s.pk for s in slices]
+    assert all(row[1]["motion"][4:12, 4:12].all() for row in agreed)
+    assert not any(row[1]["motion"][20:30, 20:30].any() for row in agreed)

@@ -273,3 +273,28 @@ def test_a_rollback_while_a_batch_is_computed_is_not_undone_by_its_write(site_a,
     series.refresh_from_db()
     assert ScoringRun.objects.get(pk=claim.run.pk).instance_scores.count() == 2
     assert series.current_run_id == first.pk
+    assert series.status == "scored"  # not left "scoring" by the claim before the rollback
+
+
+@pytest.mark.django_db
+def test_the_write_that_quarantines_the_last_slice_asks_for_the_seg(
+    settings, site_a, django_capture_on_commit_callbacks
+):
+    """Three slices are scored while the fourth is still to be retried (no SEG yet: the series
+    waits for it); its last failure quarantines it on a write that scores nothing, and that
+    write asks for the SEG of the three (it asked for nothing, and the SEG never came)."""
+
+    def seg_requests(callbacks):  # what run_seg_schedule leaves to run after the commit
+        return [c for c in callbacks if "run_seg_schedule" in getattr(c, "__qualname__", "")]
+
+    settings.ARTISCAN_SCORING_MAX_ATTEMPTS = 2
+    series = _ingest_with_poison(site_a)
+    with django_capture_on_commit_callbacks() as first:
+        with pytest.raises(SlicesPending):
+            series_score(series_id=series.pk)
+    assert InstanceScore.objects.filter(instance__series=series).count() == 3
+    assert seg_requests(first) == []  # the fourth slice is still to come
+    with django_capture_on_commit_callbacks() as second:
+        series_score(series_id=series.pk)
+    assert SliceAttempt.objects.get(instance__instance_number=3).quarantined
+    assert len(seg_requests(second)) == 1

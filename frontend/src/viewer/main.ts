@@ -633,8 +633,8 @@ async function start(): Promise<void> {
   const reloadResult = coalesce(() => void loadResult(true), 300); // on live events
   const reloadReview = coalesce(() => {
     void (async () => {
-      review = await seriesReview(seriesId);
-      result = await seriesResult(seriesId);
+      review = await seriesReview(seriesId, { background: true }); // on a live event
+      result = await seriesResult(seriesId, { background: true });
       showVerdict();
       showSlice(current());
       await loadMasks();
