@@ -243,7 +243,6 @@ def test_a_rollback_while_a_batch_is_computed_is_not_undone_by_its_write(site_a,
     the series for it; before it writes, version 2 is rolled back. The write stores version
     2's scores under its own run, but the series keeps showing version 1 (the deployed flag is
     read when writing, not from before the rollback)."""
-    import shutil
 
     from backend.scoring.models import ScoringRun
     from backend.scoring.services import (
@@ -254,7 +253,6 @@ def test_a_rollback_while_a_batch_is_computed_is_not_undone_by_its_write(site_a,
         model_rollback,
         model_version_register,
     )
-    from ml.pipeline import SHIPPED
 
     series_ingest(
         site=site_a, files=[to_bytes(mr_dataset(i, rows=64, columns=64)) for i in (1, 2)],
@@ -262,9 +260,13 @@ def test_a_rollback_while_a_batch_is_computed_is_not_undone_by_its_write(site_a,
     )  # fmt: skip
     series = Series.objects.get(site=site_a)
     first = series_score(series_id=series.pk)
-    copy = tmp_path / "candidate.onnx"
-    shutil.copy(SHIPPED["pruned-onnx"], copy)
-    second = model_version_register(weights_path=copy, name="candidate", version="2", metrics={})
+    from tests.scoring.test_registry import _candidate
+
+    # With its thresholds sidecar, as a trainer leaves it (the store's copy is shared by content
+    # with the other tests of the session).
+    second = model_version_register(
+        weights_path=_candidate(tmp_path), name="candidate", version="2", metrics={}
+    )
     model_promote(model_version=second, user=admin_a.user, reason="try the pruned one")
     claim = _claim(series.pk, second, "worker-1", set())
     scored, failed = _compute(claim.run, claim.instances)
