@@ -255,31 +255,20 @@ def _refresh_locked(
     started = timezone.now()
     series = scored_series()
     if not full and state.watermark is not None:
-        series = series.filter(current_run__finished_at__gt=state.watermark - WATERMARK_OVERLAP)
-    changed = set(series.values_list("site_id", "week").distinct())
-    if not full and state.watermark is not None:
-        # A finding rejected (or un-rejected) since the last pass changes its series' week.
-        reviewed = FindingReview.objects.filter(
-            created_at__gt=state.watermark - WATERMARK_OVERLAP
-        ).values("finding__run_id")
-        changed |= set(
-            scored_series()
-            .filter(current_run_id__in=reviewed)
-            .values_list("site_id", "week")
-            .distinct()
-        )
-        # A promotion or rollback since then pointed series back at their runs of the version
-        # it deployed, which finished long ago: their weeks change too.
-        deployed = ModelPromotion.objects.filter(
-            created_at__gt=state.watermark - WATERMARK_OVERLAP
-        ).values("model_version_id")
-        changed |= set(
-            scored_series()
-            .filter(current_run__model_version_id__in=deployed)
-            .values_list("site_id", "week")
-            .distinct()
-        )
-    pairs = sorted(changed)
+        since = state.watermark - WATERMARK_OVERLAP
+        series = series.filter(
+            # scored since the last pass;
+            Q(current_run__finished_at__gt=since)
+            # a finding of its run reviewed since (a rejected one no longer counts);
+            | Q(current_run_id__in=FindingReview.objects.filter(created_at__gt=since).values(
+                "finding__run_id"
+            ))
+            # or re-pointed by a promotion or rollback since, to a run that finished long ago.
+            | Q(current_run__model_version_id__in=ModelPromotion.objects.filter(
+                created_at__gt=since
+            ).values("model_version_id"))
+        )  # fmt: skip
+    pairs = sorted(set(series.values_list("site_id", "week").distinct()))
     if full:
         # Weeks whose series all disappeared lose their cells too.
         existing = set(QualityRollup.objects.values_list("site_id", "week").distinct())

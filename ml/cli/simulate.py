@@ -99,11 +99,20 @@ def _decoded(ds: Any) -> np.ndarray[Any, Any]:
     return arr
 
 
+def _rescale(ds: Any) -> tuple[float, float]:
+    """The file's (RescaleSlope, RescaleIntercept): stored values to pixel values."""
+    return float(getattr(ds, "RescaleSlope", 1) or 1), float(
+        getattr(ds, "RescaleIntercept", 0) or 0
+    )
+
+
+def _to_values(ds: Any, stored: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.float32]]:
+    slope, intercept = _rescale(ds)
+    return np.asarray(stored.astype(np.float32) * slope + intercept, dtype=np.float32)
+
+
 def _pixels(ds: Any) -> np.ndarray[Any, np.dtype[np.float32]]:
-    arr = _decoded(ds)
-    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
-    intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
-    return np.asarray(arr.astype(np.float32) * slope + intercept, dtype=np.float32)
+    return _to_values(ds, _decoded(ds))
 
 
 def _stored_values(ds: Any, image: np.ndarray[Any, np.dtype[np.float32]]) -> np.ndarray[Any, Any]:
@@ -112,8 +121,7 @@ def _stored_values(ds: Any, image: np.ndarray[Any, np.dtype[np.float32]]) -> np.
     bits = int(getattr(ds, "BitsStored", np.iinfo(dtype).bits) or np.iinfo(dtype).bits)
     signed = int(getattr(ds, "PixelRepresentation", 0) or 0) == 1
     low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
-    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
-    intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
+    slope, intercept = _rescale(ds)
     stored: np.ndarray[Any, Any] = np.clip(np.rint((image - intercept) / slope), low, high)
     return stored.astype(dtype)
 
@@ -169,10 +177,7 @@ def run(args: argparse.Namespace) -> int:
         )
         # Against what the file will hold (rounded, clipped to BitsStored): a bright series whose
         # artifact saturates must not get a mask the written pixels do not show.
-        slope = float(getattr(ds, "RescaleSlope", 1) or 1)
-        intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
-        written = _stored_values(ds, artifacted).astype(np.float32) * slope + intercept
-        mask, flag = ground_truth(clean, written)
+        mask, flag = ground_truth(clean, _to_values(ds, _stored_values(ds, artifacted)))
         masks[index] = mask
         nondiagnostic[index] = bool(flag)
         _store(ds, artifacted, series_uid).save_as(args.out / f"{index + 1:04d}.dcm")
